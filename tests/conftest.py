@@ -1,0 +1,22 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real SmolLM2 tokenizer (cached from the GGUF package once per machine)."""
+    from lmlab.models import load_tokenizer
+
+    return load_tokenizer("tiny:llama")
+
+
+@pytest.fixture()
+def tiny_model():
+    """A fresh seeded 2-layer llama with the SmolLM2 vocabulary."""
+    from lmlab.models import load_model
+
+    return load_model("tiny:llama")
