@@ -1,0 +1,103 @@
+"""`lmlab STAGE [--config FILE] [key=value ...]`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lmlab.errors import UserError
+
+USAGE = "usage: lmlab STAGE [--config FILE] [key=value ...]\n       lmlab STAGE --help"
+
+
+def _stage_help(name: str, module) -> str:
+    from lmlab.config import describe
+
+    rows = describe(module.Config)
+    width = max(len(r[0]) for r in rows)
+    tw = max(len(r[1]) for r in rows)
+    lines = [f"lmlab {name}: {module.HELP}", "",
+             f"usage: lmlab {name} [--config FILE] [key=value ...]", "", "keys:"]
+    for key, tp, default, help_ in rows:
+        lines.append(f"  {key:<{width}}  {tp:<{tw}}  default {default}")
+        lines.append(f"  {'':<{width}}  {help_}")
+    return "\n".join(lines)
+
+
+def _main_help() -> str:
+    from lmlab.stages import STAGES, load_stage
+
+    lines = ["lmlab: the LLM lifecycle on the hardware you have.", "", USAGE, "", "stages:"]
+    for name in STAGES:
+        lines.append(f"  {name:<12} {load_stage(name).HELP}")
+    lines += ["", "Every stage writes a run folder (config.yaml, metrics.jsonl, checkpoints/, "
+              "final/, summary.json).", "See docs/ for one page per stage."]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, list[str], bool]:
+    config, rest, want_help = None, [], False
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help"):
+            want_help = True
+        elif a in ("-c", "--config"):
+            if i + 1 >= len(argv):
+                raise UserError("--config needs a file")
+            config = argv[i + 1]
+            i += 1
+        elif a.startswith("--config="):
+            config = a.split("=", 1)[1]
+        elif a.startswith("--") and "=" in a:
+            rest.append(a[2:])  # tolerate --key=value
+        elif a.startswith("-"):
+            raise UserError(f"unknown option {a}\n{USAGE}")
+        else:
+            rest.append(a)
+        i += 1
+    return config, rest, want_help
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from lmlab.stages import STAGES, load_stage
+
+    try:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(_main_help())
+            return 0
+        if argv[0] in ("-V", "--version"):
+            from lmlab import __version__
+
+            print(__version__)
+            return 0
+        name = argv[0]
+        if name not in STAGES:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(STAGES), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"unknown stage '{name}'{hint}; stages: {', '.join(STAGES)}")
+        module = load_stage(name)
+        config, overrides, want_help = parse_args(argv[1:])
+        if want_help:
+            print(_stage_help(name, module))
+            return 0
+        from lmlab.config import load_config
+
+        cfg = load_config(module.Config, config, overrides)
+        module.run(cfg)
+        return 0
+    except UserError as e:
+        print(f"lmlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lmlab: interrupted; the last checkpoint is kept (resume=auto continues)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Run folders: ``config.yaml``, ``metrics.jsonl``, ``checkpoints/step-N/``, ``final/``,
+``summary.json``, ``samples.jsonl`` (DESIGN.md, "Contracts")."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lmlab.common import is_main
+from lmlab.config import to_dict
+from lmlab.errors import UserError
+
+STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class Run:
+    path: Path
+    stage: str
+    started: float = field(default_factory=time.time)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    def log_metrics(self, row: dict) -> None:
+        if is_main():
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def write_json(self, name: str, data) -> None:
+        if is_main():
+            tmp = self.path / f".{name}.tmp"
+            tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+            os.replace(tmp, self.path / name)
+
+    def write_jsonl(self, name: str, rows: list[dict]) -> None:
+        if is_main():
+            with open(self.path / name, "w") as f:
+                for r in rows:
+                    f.write(json.dumps(r, default=str) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        f = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] \
+            if f.exists() else []
+
+    def latest_checkpoint(self) -> Path | None:
+        steps = checkpoint_steps(self.checkpoints)
+        return self.checkpoints / f"step-{steps[-1]}" if steps else None
+
+
+def default_output_dir(stage: str, model: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model).name if "/" in model else model)
+    return str(Path("runs") / f"{stage}-{name.strip('-') or 'model'}")
+
+
+def prepare_run(cfg, stage: str) -> Run:
+    """Create (or reopen, when resuming) the run folder and write the resolved config.
+
+    A folder that holds another run is refused unless ``resume`` continues it or
+    ``overwrite=true`` replaces it; a folder that holds another *stage's* run is always refused
+    unless ``overwrite`` is set. Nothing is ever deleted without ``overwrite``.
+    """
+    if not cfg.output_dir:
+        cfg.output_dir = default_output_dir(stage, cfg.model)
+    path = Path(cfg.output_dir)
+    existing = path / "config.yaml"
+    if existing.exists():
+        old = yaml.safe_load(existing.read_text()) or {}
+        old_stage = old.get("stage", "?")
+        if cfg.overwrite:
+            if is_main():
+                print(f"[lmlab] overwrite=true: deleting the existing {old_stage} run in {path}")
+                shutil.rmtree(path)
+        elif old_stage != stage:
+            raise UserError(f"{path} holds a '{old_stage}' run, not '{stage}': choose another "
+                            f"output_dir or pass overwrite=true to replace it")
+        elif cfg.resume == "no":
+            raise UserError(f"{path} already holds a {stage} run: pass resume=auto to continue "
+                            f"it or overwrite=true to replace it (or choose another output_dir)")
+    elif path.exists() and any(path.iterdir()) and not cfg.overwrite:
+        raise UserError(f"{path} exists and is not an lmlab run folder; choose another "
+                        f"output_dir or pass overwrite=true")
+    if is_main():
+        path.mkdir(parents=True, exist_ok=True)
+        body = {"stage": stage, **to_dict(cfg)}
+        (path / "config.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return Run(path=path, stage=stage)
+
+
+def checkpoint_steps(folder: Path) -> list[int]:
+    if not folder.exists():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := STEP_RE.match(p.name))
+                  and (p / "state.pt").exists())
+
+
+def commit_folder(tmp: Path, final: Path) -> None:
+    """Rename a fully written temp folder into place (replacing an older one)."""
+    if final.exists():
+        old = final.with_name(f".old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    for step in checkpoint_steps(folder)[:-keep]:
+        shutil.rmtree(folder / f"step-{step}", ignore_errors=True)

@@ -1,0 +1,178 @@
+"""`lmlab sft`: supervised fine-tuning, full or LoRA, with completion-only loss.
+
+Setup (model, data, held-out eval), then the shared loop with the LM objective, then the
+final model, samples and summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmlab.config import opt
+from lmlab.train.config import TrainConfig
+
+HELP = "supervised fine-tuning (full or LoRA) on chat / prompt-completion / task data"
+
+
+@dataclass
+class Config(TrainConfig):
+    method: str = opt("lora", "what to train", choices=("full", "lora"))
+    lora_r: int = opt(16, "LoRA rank", min=1)
+    lora_alpha: float = opt(32.0, "LoRA alpha (scale = alpha / r)", min=0.0, min_exclusive=True)
+    lora_dropout: float = opt(0.05, "LoRA dropout", min=0.0, max=1.0)
+    lora_targets: list[str] = opt([], "module names to adapt (default: all attention and MLP "
+                                      "projections; 'all-linear' lets peft pick)")
+    merge_on_save: bool = opt(True, "merge LoRA into the base weights so final/ is a plain "
+                                     "transformers model (false: save the adapter alone)")
+    mapping: str = opt("", "column mapping preset for the data: dolly | alpaca | (empty)")
+    data_limit: int | None = opt(None, "use at most this many training rows", min=1)
+    on_error: str = opt("raise", "bad data rows", choices=("raise", "skip"))
+    train_on: str = opt("assistant", "which tokens carry loss", choices=("assistant", "last", "all"))
+    on_long: str = opt("skip", "rows longer than max_len", choices=("error", "skip", "truncate"))
+    packing: bool = opt(False, "pack short examples into max_len rows (no cross-attention)")
+    eval_tasks: list[str] = opt([], "built-in tasks for held-out accuracy before/after "
+                                    "(default: the tasks in data when data is task:...)")
+    eval_n: int = opt(50, "held-out prompts per eval task", min=0)
+    eval_max_new_tokens: int = opt(16, "tokens generated per eval prompt", min=1)
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.lora_targets and self.method != "lora":
+            problems.append("lora_targets: only used with method=lora")
+        return problems
+
+
+def _eval_tasks(cfg: Config) -> list[str]:
+    if cfg.eval_tasks:
+        return cfg.eval_tasks
+    if cfg.data.startswith("task:"):
+        names = cfg.data.split(":", 1)[1].split(",")
+        if "all" in names:
+            from lmlab.data.tasks import task_names
+
+            return task_names()
+        return names
+    return []
+
+
+def run(cfg: Config) -> dict:
+    import torch
+
+    from lmlab.common import is_main, pick_device, pick_dtype, print0, rank, seed_everything, \
+        world_size
+    from lmlab.data import collate, encode_rows, load_rows, pack
+    from lmlab.eval.tasks import task_accuracy
+    from lmlab.losses.objectives import LMObjective
+    from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
+    from lmlab.models.adapters import add_lora, count_parameters
+    from lmlab.runs import prepare_run
+    from lmlab.train.data import BatchStream
+    from lmlab.train.distributed import barrier, init_distributed
+    from lmlab.train.logging import build_loggers
+    from lmlab.train.loop import train
+
+    device = pick_device(cfg.device)
+    if world_size() > 1 and device.type == "cuda":
+        device = torch.device("cuda", rank() % torch.cuda.device_count())
+    init_distributed(device)
+    dtype = pick_dtype(cfg.dtype, device)
+    run_ = prepare_run(cfg, "sft")
+    seed_everything(cfg.seed)
+
+    # --- data
+    tokenizer = load_tokenizer(cfg.model)
+    rows = load_rows(cfg.data, "chat", mapping=cfg.mapping or None, split="train",
+                     limit=cfg.data_limit, on_error=cfg.on_error)
+    examples, stats = encode_rows(tokenizer, rows, "chat", cfg.max_len, on_long=cfg.on_long,
+                                  train_on=cfg.train_on)
+    if cfg.packing:
+        examples = pack(examples, cfg.max_len)
+    print0(f"[lmlab] data: {stats['rows']} rows, {len(examples)} sequences, "
+           f"{stats['trained_tokens']} trained tokens, {stats['skipped_long']} skipped as longer "
+           f"than max_len={cfg.max_len}")
+    stream = BatchStream(examples, cfg.batch_size,
+                         lambda ex: collate(ex, tokenizer.pad_token_id),
+                         seed=cfg.seed, rank=rank(), world=world_size())
+
+    # --- model
+    model = load_model(cfg.model, dtype=dtype, device=device)
+    if cfg.method == "lora":
+        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                         targets=cfg.lora_targets)
+    trainable, total = count_parameters(model)
+    print0(f"[lmlab] model {cfg.model}: {total / 1e6:.1f}M parameters, "
+           f"{trainable / 1e6:.2f}M trainable ({cfg.method}), {dtype}, {device}")
+
+    tasks = _eval_tasks(cfg)
+
+    def evaluate(m) -> dict:
+        acc, samples = task_accuracy(m, tokenizer, tasks, n=cfg.eval_n,
+                                     max_new_tokens=cfg.eval_max_new_tokens)
+        return {"eval/accuracy": sum(acc.values()) / max(1, len(acc)),
+                **{f"eval/accuracy/{k}": v for k, v in acc.items()}}, samples
+
+    before = after = None
+    if tasks and cfg.eval_n and is_main() and cfg.resume == "no":
+        before, before_samples = evaluate(model)
+        print0(f"[lmlab] held-out accuracy before: {_fmt(before)}")
+
+    loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
+    result = train(model, LMObjective(), stream, cfg, run_, dtype=dtype, loggers=loggers,
+                   eval_fn=(lambda m: evaluate(m)[0]) if tasks and cfg.eval_n else None)
+    for lg in loggers:
+        lg.close()
+
+    # --- save and measure
+    summary: dict = {"stage": "sft", "model": cfg.model, "method": cfg.method,
+                     "steps": result.step, "train_seconds": round(result.seconds, 1),
+                     "trainable_params": trainable, "total_params": total, "data": stats}
+    if result.metrics:
+        summary["final_loss"] = result.metrics[-1]["train/loss"]
+        summary["tokens_per_s"] = sum(m["train/tokens"] for m in result.metrics) / max(
+            1e-9, sum(m["train/step_s"] for m in result.metrics))
+    if is_main():
+        _save_final(model, tokenizer, cfg, run_, base_reference, write_meta)
+        if tasks and cfg.eval_n:
+            after, after_samples = evaluate(model)
+            print0(f"[lmlab] held-out accuracy after:  {_fmt(after)}")
+            summary["eval_after"] = after
+            if before is not None:
+                summary["eval_before"] = before
+                _print_samples(before_samples, after_samples)
+            run_.write_jsonl("samples.jsonl", after_samples)
+        run_.write_json("summary.json", summary)
+        print0(f"[lmlab] wrote {run_.path}/ (final/, metrics.jsonl, summary.json)")
+    barrier()
+    return summary
+
+
+def _save_final(model, tokenizer, cfg, run_, base_reference, write_meta) -> None:
+    from lmlab.runs import commit_folder
+
+    tmp = run_.path / ".final.tmp"
+    if cfg.method == "lora" and cfg.merge_on_save:
+        model = model.merge_and_unload()
+        merged = True
+    else:
+        merged = cfg.method != "lora"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {"stage": "sft", "method": cfg.method, "merged": merged}
+    if not merged:
+        meta["base"] = base_reference(cfg.model)
+    write_meta(tmp, **meta)
+    commit_folder(tmp, run_.final)
+
+
+def _fmt(metrics: dict) -> str:
+    return ", ".join(f"{k.removeprefix('eval/accuracy/')} {v:.0%}" for k, v in metrics.items()
+                     if k.startswith("eval/accuracy/"))
+
+
+def _print_samples(before: list[dict], after: list[dict], k: int = 3) -> None:
+    from lmlab.common import print0
+
+    for b, a in list(zip(before, after))[:k]:
+        print0(f"  prompt: {b['prompt']!r}  (answer {b['answer']!r})")
+        print0(f"    before: {b['completion'].strip()!r} {'ok' if b['correct'] else 'wrong'}")
+        print0(f"    after:  {a['completion'].strip()!r} {'ok' if a['correct'] else 'wrong'}")

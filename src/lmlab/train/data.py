@@ -1,0 +1,55 @@
+"""A deterministic, resumable, rank-aware stream of micro-batches."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from lmlab.errors import UserError
+
+
+class BatchStream:
+    """Yields micro-batches in a seeded order that depends only on (seed, epoch).
+
+    Every global micro-batch holds ``world * batch_size`` examples; rank ``r`` takes the r-th
+    slice, so 2 ranks x batch b see exactly the examples that 1 rank x batch 2b sees. The tail
+    of an epoch that cannot fill a global micro-batch is skipped (counted in ``dropped``), and
+    the position (epoch, offset) is the whole state needed to resume.
+    """
+
+    def __init__(self, examples: list, batch_size: int, collate: Callable[[list], dict], *,
+                 seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1):
+        self.examples, self.batch_size, self.collate = examples, batch_size, collate
+        self.seed, self.shuffle, self.rank, self.world = seed, shuffle, rank, world
+        self.epoch, self.pos = 0, 0
+        if len(examples) < batch_size * world:
+            raise UserError(f"only {len(examples)} training examples, fewer than one batch "
+                            f"({batch_size} x {world} processes); add data or lower batch_size")
+        self._order = self._make_order()
+
+    def _make_order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(len(self.examples)))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(len(self.examples), generator=g).tolist()
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world
+
+    def next(self) -> dict:
+        if self.pos + self.global_batch > len(self._order):
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._order = self._make_order()
+        start = self.pos + self.rank * self.batch_size
+        idx = self._order[start:start + self.batch_size]
+        self.pos += self.global_batch
+        return self.collate([self.examples[i] for i in idx])
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._order = self._make_order()

@@ -1,0 +1,228 @@
+"""The training loop shared by every gradient stage.
+
+A stage hands it a model, an ``Objective`` and a ``BatchStream``; the loop owns gradient
+accumulation (normalised by the units of the whole optimizer step, across micro-batches and
+ranks), AMP, clipping, the lr schedule, periodic eval, checkpoints, resume, NaN detection and
+logging. Nothing stage-specific lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+
+from lmlab.common import is_main, print0, world_size
+from lmlab.errors import UserError
+from lmlab.runs import Run
+from lmlab.train.checkpoint import load_checkpoint, save_checkpoint
+from lmlab.train.config import TrainConfig
+from lmlab.train.data import BatchStream
+from lmlab.train.distributed import all_reduce_sum, wrap_ddp
+from lmlab.train.logging import MetricLogger, format_duration, step_line
+from lmlab.train.schedules import lr_factor
+
+
+class Objective(Protocol):
+    """What a stage trains: a summed loss over a micro-batch, normalised by the loop."""
+
+    def count(self, batch: dict) -> int:
+        """Units in this micro-batch that the loss sums over (tokens, pairs, ...)."""
+
+    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """(summed loss, summed metrics); the loop divides both by the step's unit count."""
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    step: int
+    metrics: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+    seconds: float = 0.0
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if not decay and not no_decay:
+        raise UserError("the model has no trainable parameters")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def amp_context(device: torch.device, dtype: torch.dtype):
+    """Autocast only where it pays: on GPUs for bf16/fp16. On CPU we train in the model dtype."""
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _useful_tokens(batch: dict) -> int:
+    """Non-pad input tokens (the throughput we report)."""
+    mask = batch.get("attention_mask")
+    if torch.is_tensor(mask) and mask.dim() == 2:
+        return int(mask.sum())
+    ids = batch.get("input_ids")
+    return int(ids.numel()) if torch.is_tensor(ids) else 0
+
+
+def _resume_path(cfg: TrainConfig, run: Run) -> Path | None:
+    if cfg.resume == "no":
+        return None
+    if cfg.resume == "auto":
+        return run.latest_checkpoint()
+    p = Path(cfg.resume)
+    if not (p / "state.pt").exists():
+        raise UserError(f"resume: {p} is not a checkpoint folder (no state.pt)")
+    return p
+
+
+def _memory_gb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    except Exception:  # noqa: BLE001 - best effort on platforms without resource
+        return None
+
+
+def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg: TrainConfig,
+          run: Run, *, dtype: torch.dtype = torch.float32,
+          eval_fn: Callable[[torch.nn.Module], dict] | None = None,
+          loggers: list[MetricLogger] | None = None, stop_after: int | None = None) -> TrainResult:
+    """Run optimizer steps until ``cfg.max_steps`` (or ``stop_after`` steps, for tests that
+    simulate a kill). Returns the last step and the logged metrics."""
+    device = next(model.parameters()).device
+    optimizer = build_optimizer(model, cfg)
+    result = TrainResult(step=0)
+    resume = _resume_path(cfg, run)
+    if resume is not None:
+        state = load_checkpoint(resume, model=model, optimizer=optimizer, stream=stream)
+        result.step = result.resumed_from = int(state["step"])
+        print0(f"[lmlab] resumed from {resume} (step {result.step})")
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and dtype == torch.float16 \
+        else None
+    ddp_model = wrap_ddp(model, device)
+    world = world_size()
+    loggers = loggers or []
+    model.train()
+
+    bar = None
+    if cfg.progress and is_main():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=result.step, desc=run.stage, unit="step",
+                   dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+    t_start, steps_done = time.time(), 0
+    last = cfg.max_steps if stop_after is None else min(cfg.max_steps, result.step + stop_after)
+    while result.step < last:
+        step = result.step
+        t0 = time.time()
+        lr = cfg.lr * lr_factor(step, total=cfg.max_steps, warmup=cfg.warmup_steps,
+                                schedule=cfg.schedule, min_ratio=cfg.min_lr_ratio)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        micro = [_to(stream.next(), device) for _ in range(cfg.grad_accum)]
+        total_units = all_reduce_sum(sum(objective.count(b) for b in micro), device)
+        if total_units <= 0:
+            raise UserError(f"step {step}: the batch has nothing to train on (all labels masked)")
+        loss_sum, metric_sums, tokens = 0.0, {}, 0
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1 or ddp_model is model
+            ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
+            with ctx, amp_context(device, dtype):
+                loss, metrics = objective(ddp_model, batch)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss.item()} at step {step + 1} (micro-batch {i}); "
+                        f"stopped without saving. The last good checkpoint is "
+                        f"{run.latest_checkpoint() or '(none yet)'}; lower lr or check the data.")
+                scaled = loss * (world / total_units)
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            loss_sum += float(loss.detach())
+            tokens += _useful_tokens(batch)
+            for k, v in metrics.items():
+                metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+        if scaler:
+            scaler.unscale_(optimizer)
+        params = [p for p in model.parameters() if p.requires_grad]
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0
+                                               else float("inf"))
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.step = step + 1
+        steps_done += 1
+
+        dt = time.time() - t0
+        row = {"step": result.step,
+               "train/loss": all_reduce_sum(loss_sum, device) / total_units,
+               "train/lr": lr, "train/grad_norm": float(gnorm),
+               "train/tokens": all_reduce_sum(tokens, device),
+               "train/step_s": dt}
+        row["train/tokens_per_s"] = row["train/tokens"] / max(dt, 1e-9)
+        for k, v in metric_sums.items():
+            row[f"train/{k}"] = all_reduce_sum(v, device) / total_units
+        mem = _memory_gb(device)
+        if mem is not None:
+            row["train/mem_gb"] = mem
+        eta = (time.time() - t_start) / steps_done * (cfg.max_steps - result.step)
+
+        if eval_fn is not None and cfg.eval_every and result.step % cfg.eval_every == 0 \
+                and result.step < cfg.max_steps:
+            row.update(_run_eval(eval_fn, model))
+        if result.step % cfg.log_every == 0 or result.step == cfg.max_steps:
+            run.log_metrics(row)
+            for lg in loggers:
+                lg.log(row, result.step)
+            line = step_line(result.step, cfg.max_steps, row, eta)
+            if bar is not None:
+                bar.set_postfix_str(line.split(" | ", 1)[1], refresh=False)
+            else:
+                print0(line)
+        result.metrics.append(row)
+        if bar is not None:
+            bar.update(1)
+        if not math.isfinite(row["train/loss"]):
+            raise TrainingDiverged(f"loss became {row['train/loss']} at step {result.step}")
+        if (cfg.save_every and result.step % cfg.save_every == 0) or result.step == last:
+            if is_main():
+                save_checkpoint(run.checkpoints, result.step, model=model, optimizer=optimizer,
+                                stream=stream, keep=cfg.keep_checkpoints)
+    if bar is not None:
+        bar.close()
+    result.seconds = time.time() - t_start
+    if steps_done:
+        print0(f"[lmlab] {run.stage}: {steps_done} steps in {format_duration(result.seconds)}")
+    model.eval()
+    return result
+
+
+def _run_eval(eval_fn, model) -> dict:
+    model.eval()
+    with torch.no_grad():
+        out = eval_fn(model)
+    model.train()
+    return {k if k.startswith("eval/") else f"eval/{k}": v for k, v in out.items()}
