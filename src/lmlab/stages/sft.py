@@ -63,7 +63,7 @@ def run(cfg: Config) -> dict:
     from lmlab.data import collate, encode_rows, load_rows, pack
     from lmlab.eval.tasks import task_accuracy
     from lmlab.losses.objectives import LMObjective
-    from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
+    from lmlab.models import base_reference, load_model, load_tokenizer, resolve, write_meta
     from lmlab.models.adapters import add_lora, count_parameters
     from lmlab.runs import prepare_run
     from lmlab.train.data import BatchStream
@@ -71,6 +71,7 @@ def run(cfg: Config) -> dict:
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
+    resolve(cfg.model)  # an unknown model fails before anything is written
     device = pick_device(cfg.device)
     if world_size() > 1 and device.type == "cuda":
         device = torch.device("cuda", rank() % torch.cuda.device_count())

@@ -1,0 +1,82 @@
+import pathlib
+
+import pytest
+import yaml
+
+from lmlab.cli import main
+from lmlab.config import load_config
+from lmlab.errors import ConfigError
+from lmlab.stages import STAGES, load_stage
+from lmlab.stages.sft import Config as SFTConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+EXPECTED_CONFIG_COUNT = 4  # update when a config is added: every shipped file is validated
+
+
+def test_every_shipped_config_loads():
+    assert len(CONFIGS) == EXPECTED_CONFIG_COUNT, [str(c) for c in CONFIGS]
+    for path in CONFIGS:
+        stage = path.parent.name
+        if stage == "pipelines":
+            continue
+        assert stage in STAGES, f"{path}: folder must be a stage name"
+        cfg = load_config(load_stage(stage).Config, path)
+        assert cfg.max_steps >= 0
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        load_config(SFTConfig, None, ["lr=abc", "max_stepz=3", "method=lorra", "lora_r=0",
+                                      "nokeyvalue"])
+    msg = str(e.value)
+    assert len(e.value.problems) == 5
+    assert "lr: expected a number" in msg
+    assert "did you mean 'max_steps'" in msg
+    assert "did you mean 'lora'" in msg
+    assert "lora_r: 0 is out of range" in msg
+    assert "'nokeyvalue' is not key=value" in msg
+    assert e.value.exit_code == 2
+
+
+def test_yaml_then_overrides_and_types(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"lr": 0.001, "max_steps": 7, "lora_targets": ["q_proj"]}))
+    cfg = load_config(SFTConfig, f, ["max_steps=9", "packing=true", "lora_targets=q_proj,v_proj",
+                                     "data_limit=null"])
+    assert (cfg.lr, cfg.max_steps, cfg.packing) == (0.001, 9, True)
+    assert cfg.lora_targets == ["q_proj", "v_proj"] and cfg.data_limit is None
+
+
+def test_yaml_type_errors_and_bad_files(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: [1, 2]\nbatch_size: 2.5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(SFTConfig, f)
+    assert len(e.value.problems) == 2 and str(f) in str(e.value)
+    g = tmp_path / "bad.yaml"
+    g.write_text("lr: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(SFTConfig, g)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(SFTConfig, tmp_path / "missing.yaml")
+
+
+def test_cli_exit_codes_and_help(capsys):
+    assert main(["sft", "max_stepz=1"]) == 2
+    assert "did you mean 'max_steps'" in capsys.readouterr().err
+    assert main(["sfx"]) == 1
+    assert "did you mean 'sft'" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in STAGES)
+    assert main(["sft", "--help"]) == 0
+    out = capsys.readouterr().out
+    for key in ("model", "lora_r", "max_steps", "resume", "packing"):
+        assert f"  {key} " in out
+
+
+def test_unknown_model_lists_known_aliases(capsys, tmp_path):
+    rc = main(["sft", "model=smollm9", f"output_dir={tmp_path / 'r'}", "eval_n=0"])
+    assert rc == 1
+    assert "smollm2-135m-instruct" in capsys.readouterr().err
