@@ -28,6 +28,6 @@ def test_constant_linear_cosine_by_hand():
 def test_one_cycle_ramps_then_anneals():
     vals = [f(s, "one-cycle", total=20, warmup=0) for s in range(20)]
     peak = vals.index(max(vals))
-    assert peak == 5  # 30% of 20 steps = 6 warmup steps -> peak at step index 5
+    assert peak == 6  # 30% of 20 steps = 6 warmup steps (0..5), full lr at step 6
     assert all(a <= b for a, b in zip(vals[:peak], vals[1:peak + 1]))
     assert all(a >= b for a, b in zip(vals[peak:], vals[peak + 1:]))
