@@ -24,3 +24,16 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[tor
     loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
                            shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
     return loss, int((shift_labels != IGNORE).sum())
+
+
+def token_cross_entropy_at(logits: torch.Tensor, labels: torch.Tensor,
+                           positions: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Like ``token_cross_entropy`` for logits computed only at ``positions``.
+
+    logits (B, K, V) are the predictions made at positions (K,); their targets are
+    labels[:, positions + 1].
+    """
+    targets = labels[:, positions + 1]  # (B, K)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+    return loss, int((targets != IGNORE).sum())
