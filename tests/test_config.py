@@ -80,3 +80,11 @@ def test_unknown_model_lists_known_aliases(capsys, tmp_path):
     rc = main(["sft", "model=smollm9", f"output_dir={tmp_path / 'r'}", "eval_n=0"])
     assert rc == 1
     assert "smollm2-135m-instruct" in capsys.readouterr().err
+
+
+def test_saved_run_config_round_trips(tmp_path):
+    f = tmp_path / "config.yaml"
+    f.write_text(yaml.safe_dump({"stage": "sft", "lr": 0.01}))
+    assert load_config(SFTConfig, f, stage="sft").lr == 0.01
+    with pytest.raises(ConfigError, match="for 'sft', not 'dpo'"):
+        load_config(SFTConfig, f, stage="dpo")

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from lmlab.config import load_config
 
-        cfg = load_config(module.Config, config, overrides)
+        cfg = load_config(module.Config, config, overrides, stage=name)
         module.run(cfg)
         return 0
     except UserError as e:

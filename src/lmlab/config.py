@@ -205,10 +205,18 @@ def build_config(cls: type, values: dict[str, Any], overrides: dict[str, str] | 
     return cfg
 
 
-def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None):
-    """YAML file (optional) + ``key=value`` overrides -> a validated ``cls`` instance."""
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None,
+                *, stage: str | None = None):
+    """YAML file (optional) + ``key=value`` overrides -> a validated ``cls`` instance.
+
+    A run folder's ``config.yaml`` carries ``stage:``; it is accepted when it names ``stage``,
+    so a saved config can be passed back with ``--config``."""
     values = read_yaml(path) if path else {}
     ov, problems = parse_overrides(overrides or [])
+    if "stage" in values:
+        saved = values.pop("stage")
+        if stage is not None and saved != stage:
+            problems.append(f"stage: this config is for '{saved}', not '{stage}'")
     return build_config(cls, values, ov, source=str(path) if path else None,
                         extra_problems=problems)
 
