@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from lmlab.data.tasks import examples, get_task
 
 
 @torch.no_grad()
@@ -34,6 +33,8 @@ def greedy_complete(model, tokenizer, prompts: list[str], *, max_new_tokens: int
 def task_accuracy(model, tokenizer, task_names: list[str], *, n: int = 50, seed: int = 0,
                   max_new_tokens: int = 16) -> tuple[dict[str, float], list[dict]]:
     """Accuracy per task on ``n`` test-split prompts, and the scored samples."""
+    from lmlab.data.tasks import examples, get_task
+
     acc, samples = {}, []
     for name in task_names:
         task = get_task(name)
