@@ -1,0 +1,374 @@
+"""Our KV-cache decode loop over a transformers causal LM.
+
+Prompts are LEFT padded so every row's next token sits in the last column: one prefill forward
+over (B, P), then one forward of (B, 1) per step, reusing one ``DynamicCache``. Each row stops on
+its own (EOS / stop token, stop string, ``max_new_tokens``); finished rows leave the batch (their
+cache rows are dropped), so a long straggler does not make the others pay.
+
+Legend: B = rows still decoding, P = padded prompt width, t = tokens generated so far,
+V = vocabulary. Position ids come from the attention mask (``cumsum - 1``), as HF ``generate``
+does, so left padding changes nothing for the real tokens.
+
+Layers, bottom up: ``stream_tokens`` (a generator of ``Step``s over token tensors) ->
+``decode`` (collects them) -> ``generate`` / ``stream`` (strings and chat messages in, text
+out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+import torch
+
+from lmlab.errors import UserError
+from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
+    make_generator, pick
+
+Prompt = Union[str, list[dict]]  # raw text, or chat messages [{role, content}]
+
+
+@dataclass
+class Step:
+    """What one decode step produced, for the rows that were still decoding."""
+
+    rows: list[int]  # original row index of each active row
+    tokens: list[int]  # the token each of them chose
+    logprobs: list[float] | None  # log-probability of each chosen token (when asked)
+    finished: dict[int, str]  # row -> finish reason, for rows that finished at this step
+    logits: torch.Tensor  # (B, V) raw next-token logits of the active rows (for tests/tools)
+
+
+@dataclass
+class Decoded:
+    """Token-level result of ``decode``; per row, in input order."""
+
+    tokens: list[list[int]]  # generated ids, including the stop token that ended the row
+    finish_reasons: list[str]  # "eos" (EOS or a stop token) | "stop" (stop string) | "length"
+    logprobs: list[list[float]] | None
+
+
+@dataclass
+class Completion:
+    prompt: Prompt
+    text: str  # without the stop token / stop string
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    logprobs: list[float] | None = None
+
+
+@dataclass
+class TextDelta:
+    """A piece of streamed text for prompt ``index``; ``finish_reason`` set on its last piece."""
+
+    index: int
+    text: str
+    finish_reason: str | None = None
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def context_length(model) -> int | None:
+    cfg = model.config
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+def eos_ids(model, tokenizer=None) -> list[int]:
+    """The EOS ids of the model's generation config and the tokenizer."""
+    ids: set[int] = set()
+    gen = getattr(model, "generation_config", None)
+    for src in (getattr(gen, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif src is not None:
+            ids.update(int(i) for i in src)
+    return sorted(ids)
+
+
+def encode_prompts(tokenizer, prompts: list[Prompt]) -> list[list[int]]:
+    """Token ids per prompt; chat prompts go through the tokenizer's chat template."""
+    if isinstance(prompts, (str, dict)) or not isinstance(prompts, (list, tuple)):
+        raise UserError("prompts: must be a list of strings or of chat message lists")
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            text = p
+        elif isinstance(p, (list, tuple)) and all(
+                isinstance(m, dict) and "role" in m and "content" in m for m in p):
+            if not getattr(tokenizer, "chat_template", None):
+                raise UserError(f"prompts[{i}]: chat messages need a tokenizer with a chat "
+                                "template; this one has none (pass plain text)")
+            text = tokenizer.apply_chat_template(list(p), tokenize=False,
+                                                 add_generation_prompt=True)
+        else:
+            raise UserError(f"prompts[{i}]: expected a string or a list of {{role, content}} "
+                            f"messages, got {type(p).__name__}")
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise UserError(f"prompts[{i}]: empty prompt")
+        out.append(ids)
+    return out
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, P), real tokens right-aligned."""
+    P = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), P), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), P), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, P - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, P - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def check_context(model, prompt_lengths: list[int], max_new_tokens: int) -> None:
+    """Raise before any work when a prompt plus its new tokens cannot fit the context."""
+    ctx = context_length(model)
+    if ctx is None:
+        return
+    for i, n in enumerate(prompt_lengths):
+        if n + max_new_tokens > ctx:
+            raise UserError(f"prompts[{i}] has {n} tokens; with max_new_tokens={max_new_tokens} "
+                            f"that exceeds the model's context of {ctx} tokens (shorten the "
+                            f"prompt or lower max_new_tokens)")
+
+
+# ----------------------------------------------------------------------------- stop strings
+
+
+class StopStrings:
+    """Detects stop strings in each row's decoded text (they may span tokens)."""
+
+    def __init__(self, tokenizer, stops: list[str]):
+        if stops and tokenizer is None:
+            raise UserError("stop: stop strings need a tokenizer to read the text")
+        self.tokenizer, self.stops = tokenizer, list(stops)
+
+    def hit(self, ids: list[int]) -> bool:
+        if not self.stops:
+            return False
+        text = self.tokenizer.decode(ids)
+        return any(s in text for s in self.stops)
+
+    def cut(self, text: str) -> str:
+        """``text`` up to the earliest stop string."""
+        at = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        return text[:min(at)] if at else text
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _State:
+    """Tensors of the rows still decoding (first dim B) and per-row results (by row index)."""
+
+    cache: object
+    mask: torch.Tensor | None  # (B, P + max_new) 1 = real token; None when there is no padding
+    pos: torch.Tensor  # (B, 1) position id of the next token
+    hist: torch.Tensor  # (B, P + max_new) token ids, -1 at padding / not yet generated
+    rows: list[int]  # original index of each active row
+    t: int = 0  # tokens generated so far by the active rows
+    out: list[list[int]] = field(default_factory=list)
+    lps: list[list[float]] = field(default_factory=list)
+
+
+def _prefill(model, input_ids, attention_mask, max_new: int) -> tuple[_State, torch.Tensor]:
+    from transformers import DynamicCache
+
+    B, P = input_ids.shape
+    padded = bool((attention_mask == 0).any())
+    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask if padded else None,
+                   position_ids=pos, past_key_values=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1, :]  # (B, V)
+    mask = None
+    if padded:
+        mask = torch.ones(B, P + max_new, dtype=attention_mask.dtype, device=input_ids.device)
+        mask[:, :P] = attention_mask
+    hist = torch.full((B, P + max_new), -1, dtype=torch.long, device=input_ids.device)
+    hist[:, :P] = input_ids.masked_fill(attention_mask == 0, -1)
+    st = _State(cache, mask, pos[:, -1:] + 1, hist, list(range(B)),
+                out=[[] for _ in range(B)], lps=[[] for _ in range(B)])
+    return st, logits.float()
+
+
+def _forward_one(model, st: _State, tokens: torch.Tensor, P: int) -> torch.Tensor:
+    """Feed each active row its last token (B,); the next-token logits (B, V)."""
+    n = P + st.t  # cache length after this token
+    mask = st.mask[:, :n] if st.mask is not None else None
+    logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=st.pos,
+                   past_key_values=st.cache, use_cache=True).logits[:, -1, :]
+    st.pos += 1
+    return logits.float()
+
+
+def _keep_rows(st: _State, keep: list[int]) -> None:
+    """Drop finished rows: ``keep`` are positions in the current batch."""
+    idx = torch.tensor(keep, dtype=torch.long, device=st.pos.device)
+    st.cache.batch_select_indices(idx)
+    st.pos, st.hist = st.pos[idx], st.hist[idx]
+    if st.mask is not None:
+        st.mask = st.mask[idx]
+    st.rows = [st.rows[j] for j in keep]
+
+
+def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  params: SamplingParams, *, eos_token_ids: list[int] | None = None,
+                  tokenizer=None, generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Decode left-padded prompts (B, P), yielding one ``Step`` per generated position.
+
+    ``eos_token_ids`` default to the model's and tokenizer's EOS; ``params.stop_token_ids`` are
+    added, and ``params.ignore_eos`` drops the defaults. Stop strings need ``tokenizer``.
+    """
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    B, P = input_ids.shape
+    stops = StopStrings(tokenizer, params.stop)
+    eos = [] if params.ignore_eos else (eos_ids(model, tokenizer) if eos_token_ids is None
+                                        else list(eos_token_ids))
+    stop_ids = set(eos) | set(params.stop_token_ids)
+    check_context(model, attention_mask.sum(-1).tolist(), params.max_new_tokens)
+    if params.max_new_tokens == 0:
+        return
+    transforms = build_transforms(params, eos_token_ids=sorted(stop_ids))
+    if generator is None and not params.greedy:
+        generator = make_generator(params.seed, input_ids.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            st, logits = _prefill(model, input_ids, attention_mask, params.max_new_tokens)
+        while True:
+            with torch.inference_mode():
+                step, keep, nxt = _choose(st, logits, params, transforms, generator, stop_ids,
+                                          stops, P)
+            yield step
+            if not keep:
+                return
+            with torch.inference_mode():
+                if len(keep) < len(st.rows):
+                    _keep_rows(st, keep)
+                    nxt = nxt[torch.tensor(keep, device=nxt.device)]
+                logits = _forward_one(model, st, nxt, P)
+    finally:
+        model.train(was_training)
+
+
+def _choose(st: _State, logits, params, transforms, generator, stop_ids, stops, P):
+    """Pick each active row's token, record it, decide who finished."""
+    history = History(st.hist[:, :P + st.t], P)
+    processed = apply_transforms(logits, transforms, history) if transforms else logits
+    nxt = pick(processed, params.greedy, generator)  # (B,)
+    lp = None
+    if params.logprobs:
+        src = logits if params.logprobs_mode == "raw" else processed
+        lp = src.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
+    st.hist[:, P + st.t] = nxt
+    st.t += 1
+    toks = nxt.tolist()
+    finished, keep = {}, []
+    for j, (r, tok) in enumerate(zip(st.rows, toks)):
+        st.out[r].append(tok)
+        if lp is not None:
+            st.lps[r].append(lp[j])
+        if tok in stop_ids:
+            finished[r] = "eos"
+        elif stops.hit(st.out[r]):
+            finished[r] = "stop"
+        elif st.t >= params.max_new_tokens:
+            finished[r] = "length"
+        else:
+            keep.append(j)
+    return Step(list(st.rows), toks, lp, finished, logits), keep, nxt
+
+
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+           params: SamplingParams, **kw) -> Decoded:
+    """Run ``stream_tokens`` to the end; per-row tokens, finish reasons, logprobs."""
+    B = input_ids.shape[0]
+    tokens: list[list[int]] = [[] for _ in range(B)]
+    lps: list[list[float]] = [[] for _ in range(B)]
+    reasons = ["length"] * B
+    for step in stream_tokens(model, input_ids, attention_mask, params, **kw):
+        for j, r in enumerate(step.rows):
+            tokens[r].append(step.tokens[j])
+            if step.logprobs is not None:
+                lps[r].append(step.logprobs[j])
+        for r, why in step.finished.items():
+            reasons[r] = why
+    return Decoded(tokens, reasons, lps if params.logprobs else None)
+
+
+# ----------------------------------------------------------------------------- text in, text out
+
+
+def completion_text(tokenizer, ids: list[int], reason: str, stops: StopStrings) -> str:
+    if reason == "eos":
+        ids = ids[:-1]
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    return stops.cut(text) if reason == "stop" else text
+
+
+def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
+             batch_size: int = 8, generator: torch.Generator | None = None) -> list[Completion]:
+    """Complete each prompt (text, or chat messages -> chat template). Prompts are batched by
+    length (less padding); results come back in input order."""
+    params = params or SamplingParams()
+    if batch_size < 1:
+        raise UserError(f"batch_size: must be >= 1, got {batch_size}")
+    encoded = encode_prompts(tokenizer, prompts)
+    check_context(model, [len(e) for e in encoded], params.max_new_tokens)
+    if generator is None and not params.greedy:
+        generator = make_generator(params.seed, model_device(model))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids(model,
+                                                                                    tokenizer)[0]
+    stops = StopStrings(tokenizer, params.stop)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    out: list[Completion | None] = [None] * len(encoded)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        ids, mask = left_pad([encoded[i] for i in idx], pad, model_device(model))
+        d = decode(model, ids, mask, params, tokenizer=tokenizer, generator=generator)
+        for j, i in enumerate(idx):
+            text = completion_text(tokenizer, d.tokens[j], d.finish_reasons[j], stops)
+            out[i] = Completion(prompts[i], text, d.tokens[j], d.finish_reasons[j],
+                                len(encoded[i]), d.logprobs[j] if d.logprobs else None)
+    return out  # type: ignore[return-value]
+
+
+def stream(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
+           generator: torch.Generator | None = None) -> Iterator[TextDelta]:
+    """Yield text as it is generated (all prompts in one batch). Text that might be the start
+    of a stop string, or half of a multi-byte character, is held back until it is resolved."""
+    params = params or SamplingParams()
+    encoded = encode_prompts(tokenizer, prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids(model,
+                                                                                    tokenizer)[0]
+    ids, mask = left_pad(encoded, pad, model_device(model))
+    stops = StopStrings(tokenizer, params.stop)
+    hold = max((len(s) for s in params.stop), default=1) - 1
+    toks: list[list[int]] = [[] for _ in encoded]
+    sent = [0] * len(encoded)
+    for step in stream_tokens(model, ids, mask, params, tokenizer=tokenizer, generator=generator):
+        for j, r in enumerate(step.rows):
+            toks[r].append(step.tokens[j])
+            why = step.finished.get(r)
+            if why is None:
+                text = tokenizer.decode(toks[r])
+                end = len(text) - hold
+                if text.endswith("\ufffd"):  # an unfinished multi-byte character
+                    end = min(end, len(text) - 1)
+                if end > sent[r]:
+                    yield TextDelta(r, text[sent[r]:end])
+                    sent[r] = end
+            else:
+                text = completion_text(tokenizer, toks[r], why, stops)
+                yield TextDelta(r, text[sent[r]:], why)
