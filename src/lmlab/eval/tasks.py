@@ -5,26 +5,18 @@ from __future__ import annotations
 import torch
 
 
-
 @torch.no_grad()
 def greedy_complete(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 16,
                     batch_size: int = 16) -> list[str]:
-    """Greedy chat completions for user prompts, batched with left padding."""
-    from lmlab.data.chat import encode_prompt
+    """Greedy chat completions for user prompts with our KV-cache decode loop."""
+    from lmlab.infer.decode import generate
+    from lmlab.infer.sampling import SamplingParams
 
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    outs: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        ids = [encode_prompt(tokenizer, p) for p in prompts[i:i + batch_size]]
-        width = max(map(len, ids))
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-        out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad)
-        outs += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    chats = [[{"role": "user", "content": p}] for p in prompts]
+    outs = [c.text for c in generate(model, tokenizer, chats, params, batch_size=batch_size)]
     if was_training:
         model.train()
     return outs
