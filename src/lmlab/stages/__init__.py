@@ -3,6 +3,7 @@
 
 STAGES: dict[str, str] = {
     "sft": "lmlab.stages.sft",
+    "reward": "lmlab.stages.reward",
 }
 
 
