@@ -1,0 +1,341 @@
+"""Speculative decoding: a cheap drafter proposes tokens, the target checks them in one forward.
+
+Two drafters (anything with ``propose`` / ``rollback`` works, see ``Drafter``):
+
+- ``DraftModel``: a smaller causal LM with the same tokenizer, with its own KV cache;
+- ``PromptLookup``: no model; copy what followed the most recent earlier occurrence of the
+  last n tokens (Saxena 2023, "prompt lookup decoding") - strong when the output quotes the
+  input (extraction, summaries, code edits).
+
+Verification (Leviathan et al. 2023, Chen et al. 2023). The target scores
+``[last, d_1 .. d_g]`` in one forward, giving p_1 .. p_{g+1}. Greedy: keep d_i while it is the
+target's argmax, then take the target's own token, so the output is plain greedy's. Sampling:
+keep d_i with probability ``min(1, p_i(d_i) / q_i(d_i))``; at the first rejection draw from
+``norm(max(0, p_i - q_i))``; if all g are kept draw a bonus token from p_{g+1}. Every token
+then follows the target distribution exactly. A prompt-lookup proposal is a point mass
+(q = 1 on d_i), so it is kept with probability p_i(d_i).
+
+One prompt at a time (rows accept different numbers of tokens, so batch rows would drift
+apart); the text-level helper loops over prompts. State kept between rounds: the target cache
+holds every committed token but the last one, which is fed with the next drafts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from lmlab.errors import UserError
+from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
+    encode_prompts, eos_ids, model_device
+from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
+    make_generator
+
+
+@dataclass
+class SpecStats:
+    """Per call. ``acceptance_rate`` = accepted / proposed drafts; ``mean_accepted`` = accepted
+    drafts per target forward; each target forward also yields one token of its own."""
+
+    proposed: int = 0
+    accepted: int = 0
+    target_forwards: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        return self.accepted / self.target_forwards if self.target_forwards else 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.new_tokens / self.target_forwards if self.target_forwards else 0.0
+
+    def add(self, other: "SpecStats") -> None:
+        for k in ("proposed", "accepted", "target_forwards", "new_tokens", "seconds"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def as_dict(self) -> dict:
+        return {"proposed": self.proposed, "accepted": self.accepted,
+                "target_forwards": self.target_forwards, "new_tokens": self.new_tokens,
+                "acceptance_rate": round(self.acceptance_rate, 4),
+                "mean_accepted": round(self.mean_accepted, 4),
+                "tokens_per_forward": round(self.tokens_per_forward, 4),
+                "seconds": round(self.seconds, 4)}
+
+
+@dataclass
+class SpecOutput:
+    tokens: list[int]
+    finish_reason: str
+    logprobs: list[float] | None
+    stats: SpecStats = field(default_factory=SpecStats)
+
+
+class Drafter(Protocol):
+    def propose(self, seq: list[int], k: int, history_transforms, prompt_len: int,
+                greedy: bool, generator) -> tuple[list[int], torch.Tensor | None]:
+        """Up to k tokens to follow ``seq``, and their proposal distributions (k', V), or
+        None for a deterministic proposal (a point mass on each token)."""
+
+    def rollback(self, valid: int) -> None:
+        """Only the first ``valid`` tokens of the sequence still stand."""
+
+
+# ----------------------------------------------------------------------------- drafters
+
+
+class PromptLookup:
+    """Draft by copying: find the most recent earlier match of the last n tokens
+    (n = max_ngram .. min_ngram) and propose what followed it."""
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+        if not 1 <= min_ngram <= max_ngram:
+            raise UserError(f"prompt_lookup_max_ngram: must be >= min_ngram >= 1, got "
+                            f"max {max_ngram}, min {min_ngram}")
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+
+    def propose(self, seq, k, transforms, prompt_len, greedy, generator):
+        s = torch.tensor(seq)
+        L = len(seq)
+        for n in range(min(self.max_ngram, L - 1), self.min_ngram - 1, -1):
+            windows = s[:L - 1].unfold(0, n, 1)  # (L-n, n): starts 0 .. L-n-1, never the tail
+            hits = (windows == s[L - n:]).all(1).nonzero()
+            if len(hits):
+                start = int(hits[-1]) + n  # what followed the most recent match
+                return seq[start:start + k], None
+        return [], None
+
+    def rollback(self, valid: int) -> None:
+        pass
+
+
+class DraftModel:
+    """A small same-vocabulary causal LM proposing k tokens, one cached forward each."""
+
+    def __init__(self, model):
+        from transformers import DynamicCache
+
+        self.model = model.eval()
+        self.cache = DynamicCache(config=model.config)
+        self.cached = 0  # tokens of the sequence held in the draft cache
+
+    def _feed(self, tokens: list[int], start: int) -> torch.Tensor:
+        dev = model_device(self.model)
+        ids = torch.tensor([tokens], device=dev)
+        pos = torch.arange(start, start + len(tokens), device=dev)[None]
+        out = self.model(input_ids=ids, position_ids=pos, past_key_values=self.cache,
+                         use_cache=True, logits_to_keep=1)
+        self.cached = start + len(tokens)
+        return out.logits[0, -1].float()  # (V,)
+
+    def propose(self, seq, k, transforms, prompt_len, greedy, generator):
+        drafts, qs = [], []
+        logits = self._feed(seq[self.cached:], self.cached)
+        for i in range(k):
+            hist = History(torch.tensor([seq + drafts], device=logits.device), prompt_len)
+            processed = apply_transforms(logits[None], transforms, hist)[0]
+            if greedy:
+                tok = int(processed.argmax())
+            else:
+                q = processed.softmax(-1)
+                tok = int(torch.multinomial(q, 1, generator=generator))
+                qs.append(q)
+            drafts.append(tok)
+            if i + 1 < k:
+                logits = self._feed([tok], self.cached)
+        return drafts, (torch.stack(qs) if qs else None)
+
+    def rollback(self, valid: int) -> None:
+        if self.cached > valid:
+            self.cache.crop(valid - self.cached)  # negative: tokens to drop
+            self.cached = valid
+
+
+def check_same_vocab(target, draft, tokenizer=None, draft_tokenizer=None) -> None:
+    """Raise UserError unless the draft can propose the target's tokens."""
+    tv = target.get_output_embeddings().weight.shape[0]
+    dv = draft.get_output_embeddings().weight.shape[0]
+    if tv != dv or target.config.vocab_size != draft.config.vocab_size:
+        raise UserError(f"draft: vocabulary size {dv} differs from the target's {tv}; the "
+                        "draft model must share the target's tokenizer")
+    if tokenizer is not None and draft_tokenizer is not None and \
+            tokenizer.get_vocab() != draft_tokenizer.get_vocab():
+        raise UserError("draft: its tokenizer's vocabulary differs from the target's; the "
+                        "draft model must share the target's tokenizer")
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def _verify(p: torch.Tensor, drafts: list[int], q: torch.Tensor | None, greedy: bool,
+            generator) -> tuple[int, int]:
+    """p (g+1, V) target probabilities (or processed logits when greedy) at each draft
+    position. Returns (accepted drafts k, the target's next token after them)."""
+    for i, d in enumerate(drafts):
+        if greedy:
+            best = int(p[i].argmax())
+            if best != d:
+                return i, best
+            continue
+        ratio = p[i, d] / (q[i, d] if q is not None else 1.0)
+        u = torch.rand((), generator=generator, device=p.device)
+        if u >= ratio:  # rejected: draw from what the target has left over
+            resid = p[i].clone()
+            if q is not None:
+                resid = (resid - q[i]).clamp(min=0)
+            else:
+                resid[d] = 0.0
+            if float(resid.sum()) <= 0:
+                resid = p[i]
+            return i, int(torch.multinomial(resid / resid.sum(), 1, generator=generator))
+    g = len(drafts)
+    last = int(p[g].argmax()) if greedy else int(torch.multinomial(p[g], 1, generator=generator))
+    return g, last
+
+
+def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *,
+                       drafter: Drafter, num_draft_tokens: int = 5,
+                       eos_token_ids: list[int] | None = None, tokenizer=None,
+                       generator: torch.Generator | None = None) -> SpecOutput:
+    """Decode one prompt (1, P) or (P,) with speculative decoding; output follows ``params``
+    exactly as plain decoding would (greedy: the same tokens; sampling: the same
+    distribution)."""
+    if isinstance(num_draft_tokens, bool) or not isinstance(num_draft_tokens, int) or \
+            num_draft_tokens < 1:
+        raise UserError(f"num_draft_tokens: must be an integer >= 1, got {num_draft_tokens!r}")
+    ids = input_ids.reshape(-1).tolist()
+    if input_ids.dim() == 2 and input_ids.shape[0] != 1:
+        raise UserError("speculative decoding takes one prompt at a time")
+    check_context(model, [len(ids)], params.max_new_tokens)
+    eos = [] if params.ignore_eos else (eos_ids(model, tokenizer) if eos_token_ids is None
+                                        else list(eos_token_ids))
+    stop_ids = set(eos) | set(params.stop_token_ids)
+    stops = StopStrings(tokenizer, params.stop)
+    transforms = build_transforms(params, eos_token_ids=sorted(stop_ids))
+    if generator is None and not params.greedy:
+        generator = make_generator(params.seed, model_device(model))
+    out = SpecOutput([], "length", [] if params.logprobs else None)
+    if params.max_new_tokens == 0:
+        return out
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            _spec_loop(model, ids, params, drafter, num_draft_tokens, transforms, stop_ids,
+                       stops, generator, out)
+    finally:
+        model.train(was_training)
+    out.stats.seconds = time.perf_counter() - t0
+    out.stats.new_tokens = len(out.tokens)
+    return out
+
+
+def _spec_loop(model, ids, params, drafter, k, transforms, stop_ids, stops, generator, out):
+    from transformers import DynamicCache
+
+    dev, P = model_device(model), len(ids)
+    cache = DynamicCache(config=model.config)
+    if P > 1:  # the cache holds all but the last committed token
+        model(input_ids=torch.tensor([ids[:-1]], device=dev), past_key_values=cache,
+              use_cache=True, logits_to_keep=1)
+    seq = list(ids)
+    while True:
+        budget = min(k, params.max_new_tokens - len(out.tokens) - 1)
+        drafts, q = drafter.propose(seq, budget, transforms, P, params.greedy, generator) \
+            if budget > 0 else ([], None)
+        feed = torch.tensor([[seq[-1]] + drafts], device=dev)  # (1, g+1)
+        pos = torch.arange(len(seq) - 1, len(seq) + len(drafts), device=dev)[None]
+        logits = model(input_ids=feed, position_ids=pos, past_key_values=cache,
+                       use_cache=True).logits[0].float()  # (g+1, V)
+        p = _target_dist(logits, seq, drafts, transforms, P, params.greedy)
+        n_ok, nxt = _verify(p, drafts, q, params.greedy, generator)
+        out.stats.target_forwards += 1
+        out.stats.proposed += len(drafts)
+        out.stats.accepted += n_ok
+        new = drafts[:n_ok] + [nxt]
+        if _commit(out, new, logits, p, params, stop_ids, stops):
+            return
+        if n_ok < len(drafts):  # the cache saw seq[-1] and every draft: drop the rejected
+            cache.crop(n_ok - len(drafts))
+        seq += new
+        drafter.rollback(len(seq) - 1)
+
+
+def _target_dist(logits, seq, drafts, transforms, P, greedy) -> torch.Tensor:
+    """The target's processed distribution at each of the g+1 positions (each position's
+    penalties see the drafts before it). Greedy: processed logits (argmax is all we need)."""
+    if transforms:
+        rows = []
+        for i in range(logits.shape[0]):
+            hist = History(torch.tensor([seq + drafts[:i]], device=logits.device), P)
+            rows.append(apply_transforms(logits[i:i + 1], transforms, hist)[0])
+        logits = torch.stack(rows)
+    return logits if greedy else logits.softmax(-1)
+
+
+def _commit(out: SpecOutput, new: list[int], logits, p, params, stop_ids, stops) -> bool:
+    """Append the round's tokens one by one, stopping where a stop condition hits."""
+    for i, tok in enumerate(new):
+        out.tokens.append(tok)
+        if out.logprobs is not None:
+            if params.logprobs_mode == "raw":
+                src = logits[i]
+            else:  # p holds processed logits when greedy, probabilities when sampling
+                src = p[i] if params.greedy else p[i].log()
+            out.logprobs.append(float(src.log_softmax(-1)[tok]))
+        if tok in stop_ids:
+            out.finish_reason = "eos"
+        elif stops.hit(out.tokens):
+            out.finish_reason = "stop"
+        elif len(out.tokens) >= params.max_new_tokens:
+            out.finish_reason = "length"
+        else:
+            continue
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------- text level
+
+
+@dataclass
+class SpecResult:
+    completions: list[Completion]
+    stats: SpecStats  # summed over the prompts of this call
+
+
+def generate_speculative(model, tokenizer, prompts: list[Prompt],
+                         params: SamplingParams | None = None, *, draft=None,
+                         draft_tokenizer=None, num_draft_tokens: int = 5,
+                         prompt_lookup_max_ngram: int = 3,
+                         generator: torch.Generator | None = None) -> SpecResult:
+    """Speculative decoding on text or chat prompts, with ``draft`` (a model) or, when none
+    is given, prompt lookup."""
+    params = params or SamplingParams()
+    if draft is not None:
+        check_same_vocab(model, draft, tokenizer, draft_tokenizer)
+    encoded = encode_prompts(tokenizer, prompts)
+    check_context(model, [len(e) for e in encoded], params.max_new_tokens)
+    if generator is None and not params.greedy:
+        generator = make_generator(params.seed, model_device(model))
+    stops = StopStrings(tokenizer, params.stop)
+    total, comps = SpecStats(), []
+    for prompt, ids in zip(prompts, encoded):
+        drafter = DraftModel(draft) if draft is not None else PromptLookup(prompt_lookup_max_ngram)
+        o = speculative_decode(model, torch.tensor([ids], device=model_device(model)), params,
+                               drafter=drafter, num_draft_tokens=num_draft_tokens,
+                               tokenizer=tokenizer, generator=generator)
+        total.add(o.stats)
+        comps.append(Completion(prompt, completion_text(tokenizer, o.tokens, o.finish_reason,
+                                                        stops), o.tokens, o.finish_reason,
+                                len(ids), o.logprobs))
+    return SpecResult(comps, total)

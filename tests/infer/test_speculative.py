@@ -1,0 +1,186 @@
+"""Speculative decoding: greedy == plain greedy; sampling follows the target distribution."""
+
+import itertools
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lmlab.errors import UserError
+from lmlab.infer.decode import decode, generate
+from lmlab.infer.sampling import SamplingParams
+from lmlab.infer.speculative import DraftModel, PromptLookup, _verify, check_same_vocab, \
+    generate_speculative, speculative_decode
+from lmlab.models import load_model
+
+from .conftest import varied
+
+PROMPT = "The quick brown fox jumps over the lazy dog and then"
+
+
+def draft_like(target, noise: float, seed: int = 5):
+    """A ``tiny:llama4`` draft (a different preset, same vocabulary) that shares the target's
+    embeddings and first two layers; its two extra layers add noise of size ``noise`` to the
+    residual stream, so it agrees with the target often but not always."""
+    d = load_model("tiny:llama4")
+    sd = target.state_dict()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in d.named_parameters():
+            if n in sd:
+                p.copy_(sd[n])
+            elif p.dim() == 2:
+                std = noise if ("o_proj" in n or "down_proj" in n) else 0.5
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return d.eval()
+
+
+@pytest.mark.parametrize("noise,k", [(0.05, 4), (0.1, 2), (0.3, 6)])
+def test_draft_model_greedy_equals_plain_greedy(model, tokenizer, noise, k):
+    ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
+    p = SamplingParams(temperature=0, max_new_tokens=30, ignore_eos=True)
+    ref = decode(model, ids, None, p).tokens[0]
+    o = speculative_decode(model, ids, p, drafter=DraftModel(draft_like(model, noise)),
+                           num_draft_tokens=k)
+    assert o.tokens == ref
+    assert 0 < o.stats.accepted < o.stats.proposed  # some drafts kept, some rejected
+    assert o.stats.new_tokens == 30 and o.stats.target_forwards < 30
+    assert o.stats.mean_accepted == pytest.approx(o.stats.accepted / o.stats.target_forwards)
+
+
+def test_prompt_lookup_greedy_equals_plain_greedy(tokenizer):
+    m = varied(std=0.1)  # a model that repeats itself in runs: lookups hit and miss
+    ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
+    p = SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True)
+    ref = decode(m, ids, None, p).tokens[0]
+    o = speculative_decode(m, ids, p, drafter=PromptLookup(max_ngram=3), num_draft_tokens=5)
+    assert o.tokens == ref
+    assert 0 < o.stats.accepted < o.stats.proposed
+
+
+def test_stops_and_logprobs_match_plain_decoding(model, tokenizer):
+    ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
+    free = decode(model, ids, None, SamplingParams(temperature=0, max_new_tokens=12,
+                                                   ignore_eos=True))
+    eos = free.tokens[0][7]
+    p = SamplingParams(temperature=0, max_new_tokens=12, logprobs=True)
+    ref = decode(model, ids, None, p, eos_token_ids=[eos])
+    o = speculative_decode(model, ids, p, drafter=DraftModel(draft_like(model, 0.05)),
+                           num_draft_tokens=4, eos_token_ids=[eos])
+    assert o.tokens == ref.tokens[0] and o.finish_reason == "eos" == ref.finish_reasons[0]
+    torch.testing.assert_close(torch.tensor(o.logprobs), torch.tensor(ref.logprobs[0]),
+                               atol=1e-4, rtol=0)
+
+
+def test_text_level_and_stop_strings(model, tokenizer):
+    p = SamplingParams(temperature=0, max_new_tokens=16, stop=["e"])
+    ref = generate(model, tokenizer, [PROMPT, "Hello"], p)
+    res = generate_speculative(model, tokenizer, [PROMPT, "Hello"], p,
+                               draft=draft_like(model, 0.05), draft_tokenizer=tokenizer)
+    assert [c.text for c in res.completions] == [c.text for c in ref]
+    assert [c.finish_reason for c in res.completions] == [c.finish_reason for c in ref]
+    assert res.stats.target_forwards > 0 and "acceptance_rate" in res.stats.as_dict()
+
+
+def test_draft_with_other_vocabulary_is_refused(model, tokenizer):
+    cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1)
+    with pytest.raises(UserError, match="draft"):
+        check_same_vocab(model, LlamaForCausalLM(cfg))
+    with pytest.raises(UserError, match="draft"):
+        generate_speculative(model, tokenizer, [PROMPT], draft=LlamaForCausalLM(cfg))
+
+
+# ----------------------------------------------------------------------------- distribution
+
+
+def chi2_pvalue(counts: torch.Tensor, probs: torch.Tensor, min_expected: float = 5.0) -> float:
+    """Pearson's chi-square goodness of fit; cells expected < 5 are pooled into one."""
+    n = counts.sum()
+    exp = probs.double() * n
+    small = exp < min_expected
+    obs = torch.cat([counts[~small].double(), counts[small].double().sum()[None]])
+    exp = torch.cat([exp[~small], exp[small].sum()[None]])
+    keep = exp > 0
+    stat = ((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()
+    dof = int(keep.sum()) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.double), stat / 2))
+
+
+def toy(seed: int, vocab: int = 3):
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=64, eos_token_id=None, bos_token_id=None,
+                      pad_token_id=None)
+    torch.manual_seed(seed)
+    m = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.6)
+    return m.eval()
+
+
+def exact_joint(model, prompt: list[int], n: int, process) -> torch.Tensor:
+    """P(x_1..x_n | prompt) for every sequence, in itertools.product order."""
+    V = model.config.vocab_size
+    probs = []
+    with torch.no_grad():
+        for seq in itertools.product(range(V), repeat=n):
+            p = 1.0
+            for i in range(n):
+                logits = model(torch.tensor([prompt + list(seq[:i])])).logits[0, -1]
+                p *= float(process(logits).softmax(-1)[seq[i]])
+            probs.append(p)
+    return torch.tensor(probs)
+
+
+CASES = {  # name: (SamplingParams kwargs, the same transform applied to exact logits)
+    "plain": ({}, lambda x: x),
+    "t0.7-top2": ({"temperature": 0.7, "top_k": 2},
+                  lambda x: (x / 0.7).masked_fill(x < x.topk(2).values[-1], float("-inf"))),
+}
+
+
+@pytest.mark.parametrize("drafter_kind,case", [("draft", "plain"), ("draft", "t0.7-top2"),
+                                               ("lookup", "plain")])
+def test_speculative_sampling_follows_target_distribution(drafter_kind, case):
+    """3 new tokens over a 3-token vocabulary (27 outcomes), 1000 seeded samples (2 drafts
+    then a bonus token per sample), compared with the exact target distribution by Pearson's
+    chi-square. Tolerance: pass when p-value > 0.001. Power check: as many samples from the
+    draft's own distribution fail the same test."""
+    target, draft = toy(0), toy(1)
+    prompt = [1, 2, 0, 1, 2]  # repeats, so prompt lookup proposes something every step
+    kw, process = CASES[case]
+    params = SamplingParams(max_new_tokens=3, ignore_eos=True, **kw)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(27)
+    rates = []
+    for _ in range(1000):
+        drafter = DraftModel(draft) if drafter_kind == "draft" else PromptLookup(max_ngram=2)
+        o = speculative_decode(target, torch.tensor([prompt]), params, drafter=drafter,
+                               num_draft_tokens=3, eos_token_ids=[], generator=g)
+        counts[o.tokens[0] * 9 + o.tokens[1] * 3 + o.tokens[2]] += 1
+        rates.append(o.stats.acceptance_rate)
+    exact = exact_joint(target, prompt, 3, process)
+    assert chi2_pvalue(counts, exact) > 1e-3
+    assert 0.05 < sum(rates) / len(rates) < 0.95  # drafts were both accepted and rejected
+    if drafter_kind == "draft":  # the test can tell a wrong distribution apart
+        wrong = torch.multinomial(exact_joint(draft, prompt, 3, process), 1000, replacement=True,
+                                  generator=torch.Generator().manual_seed(1))
+        assert chi2_pvalue(torch.bincount(wrong, minlength=27).float(), exact) < 1e-3
+
+
+def test_verify_rule_first_token_distribution():
+    """One round of the accept/reject rule on random p, q: the first kept token ~ p."""
+    g = torch.Generator().manual_seed(0)
+    V = 6
+    p = torch.rand(2, V, generator=g).softmax(-1) ** 2
+    p = p / p.sum(-1, keepdim=True)
+    q = torch.rand(2, V, generator=g).softmax(-1)
+    counts = torch.zeros(V)
+    for _ in range(20000):
+        d = int(torch.multinomial(q[0], 1, generator=g))
+        k, nxt = _verify(p, [d], q[:1], greedy=False, generator=g)
+        counts[d if k == 1 else nxt] += 1
+    assert chi2_pvalue(counts, p[0]) > 1e-3
