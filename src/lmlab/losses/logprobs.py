@@ -78,7 +78,7 @@ def cached_reference(key: str = "ref_logps") -> Reference:
 
 def adapter_reference(model, batch: dict, *, prefix: str = "") -> torch.Tensor:
     """The policy with its LoRA adapters disabled is the reference: no second model in memory."""
-    sub = _subbatch(batch, prefix)
+    sub = subbatch(batch, prefix)
     with torch.no_grad(), _unwrap(model).disable_adapter():
         return sequence_logps(model, sub)[0]
 
@@ -87,11 +87,12 @@ def model_reference(ref_model: torch.nn.Module, *, prefix: str = "") -> Referenc
     """An explicit frozen reference model."""
     def ref(model, batch):
         with torch.no_grad():
-            return sequence_logps(ref_model, _subbatch(batch, prefix))[0]
+            return sequence_logps(ref_model, subbatch(batch, prefix))[0]
     return ref
 
 
-def _subbatch(batch: dict, prefix: str) -> dict:
+def subbatch(batch: dict, prefix: str) -> dict:
+    """The keys starting with ``prefix``, without it (``kl_input_ids`` -> ``input_ids``)."""
     if not prefix:
         return batch
     return {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}

@@ -74,8 +74,8 @@ class RewardObjective:
 # --- data (shared with `lmlab dpo`) ---------------------------------------------------------------
 
 
-def load_pairs(cfg, tokenizer) -> tuple[list[dict], list[dict], list[dict], dict]:
-    """(train examples, held-out examples, held-out rows, stats) for preference pairs.
+def load_pairs(cfg, tokenizer) -> tuple[list[dict], list[dict], list, dict]:
+    """(train examples, held-out examples, held-out prompts, stats) for preference pairs.
 
     Held-out pairs: the test split of built-in tasks, else the last ``eval_n`` rows of the
     source. Bad rows raise or are skipped and counted (``on_error``); pairs longer than
@@ -104,7 +104,8 @@ def load_pairs(cfg, tokenizer) -> tuple[list[dict], list[dict], list[dict], dict
     print0(f"[lmlab] data: {stats['pairs']} training pairs, {len(held)} held-out; skipped "
            f"{stats['skipped_invalid']} invalid rows, {stats['skipped_long']} longer than "
            f"max_len={cfg.max_len}, {stats['skipped_identical']} identical after tokenizing")
-    return examples, held, eval_rows, stats
+    prompts = [r["prompt"] for r in (eval_rows or rows)]  # training prompts if none held out
+    return examples, held, prompts, stats
 
 
 def encode_pairs(tokenizer, rows: list[dict], max_len: int, on_long: str, on_error: str,
