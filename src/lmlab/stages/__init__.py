@@ -5,6 +5,7 @@ STAGES: dict[str, str] = {
     "sft": "lmlab.stages.sft",
     "reward": "lmlab.stages.reward",
     "dpo": "lmlab.stages.dpo",
+    "generate": "lmlab.stages.generate",
 }
 
 

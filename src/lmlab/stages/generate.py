@@ -1,0 +1,242 @@
+"""`lmlab generate`: complete prompts with any decoding strategy; write samples and speed.
+
+Setup (model, prompts), then one call into ``lmlab.infer`` for the chosen strategy, then
+``samples.jsonl`` (one generation per prompt, with task correctness when the prompts come from
+built-in tasks) and ``summary.json`` (tokens/s, finish reasons, accuracy, speculative stats).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmlab.config import RunConfig, opt
+
+HELP = "generate from prompts: greedy, sampling, beam, contrastive, best-of-N, speculative"
+
+STRATEGIES = ("sample", "greedy", "beam", "contrastive", "best_of_n", "speculative")
+
+
+@dataclass
+class Config(RunConfig):
+    data: str = opt("task:add", "prompts: task:<name>[,<name>] (test split), a .jsonl file "
+                                "({prompt} or {messages}), or a .txt file (one prompt a line)")
+    prompt: str = opt("", "a single prompt instead of data")
+    limit: int | None = opt(8, "use at most this many prompts (null = all)", min=1)
+    chat: bool = opt(True, "wrap plain-text prompts as a user message (chat template)")
+    strategy: str = opt("sample", "decoding strategy", choices=STRATEGIES)
+    max_new_tokens: int = opt(64, "tokens to generate per prompt", min=0)
+    temperature: float = opt(0.7, "sampling temperature (0 = greedy)", min=0.0)
+    top_k: int = opt(0, "keep the k most likely tokens (0 = off)", min=0)
+    top_p: float = opt(1.0, "nucleus: smallest set with this much probability (1 = off)",
+                       min=0.0, max=1.0, min_exclusive=True)
+    min_p: float = opt(0.0, "drop tokens below min_p x the top probability (0 = off)",
+                       min=0.0, max=1.0)
+    typical_p: float = opt(1.0, "locally typical sampling mass (1 = off)", min=0.0, max=1.0,
+                           min_exclusive=True)
+    repetition_penalty: float = opt(1.0, "CTRL repetition penalty (1 = off)", min=0.0,
+                                    min_exclusive=True)
+    presence_penalty: float = opt(0.0, "OpenAI presence penalty")
+    frequency_penalty: float = opt(0.0, "OpenAI frequency penalty")
+    no_repeat_ngram_size: int = opt(0, "never repeat an n-gram of this size (0 = off)", min=0)
+    stop: list[str] = opt([], "stop strings (not included in the text)")
+    num_beams: int = opt(4, "beam: beams per prompt", min=1)
+    length_penalty: float = opt(1.0, "beam: score = logprob / length ** length_penalty")
+    early_stopping: str = opt("false", "beam: stop rule", choices=("false", "true", "never"))
+    penalty_alpha: float = opt(0.6, "contrastive: degeneration penalty weight", min=0.0, max=1.0)
+    contrastive_k: int = opt(4, "contrastive: candidates per step", min=1)
+    n: int = opt(4, "best_of_n: samples per prompt", min=1)
+    reranker: str = opt("auto", "best_of_n: task (the task checker; task data only), length "
+                                "(longest), auto (task when possible, else length)",
+                        choices=("auto", "task", "length"))
+    draft: str = opt("", "speculative: draft model reference (empty = prompt lookup)")
+    num_draft_tokens: int = opt(5, "speculative: tokens drafted per step", min=1)
+    prompt_lookup_max_ngram: int = opt(3, "speculative: longest n-gram matched by prompt lookup",
+                                       min=1)
+    batch_size: int = opt(8, "prompts decoded together", min=1)
+    stream: bool = opt(False, "print tokens as they arrive (sample / greedy)")
+    device: str = opt("auto", "cpu | cuda | mps | auto")
+    dtype: str = opt("auto", "auto (fp32 on CPU) | fp32 | bf16 | fp16")
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.reranker == "task" and not self.data.startswith("task:") and self.strategy == \
+                "best_of_n":
+            problems.append("reranker: 'task' needs data=task:<name>")
+        if self.draft and self.strategy != "speculative":
+            problems.append("draft: only used with strategy=speculative")
+        return problems
+
+    def sampling(self):
+        from lmlab.infer.sampling import SamplingParams
+
+        return SamplingParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=0.0 if self.strategy == "greedy" else self.temperature,
+            top_k=self.top_k, top_p=self.top_p, min_p=self.min_p, typical_p=self.typical_p,
+            repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size, stop=list(self.stop), seed=self.seed)
+
+
+def load_prompts(cfg: Config) -> list[dict]:
+    """Rows with ``prompt`` (text or messages), and ``answer`` / ``task`` for task data."""
+    from lmlab.errors import DataError
+
+    if cfg.prompt:
+        return [{"prompt": cfg.prompt}]
+    if cfg.data.startswith("task:"):
+        from lmlab.data import load_rows
+
+        return list(load_rows(cfg.data, "task", split="test", limit=cfg.limit))
+    path = Path(cfg.data)
+    if not path.is_file():
+        raise DataError("not found (expected task:<name>, a .jsonl or a .txt file)", file=cfg.data)
+    if path.suffix == ".txt":
+        rows = [{"prompt": line} for line in path.read_text().splitlines() if line.strip()]
+    elif path.suffix == ".jsonl":
+        rows = [_jsonl_prompt(line, str(path), i + 1) for i, line in
+                enumerate(path.read_text().splitlines()) if line.strip()]
+    else:
+        raise DataError("prompts must be a .jsonl or .txt file", file=cfg.data)
+    return rows[:cfg.limit] if cfg.limit else rows
+
+
+def _jsonl_prompt(line: str, file: str, n: int) -> dict:
+    from lmlab.errors import DataError
+
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e.msg})", file=file, line=n) from None
+    if isinstance(row, dict) and isinstance(row.get("prompt"), (str, list)) and row["prompt"]:
+        return row
+    msgs = row.get("messages") if isinstance(row, dict) else None
+    if isinstance(msgs, list) and msgs and all(isinstance(m, dict) and "role" in m and
+                                               "content" in m for m in msgs):
+        if msgs[-1]["role"] == "assistant":  # a finished chat: prompt = everything before it
+            msgs = msgs[:-1]
+        return {**row, "prompt": msgs}
+    raise DataError("expected a non-empty 'prompt' (text or messages) or 'messages'", file=file,
+                    line=n, field="prompt")
+
+
+def _as_input(prompt, chat: bool):
+    return [{"role": "user", "content": prompt}] if chat and isinstance(prompt, str) else prompt
+
+
+def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], params):
+    """(completions, extra summary) for the configured strategy."""
+    from lmlab.infer import search, speculative
+    from lmlab.infer.decode import generate
+
+    s = cfg.strategy
+    if s in ("sample", "greedy"):
+        return generate(model, tokenizer, prompts, params, batch_size=cfg.batch_size), {}
+    if s == "beam":
+        es = {"true": True, "false": False, "never": "never"}[cfg.early_stopping]
+        return search.generate_beam(model, tokenizer, prompts, num_beams=cfg.num_beams,
+                                    length_penalty=cfg.length_penalty, early_stopping=es,
+                                    params=params, batch_size=cfg.batch_size), {}
+    if s == "contrastive":
+        return search.generate_contrastive(model, tokenizer, prompts,
+                                           penalty_alpha=cfg.penalty_alpha,
+                                           top_k=cfg.contrastive_k, params=params,
+                                           batch_size=cfg.batch_size), {}
+    if s == "best_of_n":
+        rerank = _reranker(cfg, rows, prompts)
+        res = search.best_of_n(model, tokenizer, prompts, cfg.n, rerank, params,
+                               batch_size=cfg.batch_size)
+        return [r.best for r in res], {"best_of_n_scores": [r.scores for r in res]}
+    from lmlab.models import load_model, load_tokenizer
+
+    draft = load_model(cfg.draft, device=model.device) if cfg.draft else None
+    res = speculative.generate_speculative(
+        model, tokenizer, prompts, params, draft=draft,
+        draft_tokenizer=load_tokenizer(cfg.draft) if cfg.draft else None,
+        num_draft_tokens=cfg.num_draft_tokens,
+        prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram)
+    return res.completions, {"speculative": res.stats.as_dict()}
+
+
+def _reranker(cfg: Config, rows: list[dict], prompts: list):
+    use_task = cfg.reranker == "task" or (cfg.reranker == "auto" and
+                                          all("task" in r for r in rows))
+    if not use_task:
+        return lambda prompt, text: float(len(text))
+    from lmlab.data.tasks import get_task
+
+    by_prompt = {id(p): r for p, r in zip(prompts, rows)}
+    return lambda prompt, text: float(get_task(by_prompt[id(prompt)]["task"]).check(
+        text, by_prompt[id(prompt)]["answer"]))
+
+
+def _stream(model, tokenizer, prompts, params) -> list:
+    from lmlab.infer.decode import Completion, stream
+
+    texts, reasons = [""] * len(prompts), [None] * len(prompts)
+    for d in stream(model, tokenizer, prompts, params):
+        if len(prompts) == 1:
+            print(d.text, end="", flush=True)
+        texts[d.index] += d.text
+        reasons[d.index] = d.finish_reason
+    print()
+    # the stream carries text; token counts for the summary are re-tokenized (approximate)
+    return [Completion(p, t, tokenizer(t, add_special_tokens=False)["input_ids"], r or "length",
+                       0) for p, t, r in zip(prompts, texts, reasons)]
+
+
+def run(cfg: Config) -> dict:
+    import time
+
+    from lmlab.common import pick_device, pick_dtype, print0, seed_everything
+    from lmlab.models import load_model, load_tokenizer, resolve
+    from lmlab.runs import prepare_run
+
+    resolve(cfg.model)  # an unknown model (or draft) fails before anything is written
+    if cfg.draft:
+        resolve(cfg.draft)
+    params = cfg.sampling()  # bad sampling values fail before anything is written
+    rows = load_prompts(cfg)
+    run_ = prepare_run(cfg, "generate")
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, dtype=pick_dtype(cfg.dtype, device), device=device).eval()
+    prompts = [_as_input(r["prompt"], cfg.chat) for r in rows]
+    print0(f"[lmlab] generate: {len(prompts)} prompts, strategy={cfg.strategy}, "
+           f"model={cfg.model}")
+
+    t0 = time.perf_counter()
+    if cfg.stream and cfg.strategy in ("sample", "greedy"):
+        comps, extra = _stream(model, tokenizer, prompts, params), {}
+    else:
+        comps, extra = _decode(cfg, model, tokenizer, prompts, rows, params)
+    seconds = time.perf_counter() - t0
+
+    samples = []
+    for r, c in zip(rows, comps):
+        s = {"prompt": r["prompt"], "completion": c.text, "finish_reason": c.finish_reason,
+             "new_tokens": len(c.token_ids)}
+        if "task" in r:
+            from lmlab.data.tasks import get_task
+
+            s.update(task=r["task"], answer=r["answer"],
+                     correct=bool(get_task(r["task"]).check(c.text, r["answer"])))
+        samples.append(s)
+        if not cfg.stream:
+            print0(f"--- {str(r['prompt'])[:70]!r}\n{c.text}")
+    n_tok = sum(s["new_tokens"] for s in samples)
+    summary = {"stage": "generate", "model": cfg.model, "strategy": cfg.strategy,
+               "prompts": len(samples), "new_tokens": n_tok, "seconds": round(seconds, 3),
+               "tokens_per_s": round(n_tok / seconds, 2) if seconds > 0 else None,
+               "finish_reasons": {k: sum(s["finish_reason"] == k for s in samples)
+                                  for k in ("eos", "stop", "length")}, **extra}
+    if any("correct" in s for s in samples):
+        summary["accuracy"] = sum(s.get("correct", False) for s in samples) / len(samples)
+    run_.write_jsonl("samples.jsonl", samples)
+    run_.write_json("summary.json", summary)
+    print0(f"[lmlab] {n_tok} tokens in {seconds:.1f} s ({summary['tokens_per_s']} tok/s); "
+           f"wrote {run_.path}/ (samples.jsonl, summary.json)")
+    return summary

@@ -1,0 +1,84 @@
+"""`lmlab generate` on the tiny model: every strategy writes samples and a summary."""
+
+import json
+import pathlib
+
+import pytest
+
+from lmlab.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _generate(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    args = ["generate", "model=tiny:llama", "data=task:add", "limit=2", "max_new_tokens=4",
+            f"output_dir={out}", *extra]
+    return main(args), out
+
+
+def _read(out):
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    return samples, json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("strategy,extra", [
+    ("sample", ["top_p=0.9", "seed=1"]), ("greedy", []), ("beam", ["num_beams=2"]),
+    ("contrastive", ["contrastive_k=2"]), ("best_of_n", ["n=2"]),
+    ("speculative", ["temperature=0"]), ("speculative", ["draft=tiny:llama4", "temperature=0"])])
+def test_every_strategy_writes_samples_and_summary(tmp_path, strategy, extra):
+    rc, out = _generate(tmp_path, f"strategy={strategy}", *extra)
+    assert rc == 0
+    samples, summary = _read(out)
+    assert len(samples) == 2 and all(s["new_tokens"] <= 4 for s in samples)
+    assert all({"prompt", "completion", "finish_reason", "task", "correct"} <= set(s)
+               for s in samples)
+    assert summary["strategy"] == strategy and summary["prompts"] == 2
+    assert "accuracy" in summary and summary["new_tokens"] == sum(s["new_tokens"]
+                                                                  for s in samples)
+    if strategy == "speculative":
+        assert summary["speculative"]["target_forwards"] > 0
+    assert (out / "config.yaml").exists()
+
+
+def test_prompt_files_and_single_prompt(tmp_path, capsys):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": "Hi"}) + "\n" + json.dumps(
+        {"messages": [{"role": "user", "content": "Yo"}, {"role": "assistant", "content": "x"}]})
+        + "\n")
+    rc, out = _generate(tmp_path, f"data={f}", "strategy=greedy")
+    samples, _ = _read(out)
+    assert rc == 0 and [s["prompt"] for s in samples] == ["Hi", [{"role": "user",
+                                                                 "content": "Yo"}]]
+    t = tmp_path / "p.txt"
+    t.write_text("one\n\ntwo\nthree\n")
+    rc, out = _generate(tmp_path, f"data={t}", "limit=null", "strategy=greedy", name="txt")
+    assert rc == 0 and len(_read(out)[0]) == 3
+    rc, out = _generate(tmp_path, "prompt=Tell me a joke", "stream=true", "temperature=0",
+                        name="one")
+    assert rc == 0 and _read(out)[0][0]["prompt"] == "Tell me a joke"
+
+
+def test_bad_input_fails_before_any_work(tmp_path, capsys):
+    rc, out = _generate(tmp_path, "temperature=-1")
+    assert rc == 2 and "temperature" in capsys.readouterr().err and not out.exists()
+    rc, out = _generate(tmp_path, "top_k=-2", name="b")
+    assert rc == 2 and "top_k" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
+    rc, out = _generate(tmp_path, f"data={bad}", name="c")
+    err = capsys.readouterr().err
+    assert rc == 1 and "bad.jsonl:2" in err and "prompt" in err and not out.exists()
+    rc, out = _generate(tmp_path, "strategy=speculative", "draft=tiny:nope", name="d")
+    assert rc == 1 and "nope" in capsys.readouterr().err and not out.exists()
+
+
+def test_shipped_generate_configs_load():
+    from lmlab.config import load_config
+    from lmlab.stages.generate import Config
+
+    files = sorted((ROOT / "configs" / "generate").glob("*.yaml"))
+    assert len(files) == 3
+    for f in files:
+        cfg = load_config(Config, f)
+        cfg.sampling()  # the sampling values are valid too
