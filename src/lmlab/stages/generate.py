@@ -187,6 +187,15 @@ def _stream(model, tokenizer, prompts, params) -> list:
                        0) for p, t, r in zip(prompts, texts, reasons)]
 
 
+def _check_ref(ref: str, resolve) -> None:
+    from lmlab.errors import ModelRefError
+    from lmlab.models.tiny import PRESETS
+
+    r = resolve(ref)
+    if r.kind == "tiny" and r.path not in PRESETS:
+        raise ModelRefError(f"unknown tiny preset '{r.path}'; known: {', '.join(sorted(PRESETS))}")
+
+
 def run(cfg: Config) -> dict:
     import time
 
@@ -194,9 +203,8 @@ def run(cfg: Config) -> dict:
     from lmlab.models import load_model, load_tokenizer, resolve
     from lmlab.runs import prepare_run
 
-    resolve(cfg.model)  # an unknown model (or draft) fails before anything is written
-    if cfg.draft:
-        resolve(cfg.draft)
+    for ref in filter(None, (cfg.model, cfg.draft)):  # unknown models fail before any work
+        _check_ref(ref, resolve)
     params = cfg.sampling()  # bad sampling values fail before anything is written
     rows = load_prompts(cfg)
     run_ = prepare_run(cfg, "generate")
