@@ -22,6 +22,7 @@ from typing import Iterator, Union
 import torch
 
 from lmlab.errors import UserError
+from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
 
@@ -175,6 +176,7 @@ class _State:
     hist: torch.Tensor  # (B, P + max_new) token ids, -1 at padding / not yet generated
     rows: list[int]  # original index of each active row
     t: int = 0  # tokens generated so far by the active rows
+    fast: object = None  # a fastpath.LlamaStep when the lean decode step is in use
     out: list[list[int]] = field(default_factory=list)
     lps: list[list[float]] = field(default_factory=list)
 
@@ -204,6 +206,10 @@ def _forward_one(model, st: _State, tokens: torch.Tensor, P: int) -> torch.Tenso
     """Feed each active row its last token (B,); the next-token logits (B, V)."""
     n = P + st.t  # cache length after this token
     mask = st.mask[:, :n] if st.mask is not None else None
+    if st.fast is not None:
+        logits = st.fast.step(tokens, st.pos, n, mask)
+        st.pos += 1
+        return logits.float()
     logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=st.pos,
                    past_key_values=st.cache, use_cache=True).logits[:, -1, :]
     st.pos += 1
@@ -213,7 +219,10 @@ def _forward_one(model, st: _State, tokens: torch.Tensor, P: int) -> torch.Tenso
 def _keep_rows(st: _State, keep: list[int]) -> None:
     """Drop finished rows: ``keep`` are positions in the current batch."""
     idx = torch.tensor(keep, dtype=torch.long, device=st.pos.device)
-    st.cache.batch_select_indices(idx)
+    if st.fast is not None:
+        st.fast.keep_rows(idx)
+    else:
+        st.cache.batch_select_indices(idx)
     st.pos, st.hist = st.pos[idx], st.hist[idx]
     if st.mask is not None:
         st.mask = st.mask[idx]
@@ -222,11 +231,14 @@ def _keep_rows(st: _State, keep: list[int]) -> None:
 
 def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   params: SamplingParams, *, eos_token_ids: list[int] | None = None,
-                  tokenizer=None, generator: torch.Generator | None = None) -> Iterator[Step]:
+                  tokenizer=None, generator: torch.Generator | None = None,
+                  fast: bool | None = None) -> Iterator[Step]:
     """Decode left-padded prompts (B, P), yielding one ``Step`` per generated position.
 
     ``eos_token_ids`` default to the model's and tokenizer's EOS; ``params.stop_token_ids`` are
     added, and ``params.ignore_eos`` drops the defaults. Stop strings need ``tokenizer``.
+    ``fast``: decode steps through ``fastpath.LlamaStep`` (None = whenever the model supports
+    it; False = always the HF forward).
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -246,6 +258,9 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     try:
         with torch.inference_mode():
             st, logits = _prefill(model, input_ids, attention_mask, params.max_new_tokens)
+            if fast is not False and LlamaStep.supports(model):
+                st.fast = LlamaStep(model, st.cache, B, P + params.max_new_tokens)
+                st.cache = None  # the buffers hold it now
         while True:
             with torch.inference_mode():
                 step, keep, nxt = _choose(st, logits, params, transforms, generator, stop_ids,
@@ -318,7 +333,8 @@ def completion_text(tokenizer, ids: list[int], reason: str, stops: StopStrings) 
 
 
 def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
-             batch_size: int = 8, generator: torch.Generator | None = None) -> list[Completion]:
+             batch_size: int = 8, generator: torch.Generator | None = None,
+             fast: bool | None = None) -> list[Completion]:
     """Complete each prompt (text, or chat messages -> chat template). Prompts are batched by
     length (less padding); results come back in input order."""
     params = params or SamplingParams()
@@ -336,7 +352,7 @@ def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | N
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         ids, mask = left_pad([encoded[i] for i in idx], pad, model_device(model))
-        d = decode(model, ids, mask, params, tokenizer=tokenizer, generator=generator)
+        d = decode(model, ids, mask, params, tokenizer=tokenizer, generator=generator, fast=fast)
         for j, i in enumerate(idx):
             text = completion_text(tokenizer, d.tokens[j], d.finish_reasons[j], stops)
             out[i] = Completion(prompts[i], text, d.tokens[j], d.finish_reasons[j],

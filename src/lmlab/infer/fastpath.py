@@ -1,0 +1,116 @@
+"""A lean one-token decode step for Llama-family models, over the model's own weights.
+
+Why: at batch 1 on a CPU the HF forward spends about as long in Python as in matmuls (a
+one-token SmolLM2-135M forward: ~58 ms, ~27 ms of it matmul, DATA.md) - hooks and wrappers
+per module, a causal mask built per step, and a ``torch.cat`` per layer to grow the KV cache.
+This step runs the same arithmetic in the same order (RMSNorm in fp32, RoPE from the same
+``inv_freq``, SDPA with packed GQA, SiLU MLP) on preallocated KV buffers written in place, so
+its logits match the HF forward (tested) while doing far less per token.
+
+Used by ``decode.stream_tokens`` after an ordinary HF prefill (whose cache is copied into the
+buffers) when ``LlamaStep.supports(model)``: a plain ``LlamaForCausalLM`` with default RoPE,
+no attention / MLP biases and plain ``nn.Linear`` projections (no LoRA, no quantized layers).
+Anything else decodes through the HF forward.
+
+Legend: B rows, H query heads, Hkv key/value heads, G = H / Hkv, Dh head dim, T buffer length,
+n tokens in the cache after the current one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm, op for op (fp32 statistics)."""
+    dtype = x.dtype
+    x = x.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaStep:
+    """Decode state for one batch: KV buffers (B, Hkv, T, Dh) per layer, and ``step``."""
+
+    @staticmethod
+    def supports(model) -> bool:
+        if type(model).__name__ != "LlamaForCausalLM" or hasattr(model, "peft_config"):
+            return False
+        cfg = model.config
+        rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
+        if rope != "default" or getattr(cfg, "attention_bias", False) or \
+                getattr(cfg, "mlp_bias", False) or getattr(cfg, "hidden_act", "silu") != "silu":
+            return False
+        layer = model.model.layers[0]
+        linears = [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                   layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+                   layer.mlp.down_proj, model.lm_head]
+        return all(type(m) is torch.nn.Linear for m in linears)
+
+    def __init__(self, model, cache, batch: int, length: int):
+        """Copy an HF prefill ``cache`` (DynamicCache) into buffers of ``length`` tokens."""
+        cfg, m = model.config, model.model
+        self.model = model
+        self.H, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.Dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
+        self.eps = cfg.rms_norm_eps
+        self.scale = m.layers[0].self_attn.scaling
+        rot = m.rotary_emb
+        self.inv_freq, self.rope_scale = rot.inv_freq.float(), rot.attention_scaling
+        p = next(model.parameters())
+        self.k, self.v = [], []
+        for layer in cache.layers:
+            n = layer.keys.shape[2]
+            k = torch.empty(batch, self.Hkv, length, self.Dh, dtype=p.dtype, device=p.device)
+            v = torch.empty_like(k)
+            k[:, :, :n], v[:, :, :n] = layer.keys, layer.values
+            self.k.append(k)
+            self.v.append(v)
+
+    def keep_rows(self, idx: torch.Tensor) -> None:
+        self.k = [k[idx] for k in self.k]
+        self.v = [v[idx] for v in self.v]
+
+    def _rope(self, pos: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = pos[..., None].float() * self.inv_freq  # (B, 1, Dh/2), as LlamaRotaryEmbedding
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
+        return cos.to(dtype)[:, None], sin.to(dtype)[:, None]  # (B, 1, 1, Dh)
+
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, n: int,
+             mask: torch.Tensor | None) -> torch.Tensor:
+        """tokens (B,), pos (B, 1), mask (B, n) of 1 = attend or None -> logits (B, V)."""
+        m = self.model.model
+        B, H, Hkv, Dh = tokens.shape[0], self.H, self.Hkv, self.Dh
+        x = m.embed_tokens(tokens[:, None])  # (B, 1, D)
+        cos, sin = self._rope(pos, x.dtype)
+        attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, n)
+        for i, layer in enumerate(m.layers):
+            a, mlp = layer.self_attn, layer.mlp
+            h = _rms_norm(x, layer.input_layernorm.weight, self.eps)
+            q = F.linear(h, a.q_proj.weight).view(B, 1, H, Dh).transpose(1, 2)  # (B, H, 1, Dh)
+            k = F.linear(h, a.k_proj.weight).view(B, 1, Hkv, Dh).transpose(1, 2)
+            v = F.linear(h, a.v_proj.weight).view(B, 1, Hkv, Dh).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.k[i][:, :, n - 1:n] = k
+            self.v[i][:, :, n - 1:n] = v
+            K, V = self.k[i][:, :, :n], self.v[i][:, :, :n]  # (B, Hkv, n, Dh)
+            if attn_mask is None:  # HF: SDPA with enable_gqa when there is no mask
+                o = F.scaled_dot_product_attention(q, K, V, scale=self.scale, enable_gqa=True)
+            else:  # HF: the single query's heads packed onto the key/value heads
+                o = F.scaled_dot_product_attention(q.reshape(B, Hkv, H // Hkv, Dh), K, V,
+                                                   attn_mask=attn_mask, scale=self.scale)
+            o = o.reshape(B, -1, 1, Dh).transpose(1, 2).contiguous().reshape(B, 1, -1)
+            x = x + F.linear(o, a.o_proj.weight)
+            h = _rms_norm(x, layer.post_attention_layernorm.weight, self.eps)
+            x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) *
+                             F.linear(h, mlp.up_proj.weight), mlp.down_proj.weight)
+        x = _rms_norm(x, m.norm.weight, self.eps)
+        return F.linear(x, self.model.lm_head.weight)[:, -1]  # (B, V)
