@@ -35,13 +35,14 @@ def draft_like(target, noise: float, seed: int = 5):
     return d.eval()
 
 
-@pytest.mark.parametrize("noise,k", [(0.05, 4), (0.1, 2), (0.3, 6)])
-def test_draft_model_greedy_equals_plain_greedy(model, tokenizer, noise, k):
+@pytest.mark.parametrize("noise,k,fast", [(0.05, 4, None), (0.1, 2, None), (0.3, 6, None),
+                                          (0.1, 3, False)])  # False: HF forward + DynamicCache
+def test_draft_model_greedy_equals_plain_greedy(model, tokenizer, noise, k, fast):
     ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
     p = SamplingParams(temperature=0, max_new_tokens=30, ignore_eos=True)
-    ref = decode(model, ids, None, p).tokens[0]
-    o = speculative_decode(model, ids, p, drafter=DraftModel(draft_like(model, noise)),
-                           num_draft_tokens=k)
+    ref = decode(model, ids, None, p, fast=False).tokens[0]
+    o = speculative_decode(model, ids, p, drafter=DraftModel(draft_like(model, noise), fast),
+                           num_draft_tokens=k, fast=fast)
     assert o.tokens == ref
     assert 0 < o.stats.accepted < o.stats.proposed  # some drafts kept, some rejected
     assert o.stats.new_tokens == 30 and o.stats.target_forwards < 30

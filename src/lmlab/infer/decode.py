@@ -207,7 +207,7 @@ def _forward_one(model, st: _State, tokens: torch.Tensor, P: int) -> torch.Tenso
     n = P + st.t  # cache length after this token
     mask = st.mask[:, :n] if st.mask is not None else None
     if st.fast is not None:
-        logits = st.fast.step(tokens, st.pos, n, mask)
+        logits = st.fast.step(tokens[:, None], st.pos, n, mask)[:, -1]
         st.pos += 1
         return logits.float()
     logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=st.pos,

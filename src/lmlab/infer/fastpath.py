@@ -54,7 +54,8 @@ class LlamaStep:
         return all(type(m) is torch.nn.Linear for m in linears)
 
     def __init__(self, model, cache, batch: int, length: int):
-        """Copy an HF prefill ``cache`` (DynamicCache) into buffers of ``length`` tokens."""
+        """Buffers of ``length`` tokens, holding an HF prefill ``cache`` (a DynamicCache), or
+        nothing when ``cache`` is None (the first ``step`` is then the prefill)."""
         cfg, m = model.config, model.model
         self.model = model
         self.H, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
@@ -65,52 +66,85 @@ class LlamaStep:
         self.inv_freq, self.rope_scale = rot.inv_freq.float(), rot.attention_scaling
         p = next(model.parameters())
         self.k, self.v = [], []
-        for layer in cache.layers:
-            n = layer.keys.shape[2]
+        for i in range(cfg.num_hidden_layers):
             k = torch.empty(batch, self.Hkv, length, self.Dh, dtype=p.dtype, device=p.device)
             v = torch.empty_like(k)
-            k[:, :, :n], v[:, :, :n] = layer.keys, layer.values
+            if cache is not None:
+                n = cache.layers[i].keys.shape[2]
+                k[:, :, :n], v[:, :, :n] = cache.layers[i].keys, cache.layers[i].values
             self.k.append(k)
             self.v.append(v)
+
+    def ensure(self, length: int) -> None:
+        """Grow the buffers (doubling) so that ``length`` tokens fit."""
+        have = self.k[0].shape[2]
+        if length <= have:
+            return
+        new = max(length, 2 * have)
+        for bufs in (self.k, self.v):
+            for i, b in enumerate(bufs):
+                g = b.new_empty(b.shape[0], b.shape[1], new, b.shape[3])
+                g[:, :, :have] = b
+                bufs[i] = g
 
     def keep_rows(self, idx: torch.Tensor) -> None:
         self.k = [k[idx] for k in self.k]
         self.v = [v[idx] for v in self.v]
 
     def _rope(self, pos: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = pos[..., None].float() * self.inv_freq  # (B, 1, Dh/2), as LlamaRotaryEmbedding
+        freqs = pos[..., None].float() * self.inv_freq  # (B, L, Dh/2), as LlamaRotaryEmbedding
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
-        return cos.to(dtype)[:, None], sin.to(dtype)[:, None]  # (B, 1, 1, Dh)
+        return cos.to(dtype)[:, None], sin.to(dtype)[:, None]  # (B, 1, L, Dh)
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor, n: int,
-             mask: torch.Tensor | None) -> torch.Tensor:
-        """tokens (B,), pos (B, 1), mask (B, n) of 1 = attend or None -> logits (B, V)."""
+             mask: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
+        """tokens (B, L) at positions pos (B, L), filling cache slots n-L .. n-1; mask (B, n)
+        of 1 = attend, or None -> logits (B, L, V) (or (B, 1, V) with ``last_only``). L = 1 is
+        the decode step; L > 1 (a prefill, or a speculative verification) attends causally
+        within the block."""
         m = self.model.model
-        B, H, Hkv, Dh = tokens.shape[0], self.H, self.Hkv, self.Dh
-        x = m.embed_tokens(tokens[:, None])  # (B, 1, D)
-        cos, sin = self._rope(pos, x.dtype)
-        attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, n)
+        (B, L), H, Hkv, Dh = tokens.shape, self.H, self.Hkv, self.Dh
+        x = m.embed_tokens(tokens)  # (B, L, D)
+        cos, sin = self._rope(pos, x.dtype)  # (B, 1, L, Dh)
+        pad = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, n)
+        attn_mask = pad
+        if L > 1:  # query i sees keys 0 .. n-L+i
+            causal = torch.ones(L, n, dtype=torch.bool, device=x.device).tril(n - L)
+            attn_mask = causal[None, None] if pad is None else causal[None, None] & pad
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm.weight, self.eps)
-            q = F.linear(h, a.q_proj.weight).view(B, 1, H, Dh).transpose(1, 2)  # (B, H, 1, Dh)
-            k = F.linear(h, a.k_proj.weight).view(B, 1, Hkv, Dh).transpose(1, 2)
-            v = F.linear(h, a.v_proj.weight).view(B, 1, Hkv, Dh).transpose(1, 2)
+            q = F.linear(h, a.q_proj.weight).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
+            k = F.linear(h, a.k_proj.weight).view(B, L, Hkv, Dh).transpose(1, 2)
+            v = F.linear(h, a.v_proj.weight).view(B, L, Hkv, Dh).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            self.k[i][:, :, n - 1:n] = k
-            self.v[i][:, :, n - 1:n] = v
-            K, V = self.k[i][:, :, :n], self.v[i][:, :, :n]  # (B, Hkv, n, Dh)
-            if attn_mask is None:  # HF: SDPA with enable_gqa when there is no mask
-                o = F.scaled_dot_product_attention(q, K, V, scale=self.scale, enable_gqa=True)
-            else:  # HF: the single query's heads packed onto the key/value heads
-                o = F.scaled_dot_product_attention(q.reshape(B, Hkv, H // Hkv, Dh), K, V,
-                                                   attn_mask=attn_mask, scale=self.scale)
-            o = o.reshape(B, -1, 1, Dh).transpose(1, 2).contiguous().reshape(B, 1, -1)
+            self.k[i][:, :, n - L:n] = k
+            self.v[i][:, :, n - L:n] = v
+            o = self._attend(q, self.k[i][:, :, :n], self.v[i][:, :, :n], attn_mask)
+            o = o.transpose(1, 2).contiguous().reshape(B, L, -1)
             x = x + F.linear(o, a.o_proj.weight)
             h = _rms_norm(x, layer.post_attention_layernorm.weight, self.eps)
             x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) *
                              F.linear(h, mlp.up_proj.weight), mlp.down_proj.weight)
+        if last_only:
+            x = x[:, -1:]
         x = _rms_norm(x, m.norm.weight, self.eps)
-        return F.linear(x, self.model.lm_head.weight)[:, -1]  # (B, V)
+        return F.linear(x, self.model.lm_head.weight)  # (B, L, V)
+
+    def _attend(self, q, K, V, attn_mask) -> torch.Tensor:
+        """q (B, H, L, Dh), K/V (B, Hkv, n, Dh) -> (B, H, L, Dh), the way HF's SDPA path does."""
+        B, H, L, Dh = q.shape
+        G = H // self.Hkv
+        if attn_mask is None:  # no mask: SDPA's own GQA
+            return F.scaled_dot_product_attention(q, K, V, scale=self.scale,
+                                                  enable_gqa=G > 1)
+        if L == 1:  # one query: its heads packed onto the key/value heads
+            o = F.scaled_dot_product_attention(q.reshape(B, self.Hkv, G, Dh), K, V,
+                                               attn_mask=attn_mask, scale=self.scale)
+            return o.reshape(B, H, 1, Dh)
+        if G > 1:  # repeat_kv
+            K = K[:, :, None].expand(-1, -1, G, -1, -1).reshape(B, H, -1, Dh)
+            V = V[:, :, None].expand(-1, -1, G, -1, -1).reshape(B, H, -1, Dh)
+        return F.scaled_dot_product_attention(q, K, V, attn_mask=attn_mask, scale=self.scale)

@@ -29,6 +29,7 @@ from typing import Protocol
 import torch
 
 from lmlab.errors import UserError
+from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
     encode_prompts, eos_ids, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
@@ -117,28 +118,52 @@ class PromptLookup:
         pass
 
 
+class Incremental:
+    """One sequence's incremental forward with rollback: the lean ``LlamaStep`` buffers when
+    the model supports them (grown as needed), else the HF forward with a ``DynamicCache``."""
+
+    def __init__(self, model, fast: bool | None = None):
+        self.model, self.n = model, 0  # n = tokens in the cache
+        self.fast = LlamaStep(model, None, 1, 64) if fast is not False and \
+            LlamaStep.supports(model) else None
+        self.cache = None
+        if self.fast is None:
+            from transformers import DynamicCache
+
+            self.cache = DynamicCache(config=model.config)
+
+    def feed(self, tokens: list[int], last_only: bool = False) -> torch.Tensor:
+        """Append ``tokens``; their next-token logits (L, V), or (1, V) with ``last_only``."""
+        dev, L = model_device(self.model), len(tokens)
+        ids = torch.tensor([tokens], device=dev)
+        pos = torch.arange(self.n, self.n + L, device=dev)[None]
+        if self.fast is not None:
+            self.fast.ensure(self.n + L)
+            logits = self.fast.step(ids, pos, self.n + L, None, last_only=last_only)[0]
+        else:
+            logits = self.model(input_ids=ids, position_ids=pos, past_key_values=self.cache,
+                                use_cache=True, logits_to_keep=1 if last_only else 0).logits[0]
+        self.n += L
+        return logits.float()
+
+    def crop(self, n: int) -> None:
+        """Keep the first ``n`` tokens."""
+        if n < self.n:
+            if self.cache is not None:
+                self.cache.crop(n - self.n)  # negative: tokens to drop
+            self.n = n
+
+
 class DraftModel:
     """A small same-vocabulary causal LM proposing k tokens, one cached forward each."""
 
-    def __init__(self, model):
-        from transformers import DynamicCache
-
+    def __init__(self, model, fast: bool | None = None):
         self.model = model.eval()
-        self.cache = DynamicCache(config=model.config)
-        self.cached = 0  # tokens of the sequence held in the draft cache
-
-    def _feed(self, tokens: list[int], start: int) -> torch.Tensor:
-        dev = model_device(self.model)
-        ids = torch.tensor([tokens], device=dev)
-        pos = torch.arange(start, start + len(tokens), device=dev)[None]
-        out = self.model(input_ids=ids, position_ids=pos, past_key_values=self.cache,
-                         use_cache=True, logits_to_keep=1)
-        self.cached = start + len(tokens)
-        return out.logits[0, -1].float()  # (V,)
+        self.inc = Incremental(self.model, fast)
 
     def propose(self, seq, k, transforms, prompt_len, greedy, generator):
         drafts, qs = [], []
-        logits = self._feed(seq[self.cached:], self.cached)
+        logits = self.inc.feed(seq[self.inc.n:], last_only=True)[-1]
         for i in range(k):
             hist = History(torch.tensor([seq + drafts], device=logits.device), prompt_len)
             processed = apply_transforms(logits[None], transforms, hist)[0]
@@ -150,13 +175,11 @@ class DraftModel:
                 qs.append(q)
             drafts.append(tok)
             if i + 1 < k:
-                logits = self._feed([tok], self.cached)
+                logits = self.inc.feed([tok])[-1]
         return drafts, (torch.stack(qs) if qs else None)
 
     def rollback(self, valid: int) -> None:
-        if self.cached > valid:
-            self.cache.crop(valid - self.cached)  # negative: tokens to drop
-            self.cached = valid
+        self.inc.crop(valid)
 
 
 def check_same_vocab(target, draft, tokenizer=None, draft_tokenizer=None) -> None:
@@ -204,7 +227,8 @@ def _verify(p: torch.Tensor, drafts: list[int], q: torch.Tensor | None, greedy: 
 def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *,
                        drafter: Drafter, num_draft_tokens: int = 5,
                        eos_token_ids: list[int] | None = None, tokenizer=None,
-                       generator: torch.Generator | None = None) -> SpecOutput:
+                       generator: torch.Generator | None = None,
+                       fast: bool | None = None) -> SpecOutput:
     """Decode one prompt (1, P) or (P,) with speculative decoding; output follows ``params``
     exactly as plain decoding would (greedy: the same tokens; sampling: the same
     distribution)."""
@@ -231,7 +255,7 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
     try:
         with torch.inference_mode():
             _spec_loop(model, ids, params, drafter, num_draft_tokens, transforms, stop_ids,
-                       stops, generator, out)
+                       stops, generator, out, fast)
     finally:
         model.train(was_training)
     out.stats.seconds = time.perf_counter() - t0
@@ -239,23 +263,18 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
     return out
 
 
-def _spec_loop(model, ids, params, drafter, k, transforms, stop_ids, stops, generator, out):
-    from transformers import DynamicCache
-
-    dev, P = model_device(model), len(ids)
-    cache = DynamicCache(config=model.config)
+def _spec_loop(model, ids, params, drafter, k, transforms, stop_ids, stops, generator, out,
+               fast):
+    P = len(ids)
+    target = Incremental(model, fast)
     if P > 1:  # the cache holds all but the last committed token
-        model(input_ids=torch.tensor([ids[:-1]], device=dev), past_key_values=cache,
-              use_cache=True, logits_to_keep=1)
+        target.feed(ids[:-1], last_only=True)
     seq = list(ids)
     while True:
         budget = min(k, params.max_new_tokens - len(out.tokens) - 1)
         drafts, q = drafter.propose(seq, budget, transforms, P, params.greedy, generator) \
             if budget > 0 else ([], None)
-        feed = torch.tensor([[seq[-1]] + drafts], device=dev)  # (1, g+1)
-        pos = torch.arange(len(seq) - 1, len(seq) + len(drafts), device=dev)[None]
-        logits = model(input_ids=feed, position_ids=pos, past_key_values=cache,
-                       use_cache=True).logits[0].float()  # (g+1, V)
+        logits = target.feed([seq[-1]] + drafts)  # (g+1, V)
         p = _target_dist(logits, seq, drafts, transforms, P, params.greedy)
         n_ok, nxt = _verify(p, drafts, q, params.greedy, generator)
         out.stats.target_forwards += 1
@@ -264,8 +283,7 @@ def _spec_loop(model, ids, params, drafter, k, transforms, stop_ids, stops, gene
         new = drafts[:n_ok] + [nxt]
         if _commit(out, new, logits, p, params, stop_ids, stops):
             return
-        if n_ok < len(drafts):  # the cache saw seq[-1] and every draft: drop the rejected
-            cache.crop(n_ok - len(drafts))
+        target.crop(len(seq) + n_ok)  # it saw seq[-1] and every draft: drop the rejected
         seq += new
         drafter.rollback(len(seq) - 1)
 
