@@ -111,17 +111,14 @@ def test_lora_reference_equals_frozen_copy(tiny_model, tokenizer):
 
 
 def test_cached_reference_equals_frozen_copy(tiny_model, tokenizer):
-    from lmlab.losses.logprobs import model_reference
-    from lmlab.stages.dpo import Config, build_objective
-
     from lmlab.data import encode_preference
+    from lmlab.losses.logprobs import collate_pairs, model_reference
+    from lmlab.stages.dpo import Config, build_objective
 
     examples = [encode_preference(tokenizer, r, 256) for r in _rows(5)]
     frozen = copy.deepcopy(tiny_model).eval()
     cfg = Config(model="tiny:llama", method="full", ref_batch_size=2)
     objective, _ = build_objective(cfg, tiny_model, examples, [], tokenizer.pad_token_id)
-    from lmlab.losses.logprobs import collate_pairs
-
     batch = collate_pairs(examples, tokenizer.pad_token_id)
     assert torch.allclose(batch["ref_logps"], model_reference(frozen)(None, batch).float(),
                           atol=1e-5)

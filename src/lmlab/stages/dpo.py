@@ -424,7 +424,7 @@ def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, sum
             model, tokenizer, tasks, n=cfg.task_eval_n, max_new_tokens=cfg.eval_max_new_tokens)
         if tasks_before is not None:
             summary["task_accuracy_before"] = tasks_before
-        print0(f"[lmlab] held-out task accuracy: " + ", ".join(
+        print0("[lmlab] held-out task accuracy: " + ", ".join(
             f"{k} {tasks_before[k]:.0%} -> {v:.0%}" if tasks_before else f"{k} {v:.0%}"
             for k, v in summary["task_accuracy_after"].items()))
 
