@@ -4,6 +4,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tiny models are all overhead: one thread is faster than two, and it keeps OpenMP threads
+# from spinning against each other when several processes share the 2 cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
