@@ -170,10 +170,19 @@ def _fmt(metrics: dict) -> str:
                      if k.startswith("eval/accuracy/"))
 
 
-def _print_samples(before: list[dict], after: list[dict], k: int = 3) -> None:
+def _print_samples(before: list[dict], after: list[dict], k: int = 4) -> None:
+    """A few held-out prompts, before vs after: one per task first, fixed ones preferred."""
     from lmlab.common import print0
 
-    for b, a in list(zip(before, after))[:k]:
+    pairs = list(zip(before, after))
+    pairs.sort(key=lambda p: (p[1]["correct"] and not p[0]["correct"]), reverse=True)
+    chosen, seen = [], set()
+    for p in pairs:  # one per task, then fill up
+        if p[0].get("task") not in seen:
+            chosen.append(p)
+            seen.add(p[0].get("task"))
+    chosen += [p for p in pairs if p not in chosen][:max(0, k - len(chosen))]
+    for b, a in chosen[:k]:
         print0(f"  prompt: {b['prompt']!r}  (answer {b['answer']!r})")
         print0(f"    before: {b['completion'].strip()!r} {'ok' if b['correct'] else 'wrong'}")
         print0(f"    after:  {a['completion'].strip()!r} {'ok' if a['correct'] else 'wrong'}")
