@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from lmlab.errors import UserError
+from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.decode import Completion, Decoded, Prompt, StopStrings, check_context, \
     completion_text, eos_ids, generate, left_pad, encode_prompts, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms
@@ -164,6 +165,8 @@ def _beam_loop(model, input_ids, attention_mask, params, eos, transforms, pools,
     # every beam starts as a copy of its prompt: prefill K copies, as HF does (same numerics)
     ids_k, mask_k = input_ids.repeat_interleave(K, 0), attention_mask.repeat_interleave(K, 0)
     cache, mask, pos, out = _prefill(model, ids_k, mask_k, max_new)
+    if LlamaStep.supports(model):  # the lean step: same logits as the HF forward, bit for bit
+        cache = LlamaStep(model, cache, B * K, P + max_new)
     logits = out.logits[:, -1].float()  # (A*K, V)
     prompt_hist = ids_k.masked_fill(mask_k == 0, -1)  # (A*K, P)
     active = list(range(B))  # prompt index of each active row group
@@ -206,10 +209,15 @@ def _beam_loop(model, input_ids, attention_mask, params, eos, transforms, pools,
             r_keep = (k_idx[:, None] * K + torch.arange(K, device=beam.device)).view(-1)
             prompt_hist, pos = prompt_hist[r_keep], pos[r_keep]
             mask = None if mask is None else mask[r_keep]
-        cache.batch_select_indices(rows)  # reorder (and shrink) the cache to the chosen beams
-        out = _step(model, cache, mask, pos, seqs[:, :, -1].reshape(-1), P + t + 1)
+        tokens, n = seqs[:, :, -1].reshape(-1), P + t + 1
+        if isinstance(cache, LlamaStep):
+            cache.keep_rows(rows)  # reorder (and shrink) the cache to the chosen beams
+            logits = cache.step(tokens[:, None], pos, n, None if mask is None else mask[:, :n])
+        else:
+            cache.batch_select_indices(rows)
+            logits = _step(model, cache, mask, pos, tokens, n).logits
         pos = pos + 1
-        logits = out.logits[:, -1].float()
+        logits = logits[:, -1].float()
 
 
 def _finish(pools, active, seqs, cand_scores, cand_beam, cand_tok, done, K, t, lp, eos):
