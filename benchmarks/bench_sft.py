@@ -116,8 +116,11 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=400)
     p.add_argument("--packing", action="store_true")
     p.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--out", default="benchmarks/results/sft.json")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data = rows(args.rows)
     results = {}
