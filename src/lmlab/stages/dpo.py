@@ -311,36 +311,20 @@ def _data(cfg: Config, tokenizer) -> tuple[list[dict], list[dict], list, dict]:
     return examples, held, prompts[:cfg.kl_n], stats
 
 
-def _eval_tasks(cfg: Config) -> list[str]:
-    if cfg.eval_tasks or not cfg.data.startswith("task:"):
-        return cfg.eval_tasks
-    from lmlab.data.tasks import task_names
-
-    names = cfg.data.split(":", 1)[1].split(",")
-    return task_names() if "all" in names else names
-
-
 def run(cfg: Config) -> dict:
-    from lmlab.common import is_main, pick_device, pick_dtype, print0, rank, seed_everything, \
-        world_size
+    from lmlab.common import is_main, print0, rank, world_size
     from lmlab.eval.tasks import task_accuracy
     from lmlab.losses.logprobs import collate_pairs
-    from lmlab.models import load_model, load_tokenizer, resolve
+    from lmlab.models import load_model, load_tokenizer
     from lmlab.models.adapters import add_lora, count_parameters
-    from lmlab.runs import prepare_run
+    from lmlab.stages.setup import eval_task_names, start_stage
     from lmlab.train.data import BatchStream
-    from lmlab.train.distributed import barrier, init_distributed
+    from lmlab.train.distributed import barrier
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
-    resolve(cfg.model)
-    device = pick_device(cfg.device)
-    if world_size() > 1 and device.type == "cuda":
-        device = torch.device("cuda", rank() % torch.cuda.device_count())
-    init_distributed(device)
-    dtype = pick_dtype(cfg.dtype, device)
-    run_ = prepare_run(cfg, "dpo")
-    seed_everything(cfg.seed)
+    ctx = start_stage(cfg, "dpo")
+    run_, device, dtype = ctx.run, ctx.device, ctx.dtype
 
     # --- data
     tokenizer = load_tokenizer(cfg.model)
@@ -364,7 +348,7 @@ def run(cfg: Config) -> dict:
     def evaluate(m) -> dict:
         return evaluate_pairs(m, pair_eval, held, pad, cfg.eval_batch_size)
 
-    tasks = _eval_tasks(cfg) if cfg.task_eval_n else []
+    tasks = eval_task_names(cfg) if cfg.task_eval_n else []
     measure = is_main() and cfg.resume == "no"
     pairs_before = evaluate(model) if held and measure else None
     tasks_before = task_accuracy(model, tokenizer, tasks, n=cfg.task_eval_n,

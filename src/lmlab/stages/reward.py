@@ -163,26 +163,19 @@ def policy_base(ref: str) -> str:
 
 
 def run(cfg: Config) -> dict:
-    from lmlab.common import is_main, pick_device, pick_dtype, print0, rank, seed_everything, \
-        world_size
+    from lmlab.common import is_main, print0, rank, world_size
     from lmlab.losses.logprobs import collate_pairs
-    from lmlab.models import load_model, load_tokenizer, resolve
+    from lmlab.models import load_model, load_tokenizer
     from lmlab.models.adapters import add_lora, count_parameters
     from lmlab.models.heads import RewardModel
-    from lmlab.runs import prepare_run
+    from lmlab.stages.setup import start_stage
     from lmlab.train.data import BatchStream
-    from lmlab.train.distributed import barrier, init_distributed
+    from lmlab.train.distributed import barrier
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
-    resolve(cfg.model)
-    device = pick_device(cfg.device)
-    if world_size() > 1 and device.type == "cuda":
-        device = torch.device("cuda", rank() % torch.cuda.device_count())
-    init_distributed(device)
-    dtype = pick_dtype(cfg.dtype, device)
-    run_ = prepare_run(cfg, "reward")
-    seed_everything(cfg.seed)
+    ctx = start_stage(cfg, "reward")
+    run_, device, dtype = ctx.run, ctx.device, ctx.dtype
 
     # --- data
     tokenizer = load_tokenizer(cfg.model)

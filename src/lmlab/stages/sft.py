@@ -42,43 +42,21 @@ class Config(TrainConfig):
         return problems
 
 
-def _eval_tasks(cfg: Config) -> list[str]:
-    if cfg.eval_tasks:
-        return cfg.eval_tasks
-    if cfg.data.startswith("task:"):
-        names = cfg.data.split(":", 1)[1].split(",")
-        if "all" in names:
-            from lmlab.data.tasks import task_names
-
-            return task_names()
-        return names
-    return []
-
-
 def run(cfg: Config) -> dict:
-    import torch
-
-    from lmlab.common import is_main, pick_device, pick_dtype, print0, rank, seed_everything, \
-        world_size
+    from lmlab.common import is_main, print0, rank, world_size
     from lmlab.data import collate, encode_rows, load_rows, pack
     from lmlab.eval.tasks import task_accuracy
     from lmlab.losses.objectives import LMObjective
-    from lmlab.models import base_reference, load_model, load_tokenizer, resolve, write_meta
+    from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
     from lmlab.models.adapters import add_lora, count_parameters
-    from lmlab.runs import prepare_run
+    from lmlab.stages.setup import eval_task_names, start_stage
     from lmlab.train.data import BatchStream
-    from lmlab.train.distributed import barrier, init_distributed
+    from lmlab.train.distributed import barrier
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
-    resolve(cfg.model)  # an unknown model fails before anything is written
-    device = pick_device(cfg.device)
-    if world_size() > 1 and device.type == "cuda":
-        device = torch.device("cuda", rank() % torch.cuda.device_count())
-    init_distributed(device)
-    dtype = pick_dtype(cfg.dtype, device)
-    run_ = prepare_run(cfg, "sft")
-    seed_everything(cfg.seed)
+    ctx = start_stage(cfg, "sft")
+    run_, device, dtype = ctx.run, ctx.device, ctx.dtype
 
     # --- data
     tokenizer = load_tokenizer(cfg.model)
@@ -104,7 +82,7 @@ def run(cfg: Config) -> dict:
     print0(f"[lmlab] model {cfg.model}: {total / 1e6:.1f}M parameters, "
            f"{trainable / 1e6:.2f}M trainable ({cfg.method}), {dtype}, {device}")
 
-    tasks = _eval_tasks(cfg)
+    tasks = eval_task_names(cfg)
 
     def evaluate(m) -> dict:
         acc, samples = task_accuracy(m, tokenizer, tasks, n=cfg.eval_n,

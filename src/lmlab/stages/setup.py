@@ -1,0 +1,44 @@
+"""What every training stage does before its own setup: check the model reference, pick the
+device and dtype, join the process group, open the run folder, seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmlab.runs import Run
+
+
+@dataclass
+class StageContext:
+    run: Run
+    device: torch.device
+    dtype: torch.dtype
+
+
+def start_stage(cfg, stage: str) -> StageContext:
+    from lmlab.common import pick_device, pick_dtype, rank, seed_everything, world_size
+    from lmlab.models import resolve
+    from lmlab.runs import prepare_run
+    from lmlab.train.distributed import init_distributed
+
+    resolve(cfg.model)  # an unknown model fails before anything is written
+    device = pick_device(cfg.device)
+    if world_size() > 1 and device.type == "cuda":
+        device = torch.device("cuda", rank() % torch.cuda.device_count())
+    init_distributed(device)
+    dtype = pick_dtype(cfg.dtype, device)
+    run = prepare_run(cfg, stage)
+    seed_everything(cfg.seed)
+    return StageContext(run=run, device=device, dtype=dtype)
+
+
+def eval_task_names(cfg) -> list[str]:
+    """``eval_tasks`` if set, else the built-in tasks named by ``data=task:...``."""
+    if cfg.eval_tasks or not cfg.data.startswith("task:"):
+        return list(cfg.eval_tasks)
+    from lmlab.data.tasks import task_names
+
+    names = cfg.data.split(":", 1)[1].split(",")
+    return task_names() if "all" in names else names
