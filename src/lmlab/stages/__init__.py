@@ -1,15 +1,30 @@
 """One module per command. Each defines ``Config`` (a dataclass), ``HELP`` (one line) and
-``run(cfg) -> dict`` (the summary). Modules are imported only when their stage is used."""
+``run(cfg) -> dict`` (the summary). Modules are imported only when their stage is used.
 
-STAGES: dict[str, str] = {
-    "sft": "lmlab.stages.sft",
-    "reward": "lmlab.stages.reward",
-    "dpo": "lmlab.stages.dpo",
-    "generate": "lmlab.stages.generate",
-}
+A stage is any module in this package whose name does not start with ``_`` and is not in
+``NOT_STAGES``; adding a command means adding its module, nothing else."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+NOT_STAGES = {"setup"}
+# lifecycle order for ``lmlab --help``; stages not listed follow alphabetically
+ORDER = ["sft", "reward", "dpo", "preferences", "ppo", "grpo", "distill", "quantize", "qat",
+         "evaluate", "generate", "bench", "serve", "report", "pipeline"]
+
+
+def _discover() -> dict[str, str]:
+    names = [m.name for m in pkgutil.iter_modules(__path__)
+             if not m.name.startswith("_") and m.name not in NOT_STAGES and not m.ispkg]
+    rank = {n: i for i, n in enumerate(ORDER)}
+    names.sort(key=lambda n: (rank.get(n, len(ORDER)), n))
+    return {n: f"{__name__}.{n}" for n in names}
+
+
+STAGES: dict[str, str] = _discover()
 
 
 def load_stage(name: str):
-    import importlib
-
     return importlib.import_module(STAGES[name])
