@@ -51,18 +51,24 @@ GROUNDED = [f"{PARAGRAPH}\n\nRepeat the paragraph above word for word.",
 def best_time(fn, repeats: int) -> tuple[float, object]:
     """(minimum wall time over ``repeats`` calls, the last result)."""
     times, out = [], None
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         out = fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times), out
+
+
+DEVICE = "cpu"
 
 
 def chat_ids(tok, questions):
     from lmlab.infer.decode import encode_prompts, left_pad
 
     return left_pad(encode_prompts(tok, [[{"role": "user", "content": q}] for q in questions]),
-                    tok.pad_token_id)
+                    tok.pad_token_id, DEVICE)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -219,14 +225,22 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--out", default="runs/bench-generate/generate.json")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (bandwidth is a CPU section)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = args.device
 
+    from lmlab.common import pick_dtype
     from lmlab.models import load_model, load_tokenizer
 
-    tok, model = load_tokenizer(args.model), load_model(args.model).eval()
+    tok = load_tokenizer(args.model)
+    model = load_model(args.model, dtype=pick_dtype(args.dtype, torch.device(args.device)),
+                       device=args.device).eval()
+    gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
     result = {"model": args.model, "machine": f"{platform.machine()} {os.cpu_count()} cpus, "
-              f"{args.threads} torch threads", "torch": torch.__version__,
+              f"{args.threads} torch threads{gpu}, {args.dtype}", "torch": torch.__version__,
               "command": " ".join([Path(sys.executable).name] + sys.argv)}
     for name in args.only:
         t0 = time.perf_counter()

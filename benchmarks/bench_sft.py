@@ -38,7 +38,7 @@ def bench_lmlab(mode: str, args, data_file: Path, out: Path) -> dict:
     from lmlab.stages import sft
 
     cfg = load_config(sft.Config, None, [
-        f"model={MODEL}", f"data={data_file}", f"output_dir={out}", f"method={mode}",
+        f"model={args.model}", f"data={data_file}", f"device={args.device}", f"dtype={args.dtype}", f"output_dir={out}", f"method={mode}",
         f"max_steps={args.steps}", f"batch_size={args.batch}", f"max_len={args.max_len}",
         "eval_n=0", "progress=false", "save_every=0", "schedule=constant", "warmup_steps=0",
         f"lr={2e-4 if mode == 'lora' else 2e-5}", f"packing={str(args.packing).lower()}",
@@ -61,8 +61,8 @@ def bench_trl(mode: str, args, data: list[dict], out: Path) -> dict:
     from lmlab.models.load import model_folder
     from lmlab.models.registry import ALIASES
 
-    folder = model_folder(ALIASES[MODEL])
-    tok = load_tokenizer(MODEL)
+    folder = model_folder(ALIASES[args.model]) if args.model in ALIASES else args.model
+    tok = load_tokenizer(args.model)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ds = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}
                             for r in data])
@@ -70,7 +70,8 @@ def bench_trl(mode: str, args, data: list[dict], out: Path) -> dict:
         output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
         max_length=args.max_len, learning_rate=2e-4 if mode == "lora" else 2e-5,
         lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no",
-        report_to="none", bf16=False, fp16=False, use_cpu=True, completion_only_loss=True,
+        report_to="none", bf16=args.dtype == "bf16", fp16=args.dtype == "fp16",
+        use_cpu=args.device == "cpu", completion_only_loss=True,
         packing=args.packing, dataloader_num_workers=0, seed=0)
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
@@ -117,6 +118,10 @@ def main() -> None:
     p.add_argument("--packing", action="store_true")
     p.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--model", default=MODEL, help="model alias or folder (both sides)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="lmlab: compute dtype (autocast on cuda); TRL: its bf16/fp16 flags")
     p.add_argument("--out", default="benchmarks/results/sft.json")
     args = p.parse_args()
     if args.threads:
@@ -135,7 +140,8 @@ def main() -> None:
                              "speedup": ours["tokens_per_s"] / theirs["tokens_per_s"]}
     env = {"python": sys.version.split()[0], "torch": torch.__version__,
            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-           "cores": os.cpu_count()}
+           "cores": os.cpu_count(),
+           "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
     report = {"args": vars(args), "env": env, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -114,13 +114,16 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
     device = next(model.parameters()).device
     optimizer = build_optimizer(model, cfg)
     result = TrainResult(step=0)
+    # fp16 gradients underflow without loss scaling; the scale is state, checkpointed with the rest
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and dtype == torch.float16 \
+        else None
     resume = _resume_path(cfg, run)
     if resume is not None:
         state = load_checkpoint(resume, model=model, optimizer=optimizer, stream=stream)
         result.step = result.resumed_from = int(state["step"])
+        if scaler is not None and "scaler" in state["extra"]:
+            scaler.load_state_dict(state["extra"]["scaler"])
         print0(f"[lmlab] resumed from {resume} (step {result.step})")
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and dtype == torch.float16 \
-        else None
     ddp_model = wrap_ddp(model, device)
     world = world_size()
     loggers = loggers or []
@@ -210,7 +213,8 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
         if (cfg.save_every and result.step % cfg.save_every == 0) or result.step == last:
             if is_main():
                 save_checkpoint(run.checkpoints, result.step, model=model, optimizer=optimizer,
-                                stream=stream, keep=cfg.keep_checkpoints)
+                                stream=stream, keep=cfg.keep_checkpoints,
+                                extra={"scaler": scaler.state_dict()} if scaler else None)
     if bar is not None:
         bar.close()
     result.seconds = time.time() - t_start
