@@ -1,0 +1,260 @@
+"""Executes one scheduled step on the model: prefill the new sequences, decode the running ones.
+
+Every scheduled sequence gets exactly one new token per step. Sampling is per sequence (its own
+``SamplingParams``, transforms and seeded generator, from ``lmlab.infer.sampling``), and so are
+the stop rules of ``lmlab.infer.decode`` (EOS / stop tokens -> "eos", stop strings -> "stop");
+``max_tokens`` and the context limit are the scheduler's.
+
+KV storage. Sequences of a continuous batch have different lengths and join at any step, so the
+left-padded common-column layout of ``decode.stream_tokens`` does not fit. ``SlotKV`` gives each
+running sequence a row ("slot") of per-layer buffers (R, Hkv, T, Dh); row b holds its tokens at
+columns 0 .. len_b - 1 (no padding in front: the position of a token is its column). A decode
+step writes each row's new key/value at its own column and attends over columns 0 .. max len
+with a per-row mask. Rows stay packed (0 .. B-1, a finished row is filled by the last one) so
+the step works on views, not gathered copies. The layer arithmetic is ``fastpath.LlamaStep``'s
+(same RMSNorm, RoPE and packed-GQA SDPA); prefill is the HF forward, as in ``decode._prefill``.
+
+Models ``LlamaStep`` does not support (other architectures, peft) fall back to ``PerSeqKV``:
+one HF ``DynamicCache`` per sequence and one forward per sequence per step - correct, not
+batched.
+
+Legend: B running rows, R row capacity, T column capacity, n attended columns, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from lmlab.infer.decode import StopStrings, eos_ids
+from lmlab.infer.fastpath import LlamaStep, _rms_norm, _rotate_half
+from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
+    make_generator, pick
+from lmlab.serve.scheduler import Batch, Sequence
+
+
+@dataclass
+class SeqState:
+    """The runner's per-sequence state (``Sequence.data``)."""
+
+    params: SamplingParams
+    generator: torch.Generator | None
+    transforms: list
+    stops: StopStrings
+    stop_ids: set[int]
+    top_logprobs: int = 0  # also return this many alternatives per token (logprobs on)
+
+
+@dataclass
+class StepOutput:
+    tokens: dict[str, int] = field(default_factory=dict)
+    stopped: dict[str, str] = field(default_factory=dict)  # seq_id -> "eos" | "stop"
+    # seq_id -> (logprob of the chosen token, [(token, logprob)] of the top alternatives)
+    logprobs: dict[str, tuple[float, list[tuple[int, float]]]] = field(default_factory=dict)
+
+
+class Runner:
+    def __init__(self, model, tokenizer, *, fast: bool | None = None):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.device = next(model.parameters()).device
+        self.eos = eos_ids(model, tokenizer)
+        use_slots = fast is not False and LlamaStep.supports(model)
+        self.kv = SlotKV(model) if use_slots else PerSeqKV(model)
+
+    def new_state(self, params: SamplingParams, top_logprobs: int = 0) -> SeqState:
+        stop_ids = set() if params.ignore_eos else set(self.eos)
+        stop_ids |= set(params.stop_token_ids)
+        gen = None if params.greedy else make_generator(params.seed, self.device)
+        return SeqState(params, gen, build_transforms(params, eos_token_ids=sorted(stop_ids)),
+                        StopStrings(self.tokenizer, params.stop), stop_ids, top_logprobs)
+
+    @torch.no_grad()
+    def release(self, seq: Sequence) -> None:
+        """Free the cache of a finished, aborted or preempted sequence."""
+        self.kv.release(seq.seq_id)
+
+    @torch.no_grad()  # not inference_mode: the KV buffers outlive the step and are edited later
+    def execute(self, batch: Batch) -> StepOutput:
+        for s in batch.preempted:
+            self.release(s)
+        seqs, rows = [], []
+        if batch.decode:
+            rows.append(self.kv.decode([s.seq_id for s in batch.decode],
+                                       [s.output_ids[-1] for s in batch.decode]))
+            seqs += batch.decode
+        for s in batch.prefill:
+            rows.append(self.kv.prefill(s.seq_id, s.all_ids))
+            seqs.append(s)
+        out = StepOutput()
+        if seqs:
+            self._choose(seqs, torch.cat(rows).float(), out)  # (B, V)
+        return out
+
+    def _choose(self, seqs: list[Sequence], logits: torch.Tensor, out: StepOutput) -> None:
+        """One token per sequence; plain greedy rows share one argmax."""
+        plain = [j for j, s in enumerate(seqs) if s.data.params.greedy and not
+                 s.data.transforms and not s.data.params.logprobs]
+        picked = dict(zip(plain, logits[plain].argmax(-1).tolist())) if plain else {}
+        for j, s in enumerate(seqs):
+            st: SeqState = s.data
+            if j not in picked:
+                row = logits[j:j + 1]  # (1, V)
+                if st.transforms:
+                    hist = History(torch.tensor([s.all_ids], device=row.device),
+                                   len(s.prompt_ids))
+                    row = apply_transforms(row, st.transforms, hist)
+                picked[j] = int(pick(row, st.params.greedy, st.generator)[0])
+                if st.params.logprobs:
+                    src = logits[j] if st.params.logprobs_mode == "raw" else row[0]
+                    out.logprobs[s.seq_id] = _logprobs(src, picked[j], st.top_logprobs)
+            tok = out.tokens[s.seq_id] = picked[j]
+            if tok in st.stop_ids:
+                out.stopped[s.seq_id] = "eos"
+            elif st.stops.stops and st.stops.hit(s.output_ids + [tok]):
+                out.stopped[s.seq_id] = "stop"
+
+
+def _logprobs(logits: torch.Tensor, tok: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    lp = logits.float().log_softmax(-1)  # (V,)
+    top = []
+    if k:
+        v, i = lp.topk(k)
+        top = list(zip(i.tolist(), v.tolist()))
+    return float(lp[tok]), top
+
+
+def _hf_prefill(model, ids: list[int]):
+    """One sequence through the HF forward: (its DynamicCache, next-token logits (1, V))."""
+    from transformers import DynamicCache
+
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    cache = DynamicCache(config=model.config)
+    pos = torch.arange(len(ids), device=x.device)[None]
+    logits = model(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    return cache, logits
+
+
+class PerSeqKV:
+    """Any causal LM: one DynamicCache per sequence, one forward each per step."""
+
+    def __init__(self, model):
+        self.model = model
+        self.caches: dict[str, tuple[object, int]] = {}  # seq_id -> (cache, tokens in it)
+
+    def prefill(self, sid: str, ids: list[int]) -> torch.Tensor:
+        cache, logits = _hf_prefill(self.model, ids)
+        self.caches[sid] = (cache, len(ids))
+        return logits
+
+    def decode(self, sids: list[str], tokens: list[int]) -> torch.Tensor:
+        rows = []
+        for sid, tok in zip(sids, tokens):
+            cache, n = self.caches[sid]
+            x = torch.tensor([[tok]], device=next(self.model.parameters()).device)
+            rows.append(self.model(input_ids=x, position_ids=torch.tensor([[n]]).to(x.device),
+                                   past_key_values=cache, use_cache=True).logits[:, -1])
+            self.caches[sid] = (cache, n + 1)
+        return torch.cat(rows)
+
+    def release(self, sid: str) -> None:
+        self.caches.pop(sid, None)
+
+
+class SlotKV:
+    """Packed per-sequence rows of preallocated KV buffers (see the module docstring)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.step = LlamaStep(model, None, 0, 0)  # its constants and attention; no buffers
+        self.L = model.config.num_hidden_layers
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.order: list[str] = []  # seq_id of each packed row
+        self.lens: list[int] = []  # tokens cached per row
+        self._alloc(4, 64)
+
+    def _alloc(self, rows: int, cols: int) -> None:
+        p = next(self.model.parameters())
+        old_k, old_v = self.k, self.v
+        shape = (rows, self.step.Hkv, cols, self.step.Dh)
+        self.k = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in range(self.L)]
+        self.v = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in range(self.L)]
+        if old_k:
+            r, c = min(rows, old_k[0].shape[0]), min(cols, old_k[0].shape[2])
+            for new, old in zip(self.k + self.v, old_k + old_v):
+                new[:r, :, :c] = old[:r, :, :c]
+
+    def _ensure(self, rows: int, cols: int) -> None:
+        R, T = self.k[0].shape[0], self.k[0].shape[2]
+        if rows > R or cols > T:
+            self._alloc(max(rows, 2 * R) if rows > R else R, max(cols, 2 * T) if cols > T else T)
+
+    def prefill(self, sid: str, ids: list[int]) -> torch.Tensor:
+        cache, logits = _hf_prefill(self.model, ids)
+        n = len(ids)
+        self._ensure(len(self.order) + 1, n + 1)
+        r = len(self.order)
+        for i in range(self.L):
+            self.k[i][r, :, :n] = cache.layers[i].keys[0]
+            self.v[i][r, :, :n] = cache.layers[i].values[0]
+        self.order.append(sid)
+        self.lens.append(n)
+        return logits
+
+    def release(self, sid: str) -> None:
+        if sid not in self.order:
+            return
+        r, last = self.order.index(sid), len(self.order) - 1
+        if r != last:  # keep the rows packed: move the last row into the hole
+            n = self.lens[last]
+            for buf in self.k + self.v:
+                buf[r, :, :n] = buf[last, :, :n]
+            self.order[r], self.lens[r] = self.order[last], self.lens[last]
+        self.order.pop()
+        self.lens.pop()
+
+    def decode(self, sids: list[str], tokens: list[int]) -> torch.Tensor:
+        """Feed each sequence its last token; next-token logits (B, V) in ``sids`` order."""
+        rows = [self.order.index(s) for s in sids]
+        self._ensure(len(self.order), max(self.lens[r] for r in rows) + 1)
+        B = len(self.order)
+        tok = torch.zeros(B, dtype=torch.long)
+        tok[rows] = torch.tensor(tokens)
+        lens = torch.tensor(self.lens)  # (B,) = the column (and position) of the new token
+        logits = self._forward(tok.to(self.k[0].device), lens.to(self.k[0].device))
+        for r in rows:
+            self.lens[r] += 1
+        # rows not scheduled this step (none, with our engine) are computed and not advanced
+        return logits[rows]
+
+    def _forward(self, tok: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """tok (B,) at positions lens (B,) -> logits (B, V); the layer loop of LlamaStep.step
+        with a per-row write column and a per-row key mask."""
+        st, m = self.step, self.model.model
+        B, H, Hkv, Dh = tok.shape[0], st.H, st.Hkv, st.Dh
+        n = int(lens.max()) + 1
+        x = m.embed_tokens(tok[:, None])  # (B, 1, D)
+        cos, sin = st._rope(lens[:, None], x.dtype)  # (B, 1, 1, Dh)
+        mask = (torch.arange(n, device=tok.device)[None] <= lens[:, None])[:, None, None]
+        b = torch.arange(B, device=tok.device)
+        for i, layer in enumerate(m.layers):
+            a, mlp = layer.self_attn, layer.mlp
+            h = _rms_norm(x, layer.input_layernorm.weight, st.eps)
+            q = F.linear(h, a.q_proj.weight).view(B, 1, H, Dh).transpose(1, 2)  # (B, H, 1, Dh)
+            k = F.linear(h, a.k_proj.weight).view(B, 1, Hkv, Dh).transpose(1, 2)
+            v = F.linear(h, a.v_proj.weight).view(B, 1, Hkv, Dh).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.k[i][b, :, lens] = k[:, :, 0]  # (B, Hkv, Dh) into each row's own column
+            self.v[i][b, :, lens] = v[:, :, 0]
+            o = st._attend(q, self.k[i][:B, :, :n], self.v[i][:B, :, :n], mask)
+            o = o.transpose(1, 2).reshape(B, 1, -1)
+            x = x + F.linear(o, a.o_proj.weight)
+            h = _rms_norm(x, layer.post_attention_layernorm.weight, st.eps)
+            x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) *
+                             F.linear(h, mlp.up_proj.weight), mlp.down_proj.weight)
+        x = _rms_norm(x, m.norm.weight, st.eps)
+        return F.linear(x, self.model.lm_head.weight)[:, -1]  # (B, V)

@@ -1,0 +1,127 @@
+"""Continuous batching changes nothing in the outputs: sequences that share steps (joining at
+different steps, leaving early, preempted and recomputed) give what each gives decoded alone."""
+
+import pytest
+import torch
+
+from lmlab.infer.decode import generate
+from lmlab.infer.sampling import SamplingParams
+from lmlab.serve.runner import Runner
+from lmlab.serve.scheduler import Scheduler, SchedulerConfig, Sequence
+
+from ..infer.conftest import varied
+
+PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then",
+           "A", "def add(a, b):\n    return", "Once upon a time"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return varied()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def alone(model, tokenizer, prompt, params):
+    return generate(model, tokenizer, [prompt], params, batch_size=1)[0]
+
+
+def serve(runner, tokenizer, arrivals, params, cfg=None, stop_at=None):
+    """Run the scheduler + runner loop; ``arrivals[step]`` = prompt indices joining before that
+    step. Returns {index: Sequence} and the number of steps."""
+    sched = Scheduler(cfg or SchedulerConfig(kv_budget_tokens=4096))
+    seqs, t, logs = {}, 0, []
+    while t <= max(arrivals) or sched.has_work:
+        for i in arrivals.get(t, []):
+            ids = tokenizer(PROMPTS[i], add_special_tokens=False)["input_ids"]
+            p = params(i) if callable(params) else params
+            seqs[i] = Sequence(str(i), ids, p.max_new_tokens, runner.new_state(p))
+            sched.add([seqs[i]])
+        batch = sched.schedule()
+        out = runner.execute(batch)
+        logs.append((len(batch.prefill), len(batch.decode), len(batch.preempted)))
+        for s in sched.update(batch, out.tokens, out.stopped):
+            runner.release(s)
+        t += 1
+    return seqs, logs
+
+
+def tokens_of(seq):
+    return seq.output_ids
+
+
+@pytest.mark.parametrize("fast", [None, False])
+def test_greedy_joining_mid_flight_equals_alone(model, tokenizer, fast):
+    p = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
+    runner = Runner(model, tokenizer, fast=fast)
+    seqs, logs = serve(runner, tokenizer, {0: [0, 1], 3: [2], 5: [3, 4]}, p)
+    assert logs[3] == (1, 2, 0) and logs[5] == (2, 3, 0)  # joined a running batch
+    for i, s in seqs.items():
+        assert tokens_of(s) == alone(model, tokenizer, PROMPTS[i], p).token_ids, i
+
+
+def test_rows_leaving_at_different_steps(model, tokenizer):
+    """Different max_tokens: rows leave the packed buffers while others keep decoding."""
+    def params(i):
+        return SamplingParams(temperature=0, max_new_tokens=3 + 4 * i, ignore_eos=True)
+
+    runner = Runner(model, tokenizer)
+    seqs, _ = serve(runner, tokenizer, {0: [0, 1, 2, 3], 2: [4]}, params)
+    for i, s in seqs.items():
+        assert tokens_of(s) == alone(model, tokenizer, PROMPTS[i], params(i)).token_ids, i
+    assert runner.kv.order == []
+
+
+def test_preempted_sequences_recompute_to_the_same_output(model, tokenizer):
+    p = SamplingParams(temperature=0, max_new_tokens=24, ignore_eos=True)
+    cfg = SchedulerConfig(kv_budget_tokens=64, block_size=4)
+    runner = Runner(model, tokenizer)
+    seqs, logs = serve(runner, tokenizer, {0: [0, 1, 3]}, p, cfg)
+    assert sum(x[2] for x in logs) > 0 and any(s.preemptions for s in seqs.values())
+    for i, s in seqs.items():
+        assert tokens_of(s) == alone(model, tokenizer, PROMPTS[i], p).token_ids, i
+
+
+def test_seeded_sampling_per_sequence_equals_alone(model, tokenizer):
+    def params(i):
+        return SamplingParams(temperature=0.9, top_p=0.9, repetition_penalty=1.2,
+                              max_new_tokens=10, seed=100 + i, ignore_eos=True)
+
+    seqs, _ = serve(Runner(model, tokenizer), tokenizer, {0: [0, 1], 2: [2, 3]}, params)
+    for i, s in seqs.items():
+        assert tokens_of(s) == alone(model, tokenizer, PROMPTS[i], params(i)).token_ids, i
+
+
+def test_eos_stop_string_and_logprobs(model, tokenizer):
+    free = alone(model, tokenizer, PROMPTS[1],
+                 SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True))
+    eos_tok = free.token_ids[4]
+    stop = tokenizer.decode(free.token_ids[2:4])
+    p_eos = SamplingParams(temperature=0, max_new_tokens=10, stop_token_ids=[eos_tok],
+                           logprobs=True)
+    p_stop = SamplingParams(temperature=0, max_new_tokens=10, stop=[stop])
+    runner = Runner(model, tokenizer)
+    sched = Scheduler(SchedulerConfig())
+    ids = tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    a = Sequence("a", ids, 10, runner.new_state(p_eos, top_logprobs=3))
+    b = Sequence("b", ids, 10, runner.new_state(p_stop))
+    sched.add([a, b])
+    lps = []
+    while sched.has_work:
+        batch = sched.schedule()
+        out = runner.execute(batch)
+        if "a" in out.logprobs:
+            lps.append(out.logprobs["a"])
+        sched.update(batch, out.tokens, out.stopped)
+    first = free.token_ids.index(eos_tok)
+    assert a.finish_reason == "eos" and a.output_ids == free.token_ids[:first + 1]
+    assert b.finish_reason == "stop" and stop in tokenizer.decode(b.output_ids)
+    ref = alone(model, tokenizer, PROMPTS[1], p_eos).logprobs
+    assert [x[0] for x in lps] == pytest.approx(ref, abs=1e-4)
+    assert all(len(top) == 3 and top[0][1] >= x for x, top in lps)
