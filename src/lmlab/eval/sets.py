@@ -1,0 +1,227 @@
+"""Named eval sets: what each one reads, how it is scored, and its metrics.
+
+| name | kind | metrics |
+|---|---|---|
+| ``ppl:shakespeare`` | perplexity on held-out plays | perplexity, bits_per_byte, tokens |
+| ``ppl:tasks`` | perplexity of the built-in tasks' test answers | perplexity, bits_per_byte, tokens |
+| ``ppl:<file.txt>`` | perplexity on a text file | perplexity, bits_per_byte, tokens |
+| ``tasks`` | built-in tasks, test split, greedy, task checker | accuracy, <task>/accuracy |
+| ``gsm8k`` | GSM8K test, last number in the reply | accuracy |
+| ``humaneval`` | HumanEval, tests run in a subprocess | pass@1 |
+| ``chatterbot`` | replies vs the corpus' references | rougeL, bleu, bertscore_* |
+| ``safety`` | lmlab's harmful / benign look-alike prompts | refusal_rate, over_refusal_rate |
+
+Every generating set also reports ``mean_new_tokens``. A set returns a dict
+``{kind, n, metrics, samples, source}``; samples carry ``id, prompt, completion`` and the
+per-item scores, so pairwise comparisons and the reward model can use them later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FIXED = ("tasks", "gsm8k", "humaneval", "chatterbot", "safety", "ppl:shakespeare", "ppl:tasks")
+GENERATING = ("tasks", "gsm8k", "humaneval", "chatterbot", "safety")
+
+
+@dataclass
+class Settings:
+    """What changes a set's result (it is part of the cache key)."""
+
+    limit: int | None = 32
+    seed: int = 0
+    tasks: tuple[str, ...] = ()
+    window: int = 256
+    max_new_tokens: int = 64
+    task_max_new_tokens: int = 16
+    long_max_new_tokens: int = 256
+    temperature: float = 0.0
+    batch_size: int = 8
+
+
+def kind_of(name: str) -> str:
+    if name.startswith("ppl:"):
+        return "perplexity"
+    return {"chatterbot": "reference"}.get(name, name)
+
+
+def check_name(name: str) -> str | None:
+    """A problem with a set name, or None."""
+    if name in FIXED:
+        return None
+    if name.startswith("ppl:") and name.endswith(".txt"):
+        return None if Path(name[4:]).is_file() else f"sets: {name[4:]} does not exist"
+    return (f"sets: unknown eval set '{name}'; known: {', '.join(FIXED)}, ppl:<file.txt>")
+
+
+def source_of(name: str) -> str:
+    from lmlab.eval.sources import SOURCES
+
+    if name in ("tasks", "ppl:tasks"):
+        return "built-in tasks (lmlab.data.tasks), test split"
+    if name == "safety":
+        return "lmlab.eval.safety (written for lmlab)"
+    if name.startswith("ppl:") and name.endswith(".txt"):
+        return name[4:]
+    return SOURCES[name.split(":")[-1]]
+
+
+def run_set(name: str, model, tokenizer, s: Settings) -> dict:
+    if name.startswith("ppl:"):
+        out = _perplexity(name[4:], model, tokenizer, s)
+    elif name == "tasks":
+        out = _tasks(model, tokenizer, s)
+    else:
+        out = {"gsm8k": _gsm8k, "humaneval": _humaneval, "chatterbot": _chatterbot,
+               "safety": _safety}[name](model, tokenizer, s)
+    if name in GENERATING:
+        toks = [x["new_tokens"] for x in out["samples"] if "new_tokens" in x]
+        out["metrics"]["mean_new_tokens"] = sum(toks) / len(toks) if toks else None
+    return {"kind": kind_of(name), "n": len(out["samples"]) if name in GENERATING
+            else out.pop("n"), "source": source_of(name), **out}
+
+
+def task_names(s: Settings) -> list[str]:
+    from lmlab.data.tasks import task_names as all_tasks
+
+    return list(s.tasks) or all_tasks()
+
+
+# ----------------------------------------------------------------------------- perplexity
+
+
+def _spread(items: list, k: int | None) -> list:
+    """``k`` items evenly spaced over the list (all when k is None or larger)."""
+    if k is None or k >= len(items):
+        return items
+    return [items[(i * len(items)) // k] for i in range(k)]
+
+
+def _perplexity(which: str, model, tokenizer, s: Settings) -> dict:
+    from lmlab.eval import perplexity as P
+
+    if which == "tasks":
+        from lmlab.data.tasks import examples
+
+        rows = [r for t in task_names(s) for r in examples(t, "test", s.limit or 50, s.seed)]
+        items = P.completion_items(tokenizer, rows)
+    else:
+        if which == "shakespeare":
+            from lmlab.eval.sources import shakespeare_heldout
+
+            texts = shakespeare_heldout()
+        else:
+            texts = [Path(which).read_text(encoding="utf-8", errors="replace")]
+        items = []
+        for t in texts:
+            items += P.windows(tokenizer(t, add_special_tokens=False)["input_ids"], s.window)
+        items = _spread(items, s.limit)
+    nll = P.sequence_nll(model, tokenizer, items, batch_size=s.batch_size)
+    return {"n": len(items), "metrics": nll.metrics(), "samples": []}
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def complete(model, tokenizer, prompts: list[str], s: Settings, max_new_tokens: int):
+    """Chat completions (one user turn each) through our decode loop; greedy unless
+    ``temperature`` > 0 (then seeded)."""
+    from lmlab.infer.decode import generate
+    from lmlab.infer.sampling import SamplingParams
+
+    params = SamplingParams(temperature=s.temperature, max_new_tokens=max_new_tokens,
+                            seed=s.seed)
+    chats = [[{"role": "user", "content": p}] for p in prompts]
+    return generate(model, tokenizer, chats, params, batch_size=s.batch_size)
+
+
+def _samples(rows: list[dict], comps) -> list[dict]:
+    return [{"id": r.get("id", str(i)), "prompt": r["prompt"], "completion": c.text,
+             "new_tokens": len(c.token_ids)} for i, (r, c) in enumerate(zip(rows, comps))]
+
+
+def _tasks(model, tokenizer, s: Settings) -> dict:
+    from lmlab.eval.tasks import task_accuracy
+
+    names = task_names(s)
+    acc, samples = task_accuracy(model, tokenizer, names, n=s.limit or 50, seed=s.seed,
+                                 max_new_tokens=s.task_max_new_tokens)
+    ids = {}
+    for x in samples:
+        ids[x["task"]] = ids.get(x["task"], -1) + 1
+        x["id"] = f"{x['task']}/{ids[x['task']]}"
+        x["new_tokens"] = len(tokenizer(x["completion"], add_special_tokens=False)["input_ids"])
+    metrics = {"accuracy": sum(acc.values()) / len(acc) if acc else None,
+               **{f"{t}/accuracy": a for t, a in acc.items()}}
+    return {"metrics": metrics, "samples": samples}
+
+
+def _gsm8k(model, tokenizer, s: Settings) -> dict:
+    from lmlab.data.tasks.extract import last_numbers
+    from lmlab.eval.sources import gsm8k
+
+    rows = gsm8k(s.limit, s.seed)
+    samples = _samples(rows, complete(model, tokenizer, [r["prompt"] for r in rows], s,
+                                      s.long_max_new_tokens))
+    for x, r in zip(samples, rows):
+        got = last_numbers(x["completion"], 1)
+        x["answer"] = r["answer"]
+        x["correct"] = got is not None and abs(got[0] - float(r["answer"])) < 1e-6
+    return {"metrics": {"accuracy": _mean([x["correct"] for x in samples])}, "samples": samples}
+
+
+HUMANEVAL_PROMPT = ("Complete this Python function. Reply with the whole function in one "
+                    "```python code block.\n\n```python\n{code}```")
+
+
+def _humaneval(model, tokenizer, s: Settings) -> dict:
+    from lmlab.eval.code import extract_program, passes
+    from lmlab.eval.sources import humaneval
+
+    rows = humaneval(s.limit, s.seed)
+    prompts = [HUMANEVAL_PROMPT.format(code=r["prompt"]) for r in rows]
+    comps = complete(model, tokenizer, prompts, s, s.long_max_new_tokens)
+    samples = _samples([{**r, "prompt": p} for r, p in zip(rows, prompts)], comps)
+    for x, r in zip(samples, rows):
+        x["passed"] = passes(extract_program(r["prompt"], x["completion"], r["entry_point"]),
+                             r["test"], r["entry_point"])
+    return {"metrics": {"pass@1": _mean([x["passed"] for x in samples])}, "samples": samples}
+
+
+def _chatterbot(model, tokenizer, s: Settings) -> dict:
+    from lmlab.eval.overlap import bleu, rouge_l
+    from lmlab.eval.similarity import bertscore
+    from lmlab.eval.sources import chatterbot
+
+    rows = chatterbot(s.limit, s.seed)
+    samples = _samples(rows, complete(model, tokenizer, [r["prompt"] for r in rows], s,
+                                      s.max_new_tokens))
+    preds = [_clean(x["completion"]) for x in samples]
+    refs = [r["references"] for r in rows]
+    for x, r in zip(samples, rows):
+        x["references"] = r["references"]
+    return {"metrics": {"rougeL": rouge_l(preds, refs), "bleu": bleu(preds, refs),
+                        **bertscore(preds, refs)}, "samples": samples}
+
+
+def _safety(model, tokenizer, s: Settings) -> dict:
+    from lmlab.eval import safety
+
+    rows = safety.prompts()
+    samples = _samples(rows, complete(model, tokenizer, [r["prompt"] for r in rows], s,
+                                      s.max_new_tokens))
+    for x, r in zip(samples, rows):
+        x["harmful"], x["refused"] = r["harmful"], safety.is_refusal(x["completion"])
+    return {"metrics": safety.rates(rows, [x["completion"] for x in samples]),
+            "samples": samples}
+
+
+def _clean(text: str) -> str:
+    from lmlab.data.tasks.extract import clean
+
+    return clean(text)
+
+
+def _mean(xs: list) -> float | None:
+    return sum(map(float, xs)) / len(xs) if xs else None
