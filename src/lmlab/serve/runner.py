@@ -12,7 +12,8 @@ columns 0 .. len_b - 1 (no padding in front: the position of a token is its colu
 step writes each row's new key/value at its own column and attends over columns 0 .. max len
 with a per-row mask. Rows stay packed (0 .. B-1, a finished row is filled by the last one) so
 the step works on views, not gathered copies. The layer arithmetic is ``fastpath.LlamaStep``'s
-(same RMSNorm, RoPE and packed-GQA SDPA); prefill is the HF forward, as in ``decode._prefill``.
+(same RMSNorm, RoPE and packed-GQA SDPA). The new sequences of a step are prefilled together, right
+padded, into rows behind the running ones.
 
 Models ``LlamaStep`` does not support (other architectures, peft) fall back to ``PerSeqKV``:
 one HF ``DynamicCache`` per sequence and one forward per sequence per step - correct, not
@@ -84,9 +85,10 @@ class Runner:
             rows.append(self.kv.decode([s.seq_id for s in batch.decode],
                                        [s.output_ids[-1] for s in batch.decode]))
             seqs += batch.decode
-        for s in batch.prefill:
-            rows.append(self.kv.prefill(s.seq_id, s.all_ids))
-            seqs.append(s)
+        if batch.prefill:  # after decode: new rows are appended behind the running ones
+            rows.append(self.kv.prefill([s.seq_id for s in batch.prefill],
+                                        [s.all_ids for s in batch.prefill]))
+            seqs += batch.prefill
         out = StepOutput()
         if seqs:
             self._choose(seqs, torch.cat(rows).float(), out)  # (B, V)
@@ -144,10 +146,13 @@ class PerSeqKV:
         self.model = model
         self.caches: dict[str, tuple[object, int]] = {}  # seq_id -> (cache, tokens in it)
 
-    def prefill(self, sid: str, ids: list[int]) -> torch.Tensor:
-        cache, logits = _hf_prefill(self.model, ids)
-        self.caches[sid] = (cache, len(ids))
-        return logits
+    def prefill(self, sids: list[str], seqs: list[list[int]]) -> torch.Tensor:
+        rows = []
+        for sid, ids in zip(sids, seqs):
+            cache, logits = _hf_prefill(self.model, ids)
+            self.caches[sid] = (cache, len(ids))
+            rows.append(logits)
+        return torch.cat(rows)
 
     def decode(self, sids: list[str], tokens: list[int]) -> torch.Tensor:
         rows = []
@@ -192,16 +197,23 @@ class SlotKV:
         if rows > R or cols > T:
             self._alloc(max(rows, 2 * R) if rows > R else R, max(cols, 2 * T) if cols > T else T)
 
-    def prefill(self, sid: str, ids: list[int]) -> torch.Tensor:
-        cache, logits = _hf_prefill(self.model, ids)
-        n = len(ids)
-        self._ensure(len(self.order) + 1, n + 1)
-        r = len(self.order)
-        for i in range(self.L):
-            self.k[i][r, :, :n] = cache.layers[i].keys[0]
-            self.v[i][r, :, :n] = cache.layers[i].values[0]
-        self.order.append(sid)
-        self.lens.append(n)
+    def prefill(self, sids: list[str], seqs: list[list[int]]) -> torch.Tensor:
+        """New sequences, right-padded into one block, into new rows behind the running ones;
+        next-token logits (b, V). Right padding needs no key mask under the causal one: a real
+        token only sees earlier (real) tokens; what padding writes past a row's end is never
+        attended and is overwritten by its next tokens."""
+        b, L, r0 = len(seqs), max(len(x) for x in seqs), len(self.order)
+        self._ensure(r0 + b, L + 1)
+        dev = self.k[0].device
+        tok = torch.zeros(b, L, dtype=torch.long)
+        for j, ids in enumerate(seqs):
+            tok[j, :len(ids)] = torch.tensor(ids)
+        pos = torch.arange(L)[None].expand(b, L)
+        last = torch.tensor([len(x) - 1 for x in seqs], device=dev)
+        causal = torch.ones(L, L, dtype=torch.bool, device=dev).tril()[None, None]
+        logits = self._forward(tok.to(dev), pos.to(dev), r0, L, causal, last=last)
+        self.order += sids
+        self.lens += [len(x) for x in seqs]
         return logits
 
     def release(self, sid: str) -> None:
@@ -223,38 +235,47 @@ class SlotKV:
         B = len(self.order)
         tok = torch.zeros(B, dtype=torch.long)
         tok[rows] = torch.tensor(tokens)
-        lens = torch.tensor(self.lens)  # (B,) = the column (and position) of the new token
-        logits = self._forward(tok.to(self.k[0].device), lens.to(self.k[0].device))
+        dev = self.k[0].device
+        lens = torch.tensor(self.lens, device=dev)  # (B,) = column (and position) of the token
+        n = int(lens.max()) + 1
+        mask = (torch.arange(n, device=dev)[None] <= lens[:, None])[:, None, None]  # (B,1,1,n)
+        logits = self._forward(tok.to(dev)[:, None], lens[:, None], 0, n, mask)
         for r in rows:
             self.lens[r] += 1
         # rows not scheduled this step (none, with our engine) are computed and not advanced
         return logits[rows]
 
-    def _forward(self, tok: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        """tok (B,) at positions lens (B,) -> logits (B, V); the layer loop of LlamaStep.step
-        with a per-row write column and a per-row key mask."""
+    def _forward(self, tok: torch.Tensor, pos: torch.Tensor, r0: int, n: int,
+                 mask: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+        """tok (b, L) at positions pos (b, L) for rows r0 .. r0+b-1, attending over columns
+        0 .. n-1 under ``mask`` -> logits (b, V) at column ``last`` (b,) (default: the only
+        one). The layer loop of ``LlamaStep.step``; only where K/V are written differs: L = 1
+        (decode) writes each row at its own column ``pos``, L > 1 (prefill) writes 0 .. L-1."""
         st, m = self.step, self.model.model
-        B, H, Hkv, Dh = tok.shape[0], st.H, st.Hkv, st.Dh
-        n = int(lens.max()) + 1
-        x = m.embed_tokens(tok[:, None])  # (B, 1, D)
-        cos, sin = st._rope(lens[:, None], x.dtype)  # (B, 1, 1, Dh)
-        mask = (torch.arange(n, device=tok.device)[None] <= lens[:, None])[:, None, None]
-        b = torch.arange(B, device=tok.device)
+        (b, L), H, Hkv, Dh = tok.shape, st.H, st.Hkv, st.Dh
+        rows = torch.arange(r0, r0 + b, device=tok.device)
+        x = m.embed_tokens(tok)  # (b, L, D)
+        cos, sin = st._rope(pos, x.dtype)  # (b, 1, L, Dh)
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm.weight, st.eps)
-            q = F.linear(h, a.q_proj.weight).view(B, 1, H, Dh).transpose(1, 2)  # (B, H, 1, Dh)
-            k = F.linear(h, a.k_proj.weight).view(B, 1, Hkv, Dh).transpose(1, 2)
-            v = F.linear(h, a.v_proj.weight).view(B, 1, Hkv, Dh).transpose(1, 2)
+            q = F.linear(h, a.q_proj.weight).view(b, L, H, Dh).transpose(1, 2)  # (b, H, L, Dh)
+            k = F.linear(h, a.k_proj.weight).view(b, L, Hkv, Dh).transpose(1, 2)
+            v = F.linear(h, a.v_proj.weight).view(b, L, Hkv, Dh).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            self.k[i][b, :, lens] = k[:, :, 0]  # (B, Hkv, Dh) into each row's own column
-            self.v[i][b, :, lens] = v[:, :, 0]
-            o = st._attend(q, self.k[i][:B, :, :n], self.v[i][:B, :, :n], mask)
-            o = o.transpose(1, 2).reshape(B, 1, -1)
+            if L == 1:  # (b, Hkv, Dh) into each row's own column
+                self.k[i][rows, :, pos[:, 0]] = k[:, :, 0]
+                self.v[i][rows, :, pos[:, 0]] = v[:, :, 0]
+            else:
+                self.k[i][r0:r0 + b, :, :L] = k
+                self.v[i][r0:r0 + b, :, :L] = v
+            o = st._attend(q, self.k[i][r0:r0 + b, :, :n], self.v[i][r0:r0 + b, :, :n], mask)
+            o = o.transpose(1, 2).reshape(b, L, -1)
             x = x + F.linear(o, a.o_proj.weight)
             h = _rms_norm(x, layer.post_attention_layernorm.weight, st.eps)
             x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) *
                              F.linear(h, mlp.up_proj.weight), mlp.down_proj.weight)
+        x = x[:, -1] if last is None else x[torch.arange(b, device=x.device), last]  # (b, D)
         x = _rms_norm(x, m.norm.weight, st.eps)
-        return F.linear(x, self.model.lm_head.weight)[:, -1]  # (B, V)
+        return F.linear(x, self.model.lm_head.weight)  # (b, V)
