@@ -18,21 +18,43 @@ EXPECTED_CONFIGS = {
     "reward": 2,
     "dpo": 3,
     "generate": 3,
+    "preferences": 5,
+    "evaluate": 2,
+    "serve": 1,
+    "pipelines": 2,
 }
 
 
-def test_every_shipped_config_loads():
+def test_every_shipped_config_loads(monkeypatch):
     found: dict[str, int] = {}
     for path in CONFIGS:
         found[path.parent.name] = found.get(path.parent.name, 0) + 1
     assert found == EXPECTED_CONFIGS, [str(c) for c in CONFIGS]
+    monkeypatch.chdir(ROOT)  # pipelines name their steps' recipes relative to the repo root
     for path in CONFIGS:
         stage = path.parent.name
-        if stage == "pipelines":
+        if stage == "pipelines":  # every step's stage, recipe and overrides, profiles included
+            cfg = load_config(load_stage("pipeline").Config, path)
+            for profile in ["", *cfg.profiles]:
+                cfg.profile = profile
+                steps, problems = cfg.plan()
+                assert problems == [] and steps, (path, profile, problems)
             continue
         assert stage in STAGES, f"{path}: folder must be a stage name"
         cfg = load_config(load_stage(stage).Config, path)
-        assert cfg.max_steps >= 0
+        assert getattr(cfg, "max_steps", 0) >= 0  # serve has no steps
+
+
+def test_pipeline_typo_in_a_late_step_is_reported_before_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    body = yaml.safe_load((ROOT / "configs/pipelines/tiny.yaml").read_text())
+    body["output_dir"] = str(tmp_path / "p")
+    body["steps"].append({"name": "dpo2", "stage": "dpo", "config": "configs/dpo/tiny.yaml",
+                          "overrides": {"model": "${dpo}", "lossx": "ipo"}})
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(body))
+    assert main(["pipeline", "--config", str(f)]) == 2
+    assert not (tmp_path / "p").exists()
 
 
 def test_all_problems_reported_at_once():

@@ -1,0 +1,384 @@
+"""The report's tables, as plain data: every number is copied from a run folder's files.
+
+A ``Table`` holds raw values and a kind per column; ``fmt`` turns a value into the text both the
+HTML and the markdown show, so the two always agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmlab.report.collect import BenchFile, RunData
+
+MISSING = "–"
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    kinds: list[str]  # per column: text | pct | num | int | sec
+    rows: list[list] = field(default_factory=list)
+    note: str = ""
+
+
+def fmt(value, kind: str = "num") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if kind == "text" or isinstance(value, str) or isinstance(value, bool):
+        return str(value)
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "sec":
+        return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+    if value == 0 or isinstance(value, int):
+        return str(value)
+    mag = abs(value)
+    if mag >= 1000:
+        return f"{value:,.0f}"
+    if mag >= 0.01:
+        return f"{value:.4g}"
+    return f"{value:.3g}"
+
+
+def _mean(xs):
+    xs = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    return sum(xs) / len(xs) if xs else None
+
+
+# --- reading each stage's headline numbers --------------------------------------------------
+
+
+def task_accuracy(run: RunData) -> tuple[dict, dict, int | None]:
+    """(before, after, prompts per task) held-out task accuracy from a training summary."""
+    s = run.summary or {}
+
+    def per_task(d) -> dict:
+        if not isinstance(d, dict):
+            return {}
+        if any(k.startswith("eval/accuracy/") for k in d):
+            return {k.removeprefix("eval/accuracy/"): v for k, v in d.items()
+                    if k.startswith("eval/accuracy/")}
+        return {k: v for k, v in d.items() if isinstance(v, (int, float))}
+
+    if "task_accuracy_after" in s or "task_accuracy_before" in s:
+        before, after = s.get("task_accuracy_before"), s.get("task_accuracy_after")
+        n = run.config.get("task_eval_n")
+    elif run.stage == "sft":
+        before, after = s.get("eval_before"), s.get("eval_after")
+        n = run.config.get("eval_n")
+    else:
+        return {}, {}, None
+    return per_task(before), per_task(after), n
+
+
+def _delta(before, after, kind="pct") -> str:
+    if before is None or after is None:
+        return fmt(after, kind)
+    word = "improved" if after > before else ("no change" if after == before else "worse")
+    return f"{fmt(before, kind)} → {fmt(after, kind)} ({word})"
+
+
+def headline(run: RunData) -> str:
+    """One line of what the run measured, with before → after where the stage measured both."""
+    s = run.summary
+    if s is None:
+        return "not finished (no summary.json)"
+    parts = []
+    before, after, n = task_accuracy(run)
+    if after:
+        parts.append(f"task accuracy {_delta(_mean(before.values()) if before else None, _mean(after.values()))}")
+    if run.stage == "reward":
+        b = (s.get("eval_before") or {}).get("eval/accuracy")
+        a = (s.get("eval_after") or {}).get("eval/accuracy")
+        if a is not None:
+            parts.append(f"pairwise accuracy {_delta(b, a)}")
+    if run.stage == "dpo":
+        a = (s.get("eval_after") or {}).get("eval/rewards/accuracy")
+        if a is not None:
+            parts.append(f"reward accuracy {fmt(a, 'pct')}")
+        kl = (s.get("kl") or {}).get("kl/token")
+        if kl is not None:
+            parts.append(f"KL/token {fmt(kl)}")
+    if run.stage == "generate":
+        parts.append(f"{fmt(s.get('tokens_per_s'))} tok/s")
+        if s.get("accuracy") is not None:
+            parts.append(f"accuracy {fmt(s['accuracy'], 'pct')}")
+    if run.stage == "evaluate":
+        parts.append(f"{len(run.evals)} models evaluated")
+    if not parts:  # a stage this report does not know yet: its top-level numbers
+        keys = [k for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and any(w in k for w in ("accuracy", "reward", "kl", "loss", "perplexity"))]
+        parts = [f"{k} {fmt(s[k])}" for k in keys[:4]]
+    return "; ".join(parts) or MISSING
+
+
+def runs_table(runs: list[RunData]) -> Table:
+    t = Table("Runs", ["run", "stage", "input model", "method", "steps", "final loss",
+                       "what it measured"], ["text", "text", "text", "text", "int", "num", "text"])
+    for r in runs:
+        s = r.summary or {}
+        method = " ".join(str(x) for x in (s.get("loss") if r.stage == "dpo" else None,
+                                           s.get("method") or r.config.get("method")
+                                           or r.config.get("strategy")) if x)
+        t.rows.append([r.label, r.stage, r.model, method or MISSING, s.get("steps"),
+                       s.get("final_loss"), headline(r)])
+    return t
+
+
+# --- model comparison -----------------------------------------------------------------------
+
+
+def _model_key(ref: str) -> str:
+    p = Path(ref)
+    if p.is_dir():
+        p = p.resolve()
+        return str(p.parent if p.name == "final" else p)
+    return ref
+
+
+def task_comparison(runs: list[RunData]) -> Table | None:
+    """One row per model (the base model and every trained run) with held-out task accuracy,
+    as the training stages measured it (before = their input model, after = their output)."""
+    by_path = {str(r.path.resolve()): r for r in runs}
+    models: dict[str, dict] = {}
+    tasks: list[str] = []
+    ns = set()
+
+    def add(key: str, label: str, acc: dict, source: str):
+        m = models.setdefault(key, {"label": label, "acc": {}, "sources": []})
+        for task, v in acc.items():
+            m["acc"].setdefault(task, v)
+            if task not in tasks:
+                tasks.append(task)
+        if source not in m["sources"]:
+            m["sources"].append(source)
+
+    for r in runs:
+        before, after, n = task_accuracy(r)
+        if n:
+            ns.add(n)
+        if before:
+            key = _model_key(r.model)
+            src = by_path.get(key)
+            add(key, src.label if src else f"{r.model} (input of {r.label})", before,
+                f"{r.label} (before)")
+        if after:
+            add(str(r.path.resolve()), r.label, after, f"{r.label} (after)")
+    if not models:
+        return None
+    t = Table("Held-out task accuracy by model (measured by the training stages)",
+              ["model", *tasks, "mean", "measured in"],
+              ["text", *["pct"] * len(tasks), "pct", "text"])
+    for m in models.values():
+        t.rows.append([m["label"], *[m["acc"].get(k) for k in tasks],
+                       _mean(m["acc"].values()), ", ".join(m["sources"])])
+    t.note = (f"Greedy decoding, the tasks' checkers, {', '.join(map(str, sorted(ns)))} held-out "
+              "prompts per task. 'before' is the input model measured at the start of a run.")
+    return t
+
+
+def evaluate_tables(runs: list[RunData]) -> list[Table]:
+    """Each evaluate run's comparison.json: models x metrics, then the pairwise results."""
+    out = []
+    for r in runs:
+        c = r.comparison
+        if not c and r.evals:  # no comparison.json: build the table from the eval.json files
+            cols = sorted({k for e in r.evals.values() for k in (e.get("metrics") or {})})
+            c = {"columns": cols, "table": {lb: e.get("metrics") or {}
+                                            for lb, e in r.evals.items()}}
+        if not c:
+            continue
+        cols = list(c.get("columns") or [])
+        t = Table(f"Model comparison ({r.label}: lmlab evaluate)", ["model", *cols],
+                  ["text", *[_metric_kind(k) for k in cols]])
+        for label, metrics in (c.get("table") or {}).items():
+            t.rows.append([label, *[(metrics or {}).get(k) for k in cols]])
+        t.note = ("Higher is better except perplexity, bits_per_byte and over_refusal_rate. "
+                  + "; ".join(f"{lb}: {e.get('model', '')}" for lb, e in r.evals.items()))
+        out.append(t)
+        pairs = c.get("pairwise") or []
+        if pairs:
+            p = Table(f"Pairwise win rates ({r.label})",
+                      ["A", "B", "set", "judge", "n", "wins", "ties", "losses", "win rate A",
+                       "95% CI", "agrees with RM"],
+                      ["text"] * 4 + ["int"] * 4 + ["pct", "text", "pct"])
+            for w in pairs:
+                ci = w.get("ci95") or [None, None]
+                p.rows.append([w.get("a"), w.get("b"), w.get("set"), w.get("judge"), w.get("n"),
+                               w.get("wins"), w.get("ties"), w.get("losses"), w.get("win_rate"),
+                               f"{fmt(ci[0], 'pct')} – {fmt(ci[1], 'pct')}",
+                               w.get("agreement_with_reward")])
+            out.append(p)
+    return out
+
+
+def _metric_kind(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    if "accuracy" in name or name.endswith("_rate") or name.startswith("pass@"):
+        return "pct"
+    return "num"
+
+
+# --- findings: what improved and what did not, said plainly ----------------------------------
+
+
+def findings(runs: list[RunData]) -> list[str]:
+    out = []
+    for r in runs:
+        s = r.summary
+        if s is None:
+            out.append(f"{r.label} ({r.stage}) has not finished: no summary.json.")
+            continue
+        before, after, n = task_accuracy(r)
+        if before and after:
+            b, a = _mean(before.values()), _mean(after.values())
+            verdict = ("raised" if a > b else "did not raise")
+            out.append(f"{r.label} ({r.stage}) {verdict} mean held-out task accuracy over its "
+                       f"input model: {fmt(b, 'pct')} → {fmt(a, 'pct')} "
+                       f"({', '.join(after)}; {n} prompts per task).")
+        if r.stage == "reward":
+            ev = s.get("eval_after") or {}
+            if ev.get("eval/accuracy") is not None:
+                out.append(f"{r.label} (reward model): held-out pairwise accuracy "
+                           f"{fmt(ev['eval/accuracy'], 'pct')} on {fmt(ev.get('eval/pairs'), 'int')} "
+                           "pairs (chance is 50%).")
+        if r.stage == "dpo":
+            ev, kl = s.get("eval_after") or {}, (s.get("kl") or {}).get("kl/token")
+            if ev.get("eval/rewards/accuracy") is not None:
+                out.append(f"{r.label} ({s.get('loss', 'dpo')}): held-out implied-reward accuracy "
+                           f"{fmt(ev['eval/rewards/accuracy'], 'pct')}, KL to the reference "
+                           f"{fmt(kl)} per token.")
+        for w in (r.comparison or {}).get("pairwise") or []:
+            ci = w.get("ci95") or [None, None]
+            out.append(f"{w.get('a')} vs {w.get('b')} on {w.get('set')} ({w.get('judge')}): "
+                       f"win rate {fmt(w.get('win_rate'), 'pct')} "
+                       f"[{fmt(ci[0], 'pct')}, {fmt(ci[1], 'pct')}] over {w.get('n')} prompts.")
+    return out
+
+
+# --- samples side by side -------------------------------------------------------------------
+
+
+def _prompt_text(p) -> str:
+    if isinstance(p, list):
+        users = [m.get("content", "") for m in p if isinstance(m, dict) and
+                 m.get("role") == "user"]
+        return users[-1] if users else str(p)
+    return str(p)
+
+
+def _cell(row: dict, limit: int = 240) -> str:
+    text = str(row.get("completion", row.get("text", row.get("output", "")))).strip()
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    mark = {True: " ✓", False: " ✗"}.get(row.get("correct"), "")
+    return (text or "(empty)") + mark
+
+
+def samples_table(runs: list[RunData], k: int = 6) -> Table | None:
+    """The same prompts across every run that wrote samples: the prompts most runs share."""
+    sources: list[tuple[str, dict[str, dict]]] = []
+    for r in runs:
+        groups = [(r.label, r.samples)] if r.samples else []
+        groups += [(f"{r.label}/{lb}", rows) for lb, rows in r.eval_samples.items() if rows]
+        for label, rows in groups:
+            by_prompt: dict[str, dict] = {}
+            for row in rows:
+                if "prompt" in row:
+                    by_prompt.setdefault(_prompt_text(row["prompt"]), row)
+            if by_prompt:
+                sources.append((label, by_prompt))
+    if not sources:
+        return None
+    order: list[str] = []
+    for _, rows in sources:
+        order += [p for p in rows if p not in order]
+    count = {p: sum(p in rows for _, rows in sources) for p in order}
+    chosen = sorted(order, key=lambda p: -count[p])[:k]
+    chosen.sort(key=order.index)
+    t = Table("Sample generations on the same prompts", ["prompt", "answer",
+                                                         *[s[0] for s in sources]],
+              ["text"] * (2 + len(sources)))
+    for p in chosen:
+        answer = next((rows[p].get("answer") for _, rows in sources if p in rows
+                       and rows[p].get("answer") is not None), None)
+        t.rows.append([p, answer, *[_cell(rows[p]) if p in rows else MISSING
+                                    for _, rows in sources]])
+    t.note = "✓ / ✗: the task's checker on that reply. Greedy unless the run sampled."
+    return t
+
+
+# --- speed ----------------------------------------------------------------------------------
+
+
+def training_speed(runs: list[RunData]) -> Table | None:
+    t = Table("Training speed", ["run", "stage", "steps", "s/step", "tokens/s",
+                                 "peak memory (GB)", "train time"],
+              ["text", "text", "int", "num", "num", "num", "sec"])
+    for r in runs:
+        rows = [m for m in r.metrics if "train/step_s" in m]
+        if not rows:
+            continue
+        mem = [m["train/mem_gb"] for m in rows if m.get("train/mem_gb") is not None]
+        t.rows.append([r.label, r.stage, len(rows), _mean(m["train/step_s"] for m in rows),
+                       _mean(m.get("train/tokens_per_s") for m in rows),
+                       max(mem) if mem else None, (r.summary or {}).get("train_seconds")])
+    t.note = "Means over the logged steps (metrics.jsonl); train time from summary.json."
+    return t if t.rows else None
+
+
+def generation_speed(runs: list[RunData]) -> Table | None:
+    t = Table("Generation speed", ["run", "model", "strategy", "prompts", "new tokens",
+                                   "seconds", "tokens/s"],
+              ["text", "text", "text", "int", "int", "num", "num"])
+    for r in runs:
+        s = r.summary or {}
+        if r.stage == "generate" and s:
+            t.rows.append([r.label, r.model, s.get("strategy"), s.get("prompts"),
+                           s.get("new_tokens"), s.get("seconds"), s.get("tokens_per_s")])
+    return t if t.rows else None
+
+
+def _flatten(d, prefix: str = ""):
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{key}.")
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            yield key, v
+
+
+def bench_table(bench: BenchFile, limit: int = 60) -> Table:
+    flat = list(_flatten(bench.data))
+    info = {k: v for k, v in flat if k in ("command", "machine", "model", "torch", "device")}
+    t = Table(f"Benchmark: {bench.label}", ["measurement", "value"], ["text", "num"])
+    t.rows = [[k, v] for k, v in flat if k not in info][:limit]
+    t.note = f"{bench.path}" + "".join(f" · {k}: {v}" for k, v in info.items())
+    return t
+
+
+# --- environment ----------------------------------------------------------------------------
+
+
+def environment_table(env: dict, title: str) -> Table:
+    t = Table(title, ["", "value"], ["text", "text"])
+    t.rows = [[k, v] for k, v in env.items()]
+    return t
+
+
+def wall_table(runs: list[RunData]) -> Table:
+    t = Table("Wall time per stage", ["run", "stage", "started", "wall time", "measured by"],
+              ["text", "text", "text", "sec", "text"])
+    for r in runs:
+        how = {"pipeline": "lmlab pipeline (whole step)",
+               "files": "config.yaml → summary.json times"}.get(r.wall_source, MISSING)
+        t.rows.append([r.label, r.stage, r.started, r.wall_s, how])
+    total = _mean(r.wall_s for r in runs)
+    if total is not None:
+        t.rows.append(["total", "", "", sum(r.wall_s for r in runs if r.wall_s), ""])
+    return t

@@ -1,0 +1,172 @@
+"""The report from fixture run folders (every kind of file a stage writes) and from real tiny
+runs made by the pipeline."""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from lmlab.cli import main
+from lmlab.report import build_report, headline_lines
+from lmlab.report.collect import discover
+from lmlab.report.tables import fmt, task_comparison
+
+SECTIONS = ("Findings", "Model comparison", "Runs", "Training curves", "Samples", "Speed",
+            "Environment")
+
+
+def write_run(path, stage, config, summary=None, metrics=(), samples=()):
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"stage": stage, **config}))
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    if samples:
+        (path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+
+
+def curve(n, **keys):
+    return [{"step": i + 1, "train/step_s": 2.0, "train/tokens_per_s": 100.0 + i,
+             "train/mem_gb": 1.0 + i / 10, **{k: v + 0.01 * i for k, v in keys.items()}}
+            for i in range(n)]
+
+
+PROMPTS = ["What is 2 + 3?", "Convert 3 m to cm."]
+
+
+@pytest.fixture()
+def fixture_runs(tmp_path):
+    """A pipeline-shaped folder: sft, reward, dpo (from sft), generate, evaluate, an unfinished
+    run, a benchmark file."""
+    root = tmp_path / "runs" / "demo"
+    sft = root / "sft"
+    write_run(sft, "sft", {"model": "smollm2-135m-instruct", "method": "lora", "eval_n": 40},
+              {"stage": "sft", "method": "lora", "steps": 12, "final_loss": 0.4321,
+               "train_seconds": 61.5,
+               "eval_before": {"eval/accuracy": 0.1125, "eval/accuracy/convert": 0.0,
+                               "eval/accuracy/compare": 0.225},
+               "eval_after": {"eval/accuracy": 0.4625, "eval/accuracy/convert": 0.475,
+                              "eval/accuracy/compare": 0.45}},
+              curve(12, **{"train/loss": 1.5}),
+              [{"task": "add", "prompt": p, "answer": "5", "completion": f"sft says {i}",
+                "correct": i == 0} for i, p in enumerate(PROMPTS)])
+    write_run(root / "reward", "reward", {"model": str(sft), "method": "lora"},
+              {"stage": "reward", "steps": 10, "final_loss": 0.55,
+               "eval_before": {"eval/accuracy": 0.5}, "eval_after": {
+                   "eval/accuracy": 0.725, "eval/pairs": 40}},
+              curve(10, **{"train/loss": 0.7, "train/accuracy": 0.5, "train/margin": 0.1}))
+    write_run(root / "dpo", "dpo", {"model": str(sft), "method": "lora", "task_eval_n": 40},
+              {"stage": "dpo", "loss": "dpo", "steps": 10, "final_loss": 0.61,
+               "eval_after": {"eval/rewards/accuracy": 0.675},
+               "kl": {"kl/token": 0.0123, "kl/sequence": 0.2},
+               "task_accuracy_before": {"convert": 0.475, "compare": 0.45},
+               "task_accuracy_after": {"convert": 0.4, "compare": 0.45}},
+              curve(10, **{"train/loss": 0.69, "train/rewards/accuracy": 0.5,
+                           "train/rewards/margin": 0.0, "eval/loss": 0.68}))
+    write_run(root / "gen", "generate", {"model": "smollm2-135m-instruct",
+                                         "strategy": "greedy"},
+              {"stage": "generate", "strategy": "greedy", "prompts": 2, "new_tokens": 40,
+               "seconds": 2.5, "tokens_per_s": 16.0},
+              samples=[{"prompt": [{"role": "user", "content": p}], "completion": "gen " + p}
+                       for p in PROMPTS])
+    ev = root / "evaluate"
+    write_run(ev, "evaluate", {"model": "x"}, {"stage": "evaluate", "models": ["base", "sft"]})
+    for label, ppl in (("base", 31.2), ("sft", 28.75)):
+        (ev / "models" / label).mkdir(parents=True)
+        (ev / "models" / label / "eval.json").write_text(json.dumps(
+            {"schema": "lmlab.eval/1", "model": label, "label": label,
+             "metrics": {"ppl:x/perplexity": ppl, "tasks/accuracy": 0.25}}))
+    (ev / "comparison.json").write_text(json.dumps({
+        "schema": "lmlab.eval/1", "columns": ["ppl:x/perplexity", "tasks/accuracy"],
+        "table": {"base": {"ppl:x/perplexity": 31.2, "tasks/accuracy": 0.1},
+                  "sft": {"ppl:x/perplexity": 28.75, "tasks/accuracy": 0.4625}},
+        "pairwise": [{"a": "sft", "b": "base", "set": "tasks", "judge": "reward", "n": 32,
+                      "wins": 20, "ties": 2, "losses": 10, "win_rate": 0.65625,
+                      "ci95": [0.5, 0.8]}]}))
+    write_run(root / "killed", "sft", {"model": "tiny:llama"}, None, curve(3, **{
+        "train/loss": 9.0}))
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "sft.json").write_text(json.dumps({"command": "python bench.py", "results": {
+        "lora": {"tokens_per_s": 106.77}}}))
+    return tmp_path, root, bench
+
+
+def test_report_has_every_section_run_and_no_urls(fixture_runs):
+    tmp, root, bench = fixture_runs
+    result = build_report([tmp / "runs", bench / "sft.json"], tmp / "out")
+    html = (tmp / "out" / "report.html").read_text()
+    md = (tmp / "out" / "report.md").read_text()
+    for name in ("sft", "reward", "dpo", "gen", "evaluate", "killed"):
+        assert f">{name}<" in html and f"| {name} |" in md, name
+    for s in SECTIONS:
+        assert f">{s}</h2>" in html and f"## {s}" in md
+    links = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert links and all(x.startswith(("#", "data:image/png;base64,")) for x in links)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert "://" not in text and "url(" not in text and "@import" not in text
+    assert "<script" not in html and "<link" not in html
+    # one embedded PNG per run that logged curves, and the same PNGs beside report.md
+    assert html.count('src="data:image/png;base64,') == 4
+    assert len(list((tmp / "out" / "plots").glob("*.png"))) == 4
+    assert "killed (sft) has not finished" in " ".join(result["findings"])
+    assert "106.8" in html  # the benchmark file's number
+
+
+def test_table_numbers_equal_the_sources(fixture_runs):
+    tmp, root, _ = fixture_runs
+    runs, _, _ = discover([root])
+    t = task_comparison(runs)
+    rows = {r[0]: dict(zip(t.columns, r)) for r in t.rows}
+    assert rows["smollm2-135m-instruct (input of sft)"]["compare"] == 0.225
+    assert rows["sft"]["convert"] == 0.475 and rows["dpo"]["convert"] == 0.4
+    assert rows["sft"]["measured in"] == "sft (after), reward (before)" or \
+        "dpo (before)" in rows["sft"]["measured in"]
+    assert rows["dpo"]["mean"] == pytest.approx((0.4 + 0.45) / 2)
+    build_report([root], tmp / "out")
+    html = (tmp / "out" / "report.html").read_text()
+    md = (tmp / "out" / "report.md").read_text()
+    assert "| sft | 47.5% | 45.0% | 46.2% |" in md  # convert, compare, mean
+    assert "| dpo | 40.0% | 45.0% | 42.5% |" in md
+    for value, kind in ((28.75, "num"), (31.2, "num"), (0.65625, "pct"), (0.725, "pct"),
+                        (0.0123, "num"), (0.4321, "num"), (16.0, "num")):
+        assert fmt(value, kind) in html, (value, kind)
+        assert fmt(value, kind) in md, (value, kind)
+    assert "65.6%" in md  # the pairwise win rate
+
+
+def test_findings_say_plainly_what_did_not_improve(fixture_runs):
+    tmp, root, _ = fixture_runs
+    result = build_report([root], tmp / "out")
+    text = "\n".join(result["findings"])
+    assert "sft (sft) raised mean held-out task accuracy over its input model: 11.2% → 46.2%" \
+        in text
+    assert "dpo (dpo) did not raise mean held-out task accuracy" in text
+    assert "held-out pairwise accuracy 72.5% on 40 pairs" in text
+    lines = headline_lines(result)
+    assert any(line.strip().startswith("sft: convert 47.5%, compare 45.0%") for line in lines)
+
+
+def test_samples_side_by_side(fixture_runs):
+    tmp, root, _ = fixture_runs
+    build_report([root], tmp / "out")
+    md = (tmp / "out" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| What is 2 + 3?"))
+    assert "sft says 0 ✓" in row and "gen What is 2 + 3?" in row  # chat prompts match text
+
+
+def test_cli_and_errors(fixture_runs, capsys):
+    tmp, root, _ = fixture_runs
+    out = tmp / "cli"
+    assert main(["report", f"runs={root / 'sft'},{root / 'dpo'}", f"output_dir={out}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stage"] == "report" and len(summary["runs"]) == 2
+    assert main(["report", f"runs={tmp / 'nope'}", f"output_dir={out}"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp / "empty"
+    empty.mkdir()
+    assert main(["report", f"runs={empty}", f"output_dir={out}"]) == 1
+    # the report's own folder is never read as a run
+    assert main(["report", f"runs={tmp}", f"output_dir={out}"]) == 0
+    assert "report" not in [r.stage for r in discover([tmp], exclude=out)[0]]
