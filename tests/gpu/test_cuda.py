@@ -85,7 +85,7 @@ def test_greedy_equals_hf_generate_on_cuda(dtype):
         ids = tok(prompt, return_tensors="pt").input_ids.cuda()
         ref = model.generate(ids, max_new_tokens=20, do_sample=False, min_new_tokens=20,
                              pad_token_id=tok.pad_token_id)
-        assert c.tokens == ref[0, ids.shape[1]:].tolist(), prompt
+        assert c.token_ids == ref[0, ids.shape[1]:].tolist(), prompt
 
 
 @pytest.mark.parametrize("stage", ["dpo", "reward"])

@@ -332,7 +332,7 @@ def run(cfg: Config) -> dict:
     examples, held, kl_prompts, stats = _data(cfg, tokenizer)
 
     # --- policy and reference
-    model = load_model(cfg.model, dtype=dtype, device=device, merge_adapter=True)
+    model = load_model(cfg.model, dtype=ctx.weights_dtype, device=device, merge_adapter=True)
     if cfg.method == "lora":
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                          targets=cfg.lora_targets)

@@ -185,7 +185,7 @@ def run(cfg: Config) -> dict:
                          seed=cfg.seed, rank=rank(), world=world_size())
 
     # --- model: the LM (optionally with LoRA) + a fresh scalar head
-    lm = load_model(cfg.model, dtype=dtype, device=device, merge_adapter=True)
+    lm = load_model(cfg.model, dtype=ctx.weights_dtype, device=device, merge_adapter=True)
     if cfg.method == "lora":
         lm = add_lora(lm, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                       targets=cfg.lora_targets)

@@ -14,7 +14,17 @@ from lmlab.runs import Run
 class StageContext:
     run: Run
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # the compute dtype
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype trained weights are held in. On a GPU, bf16/fp16 mean mixed precision:
+        fp32 master weights and optimizer state, half-precision compute under autocast (pure
+        fp16 weights cannot be unscaled by the GradScaler, pure bf16 loses small updates).
+        On a CPU there is no autocast: the weights are the compute dtype."""
+        if self.device.type == "cuda" and self.dtype in (torch.bfloat16, torch.float16):
+            return torch.float32
+        return self.dtype
 
 
 def start_stage(cfg, stage: str) -> StageContext:

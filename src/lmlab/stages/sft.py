@@ -74,7 +74,7 @@ def run(cfg: Config) -> dict:
                          seed=cfg.seed, rank=rank(), world=world_size())
 
     # --- model
-    model = load_model(cfg.model, dtype=dtype, device=device)
+    model = load_model(cfg.model, dtype=ctx.weights_dtype, device=device)
     if cfg.method == "lora":
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                          targets=cfg.lora_targets)
