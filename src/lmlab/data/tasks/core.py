@@ -7,6 +7,7 @@ import random
 from typing import Protocol
 
 from lmlab.data.tasks.arith import ADD, COMPARE, CONVERT, SORT, SUB
+from lmlab.data.tasks.style import CONCISE, POSITIVE
 from lmlab.data.tasks.text import JSON, REVERSE
 from lmlab.errors import UserError
 
@@ -42,6 +43,8 @@ class Task(Protocol):
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (ADD, SUB, COMPARE, CONVERT, SORT, REVERSE, JSON)}
+# Style tasks (a rule measures them; see style.py): named explicitly, not part of "all".
+STYLE_TASKS: dict[str, Task] = {t.name: t for t in (CONCISE, POSITIVE)}
 
 
 def task_names() -> list[str]:
@@ -49,8 +52,11 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str) -> Task:
+    if name in STYLE_TASKS:
+        return STYLE_TASKS[name]
     if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (or 'all')")
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (or 'all'), "
+                        f"style tasks: {', '.join(STYLE_TASKS)}")
     return TASKS[name]
 
 
