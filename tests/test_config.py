@@ -18,6 +18,7 @@ EXPECTED_CONFIGS = {
     "reward": 2,
     "dpo": 3,
     "generate": 3,
+    "bench": 1,
     "preferences": 5,
     "evaluate": 2,
     "serve": 1,
@@ -120,3 +121,10 @@ def test_saved_run_config_round_trips(tmp_path):
     assert load_config(SFTConfig, f, stage="sft").lr == 0.01
     with pytest.raises(ConfigError, match="for 'sft', not 'dpo'"):
         load_config(SFTConfig, f, stage="dpo")
+
+
+def test_list_overrides_take_plain_and_bracketed_forms():
+    a = load_config(SFTConfig, None, ["lora_targets=q_proj,v_proj"])
+    b = load_config(SFTConfig, None, ["lora_targets=[q_proj, v_proj]"])
+    c = load_config(SFTConfig, None, ["lora_targets=[]"])
+    assert a.lora_targets == b.lora_targets == ["q_proj", "v_proj"] and c.lora_targets == []

@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UserError(f"unknown stage '{name}'{hint}; stages: {', '.join(STAGES)}")
         module = load_stage(name)
-        config, overrides, want_help = parse_args(argv[1:])
+        args = argv[1:]
+        positional = getattr(module, "POSITIONAL", None)  # e.g. `lmlab bench generate`
+        if positional and args and not args[0].startswith("-") and "=" not in args[0]:
+            args = [f"{positional}={args[0]}", *args[1:]]
+        config, overrides, want_help = parse_args(args)
         if want_help:
             print(_stage_help(name, module))
             return 0

@@ -69,7 +69,10 @@ def _coerce(value: Any, tp: Any, from_string: bool) -> Any:
     if origin is list:
         (item_tp,) = typing.get_args(tp) or (str,)
         if from_string and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
+            text = value.strip()
+            if text.startswith("[") and text.endswith("]"):  # the YAML flow form, [a, b]
+                text = text[1:-1]
+            value = [v.strip() for v in text.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ValueError("expected a list")
         return [_coerce(v, item_tp, from_string) for v in value]
