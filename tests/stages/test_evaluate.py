@@ -65,7 +65,7 @@ def test_writes_eval_json_per_model_and_comparison(tmp_path, reward_folder):
     judge_row = next(p for p in comp["pairwise"] if p["judge"] == "tiny:llama")
     assert "agreement_with_reward" in judge_row and "position_consistency" in judge_row
     md = (out / "comparison.md").read_text()
-    assert "| a |" in md and "| b |" in md and "a vs b" in md
+    assert "| metric | a | b |" in md and "| tasks/accuracy |" in md and "a vs b" in md
     summary = _read(out / "summary.json")
     assert summary["eval_json"] == {"a": "models/a/eval.json", "b": "models/b/eval.json"}
 

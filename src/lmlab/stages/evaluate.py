@@ -6,7 +6,8 @@ Run folder ``runs/evaluate-<name>/`` (``output_dir``)::
     models/<label>/eval.json        one per model (schema below)
     models/<label>/samples.jsonl    generations and per-item scores, every set ({"set": ...})
     comparison.json      every model's headline metrics + the pairwise results (schema below)
-    comparison.md        the same as a markdown table (models x metrics), then pairwise lines
+    comparison.md        headline metrics as a markdown table (metric rows x model columns),
+                         then one line per pairwise result
     summary.json         {"stage": "evaluate", "models": [labels], "eval_json": {label: path},
                           "comparison": "comparison.json", "seconds": float, "headline": {...}}
 
@@ -365,10 +366,13 @@ def comparison(evals: list[dict], pairwise: list[dict]) -> dict:
 
 
 def comparison_md(comp: dict) -> str:
+    """Metrics as rows (headline ones), models as columns; then one line per pairwise result."""
     cols = [c for c in comp["columns"] if c.count("/") == 1 and c.split("/")[1] in HEADLINE]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for label, row in comp["table"].items():
-        lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    labels = list(comp["table"])
+    lines = ["| metric | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for c in cols:
+        lines.append(f"| {c} | " + " | ".join(_fmt(comp["table"][lb].get(c)) for lb in labels)
+                     + " |")
     if comp["pairwise"]:
         lines += ["", "| A vs B | set | judge | n | wins | ties | losses | win rate | 95% CI | "
                       "agreement with RM |", "|---" * 10 + "|"]
