@@ -1,0 +1,119 @@
+"""`lmlab grpo`: group relative policy optimisation with verifiable rewards (Shao et al. 2024).
+
+Each update: take ``prompts_per_update`` prompts, sample ``group_size`` completions of each with
+our KV-cache decode loop, reward them (task checker, format, reward model, or a weighted sum),
+turn each group's rewards into advantages (group-normalised, or RLOO leave-one-out), then run
+``epochs`` passes of minibatch steps on the clipped objective, optionally with beta * KL(pi ||
+pi_ref) (k3). No value model. Per update: metrics.jsonl, rollouts/update-N.jsonl, checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from lmlab.config import opt
+from lmlab.rl.online import OnlineConfig
+
+HELP = "online RL with group-relative advantages (GRPO / RLOO), verifiable or model rewards"
+
+
+@dataclass
+class Config(OnlineConfig):
+    beta: float = opt(0.0, "KL(policy || reference) coefficient in the loss (k3); 0 = off "
+                           "(the KL is still measured and logged)", min=0.0)
+    advantage: str = opt("group", "group: (r - mean) / std within each prompt's group; rloo: "
+                                  "r minus the mean of the other k-1", choices=("group", "rloo"))
+    scale_rewards: str = opt("group", "group advantage divisor: group std, batch std, or none",
+                             choices=("group", "batch", "none"))
+    loss_level: str = opt("sequence", "sequence: mean per completion, then over completions "
+                                      "(GRPO); token: mean over all tokens (DAPO)",
+                          choices=("sequence", "token"))
+
+    def validate(self) -> list[str]:
+        p = self.online_problems()
+        if self.group_size < 2:
+            p.append("group_size: GRPO compares completions of the same prompt; use >= 2")
+        return p
+
+
+def advantages(cfg: Config, rewards: torch.Tensor) -> torch.Tensor:
+    """(N,) rewards -> (N,) advantages, one per completion."""
+    from lmlab.rl.advantages import group_advantages, rloo_advantages
+
+    if cfg.advantage == "rloo":
+        return rloo_advantages(rewards, cfg.group_size)
+    return group_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards)
+
+
+def update(on, ro, adv: torch.Tensor, step: int) -> dict:
+    """``epochs`` passes of minibatch steps over one rollout; mean metrics over the steps."""
+    from lmlab.losses.policy import entropy_from_logits, grpo_loss
+    from lmlab.rl.advantages import masked_mean
+    from lmlab.rl.online import mean_stats, minibatches, optimizer_step
+    from lmlab.rl.rollout import response_forward, slice_batch
+
+    cfg, actor = on.cfg, on.model.actor
+    actor.train()
+    stats = []
+    for epoch in range(cfg.epochs):
+        for idx in minibatches(len(ro), cfg.batch_size, cfg.seed, step, epoch):
+            sub = slice_batch(ro.batch, idx)
+            m = sub["response_mask"]
+            logp, _, logits = response_forward(actor, sub, with_logits=True,
+                                               temperature=cfg.temperature)
+            out = grpo_loss(logp, ro.old_logp[idx], adv[idx], m,
+                            ref_logp=ro.ref_logp[idx] if ro.ref_logp is not None else None,
+                            beta=cfg.beta, clip_eps=cfg.clip_eps,
+                            clip_eps_high=cfg.clip_eps_high, level=cfg.loss_level)
+            gnorm = optimizer_step(on, out.loss)
+            with torch.no_grad():
+                entropy = masked_mean(entropy_from_logits(logits), m)
+            stats.append({"loss": float(out.loss.detach()), "clip_frac": float(out.clip_frac),
+                          "approx_kl": float(out.approx_kl), "entropy": float(entropy),
+                          "grad_norm": gnorm})
+    return mean_stats(stats)
+
+
+def run(cfg: Config, *, stop_after: int | None = None) -> dict:
+    from lmlab.common import print0
+    from lmlab.rl import online as O
+
+    on = O.setup(cfg, "grpo", value_head=False)
+    before = O.evaluate(on)[0] if on.start == 0 else None
+    if before:
+        print0(f"[lmlab] held-out before: accuracy {before['eval/accuracy']:.1%}, reward "
+               f"{before['eval/reward']:.3f}")
+    last = cfg.max_steps if stop_after is None else min(cfg.max_steps, on.start + stop_after)
+    stopped, t_start, step = None, time.time(), on.start
+    for step in range(on.start, last):
+        t0 = time.time()
+        lr = O.set_lr(on, step)
+        # 1. rollout: k completions per prompt, rewarded and scored
+        ro = O.collect(on, on.stream.next())
+        roll = O.rollout_stats(ro)
+        # 2. advantages: one per completion, relative to its group
+        adv = advantages(cfg, ro.rewards)
+        row = {"step": step + 1, "train/lr": lr, "train/rollout_s": time.time() - t0,
+               **{f"train/{k}": v for k, v in roll.items()},
+               "train/zero_std_groups": float(
+                   (ro.rewards.view(-1, cfg.group_size).std(1) == 0).float().mean())}
+        O.keep_rollouts(on, ro, step + 1, adv)
+        if cfg.kl_stop and roll.get("kl", 0.0) > cfg.kl_stop:
+            stopped = f"KL {roll['kl']:.3f} > kl_stop {cfg.kl_stop} at update {step + 1}"
+            O.log_update(on, row, ro, t0)
+            print0(f"[lmlab] stopping early: {stopped}")
+            break
+        # 3. several epochs of minibatch updates on the clipped objective
+        row.update({f"train/{k}": v for k, v in update(on, ro, adv, step).items()})
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
+            row.update(O.evaluate(on)[0])
+        O.log_update(on, row, ro, t0)
+        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == last:
+            O.save(on, step + 1, {})
+    else:
+        step = last
+    return O.finish(on, "grpo", before, stopped, time.time() - t_start, step)
+

@@ -1,0 +1,113 @@
+"""Rollouts: reproducible sampling, teacher-forced log-probs equal to the decode loop's, the
+reference (LoRA disabled == frozen copy), the value head, reward functions."""
+
+import copy
+
+import pytest
+import torch
+
+from lmlab.infer.sampling import SamplingParams
+from lmlab.rl.rollout import Rollout, build_batch, response_forward, sample, score
+
+
+def _prompts(tokenizer, n=3):
+    from lmlab.data import encode_prompt
+
+    return [encode_prompt(tokenizer, f"What is {i} + {i}?") for i in range(n)]
+
+
+def _perturb_lora(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+def test_sampling_is_reproducible_from_the_generator_state(tiny_model, tokenizer):
+    prompts, params = _prompts(tokenizer), SamplingParams(max_new_tokens=6)
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    a, _ = sample(tiny_model, prompts, 2, params, generator=g, pad_id=tokenizer.pad_token_id)
+    b, _ = sample(tiny_model, prompts, 2, params, generator=g, pad_id=tokenizer.pad_token_id)
+    g.set_state(state)
+    c, reasons = sample(tiny_model, prompts, 2, params, generator=g,
+                        pad_id=tokenizer.pad_token_id)
+    assert len(a) == 6 and a == c and a != b
+    assert a[0] != a[1]  # the k completions of one prompt differ
+    assert set(reasons) <= {"eos", "length"}
+
+
+def test_teacher_forced_logps_equal_the_decode_loop(tokenizer):
+    """The rollout batch layout (left-padded prompts, right-padded responses) gives the same
+    log-probs the KV-cache decode loop saw while sampling."""
+    from lmlab.infer.decode import decode, left_pad
+    from tests.infer.conftest import varied
+
+    model = varied()
+    prompts = _prompts(tokenizer, 4)
+    prompts[1] = prompts[1][:5]  # uneven prompt lengths -> left padding
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    out = decode(model, ids, mask, SamplingParams(max_new_tokens=7, logprobs=True),
+                 generator=torch.Generator().manual_seed(0))
+    batch = build_batch(prompts, out.tokens, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp, values, _ = response_forward(model, batch)
+    assert values is None
+    for i, lps in enumerate(out.logprobs):
+        assert logp[i, :len(lps)].tolist() == pytest.approx(lps, abs=1e-4)
+        assert (logp[i, len(lps):] == 0).all() and batch["response_mask"][i].sum() == len(lps)
+
+
+def test_lora_reference_equals_frozen_copy(tiny_model, tokenizer):
+    from lmlab.models.adapters import add_lora
+    from lmlab.rl.rollout import reference_logps
+
+    frozen = copy.deepcopy(tiny_model).eval()
+    policy = add_lora(tiny_model, r=4, alpha=8, dropout=0.0, targets=[])
+    _perturb_lora(policy)
+    prompts = _prompts(tokenizer)
+    resp, _ = sample(policy, prompts, 1, SamplingParams(max_new_tokens=5),
+                     generator=torch.Generator().manual_seed(0), pad_id=tokenizer.pad_token_id)
+    batch = build_batch(prompts, resp, tokenizer.pad_token_id)
+    via_adapter = reference_logps(policy, batch)
+    via_copy = reference_logps(policy, batch, ref_model=frozen)
+    assert torch.allclose(via_adapter, via_copy, atol=1e-5)
+    with torch.no_grad():
+        assert not torch.allclose(response_forward(policy, batch)[0], via_copy, atol=1e-3)
+
+
+def test_value_head_reads_only_the_past(tiny_model, tokenizer):
+    from lmlab.rl.value import add_value_head
+
+    ac = add_value_head(tiny_model)
+    prompts = _prompts(tokenizer, 2)
+    ro = Rollout([{}, {}], prompts, [[5, 6, 7, 8], [5, 6, 9]], ["length", "eos"])
+    score(ro, ac.actor, value_head=ac.critic, use_reference=False, pad_id=tokenizer.pad_token_id)
+    assert ro.values.shape == (2, 4) and (ro.values == 0).all()  # zero-initialised head
+    with torch.no_grad():
+        ac.critic.linear.weight.normal_()
+    a = response_forward(ac.actor, build_batch(prompts, [[5, 6, 7, 8], [5, 6, 9]], 2),
+                         ac.critic)[1]
+    b = response_forward(ac.actor, build_batch(prompts, [[5, 6, 7, 1], [5, 6, 1]], 2),
+                         ac.critic)[1]
+    # the value at position j sees the response tokens before j only
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1, :3], b[1, :3], atol=1e-5)
+    assert {n.split(".")[0] for n, p in ac.named_parameters() if p.requires_grad} == \
+        {"actor", "critic"}
+
+
+def test_reward_functions():
+    from lmlab.rl.rewards import build_rewards, combine, format_reward, shape
+
+    assert shape(" 936<|im_end|>") == "0" and shape("The answer is 936.") == "a a a 0."
+    rows = [{"prompt": "What is 1 + 2?", "answer": "3", "task": "add"}] * 4
+    texts = ["3", "The answer is 3.", "4", "3"]
+    finish = ["eos", "eos", "eos", "length"]
+    assert format_reward(rows, texts, [[1]] * 4, finish) == [1.0, 0.0, 1.0, 0.0]
+    fns = build_rewards(["task", "format", "token:7"])
+    total, parts = combine(fns, {"task": 1.0, "format": 0.5, "token:7": 2.0}, rows, texts,
+                           [[7, 7], [1], [7], []], finish)
+    assert parts["task"] == [1.0, 1.0, 0.0, 1.0]
+    assert parts["token:7"] == [2.0, 0.0, 1.0, 0.0]
+    assert total == [1 + 0.5 + 4, 1.0, 0.5 + 2, 1.0]
