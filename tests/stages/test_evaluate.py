@@ -92,6 +92,22 @@ def test_deterministic_without_the_cache(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+def test_cache_key_holds_only_what_changes_a_set(tmp_path):
+    text = tmp_path / "held.txt"
+    text.write_text("one two three four five six seven eight nine ten " * 4)
+
+    def cached(*extra):
+        rc, out = _evaluate(tmp_path, f"sets=ppl:{text},safety", "models=tiny:llama",
+                            "labels=a", "limit=1", *extra)
+        assert rc == 0
+        return {k: v["cached"] for k, v in _read(out / "models/a/eval.json")["sets"].items()}
+
+    assert cached() == {f"ppl:{text}": False, "safety": False}
+    assert cached("max_new_tokens=3") == {f"ppl:{text}": True, "safety": False}
+    text.write_text("a different held-out text " * 4)
+    assert cached("max_new_tokens=3") == {f"ppl:{text}": False, "safety": True}
+
+
 def test_config_errors_before_any_work(tmp_path, capsys):
     rc, out = _evaluate(tmp_path, "sets=tasks,humaneval,nope", "labels=x")
     err = capsys.readouterr().err

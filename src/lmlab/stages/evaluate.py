@@ -61,6 +61,7 @@ comparison.json schema::
       "schema": "lmlab.eval/1",
       "models": [{"label": "base", "model": "smollm2-135m-instruct", "eval_json": "models/base/eval.json"}],
       "columns": ["ppl:shakespeare/perplexity", ...],   # metric keys, in table order
+      "headline": [...],                # the subset of columns comparison.md shows
       "table": {"base": {"<metric key>": number | null, ...}, ...},
       "pairwise": [                     # model A (first model) vs each other model B, per set
         {"a": "sft", "b": "base", "set": "tasks", "judge": "reward" | "<judge model ref>",
@@ -190,7 +191,8 @@ class Evaluator:
     def cached(self, parts: dict, compute) -> tuple[dict, bool]:
         from lmlab.eval.cache import key
 
-        k = key(v=CACHE_VERSION, settings=self.settings, **parts)
+        k = key(v=CACHE_VERSION, settings=relevant_settings(parts["set"], self.settings),
+                runtime=[self.device.type, str(self.dtype)], **parts)
         hit = self.cache.get(k)
         if hit is not None:
             return hit, True
@@ -224,6 +226,26 @@ class Evaluator:
                 f"{k}={_fmt(v)}" for k, v in res["metrics"].items() if "/" not in k)
                 + (" (cached)" if hit else f" ({res['seconds']:.1f} s)"))
         return out
+
+
+def relevant_settings(name: str, settings: dict) -> dict:
+    """The settings that can change a set's numbers (and a text file's content hash), so that
+    changing, say, ``max_new_tokens`` does not throw away cached perplexities."""
+    from lmlab.eval.sets import GENERATING
+
+    keep = ["limit", "seed"]
+    if name.startswith("ppl:"):
+        keep += ["window"] + (["tasks"] if name == "ppl:tasks" else [])
+    elif name in GENERATING:
+        keep += ["batch_size", "temperature", {"tasks": "task_max_new_tokens", "gsm8k":
+                 "long_max_new_tokens", "humaneval": "long_max_new_tokens"}.get(
+                     name, "max_new_tokens")] + (["tasks"] if name == "tasks" else [])
+    out = {k: settings[k] for k in keep}
+    if name.startswith("ppl:") and name.endswith(".txt"):
+        import hashlib
+
+        out["file_sha256"] = hashlib.sha256(Path(name[4:]).read_bytes()).hexdigest()
+    return out
 
 
 def _fmt(v) -> str:
@@ -357,17 +379,18 @@ def comparison(evals: list[dict], pairwise: list[dict]) -> dict:
     columns: list[str] = []
     for e in evals:
         columns += [k for k in e["metrics"] if k not in columns]
+    headline = [c for c in columns if c.count("/") == 1 and c.split("/")[1] in HEADLINE]
     return {"schema": SCHEMA,
             "models": [{"label": e["label"], "model": e["model"],
                         "eval_json": f"models/{e['label']}/eval.json"} for e in evals],
-            "columns": columns,
+            "columns": columns, "headline": headline,
             "table": {e["label"]: {c: e["metrics"].get(c) for c in columns} for e in evals},
             "pairwise": pairwise}
 
 
 def comparison_md(comp: dict) -> str:
     """Metrics as rows (headline ones), models as columns; then one line per pairwise result."""
-    cols = [c for c in comp["columns"] if c.count("/") == 1 and c.split("/")[1] in HEADLINE]
+    cols = comp["headline"]
     labels = list(comp["table"])
     lines = ["| metric | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for c in cols:
