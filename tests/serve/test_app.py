@@ -3,6 +3,7 @@ client, streaming, n > 1, stop, logprobs, errors, backpressure, auth, cancellati
 
 import asyncio
 import json
+import socket
 import time
 
 import httpx
@@ -183,6 +184,26 @@ def test_client_disconnect_cancels_the_sequence(server):
         engine.sched.cfg.num_blocks
 
 
+def test_non_streaming_client_that_leaves_is_cancelled(server):
+    url, engine = server
+    before = metric(url, 'lmlab_requests_total{status="abort"}')
+    body = json.dumps({"model": "tiny:llama", "prompt": "Tell me a story", "max_tokens": 64,
+                       "temperature": 0.8}).encode()
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 10
+        while not engine.sched.running:  # wait until it decodes, then hang up
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    deadline = time.monotonic() + 10
+    while metric(url, 'lmlab_requests_total{status="abort"}') == before:
+        assert time.monotonic() < deadline, "the sequence was not cancelled"
+        time.sleep(0.05)
+    assert engine.sched.free_blocks == engine.sched.cfg.num_blocks
+
+
 def test_load_64_streaming_clients(server):
     """64 concurrent streaming clients on loopback: all complete, none lost, within 60 s."""
     url, _ = server
@@ -191,7 +212,7 @@ def test_load_64_streaming_clients(server):
         text, done = "", False
         async with ac.stream("POST", f"{url}/v1/chat/completions", json={
                 "model": "tiny:llama", "messages": [{"role": "user", "content": f"n{i}"}],
-                "max_tokens": 16, "stream": True, "seed": i}) as r:
+                "max_tokens": 8, "stream": True, "seed": i}) as r:
             assert r.status_code == 200
             async for line in r.aiter_lines():
                 if line == "data: [DONE]":

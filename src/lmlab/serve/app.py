@@ -339,26 +339,29 @@ async def _collect(engine, reqs, offsets, fmt, http: HTTPRequest) -> dict:
     """Wait for every choice; a client that goes away meanwhile cancels its sequences."""
     choices: dict[int, list] = {}
     watch = asyncio.create_task(_watch_disconnect(http))
+    finished = False
     try:
         async for i, d in _merged(reqs, offsets):
             text, lps, why = choices.setdefault(i, ["", None, None])
             if d.logprobs:
                 lps = (lps or []) + d.logprobs
             choices[i] = [text + d.text, lps, d.finish_reason or why]
-            if watch.done():
-                raise asyncio.CancelledError
-    except asyncio.CancelledError:
-        for r in reqs:
-            engine.abort(r)
-        raise
+            if watch.done():  # nobody will read the answer
+                break
+        else:
+            finished = True
     finally:
         watch.cancel()
+        if not finished:
+            for r in reqs:
+                engine.abort(r)
     return fmt.final({i: tuple(v) for i, v in choices.items()}, _usage(reqs))
 
 
 async def _watch_disconnect(http: HTTPRequest) -> None:
-    while not await http.is_disconnected():
-        await asyncio.sleep(0.25)
+    """Returns when the client hangs up (the body is read: the next ASGI message is that)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _sse(engine, reqs, offsets, fmt, include_usage: bool, http) -> StreamingResponse:
