@@ -64,6 +64,38 @@ def collate_pairs(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
+def take_rows(batch: dict, start: int, stop: int) -> dict:
+    """Rows [start, stop) of a right-padded batch, its columns cut to their longest real row.
+
+    Per-row tensors (first dim = the batch's rows) are sliced; (rows, T) ones are also cut."""
+    n = batch["input_ids"].shape[0]
+    width = int(batch["attention_mask"][start:stop].sum(-1).max())
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == n:
+            v = v[start:stop]
+            if v.dim() == 2:
+                v = v[:, :width]
+        out[k] = v
+    return out
+
+
+def pair_parts(batch: dict, min_saving: float = 0.1) -> list[dict]:
+    """The pair batch as one part, or as its chosen and rejected halves when padding each half
+    only to its own longest row saves at least ``min_saving`` of the positions (chosen and
+    rejected replies of very different lengths: concise vs rambling)."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return [batch]
+    n, T = mask.shape
+    b = n // 2
+    lengths = mask.sum(-1)  # (2B,)
+    halves = b * (int(lengths[:b].max()) + int(lengths[b:].max()))
+    if n * T - halves < min_saving * n * T:
+        return [batch]
+    return [take_rows(batch, 0, b), take_rows(batch, b, n)]
+
+
 # --- references -----------------------------------------------------------------------------------
 
 

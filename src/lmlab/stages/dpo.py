@@ -54,6 +54,8 @@ class Config(TrainConfig):
     on_long: str = opt("skip", "rows longer than max_len (counted in the summary)",
                        choices=("error", "skip"))
     ref_batch_size: int = opt(8, "pairs per forward when caching reference log-probs", min=1)
+    group_by_length: bool = opt(True, "batch examples of similar length together (less "
+                                      "padding; order still seeded and random)")
     eval_n: int = opt(50, "held-out pairs for reward accuracy (task data: the test split; "
                           "files: the last eval_n rows)", min=0)
     eval_batch_size: int = opt(8, "pairs per forward when evaluating", min=1)
@@ -97,11 +99,15 @@ class PairObjective:
         return batch["input_ids"].shape[0] // 2
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
-        from lmlab.losses.logprobs import sequence_logps
+        from lmlab.losses.logprobs import pair_parts, sequence_logps
         from lmlab.losses.preference import PairLogps
 
-        logps, tokens = sequence_logps(model, batch)  # (2B,), (2B,)
-        ref = self.reference(model, batch) if self.reference else None
+        # one forward over the 2B rows, or one per half when that pads much less
+        parts = pair_parts(batch)
+        outs = [sequence_logps(model, part) for part in parts]
+        logps, tokens = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])  # (2B,)
+        ref = torch.cat([self.reference(model, part) for part in parts]) \
+            if self.reference else None
         b = self.count(batch)
         lp = PairLogps(logps[:b], logps[b:], tokens[:b], tokens[b:],
                        *((ref[:b], ref[b:]) if ref is not None else ()))
@@ -195,6 +201,12 @@ def add_kl_twins(examples: list[dict], max_len: int) -> list[dict]:
         e["kl_input_ids"] = (prompt + comp)[:max_len]
         e["kl_labels"] = ([-100] * len(prompt) + comp_labels)[:max_len]
     return examples
+
+
+def example_length(example: dict) -> int:
+    """The padded width an example needs: its longest sequence (chosen / rejected, or a KTO
+    completion and its twin)."""
+    return max(len(v) for k, v in example.items() if k.endswith("input_ids"))
 
 
 # --- references -----------------------------------------------------------------------------------
@@ -343,7 +355,9 @@ def run(cfg: Config) -> dict:
     objective, pair_eval = build_objective(cfg, model, examples, held, pad)
     collate = collate_kto if cfg.loss == "kto" else collate_pairs
     stream = BatchStream(examples, cfg.batch_size, lambda ex: collate(ex, pad), seed=cfg.seed,
-                         rank=rank(), world=world_size())
+                         rank=rank(), world=world_size(),
+                         lengths=[example_length(e) for e in examples]
+                         if cfg.group_by_length else None)
 
     def evaluate(m) -> dict:
         return evaluate_pairs(m, pair_eval, held, pad, cfg.eval_batch_size)

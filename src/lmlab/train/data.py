@@ -16,12 +16,21 @@ class BatchStream:
     slice, so 2 ranks x batch b see exactly the examples that 1 rank x batch 2b sees. The tail
     of an epoch that cannot fill a global micro-batch is skipped (counted in ``dropped``), and
     the position (epoch, offset) is the whole state needed to resume.
+
+    ``lengths`` (one per example) turns on length grouping: the shuffled order is cut into
+    windows of ``group_window`` global batches, each window is sorted by length and its batches
+    are shuffled again, so a batch holds examples of similar length (less padding) while the
+    order of lengths stays random. Still a function of (seed, epoch) only.
     """
 
     def __init__(self, examples: list, batch_size: int, collate: Callable[[list], dict], *,
-                 seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1):
+                 seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1,
+                 lengths: list[int] | None = None, group_window: int = 16):
         self.examples, self.batch_size, self.collate = examples, batch_size, collate
         self.seed, self.shuffle, self.rank, self.world = seed, shuffle, rank, world
+        if lengths is not None and len(lengths) != len(examples):
+            raise ValueError(f"{len(lengths)} lengths for {len(examples)} examples")
+        self.lengths, self.group_window = lengths, group_window
         self.epoch, self.pos = 0, 0
         if len(examples) < batch_size * world:
             raise UserError(f"only {len(examples)} training examples, fewer than one batch "
@@ -32,7 +41,20 @@ class BatchStream:
         if not self.shuffle:
             return list(range(len(self.examples)))
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(len(self.examples), generator=g).tolist()
+        order = torch.randperm(len(self.examples), generator=g).tolist()
+        return self._grouped(order, g) if self.lengths is not None else order
+
+    def _grouped(self, order: list[int], g: torch.Generator) -> list[int]:
+        gb = self.global_batch
+        out: list[int] = []
+        for s in range(0, len(order), gb * self.group_window):
+            window = sorted(order[s:s + gb * self.group_window], key=lambda i: self.lengths[i])
+            batches = [window[k:k + gb] for k in range(0, len(window), gb)]
+            full = [b for b in batches if len(b) == gb]  # a short tail batch stays last
+            for j in torch.randperm(len(full), generator=g).tolist():
+                out += full[j]
+            out += [i for b in batches if len(b) < gb for i in b]
+        return out
 
     @property
     def global_batch(self) -> int:
