@@ -1,0 +1,18 @@
+#!/bin/bash
+# The measured distillation runs (docs/distill.md, benchmarks/RESULTS.md "## Distillation").
+# Each is one hold of the shared heavy lock, 2 torch threads:
+#   nohup flock /tmp/lmlab-heavy.lock env OMP_NUM_THREADS=2 bash dev/distill_runs.sh prune > runs/LOG-distill-prune 2>&1 &
+#   nohup flock /tmp/lmlab-heavy.lock env OMP_NUM_THREADS=2 bash dev/distill_runs.sh scratch > runs/LOG-distill-scratch 2>&1 &
+set -e
+export MKL_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+echo "lock acquired $(date +%T)"; s=$(date +%s)
+case "$1" in
+  prune) .venv/bin/lmlab distill --config configs/distill/prune.yaml overwrite=true progress=false ;;
+  # same shape and budget, random blocks; the teacher's completions are read from the prune run
+  # (the same 400 rows) instead of being generated again
+  scratch) .venv/bin/lmlab distill --config configs/distill/scratch.yaml overwrite=true progress=false \
+             data=runs/distill-prune/teacher_completions.jsonl completions=data \
+             eval_tasks=convert,compare ;;
+  *) echo "usage: $0 prune|scratch"; exit 2 ;;
+esac
+echo "wall $(( $(date +%s) - s )) s"
