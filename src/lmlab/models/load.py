@@ -181,6 +181,10 @@ def load_model(ref: str, *, dtype: torch.dtype = torch.float32, device: str | to
             meta = _read_meta(Path(path))
             if meta.get("head"):
                 raise ModelRefError(f"{path} is a {meta['head']} model, not a causal LM policy")
+            if meta.get("quant", {}).get("format") == "lmlab-torch":  # torchao / fbgemm int
+                from lmlab.quant.export import load_quantized
+
+                return load_quantized(path).to(device)
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except OSError as e:
