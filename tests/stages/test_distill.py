@@ -39,6 +39,11 @@ def test_three_step_smoke_prunes_trains_saves_and_measures(tmp_path):
     assert "student_accuracy" in s and "teacher_accuracy" in s
     student = AutoModelForCausalLM.from_pretrained(out / "final")
     assert student.config.num_hidden_layers == 2 and student.config.intermediate_size == 64
+    # the run folder is a draft model reference for `lmlab generate`
+    gen = tmp_path / "gen"
+    assert main(["generate", "model=tiny:llama4", f"draft={out}", "strategy=speculative",
+                 "temperature=0", "max_new_tokens=4", "limit=2", f"output_dir={gen}"]) == 0
+    assert json.loads((gen / "summary.json").read_text())["speculative"]["proposed"] > 0
 
 
 def test_resume_auto_continues_exactly(tmp_path):
