@@ -142,13 +142,17 @@ class KTOOut(NamedTuple):
     rewards: torch.Tensor  # (N,) beta * log pi/pi_ref, detached
 
 
-def kto_reference_point(kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
+def kto_reference_point(kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor,
+                        mean: Callable[[torch.Tensor], torch.Tensor] = torch.mean
+                        ) -> torch.Tensor:
     """KTO's reference point z0: a batch estimate of KL(pi || pi_ref) from mismatched
     (prompt, completion) pairs, clamped at 0 and detached (KTO paper sec. 4.1; as TRL).
 
-    kl_logps, ref_kl_logps (N,) -> scalar.
+    kl_logps, ref_kl_logps (N,) -> scalar. ``mean`` averages the (N,) log-ratios; under DDP it
+    must average over every rank's rows (TRL gathers them), so that z0 does not depend on how
+    the batch is split across processes.
     """
-    return (kl_logps - ref_kl_logps).mean().clamp(min=0).detach()
+    return mean((kl_logps - ref_kl_logps).detach()).clamp(min=0)
 
 
 def kto(logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor,

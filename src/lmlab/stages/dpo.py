@@ -133,11 +133,13 @@ class KTOObjective:
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         from lmlab.losses.logprobs import sequence_logps, subbatch
         from lmlab.losses.preference import kto, kto_reference_point
+        from lmlab.train.distributed import global_mean
 
         logps, _ = sequence_logps(model, batch)  # (N,)
         with torch.no_grad():
             kl_logps, _ = sequence_logps(model, subbatch(batch, "kl_"))  # (N,)
-        z0 = kto_reference_point(kl_logps, self.kl_reference(model, batch))
+        # z0 averages the twins of every rank, so 2 ranks x b == 1 rank x 2b (as TRL gathers)
+        z0 = kto_reference_point(kl_logps, self.kl_reference(model, batch), mean=global_mean)
         good = batch["desirable"]
         out = kto(logps, self.reference(model, batch), good, z0, self.params)
         signed = torch.where(good, out.rewards, -out.rewards)

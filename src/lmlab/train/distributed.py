@@ -27,6 +27,18 @@ def all_reduce_sum(value: float | int, device: torch.device) -> float:
     return float(t.item())
 
 
+def global_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (N,) over the rows of every rank (each rank may hold a different N);
+    the local mean when not distributed. No gradient flows through the reduction."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values.mean()
+    t = torch.stack([values.detach().sum().double(), torch.tensor(float(values.numel()),
+                                                                  dtype=torch.float64,
+                                                                  device=values.device)])
+    dist.all_reduce(t)
+    return (t[0] / t[1]).to(values.dtype)
+
+
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if not (dist.is_available() and dist.is_initialized()):
         return model
