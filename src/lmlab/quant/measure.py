@@ -92,3 +92,26 @@ def prefill_speed(model, tokens: int = 128, repeats: int = 2) -> dict:
         model(input_ids=x)
         best = min(best, time.perf_counter() - t0)
     return {"prefill_tok_s": tokens / best}
+
+
+def measure_all(model, tokenizer, *, tasks: list[str], eval_n: int, max_new_tokens: int,
+                ppl_text: str, ppl_windows: int, decode_tokens: int) -> tuple[dict, list[dict]]:
+    """The quantization table's columns for one model: (metrics, task samples)."""
+    from lmlab.eval.tasks import task_accuracy
+    from lmlab.quant.export import state_bytes
+
+    out: dict = {"weight_bytes": state_bytes(model.state_dict())}
+    samples: list[dict] = []
+    if ppl_text and ppl_windows:
+        t0 = time.perf_counter()
+        out.update(perplexity(model, tokenizer, heldout_text(ppl_text), max_windows=ppl_windows))
+        out["perplexity_s"] = round(time.perf_counter() - t0, 1)
+    if tasks and eval_n:
+        acc, samples = task_accuracy(model, tokenizer, tasks, n=eval_n,
+                                     max_new_tokens=max_new_tokens)
+        out["accuracy"] = sum(acc.values()) / len(acc)
+        out.update({f"accuracy/{k}": v for k, v in acc.items()})
+    if decode_tokens:
+        out.update(decode_speed(model, tokenizer, new_tokens=decode_tokens))
+        out.update(prefill_speed(model))
+    return out, samples

@@ -1,0 +1,68 @@
+"""`lmlab quantize` through the CLI on tiny models: final/ reloads, summary has the table's
+columns, bad settings fail before anything is written."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmlab.cli import main
+
+pytest.importorskip("torchao")
+TEXT = str(Path(__file__).resolve().parents[1] / "assets" / "quant" / "heldout.txt")
+
+
+def _quantize(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    args = ["quantize", "model=tiny:llama", f"output_dir={out}", f"ppl_text={TEXT}",
+            "ppl_windows=2", "eval_n=2", "eval_max_new_tokens=2", "decode_tokens=2",
+            "data=task:add", *extra]
+    return main(args), out
+
+
+def test_int8_run_writes_a_smaller_model_that_reloads(tmp_path):
+    from lmlab.models import load_model
+
+    rc, out = _quantize(tmp_path, "method=int8-weight")
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["method"] == "int8-weight" and s["reload_max_abs_diff"] == 0.0
+    assert s["size_ratio"] > 3.5  # int8 rows + one int8 table for the tied embedding / head
+    assert s["disk_bytes"] < s["fp32"]["weight_bytes"] / 3.5
+    for key in ("perplexity", "accuracy", "decode_tok_s", "prefill_tok_s", "perplexity_change"):
+        assert key in s, key
+    assert abs(s["perplexity_change"]) < 0.02
+    model = load_model(str(out))
+    assert type(model.model.layers[0].mlp.up_proj.weight).__name__ != "Parameter"
+
+
+def test_structured_prune_option(tmp_path):
+    rc, out = _quantize(tmp_path, "method=fp16", "prune=structured", "sparsity=0.5",
+                        "compare_fp32=false", "eval_n=0", "decode_tokens=0")
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["prune"]["mlp_channels_after"] == 64
+    cfg = json.loads((out / "final" / "config.json").read_text())
+    assert cfg["intermediate_size"] == 64
+
+
+@pytest.mark.slow  # reading a GGUF's 49k-token vocabulary back takes ~20 s
+def test_gguf_option(tmp_path):
+    rc, out = _quantize(tmp_path, "method=fp32", "gguf=q8_0", "eval_n=0", "decode_tokens=0")
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["gguf"]["file"] == "model.q8_0.gguf" and s["gguf"]["reload_rel_error"] < 0.03
+    assert (out / "model.q8_0.gguf").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["method=int3"], "method"),
+    (["method=int4-weight", "group_size=48"], "group_size"),
+    (["prune=unstructured"], "sparsity"),
+    (["prune=magnitude", "sparsity=0.5"], "prune"),
+])
+def test_bad_settings_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    rc, out = _quantize(tmp_path, *args)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
