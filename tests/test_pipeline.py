@@ -172,3 +172,43 @@ def test_run_steps_record_has_environment(tmp_path):
     planned, problems = plan(steps3()[:1], str(tmp_path), loader=fake)
     record = run_steps(planned, str(tmp_path), name="t", log=lambda *_: None)
     assert record["environment"]["python"] and record["steps"][0]["name"] == "a"
+
+
+def _pipeline(monkeypatch, tmp_path, config, *extra):
+    from lmlab.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    out = tmp_path / "p"
+    rc = main(["pipeline", "--config", config, f"output_dir={out}", *extra])
+    return rc, out
+
+
+def test_tiny_pipeline_end_to_end_then_skips(tmp_path, monkeypatch):
+    """The real stages on tiny:llama: every step's run folder, the report over them, and a
+    second invocation that runs nothing."""
+    rc, out = _pipeline(monkeypatch, tmp_path, "configs/pipelines/tiny.yaml")
+    assert rc == 0
+    steps = ("sft", "reward", "dpo", "gen", "evaluate")
+    for step in steps:
+        assert (out / step / "summary.json").exists(), step
+    dpo_cfg = yaml.safe_load((out / "dpo" / "config.yaml").read_text())
+    assert dpo_cfg["model"] == str(out / "sft") and dpo_cfg["overwrite"] is False
+    html = (out / "report" / "report.html").read_text()
+    assert all(f">{s}<" in html for s in steps)
+    assert "Pairwise win rates (evaluate)" in html  # evaluate's reward-model comparison
+    stamp = (out / "dpo" / "summary.json").stat().st_mtime
+    rc, _ = _pipeline(monkeypatch, tmp_path, "configs/pipelines/tiny.yaml")
+    assert rc == 0 and (out / "dpo" / "summary.json").stat().st_mtime == stamp
+    record = json.loads((out / "pipeline.json").read_text())
+    assert [s["state"] for s in record["steps"]] == ["done"] * len(steps)
+
+
+@pytest.mark.slow
+def test_demo_pipeline_quick_profile(tmp_path, monkeypatch):
+    """`make demo` end to end on the real model (CPU: see docs/pipeline.md for the time)."""
+    rc, out = _pipeline(monkeypatch, tmp_path, "configs/pipelines/demo.yaml")
+    assert rc == 0
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert (out / "report" / "report.html").exists() and summary["findings"]
+    sft = json.loads((out / "sft" / "summary.json").read_text())
+    assert sft["eval_after"]["eval/accuracy"] > sft["eval_before"]["eval/accuracy"]

@@ -84,6 +84,10 @@ def fixture_runs(tmp_path):
         "pairwise": [{"a": "sft", "b": "base", "set": "tasks", "judge": "reward", "n": 32,
                       "wins": 20, "ties": 2, "losses": 10, "win_rate": 0.65625,
                       "ci95": [0.5, 0.8]}]}))
+    write_run(root / "bench", "bench", {"model": "smollm2-135m-instruct", "what": "generate"},
+              {"stage": "bench", "greedy_tokens_per_s": 14.45})
+    (root / "bench" / "bench.json").write_text(json.dumps({"what": "generate", "rows": [
+        {"strategy": "greedy", "batch_size": 8, "tokens_per_s": 53.49, "ttft_ms": 212.3}]}))
     write_run(root / "killed", "sft", {"model": "tiny:llama"}, None, curve(3, **{
         "train/loss": 9.0}))
     bench = tmp_path / "bench"
@@ -98,7 +102,7 @@ def test_report_has_every_section_run_and_no_urls(fixture_runs):
     result = build_report([tmp / "runs", bench / "sft.json"], tmp / "out")
     html = (tmp / "out" / "report.html").read_text()
     md = (tmp / "out" / "report.md").read_text()
-    for name in ("sft", "reward", "dpo", "gen", "evaluate", "killed"):
+    for name in ("sft", "reward", "dpo", "gen", "evaluate", "bench", "killed"):
         assert f">{name}<" in html and f"| {name} |" in md, name
     for s in SECTIONS:
         assert f">{s}</h2>" in html and f"## {s}" in md
@@ -111,7 +115,7 @@ def test_report_has_every_section_run_and_no_urls(fixture_runs):
     assert html.count('src="data:image/png;base64,') == 4
     assert len(list((tmp / "out" / "plots").glob("*.png"))) == 4
     assert "killed (sft) has not finished" in " ".join(result["findings"])
-    assert "106.8" in html  # the benchmark file's number
+    assert "106.8" in html and "53.49" in html and "212.3" in html  # benchmark numbers
 
 
 def test_table_numbers_equal_the_sources(fixture_runs):
@@ -134,6 +138,7 @@ def test_table_numbers_equal_the_sources(fixture_runs):
         assert fmt(value, kind) in html, (value, kind)
         assert fmt(value, kind) in md, (value, kind)
     assert "65.6%" in md  # the pairwise win rate
+    assert "| tasks/accuracy | 10.0% | 46.2% |" in md  # evaluate: metrics x models
 
 
 def test_findings_say_plainly_what_did_not_improve(fixture_runs):

@@ -37,6 +37,7 @@ def _sections(runs, benches, pipelines, samples: int):
     sections.append(Section("Samples", [samples] if samples else [
         "No run wrote samples.jsonl."]))
     speed = [t for t in (T.training_speed(runs), T.generation_speed(runs)) if t]
+    speed += [t for t in map(T.bench_run_table, runs) if t]
     speed += [T.bench_table(b) for b in benches]
     sections.append(Section("Speed", speed or ["No speed numbers in these runs."]))
     env = [T.wall_table(runs)]
@@ -84,7 +85,8 @@ def build_report(paths, out_dir, *, title: str = "lmlab report", pipeline=None,
 
 
 def _table_dict(t) -> dict:
-    return {"title": t.title, "columns": t.columns, "kinds": t.kinds, "rows": t.rows}
+    kinds = [[t.kind(r, i) for i in range(len(t.columns))] for r in range(len(t.rows))]
+    return {"title": t.title, "columns": t.columns, "kinds": kinds, "rows": t.rows}
 
 
 def headline_lines(result: dict) -> list[str]:
@@ -93,9 +95,11 @@ def headline_lines(result: dict) -> list[str]:
 
     lines = list(result.get("findings", []))
     for t in result.get("comparison", []):
+        if t["title"].startswith("Pairwise"):  # already among the findings
+            continue
         lines.append(t["title"] + ":")
-        for row in t["rows"]:
-            cells = [f"{c} {fmt(v, k)}" for c, v, k in zip(t["columns"], row, t["kinds"])
+        for row, kinds in zip(t["rows"], t["kinds"]):
+            cells = [f"{c} {fmt(v, k)}" for c, v, k in zip(t["columns"], row, kinds)
                      if k != "text" and isinstance(v, (int, float)) and not isinstance(v, bool)]
             lines.append(f"  {row[0]}: " + ", ".join(cells))
     return lines

@@ -32,6 +32,7 @@ class RunData:
     evals: dict[str, dict] = field(default_factory=dict)  # evaluate: label -> eval.json
     eval_samples: dict[str, list[dict]] = field(default_factory=dict)  # label -> samples
     comparison: dict | None = None  # evaluate: comparison.json
+    bench: dict | None = None  # bench: bench.json
     label: str = ""
     wall_s: float | None = None
     wall_source: str = ""  # "pipeline" (measured) or "files" (summary.json - config.yaml times)
@@ -90,8 +91,9 @@ def load_run(path: Path) -> RunData:
             label = str(data.get("label") or eval_file.parent.name)
             run.evals[label] = data
             run.eval_samples[label] = _jsonl(eval_file.parent / "samples.jsonl")
-    comparison = _json(path / "comparison.json")
+    comparison, bench = _json(path / "comparison.json"), _json(path / "bench.json")
     run.comparison = comparison if isinstance(comparison, dict) else None
+    run.bench = bench if isinstance(bench, dict) else None
     started = path / "config.yaml"
     run.started = time.strftime("%Y-%m-%d %H:%M", time.localtime(started.stat().st_mtime))
     if run.summary is not None:

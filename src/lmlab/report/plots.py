@@ -76,7 +76,7 @@ def run_figure(run: RunData, dpi: int = 72) -> bytes | None:
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="best")
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{run.label} ({run.stage})", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -60,9 +60,9 @@ def _td(value, kind: str, wide: bool) -> str:
 
 def table_html(t: Table, wide: bool = False, heading: bool = True) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
-    body = "".join("<tr>" + "".join(_td(v, k, wide and i > 0)
-                                    for i, (v, k) in enumerate(zip(row, t.kinds))) + "</tr>"
-                   for row in t.rows)
+    body = "".join("<tr>" + "".join(_td(v, t.kind(r, i), wide and i > 0)
+                                    for i, v in enumerate(row)) + "</tr>"
+                   for r, row in enumerate(t.rows))
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
     h3 = f"<h3>{html.escape(t.title)}</h3>" if heading else ""
     return (f"{h3}<div class=\"scroll\"><table><thead><tr>{head}"
@@ -103,8 +103,9 @@ def table_md(t: Table, heading: bool = True) -> str:
     lines = [f"### {t.title}", ""] if heading else []
     lines += ["| " + " | ".join(map(_md_cell, t.columns)) + " |",
              "|" + "|".join("---:" if k != "text" else "---" for k in t.kinds) + "|"]
-    for row in t.rows:
-        lines.append("| " + " | ".join(_md_cell(fmt(v, k)) for v, k in zip(row, t.kinds)) + " |")
+    for r, row in enumerate(t.rows):
+        lines.append("| " + " | ".join(_md_cell(fmt(v, t.kind(r, i))) for i, v in enumerate(row))
+                     + " |")
     if t.note:
         lines += ["", f"*{t.note}*"]
     return "\n".join(lines) + "\n"

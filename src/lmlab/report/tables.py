@@ -22,6 +22,10 @@ class Table:
     kinds: list[str]  # per column: text | pct | num | int | sec
     rows: list[list] = field(default_factory=list)
     note: str = ""
+    row_kinds: list[str] | None = None  # per row, for every column but the first (transposed)
+
+    def kind(self, row: int, col: int) -> str:
+        return self.row_kinds[row] if self.row_kinds and col > 0 else self.kinds[col]
 
 
 def fmt(value, kind: str = "num") -> str:
@@ -117,6 +121,12 @@ def headline(run: RunData) -> str:
     return "; ".join(parts) or MISSING
 
 
+def model_name(ref: str, runs: list[RunData]) -> str:
+    """A run folder reference as that run's label (``sft``), anything else as given."""
+    key = _model_key(ref)
+    return next((r.label for r in runs if str(r.path.resolve()) == key), ref)
+
+
 def runs_table(runs: list[RunData]) -> Table:
     t = Table("Runs", ["run", "stage", "input model", "method", "steps", "final loss",
                        "what it measured"], ["text", "text", "text", "text", "int", "num", "text"])
@@ -125,7 +135,9 @@ def runs_table(runs: list[RunData]) -> Table:
         method = " ".join(str(x) for x in (s.get("loss") if r.stage == "dpo" else None,
                                            s.get("method") or r.config.get("method")
                                            or r.config.get("strategy")) if x)
-        t.rows.append([r.label, r.stage, r.model, method or MISSING, s.get("steps"),
+        models = r.config.get("models") if r.stage == "evaluate" else None
+        model = ", ".join(model_name(m, runs) for m in (models or [r.model]))
+        t.rows.append([r.label, r.stage, model, method or MISSING, s.get("steps"),
                        s.get("final_loss"), headline(r)])
     return t
 
@@ -177,13 +189,14 @@ def task_comparison(runs: list[RunData]) -> Table | None:
     for m in models.values():
         t.rows.append([m["label"], *[m["acc"].get(k) for k in tasks],
                        _mean(m["acc"].values()), ", ".join(m["sources"])])
-    t.note = (f"Greedy decoding, the tasks' checkers, {', '.join(map(str, sorted(ns)))} held-out "
+    t.note = (f"Greedy decoding, the tasks' checkers, {' or '.join(map(str, sorted(ns)))} held-out "
               "prompts per task. 'before' is the input model measured at the start of a run.")
     return t
 
 
 def evaluate_tables(runs: list[RunData]) -> list[Table]:
-    """Each evaluate run's comparison.json: models x metrics, then the pairwise results."""
+    """Each evaluate run's comparison.json: metrics x models (its headline metrics), then the
+    pairwise results."""
     out = []
     for r in runs:
         c = r.comparison
@@ -193,11 +206,12 @@ def evaluate_tables(runs: list[RunData]) -> list[Table]:
                                             for lb, e in r.evals.items()}}
         if not c:
             continue
-        cols = list(c.get("columns") or [])
-        t = Table(f"Model comparison ({r.label}: lmlab evaluate)", ["model", *cols],
-                  ["text", *[_metric_kind(k) for k in cols]])
-        for label, metrics in (c.get("table") or {}).items():
-            t.rows.append([label, *[(metrics or {}).get(k) for k in cols]])
+        metrics = list(c.get("headline") or c.get("columns") or [])
+        table = c.get("table") or {}
+        t = Table(f"lmlab evaluate ({r.label}): metrics by model", ["metric", *table],
+                  ["text"] + ["num"] * len(table))
+        t.rows = [[k, *[(table[m] or {}).get(k) for m in table]] for k in metrics]
+        t.row_kinds = [_metric_kind(k) for k in metrics]
         t.note = ("Higher is better except perplexity, bits_per_byte and over_refusal_rate. "
                   + "; ".join(f"{lb}: {e.get('model', '')}" for lb, e in r.evals.items()))
         out.append(t)
@@ -339,9 +353,23 @@ def generation_speed(runs: list[RunData]) -> Table | None:
     for r in runs:
         s = r.summary or {}
         if r.stage == "generate" and s:
-            t.rows.append([r.label, r.model, s.get("strategy"), s.get("prompts"),
+            t.rows.append([r.label, model_name(r.model, runs), s.get("strategy"), s.get("prompts"),
                            s.get("new_tokens"), s.get("seconds"), s.get("tokens_per_s")])
     return t if t.rows else None
+
+
+def bench_run_table(run: RunData) -> Table | None:
+    """``lmlab bench``'s rows (bench.json): one row per (strategy, batch size)."""
+    rows = (run.bench or {}).get("rows") or []
+    if not rows:
+        return None
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    t = Table(f"Benchmark run: {run.label} (lmlab bench {run.bench.get('what', '')})", cols,
+              ["text" if isinstance(rows[0].get(k), str) else "num" for k in cols])
+    t.rows = [[row.get(k) for k in cols] for row in rows]
+    env = run.bench.get("env") or {}
+    t.note = f"model {run.model}" + "".join(f" · {k}: {v}" for k, v in env.items())
+    return t
 
 
 def _flatten(d, prefix: str = ""):

@@ -58,6 +58,8 @@ def run(cfg: Config, *, loader=None) -> dict:
           + (f" (profile {cfg.profile})" if cfg.profile else ""))
     for s in steps:
         print(f"  {s.index}. {s.name:<12} {s.stage:<10} {s.run_dir}")
+    if cfg.report and not any(s.stage == "report" for s in steps):
+        print(f"  then: report -> {Path(cfg.output_dir) / 'report'}")
     if cfg.dry_run:
         return {"steps": [s.name for s in steps], "dry_run": True}
     record = run_steps(steps, cfg.output_dir, name=title, profile=cfg.profile)
