@@ -258,7 +258,13 @@ def run_steps(steps: list[Step], output_dir: str, *, name: str = "", config_file
             record["steps"].append({**entry, "state": "running"})
             _record(out, record)
             record["steps"].pop()
-            step.module.run(step.cfg)
+            try:
+                step.module.run(step.cfg)
+            except BaseException:
+                log(f"[pipeline] {step.label} stopped after {time.time() - t0:.0f} s; the same "
+                    "command again skips the finished steps and continues this one from its "
+                    "last checkpoint (if it wrote one)")
+                raise
             entry["wall_s"] = round(time.time() - t0, 1)
             log(f"[pipeline] {step.label}: finished in {entry['wall_s']:.0f} s")
         summary = step.run_dir / "summary.json"
