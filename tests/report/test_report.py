@@ -175,3 +175,25 @@ def test_cli_and_errors(fixture_runs, capsys):
     # the report's own folder is never read as a run
     assert main(["report", f"runs={tmp}", f"output_dir={out}"]) == 0
     assert "report" not in [r.stage for r in discover([tmp], exclude=out)[0]]
+
+
+def test_online_rl_and_distill_runs(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "grpo", "grpo", {"model": "base-m", "eval_n": 8},
+              {"stage": "grpo", "updates": 5, "reward_first": 0.125, "reward_last": 0.375,
+               "kl_last": 0.0042,
+               "eval_before": {"eval/accuracy": 0.25, "eval/accuracy/compare": 0.25},
+               "eval_after": {"eval/accuracy": 0.5, "eval/accuracy/compare": 0.5}},
+              curve(4, **{"train/loss": 0.1, "train/kl": 0.001, "train/reward/mean": 0.2}))
+    write_run(root / "distill", "distill", {"model": "teacher-m", "eval_n": 8},
+              {"stage": "distill", "steps": 3, "final_loss": 0.02,
+               "teacher_accuracy": {"eval/accuracy/compare": 0.625},
+               "student_accuracy": {"eval/accuracy/compare": 0.375}})
+    result = build_report([root], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "rollout reward 0.125 → 0.375 (improved); KL 0.0042" in md
+    assert "| grpo | 50.0% | 50.0% |" in md and "| base-m (input of grpo) | 25.0% |" in md
+    assert "the student's mean held-out task accuracy is 37.5%, the teacher's 62.5%" in \
+        " ".join(result["findings"])
+    html = (tmp_path / "out" / "report.html").read_text()
+X

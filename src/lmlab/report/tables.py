@@ -69,11 +69,14 @@ def task_accuracy(run: RunData) -> tuple[dict, dict, int | None]:
                     if k.startswith("eval/accuracy/")}
         return {k: v for k, v in d.items() if isinstance(v, (int, float))}
 
-    if "task_accuracy_after" in s or "task_accuracy_before" in s:
+    if "task_accuracy_after" in s or "task_accuracy_before" in s:  # dpo
         before, after = s.get("task_accuracy_before"), s.get("task_accuracy_after")
         n = run.config.get("task_eval_n")
-    elif run.stage == "sft":
-        before, after = s.get("eval_before"), s.get("eval_after")
+    elif run.stage == "distill":  # input model = the teacher
+        before, after = s.get("teacher_accuracy"), s.get("student_accuracy")
+        n = run.config.get("eval_n")
+    elif any(str(k).startswith("eval/accuracy/") for k in (s.get("eval_after") or {})):
+        before, after = s.get("eval_before"), s.get("eval_after")  # sft, grpo, ppo
         n = run.config.get("eval_n")
     else:
         return {}, {}, None
@@ -108,6 +111,10 @@ def headline(run: RunData) -> str:
         kl = (s.get("kl") or {}).get("kl/token")
         if kl is not None:
             parts.append(f"KL/token {fmt(kl)}")
+    if s.get("reward_last") is not None:  # grpo, ppo: mean rollout reward, first -> last update
+        parts.append(f"rollout reward {_delta(s.get('reward_first'), s['reward_last'], 'num')}")
+        if s.get("kl_last") is not None:
+            parts.append(f"KL {fmt(s['kl_last'])}")
     if run.stage == "generate":
         parts.append(f"{fmt(s.get('tokens_per_s'))} tok/s")
         if s.get("accuracy") is not None:
@@ -249,7 +256,11 @@ def findings(runs: list[RunData]) -> list[str]:
             out.append(f"{r.label} ({r.stage}) has not finished: no summary.json.")
             continue
         before, after, n = task_accuracy(r)
-        if before and after:
+        if before and after and r.stage == "distill":
+            out.append(f"{r.label} (distill): the student's mean held-out task accuracy is "
+                       f"{fmt(_mean(after.values()), 'pct')}, the teacher's "
+                       f"{fmt(_mean(before.values()), 'pct')} ({', '.join(after)}).")
+        elif before and after:
             b, a = _mean(before.values()), _mean(after.values())
             verdict = ("raised" if a > b else "did not raise")
             out.append(f"{r.label} ({r.stage}) {verdict} mean held-out task accuracy over its "
