@@ -196,4 +196,4 @@ def test_online_rl_and_distill_runs(tmp_path):
     assert "the student's mean held-out task accuracy is 37.5%, the teacher's 62.5%" in \
         " ".join(result["findings"])
     html = (tmp_path / "out" / "report.html").read_text()
-X
+    assert html.count("data:image/png") == 1  # grpo logged curves, distill did not
