@@ -78,6 +78,11 @@ def test_completions_stop_n_seed_logprobs(server):
     assert len(items) == lp.usage.completion_tokens and all(x.logprob <= 0 for x in items)
     assert all(len(x.top_logprobs) == 2 and x.top_logprobs[0].logprob >= x.logprob
                for x in items)
+    legacy = c.completions.create(model="tiny:llama", prompt="Hi", max_tokens=6, temperature=0,
+                                  logprobs=2, extra_body={"ignore_eos": True})
+    lp = legacy.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == 6 and len(lp.top_logprobs[0]) <= 2
+    assert "".join(lp.tokens) == legacy.choices[0].text and lp.text_offset[0] == 0
 
 
 def test_concurrent_greedy_equals_sequential(server):
