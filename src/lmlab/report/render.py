@@ -41,6 +41,7 @@ box-shadow:0 1px 2px rgba(0,0,0,.06)}
 th,td{border:1px solid #dde1e7;padding:4px 9px;vertical-align:top;text-align:left}
 th{background:#eef1f5;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums;
 white-space:nowrap}
+td.t{white-space:nowrap}
 td.s{max-width:300px;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;
 white-space:pre-wrap;word-break:break-word}
 .note{color:#5b6575;font-size:12px;margin:2px 0 12px}
@@ -53,8 +54,14 @@ figure img{max-width:100%;display:block}figcaption{font-size:12px;color:#5b6575}
 
 
 def _td(value, kind: str, wide: bool) -> str:
-    text = html.escape(fmt(value, kind))
-    cls = "n" if kind != "text" and not isinstance(value, str) else ("s" if wide else "")
+    text = fmt(value, kind)
+    if kind != "text" and not isinstance(value, str):
+        cls = "n"
+    elif wide:
+        cls = "s"
+    else:  # short names (runs, models) stay on one line; long text wraps
+        cls = "t" if len(text) <= 32 else ""
+    text = html.escape(text)
     return f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>"
 
 
