@@ -16,7 +16,10 @@ HELP = "supervised fine-tuning (full or LoRA) on chat / prompt-completion / task
 
 @dataclass
 class Config(TrainConfig):
-    method: str = opt("lora", "what to train", choices=("full", "lora"))
+    method: str = opt("lora", "what to train (qlora: LoRA on a frozen 4/8-bit bitsandbytes base)",
+                      choices=("full", "lora", "qlora"))
+    qlora_bits: int = opt(4, "method=qlora: base weights as NF4 (4) or LLM.int8() (8)",
+                          choices=(4, 8))
     lora_r: int = opt(16, "LoRA rank", min=1)
     lora_alpha: float = opt(32.0, "LoRA alpha (scale = alpha / r)", min=0.0, min_exclusive=True)
     lora_dropout: float = opt(0.05, "LoRA dropout", min=0.0, max=1.0)
@@ -37,8 +40,8 @@ class Config(TrainConfig):
 
     def validate(self) -> list[str]:
         problems = []
-        if self.lora_targets and self.method != "lora":
-            problems.append("lora_targets: only used with method=lora")
+        if self.lora_targets and self.method not in ("lora", "qlora"):
+            problems.append("lora_targets: only used with method=lora or qlora")
         return problems
 
 
@@ -74,8 +77,13 @@ def run(cfg: Config) -> dict:
                          seed=cfg.seed, rank=rank(), world=world_size())
 
     # --- model
-    model = load_model(cfg.model, dtype=ctx.weights_dtype, device=device)
-    if cfg.method == "lora":
+    if cfg.method == "qlora":
+        from lmlab.quant.qlora import load_qlora_base
+
+        model = load_qlora_base(cfg.model, cfg.qlora_bits, device)
+    else:
+        model = load_model(cfg.model, dtype=ctx.weights_dtype, device=device)
+    if cfg.method in ("lora", "qlora"):
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                          targets=cfg.lora_targets)
     trainable, total = count_parameters(model)
@@ -132,8 +140,8 @@ def _save_final(model, tokenizer, cfg, run_, base_reference, write_meta) -> None
     if cfg.method == "lora" and cfg.merge_on_save:
         model = model.merge_and_unload()
         merged = True
-    else:
-        merged = cfg.method != "lora"
+    else:  # a QLoRA adapter is saved alone: merging into 4-bit weights would round it away
+        merged = cfg.method == "full"
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     meta = {"stage": "sft", "method": cfg.method, "merged": merged}
