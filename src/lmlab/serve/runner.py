@@ -91,14 +91,18 @@ class Runner:
             seqs += batch.prefill
         out = StepOutput()
         if seqs:
-            self._choose(seqs, torch.cat(rows).float(), out)  # (B, V)
+            logits = rows[0] if len(rows) == 1 else torch.cat(rows)
+            self._choose(seqs, logits.float(), out)  # (B, V)
         return out
 
     def _choose(self, seqs: list[Sequence], logits: torch.Tensor, out: StepOutput) -> None:
         """One token per sequence; plain greedy rows share one argmax."""
         plain = [j for j, s in enumerate(seqs) if s.data.params.greedy and not
                  s.data.transforms and not s.data.params.logprobs]
-        picked = dict(zip(plain, logits[plain].argmax(-1).tolist())) if plain else {}
+        picked = {}
+        if plain:  # (no gather when every row is plain greedy)
+            sub = logits if len(plain) == len(seqs) else logits[plain]
+            picked = dict(zip(plain, sub.argmax(-1).tolist()))
         for j, s in enumerate(seqs):
             st: SeqState = s.data
             if j not in picked:
@@ -242,6 +246,8 @@ class SlotKV:
         logits = self._forward(tok.to(dev)[:, None], lens[:, None], 0, n, mask)
         for r in rows:
             self.lens[r] += 1
+        if rows == list(range(B)):  # the usual case: every row decodes, in row order
+            return logits
         # rows not scheduled this step (none, with our engine) are computed and not advanced
         return logits[rows]
 
