@@ -172,6 +172,8 @@ def test_cli_and_errors(fixture_runs, capsys):
     empty = tmp / "empty"
     empty.mkdir()
     assert main(["report", f"runs={empty}", f"output_dir={out}"]) == 1
+    assert main(["report", str(root)]) == 0  # positional: one folder of runs -> <it>/report
+    assert (root / "report" / "report.html").exists()
     # the report's own folder is never read as a run
     assert main(["report", f"runs={tmp}", f"output_dir={out}"]) == 0
     assert "report" not in [r.stage for r in discover([tmp], exclude=out)[0]]

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from lmlab.config import opt
 
 HELP = "report: curves, model comparison, samples, speed and environment from run folders"
+POSITIONAL = "runs"  # `lmlab report runs/demo` == `lmlab report runs=runs/demo`
 
 
 @dataclass
 class Config:
     runs: list[str] = opt(["runs"], "run folders, folders of runs (e.g. a pipeline's folder), "
                                     "or benchmark .json files")
-    output_dir: str = opt("runs/report", "where report.html, report.md and plots/ go")
+    output_dir: str = opt("", "where report.html, report.md and plots/ go (default: "
+                              "<folder>/report when runs is one folder of runs, else "
+                              "runs/report)")
     title: str = opt("lmlab report", "the page's title")
     samples: int = opt(6, "prompts shown side by side", min=0)
 
@@ -35,6 +38,10 @@ def run(cfg: Config) -> dict:
     from lmlab.report import build_report
     from lmlab.runs import Run
 
+    if not cfg.output_dir:
+        one = Path(cfg.runs[0])
+        folder_of_runs = len(cfg.runs) == 1 and one.is_dir() and not (one / "config.yaml").exists()
+        cfg.output_dir = str(one / "report") if folder_of_runs else "runs/report"
     result = build_report(cfg.runs, cfg.output_dir, title=cfg.title, samples=cfg.samples)
     run_ = Run(path=Path(cfg.output_dir), stage="report")
     (run_.path / "config.yaml").write_text(yaml.safe_dump({"stage": "report", **to_dict(cfg)},
