@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tempfile
 
-
 import torch
 
 from lmlab.errors import UserError
