@@ -392,12 +392,22 @@ def _flatten(d, prefix: str = ""):
             yield key, v
 
 
-def bench_table(bench: BenchFile, limit: int = 60) -> Table:
+def bench_table(bench: BenchFile, limit: int = 40) -> Table:
+    """A benchmark JSON file as a grid: one row per group of numbers (``greedy8``,
+    ``strategies.beam 4``), one column per measurement; top-level values go in the note."""
     flat = list(_flatten(bench.data))
-    info = {k: v for k, v in flat if k in ("command", "machine", "model", "torch", "device")}
-    t = Table(f"Benchmark: {bench.label}", ["measurement", "value"], ["text", "num"])
-    t.rows = [[k, v] for k, v in flat if k not in info][:limit]
-    t.note = f"{bench.path}" + "".join(f" · {k}: {v}" for k, v in info.items())
+    info = [(k, v) for k, v in flat if "." not in k]
+    groups: dict[str, dict] = {}
+    for key, v in flat:
+        if "." in key:
+            row, col = key.rsplit(".", 1)
+            groups.setdefault(row, {})[col] = v[:60] + "…" if isinstance(v, str) and \
+                len(v) > 60 else v
+    cols = list(dict.fromkeys(c for g in groups.values() for c in g))
+    t = Table(f"Benchmark: {bench.label}", ["", *cols],
+              ["text", *["num"] * len(cols)])
+    t.rows = [[row, *[g.get(c) for c in cols]] for row, g in list(groups.items())[:limit]]
+    t.note = f"{bench.path}" + "".join(f" · {k}: {v}" for k, v in info)
     return t
 
 
