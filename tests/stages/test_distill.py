@@ -113,3 +113,14 @@ def test_plain_text_corpus_from_a_registry_package(tmp_path):
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["data"]["kind"] == "text" and s["data"]["truncated"] > 0
+
+
+def test_teacher_completions_are_the_training_targets(tmp_path):
+    rc, out = _distill(tmp_path, "completions=teacher", "teacher_max_new_tokens=3",
+                       "teacher_cache=topk", "cache_k=4", "max_steps=1")
+    assert rc == 0
+    rows = [json.loads(x) for x in (out / "teacher_completions.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and [m["role"] for m in rows[0]["messages"]] == ["user", "assistant"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["data"]["completions"] == "teacher" and s["data"]["trained_tokens"] > 0
+    assert all(r["completion_ids"] for r in rows)

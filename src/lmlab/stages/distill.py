@@ -194,39 +194,58 @@ def _examples(cfg: Config, tokenizer, teacher, run_) -> tuple[list[dict], dict]:
             from lmlab.errors import ConfigError
 
             raise ConfigError("completions=teacher needs prompts (task or chat data), not text")
-        rows, kind = _teacher_rows(cfg, rows, kind, tokenizer, teacher, run_), "chat"
-    examples, stats = encode_rows(tokenizer, rows, kind, cfg.max_len,
-                                  on_long="truncate" if kind == "text" else "skip")
+        examples, stats = _teacher_examples(cfg, rows, kind, tokenizer, teacher, run_)
+    else:
+        examples, stats = encode_rows(tokenizer, rows, kind, cfg.max_len,
+                                      on_long="truncate" if kind == "text" else "skip")
     stats = {**stats, "kind": kind, "completions": cfg.completions}
     print0(f"[lmlab] data: {stats['rows']} {kind} rows, {len(examples)} sequences, "
            f"{stats['trained_tokens']} trained tokens ({cfg.completions} completions)")
     return examples, stats
 
 
-def _teacher_rows(cfg, rows, kind, tokenizer, teacher, run_) -> list[dict]:
-    """Chat rows whose last assistant turn is the teacher's greedy completion; written to
+def _teacher_examples(cfg, rows, kind, tokenizer, teacher, run_) -> tuple[list[dict], dict]:
+    """Prompt + the teacher's greedy completion, kept as token ids (the exact sequence the
+    teacher wrote, EOS included when it stopped): labels on the completion only. Written to
     ``teacher_completions.jsonl`` once and read back on resume."""
     import json
 
     from lmlab.common import print0
+    from lmlab.data.chat import IGNORE, encode_prompt
     from lmlab.infer.decode import generate
     from lmlab.infer.sampling import SamplingParams
 
-    path = run_.path / "teacher_completions.jsonl"
-    if path.exists():
-        out = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        if len(out) == len(rows):
-            return out
     prompts = [[{"role": "user", "content": r["prompt"]}] if kind == "task"
-               else r["messages"][:-1] for r in rows]
-    print0(f"[lmlab] teacher writes {len(prompts)} completions (greedy, "
-           f"{cfg.teacher_max_new_tokens} tokens max) ...")
-    params = SamplingParams(temperature=0.0, max_new_tokens=cfg.teacher_max_new_tokens)
-    comps = generate(teacher, tokenizer, prompts, params, batch_size=16)
-    out = [{"messages": p + [{"role": "assistant", "content": c.text}]}
-           for p, c in zip(prompts, comps)]
-    run_.write_jsonl(path.name, out)
-    return out
+               else _prompt_turns(r["messages"]) for r in rows]
+    path = run_.path / "teacher_completions.jsonl"
+    done = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] \
+        if path.exists() else []
+    if len(done) != len(rows):
+        print0(f"[lmlab] teacher writes {len(prompts)} completions (greedy, "
+               f"{cfg.teacher_max_new_tokens} tokens max) ...")
+        params = SamplingParams(temperature=0.0, max_new_tokens=cfg.teacher_max_new_tokens)
+        comps = generate(teacher, tokenizer, prompts, params, batch_size=16)
+        done = [{"messages": p + [{"role": "assistant", "content": c.text}],
+                 "completion_ids": c.token_ids, "finish_reason": c.finish_reason}
+                for p, c in zip(prompts, comps)]
+        run_.write_jsonl(path.name, done)
+    examples, skipped = [], 0
+    for p, d in zip(prompts, done):
+        ids = encode_prompt(tokenizer, p)
+        toks = d["completion_ids"] or [tokenizer.eos_token_id]
+        if len(ids) + len(toks) > cfg.max_len:
+            skipped += 1
+            continue
+        examples.append({"input_ids": ids + toks, "labels": [IGNORE] * len(ids) + toks})
+    trained = sum(len(e["input_ids"]) - e["labels"].count(IGNORE) for e in examples)
+    return examples, {"rows": len(rows), "skipped_long": skipped, "truncated": 0,
+                      "tokens": sum(len(e["input_ids"]) for e in examples),
+                      "trained_tokens": trained}
+
+
+def _prompt_turns(messages: list[dict]) -> list[dict]:
+    """A chat row's prompt: every turn before its last assistant reply."""
+    return messages[:-1] if messages[-1]["role"] == "assistant" else messages
 
 
 def _eval_tasks(cfg: Config) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lmlab.losses.distill import mix_with_ce, soft_loss, topk_forward_kl
+from lmlab.losses.distill import hard_ce, mix_with_ce, soft_loss, topk_forward_kl
 from lmlab.losses.lm import IGNORE
 from lmlab.losses.objectives import trained_positions
 
@@ -86,10 +86,10 @@ class DistillObjective:
                              beta=self.p.beta, mask=mask)
         if self.p.alpha_ce > 0:
             loss, ce = mix_with_ce(soft, s, targets, alpha=self.p.alpha_ce)
-        else:
+        else:  # CE still logged: how well the student predicts the data's tokens
             loss = soft
             with torch.no_grad():
-                _, ce = mix_with_ce(soft, s, targets, alpha=1.0)
+                ce = hard_ce(s, targets)
         return loss, {"distill": float(soft.detach()), "ce": float(ce.detach())}
 
 
