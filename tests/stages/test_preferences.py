@@ -164,3 +164,20 @@ def test_reward_and_policy_folders_are_not_swapped(tmp_path, capsys, rm_folder):
     assert rc == 1 and "is not a reward model" in capsys.readouterr().err
     rc, _ = _run(tmp_path, f"model={rm_folder}", "labeller=rule", name="r2")
     assert rc == 1 and "not a causal LM policy" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_model_task_pairs(tmp_path):
+    """The default model on `compare` (base accuracy ~23%): sampled replies that the checker
+    accepts are paired over ones it rejects."""
+    from lmlab.data.tasks import get_task
+
+    rc = main(["preferences", "model=smollm2-135m-instruct", "data=task:compare", "limit=16",
+               "n=4", "max_new_tokens=12", "labeller=task", f"output_dir={tmp_path / 'r'}"])
+    assert rc == 0
+    pairs = _jsonl(tmp_path / "r" / "pairs.jsonl")
+    s = _summary(tmp_path / "r")
+    assert s["pairs"] == len(pairs) > 0 and s["pairs"] + s["ties"] == 16
+    task = get_task("compare")
+    for p in pairs:
+        assert task.check(p["chosen"], p["answer"]) and not task.check(p["rejected"], p["answer"])
