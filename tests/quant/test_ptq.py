@@ -104,3 +104,22 @@ def test_bitsandbytes_on_cpu(tmp_path, reference, method, max_ratio):
         rel = float((model(ids).logits.float() - ref).norm() / ref.norm())
     assert 0 < rel < (0.4 if method == "nf4" else 0.1)
     assert _layer_bytes(model) / _layer_bytes(fp32) < max_ratio
+
+
+@pytest.mark.parametrize("method", ["fbgemm-int8", "int8-weight"])
+def test_quantized_models_decode_through_the_lean_step(tokenizer, method):
+    """The lean decode step (lmlab.infer.fastpath) runs quantized linears and the int8
+    embedding; its logits match the HF forward of the same quantized model."""
+    from lmlab.infer.decode import left_pad, stream_tokens
+    from lmlab.infer.fastpath import LlamaStep
+    from lmlab.infer.sampling import SamplingParams
+
+    model = quantize_model(load_model("tiny:llama"), Recipe(method))
+    assert LlamaStep.supports(model)
+    ids, mask = left_pad([tokenizer(p)["input_ids"] for p in ("Hello there", "A b c d e")],
+                         tokenizer.pad_token_id)
+    p = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True)
+    fast = [s.logits.clone() for s in stream_tokens(model, ids, mask, p, fast=True)]
+    slow = [s.logits.clone() for s in stream_tokens(model, ids, mask, p, fast=False)]
+    assert len(fast) == 6
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(fast, slow))

@@ -9,7 +9,8 @@ its logits match the HF forward (tested) while doing far less per token.
 
 Used by ``decode.stream_tokens`` after an ordinary HF prefill (whose cache is copied into the
 buffers) when ``LlamaStep.supports(model)``: a plain ``LlamaForCausalLM`` with default RoPE,
-no attention / MLP biases and plain ``nn.Linear`` projections (no LoRA, no quantized layers).
+no attention / MLP biases and plain ``nn.Linear`` projections (no LoRA; torchao-quantized
+weights and torch's dynamic int8 linears are fine).
 Anything else decodes through the HF forward.
 
 Legend: B rows, H query heads, Hkv key/value heads, G = H / Hkv, Dh head dim, T buffer length,
@@ -35,6 +36,15 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+# plain linears (weights may be torchao tensor subclasses: F.linear dispatches to their kernel)
+# and torch's dynamic int8 linear (lmlab.quant method fbgemm-int8), which has no .weight tensor
+_LINEARS = (torch.nn.Linear, torch.ao.nn.quantized.dynamic.Linear)
+
+
+def _lin(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
+    return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
+
+
 class LlamaStep:
     """Decode state for one batch: KV buffers (B, Hkv, T, Dh) per layer, and ``step``."""
 
@@ -51,7 +61,7 @@ class LlamaStep:
         linears = [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                    layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
                    layer.mlp.down_proj, model.lm_head]
-        return all(type(m) is torch.nn.Linear for m in linears)
+        return all(type(m) in _LINEARS for m in linears)
 
     def __init__(self, model, cache, batch: int, length: int):
         """Buffers of ``length`` tokens, holding an HF prefill ``cache`` (a DynamicCache), or
@@ -115,23 +125,22 @@ class LlamaStep:
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm.weight, self.eps)
-            q = F.linear(h, a.q_proj.weight).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
-            k = F.linear(h, a.k_proj.weight).view(B, L, Hkv, Dh).transpose(1, 2)
-            v = F.linear(h, a.v_proj.weight).view(B, L, Hkv, Dh).transpose(1, 2)
+            q = _lin(h, a.q_proj).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
+            k = _lin(h, a.k_proj).view(B, L, Hkv, Dh).transpose(1, 2)
+            v = _lin(h, a.v_proj).view(B, L, Hkv, Dh).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.k[i][:, :, n - L:n] = k
             self.v[i][:, :, n - L:n] = v
             o = self._attend(q, self.k[i][:, :, :n], self.v[i][:, :, :n], attn_mask)
             o = o.transpose(1, 2).contiguous().reshape(B, L, -1)
-            x = x + F.linear(o, a.o_proj.weight)
+            x = x + _lin(o, a.o_proj)
             h = _rms_norm(x, layer.post_attention_layernorm.weight, self.eps)
-            x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) *
-                             F.linear(h, mlp.up_proj.weight), mlp.down_proj.weight)
+            x = x + _lin(F.silu(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
         if last_only:
             x = x[:, -1:]
         x = _rms_norm(x, m.norm.weight, self.eps)
-        return F.linear(x, self.model.lm_head.weight)  # (B, L, V)
+        return _lin(x, self.model.lm_head)  # (B, L, V)
 
     def _attend(self, q, K, V, attn_mask) -> torch.Tensor:
         """q (B, H, L, Dh), K/V (B, Hkv, n, Dh) -> (B, H, L, Dh), the way HF's SDPA path does."""

@@ -58,5 +58,5 @@ def convert(model, recipe: Recipe):
     if recipe.embeddings:
         quantize_embeddings(model)
         if tied:
-            head.weight = emb.weight
+            head.weight = model.get_input_embeddings().weight
     return model
