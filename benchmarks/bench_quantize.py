@@ -22,14 +22,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # row name: quantize overrides
 ROWS = {
     "fp32": ["method=fp32"],
-    "bf16": ["method=bf16"],
-    "fp16": ["method=fp16"],
-    "int8-weight": ["method=int8-weight"],
-    "int8-dynamic": ["method=int8-dynamic"],
     "fbgemm-int8": ["method=fbgemm-int8"],
+    "int8-weight": ["method=int8-weight"],
     "int4-weight g32": ["method=int4-weight", "group_size=32"],
     "int8-dynamic-int4 g32": ["method=int8-dynamic-int4", "group_size=32"],
     "nf4 (bitsandbytes)": ["method=nf4"],
+    "bf16": ["method=bf16"],
+    "fp16": ["method=fp16"],
+    "int8-dynamic": ["method=int8-dynamic"],
     "int8 (bitsandbytes)": ["method=bnb-int8"],
     "pruned 50% unstructured, fp32": ["method=fp32", "prune=unstructured", "sparsity=0.5"],
     "pruned 25% MLP channels, fp32": ["method=fp32", "prune=structured", "sparsity=0.25"],
@@ -79,18 +79,21 @@ def main() -> None:
             results[name] = json.loads((out / "summary.json").read_text())
             results[name]["wall_s"] = round(time.time() - t0, 1)
         print(f"[bench] {name}: rc={rc}, {time.time() - t0:.0f} s", flush=True)
+        write(results, args, torch.__version__)  # after every row: a timeout keeps what ran
+
+
+def write(results: dict, args, torch_version: str) -> None:
     fp = results.get("fp32")
     lines = ["| variant | weights in memory (vs fp32) | on disk | batch-1 decode tok/s "
              "(vs fp32) | prefill tok/s (128) | perplexity (vs fp32) | task accuracy "
              f"({args.tasks[5:].replace(',', ' / ')}) |", "|---|---|---|---|---|---|---|"]
     lines += [row_line(n, s, fp) for n, s in results.items()]
-    print("\n".join(lines))
+    print("\n".join(lines), flush=True)
     meta = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
-            "torch": torch.__version__, "args": vars(args)}
+            "torch": torch_version, "args": vars(args)}
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
     Path("benchmarks/results/quantize.json").write_text(
         json.dumps({"meta": meta, "rows": results, "table": lines}, indent=1, default=str))
-
 
 if __name__ == "__main__":
     main()
