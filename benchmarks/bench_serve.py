@@ -5,8 +5,10 @@
     .venv/bin/python benchmarks/bench_serve.py --levels 1 16 --peers none
 
 Each level runs ``clients`` asyncio clients on loopback, each sending ``--rounds`` streaming chat
-requests one after another (greedy, ``ignore_eos`` so every reply is exactly ``--max-tokens``
-tokens where the server honours it; tokens are counted from each reply's ``usage``). Reported:
+requests one after another (greedy; ``ignore_eos`` so every reply is exactly ``--max-tokens``
+tokens; tokens are counted from each reply's ``usage``). `transformers serve` refuses
+``ignore_eos``, so it is compared at ``--peer-levels`` with a second run of ours where replies
+end at EOS on both sides (rows marked "(EOS)"; greedy, same weights: the same replies). Reported:
 aggregate generated tokens/s over the level's wall time, time to first token (first content
 chunk) and request latency, p50 / p99. The servers run in their own processes with
 ``--threads`` torch threads; the HF baseline runs first, in this process, with as many.
@@ -106,11 +108,14 @@ def stop(proc) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def one_request(ac, url: str, model: str, i: int, max_tokens: int) -> dict:
+async def one_request(ac, url: str, model: str, i: int, max_tokens: int,
+                      ignore_eos: bool = True) -> dict:
     body = {"model": model, "messages": [{"role": "user",
                                           "content": QUESTIONS[i % len(QUESTIONS)]}],
-            "max_tokens": max_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
+            "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
+    if ignore_eos:  # an extension transformers serve refuses (422)
+        body["ignore_eos"] = True
     t0 = time.perf_counter()
     first, tokens, chunks, ok = None, 0, 0, False
     async with ac.stream("POST", url + "/v1/chat/completions", json=body) as r:
@@ -127,6 +132,8 @@ async def one_request(ac, url: str, model: str, i: int, max_tokens: int) -> dict
             if ev.get("usage"):
                 tokens = ev["usage"]["completion_tokens"]
             for c in ev.get("choices") or []:
+                if c.get("finish_reason"):
+                    ok = True  # (transformers serve sends no [DONE])
                 if (c.get("delta") or {}).get("content"):
                     chunks += 1
                     if first is None:
@@ -137,13 +144,14 @@ async def one_request(ac, url: str, model: str, i: int, max_tokens: int) -> dict
 
 
 async def level(url: str, model: str, clients: int, rounds: int, max_tokens: int,
-                limit_s: float) -> dict:
+                limit_s: float, ignore_eos: bool = True) -> dict:
     import httpx
 
     async def client(c):
         out = []
         for r in range(rounds):
-            out.append(await one_request(ac, url, model, c * rounds + r, max_tokens))
+            out.append(await one_request(ac, url, model, c * rounds + r, max_tokens,
+                                         ignore_eos))
         return out
 
     async with httpx.AsyncClient(timeout=limit_s, limits=httpx.Limits(
@@ -164,7 +172,7 @@ async def level(url: str, model: str, clients: int, rounds: int, max_tokens: int
             "latency_p50": round(pct(lat, 50), 3), "latency_p99": round(pct(lat, 99), 3)}
 
 
-def bench_server(name, cmd, model, args, env, logdir, levels) -> list[dict]:
+def bench_server(name, cmd, model, args, env, logdir, levels, ignore_eos=True) -> list[dict]:
     port = free_port()
     cmd = [c.replace("{port}", str(port)) for c in cmd]
     url = f"http://127.0.0.1:{port}"
@@ -176,7 +184,8 @@ def bench_server(name, cmd, model, args, env, logdir, levels) -> list[dict]:
         for c in levels:
             rounds = max(1, args.requests // c) if c < args.requests else 1
             try:
-                row = asyncio.run(level(url, model, c, rounds, args.max_tokens, args.level_s))
+                row = asyncio.run(level(url, model, c, rounds, args.max_tokens, args.level_s,
+                                        ignore_eos))
             except asyncio.TimeoutError:
                 row = {"clients": c, "error": f"over {args.level_s} s"}
             row = {"server": name, **row}
@@ -190,7 +199,7 @@ def bench_server(name, cmd, model, args, env, logdir, levels) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--levels", type=int, nargs="*", default=[1, 4, 16, 64])
     ap.add_argument("--requests", type=int, default=16,
                     help="requests per level at least (clients x rounds)")
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -216,21 +225,25 @@ def main() -> None:
     lmlab = [str(ROOT / ".venv/bin/lmlab"), "serve", f"model={args.model}", "port={port}",
              f"threads={args.threads}", f"max_batch_size={args.max_batch_size}",
              "max_waiting=512", "log_level=warning"]
-    rows += bench_server("lmlab serve", lmlab, args.model, args, env, logdir, args.levels)
-    for peer in ("transformers-serve", "transformers-serve-cb"):
-        if peer not in args.peers:
-            continue
+    if args.levels:
+        rows += bench_server("lmlab serve", lmlab, args.model, args, env, logdir, args.levels)
+    peers = [p for p in args.peers if p.startswith("transformers-serve")]
+    if peers:  # it refuses ignore_eos: compare with replies ending at EOS on both sides
+        rows += bench_server("lmlab serve (EOS)", lmlab, args.model, args, env, logdir,
+                             args.peer_levels, ignore_eos=False)
+    for peer in peers:
         from lmlab.models.load import model_folder
         from lmlab.models.registry import ALIASES
 
         folder = str(model_folder(ALIASES[args.model])) if args.model in ALIASES else args.model
         cmd = [str(ROOT / ".venv/bin/transformers"), "serve", folder, "--port", "{port}",
                "--device", "cpu", "--dtype", "float32"]
-        if peer.endswith("cb"):
+        cb = peer.endswith("cb")
+        if cb:
             cmd.append("--continuous-batching")
         try:
-            rows += bench_server(f"transformers serve{' (CB)' if peer.endswith('cb') else ''}",
-                                 cmd, folder, args, env, logdir, args.peer_levels)
+            rows += bench_server(f"transformers serve{' (CB)' if cb else ''} (EOS)", cmd,
+                                 folder, args, env, logdir, args.peer_levels, ignore_eos=False)
         except RuntimeError as e:
             rows.append({"server": peer, "error": str(e)})
             print(f"[bench] {peer}: {e}", flush=True)
