@@ -23,6 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROWS = {
     "fp32": ["method=fp32"],
     "fbgemm-int8": ["method=fbgemm-int8"],
+    "fbgemm-fp16": ["method=fbgemm-fp16"],
     "int8-weight": ["method=int8-weight"],
     "int4-weight g32": ["method=int4-weight", "group_size=32"],
     "int8-dynamic-int4 g32": ["method=int8-dynamic-int4", "group_size=32"],

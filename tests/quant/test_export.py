@@ -14,7 +14,8 @@ MODEL = "tiny:llama-wide"
 IDS = torch.tensor([[1, 17, 300, 4000, 42, 7, 9, 11]])
 
 
-@pytest.mark.parametrize("method", ["int8-weight", "int4-weight", "fbgemm-int8", "fp16"])
+@pytest.mark.parametrize("method", ["int8-weight", "int4-weight", "fbgemm-int8", "fbgemm-fp16",
+                                    "fp16"])
 def test_quantized_folder_reloads_exactly(tmp_path, tokenizer, method):
     model = quantize_model(load_model(MODEL), Recipe(method))
     save_quantized(model, tokenizer, tmp_path, Recipe(method))

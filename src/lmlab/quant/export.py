@@ -16,6 +16,7 @@ template; transformers reads it back with ``from_pretrained(folder, gguf_file=na
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -63,11 +64,14 @@ def _storage_key(t):
 
 def state_bytes(state: dict) -> int:
     seen, total = set(), 0
-    for v in state.values():
+    for k, v in state.items():
         key = _storage_key(v)
-        if key not in seen:
-            seen.add(key)
-            total += tensor_bytes(v)
+        if key in seen:
+            continue
+        seen.add(key)
+        if k.endswith("._packed_params") and state.get(k[:-15] + ".dtype") == torch.float16:
+            v = (v[0].half(),) + tuple(v[1:])  # fbgemm holds fp16; state_dict unpacks to fp32
+        total += tensor_bytes(v)
     return total
 
 
@@ -95,9 +99,24 @@ def save_quantized(model, tokenizer, folder: str | Path, recipe, **meta) -> None
         model.config.save_pretrained(folder)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(folder)
-        torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+        state = model.state_dict()
+        if recipe.method == "fbgemm-fp16":  # packed fp16 weights unpack as fp32: store fp16
+            state = _packed_weights(state, torch.float16)
+        torch.save(state, folder / WEIGHTS_FILE)
     tokenizer.save_pretrained(folder)
     write_meta(folder, quant={**recipe.as_dict(), "format": fmt}, **meta)
+
+
+def _packed_weights(state: dict, dtype: torch.dtype) -> dict:
+    """Cast the weights inside torch dynamic linears' (weight, bias) packed-param tuples."""
+    out = OrderedDict()
+    for k, v in state.items():
+        if k.endswith("_packed_params._packed_params") and isinstance(v, tuple):
+            v = (v[0].to(dtype),) + tuple(v[1:])
+        out[k] = v
+    if hasattr(state, "_metadata"):  # module versions: load_state_dict needs them
+        out._metadata = state._metadata
+    return out
 
 
 def quant_meta(folder: str | Path) -> dict:
@@ -121,6 +140,8 @@ def load_quantized(folder: str | Path):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     quantize_model(model, recipe)  # same tensor types and shapes as the saved ones
     state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=False)
+    if recipe.method == "fbgemm-fp16":
+        state = _packed_weights(state, torch.float32)  # fbgemm packs from fp32
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not k.endswith("rotary_emb.inv_freq")]
     if missing or unexpected:

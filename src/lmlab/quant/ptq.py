@@ -11,6 +11,7 @@
 | int8-dynamic-int4 | int4 per group     | int8 per token     | torchao ``Int8DynamicActivation-`` |
 |                   |                    |                    | ``IntxWeightConfig`` (QAT's target)|
 | fbgemm-int8       | int8 per row       | int8 per tensor    | torch's own x86 int8 GEMM (fbgemm) |
+| fbgemm-fp16       | fp16               | fp32               | torch's own x86 fp16 GEMM (fbgemm) |
 | nf4, bnb-int8     | NF4 / LLM.int8()   | fp32 / fp16        | bitsandbytes (loads from a folder) |
 
 ``embeddings=True`` also stores the input embedding as int8 rows (torchao ``IntxWeightOnly``,
@@ -31,9 +32,11 @@ from lmlab.errors import ConfigError, UserError
 TORCHAO = ("int8-weight", "int8-dynamic", "int4-weight", "int8-dynamic-int4")
 BNB = ("nf4", "bnb-int8")
 CASTS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-METHODS = tuple(CASTS) + TORCHAO + ("fbgemm-int8",) + BNB
+FBGEMM = {"fbgemm-int8": torch.qint8, "fbgemm-fp16": torch.float16}
+METHODS = tuple(CASTS) + TORCHAO + tuple(FBGEMM) + BNB
 BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8-weight": 8, "int8-dynamic": 8,
-        "int4-weight": 4, "int8-dynamic-int4": 4, "fbgemm-int8": 8, "nf4": 4, "bnb-int8": 8}
+        "int4-weight": 4, "int8-dynamic-int4": 4, "fbgemm-int8": 8, "fbgemm-fp16": 16, "nf4": 4,
+        "bnb-int8": 8}
 
 
 @dataclass(frozen=True)
@@ -146,10 +149,10 @@ def quantize_model(model, recipe: Recipe):
     model.eval()
     head, emb = model.get_output_embeddings(), model.get_input_embeddings()
     tied = head is not None and head.weight is emb.weight
-    if m == "fbgemm-int8":
+    if m in FBGEMM:
         if recipe.embeddings:
-            untie_lm_head(model)  # the head gets fbgemm's fast int8 GEMV, the table int8 rows
-        _fbgemm_int8(model)
+            untie_lm_head(model)  # the head gets fbgemm's fast GEMV, the table int8 rows
+        _fbgemm(model, FBGEMM[m])
         if recipe.embeddings:
             quantize_embeddings(model)
         return model
@@ -167,13 +170,14 @@ def quantize_model(model, recipe: Recipe):
     return model
 
 
-def _fbgemm_int8(model) -> None:
-    """torch's dynamic int8 linear (x86 fbgemm kernels): int8 weights packed once, activations
-    quantized per tensor at run time. The only int8 GEMV here faster than fp32 (the 49152-row
-    LM head: 2.7 ms vs 11 ms, one thread)."""
+def _fbgemm(model, dtype: torch.dtype) -> None:
+    """torch's dynamic linears (x86 fbgemm kernels), weights packed once. int8: weight scales
+    per output channel, activations quantized per *tensor* at run time - fast (the 49152-row
+    LM head: 2.7 ms vs 11 ms fp32, one thread) but SmolLM2's activation outliers cost it
+    perplexity. fp16: fp16 weights, fp32 activations - half the bytes to read, no loss."""
     engines = torch.backends.quantized.supported_engines
     if "fbgemm" not in engines and "x86" not in engines:
-        raise UserError(f"fbgemm-int8 needs an x86 CPU build of torch; this one has {engines}")
+        raise UserError(f"fbgemm methods need an x86 CPU build of torch; this one has {engines}")
     import warnings
 
     from torch.ao import quantization as tq
@@ -181,8 +185,9 @@ def _fbgemm_int8(model) -> None:
     with warnings.catch_warnings():  # torch.ao eager quantization is deprecated but works
         warnings.simplefilter("ignore")
         # per-channel weight scales: per-tensor ones (the default) cost SmolLM2 its fluency
-        tq.quantize_dynamic(model, {torch.nn.Linear: tq.per_channel_dynamic_qconfig},
-                            dtype=torch.qint8, inplace=True)
+        qconfig = tq.per_channel_dynamic_qconfig if dtype == torch.qint8 else \
+            tq.float16_dynamic_qconfig
+        tq.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=dtype, inplace=True)
 
 
 def bnb_config(recipe: Recipe):
