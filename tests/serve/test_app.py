@@ -237,3 +237,4 @@ def test_load_64_streaming_clients(server):
     text = httpx.get(f"{url}/metrics").text
     assert "lmlab_time_to_first_token_seconds_count" in text and time.monotonic() - t0 < 60
     assert metric(url, "lmlab_running_sequences") == 0
+    assert metric(url, "lmlab_prefix_cache_hit_tokens") > 0  # the chat template's head

@@ -88,6 +88,23 @@ def test_preempted_sequences_recompute_to_the_same_output(model, tokenizer):
         assert tokens_of(s) == alone(model, tokenizer, PROMPTS[i], p).token_ids, i
 
 
+def test_prefix_cache_reuses_shared_prompt_blocks(model, tokenizer):
+    """Prompts sharing a 40-token head (like a chat template's system prompt): later ones start
+    after its cached blocks - in the same step and in later ones - with unchanged outputs."""
+    global PROMPTS
+    head = "You are a helpful assistant. Answer briefly and precisely, please. " * 3
+    saved, PROMPTS = PROMPTS, [head + p for p in PROMPTS]
+    try:
+        p = SamplingParams(temperature=0, max_new_tokens=8, ignore_eos=True)
+        runner = Runner(model, tokenizer, prefix_cache_tokens=256)
+        seqs, _ = serve(runner, tokenizer, {0: [0], 1: [1, 2], 4: [3, 4]}, p)
+        assert runner.kv.prefix.hit_tokens >= 4 * 32
+        for i, s in seqs.items():
+            assert tokens_of(s) == alone(model, tokenizer, PROMPTS[i], p).token_ids, i
+    finally:
+        PROMPTS = saved
+
+
 def test_seeded_sampling_per_sequence_equals_alone(model, tokenizer):
     def params(i):
         return SamplingParams(temperature=0.9, top_p=0.9, repetition_penalty=1.2,

@@ -117,6 +117,10 @@ class Engine:
                            lambda: len(self.sched.running))
         self.metrics.gauge("lmlab_kv_usage_ratio", "Share of the KV budget in use",
                            self.sched.kv_usage)
+        prefix = getattr(getattr(runner, "kv", None), "prefix", None)
+        if prefix is not None:
+            self.metrics.gauge("lmlab_prefix_cache_hit_tokens", "Prompt tokens whose KV came "
+                               "from the prefix cache, since start", lambda: prefix.hit_tokens)
         self.cv = threading.Condition()
         self.choices: dict[str, _Choice] = {}
         self.aborts: set[str] = set()

@@ -13,7 +13,8 @@ step writes each row's new key/value at its own column and attends over columns 
 with a per-row mask. Rows stay packed (0 .. B-1, a finished row is filled by the last one) so
 the step works on views, not gathered copies. The layer arithmetic is ``fastpath.LlamaStep``'s
 (same RMSNorm, RoPE and packed-GQA SDPA). The new sequences of a step are prefilled together, right
-padded, into rows behind the running ones.
+padded, into rows behind the running ones, each starting after its longest cached prompt prefix
+(``PrefixCache``: chat prompts share the template's first tokens).
 
 Models ``LlamaStep`` does not support (other architectures, peft) fall back to ``PerSeqKV``:
 one HF ``DynamicCache`` per sequence and one forward per sequence per step - correct, not
@@ -24,6 +25,7 @@ Legend: B running rows, R row capacity, T column capacity, n attended columns, V
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -57,12 +59,13 @@ class StepOutput:
 
 
 class Runner:
-    def __init__(self, model, tokenizer, *, fast: bool | None = None):
+    def __init__(self, model, tokenizer, *, fast: bool | None = None,
+                 prefix_cache_tokens: int = 0):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)
         use_slots = fast is not False and LlamaStep.supports(model)
-        self.kv = SlotKV(model) if use_slots else PerSeqKV(model)
+        self.kv = SlotKV(model, prefix_cache_tokens) if use_slots else PerSeqKV(model)
 
     def new_state(self, params: SamplingParams, top_logprobs: int = 0) -> SeqState:
         stop_ids = set() if params.ignore_eos else set(self.eos)
@@ -175,8 +178,9 @@ class PerSeqKV:
 class SlotKV:
     """Packed per-sequence rows of preallocated KV buffers (see the module docstring)."""
 
-    def __init__(self, model):
+    def __init__(self, model, prefix_cache_tokens: int = 0):
         self.model = model
+        self.prefix = PrefixCache(prefix_cache_tokens // PrefixCache.BLOCK)
         self.step = LlamaStep(model, None, 0, 0)  # its constants and attention; no buffers
         self.L = model.config.num_hidden_layers
         self.k: list[torch.Tensor] = []
@@ -202,20 +206,28 @@ class SlotKV:
             self._alloc(max(rows, 2 * R) if rows > R else R, max(cols, 2 * T) if cols > T else T)
 
     def prefill(self, sids: list[str], seqs: list[list[int]]) -> torch.Tensor:
-        """New sequences, right-padded into one block, into new rows behind the running ones;
-        next-token logits (b, V). Right padding needs no key mask under the causal one: a real
-        token only sees earlier (real) tokens; what padding writes past a row's end is never
-        attended and is overwritten by its next tokens."""
-        b, L, r0 = len(seqs), max(len(x) for x in seqs), len(self.order)
-        self._ensure(r0 + b, L + 1)
+        """New sequences into new rows behind the running ones; next-token logits (b, V).
+        Row j starts with the KV of its longest cached prefix (p_j tokens, whole blocks);
+        the rest of each prompt goes through the model as one right-padded block, at
+        positions p_j .. (a real token only sees earlier, real, tokens; what padding writes
+        past a row's end is never attended and is overwritten by its next tokens)."""
+        b, r0 = len(seqs), len(self.order)
+        hits = [self.prefix.lookup(ids) for ids in seqs]
+        starts = [h[0] for h in hits]
+        L = max(len(ids) - p for ids, p in zip(seqs, starts))
+        n = max(starts) + L
+        self._ensure(r0 + b, n + 1)
         dev = self.k[0].device
         tok = torch.zeros(b, L, dtype=torch.long)
+        for j, (ids, (p, kv)) in enumerate(zip(seqs, hits)):
+            tok[j, :len(ids) - p] = torch.tensor(ids[p:])
+            for i, (k, v) in enumerate(kv):  # the cached prefix, (Hkv, p, Dh) per layer
+                self.k[i][r0 + j, :, :p], self.v[i][r0 + j, :, :p] = k, v
+        pos = (torch.tensor(starts)[:, None] + torch.arange(L)[None]).to(dev)  # (b, L)
+        last = torch.tensor([len(x) - p - 1 for x, p in zip(seqs, starts)], device=dev)
+        logits = self._forward(tok.to(dev), pos, r0, n, last=last)
         for j, ids in enumerate(seqs):
-            tok[j, :len(ids)] = torch.tensor(ids)
-        pos = torch.arange(L)[None].expand(b, L)
-        last = torch.tensor([len(x) - 1 for x in seqs], device=dev)
-        causal = torch.ones(L, L, dtype=torch.bool, device=dev).tril()[None, None]
-        logits = self._forward(tok.to(dev), pos.to(dev), r0, L, causal, last=last)
+            self.prefix.insert(ids, [(k[r0 + j], v[r0 + j]) for k, v in zip(self.k, self.v)])
         self.order += sids
         self.lens += [len(x) for x in seqs]
         return logits
@@ -241,9 +253,7 @@ class SlotKV:
         tok[rows] = torch.tensor(tokens)
         dev = self.k[0].device
         lens = torch.tensor(self.lens, device=dev)  # (B,) = column (and position) of the token
-        n = int(lens.max()) + 1
-        mask = (torch.arange(n, device=dev)[None] <= lens[:, None])[:, None, None]  # (B,1,1,n)
-        logits = self._forward(tok.to(dev)[:, None], lens[:, None], 0, n, mask)
+        logits = self._forward(tok.to(dev)[:, None], lens[:, None], 0, int(lens.max()) + 1)
         for r in rows:
             self.lens[r] += 1
         if rows == list(range(B)):  # the usual case: every row decodes, in row order
@@ -252,14 +262,15 @@ class SlotKV:
         return logits[rows]
 
     def _forward(self, tok: torch.Tensor, pos: torch.Tensor, r0: int, n: int,
-                 mask: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
-        """tok (b, L) at positions pos (b, L) for rows r0 .. r0+b-1, attending over columns
-        0 .. n-1 under ``mask`` -> logits (b, V) at column ``last`` (b,) (default: the only
-        one). The layer loop of ``LlamaStep.step``; only where K/V are written differs: L = 1
-        (decode) writes each row at its own column ``pos``, L > 1 (prefill) writes 0 .. L-1."""
+                 last: torch.Tensor | None = None) -> torch.Tensor:
+        """tok (b, L) at positions pos (b, L) for rows r0 .. r0+b-1 -> logits (b, V) at
+        block index ``last`` (b,) (default: the only one). A token's key/value go to the
+        column equal to its position, and it attends to columns <= its position, of the first
+        n. The layer loop of ``LlamaStep.step``, with per-row write columns and masks."""
         st, m = self.step, self.model.model
         (b, L), H, Hkv, Dh = tok.shape, st.H, st.Hkv, st.Dh
-        rows = torch.arange(r0, r0 + b, device=tok.device)
+        rows = torch.arange(r0, r0 + b, device=tok.device)[:, None]  # (b, 1)
+        mask = (torch.arange(n, device=tok.device) <= pos[..., None])[:, None]  # (b, 1, L, n)
         x = m.embed_tokens(tok)  # (b, L, D)
         cos, sin = st._rope(pos, x.dtype)  # (b, 1, L, Dh)
         for i, layer in enumerate(m.layers):
@@ -270,12 +281,8 @@ class SlotKV:
             v = F.linear(h, a.v_proj.weight).view(b, L, Hkv, Dh).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            if L == 1:  # (b, Hkv, Dh) into each row's own column
-                self.k[i][rows, :, pos[:, 0]] = k[:, :, 0]
-                self.v[i][rows, :, pos[:, 0]] = v[:, :, 0]
-            else:
-                self.k[i][r0:r0 + b, :, :L] = k
-                self.v[i][r0:r0 + b, :, :L] = v
+            self.k[i][rows, :, pos] = k.transpose(1, 2)  # (b, L, Hkv, Dh) at their columns
+            self.v[i][rows, :, pos] = v.transpose(1, 2)
             o = st._attend(q, self.k[i][r0:r0 + b, :, :n], self.v[i][r0:r0 + b, :, :n], mask)
             o = o.transpose(1, 2).reshape(b, L, -1)
             x = x + F.linear(o, a.o_proj.weight)
@@ -285,3 +292,59 @@ class SlotKV:
         x = x[:, -1] if last is None else x[torch.arange(b, device=x.device), last]  # (b, D)
         x = _rms_norm(x, m.norm.weight, st.eps)
         return F.linear(x, self.model.lm_head.weight)  # (b, V)
+
+
+class PrefixCache:
+    """KV of prompt prefixes, by whole blocks, least recently used dropped first.
+
+    Chat requests share their first tokens (the template's system prompt and turn markers:
+    ~30 of SmolLM2's ~40-token prompts), so their prefill can start after them. Block i of a
+    prompt is keyed by the hash chain of blocks 0..i (so equal keys mean equal prefixes, the
+    tokens are compared too); a lookup stops at the first missing block and always leaves at
+    least one token to compute (its logits are the next-token distribution). Memory:
+    ``capacity`` blocks of BLOCK tokens of K and V for every layer, outside the scheduler's KV
+    budget."""
+
+    BLOCK = 16
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.blocks: OrderedDict[int, tuple] = OrderedDict()  # key -> (tokens, [(k, v)])
+        self.hit_tokens = 0
+
+    def _keys(self, ids: list[int], n_blocks: int):
+        h = 0
+        for i in range(n_blocks):
+            block = tuple(ids[i * self.BLOCK:(i + 1) * self.BLOCK])
+            h = hash((h, block))
+            yield h, block
+
+    def lookup(self, ids: list[int]) -> tuple[int, list]:
+        """(p, [(k, v)] per layer of shape (Hkv, p, Dh)) for the longest cached prefix."""
+        found = []
+        for key, block in self._keys(ids, (len(ids) - 1) // self.BLOCK if self.capacity else 0):
+            hit = self.blocks.get(key)
+            if hit is None or hit[0] != block:
+                break
+            self.blocks.move_to_end(key)
+            found.append(hit[1])
+        if not found:
+            return 0, []
+        p = len(found) * self.BLOCK
+        self.hit_tokens += p
+        layers = [(torch.cat([f[i][0] for f in found], dim=1),
+                   torch.cat([f[i][1] for f in found], dim=1)) for i in range(len(found[0]))]
+        return p, layers
+
+    def insert(self, ids: list[int], rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Remember the whole blocks of ``ids``; ``rows`` = per layer (K, V) of the row
+        holding them, (Hkv, T, Dh), columns = positions."""
+        for i, (key, block) in enumerate(self._keys(ids, len(ids) // self.BLOCK)
+                                         if self.capacity else ()):
+            if key in self.blocks:
+                self.blocks.move_to_end(key)
+                continue
+            a, z = i * self.BLOCK, (i + 1) * self.BLOCK
+            self.blocks[key] = (block, [(k[:, a:z].clone(), v[:, a:z].clone()) for k, v in rows])
+            if len(self.blocks) > self.capacity:
+                self.blocks.popitem(last=False)

@@ -29,6 +29,8 @@ class Config:
     max_waiting: int = opt(64, "queued sequences before requests get 429", min=0)
     kv_budget_tokens: int = opt(16384, "KV cache positions shared by running sequences", min=16)
     max_prefill_tokens: int = opt(2048, "prompt tokens prefilled per step", min=1)
+    prefix_cache_tokens: int = opt(4096, "KV of shared prompt prefixes kept for reuse (0 = "
+                                         "off; extra memory beside kv_budget_tokens)", min=0)
     max_model_len: int = opt(0, "prompt + completion limit per sequence (0 = model context)",
                              min=0)
     max_tokens: int = opt(1024, "the largest max_tokens a request may ask for", min=1)
@@ -97,7 +99,8 @@ def _our_engine(cfg: Config, model, tokenizer):
     sched = SchedulerConfig(max_batch_size=cfg.max_batch_size, max_waiting=cfg.max_waiting,
                             kv_budget_tokens=cfg.kv_budget_tokens,
                             max_prefill_tokens=cfg.max_prefill_tokens, max_model_len=max_len)
-    return Engine(Runner(model, tokenizer), tokenizer, sched), tokenizer
+    runner = Runner(model, tokenizer, prefix_cache_tokens=cfg.prefix_cache_tokens)
+    return Engine(runner, tokenizer, sched), tokenizer
 
 
 def run(cfg: Config) -> dict:
