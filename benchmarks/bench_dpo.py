@@ -46,7 +46,7 @@ def bench_lmlab(args, data_file: Path, out: Path, grouped: bool = True) -> dict:
         f"max_len={args.max_len}", "eval_n=0", "kl_n=0", "task_eval_n=0", "progress=false",
         "save_every=0", "schedule=constant", "warmup_steps=0", "lr=5e-5", "lora_dropout=0.0",
         "merge_on_save=false", "overwrite=true", f"device={args.device}", "seed=0",
-        f"group_by_length={str(grouped).lower()}"])
+        f"group_by_length={str(grouped).lower()}", f"dtype={args.dtype}"])
     waste = padding_waste_lmlab(args, data_file, grouped)
     dpo.run(cfg)
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -101,8 +101,9 @@ def bench_trl(args, data: list[dict], out: Path, grad_ckpt: bool) -> dict:
     config = DPOConfig(
         output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
         max_length=args.max_len, learning_rate=5e-5, lr_scheduler_type="constant",
-        warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", bf16=False,
-        fp16=False, use_cpu=args.device == "cpu", beta=0.1, loss_type=["sigmoid"],
+        warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none",
+        bf16=args.dtype == "bf16", fp16=args.dtype == "fp16", use_cpu=args.device == "cpu",
+        beta=0.1, loss_type=["sigmoid"],
         dataloader_num_workers=0, seed=0, gradient_checkpointing=grad_ckpt)
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
                              target_modules=TARGETS)
@@ -155,6 +156,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--model", default=MODEL)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="lmlab: compute dtype (autocast on cuda); TRL: its bf16/fp16 flags")
     p.add_argument("--sides", nargs="+", default=["lmlab", "trl"],
                    choices=["lmlab", "lmlab_nogroup", "trl", "trl_ckpt"],
                    help="lmlab_nogroup: group_by_length=false; trl: gradient checkpointing off, "
