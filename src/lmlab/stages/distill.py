@@ -316,6 +316,8 @@ def _attach_teacher_cache(cfg, teacher, tokenizer, examples, run_) -> dict:
         cache, stats = load_cache(path)
         if stats.get("k") != cfg.cache_k or len(cache) != len(examples):
             cache = None
+        else:
+            stats = {**stats, "reused": str(path)}
     if cache is None:
         cache, stats = build_topk_cache(teacher, examples, k=cfg.cache_k,
                                         pad_id=tokenizer.pad_token_id,
@@ -323,7 +325,8 @@ def _attach_teacher_cache(cfg, teacher, tokenizer, examples, run_) -> dict:
         save_cache(path, cache, stats)
     stats = {**stats, "file_mb": round(path.stat().st_size / 2**20, 2)}
     print0(f"[lmlab] teacher top-{cfg.cache_k} cache: {stats['positions']} positions, "
-           f"{stats['file_mb']} MiB, built in {stats['seconds']} s")
+           f"{stats['file_mb']} MiB, built in {stats['seconds']} s"
+           f"{' (reused)' if stats.get('reused') else ''}")
     return {**stats, "examples": attach_cache(examples, cache)}
 
 
