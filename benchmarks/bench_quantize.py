@@ -45,8 +45,9 @@ def row_line(name: str, s: dict, fp: dict | None) -> str:
     ppl = f"{s['perplexity']:.2f}" + (f" ({s['perplexity'] / fp['perplexity'] - 1:+.1%})"
                                       if fp else "")
     accs = " / ".join(f"{s[k]:.2f}" for k in sorted(s) if k.startswith("accuracy/"))
+    acc = f"{s['accuracy']:.2f} ({accs})" if "accuracy" in s else "-"
     return (f"| {name} | {mib:.0f} MiB ({ratio}) | {s['disk_bytes'] / 2**20:.0f} MiB | {speed} | "
-            f"{s['prefill_tok_s']:.0f} | {ppl} | {s['accuracy']:.2f} ({accs}) |")
+            f"{s['prefill_tok_s']:.0f} | {ppl} | {acc} |")
 
 
 def main() -> None:
