@@ -36,6 +36,15 @@ def test_int8_run_writes_a_smaller_model_that_reloads(tmp_path):
     assert type(model.model.layers[0].mlp.up_proj.weight).__name__ != "Parameter"
 
 
+def test_refuses_an_already_quantized_model(tmp_path, capsys):
+    rc, out = _quantize(tmp_path, "method=int4-weight", "compare_fp32=false", "eval_n=0",
+                        "decode_tokens=0", "ppl_windows=0")
+    assert rc == 0
+    rc, again = _quantize(tmp_path, f"model={out}", "method=int8-weight", name="again")
+    assert rc == 1 and "already quantized (int4-weight)" in capsys.readouterr().err
+    assert not again.exists()
+
+
 def test_structured_prune_option(tmp_path):
     rc, out = _quantize(tmp_path, "method=fp16", "prune=structured", "sparsity=0.5",
                         "compare_fp32=false", "eval_n=0", "decode_tokens=0")

@@ -58,6 +58,7 @@ def run(cfg: Config) -> dict:
     import torch
 
     from lmlab.common import pick_device, print0, seed_everything
+    from lmlab.errors import UserError
     from lmlab.models import load_model, load_tokenizer, resolve
     from lmlab.quant import export, ptq
     from lmlab.quant.measure import measure_all
@@ -65,8 +66,11 @@ def run(cfg: Config) -> dict:
     from lmlab.runs import commit_folder, prepare_run
     from lmlab.stages.setup import eval_task_names
 
-    resolve(cfg.model)
+    r = resolve(cfg.model)
     recipe = ptq.Recipe(cfg.method, cfg.group_size, cfg.embeddings)
+    done = export.quant_meta(r.path).get("method") if r.kind == "folder" else None
+    if done and done not in ("fp32",):
+        raise UserError(f"{cfg.model} is already quantized ({done}); quantize its float source")
     if cfg.method != "fp32":
         ptq.require("bitsandbytes" if recipe.needs_folder else "torchao")
     run_ = prepare_run(cfg, "quantize")
