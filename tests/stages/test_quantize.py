@@ -45,6 +45,14 @@ def test_refuses_an_already_quantized_model(tmp_path, capsys):
     assert not again.exists()
 
 
+def test_smooth_option_reloads(tmp_path):
+    rc, out = _quantize(tmp_path, "method=fbgemm-int8", "smooth=0.5", "compare_fp32=false",
+                        "eval_n=0", "decode_tokens=0")
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["smooth"] == 0.5 and s["reload_max_abs_diff"] == 0.0
+
+
 def test_structured_prune_option(tmp_path):
     rc, out = _quantize(tmp_path, "method=fp16", "prune=structured", "sparsity=0.5",
                         "compare_fp32=false", "eval_n=0", "decode_tokens=0")

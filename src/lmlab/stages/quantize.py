@@ -30,6 +30,9 @@ class Config(RunConfig):
                      choices=("", "unstructured", "structured"))
     sparsity: float = opt(0.0, "pruning: fraction of weights (unstructured) or MLP channels "
                                "(structured) removed", min=0.0, max=0.95)
+    smooth: float = opt(0.0, "SmoothQuant alpha: move activation outliers into the weights "
+                             "before quantizing (for int8-activation methods; 0 = off)",
+                        min=0.0, max=1.0)
     gguf: str = opt("", "also export the float model as GGUF (f16 | q8_0) and check it reloads",
                     choices=("", "f16", "q8_0"))
     eval_tasks: list[str] = opt([], "tasks for accuracy (default: the tasks in data)")
@@ -88,13 +91,19 @@ def run(cfg: Config) -> dict:
         return res
 
     model = load_model(cfg.model, dtype=torch.float32, device=device).eval()
-    summary: dict = {"stage": "quantize", "model": cfg.model, **recipe.as_dict()}
+    summary: dict = {"stage": "quantize", "model": cfg.model, **recipe.as_dict(),
+                     "smooth": cfg.smooth}
     if cfg.compare_fp32 and cfg.method != "fp32":
         summary["fp32"] = measure(model, "fp32")[0]
     if cfg.prune:
         summary["prune"] = prune(model, cfg.prune, cfg.sparsity)
     if cfg.gguf:
         summary["gguf"] = _export_gguf(model, tokenizer, run_, cfg.gguf)
+    if cfg.smooth:
+        from lmlab.quant import smooth
+
+        stats = smooth.input_absmax(model, smooth.calibration_batches(tokenizer))
+        smooth.smooth(model, stats, cfg.smooth)
 
     tmp = run_.path / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
