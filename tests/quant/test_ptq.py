@@ -124,3 +124,17 @@ def test_quantized_models_decode_through_the_lean_step(tokenizer, method):
     slow = [s.logits.clone() for s in stream_tokens(model, ids, mask, p, fast=False)]
     assert len(fast) == 6
     assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(fast, slow))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="torchao's packed int4 kernel (Int4WeightOnlyConfig) needs CUDA; on "
+                           "CPU int4-weight uses IntxWeightOnlyConfig (tested above)")
+def test_int4_weight_on_cuda_uses_the_packed_kernel(reference):
+    ids, ref, _ = reference
+    model = quantize_model(load_model(MODEL, dtype=torch.bfloat16, device="cuda"),
+                           Recipe("int4-weight", group_size=32, embeddings=False))
+    assert "Int4" in type(model.model.layers[0].mlp.up_proj.weight).__name__
+    with torch.no_grad():
+        out = model(ids.cuda()).logits.float().cpu()
+    assert float((out - ref).norm() / ref.norm()) < 0.4
