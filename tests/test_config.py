@@ -19,10 +19,15 @@ EXPECTED_CONFIGS = {
     "dpo": 3,
     "generate": 3,
     "bench": 1,
+    "grpo": 2,
+    "ppo": 2,
     "preferences": 5,
     "evaluate": 2,
     "serve": 1,
     "pipelines": 2,
+    "distill": 5,
+    "quantize": 7,
+    "qat": 3,
 }
 
 
