@@ -7,7 +7,7 @@ own loop (rollout -> advantages -> epochs of minibatch updates) in plain view.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -83,6 +83,8 @@ class Online:
     eos: list[int]
     start: int = 0  # first update to run (after a resume)
     extra: dict | None = None  # stage state restored from the checkpoint
+    before: dict | None = None  # held-out evaluation before training (the monitor's baseline)
+    warnings: dict = field(default_factory=dict)  # kind -> first message (lmlab.rl.monitor)
 
 
 def _task_names(cfg: OnlineConfig) -> list[str]:
@@ -171,8 +173,10 @@ def collect(on: Online, rows: list[dict]):
 
 
 def rollout_stats(ro) -> dict:
-    """Reward, KL to the reference (k3 summed per response, and per token), length."""
+    """Reward, KL to the reference (k3 summed per response, and per token), length, and the
+    share of the most common response (across different prompts)."""
     from lmlab.losses.policy import kl_estimate
+    from lmlab.rl.monitor import top_share
 
     m = ro.mask
     lens = m.sum(1)
@@ -181,6 +185,8 @@ def rollout_stats(ro) -> dict:
            "truncated": sum(f == "length" for f in ro.finish) / len(ro)}
     for name, vals in ro.reward_parts.items():
         out[f"reward/{name}"] = sum(vals) / len(vals)
+    if len({r["prompt"] for r in ro.rows}) > 1:  # one prompt's k answers may agree legitimately
+        out["top_share"] = top_share(ro.texts)[0]
     if ro.ref_logp is not None:
         kl = kl_estimate(ro.old_logp, ro.ref_logp, "k3") * m  # (N, R)
         out["kl"] = float(kl.sum(1).mean())
@@ -266,7 +272,8 @@ def evaluate(on: Online) -> tuple[dict, list[dict]]:
 def save(on: Online, update: int, extra: dict) -> None:
     from lmlab.train.checkpoint import save_checkpoint
 
-    state = {"generator": on.generator.get_state(), **extra}
+    state = {"generator": on.generator.get_state(), "before": on.before,
+             "warnings": dict(on.warnings), **extra}
     save_checkpoint(on.run.checkpoints, update, model=on.model, optimizer=on.optimizer,
                     stream=on.stream, extra=state, keep=on.cfg.keep_checkpoints)
 
@@ -283,6 +290,8 @@ def resume(on: Online) -> None:
     state = load_checkpoint(path, model=on.model, optimizer=on.optimizer, stream=on.stream)
     on.generator.set_state(state["extra"]["generator"])
     on.start, on.extra = int(state["step"]), state["extra"]
+    on.before = on.extra.get("before")
+    on.warnings = dict(on.extra.get("warnings") or {})
     print0(f"[lmlab] resumed from {path} (update {on.start})")
 
 
@@ -300,11 +309,23 @@ def log_update(on: Online, row: dict, ro, t0: float) -> None:
 
     row["train/update_s"] = time.time() - t0
     on.run.log_metrics(row)
+    check_health(on, on.run.read_metrics())
     if on.cfg.progress or row["step"] % on.cfg.log_every == 0:
         sample = ro.texts[0].replace("\n", " ")[:60]
         print0(f"update {row['step']}/{on.cfg.max_steps} | reward "
                f"{row['train/reward/mean']:.3f} | kl {row.get('train/kl', 0.0):.4f} | len "
                f"{row['train/response_len']:.1f} | {row['train/update_s']:.1f}s | {sample!r}")
+
+
+def check_health(on: Online, rows: list[dict]) -> None:
+    """Print each new warning sign once (lmlab.rl.monitor); they go into summary.json."""
+    from lmlab.common import print0
+    from lmlab.rl.monitor import health_warnings
+
+    for kind, msg in health_warnings(rows, on.before).items():
+        if kind not in on.warnings:
+            on.warnings[kind] = msg
+            print0(f"[lmlab] warning: {msg}")
 
 
 def save_final(on: Online, stage: str) -> None:
@@ -338,11 +359,15 @@ def finish(on, stage: str, before: dict | None, stopped: str | None, seconds: fl
     """After the loop: held-out evaluation, final/, samples.jsonl, summary.json."""
     from lmlab.common import print0
 
+    before = before or on.before  # a resumed run measured it before the interruption
     metrics = on.run.read_metrics()
     after, samples = evaluate(on)
+    if after:
+        check_health(on, metrics + [{"step": step, **after}])
     summary = {"stage": stage, "model": on.cfg.model, "method": on.cfg.method, "updates": step,
                "seconds": round(seconds, 1), "stopped_early": stopped,
-               "rewards": on.cfg.rewards, "eval_before": before, "eval_after": after}
+               "rewards": on.cfg.rewards, "eval_before": before, "eval_after": after,
+               "warnings": list(on.warnings.values())}
     if metrics:
         first, lastm = metrics[0], metrics[-1]
         summary.update({"reward_first": first.get("train/reward/mean"),

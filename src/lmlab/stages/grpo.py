@@ -83,6 +83,7 @@ def run(cfg: Config, *, stop_after: int | None = None) -> dict:
 
     on = O.setup(cfg, "grpo", value_head=False)
     before = O.evaluate(on)[0] if on.start == 0 else None
+    on.before = before or on.before  # kept in checkpoints for the monitor
     if before:
         print0(f"[lmlab] held-out before: accuracy {before['eval/accuracy']:.1%}, reward "
                f"{before['eval/reward']:.3f}")

@@ -109,6 +109,7 @@ def run(cfg: Config, *, stop_after: int | None = None) -> dict:
     on = O.setup(cfg, "ppo", value_head=True)
     coef = float((on.extra or {}).get("kl_coef", cfg.kl_coef))
     before = O.evaluate(on)[0] if on.start == 0 else None
+    on.before = before or on.before  # kept in checkpoints for the monitor
     if before:
         print0(f"[lmlab] held-out before: reward {before['eval/reward']:.3f}, task accuracy "
                f"{before['eval/accuracy']:.1%}")
