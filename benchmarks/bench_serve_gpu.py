@@ -7,7 +7,7 @@ tokenizer in $LMLAB_CACHE. Writes $OUT/gpu_serve.json.
 
     python3 benchmarks/bench_serve_gpu.py path/to/smollm2/config.json
 """
-import asyncio, importlib.util, json, os, sys, time
+import asyncio, json, os, sys, time
 sys.path[:0] = ["src", "."]
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -62,7 +62,7 @@ print(res["hf_generate_b1_bf16_tok_s"], flush=True)
 # 3. HTTP on the GPU
 from lmlab.stages.serve import Config, build
 from tests.serve.conftest import live_server
-spec = importlib.util.spec_from_file_location("bench_serve", "benchmarks/bench_serve.py"); bs = importlib.util.module_from_spec(spec); spec.loader.exec_module(bs)
+from lmlab.serve import bench as bs
 app, eng = build(Config(model="tiny:llama", served_model_name="smollm2-135m-random", max_batch_size=64, max_waiting=512, max_tokens=1024), model=big, tokenizer=tok)
 rows = []
 with live_server(app) as url:

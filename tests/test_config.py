@@ -18,7 +18,7 @@ EXPECTED_CONFIGS = {
     "reward": 2,
     "dpo": 3,
     "generate": 3,
-    "bench": 1,
+    "bench": 2,
     "grpo": 2,
     "ppo": 2,
     "preferences": 5,

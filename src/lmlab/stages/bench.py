@@ -1,11 +1,20 @@
-"""`lmlab bench generate`: decoding speed per strategy and batch size, on any model.
+"""`lmlab bench generate` / `lmlab bench serve`: decoding and serving speed, on any model.
 
-Setup (model, prompts), then for each (strategy, batch size): one untimed warm-up call and
+``what=generate``:
+setup (model, prompts), then for each (strategy, batch size): one untimed warm-up call and
 ``repeats`` timed calls of the same code ``lmlab generate`` runs, each producing exactly
 ``max_new_tokens`` per prompt (EOS ignored, so strategies are compared on equal work). Time to
 first token is measured where a strategy streams (greedy, sample). Speculative rows also give
-the speed-up over greedy at the same batch size and the acceptance rate. Writes ``bench.json``
-(rows), ``bench.md`` (the table) and ``summary.json`` (headline numbers) into the run folder.
+the speed-up over greedy at the same batch size and the acceptance rate.
+
+``what=serve``: concurrent streaming clients (``clients``, e.g. 1/4/16/64) against `lmlab serve`,
+each reply exactly ``max_new_tokens`` tokens, vs sequential HF ``generate`` and `transformers
+serve` (``peers``); aggregate tokens/s, time to first token and latency p50/p99 per level. The
+measuring code is ``lmlab.serve.bench`` (also behind ``benchmarks/bench_serve.py``).
+
+Keys that belong to the other ``what`` are refused when set to anything but their default.
+Both write ``bench.json`` (rows), ``bench.md`` (the table) and ``summary.json`` (headline
+numbers) into the run folder.
 """
 
 from __future__ import annotations
@@ -18,9 +27,11 @@ from dataclasses import dataclass
 import torch
 
 from lmlab.config import RunConfig, opt
+from lmlab.serve.bench import PEERS
 from lmlab.stages.generate import STRATEGIES
 
-HELP = "measure speed: `lmlab bench generate` = tok/s and time to first token per strategy"
+HELP = ("measure speed: `lmlab bench generate` (tok/s, first token per strategy) | "
+        "`lmlab bench serve` (concurrent clients vs HF, transformers serve)")
 POSITIONAL = "what"  # `lmlab bench generate` == `lmlab bench what=generate`
 
 STREAMING = ("greedy", "sample")
@@ -28,13 +39,16 @@ STREAMING = ("greedy", "sample")
 
 @dataclass
 class Config(RunConfig):
-    what: str = opt("generate", "what to measure", choices=("generate",))
+    what: str = opt("generate", "what to measure: generate (decoding strategies) | serve "
+                                "(lmlab serve under concurrent clients)",
+                    choices=("generate", "serve"))
     data: str = opt("task:add", "prompts: task:<name>[,<name>] (test split), a .jsonl or .txt "
                                 "file (as in lmlab generate); cycled when a batch needs more")
     strategies: list[str] = opt(list(STRATEGIES), f"strategies to time, from: "
                                                   f"{', '.join(STRATEGIES)}")
     batch_sizes: list[int] = opt([1, 4], "prompts decoded together")
-    max_new_tokens: int = opt(32, "tokens generated per prompt (EOS ignored)", min=1)
+    max_new_tokens: int = opt(32, "tokens generated per prompt / per reply (EOS ignored)",
+                              min=1)
     repeats: int = opt(3, "timed calls per row (after one warm-up); best and median reported",
                        min=1)
     temperature: float = opt(0.7, "sample / best_of_n temperature", min=0.0,
@@ -44,18 +58,69 @@ class Config(RunConfig):
     n: int = opt(4, "best_of_n: samples per prompt", min=1)
     draft: str = opt("", "speculative: draft model reference (empty = prompt lookup)")
     num_draft_tokens: int = opt(5, "speculative: tokens drafted per step", min=1)
-    threads: int = opt(0, "torch CPU threads (0 = torch's default)", min=0)
+    clients: list[int] = opt([1, 4, 16, 64], "serve: concurrent streaming clients, one level "
+                                             "each")
+    requests: int = opt(16, "serve: requests per level at least (each client sends "
+                            "max(1, requests // clients) one after another)", min=1)
+    peers: list[str] = opt(["hf", "transformers-serve"],
+                           f"serve: baselines, from: {', '.join(PEERS)} ([] or [none] = none)")
+    hf_requests: int = opt(4, "serve: requests of the sequential HF generate baseline", min=1)
+    peer_clients: list[int] = opt([1, 16], "serve: levels for transformers serve (slow at high "
+                                           "concurrency) and for our matching EOS rows")
+    max_batch_size: int = opt(64, "serve: lmlab serve's max_batch_size", min=1)
+    server: str = opt("process", "serve: process (each server in its own process, as "
+                                 "deployed) | thread (ours in this process: starts fast, shares "
+                                 "the GIL with the clients; for tests)",
+                      choices=("process", "thread"))
+    level_timeout_s: float = opt(240.0, "serve: time limit of one level", min=1)
+    threads: int = opt(0, "torch CPU threads, of each server too (0 = torch's default)", min=0)
     device: str = opt("auto", "cpu | cuda | mps | auto")
     dtype: str = opt("auto", "auto (fp32 on CPU) | fp32 | bf16 | fp16")
 
     def validate(self) -> list[str]:
-        problems = [f"strategies: unknown '{s}' (known: {', '.join(STRATEGIES)})"
-                    for s in self.strategies if s not in STRATEGIES]
-        if not self.strategies:
-            problems.append("strategies: name at least one")
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            problems.append("batch_sizes: a non-empty list of integers >= 1")
+        problems = [f"{k}: only used by what={w}; leave it out with what={self.what}"
+                    for w, keys in ONLY.items() if w != self.what
+                    for k in keys if getattr(self, k) != _default(k)]
+        if self.what == "generate":
+            problems += [f"strategies: unknown '{s}' (known: {', '.join(STRATEGIES)})"
+                         for s in self.strategies if s not in STRATEGIES]
+            if not self.strategies:
+                problems.append("strategies: name at least one")
+            if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+                problems.append("batch_sizes: a non-empty list of integers >= 1")
+            return problems
+        problems += [f"peers: unknown '{p}' (known: {', '.join(PEERS)}, none)"
+                     for p in self.peers if p not in (*PEERS, "none")]
+        for k in ("clients", "peer_clients"):
+            if any(c < 1 for c in getattr(self, k)):
+                problems.append(f"{k}: integers >= 1")
+        if not self.clients and not self.serve_settings().peers:
+            problems.append("clients: name at least one level (or a peer to measure)")
         return problems
+
+    def serve_settings(self):
+        """The ``lmlab.serve.bench.Settings`` of ``what=serve``."""
+        from lmlab.serve.bench import Settings
+
+        return Settings(model=self.model, levels=list(self.clients), requests=self.requests,
+                        max_tokens=self.max_new_tokens, hf_requests=self.hf_requests,
+                        peer_levels=list(self.peer_clients),
+                        peers=[p for p in self.peers if p != "none"], threads=self.threads,
+                        max_batch_size=self.max_batch_size, level_s=self.level_timeout_s,
+                        server=self.server, device=self.device, dtype=self.dtype)
+
+
+# keys only one `what` uses (the rest - model, seed, output_dir, max_new_tokens, threads,
+# device, dtype - are shared); validate() refuses them when set for the other one
+ONLY = {"generate": ("data", "strategies", "batch_sizes", "repeats", "temperature", "num_beams",
+                     "contrastive_k", "n", "draft", "num_draft_tokens"),
+        "serve": ("clients", "requests", "peers", "hf_requests", "peer_clients",
+                  "max_batch_size", "server", "level_timeout_s")}
+
+
+def _default(name: str):
+    f = next(f for f in dataclasses.fields(Config) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def generate_config(cfg: Config, strategy: str, batch_size: int):
@@ -146,10 +211,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: Config) -> dict:
+def environment(device, dtype) -> dict:
     import os
     import platform
 
+    return {"machine": f"{platform.machine()}, {os.cpu_count()} cpus, "
+                       f"{torch.get_num_threads()} torch threads",
+            "device": str(device) + (f" ({torch.cuda.get_device_name(device)})"
+                                     if device.type == "cuda" else ""),
+            "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__}
+
+
+def run(cfg: Config) -> dict:
+    return run_serve(cfg) if cfg.what == "serve" else run_generate(cfg)
+
+
+def run_generate(cfg: Config) -> dict:
     from lmlab.common import pick_device, pick_dtype, print0, seed_everything
     from lmlab.models import load_model, load_tokenizer, resolve
     from lmlab.runs import prepare_run
@@ -178,11 +255,7 @@ def run(cfg: Config) -> dict:
                 print0(f"[lmlab]   {s:<12} batch {b}: {row['tokens_per_s']} tok/s"
                        + (f", first token {row['ttft_ms']} ms" if row["ttft_ms"] else ""))
     add_speedups(results)
-    env = {"machine": f"{platform.machine()}, {os.cpu_count()} cpus, "
-                      f"{torch.get_num_threads()} torch threads",
-           "device": str(device) + (f" ({torch.cuda.get_device_name(device)})"
-                                    if device.type == "cuda" else ""),
-           "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__}
+    env = environment(device, dtype)
     md = table(results)
     run_.write_json("bench.json", {"what": "generate", "env": env, "rows": results})
     (run_.path / "bench.md").write_text(md)
@@ -196,4 +269,60 @@ def run(cfg: Config) -> dict:
     run_.write_json("summary.json", summary)
     print0("\n" + md)
     print0(f"[lmlab] wrote {run_.path}/ (bench.json, bench.md, summary.json)")
+    return summary
+
+
+def serve_summary(cfg: Config, rows: list[dict], env: dict) -> dict:
+    """Headline numbers of ``what=serve``: ours per level (EOS ignored), the baselines'."""
+    from lmlab.serve.bench import HF_NAME
+
+    ours = [r for r in rows if r["server"] == "lmlab serve" and "error" not in r]
+    hf = next((r for r in rows if r["server"] == HF_NAME), None)
+    eos = {f"{r['server']}, {r['clients']} clients": r["tok_s"] for r in rows
+           if "tok_s" in r and r["server"].endswith("(EOS)")}
+    best = max(ours, key=lambda r: r["tok_s"], default=None)
+    return {"stage": "bench", "what": "serve", "model": cfg.model, **env,
+            "max_new_tokens": cfg.max_new_tokens,
+            "tokens_per_s": {str(r["clients"]): r["tok_s"] for r in ours},
+            "ttft_p99_s": {str(r["clients"]): r["ttft_p99"] for r in ours},
+            "latency_p99_s": {str(r["clients"]): r["latency_p99"] for r in ours},
+            "best_tokens_per_s": best["tok_s"] if best else None,
+            "best_clients": best["clients"] if best else None,
+            "hf_tokens_per_s": hf["tok_s"] if hf else None,
+            "best_vs_hf": best.get("vs_hf") if best else None,
+            "eos_tokens_per_s": eos,  # replies end at EOS: ours vs transformers serve
+            "failed": sum(r.get("failed", 0) for r in rows),
+            "errors": sum("error" in r for r in rows), "rows": len(rows)}
+
+
+def run_serve(cfg: Config) -> dict:
+    from lmlab.common import pick_device, pick_dtype, print0, seed_everything
+    from lmlab.models import resolve
+    from lmlab.runs import prepare_run
+    from lmlab.serve.bench import run_all, table
+    from lmlab.stages.generate import _check_ref
+
+    _check_ref(cfg.model, resolve)
+    settings = cfg.serve_settings()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_ = prepare_run(cfg, "bench")
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    print0(f"[lmlab] bench serve: {cfg.model}, clients {cfg.clients}, >= {cfg.requests} "
+           f"requests x {cfg.max_new_tokens} tokens per level, peers "
+           f"{settings.peers or 'none'}, servers in a {cfg.server}")
+    t0 = time.perf_counter()
+    rows = run_all(settings, run_.path / "logs", log=print0)
+    env = {**environment(device, pick_dtype(cfg.dtype, device)),
+           "server_threads": cfg.threads or "default", "server": cfg.server,
+           "total_s": round(time.perf_counter() - t0, 1)}
+    md = table(rows)
+    run_.write_json("bench.json", {"what": "serve", "env": env, "rows": rows})
+    (run_.path / "bench.md").write_text(md)
+    summary = serve_summary(cfg, rows, env)
+    run_.write_json("summary.json", summary)
+    print0("\n" + md)
+    logs = ", logs/" if (run_.path / "logs").exists() else ""
+    print0(f"[lmlab] wrote {run_.path}/ (bench.json, bench.md, summary.json{logs})")
     return summary
