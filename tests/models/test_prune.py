@@ -8,17 +8,7 @@ from lmlab.models.prune import (PruneSpec, apply_plan, collect_importance, non_e
                                 plan, prune)
 from lmlab.errors import UserError
 
-
-def varied(preset="llama4", std=0.3, seed=0):
-    from lmlab.models import load_model
-
-    m = load_model(f"tiny:{preset}")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return m.eval()
+from ..tiny import varied
 
 
 def batches(n=2, seed=0):
@@ -35,7 +25,7 @@ def logits(model, b):
 
 
 def test_identity_block_scores_zero_and_is_dropped_without_changing_outputs():
-    m = varied()
+    m = varied("llama4", 0.3)
     with torch.no_grad():  # block 2 writes nothing into the residual stream: an identity
         m.model.layers[2].self_attn.o_proj.weight.zero_()
         m.model.layers[2].mlp.down_proj.weight.zero_()
@@ -48,7 +38,7 @@ def test_identity_block_scores_zero_and_is_dropped_without_changing_outputs():
 
 
 def test_silent_heads_and_mlp_channels_are_cut_without_changing_outputs():
-    m = varied("llama")  # H = 4, Hkv = 2 (2 heads per group), I = 128
+    m = varied("llama", 0.3)  # H = 4, Hkv = 2 (2 heads per group), I = 128
     Dh = m.config.hidden_size // m.config.num_attention_heads
     with torch.no_grad():
         for layer in m.model.layers:
@@ -67,7 +57,7 @@ def test_silent_heads_and_mlp_channels_are_cut_without_changing_outputs():
 def test_hidden_pruning_saves_and_reloads_with_plain_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    m = varied()
+    m = varied("llama4", 0.3)
     small, p, _ = prune(m, PruneSpec(layers=2, heads=2, mlp=32, hidden=48), batches())
     cfg = small.config
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.head_dim) == (48, 2, 16)
@@ -88,7 +78,7 @@ def test_pruned_model_decodes_on_the_fast_path():
     from lmlab.infer.fastpath import LlamaStep
     from lmlab.infer.sampling import SamplingParams
 
-    small, _, _ = prune(varied(), PruneSpec(layers=3, heads=2, hidden=48), batches())
+    small, _, _ = prune(varied("llama4", 0.3), PruneSpec(layers=3, heads=2, hidden=48), batches())
     assert LlamaStep.supports(small)
     ids = torch.tensor([[5, 6, 7, 8]])
     params = SamplingParams(temperature=0.0, max_new_tokens=6, ignore_eos=True)
@@ -98,7 +88,7 @@ def test_pruned_model_decodes_on_the_fast_path():
 
 
 def test_bad_targets_are_reported_together():
-    m = varied("llama")
+    m = varied("llama", 0.3)
     imp = collect_importance(m, batches(1))
     with pytest.raises(UserError) as e:
         plan(imp, PruneSpec(layers=5, heads=3), m.config)

@@ -42,7 +42,7 @@ def test_teacher_forced_logps_equal_the_decode_loop(tokenizer):
     """The rollout batch layout (left-padded prompts, right-padded responses) gives the same
     log-probs the KV-cache decode loop saw while sampling."""
     from lmlab.infer.decode import decode, left_pad
-    from tests.infer.conftest import varied
+    from tests.tiny import varied
 
     model = varied()
     prompts = _prompts(tokenizer, 4)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ..infer.conftest import varied
+from ..tiny import varied
 
 
 def free_port() -> int:

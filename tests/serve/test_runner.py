@@ -2,14 +2,13 @@
 different steps, leaving early, preempted and recomputed) give what each gives decoded alone."""
 
 import pytest
-import torch
 
 from lmlab.infer.decode import generate
 from lmlab.infer.sampling import SamplingParams
 from lmlab.serve.runner import Runner
 from lmlab.serve.scheduler import Scheduler, SchedulerConfig, Sequence
 
-from ..infer.conftest import varied
+from ..tiny import varied
 
 PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then",
            "A", "def add(a, b):\n    return", "Once upon a time"]
@@ -18,14 +17,6 @@ PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog 
 @pytest.fixture(scope="module")
 def model():
     return varied()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def alone(model, tokenizer, prompt, params):
