@@ -121,6 +121,12 @@ def headline(run: RunData) -> str:
             parts.append(f"accuracy {fmt(s['accuracy'], 'pct')}")
     if run.stage == "evaluate":
         parts.append(f"{len(run.evals)} models evaluated")
+    if run.stage == "bench" and s.get("greedy_tokens_per_s") is not None:
+        parts.append(f"greedy {fmt(s['greedy_tokens_per_s'])} tok/s")
+    if run.stage == "bench" and s.get("best_tokens_per_s") is not None:  # what=serve
+        vs = f" ({fmt(s['best_vs_hf'])}x HF sequential)" if s.get("best_vs_hf") else ""
+        parts.append(f"served {fmt(s['best_tokens_per_s'])} tok/s with "
+                     f"{s.get('best_clients')} clients{vs}")
     if not parts:  # a stage this report does not know yet: its top-level numbers
         keys = [k for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                 and any(w in k for w in ("accuracy", "reward", "kl", "loss", "perplexity"))]

@@ -103,7 +103,7 @@ def hf_sequential(model_ref: str, n: int, max_tokens: int, threads: int = 0,
     wall = time.perf_counter() - t0
     del model
     return {"server": HF_NAME, "clients": 1, "requests": n, "failed": 0, "tokens": int(toks),
-            "seconds": round(wall, 2), "tok_s": round(toks / wall, 2),
+            "seconds": round(wall, 3), "tok_s": round(toks / wall, 2),
             "latency_p50": round(pct(latency, 50), 3), "latency_p99": round(pct(latency, 99), 3)}
 
 
@@ -278,7 +278,7 @@ async def level(url: str, model: str, clients: int, rounds: int, max_tokens: int
     toks = sum(x["tokens"] for x in good)
     return {"clients": clients, "requests": len(flat), "failed": len(flat) - len(good),
             "counted": ",".join(sorted({x["counted"] for x in good})),
-            "tokens": toks, "seconds": round(wall, 2), "tok_s": round(toks / wall, 2),
+            "tokens": toks, "seconds": round(wall, 3), "tok_s": round(toks / wall, 2),
             "ttft_p50": round(pct(ttft, 50), 3), "ttft_p99": round(pct(ttft, 99), 3),
             "latency_p50": round(pct(lat, 50), 3), "latency_p99": round(pct(lat, 99), 3)}
 
