@@ -22,7 +22,7 @@ $(VENV)/.lmlab-setup: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/lmlab sft --config configs/sft/demo.yaml
+	$(VENV)/bin/lmlab pipeline --config configs/pipelines/demo.yaml
 
 # pytest exits 5 when no test was collected; that is not a failure of the suite
 test: setup
