@@ -183,7 +183,9 @@ def test_online_rl_and_distill_runs(tmp_path):
     root = tmp_path / "runs"
     write_run(root / "grpo", "grpo", {"model": "base-m", "eval_n": 8},
               {"stage": "grpo", "updates": 5, "reward_first": 0.125, "reward_last": 0.375,
-               "kl_last": 0.0042,
+               "kl_last": 0.0042, "stopped_early": "KL 9.000 > kl_stop 8.0 at update 5",
+               "warnings": ["mode collapse suspected at update 4: 75% of the rollout's "
+                            "responses are the same text"],
                "eval_before": {"eval/accuracy": 0.25, "eval/accuracy/compare": 0.25},
                "eval_after": {"eval/accuracy": 0.5, "eval/accuracy/compare": 0.5}},
               curve(4, **{"train/loss": 0.1, "train/kl": 0.001, "train/reward/mean": 0.2}))
@@ -197,5 +199,8 @@ def test_online_rl_and_distill_runs(tmp_path):
     assert "| grpo | 50.0% | 50.0% |" in md and "| base-m (input of grpo) | 25.0% |" in md
     assert "the student's mean held-out task accuracy is 37.5%, the teacher's 62.5%" in \
         " ".join(result["findings"])
+    assert "grpo (grpo) stopped early: KL 9.000 > kl_stop 8.0 at update 5." in result["findings"]
+    assert ("grpo (grpo) warning: mode collapse suspected at update 4: 75% of the rollout's "
+            "responses are the same text.") in result["findings"]
     html = (tmp_path / "out" / "report.html").read_text()
     assert html.count("data:image/png") == 1  # grpo logged curves, distill did not

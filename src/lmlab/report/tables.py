@@ -77,7 +77,7 @@ def task_accuracy(run: RunData) -> tuple[dict, dict, int | None]:
         n = run.config.get("eval_n")
     elif any(str(k).startswith("eval/accuracy/") for k in (s.get("eval_after") or {})):
         before, after = s.get("eval_before"), s.get("eval_after")  # sft, grpo, ppo
-        n = run.config.get("eval_n")
+        n = run.config.get("task_eval_n") or run.config.get("eval_n")
     else:
         return {}, {}, None
     return per_task(before), per_task(after), n
@@ -284,6 +284,10 @@ def findings(runs: list[RunData]) -> list[str]:
                 out.append(f"{r.label} ({s.get('loss', 'dpo')}): held-out implied-reward accuracy "
                            f"{fmt(ev['eval/rewards/accuracy'], 'pct')}, KL to the reference "
                            f"{fmt(kl)} per token.")
+        if s.get("stopped_early"):  # grpo, ppo: kl_stop
+            out.append(f"{r.label} ({r.stage}) stopped early: {s['stopped_early']}.")
+        for msg in s.get("warnings") or []:  # grpo, ppo: lmlab.rl.monitor
+            out.append(f"{r.label} ({r.stage}) warning: {msg}.")
         for w in (r.comparison or {}).get("pairwise") or []:
             ci = w.get("ci95") or [None, None]
             out.append(f"{w.get('a')} vs {w.get('b')} on {w.get('set')} ({w.get('judge')}): "
