@@ -4,10 +4,11 @@ completion length, in one run.
 Sides (``--sides``, default both):
 
 - ``lmlab``: (a) rollout tokens/s of our batched KV-cache decode loop vs recomputing the whole
-  prefix at every token, the scoring pass and one GRPO minibatch step, each the best of
-  ``--repeats``; (b) the full ``lmlab grpo`` stage (rollout + rewards + scoring + loss + AdamW
+  prefix at every token, the scoring pass (policy + reference) and one GRPO minibatch step, each
+  the best of ``--repeats``; (b) the full ``lmlab grpo`` stage (rollout + rewards + loss + AdamW
   step) for ``--steps`` updates of ``--prompts`` x ``--k`` completions, one optimizer step per
-  update (batch_size = prompts x k).
+  update (batch_size = prompts x k, so the stage skips the separate scoring pass) and
+  ``log_kl=false`` (no reference forward at beta 0, like TRL).
 - ``trl``: ``GRPOTrainer`` with the same shapes: num_generations = k,
   per_device_train_batch_size = prompts x k (so one optimizer step = one generation batch),
   max_completion_length = ``--new-tokens``, transformers ``generate`` (no vLLM), fp32 (TRL's
@@ -182,7 +183,7 @@ def bench_lmlab(args, rows: list[dict], tmp: Path) -> dict:
         f"prompts_per_update={args.prompts}", f"group_size={args.k}",
         f"max_new_tokens={args.new_tokens}", f"batch_size={args.prompts * args.k}", "epochs=1",
         f"max_steps={args.steps}", f"lr={LR}", "schedule=constant", "warmup_steps=0",
-        "rewards=[task]", "beta=0.0", "temperature=1.0", "task_eval_n=0",
+        "rewards=[task]", "beta=0.0", "log_kl=false", "temperature=1.0", "task_eval_n=0",
         "keep_rollouts=false", "save_every=0", "merge_on_save=false", "progress=false",
         "dtype=fp32", "device=cpu"])
     gen: list[tuple[float, int]] = []

@@ -58,3 +58,55 @@ def test_config_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "group_size" in err and "grad_accum" in err and "reward_model" in err
     assert not out.exists()
+
+
+def _count_forwards(monkeypatch):
+    import lmlab.rl.rollout as R
+
+    calls, real = [], R.response_forward
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(R, "response_forward", counted)
+    return calls
+
+
+def test_one_step_per_rollout_skips_the_scoring_pass(tmp_path, monkeypatch):
+    """4 sequences per rollout, batch_size 4, one epoch: the update's own forward gives the old
+    log-probs and the KL, one policy forward per update fewer, and the same training."""
+    from safetensors.torch import load_file
+
+    toy_reward(monkeypatch)
+    calls = _count_forwards(monkeypatch)
+    runs = {}
+    for name, extra in (("one", "kl_stop=0"), ("scored", "kl_stop=1e9")):  # kl_stop > 0 scores
+        calls.clear()
+        out = tmp_path / name
+        assert main(args("grpo", out, "group_size=2", "beta=0.04", extra,
+                         "merge_on_save=true")) == 0
+        runs[name] = (len(calls), metrics(out), load_file(str(out / "final" /
+                                                              "model.safetensors")))
+    (n1, m1, w1), (n2, m2, w2) = runs["one"], runs["scored"]
+    assert n2 - n1 == 3  # one policy scoring pass per update, 3 updates
+    for a, b in zip(m1, m2):
+        for key in ("train/loss", "train/kl", "train/reward/mean", "train/approx_kl"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert m1[0]["train/kl"] == pytest.approx(0.0, abs=1e-6) and m1[-1]["train/kl"] > 0
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-6)
+
+
+def test_log_kl_false_skips_the_reference(tmp_path, monkeypatch):
+    toy_reward(monkeypatch)
+    calls = _count_forwards(monkeypatch)
+    counts = {}
+    for flag in ("true", "false"):
+        calls.clear()
+        out = tmp_path / flag
+        assert main(args("grpo", out, "group_size=2", f"log_kl={flag}")) == 0
+        counts[flag] = (len(calls), metrics(out))
+    assert counts["true"][0] - counts["false"][0] == 3  # one reference pass per update
+    assert all("train/kl" in r for r in counts["true"][1] if "train/loss" in r)
+    assert not any("train/kl" in r for r in counts["false"][1])

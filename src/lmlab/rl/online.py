@@ -149,8 +149,10 @@ def setup(cfg: OnlineConfig, stage: str, *, value_head: bool) -> Online:
 # --- one rollout ----------------------------------------------------------------------------------
 
 
-def collect(on: Online, rows: list[dict]):
-    """Sample k completions per prompt, decode them, reward them, score them: a ``Rollout``."""
+def collect(on: Online, rows: list[dict], *, policy_pass: bool = True, reference: bool = True):
+    """Sample k completions per prompt, decode them, reward them, score them: a ``Rollout``.
+    ``policy_pass`` / ``reference``: whether scoring computes the policy's log-probs at sampling
+    time / the reference's (each one forward over the rollout)."""
     from lmlab.data import encode_prompt
     from lmlab.infer.decode import StopStrings, completion_text
     from lmlab.infer.sampling import SamplingParams
@@ -169,13 +171,13 @@ def collect(on: Online, rows: list[dict]):
     total, ro.reward_parts = combine(on.rewards, on.weights, rows_n, texts, resp, finish)
     ro.rewards = torch.tensor(total, dtype=torch.float32)
     return score(ro, on.model.actor, value_head=on.model.critic, ref_model=on.ref_model,
-                 pad_id=on.pad_id, temperature=cfg.temperature)
+                 use_reference=reference, use_policy=policy_pass, pad_id=on.pad_id,
+                 temperature=cfg.temperature)
 
 
 def rollout_stats(ro) -> dict:
     """Reward, KL to the reference (k3 summed per response, and per token), length, and the
     share of the most common response (across different prompts)."""
-    from lmlab.losses.policy import kl_estimate
     from lmlab.rl.monitor import top_share
 
     m = ro.mask
@@ -187,11 +189,18 @@ def rollout_stats(ro) -> dict:
         out[f"reward/{name}"] = sum(vals) / len(vals)
     if len({r["prompt"] for r in ro.rows}) > 1:  # one prompt's k answers may agree legitimately
         out["top_share"] = top_share(ro.texts)[0]
-    if ro.ref_logp is not None:
-        kl = kl_estimate(ro.old_logp, ro.ref_logp, "k3") * m  # (N, R)
-        out["kl"] = float(kl.sum(1).mean())
-        out["kl/token"] = float(kl.sum() / m.sum().clamp(min=1))
+    if ro.ref_logp is not None and ro.old_logp is not None:
+        out.update(kl_stats(ro.old_logp, ro.ref_logp, m))
     return out
+
+
+def kl_stats(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> dict:
+    """KL(policy || reference), k3 estimate: summed per response (mean over responses) and per
+    token."""
+    from lmlab.losses.policy import kl_estimate
+
+    kl = kl_estimate(logp, ref_logp, "k3") * mask  # (N, R)
+    return {"kl": float(kl.sum(1).mean()), "kl/token": float(kl.sum() / mask.sum().clamp(min=1))}
 
 
 def minibatches(n: int, size: int, seed: int, update: int, epoch: int) -> list[torch.Tensor]:

@@ -137,9 +137,12 @@ def reference_logps(model, batch: dict, ref_model=None, temperature: float = 1.0
 
 @torch.no_grad()
 def score(rollout: Rollout, model, *, value_head=None, ref_model=None, use_reference: bool = True,
-          pad_id: int, chunk: int = 16, temperature: float = 1.0) -> Rollout:
+          use_policy: bool = True, pad_id: int, chunk: int = 16,
+          temperature: float = 1.0) -> Rollout:
     """Fill the batch tensors, the policy's log-probs (and values) at sampling time, and the
-    reference's log-probs, in chunks of ``chunk`` sequences."""
+    reference's log-probs, in chunks of ``chunk`` sequences. ``use_policy=False`` skips the
+    policy pass (old_logp stays None): with one optimizer step per rollout the update's own
+    forward gives the same log-probs."""
     device = next(model.parameters()).device
     rollout.batch = build_batch(rollout.prompt_ids, rollout.response_ids, pad_id, device)
     was_training = model.training
@@ -147,15 +150,16 @@ def score(rollout: Rollout, model, *, value_head=None, ref_model=None, use_refer
     olds, refs, vals = [], [], []
     for s in range(0, len(rollout), chunk):
         sub = slice_batch(rollout.batch, slice(s, s + chunk))
-        lp, v, _ = response_forward(model, sub, value_head, temperature=temperature)
-        olds.append(lp)
-        vals.append(v)
+        if use_policy:
+            lp, v, _ = response_forward(model, sub, value_head, temperature=temperature)
+            olds.append(lp)
+            vals.append(v)
         if use_reference:
             refs.append(reference_logps(model, sub, ref_model, temperature))
     model.train(was_training)
-    rollout.old_logp = torch.cat(olds)
+    rollout.old_logp = torch.cat(olds) if use_policy else None
     rollout.ref_logp = torch.cat(refs) if use_reference else None
-    rollout.values = torch.cat(vals) if value_head is not None else None
+    rollout.values = torch.cat(vals) if value_head is not None and use_policy else None
     return rollout
 
 

@@ -23,7 +23,9 @@ HELP = "online RL with group-relative advantages (GRPO / RLOO), verifiable or mo
 @dataclass
 class Config(OnlineConfig):
     beta: float = opt(0.0, "KL(policy || reference) coefficient in the loss (k3); 0 = off "
-                           "(the KL is still measured and logged)", min=0.0)
+                           "(the KL is still measured and logged unless log_kl=false)", min=0.0)
+    log_kl: bool = opt(True, "with beta=0 and kl_stop=0, still run the reference forward to log "
+                             "the KL (false: skip it, as TRL does)")
     advantage: str = opt("group", "group: (r - mean) / std within each prompt's group; rloo: "
                                   "r minus the mean of the other k-1", choices=("group", "rloo"))
     scale_rewards: str = opt("group", "group advantage divisor: group std, batch std, or none",
@@ -48,11 +50,25 @@ def advantages(cfg: Config, rewards: torch.Tensor) -> torch.Tensor:
     return group_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards)
 
 
+def one_step(cfg: Config) -> bool:
+    """One optimizer step per rollout and nothing that needs the policy's log-probs before it:
+    the log-probs at sampling time then equal the update's own (detached), and the separate
+    scoring pass is skipped."""
+    return (cfg.epochs == 1 and cfg.batch_size >= cfg.prompts_per_update * cfg.group_size
+            and not cfg.kl_stop)
+
+
+def needs_reference(cfg: Config) -> bool:
+    return cfg.beta > 0 or cfg.kl_stop > 0 or cfg.log_kl
+
+
 def update(on, ro, adv: torch.Tensor, step: int) -> dict:
-    """``epochs`` passes of minibatch steps over one rollout; mean metrics over the steps."""
+    """``epochs`` passes of minibatch steps over one rollout; mean metrics over the steps. A
+    rollout scored without the policy pass (``ro.old_logp`` None, see ``one_step``) takes the
+    old log-probs from the step's own forward, and its KL to the reference from there too."""
     from lmlab.losses.policy import entropy_from_logits, grpo_loss
     from lmlab.rl.advantages import masked_mean
-    from lmlab.rl.online import mean_stats, minibatches, optimizer_step
+    from lmlab.rl.online import kl_stats, mean_stats, minibatches, optimizer_step
     from lmlab.rl.rollout import response_forward, slice_batch
 
     cfg, actor = on.cfg, on.model.actor
@@ -64,8 +80,9 @@ def update(on, ro, adv: torch.Tensor, step: int) -> dict:
             m = sub["response_mask"]
             logp, _, logits = response_forward(actor, sub, with_logits=True,
                                                temperature=cfg.temperature)
-            out = grpo_loss(logp, ro.old_logp[idx], adv[idx], m,
-                            ref_logp=ro.ref_logp[idx] if ro.ref_logp is not None else None,
+            old = ro.old_logp[idx] if ro.old_logp is not None else logp.detach()
+            ref = ro.ref_logp[idx] if ro.ref_logp is not None else None
+            out = grpo_loss(logp, old, adv[idx], m, ref_logp=ref,
                             beta=cfg.beta, clip_eps=cfg.clip_eps,
                             clip_eps_high=cfg.clip_eps_high, level=cfg.loss_level)
             gnorm = optimizer_step(on, out.loss)
@@ -74,6 +91,8 @@ def update(on, ro, adv: torch.Tensor, step: int) -> dict:
             stats.append({"loss": float(out.loss.detach()), "clip_frac": float(out.clip_frac),
                           "approx_kl": float(out.approx_kl), "entropy": float(entropy),
                           "grad_norm": gnorm})
+            if ro.old_logp is None and ref is not None:  # the rollout's KL, from this forward
+                stats[-1].update(kl_stats(old, ref, m))
     return mean_stats(stats)
 
 
@@ -93,7 +112,8 @@ def run(cfg: Config, *, stop_after: int | None = None) -> dict:
         t0 = time.time()
         lr = O.set_lr(on, step)
         # 1. rollout: k completions per prompt, rewarded and scored
-        ro = O.collect(on, on.stream.next())
+        ro = O.collect(on, on.stream.next(), policy_pass=not one_step(cfg),
+                       reference=needs_reference(cfg))
         roll = O.rollout_stats(ro)
         # 2. advantages: one per completion, relative to its group
         adv = advantages(cfg, ro.rewards)
