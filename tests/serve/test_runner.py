@@ -133,3 +133,26 @@ def test_eos_stop_string_and_logprobs(model, tokenizer):
     ref = alone(model, tokenizer, PROMPTS[1], p_eos).logprobs
     assert [x[0] for x in lps] == pytest.approx(ref, abs=1e-4)
     assert all(len(top) == 3 and top[0][1] >= x for x, top in lps)
+
+
+def test_packed_weights_change_nothing_but_rounding(model, tokenizer):
+    """The oneDNN-packed projections (fp32, CPU) decode the same greedy tokens as F.linear, with
+    logits equal up to fp32 rounding; every projection and the LM head goes through them."""
+    import torch
+
+    from lmlab.infer.packed import can_pack
+
+    if not can_pack(model.lm_head.weight):
+        pytest.skip("this torch build has no oneDNN (torch.backends.mkldnn)")
+    p = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True)
+    runs = {}
+    for pack in (True, False):
+        runner = Runner(model, tokenizer, pack_weights=pack)
+        seqs, _ = serve(runner, tokenizer, {0: [0, 1], 2: [2]}, p)
+        ids = tokenizer(PROMPTS[3], add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = runner.kv.prefill(["x"], [ids])
+        runs[pack] = ({i: tokens_of(s) for i, s in seqs.items()}, logits, runner.kv.lin.count)
+    assert runs[True][0] == runs[False][0]
+    torch.testing.assert_close(runs[True][1], runs[False][1], rtol=1e-4, atol=1e-5)
+    assert runs[True][2] == 7 * model.config.num_hidden_layers + 1 and runs[False][2] == 0

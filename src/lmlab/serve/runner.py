@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from lmlab.infer.decode import StopStrings, eos_ids
 from lmlab.infer.fastpath import LlamaStep, _rms_norm, _rotate_half
+from lmlab.infer.packed import PackedLinears
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
 from lmlab.serve.scheduler import Batch, Sequence
@@ -60,12 +61,13 @@ class StepOutput:
 
 class Runner:
     def __init__(self, model, tokenizer, *, fast: bool | None = None,
-                 prefix_cache_tokens: int = 0):
+                 prefix_cache_tokens: int = 0, pack_weights: bool = True):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)
         use_slots = fast is not False and LlamaStep.supports(model)
-        self.kv = SlotKV(model, prefix_cache_tokens) if use_slots else PerSeqKV(model)
+        self.kv = SlotKV(model, prefix_cache_tokens, pack_weights) if use_slots else \
+            PerSeqKV(model)
 
     def new_state(self, params: SamplingParams, top_logprobs: int = 0) -> SeqState:
         stop_ids = set() if params.ignore_eos else set(self.eos)
@@ -178,8 +180,9 @@ class PerSeqKV:
 class SlotKV:
     """Packed per-sequence rows of preallocated KV buffers (see the module docstring)."""
 
-    def __init__(self, model, prefix_cache_tokens: int = 0):
+    def __init__(self, model, prefix_cache_tokens: int = 0, pack_weights: bool = True):
         self.model = model
+        self.lin = PackedLinears(pack_weights)  # fp32 CPU: oneDNN-packed projections
         self.prefix = PrefixCache(prefix_cache_tokens // PrefixCache.BLOCK)
         self.step = LlamaStep(model, None, 0, 0)  # its constants and attention; no buffers
         self.L = model.config.num_hidden_layers
@@ -267,7 +270,7 @@ class SlotKV:
         block index ``last`` (b,) (default: the only one). A token's key/value go to the
         column equal to its position, and it attends to columns <= its position, of the first
         n. The layer loop of ``LlamaStep.step``, with per-row write columns and masks."""
-        st, m = self.step, self.model.model
+        st, m, lin = self.step, self.model.model, self.lin
         (b, L), H, Hkv, Dh = tok.shape, st.H, st.Hkv, st.Dh
         rows = torch.arange(r0, r0 + b, device=tok.device)[:, None]  # (b, 1)
         mask = (torch.arange(n, device=tok.device) <= pos[..., None])[:, None]  # (b, 1, L, n)
@@ -276,22 +279,21 @@ class SlotKV:
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm.weight, st.eps)
-            q = F.linear(h, a.q_proj.weight).view(b, L, H, Dh).transpose(1, 2)  # (b, H, L, Dh)
-            k = F.linear(h, a.k_proj.weight).view(b, L, Hkv, Dh).transpose(1, 2)
-            v = F.linear(h, a.v_proj.weight).view(b, L, Hkv, Dh).transpose(1, 2)
+            q = lin(h, a.q_proj).view(b, L, H, Dh).transpose(1, 2)  # (b, H, L, Dh)
+            k = lin(h, a.k_proj).view(b, L, Hkv, Dh).transpose(1, 2)
+            v = lin(h, a.v_proj).view(b, L, Hkv, Dh).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.k[i][rows, :, pos] = k.transpose(1, 2)  # (b, L, Hkv, Dh) at their columns
             self.v[i][rows, :, pos] = v.transpose(1, 2)
             o = st._attend(q, self.k[i][r0:r0 + b, :, :n], self.v[i][r0:r0 + b, :, :n], mask)
             o = o.transpose(1, 2).reshape(b, L, -1)
-            x = x + F.linear(o, a.o_proj.weight)
+            x = x + lin(o, a.o_proj)
             h = _rms_norm(x, layer.post_attention_layernorm.weight, st.eps)
-            x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) *
-                             F.linear(h, mlp.up_proj.weight), mlp.down_proj.weight)
+            x = x + lin(F.silu(lin(h, mlp.gate_proj)) * lin(h, mlp.up_proj), mlp.down_proj)
         x = x[:, -1] if last is None else x[torch.arange(b, device=x.device), last]  # (b, D)
         x = _rms_norm(x, m.norm.weight, st.eps)
-        return F.linear(x, self.model.lm_head.weight)  # (b, V)
+        return lin(x, self.model.lm_head)  # (b, V)
 
 
 class PrefixCache:

@@ -1,0 +1,58 @@
+"""oneDNN-packed copies of a model's projection weights, for small-batch decoding on a CPU.
+
+Why: on the 2-core AVX2 CPU the fp32 ``F.linear`` (MKL) of SmolLM2-135M's 211 projections
+takes ~47 ms for one row but ~90 ms for 4 rows: small batches fall between the GEMV and the
+GEMM kernels. The same products over weights reordered once into oneDNN's blocked layout take
+~31 ms for one row, ~37 ms for 4 and ~57 ms for 16 (2 threads, 2026-11-23; see
+benchmarks/RESULTS.md "Serving"). The results differ from ``F.linear`` only by fp32 rounding
+(~1e-6 relative), not bit for bit; the packed copy costs one more copy of the weights in memory.
+
+Only plain fp32 ``nn.Linear`` weights on the CPU are packed (quantized, half-precision or CUDA
+weights keep ``F.linear``), and only where torch has oneDNN (``torch.backends.mkldnn``). The
+packed copy is taken once: use it on frozen weights (serving), not in training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+# the row count oneDNN picks its blocked layout for; the layout serves any row count. Measured
+# over SmolLM2-135M's projections (2 threads, ms for 1 / 4 / 16 rows): hint 1: 46 / 80 / 108,
+# 4: 41 / 45 / 71, 16: 31 / 37 / 57, 64: 32 / 37 / 60 (F.linear: 47 / 90 / 106).
+BATCH_HINT = 16
+
+
+def can_pack(weight) -> bool:
+    """A plain fp32 CPU tensor (no torchao subclass), with oneDNN in this torch build."""
+    return (torch.backends.mkldnn.is_available() and type(weight) in (torch.Tensor,
+                                                                       torch.nn.Parameter)
+            and weight.dtype == torch.float32 and weight.device.type == "cpu"
+            and weight.dim() == 2)
+
+
+class PackedLinears:
+    """``lin(x, module)`` = ``F.linear(x, module.weight)``, through the packed copy when there
+    is one. Modules are packed on first use (a ``dict`` keyed by module)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.packed: dict[torch.nn.Module, torch.Tensor | None] = {}
+
+    def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
+        p = self.packed.get(mod, False)
+        if p is False:
+            w = getattr(mod, "weight", None)
+            ok = self.enabled and type(mod) is torch.nn.Linear and mod.bias is None and \
+                can_pack(w)
+            p = self.packed[mod] = torch.ops.mkldnn._reorder_linear_weight(
+                w.detach(), BATCH_HINT) if ok else None
+        if p is None:  # torch's dynamic int8 linear has no weight tensor: call the module
+            return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
+        return torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
+
+    @property
+    def count(self) -> int:
+        """Modules running through a packed copy."""
+        return sum(p is not None for p in self.packed.values())
