@@ -22,7 +22,8 @@ from typing import Iterator, Union
 import torch
 
 from lmlab.errors import UserError
-from lmlab.infer.fastpath import LlamaStep
+from lmlab.infer.fastpath import LlamaStep, unwrap
+from lmlab.infer.packed import packed_linears
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
 
@@ -232,13 +233,15 @@ def _keep_rows(st: _State, keep: list[int]) -> None:
 def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   params: SamplingParams, *, eos_token_ids: list[int] | None = None,
                   tokenizer=None, generator: torch.Generator | None = None,
-                  fast: bool | None = None) -> Iterator[Step]:
+                  fast: bool | None = None, pack: bool = False) -> Iterator[Step]:
     """Decode left-padded prompts (B, P), yielding one ``Step`` per generated position.
 
     ``eos_token_ids`` default to the model's and tokenizer's EOS; ``params.stop_token_ids`` are
     added, and ``params.ignore_eos`` drops the defaults. Stop strings need ``tokenizer``.
     ``fast``: decode steps through ``fastpath.LlamaStep`` (None = whenever the model supports
-    it; False = always the HF forward).
+    it; False = always the HF forward). ``pack``: the lean step runs oneDNN-packed fp32
+    weights (``infer.packed``, kept on the model, faster small batches on a CPU, equal up to
+    fp32 rounding) and also serves peft LoRA models (the RL rollouts use this).
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -258,8 +261,9 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     try:
         with torch.inference_mode():
             st, logits = _prefill(model, input_ids, attention_mask, params.max_new_tokens)
-            if fast is not False and LlamaStep.supports(model):
-                st.fast = LlamaStep(model, st.cache, B, P + params.max_new_tokens)
+            if fast is not False and LlamaStep.supports(model, lora=pack):
+                lin = packed_linears(unwrap(model)) if pack else None
+                st.fast = LlamaStep(model, st.cache, B, P + params.max_new_tokens, lin=lin)
                 st.cache = None  # the buffers hold it now
         while True:
             with torch.inference_mode():

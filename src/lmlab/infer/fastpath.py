@@ -45,12 +45,37 @@ def _lin(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
     return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
 
 
+def is_lora(mod) -> bool:
+    """A peft LoRA ``Linear`` the lean step can run through its own forward: unmerged, no DoRA,
+    over a bias-free ``nn.Linear``."""
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:
+        return False
+    return (type(mod) is LoraLinear and type(mod.base_layer) is torch.nn.Linear
+            and mod.base_layer.bias is None and not mod.merged
+            and not any(mod.use_dora.get(a, False) for a in mod.active_adapters))
+
+
+def unwrap(model):
+    """The ``LlamaForCausalLM`` inside a peft model (its projections are LoRA layers)."""
+    if hasattr(model, "peft_config") and hasattr(model, "base_model"):
+        return getattr(model.base_model, "model", model)
+    return model
+
+
 class LlamaStep:
     """Decode state for one batch: KV buffers (B, Hkv, T, Dh) per layer, and ``step``."""
 
     @staticmethod
-    def supports(model) -> bool:
-        if type(model).__name__ != "LlamaForCausalLM" or hasattr(model, "peft_config"):
+    def supports(model, lora: bool = False) -> bool:
+        """``lora``: also a peft model whose LoRA layers pass ``is_lora`` (the step then runs
+        on ``unwrap(model)``)."""
+        if hasattr(model, "peft_config"):
+            if not lora:
+                return False
+            model = unwrap(model)
+        if type(model).__name__ != "LlamaForCausalLM":
             return False
         cfg = model.config
         rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
@@ -61,13 +86,17 @@ class LlamaStep:
         linears = [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                    layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
                    layer.mlp.down_proj, model.lm_head]
-        return all(type(m) in _LINEARS for m in linears)
+        return all(type(m) in _LINEARS or (lora and is_lora(m)) for m in linears)
 
-    def __init__(self, model, cache, batch: int, length: int):
+    def __init__(self, model, cache, batch: int, length: int, lin=None):
         """Buffers of ``length`` tokens, holding an HF prefill ``cache`` (a DynamicCache), or
-        nothing when ``cache`` is None (the first ``step`` is then the prefill)."""
+        nothing when ``cache`` is None (the first ``step`` is then the prefill). ``lin(x,
+        module)`` runs the projections (default ``F.linear`` over the module's weight;
+        ``packed.packed_linears(model)`` for oneDNN-packed weights)."""
+        model = unwrap(model)
         cfg, m = model.config, model.model
         self.model = model
+        self.lin = lin or _lin
         self.H, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.Dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
         self.eps = cfg.rms_norm_eps
@@ -113,7 +142,7 @@ class LlamaStep:
         of 1 = attend, or None -> logits (B, L, V) (or (B, 1, V) with ``last_only``). L = 1 is
         the decode step; L > 1 (a prefill, or a speculative verification) attends causally
         within the block."""
-        m = self.model.model
+        m, lin = self.model.model, self.lin
         (B, L), H, Hkv, Dh = tokens.shape, self.H, self.Hkv, self.Dh
         x = m.embed_tokens(tokens)  # (B, L, D)
         cos, sin = self._rope(pos, x.dtype)  # (B, 1, L, Dh)
@@ -125,22 +154,22 @@ class LlamaStep:
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm.weight, self.eps)
-            q = _lin(h, a.q_proj).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
-            k = _lin(h, a.k_proj).view(B, L, Hkv, Dh).transpose(1, 2)
-            v = _lin(h, a.v_proj).view(B, L, Hkv, Dh).transpose(1, 2)
+            q = lin(h, a.q_proj).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
+            k = lin(h, a.k_proj).view(B, L, Hkv, Dh).transpose(1, 2)
+            v = lin(h, a.v_proj).view(B, L, Hkv, Dh).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.k[i][:, :, n - L:n] = k
             self.v[i][:, :, n - L:n] = v
             o = self._attend(q, self.k[i][:, :, :n], self.v[i][:, :, :n], attn_mask)
             o = o.transpose(1, 2).contiguous().reshape(B, L, -1)
-            x = x + _lin(o, a.o_proj)
+            x = x + lin(o, a.o_proj)
             h = _rms_norm(x, layer.post_attention_layernorm.weight, self.eps)
-            x = x + _lin(F.silu(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
+            x = x + lin(F.silu(lin(h, mlp.gate_proj)) * lin(h, mlp.up_proj), mlp.down_proj)
         if last_only:
             x = x[:, -1:]
         x = _rms_norm(x, m.norm.weight, self.eps)
-        return _lin(x, self.model.lm_head)  # (B, L, V)
+        return lin(x, self.model.lm_head)  # (B, L, V)
 
     def _attend(self, q, K, V, attn_mask) -> torch.Tensor:
         """q (B, H, L, Dh), K/V (B, Hkv, n, Dh) -> (B, H, L, Dh), the way HF's SDPA path does."""

@@ -34,20 +34,40 @@ def can_pack(weight) -> bool:
 
 class PackedLinears:
     """``lin(x, module)`` = ``F.linear(x, module.weight)``, through the packed copy when there
-    is one. Modules are packed on first use (a ``dict`` keyed by module)."""
+    is one. Modules are packed on first use and packed again when their weight changed in place
+    (an optimizer step bumps the tensor's version), so a copy never goes stale. A peft LoRA layer
+    (``fastpath.is_lora``) runs its packed base weight plus its own low-rank path."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self.packed: dict[torch.nn.Module, torch.Tensor | None] = {}
+        # module -> (packed weight or None, weight version, weight storage) when packed
+        self.packed: dict[torch.nn.Module, tuple] = {}
+
+    def _packed(self, mod: torch.nn.Module):
+        w = getattr(mod, "weight", None)
+        if not (self.enabled and type(mod) is torch.nn.Linear and mod.bias is None and
+                can_pack(w)):
+            return None
+        key = (w._version, w.data_ptr())
+        have = self.packed.get(mod)
+        if have is None or have[1:] != key:
+            have = self.packed[mod] = (torch.ops.mkldnn._reorder_linear_weight(
+                w.detach(), BATCH_HINT), *key)
+        return have[0]
 
     def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
-        p = self.packed.get(mod, False)
-        if p is False:
-            w = getattr(mod, "weight", None)
-            ok = self.enabled and type(mod) is torch.nn.Linear and mod.bias is None and \
-                can_pack(w)
-            p = self.packed[mod] = torch.ops.mkldnn._reorder_linear_weight(
-                w.detach(), BATCH_HINT) if ok else None
+        from lmlab.infer.fastpath import is_lora
+
+        if is_lora(mod):
+            out = self(x, mod.base_layer)
+            if mod.disable_adapters:  # the reference: adapters off
+                return out
+            for name in mod.active_adapters:
+                if name in mod.lora_A:
+                    out = out + mod.lora_B[name](mod.lora_A[name](mod.lora_dropout[name](x))) \
+                        * mod.scaling[name]
+            return out
+        p = self._packed(mod)
         if p is None:  # torch's dynamic int8 linear has no weight tensor: call the module
             return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
         return torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
@@ -55,4 +75,14 @@ class PackedLinears:
     @property
     def count(self) -> int:
         """Modules running through a packed copy."""
-        return sum(p is not None for p in self.packed.values())
+        return len(self.packed)
+
+
+def packed_linears(model) -> PackedLinears:
+    """The model's own ``PackedLinears``, kept on it between calls (one packed copy per
+    model; repacked only where weights changed)."""
+    lin = getattr(model, "_lmlab_packed", None)
+    if lin is None:
+        lin = PackedLinears()
+        object.__setattr__(model, "_lmlab_packed", lin)
+    return lin

@@ -58,14 +58,16 @@ def sample(model, prompt_ids: list[list[int]], k: int, params: SamplingParams, *
            generator: torch.Generator, pad_id: int, eos_ids: list[int] | None = None,
            batch_size: int = 64) -> tuple[list[list[int]], list[str]]:
     """k completions per prompt (prompt-major) through ``infer.decode.decode``: one left-padded
-    prefill, then one KV-cached forward per token. Returns (response ids, finish reasons)."""
+    prefill, then one KV-cached forward per token (on a CPU: the lean step over oneDNN-packed
+    weights, LoRA included). Returns (response ids, finish reasons)."""
     device = next(model.parameters()).device
     seqs = [p for p in prompt_ids for _ in range(k)]
     responses: list[list[int]] = []
     reasons: list[str] = []
     for s in range(0, len(seqs), batch_size):
         ids, mask = left_pad(seqs[s:s + batch_size], pad_id, device)
-        out = decode(model, ids, mask, params, eos_token_ids=eos_ids, generator=generator)
+        out = decode(model, ids, mask, params, eos_token_ids=eos_ids, generator=generator,
+                     pack=device.type == "cpu")
         responses += out.tokens
         reasons += out.finish_reasons
     return responses, reasons

@@ -1,0 +1,67 @@
+"""oneDNN-packed projections (infer.packed): the same products as F.linear up to fp32
+rounding, repacked when a weight changes in place, and LoRA models decoding through the lean
+step equal to the HF forward (adapters on, and off as the reference)."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmlab.infer.decode import decode, left_pad
+from lmlab.infer.fastpath import LlamaStep
+from lmlab.infer.packed import PackedLinears, can_pack, packed_linears
+from lmlab.infer.sampling import SamplingParams
+from lmlab.models.adapters import add_lora
+
+PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then", "A"]
+
+pytestmark = pytest.mark.skipif(not can_pack(torch.zeros(2, 2)),
+                                reason="this torch build has no oneDNN (torch.backends.mkldnn)")
+
+
+def test_packed_linear_equals_f_linear_and_follows_in_place_updates():
+    torch.manual_seed(0)
+    mod = torch.nn.Linear(48, 96, bias=False)
+    lin = PackedLinears()
+    for rows in (1, 3, 17):
+        x = torch.randn(2, rows, 48)
+        torch.testing.assert_close(lin(x, mod), F.linear(x, mod.weight), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        mod.weight.mul_(-2.0)  # what an optimizer step does: in place, version bumped
+    x = torch.randn(4, 48)
+    torch.testing.assert_close(lin(x, mod), F.linear(x, mod.weight), rtol=1e-5, atol=1e-6)
+    assert lin.count == 1
+    biased = torch.nn.Linear(48, 8)  # not packed: falls back to the module's weight
+    torch.testing.assert_close(lin(x, biased), F.linear(x, biased.weight))
+    assert lin.count == 1
+
+
+@pytest.fixture()
+def lora_model(model):
+    torch.manual_seed(1)
+    peft = add_lora(copy.deepcopy(model), r=4, alpha=8, dropout=0.0, targets=[])
+    with torch.no_grad():  # LoRA B starts at zero: make the adapters change the outputs
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return peft
+
+
+def test_lora_model_decodes_through_the_packed_lean_step(lora_model, model, tokenizer):
+    ids, mask = left_pad([tokenizer(p)["input_ids"] for p in PROMPTS], tokenizer.pad_token_id)
+    p = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True)
+    assert LlamaStep.supports(lora_model, lora=True) and not LlamaStep.supports(lora_model)
+    hf = decode(lora_model, ids, mask, p, fast=False).tokens
+    packed = decode(lora_model, ids, mask, p, pack=True).tokens
+    assert packed == hf
+    lin = packed_linears(lora_model.base_model.model)
+    assert lin.count == 7 * model.config.num_hidden_layers + 1  # base weights + LM head
+    base = decode(model, ids, mask, p, fast=False).tokens
+    assert base != hf  # the adapters matter here
+    with lora_model.disable_adapter():  # the reference of a LoRA policy
+        assert decode(lora_model, ids, mask, p, pack=True).tokens == base
+    s = SamplingParams(temperature=1.0, max_new_tokens=10, ignore_eos=True)
+    a = decode(lora_model, ids, mask, s, fast=False, generator=torch.Generator().manual_seed(3))
+    b = decode(lora_model, ids, mask, s, pack=True, generator=torch.Generator().manual_seed(3))
+    assert a.tokens == b.tokens
