@@ -189,9 +189,9 @@ def bench_lmlab(args, rows: list[dict], tmp: Path) -> dict:
     gen: list[tuple[float, int]] = []
 
     def no_eos(collect):  # every completion exactly max_new_tokens long, like the TRL side
-        def wrapper(on, batch):
+        def wrapper(on, batch, **kw):
             on.eos = []
-            return collect(on, batch)
+            return collect(on, batch, **kw)
         return wrapper
 
     with patched(online, "collect", no_eos), patched(
