@@ -31,7 +31,7 @@ def test_packed_linear_equals_f_linear_and_follows_in_place_updates():
         mod.weight.mul_(-2.0)  # what an optimizer step does: in place, version bumped
     x = torch.randn(4, 48)
     torch.testing.assert_close(lin(x, mod), F.linear(x, mod.weight), rtol=1e-5, atol=1e-6)
-    assert lin.count == 1
+    assert lin.count == 1 and copy.deepcopy(lin).count == 0  # copies repack on use
     biased = torch.nn.Linear(48, 8)  # not packed: falls back to the module's weight
     torch.testing.assert_close(lin(x, biased), F.linear(x, biased.weight))
     assert lin.count == 1
@@ -65,3 +65,24 @@ def test_lora_model_decodes_through_the_packed_lean_step(lora_model, model, toke
     a = decode(lora_model, ids, mask, s, fast=False, generator=torch.Generator().manual_seed(3))
     b = decode(lora_model, ids, mask, s, pack=True, generator=torch.Generator().manual_seed(3))
     assert a.tokens == b.tokens
+
+
+def test_speculative_and_generate_with_packed_weights(model, tokenizer):
+    """Greedy through packed weights: plain, prompt lookup and a draft model give the tokens
+    of plain greedy without packing (the draft: the model itself truncated to 1 layer)."""
+    from lmlab.infer.decode import generate
+    from lmlab.infer.speculative import generate_speculative
+
+    p = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
+    prompts = ["the the the cat sat on the mat and the the", "A b c a b c a b"]
+    ref = [c.token_ids for c in generate(model, tokenizer, prompts, p, fast=False)]
+    assert [c.token_ids for c in generate(model, tokenizer, prompts, p, pack=True)] == ref
+    draft = copy.deepcopy(model)
+    draft.model.layers = draft.model.layers[:1]
+    draft.config.num_hidden_layers = 1
+    for d in (None, draft):
+        res = generate_speculative(model, tokenizer, prompts, p, draft=d, num_draft_tokens=3,
+                                   pack=True)
+        assert [c.token_ids for c in res.completions] == ref
+        assert res.stats.target_forwards > 0
+    assert packed_linears(model).count == 7 * model.config.num_hidden_layers + 1

@@ -338,9 +338,9 @@ def completion_text(tokenizer, ids: list[int], reason: str, stops: StopStrings) 
 
 def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
              batch_size: int = 8, generator: torch.Generator | None = None,
-             fast: bool | None = None) -> list[Completion]:
+             fast: bool | None = None, pack: bool = False) -> list[Completion]:
     """Complete each prompt (text, or chat messages -> chat template). Prompts are batched by
-    length (less padding); results come back in input order."""
+    length (less padding); results come back in input order. ``pack``: see ``stream_tokens``."""
     params = params or SamplingParams()
     if batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {batch_size}")
@@ -356,7 +356,8 @@ def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | N
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         ids, mask = left_pad([encoded[i] for i in idx], pad, model_device(model))
-        d = decode(model, ids, mask, params, tokenizer=tokenizer, generator=generator, fast=fast)
+        d = decode(model, ids, mask, params, tokenizer=tokenizer, generator=generator, fast=fast,
+                   pack=pack)
         for j, i in enumerate(idx):
             text = completion_text(tokenizer, d.tokens[j], d.finish_reasons[j], stops)
             out[i] = Completion(prompts[i], text, d.tokens[j], d.finish_reasons[j],

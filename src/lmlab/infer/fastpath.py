@@ -48,6 +48,8 @@ def _lin(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
 def is_lora(mod) -> bool:
     """A peft LoRA ``Linear`` the lean step can run through its own forward: unmerged, no DoRA,
     over a bias-free ``nn.Linear``."""
+    if not type(mod).__module__.startswith("peft."):  # (no peft import for plain modules)
+        return False
     try:
         from peft.tuners.lora.layer import Linear as LoraLinear
     except ImportError:

@@ -72,6 +72,12 @@ class PackedLinears:
             return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
         return torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
 
+    def __deepcopy__(self, memo) -> "PackedLinears":
+        return PackedLinears(self.enabled)  # a copied model packs its own weights when used
+
+    def __getstate__(self) -> dict:
+        return {"enabled": self.enabled, "packed": {}}  # oneDNN tensors do not pickle
+
     @property
     def count(self) -> int:
         """Modules running through a packed copy."""

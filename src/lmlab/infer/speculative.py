@@ -30,6 +30,7 @@ import torch
 
 from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep
+from lmlab.infer.packed import packed_linears
 from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
     encode_prompts, eos_ids, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
@@ -122,9 +123,10 @@ class Incremental:
     """One sequence's incremental forward with rollback: the lean ``LlamaStep`` buffers when
     the model supports them (grown as needed), else the HF forward with a ``DynamicCache``."""
 
-    def __init__(self, model, fast: bool | None = None):
+    def __init__(self, model, fast: bool | None = None, pack: bool = False):
         self.model, self.n = model, 0  # n = tokens in the cache
-        self.fast = LlamaStep(model, None, 1, 64) if fast is not False and \
+        lin = packed_linears(model) if pack else None  # oneDNN-packed weights (infer.packed)
+        self.fast = LlamaStep(model, None, 1, 64, lin=lin) if fast is not False and \
             LlamaStep.supports(model) else None
         self.cache = None
         if self.fast is None:
@@ -157,9 +159,9 @@ class Incremental:
 class DraftModel:
     """A small same-vocabulary causal LM proposing k tokens, one cached forward each."""
 
-    def __init__(self, model, fast: bool | None = None):
+    def __init__(self, model, fast: bool | None = None, pack: bool = False):
         self.model = model.eval()
-        self.inc = Incremental(self.model, fast)
+        self.inc = Incremental(self.model, fast, pack)
 
     def propose(self, seq, k, transforms, prompt_len, greedy, generator):
         drafts, qs = [], []
@@ -228,10 +230,10 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
                        drafter: Drafter, num_draft_tokens: int = 5,
                        eos_token_ids: list[int] | None = None, tokenizer=None,
                        generator: torch.Generator | None = None,
-                       fast: bool | None = None) -> SpecOutput:
+                       fast: bool | None = None, pack: bool = False) -> SpecOutput:
     """Decode one prompt (1, P) or (P,) with speculative decoding; output follows ``params``
     exactly as plain decoding would (greedy: the same tokens; sampling: the same
-    distribution)."""
+    distribution). ``pack``: the target runs oneDNN-packed weights (``infer.packed``)."""
     if isinstance(num_draft_tokens, bool) or not isinstance(num_draft_tokens, int) or \
             num_draft_tokens < 1:
         raise UserError(f"num_draft_tokens: must be an integer >= 1, got {num_draft_tokens!r}")
@@ -255,7 +257,7 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
     try:
         with torch.inference_mode():
             _spec_loop(model, ids, params, drafter, num_draft_tokens, transforms, stop_ids,
-                       stops, generator, out, fast)
+                       stops, generator, out, fast, pack)
     finally:
         model.train(was_training)
     out.stats.seconds = time.perf_counter() - t0
@@ -264,9 +266,9 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
 
 
 def _spec_loop(model, ids, params, drafter, k, transforms, stop_ids, stops, generator, out,
-               fast):
+               fast, pack=False):
     P = len(ids)
-    target = Incremental(model, fast)
+    target = Incremental(model, fast, pack)
     if P > 1:  # the cache holds all but the last committed token
         target.feed(ids[:-1], last_only=True)
     seq = list(ids)
@@ -335,9 +337,10 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
                          params: SamplingParams | None = None, *, draft=None,
                          draft_tokenizer=None, num_draft_tokens: int = 5,
                          prompt_lookup_max_ngram: int = 3,
-                         generator: torch.Generator | None = None) -> SpecResult:
+                         generator: torch.Generator | None = None,
+                         pack: bool = False) -> SpecResult:
     """Speculative decoding on text or chat prompts, with ``draft`` (a model) or, when none
-    is given, prompt lookup."""
+    is given, prompt lookup. ``pack``: target and draft run oneDNN-packed weights."""
     params = params or SamplingParams()
     if draft is not None:
         check_same_vocab(model, draft, tokenizer, draft_tokenizer)
@@ -348,10 +351,11 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
     stops = StopStrings(tokenizer, params.stop)
     total, comps = SpecStats(), []
     for prompt, ids in zip(prompts, encoded):
-        drafter = DraftModel(draft) if draft is not None else PromptLookup(prompt_lookup_max_ngram)
+        drafter = DraftModel(draft, pack=pack) if draft is not None else \
+            PromptLookup(prompt_lookup_max_ngram)
         o = speculative_decode(model, torch.tensor([ids], device=model_device(model)), params,
                                drafter=drafter, num_draft_tokens=num_draft_tokens,
-                               tokenizer=tokenizer, generator=generator)
+                               tokenizer=tokenizer, generator=generator, pack=pack)
         total.add(o.stats)
         comps.append(Completion(prompt, completion_text(tokenizer, o.tokens, o.finish_reason,
                                                         stops), o.tokens, o.finish_reason,

@@ -127,6 +127,11 @@ class Engine:
         self.stopping = False
         self.steps = 0
         self.thread: threading.Thread | None = None
+        # torch CPU threads for the engine thread (0 = leave as is). `lmlab serve` keeps the
+        # main thread at 1 and gives the engine the rest: with GNU OpenMP, a second thread's
+        # parallel regions ran ~40% slower here once the main thread had its own 2-thread team
+        # (one SmolLM2-135M decode step at batch 1: 93 vs 67 ms; measured 2026-11-23).
+        self.threads = 0
 
     # ------------------------------------------------------------------ HTTP side
 
@@ -174,6 +179,10 @@ class Engine:
     # ------------------------------------------------------------------ engine thread
 
     def _loop(self) -> None:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         while True:
             with self.cv:
                 while not (self.stopping or self.sched.has_work or self.aborts):

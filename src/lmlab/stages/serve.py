@@ -112,7 +112,16 @@ def run(cfg: Config) -> dict:
 
     from lmlab.common import print0
 
-    app, engine = build(cfg)
+    import dataclasses
+
+    import torch
+
+    # torch work happens on the engine thread: the main thread (loading, HTTP) keeps one
+    # OpenMP thread so that its idle team does not slow the engine's (see Engine.threads)
+    threads = cfg.threads or torch.get_num_threads()
+    torch.set_num_threads(1)
+    app, engine = build(dataclasses.replace(cfg, threads=0))
+    engine.threads = threads
     print0(f"[lmlab] serving {cfg.served_model_name or cfg.model} on http://{cfg.host}:"
            f"{cfg.port}/ (chat page at /, API at /v1, metrics at /metrics)")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
