@@ -145,6 +145,17 @@ def lookup(model, tok, args) -> dict:
                 pad_token_id=tok.pad_token_id), args.repeats)
             row[f"hf_k{k}_speedup"] = round(base_t / t_hf, 2)
             row[f"hf_k{k}_same"] = h[0, ids.shape[1]:].tolist() == base.tokens[0]
+        if args.pack:  # oneDNN-packed weights (lmlab.infer.packed): greedy and lookup
+            pt, pb = best_time(lambda: decode(model, ids, None, p, pack=True), args.repeats)
+            row["packed_greedy_speedup"] = round(base_t / pt, 2)
+            row["packed_greedy_same"] = pb.tokens == base.tokens
+            for k in args.lookup_k:
+                t, o = best_time(lambda: speculative_decode(
+                    model, ids, p, drafter=PromptLookup(3), num_draft_tokens=k, pack=True),
+                    args.repeats)
+                row[f"packed_k{k}_speedup"] = round(base_t / t, 2)  # vs unpacked greedy
+                row[f"packed_k{k}_vs_packed_greedy"] = round(pt / t, 2)
+                row[f"packed_k{k}_same"] = o.tokens == base.tokens[0]
         rows.append(row)
     return {"rows": rows}
 
@@ -223,6 +234,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lookup-k", type=int, nargs="*", default=[3, 10])
     ap.add_argument("--draft-layers", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--pack", action="store_true",
+                    help="lookup section: also measure oneDNN-packed weights (pack=True)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--out", default="runs/bench-generate/generate.json")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (bandwidth is a CPU section)")
