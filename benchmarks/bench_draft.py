@@ -1,0 +1,83 @@
+"""Draft-model speculative decoding of the default model with a distilled student, with and
+without oneDNN-packed weights (``lmlab.infer.packed``): plain greedy vs speculative, the same
+prompts, best of ``--repeats``.
+
+    .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2
+
+The draft is any same-tokenizer model reference (an ``lmlab distill`` run's ``final/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--draft", required=True)
+    ap.add_argument("--tasks", default="convert,compare", help="built-in tasks giving prompts")
+    ap.add_argument("--prompts", type=int, default=6)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--k", type=int, nargs="*", default=[2, 4])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--out", default="runs/bench-generate/draft.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from lmlab.data.tasks import task_rows
+    from lmlab.infer.decode import generate
+    from lmlab.infer.sampling import SamplingParams
+    from lmlab.infer.speculative import generate_speculative
+    from lmlab.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(args.model)
+    target, draft = load_model(args.model).eval(), load_model(args.draft).eval()
+    names = args.tasks.split(",")
+    rows = task_rows(names, "task", "test", -(-args.prompts // len(names)))
+    prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows][:args.prompts]
+    p = SamplingParams(temperature=0.0, max_new_tokens=args.new_tokens)
+
+    def best(fn):
+        out, times = None, []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+        return min(times), out
+
+    res = {"model": args.model, "draft": args.draft, "threads": args.threads,
+           "torch": torch.__version__, "prompts": len(prompts), "rows": []}
+    for pack in (False, True):
+        generate(target, tok, prompts[:1], p, batch_size=1, pack=pack)  # warm-up (and packing)
+        t_plain, plain = best(lambda: generate(target, tok, prompts, p, batch_size=1, pack=pack))
+        for k in args.k:
+            generate_speculative(target, tok, prompts[:1], p, draft=draft, num_draft_tokens=k,
+                                 pack=pack)
+            t_spec, spec = best(lambda: generate_speculative(
+                target, tok, prompts, p, draft=draft, num_draft_tokens=k, pack=pack))
+            same = all(a.token_ids == b.token_ids for a, b in zip(plain, spec.completions))
+            row = {"pack": pack, "k": k, "plain_s": round(t_plain, 3),
+                   "spec_s": round(t_spec, 3), "speedup": round(t_plain / t_spec, 3),
+                   "acceptance": round(spec.stats.acceptance_rate, 3),
+                   "tokens_per_forward": round(spec.stats.tokens_per_forward, 2),
+                   "identical": same}
+            res["rows"].append(row)
+            print(row, flush=True)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
