@@ -56,11 +56,17 @@ def test_lora_model_decodes_through_the_packed_lean_step(lora_model, model, toke
     packed = decode(lora_model, ids, mask, p, pack=True).tokens
     assert packed == hf
     lin = packed_linears(lora_model.base_model.model)
-    assert lin.count == 7 * model.config.num_hidden_layers + 1  # base weights + LM head
+    assert lin.count == 7 * model.config.num_hidden_layers + 1  # folded W + sBA, LM head
     base = decode(model, ids, mask, p, fast=False).tokens
     assert base != hf  # the adapters matter here
     with lora_model.disable_adapter():  # the reference of a LoRA policy
         assert decode(lora_model, ids, mask, p, pack=True).tokens == base
+    with torch.no_grad():  # an optimizer step on the adapters: the folded copy is remade
+        for name, q in lora_model.named_parameters():
+            if "lora_B" in name:
+                q.mul_(-1.0)
+    hf2 = decode(lora_model, ids, mask, p, fast=False).tokens
+    assert hf2 != hf and decode(lora_model, ids, mask, p, pack=True).tokens == hf2
     s = SamplingParams(temperature=1.0, max_new_tokens=10, ignore_eos=True)
     a = decode(lora_model, ids, mask, s, fast=False, generator=torch.Generator().manual_seed(3))
     b = decode(lora_model, ids, mask, s, pack=True, generator=torch.Generator().manual_seed(3))

@@ -34,34 +34,61 @@ def can_pack(weight) -> bool:
 
 class PackedLinears:
     """``lin(x, module)`` = ``F.linear(x, module.weight)``, through the packed copy when there
-    is one. Modules are packed on first use and packed again when their weight changed in place
+    is one. Modules are packed on first use and packed again when a weight changed in place
     (an optimizer step bumps the tensor's version), so a copy never goes stale. A peft LoRA layer
-    (``fastpath.is_lora``) runs its packed base weight plus its own low-rank path."""
+    (``fastpath.is_lora``) in eval mode runs one packed copy of W + scale * B @ A (folded once,
+    refolded after the adapters change: one copy per update in RL, not a low-rank path per
+    token); with its adapters disabled it runs the packed base weight."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        # module -> (packed weight or None, weight version, weight storage) when packed
-        self.packed: dict[torch.nn.Module, tuple] = {}
+        self.packed: dict[torch.nn.Module, tuple] = {}  # module -> (packed weight, source key)
+
+    @staticmethod
+    def _key(tensors) -> tuple:
+        return tuple((t._version, t.data_ptr()) for t in tensors)
+
+    def _pack(self, mod, key: tuple, weight):
+        have = self.packed.get(mod)
+        if have is None or have[1] != key:
+            have = self.packed[mod] = (torch.ops.mkldnn._reorder_linear_weight(
+                weight().detach(), BATCH_HINT), key)
+        return have[0]
 
     def _packed(self, mod: torch.nn.Module):
         w = getattr(mod, "weight", None)
         if not (self.enabled and type(mod) is torch.nn.Linear and mod.bias is None and
                 can_pack(w)):
             return None
-        key = (w._version, w.data_ptr())
-        have = self.packed.get(mod)
-        if have is None or have[1:] != key:
-            have = self.packed[mod] = (torch.ops.mkldnn._reorder_linear_weight(
-                w.detach(), BATCH_HINT), *key)
-        return have[0]
+        return self._pack(mod, self._key([w]), lambda: w)
+
+    def _folded(self, mod):
+        """The packed W + sum of scale * B @ A over the active adapters, or None."""
+        base = mod.base_layer.weight
+        names = [n for n in mod.active_adapters if n in mod.lora_A]
+        if not (self.enabled and not mod.training and can_pack(base)):
+            return None
+        parts = [base] + [t for n in names for t in (mod.lora_A[n].weight, mod.lora_B[n].weight)]
+
+        def fold():
+            w = base
+            for n in names:
+                w = w + (mod.lora_B[n].weight @ mod.lora_A[n].weight) * mod.scaling[n]
+            return w
+
+        key = self._key(parts) + tuple(float(mod.scaling[n]) for n in names)
+        return self._pack(mod, key, fold)
 
     def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
         from lmlab.infer.fastpath import is_lora
 
         if is_lora(mod):
-            out = self(x, mod.base_layer)
             if mod.disable_adapters:  # the reference: adapters off
-                return out
+                return self(x, mod.base_layer)
+            p = self._folded(mod)
+            if p is not None:
+                return torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
+            out = self(x, mod.base_layer)
             for name in mod.active_adapters:
                 if name in mod.lora_A:
                     out = out + mod.lora_B[name](mod.lora_A[name](mod.lora_dropout[name](x))) \
