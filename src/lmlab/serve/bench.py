@@ -153,20 +153,16 @@ def process_server(cmd: list[str], env: dict, log: Path):
 
 
 @contextlib.contextmanager
-def thread_server(s: Settings):
-    """Our server in a thread of this process (uvicorn); yields its base URL."""
+def live_server(app, start_timeout: float = 60):
+    """``app`` under a real uvicorn on a free loopback port, in a thread of this process;
+    yields its base URL and stops the server on exit."""
     import uvicorn
 
-    from lmlab.stages.serve import Config, build
-
-    app, _ = build(Config(model=s.model, max_batch_size=s.max_batch_size, max_waiting=512,
-                          max_tokens=max(1024, s.max_tokens), threads=s.threads,
-                          device=s.device, dtype=s.dtype, log_level="error"))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + start_timeout
     while not server.started:
         if time.monotonic() > deadline or not t.is_alive():
             raise RuntimeError("the in-process server did not start")
@@ -176,6 +172,18 @@ def thread_server(s: Settings):
     finally:
         server.should_exit = True
         t.join(timeout=30)
+
+
+@contextlib.contextmanager
+def thread_server(s: Settings):
+    """Our server in a thread of this process (uvicorn); yields its base URL."""
+    from lmlab.stages.serve import Config, build
+
+    app, _ = build(Config(model=s.model, max_batch_size=s.max_batch_size, max_waiting=512,
+                          max_tokens=max(1024, s.max_tokens), threads=s.threads,
+                          device=s.device, dtype=s.dtype, log_level="error"))
+    with live_server(app) as url:
+        yield url
 
 
 def lmlab_command(s: Settings) -> list[str]:
