@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lmlab.infer.fastpath import is_lora
+
 
 # the row count oneDNN picks its blocked layout for; the layout serves any row count. Measured
 # over SmolLM2-135M's projections (2 threads, ms for 1 / 4 / 16 rows): hint 1: 46 / 80 / 108,
@@ -80,8 +82,6 @@ class PackedLinears:
         return self._pack(mod, key, fold)
 
     def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
-        from lmlab.infer.fastpath import is_lora
-
         if is_lora(mod):
             if mod.disable_adapters:  # the reference: adapters off
                 return self(x, mod.base_layer)

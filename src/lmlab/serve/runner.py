@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from lmlab.infer.decode import StopStrings, eos_ids
 from lmlab.infer.fastpath import LlamaStep, _rms_norm, _rotate_half
-from lmlab.infer.packed import PackedLinears
+from lmlab.infer.packed import PackedLinears, packed_linears
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
 from lmlab.serve.scheduler import Batch, Sequence
@@ -182,7 +182,8 @@ class SlotKV:
 
     def __init__(self, model, prefix_cache_tokens: int = 0, pack_weights: bool = True):
         self.model = model
-        self.lin = PackedLinears(pack_weights)  # fp32 CPU: oneDNN-packed projections
+        # fp32 CPU: oneDNN-packed projections, the model's own copy (shared with `decode`)
+        self.lin = packed_linears(model) if pack_weights else PackedLinears(False)
         self.prefix = PrefixCache(prefix_cache_tokens // PrefixCache.BLOCK)
         self.step = LlamaStep(model, None, 0, 0)  # its constants and attention; no buffers
         self.L = model.config.num_hidden_layers
