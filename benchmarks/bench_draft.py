@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import torch
+from bench_generate import best_time  # benchmarks/ is on sys.path when run as a script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -48,12 +48,7 @@ def main() -> None:
     p = SamplingParams(temperature=0.0, max_new_tokens=args.new_tokens)
 
     def best(fn):
-        out, times = None, []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-        return min(times), out
+        return best_time(fn, args.repeats)
 
     res = {"model": args.model, "draft": args.draft, "threads": args.threads,
            "torch": torch.__version__, "prompts": len(prompts), "rows": []}
