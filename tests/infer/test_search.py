@@ -1,10 +1,13 @@
 """Beam search == HF generate(num_beams); contrastive search == a naive reference; best-of-N."""
 
+import copy
+
 import pytest
 import torch
 
 from lmlab.errors import UserError
 from lmlab.infer.decode import decode, left_pad
+from lmlab.infer.packed import can_pack, packed_linears
 from lmlab.infer.sampling import SamplingParams
 from lmlab.infer.search import beam_search, best_of_n, contrastive_search, generate_beam
 
@@ -145,6 +148,44 @@ def test_best_of_n_picks_the_reranker_favourite(model, tokenizer):
         assert len({c.text for c in r.candidates}) > 1  # really different samples
     with pytest.raises(UserError, match="reranker"):
         best_of_n(model, tokenizer, prompts, 2, None)
+
+
+def test_contrastive_lean_step_equals_hf_forward(model, tokenizer):
+    """The lean step (default) and the HF forward (fast=False) give the same tokens; the
+    lean step's hidden states are the LM head's input, HF's hidden_states[-1]."""
+    ids, mask = batch(tokenizer)
+    p = SamplingParams(max_new_tokens=8, ignore_eos=True)
+    hf = contrastive_search(model, ids, mask, penalty_alpha=0.6, top_k=3, params=p, fast=False)
+    assert contrastive_search(model, ids, mask, penalty_alpha=0.6, top_k=3,
+                              params=p).tokens == hf.tokens
+
+
+@pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="no oneDNN in this torch build")
+def test_search_strategies_with_packed_weights(model, tokenizer):
+    """pack=True runs beam and contrastive search through packed weights (every projection
+    packed) with the tokens of the unpacked search; best-of-N with a seed draws the same
+    samples."""
+    m = copy.deepcopy(model)  # a fresh model: no packed copies yet
+    ids, mask = batch(tokenizer)
+    p = SamplingParams(max_new_tokens=8, ignore_eos=True)
+    beam = [h[0].tokens for h in beam_search(m, ids, mask, num_beams=3, params=p)]
+    assert packed_linears(m).count == 0
+    assert [h[0].tokens for h in beam_search(m, ids, mask, num_beams=3, params=p,
+                                             pack=True)] == beam
+    assert packed_linears(m).count == 7 * m.config.num_hidden_layers + 1
+    m = copy.deepcopy(model)
+    kw = dict(penalty_alpha=0.6, top_k=3, params=p)
+    ref = contrastive_search(m, ids, mask, **kw).tokens
+    assert contrastive_search(m, ids, mask, pack=True, **kw).tokens == ref
+    assert packed_linears(m).count == 7 * m.config.num_hidden_layers + 1
+    m = copy.deepcopy(model)
+    s = SamplingParams(max_new_tokens=8, seed=0, ignore_eos=True)
+    rerank = lambda p, c: c.count("e")  # noqa: E731
+    a = best_of_n(m, tokenizer, PROMPTS[:2], 3, rerank, s)
+    b = best_of_n(m, tokenizer, PROMPTS[:2], 3, rerank, s, pack=True)
+    assert [[c.token_ids for c in r.candidates] for r in b] == \
+        [[c.token_ids for c in r.candidates] for r in a]
+    assert packed_linears(m).count == 7 * m.config.num_hidden_layers + 1
 
 
 @pytest.mark.slow

@@ -41,6 +41,29 @@ def test_every_strategy_writes_samples_and_summary(tmp_path, strategy, extra):
     assert (out / "config.yaml").exists()
 
 
+@pytest.mark.parametrize("strategy,fn", [("beam", "generate_beam"),
+                                         ("contrastive", "generate_contrastive"),
+                                         ("best_of_n", "best_of_n")])
+def test_search_strategies_take_pack_weights(tmp_path, monkeypatch, strategy, fn):
+    from lmlab.infer import search
+
+    seen, real = [], getattr(search, fn)
+
+    def spy(*a, **kw):
+        seen.append(kw.get("pack"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(search, fn, spy)
+    rc, out = _generate(tmp_path, f"strategy={strategy}", "pack_weights=true", "num_beams=2",
+                        "contrastive_k=2", "n=2")
+    assert rc == 0 and len(_read(out)[0]) == 2 and seen == [True]
+
+
+def test_pack_weights_is_refused_with_streaming(tmp_path, capsys):
+    rc, out = _generate(tmp_path, "stream=true", "pack_weights=true", "strategy=greedy")
+    assert rc == 2 and "pack_weights" in capsys.readouterr().err and not out.exists()
+
+
 def test_prompt_files_and_single_prompt(tmp_path, capsys):
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps({"prompt": "Hi"}) + "\n" + json.dumps(

@@ -15,6 +15,12 @@ among the top-k next tokens pick ``argmax (1 - alpha) * p(v) - alpha * max_j cos
 where h_v is the candidate's last hidden state and h_j those of every earlier token.
 
 Best-of-N samples N completions per prompt and keeps the one a reranker scores highest.
+
+Beam and contrastive search run their decode steps through the lean ``fastpath.LlamaStep``
+where the model supports it (its logits are the HF forward's, bit for bit; ``fast=False``
+forces the HF forward), and ``pack=True`` gives that step oneDNN-packed weights
+(``infer.packed``), as in ``decode.stream_tokens``; best-of-N passes ``pack`` to ``generate``.
+A model the lean step does not support decodes through the HF forward, unpacked.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Callable
 import torch
 
 from lmlab.errors import UserError
-from lmlab.infer.fastpath import LlamaStep
+from lmlab.infer.fastpath import LlamaStep, unwrap
+from lmlab.infer.packed import packed_linears
 from lmlab.infer.decode import Completion, Decoded, Prompt, StopStrings, check_context, \
     completion_text, eos_ids, generate, left_pad, encode_prompts, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms
@@ -77,6 +84,28 @@ def _prefill(model, input_ids, attention_mask, max_new: int, hidden: bool = Fals
         mask = torch.ones(B, P + max_new, dtype=attention_mask.dtype, device=input_ids.device)
         mask[:, :P] = attention_mask
     return cache, mask, pos[:, -1:] + 1, out
+
+
+def _lean_step(model, cache, batch: int, length: int, fast: bool | None, pack: bool):
+    """The lean decode step over an HF prefill ``cache`` (packed weights with ``pack``), or
+    None when ``fast`` is False or the model is not one ``LlamaStep`` supports."""
+    if fast is False or not LlamaStep.supports(model, lora=pack):
+        return None
+    lin = packed_linears(unwrap(model)) if pack else None
+    return LlamaStep(model, cache, batch, length, lin=lin)
+
+
+class _HeadInput:
+    """A ``LlamaStep.lin`` that also keeps what goes into the LM head: the final-norm hidden
+    states, which the HF forward returns as ``hidden_states[-1]``."""
+
+    def __init__(self, lin, head: torch.nn.Module):
+        self.lin, self.head, self.h = lin, head, None
+
+    def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
+        if mod is self.head:
+            self.h = x
+        return self.lin(x, mod)
 
 
 def _step(model, cache, mask, pos, tokens, n: int, hidden: bool = False):
@@ -135,11 +164,13 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
                 num_beams: int = 4, length_penalty: float = 1.0,
                 early_stopping: bool | str = False, num_return_sequences: int = 1,
                 params: SamplingParams | None = None,
-                eos_token_ids: list[int] | None = None) -> list[list[Hypothesis]]:
+                eos_token_ids: list[int] | None = None, fast: bool | None = None,
+                pack: bool = False) -> list[list[Hypothesis]]:
     """Beam search over left-padded prompts (B, P): per prompt, the ``num_return_sequences``
     best hypotheses, best first. ``params`` gives max_new_tokens, stop token ids and the
     penalties (applied to log-probabilities, as HF does); temperature / top-k / top-p are
-    ignored."""
+    ignored. ``fast`` / ``pack``: as in ``decode.stream_tokens`` (the lean step; packed
+    weights)."""
     _check_beam_args(num_beams, length_penalty, early_stopping, num_return_sequences)
     params, eos, transforms, attention_mask = _prepare(model, input_ids, attention_mask, params,
                                                        eos_token_ids)
@@ -152,21 +183,21 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
     try:
         with torch.inference_mode():
             _beam_loop(model, input_ids, attention_mask, params, eos, transforms, pools,
-                       num_beams, length_penalty, early_stopping)
+                       num_beams, length_penalty, early_stopping, fast, pack)
     finally:
         model.train(was_training)
     return [p.hyps[:num_return_sequences] for p in pools]
 
 
 def _beam_loop(model, input_ids, attention_mask, params, eos, transforms, pools, K, lp,
-               early_stopping) -> None:
+               early_stopping, fast=None, pack=False) -> None:
     B, P = input_ids.shape
     max_new = params.max_new_tokens
     # every beam starts as a copy of its prompt: prefill K copies, as HF does (same numerics)
     ids_k, mask_k = input_ids.repeat_interleave(K, 0), attention_mask.repeat_interleave(K, 0)
     cache, mask, pos, out = _prefill(model, ids_k, mask_k, max_new)
-    if LlamaStep.supports(model):  # the lean step: same logits as the HF forward, bit for bit
-        cache = LlamaStep(model, cache, B * K, P + max_new)
+    # the lean step: the HF forward's logits bit for bit (packed weights: up to fp32 rounding)
+    cache = _lean_step(model, cache, B * K, P + max_new, fast, pack) or cache
     logits = out.logits[:, -1].float()  # (A*K, V)
     prompt_hist = ids_k.masked_fill(mask_k == 0, -1)  # (A*K, P)
     active = list(range(B))  # prompt index of each active row group
@@ -241,8 +272,10 @@ def _finish(pools, active, seqs, cand_scores, cand_beam, cand_tok, done, K, t, l
 def contrastive_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        *, penalty_alpha: float = 0.6, top_k: int = 4,
                        params: SamplingParams | None = None,
-                       eos_token_ids: list[int] | None = None) -> Decoded:
-    """Contrastive search over left-padded prompts (B, P). ``penalty_alpha=0`` is greedy."""
+                       eos_token_ids: list[int] | None = None, fast: bool | None = None,
+                       pack: bool = False) -> Decoded:
+    """Contrastive search over left-padded prompts (B, P). ``penalty_alpha=0`` is greedy.
+    ``fast`` / ``pack``: as in ``decode.stream_tokens`` (the lean step; packed weights)."""
     problems = []
     if isinstance(penalty_alpha, bool) or not isinstance(penalty_alpha, (int, float)) or not (
             0 <= penalty_alpha <= 1):
@@ -264,17 +297,21 @@ def contrastive_search(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     try:
         with torch.inference_mode():
             _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
-                              penalty_alpha, top_k, tokens, reasons)
+                              penalty_alpha, top_k, tokens, reasons, fast, pack)
     finally:
         model.train(was_training)
     return Decoded(tokens, reasons, None)
 
 
 def _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms, alpha, k,
-                      tokens, reasons) -> None:
+                      tokens, reasons, fast=None, pack=False) -> None:
     B, P = input_ids.shape
     max_new = params.max_new_tokens
     cache, mask, pos, out = _prefill(model, input_ids, attention_mask, max_new, hidden=True)
+    step = _lean_step(model, cache, B, P + max_new, fast, pack)
+    if step is not None:  # the lean step, keeping the LM head's input (the hidden states)
+        step.lin = _HeadInput(step.lin, unwrap(model).lm_head)
+        cache = step
     logits = out.logits[:, -1].float()  # (B, V)
     ctx = out.hidden_states[-1]  # (B, P, D) final-norm hidden states of the context
     ctx_ok = attention_mask.bool()  # (B, P) real tokens (padding is never "similar")
@@ -285,17 +322,25 @@ def _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
         probs = apply_transforms(logits, transforms, History(hist, P)).softmax(-1)
         top_p, top_ids = probs.topk(k, dim=-1)  # (R, k)
         # run every candidate one step on its own copy of the cache
-        cache.batch_repeat_interleave(k)
         rep = lambda x: None if x is None else x.repeat_interleave(k, 0)  # noqa: E731
-        out = _step(model, cache, rep(mask), rep(pos), top_ids.reshape(-1), P + t + 1, hidden=True)
-        h = out.hidden_states[-1][:, -1].view(R, k, -1)  # (R, k, D)
+        n = P + t + 1
+        if step is not None:
+            step.keep_rows(torch.arange(R, device=top_ids.device).repeat_interleave(k))
+            m = rep(mask)
+            cand_logits = step.step(top_ids.reshape(-1, 1), rep(pos), n,
+                                    None if m is None else m[:, :n])  # (R*k, 1, V)
+            h = step.lin.h[:, -1].view(R, k, -1)  # (R, k, D)
+        else:
+            cache.batch_repeat_interleave(k)
+            out = _step(model, cache, rep(mask), rep(pos), top_ids.reshape(-1), n, hidden=True)
+            cand_logits, h = out.logits, out.hidden_states[-1][:, -1].view(R, k, -1)
         sim = torch.nn.functional.cosine_similarity(h[:, :, None], ctx[:, None], dim=-1)
         sim = sim.masked_fill(~ctx_ok[:, None], float("-inf")).amax(-1)  # (R, k)
         best = ((1 - alpha) * top_p - alpha * sim).argmax(-1)  # (R,)
         chosen = torch.arange(R, device=best.device) * k + best
-        cache.batch_select_indices(chosen)
+        _select(cache, chosen)
         tok = top_ids.gather(1, best[:, None]).squeeze(1)  # (R,)
-        logits = out.logits[chosen, -1].float()
+        logits = cand_logits[chosen, -1].float()
         ctx = torch.cat([ctx, h[torch.arange(R), best][:, None]], 1)
         ctx_ok = torch.cat([ctx_ok, torch.ones(R, 1, dtype=torch.bool, device=ctx.device)], 1)
         hist = torch.cat([hist, tok[:, None]], 1)
@@ -311,10 +356,18 @@ def _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
             return
         if len(keep) < R:
             ki = torch.tensor(keep, device=tok.device)
-            cache.batch_select_indices(ki)
+            _select(cache, ki)
             logits, ctx, ctx_ok, hist, pos = logits[ki], ctx[ki], ctx_ok[ki], hist[ki], pos[ki]
             mask = None if mask is None else mask[ki]
             rows = [rows[j] for j in keep]
+
+
+def _select(cache, rows: torch.Tensor) -> None:
+    """Keep (reorder, repeat) cache rows: a ``LlamaStep`` or a ``DynamicCache``."""
+    if isinstance(cache, LlamaStep):
+        cache.keep_rows(rows)
+    else:
+        cache.batch_select_indices(rows)
 
 
 # ----------------------------------------------------------------------------- text level
@@ -328,9 +381,10 @@ def _text_completions(tokenizer, prompts, encoded, tokens, reasons) -> list[Comp
 
 def generate_beam(model, tokenizer, prompts: list[Prompt], *, num_beams: int = 4,
                   length_penalty: float = 1.0, early_stopping: bool | str = False,
-                  params: SamplingParams | None = None,
-                  batch_size: int = 4) -> list[Completion]:
-    """Beam search on text or chat prompts; the best hypothesis per prompt."""
+                  params: SamplingParams | None = None, batch_size: int = 4,
+                  pack: bool = False) -> list[Completion]:
+    """Beam search on text or chat prompts; the best hypothesis per prompt. ``pack``: packed
+    weights (see ``beam_search``)."""
     encoded = encode_prompts(tokenizer, prompts)
     out: list[Completion] = []
     for s in range(0, len(encoded), batch_size):
@@ -338,7 +392,7 @@ def generate_beam(model, tokenizer, prompts: list[Prompt], *, num_beams: int = 4
                              model_device(model))
         hyps = beam_search(model, ids, mask, num_beams=num_beams, length_penalty=length_penalty,
                            early_stopping=early_stopping, params=params,
-                           eos_token_ids=eos_ids(model, tokenizer))
+                           eos_token_ids=eos_ids(model, tokenizer), pack=pack)
         out += _text_completions(tokenizer, prompts[s:s + batch_size],
                                  encoded[s:s + batch_size], [h[0].tokens for h in hyps],
                                  [h[0].finish_reason for h in hyps])
@@ -347,15 +401,17 @@ def generate_beam(model, tokenizer, prompts: list[Prompt], *, num_beams: int = 4
 
 def generate_contrastive(model, tokenizer, prompts: list[Prompt], *, penalty_alpha: float = 0.6,
                          top_k: int = 4, params: SamplingParams | None = None,
-                         batch_size: int = 8) -> list[Completion]:
-    """Contrastive search on text or chat prompts."""
+                         batch_size: int = 8, pack: bool = False) -> list[Completion]:
+    """Contrastive search on text or chat prompts. ``pack``: packed weights (see
+    ``contrastive_search``)."""
     encoded = encode_prompts(tokenizer, prompts)
     out: list[Completion] = []
     for s in range(0, len(encoded), batch_size):
         ids, mask = left_pad(encoded[s:s + batch_size], tokenizer.pad_token_id,
                              model_device(model))
         d = contrastive_search(model, ids, mask, penalty_alpha=penalty_alpha, top_k=top_k,
-                               params=params, eos_token_ids=eos_ids(model, tokenizer))
+                               params=params, eos_token_ids=eos_ids(model, tokenizer),
+                               pack=pack)
         out += _text_completions(tokenizer, prompts[s:s + batch_size],
                                  encoded[s:s + batch_size], d.tokens, d.finish_reasons)
     return out
@@ -373,17 +429,18 @@ class BestOfN:
 
 def best_of_n(model, tokenizer, prompts: list[Prompt], n: int, reranker: Reranker,
               params: SamplingParams | None = None, *, batch_size: int = 8,
-              generator: torch.Generator | None = None) -> list[BestOfN]:
+              generator: torch.Generator | None = None, pack: bool = False) -> list[BestOfN]:
     """Sample ``n`` completions per prompt and keep the one ``reranker(prompt, text)`` scores
     highest (ties: the earliest sample). The reranker may be a task checker (1.0 / 0.0) or a
-    reward model wrapped as a callable."""
+    reward model wrapped as a callable. ``pack``: packed weights (``decode.generate``)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise UserError(f"n: must be an integer >= 1, got {n!r}")
     if not callable(reranker):
         raise UserError("reranker: must be a callable (prompt, completion) -> float")
     params = params or SamplingParams()
     flat = [p for p in prompts for _ in range(n)]  # prompt-major: n copies in a row
-    comps = generate(model, tokenizer, flat, params, batch_size=batch_size, generator=generator)
+    comps = generate(model, tokenizer, flat, params, batch_size=batch_size, generator=generator,
+                     pack=pack)
     out = []
     for i, prompt in enumerate(prompts):
         cands = comps[i * n:(i + 1) * n]

@@ -59,7 +59,7 @@ class Config(RunConfig):
     draft: str = opt("", "speculative: draft model reference (empty = prompt lookup)")
     num_draft_tokens: int = opt(5, "speculative: tokens drafted per step", min=1)
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
-                                    "(greedy, sample, speculative)")
+                                    "(every strategy; first-token times too)")
     clients: list[int] = opt([1, 4, 16, 64], "serve: concurrent streaming clients, one level "
                                              "each")
     requests: int = opt(16, "serve: requests per level at least (each client sends "
@@ -143,7 +143,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_to_first_token(model, tokenizer, prompts: list, params) -> float:
+def time_to_first_token(model, tokenizer, prompts: list, params, pack: bool = False) -> float:
     """Seconds from the call to the first generated token of the batch (prefill + 1 step)."""
     from lmlab.infer.decode import encode_prompts, left_pad, model_device, stream_tokens
 
@@ -152,7 +152,7 @@ def time_to_first_token(model, tokenizer, prompts: list, params) -> float:
     _sync(device)
     t0 = time.perf_counter()
     ids, mask = left_pad(encode_prompts(tokenizer, prompts), pad, device)
-    next(iter(stream_tokens(model, ids, mask, params, tokenizer=tokenizer)))
+    next(iter(stream_tokens(model, ids, mask, params, tokenizer=tokenizer, pack=pack)))
     _sync(device)
     return time.perf_counter() - t0
 
@@ -182,7 +182,7 @@ def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
            "seconds": round(best, 4), "tokens_per_s": round(n_tok / best, 2),
            "tokens_per_s_median": round(n_tok / med, 2), "ttft_ms": None}
     if strategy in STREAMING:
-        ttft = [time_to_first_token(model, tokenizer, prompts, params)
+        ttft = [time_to_first_token(model, tokenizer, prompts, params, cfg.pack_weights)
                 for _ in range(cfg.repeats)]
         row["ttft_ms"] = round(1000 * min(ttft), 1)
     if "speculative" in extra:

@@ -57,7 +57,7 @@ class Config(RunConfig):
     batch_size: int = opt(8, "prompts decoded together", min=1)
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(faster; equal to the plain step up to fp32 rounding; "
-                                    "greedy, sample and speculative)")
+                                    "every strategy, not with stream=true)")
     stream: bool = opt(False, "print tokens as they arrive (sample / greedy)")
     device: str = opt("auto", "cpu | cuda | mps | auto")
     dtype: str = opt("auto", "auto (fp32 on CPU) | fp32 | bf16 | fp16")
@@ -69,6 +69,9 @@ class Config(RunConfig):
             problems.append("reranker: 'task' needs data=task:<name>")
         if self.draft and self.strategy != "speculative":
             problems.append("draft: only used with strategy=speculative")
+        if self.pack_weights and self.stream and self.strategy in ("sample", "greedy"):
+            problems.append("pack_weights: the streaming path (stream=true) decodes unpacked; "
+                            "drop one of the two")
         return problems
 
     def sampling(self):
@@ -142,16 +145,18 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
         es = {"true": True, "false": False, "never": "never"}[cfg.early_stopping]
         return search.generate_beam(model, tokenizer, prompts, num_beams=cfg.num_beams,
                                     length_penalty=cfg.length_penalty, early_stopping=es,
-                                    params=params, batch_size=cfg.batch_size), {}
+                                    params=params, batch_size=cfg.batch_size,
+                                    pack=cfg.pack_weights), {}
     if s == "contrastive":
         return search.generate_contrastive(model, tokenizer, prompts,
                                            penalty_alpha=cfg.penalty_alpha,
                                            top_k=cfg.contrastive_k, params=params,
-                                           batch_size=cfg.batch_size), {}
+                                           batch_size=cfg.batch_size,
+                                           pack=cfg.pack_weights), {}
     if s == "best_of_n":
         rerank = _reranker(cfg, rows, prompts)
         res = search.best_of_n(model, tokenizer, prompts, cfg.n, rerank, params,
-                               batch_size=cfg.batch_size)
+                               batch_size=cfg.batch_size, pack=cfg.pack_weights)
         return [r.best for r in res], {"best_of_n_scores": [r.scores for r in res]}
     from lmlab.models import load_model, load_tokenizer
 
