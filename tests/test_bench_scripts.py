@@ -1,6 +1,7 @@
-"""The on-demand benchmark scripts still run against the current stage code (a smoke run on the
-tiny model: no numbers are checked, they are not measurements)."""
+"""The on-demand benchmark scripts still run against the current stage code (smoke runs on the
+tiny model: their timings are not checked, they are not measurements)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -17,3 +18,36 @@ def test_bench_rl_runs_on_the_tiny_model():
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| lmlab |" in out.stdout
+
+
+def test_bench_bandwidth_runs_on_the_tiny_model(tmp_path):
+    """Smoke run; the weight bytes per token are checked against a count by hand from the
+    tiny config (projections, norms, the tied LM head in full, one embedding row)."""
+    from lmlab.models.tiny import PRESETS
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out_json = tmp_path / "bw.json"
+    out = subprocess.run([sys.executable, "benchmarks/bench_bandwidth.py", "--model", "tiny:llama",
+                          "--threads", "1", "--bw-threads", "1", "--mib", "8", "--bw-repeats",
+                          "2", "--new-tokens", "4", "--repeats", "1", "--profile-steps", "2",
+                          "--out", str(out_json)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out_json.read_text())
+    c = PRESETS["llama"]
+    D, I, L, H, Hkv = (c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"],
+                       c["num_attention_heads"], c["num_key_value_heads"])
+    V, Dh = 49152, D // H  # the SmolLM2 tokenizer's vocabulary
+    per_layer = 2 * D * D + 2 * D * Hkv * Dh + 3 * D * I + 2 * D  # q, o, k, v, MLP, 2 norms
+    assert r["weights_per_token"]["bytes"] == 4 * (L * per_layer + V * D + D + D)
+    assert r["weights_per_token"]["tied_embeddings"] is True
+    assert r["weights_per_token"]["kv_cache_bytes_per_context_token"] == 2 * L * Hkv * Dh * 4
+    bw = r["bandwidth"]["tests"]["1"]
+    assert min(bw.values()) > 0 and r["bound"]["bandwidth_GB_s"] == max(
+        bw["copy_GB_s (read+write)"], bw["read_sum_GB_s"])
+    for name in ("ours", "ours_packed", "hf_generate"):
+        d = r["decode"][name]
+        assert d["tok_s"] > 0 and d["same_tokens_as_ours"], name
+        assert abs(d["pct_of_bound"] - 100 * d["tok_s"] / r["bound"]["tok_s"]) < 0.2
+    assert 0 < r["profile"]["ours"]["matmul_share"] <= 1
+    assert "| ours_packed |" in out.stdout
