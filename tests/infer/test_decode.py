@@ -122,6 +122,28 @@ def test_sampling_is_seeded_and_batch_order_free(model, tokenizer):
     assert [x.token_ids for x in a] != [x.token_ids for x in c]
 
 
+@pytest.mark.parametrize("kw", [{"fast": False}, {}, {"pack": True}])
+def test_repeat_prefills_each_prompt_once_and_equals_repeated_prompts(model, tokenizer, kw):
+    """repeat=k: row b*k+j is prompt b's j-th sample; the same tokens (greedy, and sampled from
+    the same generator) as decoding every prompt k times, and k early-stopping rows each."""
+    if kw.get("pack"):
+        from lmlab.infer.packed import can_pack
+        if not can_pack(torch.zeros(2, 2)):
+            pytest.skip("no oneDNN")
+    seqs = [tokenizer(p)["input_ids"] for p in ["Hello there", "One two three four five"]]
+    ids, mask = left_pad(seqs, tokenizer.pad_token_id)
+    rids, rmask = left_pad([s for s in seqs for _ in range(3)], tokenizer.pad_token_id)
+    for p in (SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True),
+              SamplingParams(temperature=1.0, max_new_tokens=6, stop_token_ids=[5, 9, 11])):
+        a = decode(model, ids, mask, p, repeat=3, generator=torch.Generator().manual_seed(0), **kw)
+        b = decode(model, rids, rmask, p, generator=torch.Generator().manual_seed(0), **kw)
+        assert len(a.tokens) == 6 and a.tokens == b.tokens
+        assert a.finish_reasons == b.finish_reasons
+    assert len({tuple(t) for t in a.tokens}) > 2  # sampled copies differ from each other
+    with pytest.raises(UserError, match="repeat"):
+        decode(model, ids, mask, p, repeat=0)
+
+
 def test_chat_prompts_use_the_template(model, tokenizer):
     msgs = [{"role": "user", "content": "Say hi"}]
     c = generate(model, tokenizer, [msgs], SamplingParams(temperature=0, max_new_tokens=3))[0]

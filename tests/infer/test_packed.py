@@ -92,3 +92,25 @@ def test_speculative_and_generate_with_packed_weights(model, tokenizer):
         assert [c.token_ids for c in res.completions] == ref
         assert res.stats.target_forwards > 0
     assert packed_linears(model).count == 7 * model.config.num_hidden_layers + 1
+
+
+def test_packed_prefill_runs_through_the_lean_step_and_matches_the_hf_prefill(model, tokenizer):
+    """With pack=True the prompt goes through LlamaStep (left padding included: a padding query
+    attends to itself, never to nothing); its next-token logits equal the HF
+    prefill's up to fp32 rounding, and no HF forward runs at all."""
+    from lmlab.infer.decode import stream_tokens
+
+    ids, mask = left_pad([tokenizer(p)["input_ids"] for p in PROMPTS], tokenizer.pad_token_id)
+    p = SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True)
+    ref = [s.logits for s in stream_tokens(model, ids, mask, p, fast=False)]
+    calls = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        got = [s.logits for s in stream_tokens(model, ids, mask, p, pack=True)]
+    finally:
+        hook.remove()
+    assert calls == []  # neither the prefill nor the steps used the HF forward
+    assert len(got) == len(ref) == 4
+    for a, b in zip(got, ref):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -203,6 +203,43 @@ def _prefill(model, input_ids, attention_mask, max_new: int) -> tuple[_State, to
     return st, logits.float()
 
 
+def _prefill_lean(model, input_ids, attention_mask, max_new: int,
+                  lin) -> tuple[_State, torch.Tensor]:
+    """The prefill through ``LlamaStep`` itself (the first step writes the prompt into its
+    buffers; only the last position goes through the LM head): no HF forward, no cache copy."""
+    B, P = input_ids.shape
+    padded = bool((attention_mask == 0).any())
+    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    fast = LlamaStep(model, None, B, P + max_new, lin=lin)
+    logits = fast.step(input_ids, pos, P, attention_mask if padded else None,
+                       last_only=True)[:, -1]
+    mask = None
+    if padded:
+        mask = torch.ones(B, P + max_new, dtype=attention_mask.dtype, device=input_ids.device)
+        mask[:, :P] = attention_mask
+    hist = torch.full((B, P + max_new), -1, dtype=torch.long, device=input_ids.device)
+    hist[:, :P] = input_ids.masked_fill(attention_mask == 0, -1)
+    st = _State(None, mask, pos[:, -1:] + 1, hist, list(range(B)), fast=fast,
+                out=[[] for _ in range(B)], lps=[[] for _ in range(B)])
+    return st, logits.float()
+
+
+def _repeat_rows(st: _State, logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row becomes k consecutive rows (row r -> rows r*k .. r*k+k-1) sharing its prefill."""
+    B = len(st.rows)
+    idx = torch.arange(B, device=st.pos.device).repeat_interleave(k)
+    if st.fast is not None:
+        st.fast.keep_rows(idx)
+    else:
+        st.cache.batch_repeat_interleave(k)
+    st.pos, st.hist = st.pos[idx], st.hist[idx]
+    if st.mask is not None:
+        st.mask = st.mask[idx]
+    st.rows = list(range(B * k))
+    st.out, st.lps = [[] for _ in range(B * k)], [[] for _ in range(B * k)]
+    return logits[idx]
+
+
 def _forward_one(model, st: _State, tokens: torch.Tensor, P: int) -> torch.Tensor:
     """Feed each active row its last token (B,); the next-token logits (B, V)."""
     n = P + st.t  # cache length after this token
@@ -233,7 +270,8 @@ def _keep_rows(st: _State, keep: list[int]) -> None:
 def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   params: SamplingParams, *, eos_token_ids: list[int] | None = None,
                   tokenizer=None, generator: torch.Generator | None = None,
-                  fast: bool | None = None, pack: bool = False) -> Iterator[Step]:
+                  fast: bool | None = None, pack: bool = False,
+                  repeat: int = 1) -> Iterator[Step]:
     """Decode left-padded prompts (B, P), yielding one ``Step`` per generated position.
 
     ``eos_token_ids`` default to the model's and tokenizer's EOS; ``params.stop_token_ids`` are
@@ -241,11 +279,16 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     ``fast``: decode steps through ``fastpath.LlamaStep`` (None = whenever the model supports
     it; False = always the HF forward). ``pack``: the lean step runs oneDNN-packed fp32
     weights (``infer.packed``, kept on the model, faster small batches on a CPU, equal up to
-    fp32 rounding) and also serves peft LoRA models (the RL rollouts use this).
+    fp32 rounding) and also serves peft LoRA models (the RL rollouts use this); the prefill
+    then runs through the lean step too. ``repeat``: decode k = ``repeat`` rows per prompt (rows
+    b*k .. b*k+k-1 for prompt b; ``Step.rows`` count B*k rows), the prompt prefilled once and its
+    cache copied k times (GRPO's k samples per prompt, best-of-N).
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     B, P = input_ids.shape
+    if repeat < 1:
+        raise UserError(f"repeat: must be >= 1, got {repeat}")
     stops = StopStrings(tokenizer, params.stop)
     eos = [] if params.ignore_eos else (eos_ids(model, tokenizer) if eos_token_ids is None
                                         else list(eos_token_ids))
@@ -260,11 +303,17 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     model.eval()
     try:
         with torch.inference_mode():
-            st, logits = _prefill(model, input_ids, attention_mask, params.max_new_tokens)
-            if fast is not False and LlamaStep.supports(model, lora=pack):
-                lin = packed_linears(unwrap(model)) if pack else None
-                st.fast = LlamaStep(model, st.cache, B, P + params.max_new_tokens, lin=lin)
-                st.cache = None  # the buffers hold it now
+            lean = fast is not False and LlamaStep.supports(model, lora=pack)
+            if lean and pack:
+                st, logits = _prefill_lean(model, input_ids, attention_mask,
+                                           params.max_new_tokens, packed_linears(unwrap(model)))
+            else:
+                st, logits = _prefill(model, input_ids, attention_mask, params.max_new_tokens)
+                if lean:
+                    st.fast = LlamaStep(model, st.cache, B, P + params.max_new_tokens)
+                    st.cache = None  # the buffers hold it now
+            if repeat > 1:
+                logits = _repeat_rows(st, logits, repeat)
         while True:
             with torch.inference_mode():
                 step, keep, nxt = _choose(st, logits, params, transforms, generator, stop_ids,
@@ -312,7 +361,7 @@ def _choose(st: _State, logits, params, transforms, generator, stop_ids, stops, 
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
            params: SamplingParams, **kw) -> Decoded:
     """Run ``stream_tokens`` to the end; per-row tokens, finish reasons, logprobs."""
-    B = input_ids.shape[0]
+    B = input_ids.shape[0] * kw.get("repeat", 1)
     tokens: list[list[int]] = [[] for _ in range(B)]
     lps: list[list[float]] = [[] for _ in range(B)]
     reasons = ["length"] * B

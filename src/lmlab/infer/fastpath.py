@@ -153,6 +153,10 @@ class LlamaStep:
         if L > 1:  # query i sees keys 0 .. n-L+i
             causal = torch.ones(L, n, dtype=torch.bool, device=x.device).tril(n - L)
             attn_mask = causal[None, None] if pad is None else causal[None, None] & pad
+            if pad is not None:  # a padding query sees itself: no all-masked row, no NaN
+                cols = torch.arange(n, device=x.device)
+                rows = torch.arange(n - L, n, device=x.device)
+                attn_mask = attn_mask | (cols[None, :] == rows[:, None])[None, None]
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm.weight, self.eps)

@@ -58,16 +58,18 @@ def sample(model, prompt_ids: list[list[int]], k: int, params: SamplingParams, *
            generator: torch.Generator, pad_id: int, eos_ids: list[int] | None = None,
            batch_size: int = 64) -> tuple[list[list[int]], list[str]]:
     """k completions per prompt (prompt-major) through ``infer.decode.decode``: one left-padded
-    prefill, then one KV-cached forward per token (on a CPU: the lean step over oneDNN-packed
-    weights, LoRA included). Returns (response ids, finish reasons)."""
+    prefill of each distinct prompt, its cache copied to its k rows, then one KV-cached forward
+    per token (on a CPU: prefill and steps through the lean step over oneDNN-packed weights,
+    LoRA included). ``batch_size`` sequences (whole groups of k) decode together. Returns
+    (response ids, finish reasons)."""
     device = next(model.parameters()).device
-    seqs = [p for p in prompt_ids for _ in range(k)]
+    per = max(1, batch_size // k)  # prompts per decode batch
     responses: list[list[int]] = []
     reasons: list[str] = []
-    for s in range(0, len(seqs), batch_size):
-        ids, mask = left_pad(seqs[s:s + batch_size], pad_id, device)
+    for s in range(0, len(prompt_ids), per):
+        ids, mask = left_pad(prompt_ids[s:s + per], pad_id, device)
         out = decode(model, ids, mask, params, eos_token_ids=eos_ids, generator=generator,
-                     pack=device.type == "cpu")
+                     pack=device.type == "cpu", repeat=k)
         responses += out.tokens
         reasons += out.finish_reasons
     return responses, reasons
