@@ -16,10 +16,12 @@ measures the four pieces and prints them side by side:
 3. the bound, tok/s = bandwidth / bytes per token, from the best read or copy figure at the
    decode thread count (the higher of the two: the stricter bound);
 4. our batch-1 greedy tok/s (``lmlab.infer.decode``, default and ``pack=True``) and HF
-   ``generate`` on one fixed chat prompt, ``--new-tokens`` tokens with EOS ignored, best of
-   ``--repeats``, end to end (prefill included) and per decode step (first token excluded);
-   each as a % of the bound; then a ``torch.profiler`` breakdown of ``--profile-steps`` decode
-   steps (share of the matmuls, their effective read bandwidth, the top ops).
+   ``generate`` on one fixed chat prompt, exactly ``--new-tokens`` tokens (EOS banned until
+   then, as HF's ``min_new_tokens``), best of ``--repeats``, end to end (prefill included) and
+   per decode step (first token excluded); each as a % of the bound;
+5. where the time goes: a ``torch.profiler`` breakdown of ``--profile-steps`` decode steps
+   (share of the matmuls, their effective read bandwidth, the top ops), and the projections
+   alone, timed per kind in decode order (``F.linear`` and packed): ms and GB/s each.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_bandwidth.py --threads 2
     .venv/bin/python benchmarks/bench_bandwidth.py --model tiny:llama --mib 8 --new-tokens 4
@@ -144,8 +146,9 @@ def decode_speed(model, tok, ids, new_tokens: int, repeats: int) -> dict:
     from lmlab.infer.sampling import SamplingParams
 
     N = new_tokens
-    p = SamplingParams(temperature=0, max_new_tokens=N, ignore_eos=True)
-    first = SamplingParams(temperature=0, max_new_tokens=1, ignore_eos=True)
+    # EOS banned until N tokens, exactly as HF's min_new_tokens (so the tokens can be compared)
+    p = SamplingParams(temperature=0, max_new_tokens=N, min_new_tokens=N)
+    first = SamplingParams(temperature=0, max_new_tokens=1)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     runs = {
         "ours": (lambda: decode(model, ids, None, p).tokens[0],
@@ -203,6 +206,41 @@ def profile_steps(model, ids, steps: int, pack: bool, proj_bytes: int) -> dict:
                                     for e in top}}
 
 
+def matmul_by_kind(model, pack: bool, repeats: int) -> dict | None:
+    """One token's projections alone, in decode order (layer by layer, so the cache holds
+    nothing from the last token), timed per kind: ms per token and GB/s of weights read.
+    ``F.linear`` over the weight, or the packed copy (``pack``). Llama-style models only."""
+    import torch.nn.functional as F
+
+    from lmlab.infer.packed import PackedLinears
+
+    if not hasattr(getattr(model, "model", None), "layers"):
+        return None
+    names = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    order = [(n.split(".")[1], layer.get_submodule(n)) for layer in model.model.layers
+             for n in names] + [("lm_head", model.lm_head)]
+    lin = PackedLinears() if pack else (lambda x, mod: F.linear(x, mod.weight))
+    xs = {mod.in_features: torch.randn(1, 1, mod.in_features) for _, mod in order}
+    best: dict[str, float] = {}
+    for r in range(repeats + 1):  # the first pass warms up (and packs)
+        spent: dict[str, float] = {}
+        for kind, mod in order:
+            t0 = time.perf_counter()
+            lin(xs[mod.in_features], mod)
+            spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - t0
+        if r:
+            best = {k: min(v, best.get(k, v)) for k, v in spent.items()}
+    size: dict[str, int] = {}
+    for kind, mod in order:
+        size[kind] = size.get(kind, 0) + mod.weight.numel() * mod.weight.element_size()
+    out = {k: {"shape": list(dict(order)[k].weight.shape), "ms": round(1000 * t, 2),
+               "GB_s": round(size[k] / t / GB, 2)} for k, t in best.items()}
+    total = sum(best.values())
+    out["all"] = {"ms": round(1000 * total, 2), "GB_s": round(sum(size.values()) / total / GB, 2)}
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -229,6 +267,10 @@ def table(r: dict) -> str:
                      f"{pr['matmul_ms_per_step']} ms ({100 * (pr['matmul_share'] or 0):.0f} % of "
                      f"self CPU time), matmul read {pr['matmul_read_GB_s']} GB/s; top: "
                      + ", ".join(f"{k} {v}" for k, v in pr["top_ops_ms_per_step"].items()))
+    for name, kinds in r.get("matmul_by_kind", {}).items():
+        if kinds:
+            lines.append(f"\nprojections alone, {name} (ms per token, GB/s): " + ", ".join(
+                f"{k} {v['ms']} ({v['GB_s']})" for k, v in kinds.items()))
     return "\n".join(lines)
 
 
@@ -276,6 +318,8 @@ def main(argv=None) -> dict:
             proj = wb["parts_bytes"]["projections"] + wb["parts_bytes"]["lm_head"]
             r["profile"] = {name: profile_steps(model, ids, args.profile_steps, pack, proj)
                             for name, pack in (("ours", False), ("ours_packed", True))}
+            r["matmul_by_kind"] = {name: matmul_by_kind(model, pack, args.repeats)
+                                   for name, pack in (("F.linear", False), ("packed", True))}
     r["seconds"] = round(time.perf_counter() - t0, 1)
     print(table(r), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -50,4 +50,8 @@ def test_bench_bandwidth_runs_on_the_tiny_model(tmp_path):
         assert d["tok_s"] > 0 and d["same_tokens_as_ours"], name
         assert abs(d["pct_of_bound"] - 100 * d["tok_s"] / r["bound"]["tok_s"]) < 0.2
     assert 0 < r["profile"]["ours"]["matmul_share"] <= 1
+    assert r["matmul_by_kind"]["packed"]["all"]["ms"] > 0
+    assert set(r["matmul_by_kind"]["F.linear"]) == {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                   "gate_proj", "up_proj", "down_proj",
+                                                   "lm_head", "all"}
     assert "| ours_packed |" in out.stdout
