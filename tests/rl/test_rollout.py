@@ -97,6 +97,45 @@ def test_value_head_reads_only_the_past(tiny_model, tokenizer):
         {"actor", "critic"}
 
 
+def test_shared_prompt_forward_equals_the_full_forward_values_and_gradients(tokenizer):
+    """Sequences that share a prompt run it once (shared_prompt_hidden): the same log-probs,
+    values and LoRA + value-head gradients as one forward over every (prompt + response), for
+    shuffled rows of uneven prompts and responses."""
+    from lmlab.models.adapters import add_lora
+    from lmlab.rl.rollout import shared_prompt_hidden
+    from lmlab.rl.value import add_value_head
+    from lmlab.models.heads import decoder_of
+    from tests.tiny import varied
+
+    torch.manual_seed(0)
+    policy = add_lora(varied(), r=4, alpha=8, dropout=0.0, targets=[])
+    _perturb_lora(policy)
+    ac = add_value_head(policy)
+    with torch.no_grad():
+        ac.critic.linear.weight.normal_()
+    prompts = _prompts(tokenizer, 2)
+    prompts[1] = prompts[1][:4]  # uneven: left padding
+    order = [0, 1, 0, 0, 1, 1]  # the groups interleaved, as a shuffled minibatch is
+    resp = [[5, 6, 7, 8, 9], [5], [11, 12], [7, 7, 7, 7, 7], [13, 14, 15], [9, 9]]
+    batch = build_batch([prompts[i] for i in order], resp, tokenizer.pad_token_id)
+    assert shared_prompt_hidden(decoder_of(policy), build_batch(prompts, resp[:2], 2)) is None
+
+    def run(share):
+        ac.zero_grad()
+        logp, values, _ = response_forward(ac.actor, batch, ac.critic, share_prompts=share)
+        ((logp * batch["response_mask"]).sum() + values.square().mean()).backward()
+        grads = {n: p.grad.clone() for n, p in ac.named_parameters() if p.requires_grad}
+        return logp.detach(), values.detach(), grads
+
+    (la, va, ga), (lb, vb, gb) = run(True), run(False)
+    torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-5)
+    assert len(ga) > 4 and ga.keys() == gb.keys()
+    for n in ga:  # fp32 rounding of different GEMM shapes: compare whole tensors
+        assert (ga[n] - gb[n]).norm() <= 1e-4 * gb[n].norm() + 1e-7, n
+    assert any(ga[n].abs().sum() > 0 for n in ga if "lora_A" in n)
+
+
 def test_reward_functions():
     from lmlab.rl.rewards import build_rewards, combine, format_reward, shape
 

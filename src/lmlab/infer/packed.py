@@ -72,10 +72,11 @@ class PackedLinears:
             return None
         parts = [base] + [t for n in names for t in (mod.lora_A[n].weight, mod.lora_B[n].weight)]
 
-        def fold():
+        def fold():  # W + s * B @ A in one kernel per adapter (no B @ A temporary)
             w = base
             for n in names:
-                w = w + (mod.lora_B[n].weight @ mod.lora_A[n].weight) * mod.scaling[n]
+                w = torch.addmm(w, mod.lora_B[n].weight, mod.lora_A[n].weight,
+                                alpha=mod.scaling[n])
             return w
 
         key = self._key(parts) + tuple(float(mod.scaling[n]) for n in names)

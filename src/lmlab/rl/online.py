@@ -34,6 +34,8 @@ class OnlineConfig(TrainConfig):
     temperature: float = opt(1.0, "sampling temperature (log-probs use the same)", min=0.0,
                              min_exclusive=True)
     rollout_batch_size: int = opt(64, "sequences decoded together", min=1)
+    share_prompts: bool = opt(True, "scoring and update forwards run each distinct prompt once "
+                                    "for its k sequences (same result up to fp32 rounding)")
     epochs: int = opt(1, "passes over each rollout batch", min=1)
     clip_eps: float = opt(0.2, "ratio clip: [1 - clip_eps, 1 + clip_eps_high]", min=0.0)
     clip_eps_high: float | None = opt(None, "upper ratio clip (null = clip_eps; DAPO: 0.28)",
@@ -172,7 +174,7 @@ def collect(on: Online, rows: list[dict], *, policy_pass: bool = True, reference
     ro.rewards = torch.tensor(total, dtype=torch.float32)
     return score(ro, on.model.actor, value_head=on.model.critic, ref_model=on.ref_model,
                  use_reference=reference, use_policy=policy_pass, pad_id=on.pad_id,
-                 temperature=cfg.temperature)
+                 temperature=cfg.temperature, share_prompts=cfg.share_prompts)
 
 
 def rollout_stats(ro) -> dict:

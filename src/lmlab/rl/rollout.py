@@ -105,19 +105,51 @@ def _lm_head(model):
     return base.get_output_embeddings()
 
 
+def shared_prompt_hidden(decoder, batch: dict) -> torch.Tensor | None:
+    """The hidden states (N, R, H) that predict the response tokens, with every distinct prompt
+    run once: a forward over the U distinct prompts (U, P) fills a KV cache, its rows are
+    gathered per sequence (N, P) and the responses (N, R) attend to them. The same function of
+    the weights as one forward over (N, P + R) - gradients flow back through the gather into the
+    shared prompt keys and values, summed over the sequences that share them - at U * P + N * R
+    tokens instead of N * (P + R) (GRPO's k samples per prompt: k times fewer prompt tokens).
+    None when no two sequences share a prompt."""
+    from transformers import DynamicCache
+
+    P, R = batch["prompt_width"], batch["targets"].shape[1]
+    ids, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
+    key = ids[:, :P].masked_fill(mask[:, :P] == 0, -1)  # the prompt, padding included
+    uniq, inv = torch.unique(key, dim=0, return_inverse=True)
+    U, N = len(uniq), len(key)
+    if U == N:
+        return None
+    src = torch.empty(U, dtype=torch.long, device=ids.device)
+    src[inv] = torch.arange(N, device=ids.device)  # one sequence per distinct prompt
+    cache = DynamicCache(config=decoder.config)
+    head = decoder(input_ids=ids[src, :P], attention_mask=mask[src, :P],
+                   position_ids=pos[src, :P], past_key_values=cache,
+                   use_cache=True).last_hidden_state  # (U, P, H)
+    cache.batch_select_indices(inv)  # (N, ., P, .): differentiable gather
+    tail = decoder(input_ids=ids[:, P:], attention_mask=mask, position_ids=pos[:, P:],
+                   past_key_values=cache, use_cache=True).last_hidden_state  # (N, R, H)
+    return torch.cat([head[inv, -1:], tail[:, :R - 1]], dim=1)
+
+
 def response_forward(model, batch: dict, value_head=None, *, with_logits: bool = False,
-                     temperature: float = 1.0):
+                     temperature: float = 1.0, share_prompts: bool = True):
     """One body forward over the rollout batch. Returns (log-probs (N, R), values (N, R) or
     None, logits (N, R, V) or None). Only the R response-predicting positions go through the LM
     head and the value head; the value at response position j is V(prompt + tokens < j).
     Logits are divided by the sampling ``temperature``, so the log-probs are those of the
-    distribution the tokens were drawn from."""
+    distribution the tokens were drawn from. ``share_prompts``: sequences with the same prompt
+    run it once (``shared_prompt_hidden``; equal up to fp32 rounding)."""
     P, R = batch["prompt_width"], batch["targets"].shape[1]
-    hidden = decoder_of(model)(input_ids=batch["input_ids"],
-                               attention_mask=batch["attention_mask"],
-                               position_ids=batch["position_ids"],
-                               use_cache=False).last_hidden_state  # (N, P + R, H)
-    h = hidden[:, P - 1:P + R - 1]  # (N, R, H)
+    decoder = decoder_of(model)
+    h = shared_prompt_hidden(decoder, batch) if share_prompts else None
+    if h is None:
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         position_ids=batch["position_ids"],
+                         use_cache=False).last_hidden_state  # (N, P + R, H)
+        h = hidden[:, P - 1:P + R - 1]  # (N, R, H)
     logits = _lm_head(model)(h).float()  # (N, R, V)
     if temperature not in (0.0, 1.0):
         logits = logits / temperature
@@ -127,22 +159,25 @@ def response_forward(model, batch: dict, value_head=None, *, with_logits: bool =
 
 
 @torch.no_grad()
-def reference_logps(model, batch: dict, ref_model=None, temperature: float = 1.0) -> torch.Tensor:
+def reference_logps(model, batch: dict, ref_model=None, temperature: float = 1.0,
+                    share_prompts: bool = True) -> torch.Tensor:
     """(N, R) log-probs under the reference: ``ref_model`` (a frozen copy, full fine-tuning) or,
     when None, ``model`` with its LoRA adapters disabled (no second copy in memory)."""
     if ref_model is not None:
-        return response_forward(ref_model, batch, temperature=temperature)[0]
+        return response_forward(ref_model, batch, temperature=temperature,
+                                share_prompts=share_prompts)[0]
     if not hasattr(model, "disable_adapter"):
         raise ValueError("the reference of a fully fine-tuned policy is a frozen copy: pass "
                          "ref_model")
     with model.disable_adapter():
-        return response_forward(model, batch, temperature=temperature)[0]
+        return response_forward(model, batch, temperature=temperature,
+                                share_prompts=share_prompts)[0]
 
 
 @torch.no_grad()
 def score(rollout: Rollout, model, *, value_head=None, ref_model=None, use_reference: bool = True,
           use_policy: bool = True, pad_id: int, chunk: int = 16,
-          temperature: float = 1.0) -> Rollout:
+          temperature: float = 1.0, share_prompts: bool = True) -> Rollout:
     """Fill the batch tensors, the policy's log-probs (and values) at sampling time, and the
     reference's log-probs, in chunks of ``chunk`` sequences. ``use_policy=False`` skips the
     policy pass (old_logp stays None): with one optimizer step per rollout the update's own
@@ -155,11 +190,12 @@ def score(rollout: Rollout, model, *, value_head=None, ref_model=None, use_refer
     for s in range(0, len(rollout), chunk):
         sub = slice_batch(rollout.batch, slice(s, s + chunk))
         if use_policy:
-            lp, v, _ = response_forward(model, sub, value_head, temperature=temperature)
+            lp, v, _ = response_forward(model, sub, value_head, temperature=temperature,
+                                        share_prompts=share_prompts)
             olds.append(lp)
             vals.append(v)
         if use_reference:
-            refs.append(reference_logps(model, sub, ref_model, temperature))
+            refs.append(reference_logps(model, sub, ref_model, temperature, share_prompts))
     model.train(was_training)
     rollout.old_logp = torch.cat(olds) if use_policy else None
     rollout.ref_logp = torch.cat(refs) if use_reference else None

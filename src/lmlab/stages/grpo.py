@@ -79,7 +79,8 @@ def update(on, ro, adv: torch.Tensor, step: int) -> dict:
             sub = slice_batch(ro.batch, idx)
             m = sub["response_mask"]
             logp, _, logits = response_forward(actor, sub, with_logits=True,
-                                               temperature=cfg.temperature)
+                                               temperature=cfg.temperature,
+                                               share_prompts=cfg.share_prompts)
             old = ro.old_logp[idx] if ro.old_logp is not None else logp.detach()
             ref = ro.ref_logp[idx] if ro.ref_logp is not None else None
             out = grpo_loss(logp, old, adv[idx], m, ref_logp=ref,

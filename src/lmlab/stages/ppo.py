@@ -86,7 +86,8 @@ def update(on, ro, adv: torch.Tensor, returns: torch.Tensor, step: int) -> dict:
             sub = slice_batch(ro.batch, idx)
             m = sub["response_mask"]
             logp, values, logits = response_forward(model.actor, sub, model.critic,
-                                                    with_logits=True, temperature=cfg.temperature)
+                                                    with_logits=True, temperature=cfg.temperature,
+                                                    share_prompts=cfg.share_prompts)
             pol = ppo_policy_loss(logp, ro.old_logp[idx], adv[idx], m, clip_eps=cfg.clip_eps,
                                   clip_eps_high=cfg.clip_eps_high)
             vloss, vclip = value_loss(values, ro.values[idx], returns[idx], m,
