@@ -188,6 +188,30 @@ def test_search_strategies_with_packed_weights(model, tokenizer):
     assert packed_linears(m).count == 7 * m.config.num_hidden_layers + 1
 
 
+@pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="no oneDNN in this torch build")
+def test_lora_model_searches_through_the_packed_lean_step(model, tokenizer):
+    """A peft LoRA model: beam and contrastive search with pack=True (folded W + sBA through
+    the lean step) give the tokens of its HF forward (fast=False)."""
+    from lmlab.models.adapters import add_lora
+
+    torch.manual_seed(1)
+    peft = add_lora(copy.deepcopy(model), r=4, alpha=8, dropout=0.0, targets=[])
+    with torch.no_grad():  # LoRA B starts at zero: make the adapters change the outputs
+        for name, q in peft.named_parameters():
+            if "lora_B" in name:
+                q.normal_(0, 0.5)
+    ids, mask = batch(tokenizer)
+    p = SamplingParams(max_new_tokens=6, ignore_eos=True)
+    hf = [h[0].tokens for h in beam_search(peft, ids, mask, num_beams=3, params=p, fast=False)]
+    assert [h[0].tokens for h in beam_search(model, ids, mask, num_beams=3, params=p)] != hf
+    assert [h[0].tokens for h in beam_search(peft, ids, mask, num_beams=3, params=p,
+                                             pack=True)] == hf
+    kw = dict(penalty_alpha=0.6, top_k=3, params=p)
+    assert contrastive_search(peft, ids, mask, pack=True, **kw).tokens == \
+        contrastive_search(peft, ids, mask, fast=False, **kw).tokens
+    assert packed_linears(peft.base_model.model).count == 7 * model.config.num_hidden_layers + 1
+
+
 @pytest.mark.slow
 def test_real_model_beam_search_matches_hf():
     from lmlab.models import load_model, load_tokenizer
