@@ -59,9 +59,12 @@ def test_search_strategies_take_pack_weights(tmp_path, monkeypatch, strategy, fn
     assert rc == 0 and len(_read(out)[0]) == 2 and seen == [True]
 
 
-def test_pack_weights_is_refused_with_streaming(tmp_path, capsys):
-    rc, out = _generate(tmp_path, "stream=true", "pack_weights=true", "strategy=greedy")
-    assert rc == 2 and "pack_weights" in capsys.readouterr().err and not out.exists()
+def test_streaming_with_pack_weights_prints_the_unpacked_greedy_text(tmp_path):
+    rc, out = _generate(tmp_path, "stream=true", "pack_weights=true", "strategy=greedy",
+                        "prompt=Tell me a joke")
+    rc2, ref = _generate(tmp_path, "strategy=greedy", "prompt=Tell me a joke", name="ref")
+    assert rc == rc2 == 0
+    assert _read(out)[0][0]["completion"] == _read(ref)[0][0]["completion"] != ""
 
 
 def test_prompt_files_and_single_prompt(tmp_path, capsys):

@@ -415,9 +415,10 @@ def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | N
 
 
 def stream(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
-           generator: torch.Generator | None = None) -> Iterator[TextDelta]:
+           generator: torch.Generator | None = None, pack: bool = False) -> Iterator[TextDelta]:
     """Yield text as it is generated (all prompts in one batch). Text that might be the start
-    of a stop string, or half of a multi-byte character, is held back until it is resolved."""
+    of a stop string, or half of a multi-byte character, is held back until it is resolved.
+    ``pack``: see ``stream_tokens``."""
     params = params or SamplingParams()
     encoded = encode_prompts(tokenizer, prompts)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids(model,
@@ -427,7 +428,8 @@ def stream(model, tokenizer, prompts: list[Prompt], params: SamplingParams | Non
     hold = max((len(s) for s in params.stop), default=1) - 1
     toks: list[list[int]] = [[] for _ in encoded]
     sent = [0] * len(encoded)
-    for step in stream_tokens(model, ids, mask, params, tokenizer=tokenizer, generator=generator):
+    for step in stream_tokens(model, ids, mask, params, tokenizer=tokenizer, generator=generator,
+                              pack=pack):
         for j, r in enumerate(step.rows):
             toks[r].append(step.tokens[j])
             why = step.finished.get(r)

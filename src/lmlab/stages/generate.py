@@ -57,7 +57,7 @@ class Config(RunConfig):
     batch_size: int = opt(8, "prompts decoded together", min=1)
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(faster; equal to the plain step up to fp32 rounding; "
-                                    "every strategy, not with stream=true)")
+                                    "every strategy)")
     stream: bool = opt(False, "print tokens as they arrive (sample / greedy)")
     device: str = opt("auto", "cpu | cuda | mps | auto")
     dtype: str = opt("auto", "auto (fp32 on CPU) | fp32 | bf16 | fp16")
@@ -69,9 +69,6 @@ class Config(RunConfig):
             problems.append("reranker: 'task' needs data=task:<name>")
         if self.draft and self.strategy != "speculative":
             problems.append("draft: only used with strategy=speculative")
-        if self.pack_weights and self.stream and self.strategy in ("sample", "greedy"):
-            problems.append("pack_weights: the streaming path (stream=true) decodes unpacked; "
-                            "drop one of the two")
         return problems
 
     def sampling(self):
@@ -181,11 +178,11 @@ def _reranker(cfg: Config, rows: list[dict], prompts: list):
         text, by_prompt[id(prompt)]["answer"]))
 
 
-def _stream(model, tokenizer, prompts, params) -> list:
+def _stream(model, tokenizer, prompts, params, pack: bool = False) -> list:
     from lmlab.infer.decode import Completion, stream
 
     texts, reasons = [""] * len(prompts), [None] * len(prompts)
-    for d in stream(model, tokenizer, prompts, params):
+    for d in stream(model, tokenizer, prompts, params, pack=pack):
         if len(prompts) == 1:
             print(d.text, end="", flush=True)
         texts[d.index] += d.text
@@ -227,7 +224,7 @@ def run(cfg: Config) -> dict:
 
     t0 = time.perf_counter()
     if cfg.stream and cfg.strategy in ("sample", "greedy"):
-        comps, extra = _stream(model, tokenizer, prompts, params), {}
+        comps, extra = _stream(model, tokenizer, prompts, params, cfg.pack_weights), {}
     else:
         comps, extra = _decode(cfg, model, tokenizer, prompts, rows, params)
     seconds = time.perf_counter() - t0
