@@ -1,18 +1,18 @@
-"""Decoding speed: our KV-cache loop vs HF ``generate``, speculative speed-ups, the bandwidth bound.
+"""Decoding speed: our KV-cache loop vs HF ``generate``, speculative speed-ups.
 
 On demand, not a test. Timings alternate ours / HF and report the best of ``--repeats`` runs
 (the minimum time: on a CPU shared with other jobs the median swings by 30 % between runs,
 the minimum much less), and the median beside it for the headline numbers.
 
     .venv/bin/python benchmarks/bench_generate.py                 # everything, ~10 min on 2 cores
-    .venv/bin/python benchmarks/bench_generate.py --only greedy1 bandwidth --new-tokens 32
+    .venv/bin/python benchmarks/bench_generate.py --only greedy1 lookup --new-tokens 32
 
-Sections: ``bandwidth`` (copy / read GiB/s and the tok/s bound = read bandwidth / weight
-bytes per token), ``greedy1`` (batch-1 greedy tok/s and time to first token), ``greedy8``
-(batch-8 aggregate tok/s), ``lookup`` (prompt-lookup speculative decoding on an input-grounded
-prompt vs plain greedy vs HF ``prompt_lookup_num_tokens``), ``draft`` (draft-model speculative
-decoding with a truncated copy of the model as the draft), ``strategies`` (tok/s and distinct-2
-of each strategy on the same prompts).
+Sections: ``greedy1`` (batch-1 greedy tok/s and time to first token), ``greedy8`` (batch-8
+aggregate tok/s), ``lookup`` (prompt-lookup speculative decoding on an input-grounded prompt vs
+plain greedy vs HF ``prompt_lookup_num_tokens``), ``draft`` (draft-model speculative decoding
+with a truncated copy of the model as the draft), ``strategies`` (tok/s and distinct-2 of each
+strategy on the same prompts). The memory-bandwidth bound has its own script,
+``bench_bandwidth.py``.
 """
 
 from __future__ import annotations
@@ -72,20 +72,6 @@ def chat_ids(tok, questions):
 
 
 # ----------------------------------------------------------------------------- sections
-
-
-def bandwidth(model, args) -> dict:
-    n = 256 * 2**20 // 4  # 256 MiB of fp32, well past the caches
-    src, dst = torch.randn(n), torch.empty(n)
-    dst.copy_(src)
-    t_copy, _ = best_time(lambda: dst.copy_(src), 5)
-    t_read, _ = best_time(lambda: src.sum(), 5)
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    read_gib = n * 4 / t_read / 2**30
-    return {"copy_GiB_s (read+write)": round(2 * n * 4 / t_copy / 2**30, 2),
-            "read_GiB_s": round(read_gib, 2),
-            "weight_MiB_per_token": round(weight_bytes / 2**20, 1),
-            "bound_tok_s": round(n * 4 / t_read / weight_bytes, 1)}
 
 
 def greedy(model, tok, args, batch: int) -> dict:
@@ -219,8 +205,7 @@ def strategies(model, tok, args) -> dict:
     return out
 
 
-SECTIONS = {"bandwidth": lambda m, t, a: bandwidth(m, a),
-            "greedy1": lambda m, t, a: greedy(m, t, a, 1),
+SECTIONS = {"greedy1": lambda m, t, a: greedy(m, t, a, 1),
             "greedy8": lambda m, t, a: greedy(m, t, a, 8),
             "lookup": lookup, "draft": draft, "strategies": strategies}
 
@@ -238,7 +223,7 @@ def main(argv=None) -> None:
                     help="lookup section: also measure oneDNN-packed weights (pack=True)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--out", default="runs/bench-generate/generate.json")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda (bandwidth is a CPU section)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
