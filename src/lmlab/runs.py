@@ -73,17 +73,18 @@ def prepare_run(cfg, stage: str) -> Run:
     ``overwrite=true`` replaces it; a folder that holds another *stage's* run is always refused
     unless ``overwrite`` is set. Nothing is ever deleted without ``overwrite``.
     """
+    from lmlab.train.distributed import barrier
+
     if not cfg.output_dir:
         cfg.output_dir = default_output_dir(stage, cfg.model)
     path = Path(cfg.output_dir)
     existing = path / "config.yaml"
+    replace = None  # the stage of a run that overwrite=true deletes
     if existing.exists():
         old = yaml.safe_load(existing.read_text()) or {}
         old_stage = old.get("stage", "?")
         if cfg.overwrite:
-            if is_main():
-                print(f"[lmlab] overwrite=true: deleting the existing {old_stage} run in {path}")
-                shutil.rmtree(path)
+            replace = old_stage
         elif old_stage != stage:
             raise UserError(f"{path} holds a '{old_stage}' run, not '{stage}': choose another "
                             f"output_dir or pass overwrite=true to replace it")
@@ -93,10 +94,18 @@ def prepare_run(cfg, stage: str) -> Run:
     elif path.exists() and any(path.iterdir()) and not cfg.overwrite:
         raise UserError(f"{path} exists and is not an lmlab run folder; choose another "
                         f"output_dir or pass overwrite=true")
+    # under torchrun every rank checks the folder as it was before the main rank changes it
+    # (else a slower rank finds the new config.yaml and refuses its own run), and none goes on
+    # before the folder exists
+    barrier()
     if is_main():
+        if replace is not None:
+            print(f"[lmlab] overwrite=true: deleting the existing {replace} run in {path}")
+            shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         body = {"stage": stage, **to_dict(cfg)}
         (path / "config.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    barrier()
     return Run(path=path, stage=stage)
 
 
