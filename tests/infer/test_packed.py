@@ -114,3 +114,25 @@ def test_packed_prefill_runs_through_the_lean_step_and_matches_the_hf_prefill(mo
     for a, b in zip(got, ref):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_projections_equal_the_separate_ones_and_follow_updates(model, tokenizer):
+    """q/k/v (and gate/up) through one packed copy of their stacked weights: the outputs side by
+    side equal F.linear of each; an in-place update is picked up; a biased module declines; the
+    lean step uses the stacked copies."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(48, 96, bias=False), torch.nn.Linear(48, 32, bias=False)
+    lin = PackedLinears()
+    x = torch.randn(3, 5, 48)
+    torch.testing.assert_close(lin.fused(x, (a, b)), torch.cat(
+        [F.linear(x, a.weight), F.linear(x, b.weight)], -1), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        b.weight.mul_(-3.0)
+    torch.testing.assert_close(lin.fused(x, (a, b))[..., 96:], F.linear(x, b.weight),
+                               rtol=1e-5, atol=1e-6)
+    assert lin.fused(x, (a, torch.nn.Linear(48, 8))) is None and lin.count == 2
+    m = copy.deepcopy(model)
+    ids, mask = left_pad([tokenizer(p)["input_ids"] for p in PROMPTS], tokenizer.pad_token_id)
+    decode(m, ids, mask, SamplingParams(temperature=0, max_new_tokens=3), pack=True)
+    stacked = [k for k in packed_linears(m).packed if isinstance(k, tuple)]
+    assert len(stacked) == 2 * m.config.num_hidden_layers

@@ -145,6 +145,7 @@ class LlamaStep:
         the decode step; L > 1 (a prefill, or a speculative verification) attends causally
         within the block."""
         m, lin = self.model.model, self.lin
+        fused = getattr(lin, "fused", None)  # PackedLinears: q/k/v and gate/up in one product
         (B, L), H, Hkv, Dh = tokens.shape, self.H, self.Hkv, self.Dh
         x = m.embed_tokens(tokens)  # (B, L, D)
         cos, sin = self._rope(pos, x.dtype)  # (B, 1, L, Dh)
@@ -160,9 +161,14 @@ class LlamaStep:
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm.weight, self.eps)
-            q = lin(h, a.q_proj).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
-            k = lin(h, a.k_proj).view(B, L, Hkv, Dh).transpose(1, 2)
-            v = lin(h, a.v_proj).view(B, L, Hkv, Dh).transpose(1, 2)
+            qkv = fused(h, (a.q_proj, a.k_proj, a.v_proj)) if fused else None
+            if qkv is not None:  # one product over the stacked packed weights
+                q, k, v = qkv.split([H * Dh, Hkv * Dh, Hkv * Dh], dim=-1)
+            else:
+                q, k, v = lin(h, a.q_proj), lin(h, a.k_proj), lin(h, a.v_proj)
+            q = q.view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
+            k = k.view(B, L, Hkv, Dh).transpose(1, 2)
+            v = v.view(B, L, Hkv, Dh).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.k[i][:, :, n - L:n] = k
@@ -171,7 +177,12 @@ class LlamaStep:
             o = o.transpose(1, 2).contiguous().reshape(B, L, -1)
             x = x + lin(o, a.o_proj)
             h = _rms_norm(x, layer.post_attention_layernorm.weight, self.eps)
-            x = x + lin(F.silu(lin(h, mlp.gate_proj)) * lin(h, mlp.up_proj), mlp.down_proj)
+            gu = fused(h, (mlp.gate_proj, mlp.up_proj)) if fused else None
+            if gu is not None:
+                g, u = gu.chunk(2, dim=-1)
+            else:
+                g, u = lin(h, mlp.gate_proj), lin(h, mlp.up_proj)
+            x = x + lin(F.silu(g) * u, mlp.down_proj)
         if last_only:
             x = x[:, -1:]
         x = _rms_norm(x, m.norm.weight, self.eps)

@@ -100,6 +100,48 @@ class PackedLinears:
             return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
         return torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
 
+    def _weight(self, mod):
+        """(source tensors, a function giving the fp32 weight to pack) of a projection, or None
+        when it cannot be packed."""
+        if is_lora(mod):
+            if mod.disable_adapters:
+                return self._weight(mod.base_layer)
+            base = mod.base_layer.weight
+            names = [n for n in mod.active_adapters if n in mod.lora_A]
+            if mod.training or not can_pack(base):
+                return None
+            parts = [base] + [t for n in names for t in (mod.lora_A[n].weight,
+                                                          mod.lora_B[n].weight)]
+
+            def fold():
+                w = base
+                for n in names:
+                    w = torch.addmm(w, mod.lora_B[n].weight, mod.lora_A[n].weight,
+                                    alpha=mod.scaling[n])
+                return w
+            return parts + [float(mod.scaling[n]) for n in names], fold
+        w = getattr(mod, "weight", None)
+        if not (type(mod) is torch.nn.Linear and mod.bias is None and can_pack(w)):
+            return None
+        return [w], lambda: w
+
+    def fused(self, x: torch.Tensor, mods: tuple) -> torch.Tensor | None:
+        """``x`` through projections that share their input (q, k, v; gate, up) in one product
+        over a packed copy of their stacked weights (fewer, larger calls: at a few rows the fixed
+        cost per call weighs as much as the weights); the outputs side by side, or None when
+        one of them cannot be packed (the caller then runs them one by one)."""
+        if not self.enabled:
+            return None
+        srcs = [self._weight(m) for m in mods]
+        if any(s is None for s in srcs):
+            return None
+        key = tuple(k for parts, _ in srcs for k in (
+            (t._version, t.data_ptr()) if torch.is_tensor(t) else t for t in parts))
+        flags = tuple(bool(getattr(m, "disable_adapters", False)) for m in mods)
+        packed = self._pack((mods, flags), key,
+                            lambda: torch.cat([get() for _, get in srcs]))
+        return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
     def __deepcopy__(self, memo) -> "PackedLinears":
         return PackedLinears(self.enabled)  # a copied model packs its own weights when used
 
@@ -108,8 +150,8 @@ class PackedLinears:
 
     @property
     def count(self) -> int:
-        """Modules running through a packed copy."""
-        return len(self.packed)
+        """Modules running through a packed copy (a stacked copy counts its modules)."""
+        return sum(len(k[0]) if isinstance(k, tuple) else 1 for k in self.packed)
 
 
 def packed_linears(model) -> PackedLinears:

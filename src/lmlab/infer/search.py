@@ -101,6 +101,8 @@ class _HeadInput:
 
     def __init__(self, lin, head: torch.nn.Module):
         self.lin, self.head, self.h = lin, head, None
+        if hasattr(lin, "fused"):  # packed weights: keep the stacked q/k/v and gate/up products
+            self.fused = lin.fused
 
     def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
         if mod is self.head:
