@@ -31,6 +31,13 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * x.to(dtype)
 
 
+def _rms_norm_op(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The same normalisation as one torch op (equal up to fp32 rounding in fp32)."""
+    if x.dtype != torch.float32:
+        return _rms_norm(x, weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -158,25 +165,30 @@ class LlamaStep:
                 cols = torch.arange(n, device=x.device)
                 rows = torch.arange(n - L, n, device=x.device)
                 attn_mask = attn_mask | (cols[None, :] == rows[:, None])[None, None]
+        # packed weights (equal up to fp32 rounding anyway): also fewer small ops per layer, one
+        # fused RMSNorm op and one RoPE over q and k together
+        norm = _rms_norm_op if fused else _rms_norm
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
-            h = _rms_norm(x, layer.input_layernorm.weight, self.eps)
+            h = norm(x, layer.input_layernorm.weight, self.eps)
             qkv = fused(h, (a.q_proj, a.k_proj, a.v_proj)) if fused else None
             if qkv is not None:  # one product over the stacked packed weights
-                q, k, v = qkv.split([H * Dh, Hkv * Dh, Hkv * Dh], dim=-1)
+                qk = qkv[..., :(H + Hkv) * Dh].view(B, L, H + Hkv, Dh).transpose(1, 2)
+                qk = qk * cos + _rotate_half(qk) * sin  # (B, H + Hkv, L, Dh)
+                q, k = qk[:, :H], qk[:, H:]
+                v = qkv[..., (H + Hkv) * Dh:].view(B, L, Hkv, Dh).transpose(1, 2)
             else:
-                q, k, v = lin(h, a.q_proj), lin(h, a.k_proj), lin(h, a.v_proj)
-            q = q.view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
-            k = k.view(B, L, Hkv, Dh).transpose(1, 2)
-            v = v.view(B, L, Hkv, Dh).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+                q = lin(h, a.q_proj).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
+                k = lin(h, a.k_proj).view(B, L, Hkv, Dh).transpose(1, 2)
+                v = lin(h, a.v_proj).view(B, L, Hkv, Dh).transpose(1, 2)
+                q = q * cos + _rotate_half(q) * sin
+                k = k * cos + _rotate_half(k) * sin
             self.k[i][:, :, n - L:n] = k
             self.v[i][:, :, n - L:n] = v
             o = self._attend(q, self.k[i][:, :, :n], self.v[i][:, :, :n], attn_mask)
             o = o.transpose(1, 2).contiguous().reshape(B, L, -1)
             x = x + lin(o, a.o_proj)
-            h = _rms_norm(x, layer.post_attention_layernorm.weight, self.eps)
+            h = norm(x, layer.post_attention_layernorm.weight, self.eps)
             gu = fused(h, (mlp.gate_proj, mlp.up_proj)) if fused else None
             if gu is not None:
                 g, u = gu.chunk(2, dim=-1)
@@ -185,7 +197,7 @@ class LlamaStep:
             x = x + lin(F.silu(g) * u, mlp.down_proj)
         if last_only:
             x = x[:, -1:]
-        x = _rms_norm(x, m.norm.weight, self.eps)
+        x = norm(x, m.norm.weight, self.eps)
         return lin(x, self.model.lm_head)  # (B, L, V)
 
     def _attend(self, q, K, V, attn_mask) -> torch.Tensor:
