@@ -185,22 +185,13 @@ class _State:
 def _prefill(model, input_ids, attention_mask, max_new: int) -> tuple[_State, torch.Tensor]:
     from transformers import DynamicCache
 
-    B, P = input_ids.shape
     padded = bool((attention_mask == 0).any())
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
     cache = DynamicCache(config=model.config)
     logits = model(input_ids=input_ids, attention_mask=attention_mask if padded else None,
                    position_ids=pos, past_key_values=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1, :]  # (B, V)
-    mask = None
-    if padded:
-        mask = torch.ones(B, P + max_new, dtype=attention_mask.dtype, device=input_ids.device)
-        mask[:, :P] = attention_mask
-    hist = torch.full((B, P + max_new), -1, dtype=torch.long, device=input_ids.device)
-    hist[:, :P] = input_ids.masked_fill(attention_mask == 0, -1)
-    st = _State(cache, mask, pos[:, -1:] + 1, hist, list(range(B)),
-                out=[[] for _ in range(B)], lps=[[] for _ in range(B)])
-    return st, logits.float()
+    return _start(input_ids, attention_mask, pos, padded, max_new, cache=cache), logits.float()
 
 
 def _prefill_lean(model, input_ids, attention_mask, max_new: int,
@@ -213,28 +204,28 @@ def _prefill_lean(model, input_ids, attention_mask, max_new: int,
     fast = LlamaStep(model, None, B, P + max_new, lin=lin)
     logits = fast.step(input_ids, pos, P, attention_mask if padded else None,
                        last_only=True)[:, -1]
+    return _start(input_ids, attention_mask, pos, padded, max_new, fast=fast), logits.float()
+
+
+def _start(input_ids, attention_mask, pos, padded: bool, max_new: int, *, cache=None,
+           fast=None) -> _State:
+    """The decode state right after a prefill (either kind)."""
+    B, P = input_ids.shape
     mask = None
     if padded:
         mask = torch.ones(B, P + max_new, dtype=attention_mask.dtype, device=input_ids.device)
         mask[:, :P] = attention_mask
     hist = torch.full((B, P + max_new), -1, dtype=torch.long, device=input_ids.device)
     hist[:, :P] = input_ids.masked_fill(attention_mask == 0, -1)
-    st = _State(None, mask, pos[:, -1:] + 1, hist, list(range(B)), fast=fast,
-                out=[[] for _ in range(B)], lps=[[] for _ in range(B)])
-    return st, logits.float()
+    return _State(cache, mask, pos[:, -1:] + 1, hist, list(range(B)), fast=fast,
+                  out=[[] for _ in range(B)], lps=[[] for _ in range(B)])
 
 
 def _repeat_rows(st: _State, logits: torch.Tensor, k: int) -> torch.Tensor:
     """Each row becomes k consecutive rows (row r -> rows r*k .. r*k+k-1) sharing its prefill."""
     B = len(st.rows)
     idx = torch.arange(B, device=st.pos.device).repeat_interleave(k)
-    if st.fast is not None:
-        st.fast.keep_rows(idx)
-    else:
-        st.cache.batch_repeat_interleave(k)
-    st.pos, st.hist = st.pos[idx], st.hist[idx]
-    if st.mask is not None:
-        st.mask = st.mask[idx]
+    _index_rows(st, idx)
     st.rows = list(range(B * k))
     st.out, st.lps = [[] for _ in range(B * k)], [[] for _ in range(B * k)]
     return logits[idx]
@@ -256,15 +247,24 @@ def _forward_one(model, st: _State, tokens: torch.Tensor, P: int) -> torch.Tenso
 
 def _keep_rows(st: _State, keep: list[int]) -> None:
     """Drop finished rows: ``keep`` are positions in the current batch."""
-    idx = torch.tensor(keep, dtype=torch.long, device=st.pos.device)
-    if st.fast is not None:
-        st.fast.keep_rows(idx)
+    _index_rows(st, torch.tensor(keep, dtype=torch.long, device=st.pos.device))
+    st.rows = [st.rows[j] for j in keep]
+
+
+def select_cache_rows(cache, rows: torch.Tensor) -> None:
+    """Keep (reorder, repeat) the rows of a ``LlamaStep``'s buffers or of a ``DynamicCache``."""
+    if isinstance(cache, LlamaStep):
+        cache.keep_rows(rows)
     else:
-        st.cache.batch_select_indices(idx)
+        cache.batch_select_indices(rows)
+
+
+def _index_rows(st: _State, idx: torch.Tensor) -> None:
+    """The tensors (cache included) of rows ``idx`` of the current batch; an index may repeat."""
+    select_cache_rows(st.fast if st.fast is not None else st.cache, idx)
     st.pos, st.hist = st.pos[idx], st.hist[idx]
     if st.mask is not None:
         st.mask = st.mask[idx]
-    st.rows = [st.rows[j] for j in keep]
 
 
 def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -35,7 +35,8 @@ from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep, unwrap
 from lmlab.infer.packed import packed_linears
 from lmlab.infer.decode import Completion, Decoded, Prompt, StopStrings, check_context, \
-    completion_text, eos_ids, generate, left_pad, encode_prompts, model_device
+    completion_text, eos_ids, generate, left_pad, encode_prompts, model_device, \
+    select_cache_rows
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms
 
 Reranker = Callable[[Prompt, str], float]  # (prompt, completion text) -> higher is better
@@ -243,11 +244,10 @@ def _beam_loop(model, input_ids, attention_mask, params, eos, transforms, pools,
             prompt_hist, pos = prompt_hist[r_keep], pos[r_keep]
             mask = None if mask is None else mask[r_keep]
         tokens, n = seqs[:, :, -1].reshape(-1), P + t + 1
+        select_cache_rows(cache, rows)  # reorder (and shrink) the cache to the chosen beams
         if isinstance(cache, LlamaStep):
-            cache.keep_rows(rows)  # reorder (and shrink) the cache to the chosen beams
             logits = cache.step(tokens[:, None], pos, n, None if mask is None else mask[:, :n])
         else:
-            cache.batch_select_indices(rows)
             logits = _step(model, cache, mask, pos, tokens, n).logits
         pos = pos + 1
         logits = logits[:, -1].float()
@@ -340,7 +340,7 @@ def _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
         sim = sim.masked_fill(~ctx_ok[:, None], float("-inf")).amax(-1)  # (R, k)
         best = ((1 - alpha) * top_p - alpha * sim).argmax(-1)  # (R,)
         chosen = torch.arange(R, device=best.device) * k + best
-        _select(cache, chosen)
+        select_cache_rows(cache, chosen)
         tok = top_ids.gather(1, best[:, None]).squeeze(1)  # (R,)
         logits = cand_logits[chosen, -1].float()
         ctx = torch.cat([ctx, h[torch.arange(R), best][:, None]], 1)
@@ -358,18 +358,10 @@ def _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
             return
         if len(keep) < R:
             ki = torch.tensor(keep, device=tok.device)
-            _select(cache, ki)
+            select_cache_rows(cache, ki)
             logits, ctx, ctx_ok, hist, pos = logits[ki], ctx[ki], ctx_ok[ki], hist[ki], pos[ki]
             mask = None if mask is None else mask[ki]
             rows = [rows[j] for j in keep]
-
-
-def _select(cache, rows: torch.Tensor) -> None:
-    """Keep (reorder, repeat) cache rows: a ``LlamaStep`` or a ``DynamicCache``."""
-    if isinstance(cache, LlamaStep):
-        cache.keep_rows(rows)
-    else:
-        cache.batch_select_indices(rows)
 
 
 # ----------------------------------------------------------------------------- text level
