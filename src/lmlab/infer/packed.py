@@ -47,62 +47,25 @@ class PackedLinears:
         self.packed: dict[torch.nn.Module, tuple] = {}  # module -> (packed weight, source key)
 
     @staticmethod
-    def _key(tensors) -> tuple:
-        return tuple((t._version, t.data_ptr()) for t in tensors)
+    def _key(parts) -> tuple:
+        """What a packed copy was made from: each tensor's version and storage, other values
+        (LoRA scales) as they are."""
+        return tuple((t._version, t.data_ptr()) if torch.is_tensor(t) else t for t in parts)
 
-    def _pack(self, mod, key: tuple, weight):
-        have = self.packed.get(mod)
+    def _pack(self, key_of, parts, weight):
+        """The packed copy stored under ``key_of``, packed again when ``parts`` changed."""
+        key = self._key(parts)
+        have = self.packed.get(key_of)
         if have is None or have[1] != key:
-            have = self.packed[mod] = (torch.ops.mkldnn._reorder_linear_weight(
+            have = self.packed[key_of] = (torch.ops.mkldnn._reorder_linear_weight(
                 weight().detach(), BATCH_HINT), key)
         return have[0]
 
-    def _packed(self, mod: torch.nn.Module):
-        w = getattr(mod, "weight", None)
-        if not (self.enabled and type(mod) is torch.nn.Linear and mod.bias is None and
-                can_pack(w)):
-            return None
-        return self._pack(mod, self._key([w]), lambda: w)
-
-    def _folded(self, mod):
-        """The packed W + sum of scale * B @ A over the active adapters, or None."""
-        base = mod.base_layer.weight
-        names = [n for n in mod.active_adapters if n in mod.lora_A]
-        if not (self.enabled and not mod.training and can_pack(base)):
-            return None
-        parts = [base] + [t for n in names for t in (mod.lora_A[n].weight, mod.lora_B[n].weight)]
-
-        def fold():  # W + s * B @ A in one kernel per adapter (no B @ A temporary)
-            w = base
-            for n in names:
-                w = torch.addmm(w, mod.lora_B[n].weight, mod.lora_A[n].weight,
-                                alpha=mod.scaling[n])
-            return w
-
-        key = self._key(parts) + tuple(float(mod.scaling[n]) for n in names)
-        return self._pack(mod, key, fold)
-
-    def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
-        if is_lora(mod):
-            if mod.disable_adapters:  # the reference: adapters off
-                return self(x, mod.base_layer)
-            p = self._folded(mod)
-            if p is not None:
-                return torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
-            out = self(x, mod.base_layer)
-            for name in mod.active_adapters:
-                if name in mod.lora_A:
-                    out = out + mod.lora_B[name](mod.lora_A[name](mod.lora_dropout[name](x))) \
-                        * mod.scaling[name]
-            return out
-        p = self._packed(mod)
-        if p is None:  # torch's dynamic int8 linear has no weight tensor: call the module
-            return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
-        return torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
-
     def _weight(self, mod):
-        """(source tensors, a function giving the fp32 weight to pack) of a projection, or None
-        when it cannot be packed."""
+        """(what the weight is made from, a function giving the fp32 weight to pack) of a
+        projection, or None when it cannot be packed. A LoRA layer in eval mode gives W + the sum
+        of scale * B @ A over its active adapters (one addmm per adapter, no B @ A temporary);
+        with its adapters disabled, its base weight."""
         if is_lora(mod):
             if mod.disable_adapters:
                 return self._weight(mod.base_layer)
@@ -125,6 +88,24 @@ class PackedLinears:
             return None
         return [w], lambda: w
 
+    def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
+        lora = is_lora(mod)
+        if lora and mod.disable_adapters:  # the reference: adapters off, the base's own copy
+            return self(x, mod.base_layer)
+        src = self._weight(mod) if self.enabled else None
+        if src is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self._pack(mod, *src), None, "none",
+                                                      [], "")
+        if lora:  # training mode: the base, then the low-rank path
+            out = self(x, mod.base_layer)
+            for name in mod.active_adapters:
+                if name in mod.lora_A:
+                    out = out + mod.lora_B[name](mod.lora_A[name](mod.lora_dropout[name](x))) \
+                        * mod.scaling[name]
+            return out
+        # not packable; torch's dynamic int8 linear has no weight tensor: call the module
+        return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
+
     def fused(self, x: torch.Tensor, mods: tuple) -> torch.Tensor | None:
         """``x`` through projections that share their input (q, k, v; gate, up) in one product
         over a packed copy of their stacked weights (fewer, larger calls: at a few rows the fixed
@@ -135,10 +116,8 @@ class PackedLinears:
         srcs = [self._weight(m) for m in mods]
         if any(s is None for s in srcs):
             return None
-        key = tuple(k for parts, _ in srcs for k in (
-            (t._version, t.data_ptr()) if torch.is_tensor(t) else t for t in parts))
         flags = tuple(bool(getattr(m, "disable_adapters", False)) for m in mods)
-        packed = self._pack((mods, flags), key,
+        packed = self._pack((mods, flags), [t for parts, _ in srcs for t in parts],
                             lambda: torch.cat([get() for _, get in srcs]))
         return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
