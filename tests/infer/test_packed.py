@@ -12,7 +12,6 @@ from lmlab.infer.decode import decode, left_pad
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import PackedLinears, can_pack, packed_linears
 from lmlab.infer.sampling import SamplingParams
-from lmlab.models.adapters import add_lora
 
 PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then", "A"]
 
@@ -35,17 +34,6 @@ def test_packed_linear_equals_f_linear_and_follows_in_place_updates():
     biased = torch.nn.Linear(48, 8)  # not packed: falls back to the module's weight
     torch.testing.assert_close(lin(x, biased), F.linear(x, biased.weight))
     assert lin.count == 1
-
-
-@pytest.fixture()
-def lora_model(model):
-    torch.manual_seed(1)
-    peft = add_lora(copy.deepcopy(model), r=4, alpha=8, dropout=0.0, targets=[])
-    with torch.no_grad():  # LoRA B starts at zero: make the adapters change the outputs
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    return peft
 
 
 def test_lora_model_decodes_through_the_packed_lean_step(lora_model, model, tokenizer):

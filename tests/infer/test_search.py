@@ -189,17 +189,10 @@ def test_search_strategies_with_packed_weights(model, tokenizer):
 
 
 @pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="no oneDNN in this torch build")
-def test_lora_model_searches_through_the_packed_lean_step(model, tokenizer):
+def test_lora_model_searches_through_the_packed_lean_step(model, lora_model, tokenizer):
     """A peft LoRA model: beam and contrastive search with pack=True (folded W + sBA through
     the lean step) give the tokens of its HF forward (fast=False)."""
-    from lmlab.models.adapters import add_lora
-
-    torch.manual_seed(1)
-    peft = add_lora(copy.deepcopy(model), r=4, alpha=8, dropout=0.0, targets=[])
-    with torch.no_grad():  # LoRA B starts at zero: make the adapters change the outputs
-        for name, q in peft.named_parameters():
-            if "lora_B" in name:
-                q.normal_(0, 0.5)
+    peft = lora_model
     ids, mask = batch(tokenizer)
     p = SamplingParams(max_new_tokens=6, ignore_eos=True)
     hf = [h[0].tokens for h in beam_search(peft, ids, mask, num_beams=3, params=p, fast=False)]
