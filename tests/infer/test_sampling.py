@@ -147,6 +147,32 @@ def test_sample_frequencies_follow_softmax():
     torch.testing.assert_close(freq, logits[0].softmax(-1), atol=0.015, rtol=0)
 
 
+def test_draw_inverts_the_running_sum():
+    # probs 0.1, 0, 0.3, 0.6: u in [0, .1) -> 0, [.1, .4) -> 2, [.4, 1) -> 3; token 1 never
+    probs = torch.tensor([0.1, 0.0, 0.3, 0.6])
+    for seed in range(40):
+        u = float(torch.rand(1, 1, generator=torch.Generator().manual_seed(seed),
+                             dtype=torch.float64))
+        want = 0 if u < 0.1 else 2 if u < 0.4 else 3
+        assert int(S.draw(probs, torch.Generator().manual_seed(seed))) == want, u
+
+
+def test_draw_unnormalised_rows_and_shapes():
+    w = torch.tensor([[2.0, 0.0, 6.0], [0.0, 5.0, 0.0]])  # row sums 8 and 5
+    g = torch.Generator().manual_seed(0)
+    t = S.draw(w[:, None].expand(2, 20000, 3), g)
+    assert t.shape == (2, 20000)
+    assert (t[1] == 1).all()
+    assert 0.72 < (t[0] == 2).float().mean() < 0.78  # 6 / 8
+    assert not (t[0] == 1).any()
+
+
+def test_draw_never_returns_a_zero_token_when_u_rounds_up(monkeypatch):
+    # u * total == total (rounding): searchsorted says "past the end"; the last positive wins
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.ones(*a[0], dtype=torch.float64))
+    assert S.draw(torch.tensor([[0.5, 0.5, 0.0, 0.0]])).tolist() == [1]
+
+
 @pytest.mark.parametrize("field,value", [("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5),
                                          ("top_k", -1), ("min_p", 2.0), ("typical_p", 0.0),
                                          ("repetition_penalty", 0.0), ("max_new_tokens", -3),

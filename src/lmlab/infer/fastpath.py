@@ -105,7 +105,9 @@ class LlamaStep:
         model = unwrap(model)
         cfg, m = model.config, model.model
         self.model = model
-        self.lin = lin or _lin
+        # a PackedLinears is pinned for the step's life (one decode): its copies are checked
+        # for staleness once, not at every call
+        self.lin = lin.pinned() if hasattr(lin, "pinned") else (lin or _lin)
         self.H, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.Dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
         self.eps = cfg.rms_norm_eps

@@ -312,12 +312,32 @@ def apply_transforms(logits: torch.Tensor, transforms: list[Transform],
     return logits
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of ``probs`` (..., V), each with probability proportional to its
+    entry (rows need not sum to 1; entries must be >= 0 with a positive sum).
+
+    Inverse CDF: one uniform u per row, the first token whose running sum (float64) exceeds
+    u times the row's total. ``torch.multinomial`` draws one exponential per vocabulary entry
+    instead: ~9 ms for 8 rows of SmolLM2's 49,152 tokens on the 2-core CPU vs ~0.4 ms here,
+    about a seventh of a rollout step. A zero-probability token is never drawn: its running
+    sum equals its predecessor's, so the search stops earlier."""
+    shape = probs.shape
+    cdf = probs.reshape(-1, shape[-1]).double().cumsum(-1)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, dtype=torch.float64,
+                   device=probs.device) * total
+    idx = torch.searchsorted(cdf, u, right=True)
+    # u * total may round up to total: take the last token with a positive entry instead
+    last = cdf.shape[-1] - 1 - (probs.reshape(cdf.shape) > 0).flip(-1).int().argmax(-1,
+                                                                                     keepdim=True)
+    return torch.minimum(idx, last).reshape(shape[:-1])
+
+
 def pick(logits: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
     """Processed logits (B, V) -> next tokens (B,): argmax, or a draw from their softmax."""
     if greedy:
         return logits.argmax(-1)
-    probs = logits.float().softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return draw(logits.float().softmax(-1), generator)
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

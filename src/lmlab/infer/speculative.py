@@ -34,7 +34,7 @@ from lmlab.infer.packed import packed_linears
 from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
     encode_prompts, eos_ids, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
-    make_generator
+    draw, make_generator
 
 
 @dataclass
@@ -173,7 +173,7 @@ class DraftModel:
                 tok = int(processed.argmax())
             else:
                 q = processed.softmax(-1)
-                tok = int(torch.multinomial(q, 1, generator=generator))
+                tok = int(draw(q, generator))
                 qs.append(q)
             drafts.append(tok)
             if i + 1 < k:
@@ -220,9 +220,9 @@ def _verify(p: torch.Tensor, drafts: list[int], q: torch.Tensor | None, greedy: 
                 resid[d] = 0.0
             if float(resid.sum()) <= 0:
                 resid = p[i]
-            return i, int(torch.multinomial(resid / resid.sum(), 1, generator=generator))
+            return i, int(draw(resid, generator))
     g = len(drafts)
-    last = int(p[g].argmax()) if greedy else int(torch.multinomial(p[g], 1, generator=generator))
+    last = int(p[g].argmax()) if greedy else int(draw(p[g], generator))
     return g, last
 
 
