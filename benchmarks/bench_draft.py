@@ -3,6 +3,8 @@ without oneDNN-packed weights (``lmlab.infer.packed``): plain greedy vs speculat
 prompts, best of ``--repeats``.
 
     .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2
+    .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2 \
+        --pack yes --k 3 4 5 --draft-vocab 0 8192 16384
 
 The draft is any same-tokenizer model reference (an ``lmlab distill`` run's ``final/``).
 """
@@ -28,6 +30,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=6)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--k", type=int, nargs="*", default=[2, 4])
+    ap.add_argument("--draft-vocab", type=int, nargs="*", default=[0],
+                    help="draft scores the first N ids + the prompt's (0 = whole vocabulary)")
+    ap.add_argument("--pack", choices=["both", "yes", "no"], default="both")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--out", default="runs/bench-generate/draft.json")
@@ -52,16 +57,15 @@ def main() -> None:
 
     res = {"model": args.model, "draft": args.draft, "threads": args.threads,
            "torch": torch.__version__, "prompts": len(prompts), "rows": []}
-    for pack in (False, True):
+    for pack in {"both": (False, True), "yes": (True,), "no": (False,)}[args.pack]:
         generate(target, tok, prompts[:1], p, batch_size=1, pack=pack)  # warm-up (and packing)
         t_plain, plain = best(lambda: generate(target, tok, prompts, p, batch_size=1, pack=pack))
-        for k in args.k:
-            generate_speculative(target, tok, prompts[:1], p, draft=draft, num_draft_tokens=k,
-                                 pack=pack)
-            t_spec, spec = best(lambda: generate_speculative(
-                target, tok, prompts, p, draft=draft, num_draft_tokens=k, pack=pack))
+        for k, vocab in [(k, v) for k in args.k for v in args.draft_vocab]:
+            kw = dict(draft=draft, num_draft_tokens=k, pack=pack, draft_vocab=vocab or None)
+            generate_speculative(target, tok, prompts[:1], p, **kw)
+            t_spec, spec = best(lambda: generate_speculative(target, tok, prompts, p, **kw))
             same = all(a.token_ids == b.token_ids for a, b in zip(plain, spec.completions))
-            row = {"pack": pack, "k": k, "plain_s": round(t_plain, 3),
+            row = {"pack": pack, "k": k, "draft_vocab": vocab, "plain_s": round(t_plain, 3),
                    "spec_s": round(t_spec, 3), "speedup": round(t_plain / t_spec, 3),
                    "acceptance": round(spec.stats.acceptance_rate, 3),
                    "tokens_per_forward": round(spec.stats.tokens_per_forward, 2),

@@ -49,6 +49,41 @@ def test_draft_model_greedy_equals_plain_greedy(model, tokenizer, noise, k, fast
     assert o.stats.mean_accepted == pytest.approx(o.stats.accepted / o.stats.target_forwards)
 
 
+def test_draft_vocab_scores_only_kept_ids(model, tokenizer):
+    ids = tokenizer(PROMPT)["input_ids"]
+    draft = draft_like(model, 0.05)
+    full, part = DraftModel(draft), DraftModel(draft, vocab=20)
+    want = full.inc.feed(ids)
+    part._restrict(ids)
+    got = part._feed(ids)
+    keep = torch.zeros(want.shape[-1], dtype=torch.bool)
+    keep[:20] = True
+    keep[torch.tensor(ids)] = True
+    assert part.keep.tolist() == keep.nonzero().squeeze(-1).tolist()
+    assert part.head is not None  # the lean step's head over the kept rows ran
+    torch.testing.assert_close(got[:, keep], want[:, keep], rtol=1e-4, atol=1e-4)
+    assert torch.isinf(got[:, ~keep]).all() and (got[:, ~keep] < 0).all()
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_draft_vocab_greedy_equals_plain_greedy(model, tokenizer, pack):
+    ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
+    p = SamplingParams(temperature=0, max_new_tokens=30, ignore_eos=True)
+    ref = decode(model, ids, None, p, fast=False).tokens[0]
+    vocab = sorted(ref)[len(ref) // 2] + 1  # about half the output ids can be drafted
+    drafter = DraftModel(draft_like(model, 0.05), pack=pack, vocab=vocab)
+    o = speculative_decode(model, ids, p, drafter=drafter, num_draft_tokens=4, pack=pack)
+    assert o.tokens == ref
+    assert len(drafter.keep) < model.config.vocab_size
+    assert 0 < o.stats.accepted < o.stats.proposed
+
+
+@pytest.mark.parametrize("vocab", [0, -3, 2.5, True])
+def test_draft_vocab_must_be_a_positive_integer(model, vocab):
+    with pytest.raises(UserError, match="draft_vocab"):
+        DraftModel(model, vocab=vocab)
+
+
 def test_prompt_lookup_greedy_equals_plain_greedy(tokenizer):
     m = varied(std=0.1)  # a model that repeats itself in runs: lookups hit and miss
     ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
@@ -144,21 +179,25 @@ CASES = {  # name: (SamplingParams kwargs, the same transform applied to exact l
 
 
 @pytest.mark.parametrize("drafter_kind,case", [("draft", "plain"), ("draft", "t0.7-top2"),
-                                               ("lookup", "plain")])
+                                               ("lookup", "plain"), ("draft-vocab", "plain")])
 def test_speculative_sampling_follows_target_distribution(drafter_kind, case):
     """3 new tokens over a 3-token vocabulary (27 outcomes), 1000 seeded samples (2 drafts
     then a bonus token per sample), compared with the exact target distribution by Pearson's
     chi-square. Tolerance: pass when p-value > 0.001. Power check: as many samples from the
-    draft's own distribution fail the same test."""
+    draft's own distribution fail the same test. ``draft-vocab``: the draft scores only token
+    0 and the prompt's tokens (0, 1), so it never proposes 2, which the target still writes."""
     target, draft = toy(0), toy(1)
     prompt = [1, 2, 0, 1, 2]  # repeats, so prompt lookup proposes something every step
+    if drafter_kind == "draft-vocab":
+        prompt = [0, 1, 0, 1, 0]
     kw, process = CASES[case]
     params = SamplingParams(max_new_tokens=3, ignore_eos=True, **kw)
     g = torch.Generator().manual_seed(0)
     counts = torch.zeros(27)
     rates = []
     for _ in range(1000):
-        drafter = DraftModel(draft) if drafter_kind == "draft" else PromptLookup(max_ngram=2)
+        drafter = PromptLookup(max_ngram=2) if drafter_kind == "lookup" else \
+            DraftModel(draft, vocab=1 if drafter_kind == "draft-vocab" else None)
         o = speculative_decode(target, torch.tensor([prompt]), params, drafter=drafter,
                                num_draft_tokens=3, eos_token_ids=[], generator=g)
         counts[o.tokens[0] * 9 + o.tokens[1] * 3 + o.tokens[2]] += 1
@@ -166,6 +205,9 @@ def test_speculative_sampling_follows_target_distribution(drafter_kind, case):
     exact = exact_joint(target, prompt, 3, process)
     assert chi2_pvalue(counts, exact) > 1e-3
     assert 0.05 < sum(rates) / len(rates) < 0.95  # drafts were both accepted and rejected
+    if drafter_kind == "draft-vocab":
+        assert drafter.keep.tolist() == [0, 1]
+        assert counts.view(3, 3, 3)[..., 2].sum() > 0  # the target wrote what the draft cannot
     if drafter_kind == "draft":  # the test can tell a wrong distribution apart
         wrong = torch.multinomial(exact_joint(draft, prompt, 3, process), 1000, replacement=True,
                                   generator=torch.Generator().manual_seed(1))

@@ -148,11 +148,12 @@ class LlamaStep:
         return cos.to(dtype)[:, None], sin.to(dtype)[:, None]  # (B, 1, L, Dh)
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor, n: int,
-             mask: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
+             mask: torch.Tensor | None, last_only: bool = False, head=None) -> torch.Tensor:
         """tokens (B, L) at positions pos (B, L), filling cache slots n-L .. n-1; mask (B, n)
         of 1 = attend, or None -> logits (B, L, V) (or (B, 1, V) with ``last_only``). L = 1 is
         the decode step; L > 1 (a prefill, or a speculative verification) attends causally
-        within the block."""
+        within the block. ``head``: a function of the final hidden states (B, L, D) giving the
+        logits in place of the LM head (a draft scoring part of the vocabulary)."""
         m, lin = self.model.model, self.lin
         fused = getattr(lin, "fused", None)  # PackedLinears: q/k/v and gate/up in one product
         (B, L), H, Hkv, Dh = tokens.shape, self.H, self.Hkv, self.Dh
@@ -200,7 +201,7 @@ class LlamaStep:
         if last_only:
             x = x[:, -1:]
         x = norm(x, m.norm.weight, self.eps)
-        return lin(x, self.model.lm_head)  # (B, L, V)
+        return head(x) if head is not None else lin(x, self.model.lm_head)  # (B, L, V)
 
     def _attend(self, q, K, V, attn_mask) -> torch.Tensor:
         """q (B, H, L, Dh), K/V (B, Hkv, n, Dh) -> (B, H, L, Dh), the way HF's SDPA path does."""

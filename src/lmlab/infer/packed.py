@@ -156,6 +156,15 @@ def _linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
 
+def linear_over(weight: torch.Tensor, pack: bool = True):
+    """``x -> F.linear(x, weight)`` for a weight of one's own (not a module's), through a packed
+    copy taken now when ``pack`` and the weight can be packed."""
+    if pack and can_pack(weight):
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT)
+        return lambda x: _linear(x, packed)
+    return lambda x: F.linear(x, weight)
+
+
 class Pinned:
     """A ``PackedLinears`` as one decode sees it: each module's (or stacked group's) packed
     copy is looked up on its first call (packed or refolded then, if stale) and reused for the

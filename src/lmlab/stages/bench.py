@@ -58,6 +58,9 @@ class Config(RunConfig):
     n: int = opt(4, "best_of_n: samples per prompt", min=1)
     draft: str = opt("", "speculative: draft model reference (empty = prompt lookup)")
     num_draft_tokens: int = opt(5, "speculative: tokens drafted per step", min=1)
+    draft_vocab: int = opt(0, "speculative: the draft scores only the first N token ids plus "
+                              "the prompt's (a cheaper LM head; exact either way; 0 = all)",
+                           min=0)
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(every strategy; first-token times too)")
     clients: list[int] = opt([1, 4, 16, 64], "serve: concurrent streaming clients, one level "
@@ -115,7 +118,7 @@ class Config(RunConfig):
 # keys only one `what` uses (the rest - model, seed, output_dir, max_new_tokens, threads,
 # device, dtype - are shared); validate() refuses them when set for the other one
 ONLY = {"generate": ("data", "strategies", "batch_sizes", "repeats", "temperature", "num_beams",
-                     "contrastive_k", "n", "draft", "num_draft_tokens", "pack_weights"),
+                     "contrastive_k", "n", "draft", "num_draft_tokens", "draft_vocab", "pack_weights"),
         "serve": ("clients", "requests", "peers", "hf_requests", "peer_clients",
                   "max_batch_size", "server", "level_timeout_s")}
 
@@ -134,6 +137,7 @@ def generate_config(cfg: Config, strategy: str, batch_size: int):
         batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature, num_beams=cfg.num_beams, contrastive_k=cfg.contrastive_k,
         n=cfg.n, draft=cfg.draft, num_draft_tokens=cfg.num_draft_tokens, reranker="length",
+        draft_vocab=cfg.draft_vocab,
         pack_weights=cfg.pack_weights,
         device=cfg.device, dtype=cfg.dtype)
 

@@ -52,6 +52,9 @@ class Config(RunConfig):
                         choices=("auto", "task", "length"))
     draft: str = opt("", "speculative: draft model reference (empty = prompt lookup)")
     num_draft_tokens: int = opt(5, "speculative: tokens drafted per step", min=1)
+    draft_vocab: int = opt(0, "speculative: the draft scores only the first N token ids plus "
+                              "the prompt's (a cheaper LM head; exact either way; 0 = all)",
+                           min=0)
     prompt_lookup_max_ngram: int = opt(3, "speculative: longest n-gram matched by prompt lookup",
                                        min=1)
     batch_size: int = opt(8, "prompts decoded together", min=1)
@@ -69,6 +72,8 @@ class Config(RunConfig):
             problems.append("reranker: 'task' needs data=task:<name>")
         if self.draft and self.strategy != "speculative":
             problems.append("draft: only used with strategy=speculative")
+        if self.draft_vocab and not self.draft:
+            problems.append("draft_vocab: only used with a draft model (draft=...)")
         return problems
 
     def sampling(self):
@@ -161,7 +166,7 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
     res = speculative.generate_speculative(
         model, tokenizer, prompts, params, draft=draft,
         draft_tokenizer=load_tokenizer(cfg.draft) if cfg.draft else None,
-        num_draft_tokens=cfg.num_draft_tokens,
+        num_draft_tokens=cfg.num_draft_tokens, draft_vocab=cfg.draft_vocab or None,
         prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram, pack=cfg.pack_weights)
     return res.completions, {"speculative": res.stats.as_dict()}
 
