@@ -124,3 +124,32 @@ def test_fused_projections_equal_the_separate_ones_and_follow_updates(model, tok
     decode(m, ids, mask, SamplingParams(temperature=0, max_new_tokens=3), pack=True)
     stacked = [k for k in packed_linears(m).packed if isinstance(k, tuple)]
     assert len(stacked) == 2 * m.config.num_hidden_layers
+
+
+def test_packed_decode_step_takes_the_one_token_path(model, tokenizer, monkeypatch):
+    """After the prefill every decode step over packed weights runs ``_packed_token`` (the
+    few-calls layer loop); the tokens stay plain greedy's (left padding included)."""
+    calls = []
+    orig = LlamaStep._packed_token
+    monkeypatch.setattr(LlamaStep, "_packed_token",
+                        lambda self, *a: calls.append(1) or orig(self, *a))
+    ids, mask = left_pad([tokenizer(p)["input_ids"] for p in PROMPTS], tokenizer.pad_token_id)
+    p = SamplingParams(temperature=0, max_new_tokens=5, ignore_eos=True)
+    ref = decode(model, ids, mask, p, fast=False).tokens
+    assert calls == []
+    assert decode(model, ids, mask, p, pack=True).tokens == ref
+    assert len(calls) == 4  # the prefill gives the first token, then 4 steps
+
+
+def test_pinned_checks_a_copy_once_per_decode():
+    """A pinned view keeps the copy it found first (one decode: weights fixed); the next
+    pinned view (the next decode) sees an in-place update."""
+    torch.manual_seed(0)
+    a = torch.nn.Linear(16, 8, bias=False)
+    lin, x = PackedLinears(), torch.randn(2, 16)
+    first = lin.pinned()
+    before = first(x, a)
+    with torch.no_grad():
+        a.weight.mul_(2.0)
+    torch.testing.assert_close(first(x, a), before)  # pinned: not re-checked
+    torch.testing.assert_close(lin.pinned()(x, a), 2 * before, rtol=1e-5, atol=1e-6)

@@ -52,6 +52,15 @@ def _lin(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
     return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
 
 
+_MM = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() \
+    else None
+
+
+def _mm(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """x @ W.T over a oneDNN-packed W (``infer.packed``)."""
+    return _MM(x, packed, None, "none", [], "")
+
+
 def is_lora(mod) -> bool:
     """A peft LoRA ``Linear`` the lean step can run through its own forward: unmerged, no DoRA,
     over a bias-free ``nn.Linear``."""
@@ -160,6 +169,10 @@ class LlamaStep:
         x = m.embed_tokens(tokens)  # (B, L, D)
         cos, sin = self._rope(pos, x.dtype)  # (B, 1, L, Dh)
         pad = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, n)
+        if L == 1 and x.dtype == torch.float32 and self._packed_plan() is not None:
+            x = self._packed_token(x, cos, sin, n, pad)
+            x = torch.rms_norm(x, self._dshape, m.norm.weight, self.eps)
+            return head(x) if head is not None else _mm(x, self._plan_head)
         attn_mask = pad
         if L > 1:  # query i sees keys 0 .. n-L+i
             causal = torch.ones(L, n, dtype=torch.bool, device=x.device).tril(n - L)
@@ -202,6 +215,63 @@ class LlamaStep:
             x = x[:, -1:]
         x = norm(x, m.norm.weight, self.eps)
         return head(x) if head is not None else lin(x, self.model.lm_head)  # (B, L, V)
+
+    def _packed_plan(self) -> list | None:
+        """Per layer (input norm, packed q/k/v, packed o, post norm, packed gate/up, packed
+        down), resolved once per step object (the pinned copies hold for one decode); None when
+        the projections are not all packed (then the general path runs)."""
+        plan = getattr(self, "_plan", False)
+        if plan is not False:
+            return plan
+        self._plan = None
+        if not hasattr(self.lin, "pinned_weight"):
+            return None
+        w, rows = self.lin.pinned_weight, []
+        for layer in self.model.model.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            row = (layer.input_layernorm.weight, w((a.q_proj, a.k_proj, a.v_proj)),
+                   w(a.o_proj), layer.post_attention_layernorm.weight,
+                   w((mlp.gate_proj, mlp.up_proj)), w(mlp.down_proj))
+            if any(t is None for t in row):
+                return None
+            rows.append(row)
+        self._plan_head = w(self.model.lm_head)
+        if self._plan_head is None:
+            return None
+        half = self.Dh // 2  # rotate_half(x) = x[..., perm] * sign
+        self._perm = torch.cat([torch.arange(half, self.Dh), torch.arange(half)]).to(
+            self.model.lm_head.weight.device)
+        self._sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(self._perm.device)
+        self._dshape = [self.model.config.hidden_size]
+        self._plan = rows
+        return rows
+
+    def _packed_token(self, x, cos, sin, n: int, pad) -> torch.Tensor:
+        """The layers for one new token per row over packed weights (the decode step), with
+        as few Python-level calls as the arithmetic allows: per layer two norms, four packed
+        products, one RoPE over q and k (``addcmul`` with a gathered copy instead of
+        ``rotate_half``'s slices and ``cat``), two cache writes and one SDPA. At batch 1 the
+        general path's ~45 calls per layer cost as much as the products of a layer; this
+        one takes ~10% less per token (same arithmetic, equal up to fp32 rounding)."""
+        B, H, Hkv, Dh, eps = x.shape[0], self.H, self.Hkv, self.Dh, self.eps
+        G, HK, D = H // Hkv, H + Hkv, self._dshape
+        cos = cos.reshape(B, 1, Dh)  # (B, 1, Dh): one position per row
+        sin = (sin * self._sign).reshape(B, 1, Dh)
+        perm, scale = self._perm, self.scale
+        for (ln1, wqkv, wo, ln2, wgu, wdown), kb, vb in zip(self._plan, self.k, self.v):
+            h = torch.rms_norm(x, D, ln1, eps)
+            t = _mm(h, wqkv).view(B, HK + Hkv, Dh)  # q heads, k heads, v heads
+            qk = t[:, :HK]
+            qk = torch.addcmul(qk * cos, qk.index_select(-1, perm), sin)
+            kb[:, :, n - 1] = qk[:, H:]
+            vb[:, :, n - 1] = t[:, HK:]
+            o = F.scaled_dot_product_attention(qk[:, :H].reshape(B, Hkv, G, Dh), kb[:, :, :n],
+                                               vb[:, :, :n], attn_mask=pad, scale=scale)
+            x = _mm(o.reshape(B, 1, H * Dh), wo) + x
+            gu = _mm(torch.rms_norm(x, D, ln2, eps), wgu)
+            i = gu.shape[-1] // 2
+            x = _mm(F.silu(gu[..., :i]) * gu[..., i:], wdown) + x
+        return x
 
     def _attend(self, q, K, V, attn_mask) -> torch.Tensor:
         """q (B, H, L, Dh), K/V (B, Hkv, n, Dh) -> (B, H, L, Dh), the way HF's SDPA path does."""

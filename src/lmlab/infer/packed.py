@@ -189,6 +189,11 @@ class Pinned:
         w = self._memo(mods, self.lin.stacked_weight_of)
         return None if w is None else _linear(x, w)
 
+    def pinned_weight(self, mod) -> torch.Tensor | None:
+        """The packed copy of a module, or of a tuple of modules stacked; None when unpacked."""
+        find = self.lin.stacked_weight_of if isinstance(mod, tuple) else self.lin.weight_of
+        return self._memo(mod, find)
+
 
 def packed_linears(model) -> PackedLinears:
     """The model's own ``PackedLinears``, kept on it between calls (one packed copy per
