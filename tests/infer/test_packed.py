@@ -126,19 +126,19 @@ def test_fused_projections_equal_the_separate_ones_and_follow_updates(model, tok
     assert len(stacked) == 2 * m.config.num_hidden_layers
 
 
-def test_packed_decode_step_takes_the_one_token_path(model, tokenizer, monkeypatch):
-    """After the prefill every decode step over packed weights runs ``_packed_token`` (the
+def test_packed_decode_takes_the_few_calls_layer_loop(model, tokenizer, monkeypatch):
+    """With packed weights the prefill and every decode step run ``_packed_layers`` (the
     few-calls layer loop); the tokens stay plain greedy's (left padding included)."""
     calls = []
-    orig = LlamaStep._packed_token
-    monkeypatch.setattr(LlamaStep, "_packed_token",
-                        lambda self, *a: calls.append(1) or orig(self, *a))
+    orig = LlamaStep._packed_layers
+    monkeypatch.setattr(LlamaStep, "_packed_layers",
+                        lambda self, x, *a: calls.append(x.shape[1]) or orig(self, x, *a))
     ids, mask = left_pad([tokenizer(p)["input_ids"] for p in PROMPTS], tokenizer.pad_token_id)
     p = SamplingParams(temperature=0, max_new_tokens=5, ignore_eos=True)
     ref = decode(model, ids, mask, p, fast=False).tokens
     assert calls == []
     assert decode(model, ids, mask, p, pack=True).tokens == ref
-    assert len(calls) == 4  # the prefill gives the first token, then 4 steps
+    assert calls[0] == ids.shape[1] and calls[1:] == [1] * 4  # prefill, then 4 one-token steps
 
 
 def test_pinned_checks_a_copy_once_per_decode():

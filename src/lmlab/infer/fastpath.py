@@ -169,10 +169,6 @@ class LlamaStep:
         x = m.embed_tokens(tokens)  # (B, L, D)
         cos, sin = self._rope(pos, x.dtype)  # (B, 1, L, Dh)
         pad = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, n)
-        if L == 1 and x.dtype == torch.float32 and self._packed_plan() is not None:
-            x = self._packed_token(x, cos, sin, n, pad)
-            x = torch.rms_norm(x, self._dshape, m.norm.weight, self.eps)
-            return head(x) if head is not None else _mm(x, self._plan_head)
         attn_mask = pad
         if L > 1:  # query i sees keys 0 .. n-L+i
             causal = torch.ones(L, n, dtype=torch.bool, device=x.device).tril(n - L)
@@ -181,6 +177,12 @@ class LlamaStep:
                 cols = torch.arange(n, device=x.device)
                 rows = torch.arange(n - L, n, device=x.device)
                 attn_mask = attn_mask | (cols[None, :] == rows[:, None])[None, None]
+        if x.dtype == torch.float32 and self._packed_plan() is not None:
+            x = self._packed_layers(x, cos, sin, n, attn_mask)
+            if last_only:
+                x = x[:, -1:]
+            x = torch.rms_norm(x, self._dshape, m.norm.weight, self.eps)
+            return head(x) if head is not None else _mm(x, self._plan_head)
         # packed weights (equal up to fp32 rounding anyway): also fewer small ops per layer, one
         # fused RMSNorm op and one RoPE over q and k together
         norm = _rms_norm_op if fused else _rms_norm
@@ -246,28 +248,31 @@ class LlamaStep:
         self._plan = rows
         return rows
 
-    def _packed_token(self, x, cos, sin, n: int, pad) -> torch.Tensor:
-        """The layers for one new token per row over packed weights (the decode step), with
-        as few Python-level calls as the arithmetic allows: per layer two norms, four packed
-        products, one RoPE over q and k (``addcmul`` with a gathered copy instead of
-        ``rotate_half``'s slices and ``cat``), two cache writes and one SDPA. At batch 1 the
-        general path's ~45 calls per layer cost as much as the products of a layer; this
-        one takes ~10% less per token (same arithmetic, equal up to fp32 rounding)."""
-        B, H, Hkv, Dh, eps = x.shape[0], self.H, self.Hkv, self.Dh, self.eps
+    def _packed_layers(self, x, cos, sin, n: int, attn_mask) -> torch.Tensor:
+        """The layers over packed weights, with as few Python-level calls as the arithmetic
+        allows: per layer two norms, four packed products, one RoPE over q and k (``addcmul``
+        with a gathered copy instead of ``rotate_half``'s slices and ``cat``), two cache writes
+        and one attention. At batch 1 the general loop's ~45 calls per layer cost as much as a
+        layer's products; this one takes ~10% less per token, and a speculative check of 11
+        tokens less still (same arithmetic, equal up to fp32 rounding)."""
+        (B, L), H, Hkv, Dh, eps = x.shape[:2], self.H, self.Hkv, self.Dh, self.eps
         G, HK, D = H // Hkv, H + Hkv, self._dshape
-        cos = cos.reshape(B, 1, Dh)  # (B, 1, Dh): one position per row
-        sin = (sin * self._sign).reshape(B, 1, Dh)
+        sin = sin * self._sign  # (B, 1, L, Dh)
         perm, scale = self._perm, self.scale
         for (ln1, wqkv, wo, ln2, wgu, wdown), kb, vb in zip(self._plan, self.k, self.v):
-            h = torch.rms_norm(x, D, ln1, eps)
-            t = _mm(h, wqkv).view(B, HK + Hkv, Dh)  # q heads, k heads, v heads
-            qk = t[:, :HK]
+            t = _mm(torch.rms_norm(x, D, ln1, eps), wqkv).view(B, L, HK + Hkv, Dh).transpose(1, 2)
+            qk = t[:, :HK]  # (B, H + Hkv, L, Dh): q heads, then k heads
             qk = torch.addcmul(qk * cos, qk.index_select(-1, perm), sin)
-            kb[:, :, n - 1] = qk[:, H:]
-            vb[:, :, n - 1] = t[:, HK:]
-            o = F.scaled_dot_product_attention(qk[:, :H].reshape(B, Hkv, G, Dh), kb[:, :, :n],
-                                               vb[:, :, :n], attn_mask=pad, scale=scale)
-            x = _mm(o.reshape(B, 1, H * Dh), wo) + x
+            kb[:, :, n - L:n] = qk[:, H:]
+            vb[:, :, n - L:n] = t[:, HK:]
+            if L == 1:  # one query: its heads packed onto the key/value heads
+                o = F.scaled_dot_product_attention(
+                    qk[:, :H].reshape(B, Hkv, G, Dh), kb[:, :, :n], vb[:, :, :n],
+                    attn_mask=attn_mask, scale=scale).reshape(B, 1, H * Dh)
+            else:
+                o = self._attend(qk[:, :H], kb[:, :, :n], vb[:, :, :n], attn_mask)
+                o = o.transpose(1, 2).reshape(B, L, H * Dh)
+            x = _mm(o, wo) + x
             gu = _mm(torch.rms_norm(x, D, ln2, eps), wgu)
             i = gu.shape[-1] // 2
             x = _mm(F.silu(gu[..., :i]) * gu[..., i:], wdown) + x
