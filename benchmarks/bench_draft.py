@@ -1,6 +1,7 @@
 """Draft-model speculative decoding of the default model with a distilled student, with and
 without oneDNN-packed weights (``lmlab.infer.packed``): plain greedy vs speculative, the same
-prompts, best of ``--repeats``.
+prompts, plain and speculative timed alternately ``--repeats`` times each (best of each; the
+machine's speed drifts by 10-20 % over minutes, so each row's ratio compares the same minutes).
 
     .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2
     .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2 \
@@ -53,20 +54,28 @@ def main() -> None:
     p = SamplingParams(temperature=0.0, max_new_tokens=args.new_tokens)
 
     def best(fn):
-        return best_time(fn, args.repeats)
+        return best_time(fn, 1)
 
     res = {"model": args.model, "draft": args.draft, "threads": args.threads,
            "torch": torch.__version__, "prompts": len(prompts), "rows": []}
     for pack in {"both": (False, True), "yes": (True,), "no": (False,)}[args.pack]:
         generate(target, tok, prompts[:1], p, batch_size=1, pack=pack)  # warm-up (and packing)
-        t_plain, plain = best(lambda: generate(target, tok, prompts, p, batch_size=1, pack=pack))
         for k, vocab in [(k, v) for k in args.k for v in args.draft_vocab]:
             kw = dict(draft=draft, num_draft_tokens=k, pack=pack, draft_vocab=vocab or None)
             generate_speculative(target, tok, prompts[:1], p, **kw)
-            t_spec, spec = best(lambda: generate_speculative(target, tok, prompts, p, **kw))
+            # plain and speculative alternate, so both see the machine at the same minutes
+            t_plain, t_spec = [], []
+            for _ in range(args.repeats):
+                t, plain = best(lambda: generate(target, tok, prompts, p, batch_size=1,
+                                                 pack=pack))
+                t_plain.append(t)
+                t, spec = best(lambda: generate_speculative(target, tok, prompts, p, **kw))
+                t_spec.append(t)
             same = all(a.token_ids == b.token_ids for a, b in zip(plain, spec.completions))
-            row = {"pack": pack, "k": k, "draft_vocab": vocab, "plain_s": round(t_plain, 3),
-                   "spec_s": round(t_spec, 3), "speedup": round(t_plain / t_spec, 3),
+            row = {"pack": pack, "k": k, "draft_vocab": vocab, "plain_s": round(min(t_plain), 3),
+                   "spec_s": round(min(t_spec), 3), "speedup": round(min(t_plain) / min(t_spec), 3),
+                   "plain_all_s": [round(t, 3) for t in t_plain],
+                   "spec_all_s": [round(t, 3) for t in t_spec],
                    "acceptance": round(spec.stats.acceptance_rate, 3),
                    "tokens_per_forward": round(spec.stats.tokens_per_forward, 2),
                    "identical": same}
