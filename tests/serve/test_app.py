@@ -159,7 +159,9 @@ def test_backpressure_429_with_retry_after(tokenizer):
         async def burst():
             async with httpx.AsyncClient(timeout=60) as ac:
                 return await asyncio.gather(*[ac.post(f"{url}/v1/completions", json={
-                    "model": "tiny:llama", "prompt": "Hello", "max_tokens": 40,
+                    # long enough that the whole burst arrives while the first ones still run
+                    # (at 40 tokens it failed once on a loaded machine, not reproduced)
+                    "model": "tiny:llama", "prompt": "Hello", "max_tokens": 120,
                     "temperature": 0, "ignore_eos": True}) for _ in range(12)])
 
         rs = asyncio.run(burst())

@@ -25,7 +25,8 @@ def _read(out):
 @pytest.mark.parametrize("strategy,extra", [
     ("sample", ["top_p=0.9", "seed=1"]), ("greedy", []), ("beam", ["num_beams=2"]),
     ("contrastive", ["contrastive_k=2"]), ("best_of_n", ["n=2"]),
-    ("speculative", ["temperature=0"]), ("speculative", ["draft=tiny:llama4", "temperature=0"])])
+    ("speculative", ["temperature=0"]), ("speculative", ["draft=tiny:llama4", "temperature=0"]),
+    ("speculative", ["draft=tiny:llama4", "draft_vocab=64", "pack_weights=true"])])
 def test_every_strategy_writes_samples_and_summary(tmp_path, strategy, extra):
     rc, out = _generate(tmp_path, f"strategy={strategy}", *extra)
     assert rc == 0
@@ -97,6 +98,8 @@ def test_bad_input_fails_before_any_work(tmp_path, capsys):
     assert rc == 1 and "bad.jsonl:2" in err and "prompt" in err and not out.exists()
     rc, out = _generate(tmp_path, "strategy=speculative", "draft=tiny:nope", name="d")
     assert rc == 1 and "nope" in capsys.readouterr().err and not out.exists()
+    rc, out = _generate(tmp_path, "strategy=speculative", "draft_vocab=100", name="e")
+    assert rc == 2 and "draft_vocab" in capsys.readouterr().err and not out.exists()
 
 
 def test_shipped_generate_configs_load():
