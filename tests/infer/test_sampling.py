@@ -167,6 +167,12 @@ def test_draw_unnormalised_rows_and_shapes():
     assert not (t[0] == 1).any()
 
 
+@pytest.mark.parametrize("row", [[0.0, 0.0, 0.0], [float("nan"), 0.5, 0.5]])
+def test_draw_refuses_a_row_with_nothing_to_draw(row):
+    with pytest.raises(UserError, match="no token left"):
+        S.draw(torch.tensor([[0.2, 0.3, 0.5], row]))
+
+
 def test_draw_never_returns_a_zero_token_when_u_rounds_up(monkeypatch):
     # u * total == total (rounding): searchsorted says "past the end"; the last positive wins
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.ones(*a[0], dtype=torch.float64))

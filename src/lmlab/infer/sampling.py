@@ -324,6 +324,9 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     shape = probs.shape
     cdf = probs.reshape(-1, shape[-1]).double().cumsum(-1)
     total = cdf[:, -1:]
+    if not bool((total > 0).all()):  # (NaN compares False too)
+        raise UserError("sampling: a row has no token left to draw from (every token filtered "
+                        "out, or NaN / infinite logits)")
     u = torch.rand(total.shape, generator=generator, dtype=torch.float64,
                    device=probs.device) * total
     idx = torch.searchsorted(cdf, u, right=True)
