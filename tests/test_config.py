@@ -25,7 +25,7 @@ EXPECTED_CONFIGS = {
     "evaluate": 2,
     "serve": 1,
     "pipelines": 2,
-    "distill": 6,
+    "distill": 7,
     "quantize": 7,
     "qat": 3,
 }
