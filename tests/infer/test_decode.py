@@ -144,6 +144,24 @@ def test_repeat_prefills_each_prompt_once_and_equals_repeated_prompts(model, tok
         decode(model, ids, mask, p, repeat=0)
 
 
+def test_generate_repeat_gives_k_completions_per_prompt_in_prompt_order(model, tokenizer):
+    """generate(repeat=k): prompt-major k completions each; greedy copies equal the plain
+    completion, whatever the batch size (prompts of different lengths are reordered inside)."""
+    greedy = SamplingParams(temperature=0, max_new_tokens=5, ignore_eos=True)
+    plain = generate(model, tokenizer, PROMPTS, greedy)
+    for bs in (1, 4, 8):
+        rep = generate(model, tokenizer, PROMPTS, greedy, repeat=3, batch_size=bs)
+        assert len(rep) == 3 * len(PROMPTS)
+        for i, c in enumerate(plain):
+            assert [r.token_ids for r in rep[3 * i:3 * i + 3]] == [c.token_ids] * 3
+            assert all(r.prompt == c.prompt for r in rep[3 * i:3 * i + 3])
+    s = generate(model, tokenizer, PROMPTS[:1], SamplingParams(temperature=1.0, max_new_tokens=6,
+                                                               seed=0), repeat=4)
+    assert len({tuple(c.token_ids) for c in s}) > 1  # sampled copies differ
+    with pytest.raises(UserError, match="repeat"):
+        generate(model, tokenizer, PROMPTS, greedy, repeat=0)
+
+
 def test_chat_prompts_use_the_template(model, tokenizer):
     msgs = [{"role": "user", "content": "Say hi"}]
     c = generate(model, tokenizer, [msgs], SamplingParams(temperature=0, max_new_tokens=3))[0]

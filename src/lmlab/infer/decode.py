@@ -387,12 +387,17 @@ def completion_text(tokenizer, ids: list[int], reason: str, stops: StopStrings) 
 
 def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
              batch_size: int = 8, generator: torch.Generator | None = None,
-             fast: bool | None = None, pack: bool = False) -> list[Completion]:
+             fast: bool | None = None, pack: bool = False, repeat: int = 1) -> list[Completion]:
     """Complete each prompt (text, or chat messages -> chat template). Prompts are batched by
-    length (less padding); results come back in input order. ``pack``: see ``stream_tokens``."""
+    length (less padding); results come back in input order. ``pack``: see ``stream_tokens``.
+    ``repeat``: k completions per prompt, prompt-major (prompt i's are i*k .. i*k+k-1), each
+    prompt prefilled once for its k rows; a batch holds ``batch_size // k`` prompts (at least
+    one)."""
     params = params or SamplingParams()
     if batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {batch_size}")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise UserError(f"repeat: must be an integer >= 1, got {repeat!r}")
     encoded = encode_prompts(tokenizer, prompts)
     check_context(model, [len(e) for e in encoded], params.max_new_tokens)
     if generator is None and not params.greedy:
@@ -401,16 +406,18 @@ def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | N
                                                                                     tokenizer)[0]
     stops = StopStrings(tokenizer, params.stop)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    out: list[Completion | None] = [None] * len(encoded)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
+    out: list[Completion | None] = [None] * (len(encoded) * repeat)
+    per = max(1, batch_size // repeat)
+    for s in range(0, len(order), per):
+        idx = order[s:s + per]
         ids, mask = left_pad([encoded[i] for i in idx], pad, model_device(model))
         d = decode(model, ids, mask, params, tokenizer=tokenizer, generator=generator, fast=fast,
-                   pack=pack)
-        for j, i in enumerate(idx):
+                   pack=pack, repeat=repeat)
+        for j, (i, r) in enumerate((i, r) for i in idx for r in range(repeat)):
             text = completion_text(tokenizer, d.tokens[j], d.finish_reasons[j], stops)
-            out[i] = Completion(prompts[i], text, d.tokens[j], d.finish_reasons[j],
-                                len(encoded[i]), d.logprobs[j] if d.logprobs else None)
+            out[i * repeat + r] = Completion(prompts[i], text, d.tokens[j], d.finish_reasons[j],
+                                             len(encoded[i]), d.logprobs[j] if d.logprobs else
+                                             None)
     return out  # type: ignore[return-value]
 
 

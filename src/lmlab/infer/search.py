@@ -432,9 +432,9 @@ def best_of_n(model, tokenizer, prompts: list[Prompt], n: int, reranker: Reranke
     if not callable(reranker):
         raise UserError("reranker: must be a callable (prompt, completion) -> float")
     params = params or SamplingParams()
-    flat = [p for p in prompts for _ in range(n)]  # prompt-major: n copies in a row
-    comps = generate(model, tokenizer, flat, params, batch_size=batch_size, generator=generator,
-                     pack=pack)
+    # prompt-major: prompt i's n samples at i*n .. i*n+n-1, its prefill shared by the n rows
+    comps = generate(model, tokenizer, prompts, params, batch_size=batch_size,
+                     generator=generator, pack=pack, repeat=n)
     out = []
     for i, prompt in enumerate(prompts):
         cands = comps[i * n:(i + 1) * n]
