@@ -184,6 +184,8 @@ class SlotKV:
         self.model = model
         # fp32 CPU: oneDNN-packed projections, the model's own copy (shared with `decode`)
         self.lin = packed_linears(model) if pack_weights else PackedLinears(False)
+        # served weights do not change: each packed copy is checked once, then reused
+        self.pinned = self.lin.pinned()
         self.prefix = PrefixCache(prefix_cache_tokens // PrefixCache.BLOCK)
         self.step = LlamaStep(model, None, 0, 0)  # its constants and attention; no buffers
         self.L = model.config.num_hidden_layers
@@ -271,7 +273,7 @@ class SlotKV:
         block index ``last`` (b,) (default: the only one). A token's key/value go to the
         column equal to its position, and it attends to columns <= its position, of the first
         n. The layer loop of ``LlamaStep.step``, with per-row write columns and masks."""
-        st, m, lin = self.step, self.model.model, self.lin
+        st, m, lin = self.step, self.model.model, self.pinned
         (b, L), H, Hkv, Dh = tok.shape, st.H, st.Hkv, st.Dh
         rows = torch.arange(r0, r0 + b, device=tok.device)[:, None]  # (b, 1)
         mask = (torch.arange(n, device=tok.device) <= pos[..., None])[:, None]  # (b, 1, L, n)
@@ -280,9 +282,14 @@ class SlotKV:
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm.weight, st.eps)
-            q = lin(h, a.q_proj).view(b, L, H, Dh).transpose(1, 2)  # (b, H, L, Dh)
-            k = lin(h, a.k_proj).view(b, L, Hkv, Dh).transpose(1, 2)
-            v = lin(h, a.v_proj).view(b, L, Hkv, Dh).transpose(1, 2)
+            qkv = lin.fused(h, (a.q_proj, a.k_proj, a.v_proj))  # one product when packed
+            if qkv is None:
+                q, k, v = lin(h, a.q_proj), lin(h, a.k_proj), lin(h, a.v_proj)
+            else:
+                q, k, v = qkv.split([H * Dh, Hkv * Dh, Hkv * Dh], dim=-1)
+            q = q.reshape(b, L, H, Dh).transpose(1, 2)  # (b, H, L, Dh)
+            k = k.reshape(b, L, Hkv, Dh).transpose(1, 2)
+            v = v.reshape(b, L, Hkv, Dh).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.k[i][rows, :, pos] = k.transpose(1, 2)  # (b, L, Hkv, Dh) at their columns
@@ -291,7 +298,9 @@ class SlotKV:
             o = o.transpose(1, 2).reshape(b, L, -1)
             x = x + lin(o, a.o_proj)
             h = _rms_norm(x, layer.post_attention_layernorm.weight, st.eps)
-            x = x + lin(F.silu(lin(h, mlp.gate_proj)) * lin(h, mlp.up_proj), mlp.down_proj)
+            gu = lin.fused(h, (mlp.gate_proj, mlp.up_proj))
+            g, u = (lin(h, mlp.gate_proj), lin(h, mlp.up_proj)) if gu is None else gu.chunk(2, -1)
+            x = x + lin(F.silu(g) * u, mlp.down_proj)
         x = x[:, -1] if last is None else x[torch.arange(b, device=x.device), last]  # (b, D)
         x = _rms_norm(x, m.norm.weight, st.eps)
         return lin(x, self.model.lm_head)  # (b, V)
