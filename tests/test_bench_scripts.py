@@ -55,3 +55,20 @@ def test_bench_bandwidth_runs_on_the_tiny_model(tmp_path):
                                                    "gate_proj", "up_proj", "down_proj",
                                                    "lm_head", "all"}
     assert "| ours_packed |" in out.stdout
+
+
+def test_bench_draft_runs_on_tiny_models(tmp_path):
+    """Smoke run: each row alternates plain and speculative --repeats times and records both;
+    with a draft vocabulary too; speculative output identical to plain greedy."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out_json = tmp_path / "draft.json"
+    out = subprocess.run([sys.executable, "benchmarks/bench_draft.py", "--model", "tiny:llama",
+                          "--draft", "tiny:llama4", "--prompts", "2", "--new-tokens", "4",
+                          "--k", "2", "--draft-vocab", "0", "64", "--pack", "yes",
+                          "--repeats", "2", "--threads", "1", "--out", str(out_json)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [(r["k"], r["draft_vocab"], r["pack"]) for r in rows] == [(2, 0, True), (2, 64, True)]
+    assert all(len(r["plain_all_s"]) == len(r["spec_all_s"]) == 2 and r["identical"]
+               for r in rows)
