@@ -57,7 +57,8 @@ _MM = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_ava
 
 
 def _mm(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    """x @ W.T over a oneDNN-packed W (``infer.packed``)."""
+    """x @ W.T over a oneDNN-packed W (``infer.packed``, which runs its products through this
+    too)."""
     return _MM(x, packed, None, "none", [], "")
 
 
@@ -117,6 +118,7 @@ class LlamaStep:
         # a PackedLinears is pinned for the step's life (one decode): its copies are checked
         # for staleness once, not at every call
         self.lin = lin.pinned() if hasattr(lin, "pinned") else (lin or _lin)
+        self._plan = False  # the packed-weight plan: not resolved yet (see _packed_plan)
         self.H, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.Dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
         self.eps = cfg.rms_norm_eps
@@ -222,9 +224,8 @@ class LlamaStep:
         """Per layer (input norm, packed q/k/v, packed o, post norm, packed gate/up, packed
         down), resolved once per step object (the pinned copies hold for one decode); None when
         the projections are not all packed (then the general path runs)."""
-        plan = getattr(self, "_plan", False)
-        if plan is not False:
-            return plan
+        if self._plan is not False:
+            return self._plan
         self._plan = None
         if not hasattr(self.lin, "pinned_weight"):
             return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lmlab.infer.fastpath import is_lora
+from lmlab.infer.fastpath import _mm, is_lora
 
 
 # the row count oneDNN picks its blocked layout for; the layout serves any row count. Measured
@@ -57,8 +57,7 @@ class PackedLinears:
         key = self._key(parts)
         have = self.packed.get(key_of)
         if have is None or have[1] != key:
-            have = self.packed[key_of] = (torch.ops.mkldnn._reorder_linear_weight(
-                weight().detach(), BATCH_HINT), key)
+            have = self.packed[key_of] = (_reorder(weight()), key)
         return have[0]
 
     def _weight(self, mod):
@@ -112,7 +111,7 @@ class PackedLinears:
 
     def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
         w = self.weight_of(mod)
-        return self.unpacked(x, mod) if w is None else _linear(x, w)
+        return self.unpacked(x, mod) if w is None else _mm(x, w)
 
     def unpacked(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
         """``mod`` on ``x`` without a packed copy of its own (its base's copy may serve)."""
@@ -134,7 +133,7 @@ class PackedLinears:
         cost per call weighs as much as the weights); the outputs side by side, or None when
         one of them cannot be packed (the caller then runs them one by one)."""
         w = self.stacked_weight_of(mods)
-        return None if w is None else _linear(x, w)
+        return None if w is None else _mm(x, w)
 
     def pinned(self) -> "Pinned":
         """A view for one decode: see ``Pinned``."""
@@ -152,16 +151,17 @@ class PackedLinears:
         return sum(len(k[0]) if isinstance(k, tuple) else 1 for k in self.packed)
 
 
-def _linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+def _reorder(weight: torch.Tensor) -> torch.Tensor:
+    """A oneDNN-packed copy of an fp32 weight (out, in), for ``fastpath._mm``."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT)
 
 
 def linear_over(weight: torch.Tensor, pack: bool = True):
     """``x -> F.linear(x, weight)`` for a weight of one's own (not a module's), through a packed
     copy taken now when ``pack`` and the weight can be packed."""
     if pack and can_pack(weight):
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT)
-        return lambda x: _linear(x, packed)
+        packed = _reorder(weight)
+        return lambda x: _mm(x, packed)
     return lambda x: F.linear(x, weight)
 
 
@@ -183,11 +183,11 @@ class Pinned:
 
     def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
         w = self._memo(mod, self.lin.weight_of)
-        return self.lin.unpacked(x, mod) if w is None else _linear(x, w)
+        return self.lin.unpacked(x, mod) if w is None else _mm(x, w)
 
     def fused(self, x: torch.Tensor, mods: tuple) -> torch.Tensor | None:
         w = self._memo(mods, self.lin.stacked_weight_of)
-        return None if w is None else _linear(x, w)
+        return None if w is None else _mm(x, w)
 
     def pinned_weight(self, mod) -> torch.Tensor | None:
         """The packed copy of a module, or of a tuple of modules stacked; None when unpacked."""

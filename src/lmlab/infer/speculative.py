@@ -184,7 +184,7 @@ class DraftModel:
     def _restrict(self, prompt: list[int]) -> None:
         """The kept ids (first ``vocab`` + the prompt's) and a head over their rows."""
         weight = self.model.get_output_embeddings().weight
-        V = weight.shape[0]
+        V = self.V = weight.shape[0]
         if self.vocab is None or self.vocab >= V or self.inc.fast is None:
             return
         keep = torch.zeros(V, dtype=torch.bool, device=weight.device)
@@ -197,8 +197,7 @@ class DraftModel:
         logits = self.inc.feed(tokens, last_only=last_only, head=self.head)
         if self.keep is None:
             return logits
-        full = logits.new_full((logits.shape[0], self.model.get_output_embeddings().weight
-                                .shape[0]), float("-inf"))
+        full = logits.new_full((logits.shape[0], self.V), float("-inf"))
         full[:, self.keep] = logits
         return full
 

@@ -118,7 +118,8 @@ class Config(RunConfig):
 # keys only one `what` uses (the rest - model, seed, output_dir, max_new_tokens, threads,
 # device, dtype - are shared); validate() refuses them when set for the other one
 ONLY = {"generate": ("data", "strategies", "batch_sizes", "repeats", "temperature", "num_beams",
-                     "contrastive_k", "n", "draft", "num_draft_tokens", "draft_vocab", "pack_weights"),
+                     "contrastive_k", "n", "draft", "num_draft_tokens", "draft_vocab",
+                     "pack_weights"),
         "serve": ("clients", "requests", "peers", "hf_requests", "peer_clients",
                   "max_batch_size", "server", "level_timeout_s")}
 
