@@ -168,9 +168,9 @@ def linear_over(weight: torch.Tensor, pack: bool = True):
 class Pinned:
     """A ``PackedLinears`` as one decode sees it: each module's (or stacked group's) packed
     copy is looked up on its first call (packed or refolded then, if stale) and reused for the
-    rest of the decode without checking the weights again. The check costs as much Python as a
-    small product: ~0.3 ms per step at 8 rows, about 9 ms of a 64 ms SmolLM2 step with LoRA
-    (cProfile, 2026-11-23). Valid while the weights do not change, which holds within one
+    rest of the decode without checking the weights again. The check (peft attribute lookups,
+    tensor versions) costs tens of microseconds of Python per call: about 9 ms of a 64 ms
+    8-row SmolLM2 step with LoRA (cProfile, 2026-11-23). Valid while the weights do not change, which holds within one
     decode; a ``LlamaStep`` (one per decode) holds one."""
 
     def __init__(self, lin: PackedLinears):
