@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lmlab.infer import native
+
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """LlamaRMSNorm, op for op (fp32 statistics)."""
@@ -119,6 +121,7 @@ class LlamaStep:
         # for staleness once, not at every call
         self.lin = lin.pinned() if hasattr(lin, "pinned") else (lin or _lin)
         self._plan = False  # the packed-weight plan: not resolved yet (see _packed_plan)
+        self._native = False  # the C step (infer.native): not resolved yet (see _native_step)
         self.H, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.Dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
         self.eps = cfg.rms_norm_eps
@@ -168,6 +171,10 @@ class LlamaStep:
         m, lin = self.model.model, self.lin
         fused = getattr(lin, "fused", None)  # PackedLinears: q/k/v and gate/up in one product
         (B, L), H, Hkv, Dh = tokens.shape, self.H, self.Hkv, self.Dh
+        if B * L <= native.MAX_ROWS and self._native_step() is not None:
+            x = self._native.step(self.k, self.v, tokens, pos, n, mask, last_only,
+                                  hidden=head is not None)
+            return head(x) if head is not None else x
         x = m.embed_tokens(tokens)  # (B, L, D)
         cos, sin = self._rope(pos, x.dtype)  # (B, 1, L, Dh)
         pad = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, n)
@@ -219,6 +226,17 @@ class LlamaStep:
             x = x[:, -1:]
         x = norm(x, m.norm.weight, self.eps)
         return head(x) if head is not None else lin(x, self.model.lm_head)  # (B, L, V)
+
+    def _native_step(self):
+        """The C step (``infer.native``) for small steps: with packed weights (``pack``, the
+        mode that already trades bit-for-bit equality for speed) on a model it supports, when
+        it builds here; else None."""
+        if self._native is False:
+            self._native = None
+            if hasattr(self.lin, "pinned_weight") and self.k[0].dtype == torch.float32 \
+                    and native.supports(self.model) and native.available():
+                self._native = native.NativeStep(self.model, self)
+        return self._native
 
     def _packed_plan(self) -> list | None:
         """Per layer (input norm, packed q/k/v, packed o, post norm, packed gate/up, packed

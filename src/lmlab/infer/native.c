@@ -1,0 +1,287 @@
+/* lmlab.infer.native: one small-batch decode step of a Llama-family model, in C.
+ *
+ * Why: batch-1 decoding reads every weight once per token, so its speed limit is the memory
+ * bandwidth. torch's matrix-vector kernels read SmolLM2-135M's narrow (576-column) weights at
+ * about half the speed a plain sum reads memory on the 2-core AVX2 CPU; a dot product that
+ * walks one weight row at a time with four independent vector accumulators reads at the speed
+ * of the plain sum (measured, benchmarks/RESULTS.md). This file is that product and the rest of
+ * a decode step around it, so that one call runs a whole token through the model.
+ *
+ * The arithmetic is LlamaStep.step's (lmlab/infer/fastpath.py) over the model's own fp32
+ * weights, in the same order: RMSNorm, q/k/v projections, RoPE, the new keys and values
+ * written into the caller's cache buffers, attention with the padding mask and causal order,
+ * output projection and residual, RMSNorm, SiLU-gated MLP and residual, final RMSNorm, LM head.
+ * Results equal the torch step up to fp32 rounding (sums in another order), not bit for bit.
+ *
+ * Layouts (all contiguous, row-major): a projection weight is [out, in]; the key/value buffers
+ * of a layer are (B, Hkv, T, Dh); tokens and positions are (B, L); M = B * L inputs.
+ *
+ * Built on first use by lmlab/infer/native.py (gcc -O3 -march=native, OpenMP when available)
+ * and called through ctypes; threads: OpenMP over weight rows, `nt` of them.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+
+typedef struct {
+    int D, H, Hkv, Dh, I, V, n_layers;
+    float eps, scale, rope_scale;
+    const float *inv_freq;  /* Dh / 2 */
+    const float *embed;     /* V x D */
+    const float *norm;      /* D */
+    const float *head;      /* V x D (the embedding itself when tied) */
+    const float *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
+} lm_model;
+
+enum { LN1, WQ, WK, WV, WO, LN2, WG, WU, WD, N_PER_LAYER };
+
+static inline v8 load8(const float *p)
+{
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float hsum8(v8 v)
+{
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* y[j * ldy] (+)= w . x_j for the M inputs x_j = x + j * ldx, each K long. */
+static void row_dot(const float *w, const float *x, int ldx, int K, int M, float *y, int ldy,
+                    int add)
+{
+    int j = 0;
+    for (; j + 2 <= M; j += 2) {  /* two inputs per pass over the row (the row stays in L1) */
+        const float *x0 = x + (size_t)j * ldx, *x1 = x0 + ldx;
+        v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            v8 w0 = load8(w + k), w1 = load8(w + k + 8);
+            a0 += w0 * load8(x0 + k);
+            a1 += w1 * load8(x0 + k + 8);
+            b0 += w0 * load8(x1 + k);
+            b1 += w1 * load8(x1 + k + 8);
+        }
+        float s0 = hsum8(a0 + a1), s1 = hsum8(b0 + b1);
+        for (; k < K; k++) {
+            s0 += w[k] * x0[k];
+            s1 += w[k] * x1[k];
+        }
+        y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s0 : s0;
+        y[(size_t)(j + 1) * ldy] = add ? y[(size_t)(j + 1) * ldy] + s1 : s1;
+    }
+    if (j < M) {  /* one input: four accumulators, a row at full read speed */
+        const float *x0 = x + (size_t)j * ldx;
+        v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        int k = 0;
+        for (; k + 32 <= K; k += 32) {
+            a0 += load8(w + k) * load8(x0 + k);
+            a1 += load8(w + k + 8) * load8(x0 + k + 8);
+            a2 += load8(w + k + 16) * load8(x0 + k + 16);
+            a3 += load8(w + k + 24) * load8(x0 + k + 24);
+        }
+        for (; k + 8 <= K; k += 8)
+            a0 += load8(w + k) * load8(x0 + k);
+        float s = hsum8((a0 + a1) + (a2 + a3));
+        for (; k < K; k++)
+            s += w[k] * x0[k];
+        y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s : s;
+    }
+}
+
+typedef struct {
+    const float *w;
+    int rows, off;
+} segment;
+
+/* y[j, off_s + r] (+)= W_s[r] . x_j over the segments' rows one after another (q, k and v as
+ * one product: one loop, one barrier). Called by every thread of the step's parallel region:
+ * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
+static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
+                   float *y, int ldy, int add)
+{
+    int total = 0;
+    for (int s = 0; s < n_seg; s++)
+        total += seg[s].rows;
+#pragma omp for schedule(static)
+    for (int r = 0; r < total; r++) {
+        int s = 0, rr = r;
+        while (rr >= seg[s].rows) {
+            rr -= seg[s].rows;
+            s++;
+        }
+        row_dot(seg[s].w + (size_t)rr * K, x, ldx, K, M, y + seg[s].off + rr, ldy, add);
+    }
+}
+
+/* LlamaRMSNorm of M rows of D: out = w * x / sqrt(mean(x^2) + eps). */
+static void rms_norm(const float *x, int ldx, const float *w, int D, int M, float eps,
+                     float *out, int ldo)
+{
+    for (int j = 0; j < M; j++) {
+        const float *r = x + (size_t)j * ldx;
+        float *o = out + (size_t)j * ldo;
+        v8 a = {0};
+        int k = 0;
+        for (; k + 8 <= D; k += 8) {
+            v8 v = load8(r + k);
+            a += v * v;
+        }
+        float ss = hsum8(a);
+        for (; k < D; k++)
+            ss += r[k] * r[k];
+        float inv = 1.0f / sqrtf(ss / (float)D + eps);
+        for (k = 0; k < D; k++)
+            o[k] = w[k] * (r[k] * inv);
+    }
+}
+
+/* RoPE in place on `heads` heads of Dh at position p: rotate_half with cos/sin of p * inv_freq
+ * (times the attention scaling), as LlamaRotaryEmbedding and apply_rotary_pos_emb. */
+static void rope(float *x, int heads, int Dh, const float *cs, const float *sn)
+{
+    int half = Dh / 2;
+    for (int h = 0; h < heads; h++) {
+        float *v = x + (size_t)h * Dh;
+        for (int i = 0; i < half; i++) {
+            float a = v[i], b = v[i + half];
+            v[i] = a * cs[i] - b * sn[i];
+            v[i + half] = b * cs[i] + a * sn[i];
+        }
+    }
+}
+
+static inline float dot(const float *a, const float *b, int n)
+{
+    v8 s0 = {0}, s1 = {0};
+    int k = 0;
+    for (; k + 16 <= n; k += 16) {
+        s0 += load8(a + k) * load8(b + k);
+        s1 += load8(a + k + 8) * load8(b + k + 8);
+    }
+    float s = hsum8(s0 + s1);
+    for (; k < n; k++)
+        s += a[k] * b[k];
+    return s;
+}
+
+/* Workspace floats one step needs: x, h (M x D), qkv (M x (H + 2 Hkv) Dh), attention output
+ * (M x H Dh), gate/up (M x 2I), scores (M x H x T). */
+int64_t lm_work_floats(const lm_model *m, int M, int T)
+{
+    int64_t qkv = (int64_t)(m->H + 2 * m->Hkv) * m->Dh;
+    return (int64_t)M * (2 * m->D + qkv + (int64_t)m->H * m->Dh + 2 * m->I + (int64_t)m->H * T);
+}
+
+/* One step: tokens (B, L) at positions pos (B, L) fill cache slots n-L .. n-1 of every layer's
+ * k/v buffers (B, Hkv, T, Dh); mask (B, >= n, row stride mask_ld) of nonzero = attend, or NULL.
+ * Query i of a row sees keys 0 .. n-L+i that its mask allows, and always itself (no row is all
+ * masked). out: logits (R, V), or with want_hidden the final normed hidden states (R, D);
+ * R = B with last_only (each row's last position), else B * L. Returns 0, or -1 for a token
+ * outside the vocabulary, -2 for n outside [L, T]. */
+int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, int L, int n,
+            const int64_t *mask, int64_t mask_ld, float *const *kbuf, float *const *vbuf, int T,
+            float *work, float *out, int last_only, int want_hidden, int nt)
+{
+    const int D = m->D, H = m->H, Hkv = m->Hkv, Dh = m->Dh, I = m->I, M = B * L;
+    const int G = H / Hkv, QKV = (H + 2 * Hkv) * Dh, HD = H * Dh, half = Dh / 2;
+    if (n < L || n > T)
+        return -2;
+    for (int j = 0; j < M; j++)
+        if (tok[j] < 0 || tok[j] >= m->V)
+            return -1;
+    float *x = work, *h = x + (size_t)M * D, *qkv = h + (size_t)M * D;
+    float *att = qkv + (size_t)M * QKV, *gu = att + (size_t)M * HD, *sc = gu + (size_t)M * 2 * I;
+    float cs[M][half > 0 ? half : 1], sn[M][half > 0 ? half : 1];
+
+    for (int j = 0; j < M; j++) {
+        memcpy(x + (size_t)j * D, m->embed + (size_t)tok[j] * D, sizeof(float) * D);
+        for (int i = 0; i < half; i++) {
+            float f = (float)pos[j] * m->inv_freq[i];
+            cs[j][i] = cosf(f) * m->rope_scale;
+            sn[j][i] = sinf(f) * m->rope_scale;
+        }
+    }
+    /* one parallel region for the whole step: loops split across the threads (an implicit
+     * barrier after each), the small serial parts on one thread */
+#pragma omp parallel num_threads(nt)
+    for (int l = 0; l < m->n_layers; l++) {
+        const float *const *w = m->layer + (size_t)l * N_PER_LAYER;
+        float *K = kbuf[l], *Vb = vbuf[l];
+#pragma omp single
+        rms_norm(x, D, w[LN1], D, M, m->eps, h, D);
+        segment s_qkv[3] = {{w[WQ], HD, 0}, {w[WK], Hkv * Dh, HD}, {w[WV], Hkv * Dh, HD + Hkv * Dh}};
+        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0);
+#pragma omp single
+        for (int j = 0; j < M; j++) {
+            int b = j / L, slot = n - L + j % L;
+            float *q = qkv + (size_t)j * QKV;
+            rope(q, H + Hkv, Dh, cs[j], sn[j]);
+            for (int g = 0; g < Hkv; g++) {
+                size_t at = (((size_t)b * Hkv + g) * T + slot) * Dh;
+                memcpy(K + at, q + HD + (size_t)g * Dh, sizeof(float) * Dh);
+                memcpy(Vb + at, q + HD + (size_t)(Hkv + g) * Dh, sizeof(float) * Dh);
+            }
+        }
+        /* attention: one task per (input, head) */
+#pragma omp for schedule(static)
+        for (int t = 0; t < M * H; t++) {
+            int j = t / H, hd = t % H, b = j / L, g = hd / G, last = n - L + j % L;
+            const float *q = qkv + (size_t)j * QKV + (size_t)hd * Dh;
+            const float *Kr = K + ((size_t)b * Hkv + g) * T * Dh;
+            const float *Vr = Vb + ((size_t)b * Hkv + g) * T * Dh;
+            const int64_t *mk = mask ? mask + (size_t)b * mask_ld : NULL;
+            float *s = sc + (size_t)t * T, mx = -INFINITY, sum = 0.0f;
+            for (int k = 0; k <= last; k++) {
+                if (mk && !mk[k] && k != last) {
+                    s[k] = -INFINITY;
+                    continue;
+                }
+                s[k] = dot(q, Kr + (size_t)k * Dh, Dh) * m->scale;
+                if (s[k] > mx)
+                    mx = s[k];
+            }
+            for (int k = 0; k <= last; k++) {
+                s[k] = s[k] == -INFINITY ? 0.0f : expf(s[k] - mx);
+                sum += s[k];
+            }
+            float *o = att + (size_t)j * HD + (size_t)hd * Dh, inv = 1.0f / sum;
+            for (int d = 0; d < Dh; d++)
+                o[d] = 0.0f;
+            for (int k = 0; k <= last; k++) {
+                if (s[k] == 0.0f)
+                    continue;
+                const float *v = Vr + (size_t)k * Dh;
+                float p = s[k] * inv;
+                for (int d = 0; d < Dh; d++)
+                    o[d] += p * v[d];
+            }
+        }
+        segment s_o = {w[WO], D, 0};
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1);
+#pragma omp single
+        rms_norm(x, D, w[LN2], D, M, m->eps, h, D);
+        segment s_gu[2] = {{w[WG], I, 0}, {w[WU], I, I}};
+        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0);
+#pragma omp for schedule(static)
+        for (int e = 0; e < M * I; e++) {  /* silu(gate) * up, into the gate half */
+            float *g = gu + (size_t)(e / I) * 2 * I + e % I, u = g[I];
+            *g = *g / (1.0f + expf(-*g)) * u;
+        }
+        segment s_d = {w[WD], D, 0};
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1);
+    }
+    /* the final norm over the rows asked for, then the head */
+    int R = last_only ? B : M, step = last_only ? L : 1, first = last_only ? L - 1 : 0;
+    float *dst = want_hidden ? out : h;
+    rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, dst, D);
+    if (!want_hidden) {
+        segment s_h = {m->head, m->V, 0};
+#pragma omp parallel num_threads(nt)
+        matvec(&s_h, 1, h, D, D, R, out, m->V, 0);
+    }
+    return 0;
+}

@@ -1,0 +1,216 @@
+"""The native (C) small-batch decode step: build, load, and call ``native.c``.
+
+Why: batch-1 decoding is bound by memory bandwidth, and torch's fp32 matrix-vector kernels read
+SmolLM2-135M's 576-column weights at about half the speed the CPU can read memory; the C step
+reads them at about the speed of a plain sum (benchmarks/RESULTS.md, "Memory-bandwidth bound").
+
+``native.c`` is compiled once per machine with the system C compiler (``$CC``, else ``cc`` /
+``gcc``: ``-O3 -march=native``, with OpenMP when the compiler has it) into
+``cache_dir()/native/``, under a name that hashes the source, the flags, the compiler's version
+and the CPU, so a changed file or another machine builds its own copy. Without a compiler (or
+when ``LMLAB_NATIVE=0``) ``available()`` is False, a one-line notice says why, and decoding
+keeps the torch path: nothing else changes.
+
+Used by ``fastpath.LlamaStep`` for steps of at most ``MAX_ROWS`` inputs (batch x block length)
+when it runs with packed weights (``pack=True``), on a plain fp32 CPU ``LlamaForCausalLM``
+(``supports``). Results equal the torch step up to fp32 rounding (tested), not bit for bit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lmlab.common import cache_dir
+
+SOURCE = Path(__file__).with_name("native.c")
+FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
+# the largest step (inputs = batch x block length) the C step runs; larger ones (prefills,
+# wide batches) are compute-bound and go to oneDNN's matrix kernels
+MAX_ROWS = 1
+_PER_LAYER = 9  # ln1, q, k, v, o, ln2, gate, up, down (native.c's order)
+
+_lib = None
+_why_not: str | None = None  # why the library is unavailable (None: not tried yet, or loaded)
+
+
+class _Model(ctypes.Structure):
+    _fields_ = [("D", ctypes.c_int), ("H", ctypes.c_int), ("Hkv", ctypes.c_int),
+                ("Dh", ctypes.c_int), ("I", ctypes.c_int), ("V", ctypes.c_int),
+                ("n_layers", ctypes.c_int), ("eps", ctypes.c_float), ("scale", ctypes.c_float),
+                ("rope_scale", ctypes.c_float), ("inv_freq", ctypes.c_void_p),
+                ("embed", ctypes.c_void_p), ("norm", ctypes.c_void_p),
+                ("head", ctypes.c_void_p), ("layer", ctypes.c_void_p)]
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cpu() -> str:
+    """What the built code depends on: the CPU model and its feature flags (``-march=native``)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() + platform.processor()
+    keep = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def _build(cc: str) -> Path:
+    """Compile ``native.c`` into the cache (once per source, flags, compiler and CPU)."""
+    src = SOURCE.read_bytes()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    errors = []
+    for extra in (["-fopenmp"], []):  # OpenMP when the compiler has it (not Apple's clang)
+        flags = FLAGS + extra
+        key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), version.encode(),
+                                          _cpu().encode()])).hexdigest()[:16]
+        out = cache_dir() / "native" / f"lmlab_native_{key}.so"
+        if out.exists():
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            tmp_out = Path(tmp) / out.name
+            run = subprocess.run([cc, *flags, "-o", str(tmp_out), str(SOURCE), "-lm"],
+                                 capture_output=True, text=True)
+            if run.returncode == 0:
+                os.replace(tmp_out, out)  # atomic: a concurrent build never sees half a file
+                return out
+            errors.append(run.stderr.strip().splitlines()[-1:] or ["?"])
+    raise RuntimeError(f"{cc} could not build {SOURCE.name}: {errors[-1][0]}")
+
+
+def load():
+    """The loaded library, or None (``why_not()`` says why); built on the first call."""
+    global _lib, _why_not
+    if _lib is not None or _why_not is not None:
+        return _lib
+    if os.environ.get("LMLAB_NATIVE", "1") == "0":
+        _why_not = "LMLAB_NATIVE=0"
+        return None
+    cc = _compiler()
+    if cc is None:
+        _why_not = "no C compiler (set CC, or install gcc)"
+    else:
+        try:
+            lib = ctypes.CDLL(str(_build(cc)))
+            lib.lm_step.restype = ctypes.c_int
+            lib.lm_work_floats.restype = ctypes.c_int64
+            lib.lm_work_floats.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            _lib = lib
+        except (OSError, RuntimeError) as e:
+            _why_not = str(e)
+    if _why_not is not None:
+        print(f"lmlab: the native decode step is off ({_why_not}); decoding uses torch",
+              file=sys.stderr)
+    return _lib
+
+
+def why_not() -> str | None:
+    return _why_not
+
+
+def available() -> bool:
+    return load() is not None
+
+
+def supports(model) -> bool:
+    """A plain fp32 CPU model (``LlamaStep.supports`` already holds) whose projections and head
+    are plain ``nn.Linear`` with contiguous weights: what ``native.c`` reads."""
+    m = model.model
+    mods = [model.lm_head]
+    for layer in m.layers:
+        a, mlp = layer.self_attn, layer.mlp
+        mods += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj,
+                 mlp.down_proj]
+    tensors = [mod.weight for mod in mods] + [m.embed_tokens.weight, m.norm.weight]
+    cfg = model.config
+    return (all(type(mod) is torch.nn.Linear for mod in mods)
+            and all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.dtype == torch.float32
+                    and t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+            and cfg.num_attention_heads % cfg.num_key_value_heads == 0)
+
+
+class NativeStep:
+    """``LlamaStep.step`` for small steps, through ``native.c``. Holds pointers to the model's
+    weights (its parameters, not copies: valid while the model lives and is not moved) and a
+    workspace; the key/value buffers are the ``LlamaStep``'s, passed at each call."""
+
+    def __init__(self, model, step):
+        """``step``: the ``LlamaStep`` (its constants: heads, eps, scale, RoPE)."""
+        self.lib = load()
+        cfg, m = model.config, model.model
+        self.keep = [step.inv_freq.contiguous()]  # tensors the pointers refer to
+        ptrs = []
+        for layer in m.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            for t in (layer.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight,
+                      a.v_proj.weight, a.o_proj.weight, layer.post_attention_layernorm.weight,
+                      mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight):
+                ptrs.append(t.data_ptr())
+        self.layer_ptrs = (ctypes.c_void_p * len(ptrs))(*ptrs)
+        self.V, self.D = model.lm_head.weight.shape
+        self.cfg = _Model(cfg.hidden_size, step.H, step.Hkv, step.Dh, cfg.intermediate_size,
+                          self.V, cfg.num_hidden_layers, step.eps, step.scale, step.rope_scale,
+                          self.keep[0].data_ptr(), m.embed_tokens.weight.data_ptr(),
+                          m.norm.weight.data_ptr(), model.lm_head.weight.data_ptr(),
+                          ctypes.cast(self.layer_ptrs, ctypes.c_void_p))
+        self.work = torch.empty(0)
+        self._kv = None  # (k list, v list, pointer arrays), rebuilt when the buffers change
+
+    def _kv_ptrs(self, kb: list, vb: list):
+        have = self._kv
+        if have is None or have[0] is not kb or have[1] is not vb or \
+                any(a.data_ptr() != p for a, p in zip(kb, have[2])) or \
+                any(a.data_ptr() != p for a, p in zip(vb, have[3])):
+            n = len(kb)
+            have = self._kv = (kb, vb, (ctypes.c_void_p * n)(*[t.data_ptr() for t in kb]),
+                               (ctypes.c_void_p * n)(*[t.data_ptr() for t in vb]))
+        return have[2], have[3]
+
+    def step(self, kb: list, vb: list, tokens: torch.Tensor, pos: torch.Tensor, n: int,
+             mask: torch.Tensor | None, last_only: bool, hidden: bool) -> torch.Tensor:
+        """As ``LlamaStep.step`` over buffers ``kb`` / ``vb`` -> logits (B, L', V), or the final
+        normed hidden states (B, L', D) with ``hidden``."""
+        B, L = tokens.shape
+        T = kb[0].shape[2]
+        tokens = tokens.contiguous() if tokens.dtype == torch.long else tokens.long()
+        pos = pos.expand(B, L).contiguous() if pos.dtype == torch.long else pos.long()
+        mask_ld = 0
+        if mask is not None:
+            if mask.dtype != torch.long or mask.stride(-1) != 1:
+                mask = mask.to(torch.long).contiguous()
+            mask_ld = mask.stride(0)
+        need = self.lib.lm_work_floats(ctypes.byref(self.cfg), B * L, T)
+        if self.work.numel() < need:
+            self.work = torch.empty(need)
+        R = B if last_only else B * L
+        out = torch.empty(B, R // B, self.D if hidden else self.V)
+        kp, vp = self._kv_ptrs(kb, vb)
+        rc = self.lib.lm_step(
+            ctypes.byref(self.cfg), ctypes.c_void_p(tokens.data_ptr()),
+            ctypes.c_void_p(pos.data_ptr()), ctypes.c_int(B), ctypes.c_int(L), ctypes.c_int(n),
+            ctypes.c_void_p(mask.data_ptr() if mask is not None else None),
+            ctypes.c_int64(mask_ld), kp, vp, ctypes.c_int(T),
+            ctypes.c_void_p(self.work.data_ptr()), ctypes.c_void_p(out.data_ptr()),
+            ctypes.c_int(int(last_only)), ctypes.c_int(int(hidden)),
+            ctypes.c_int(torch.get_num_threads()))
+        if rc == -1:
+            bad = tokens[(tokens < 0) | (tokens >= self.V)][:1].tolist()
+            raise ValueError(f"token id {bad} outside the vocabulary (0 .. {self.V - 1})")
+        if rc != 0:
+            raise RuntimeError(f"native step failed (code {rc}, n={n}, L={L}, T={T})")
+        return out
