@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmlab.infer import native
 from lmlab.infer.decode import decode, left_pad
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import PackedLinears, can_pack, packed_linears
@@ -127,8 +128,9 @@ def test_fused_projections_equal_the_separate_ones_and_follow_updates(model, tok
 
 
 def test_packed_decode_takes_the_few_calls_layer_loop(model, tokenizer, monkeypatch):
-    """With packed weights the prefill and every decode step run ``_packed_layers`` (the
-    few-calls layer loop); the tokens stay plain greedy's (left padding included)."""
+    """With packed weights (and the C step off, ``infer.native``) the prefill and every decode
+    step run ``_packed_layers`` (the few-calls layer loop); the tokens stay plain greedy's (left
+    padding included)."""
     calls = []
     orig = LlamaStep._packed_layers
     monkeypatch.setattr(LlamaStep, "_packed_layers",
@@ -137,7 +139,8 @@ def test_packed_decode_takes_the_few_calls_layer_loop(model, tokenizer, monkeypa
     p = SamplingParams(temperature=0, max_new_tokens=5, ignore_eos=True)
     ref = decode(model, ids, mask, p, fast=False).tokens
     assert calls == []
-    assert decode(model, ids, mask, p, pack=True).tokens == ref
+    with native.off():
+        assert decode(model, ids, mask, p, pack=True).tokens == ref
     assert calls[0] == ids.shape[1] and calls[1:] == [1] * 4  # prefill, then 4 one-token steps
 
 

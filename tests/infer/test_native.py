@@ -1,0 +1,186 @@
+"""The native (C) decode step (infer.native): the torch step's logits and cache writes up to fp32
+rounding (padding, blocks, last-only, a custom head, growing and reordered buffers), greedy
+output equal to the HF forward's, clear errors, and a clean fallback without a compiler."""
+
+import copy
+
+import pytest
+import torch
+
+from lmlab.infer import native
+from lmlab.infer.decode import decode, left_pad
+from lmlab.infer.fastpath import LlamaStep
+from lmlab.infer.packed import can_pack, packed_linears
+from lmlab.infer.sampling import SamplingParams
+
+PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then", "A"]
+
+pytestmark = [
+    pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="this torch build has no oneDNN"),
+    pytest.mark.skipif(not native.available(), reason=f"no native step: {native.why_not()}"),
+]
+
+
+def _pair(model, B, T):
+    """(torch step, native step) over the same packed weights, empty buffers of T tokens."""
+    lin = packed_linears(model)
+    ref = LlamaStep(model, None, B, T, lin=lin)
+    ref._native = None  # resolved: the torch path
+    nat = LlamaStep(model, None, B, T, lin=lin)
+    assert nat._native_step() is not None
+    return ref, nat
+
+
+def _close(a, b):
+    """Equal up to fp32 rounding of sums taken in another order: within 1e-5 of the largest
+    magnitude (the varied model's logits reach ~10-100)."""
+    assert a.shape == b.shape
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+
+
+def _same(ref, nat, n):
+    for a, b in zip(ref.k + ref.v, nat.k + nat.v):
+        _close(b[:, :, :n], a[:, :, :n])
+
+
+def test_native_step_equals_torch_step_padded_blocks_and_single_tokens(model, monkeypatch):
+    monkeypatch.setattr(native, "MAX_ROWS", 64)  # every step through C, prefill included
+    torch.manual_seed(0)
+    B, P, V = 3, 7, model.config.vocab_size
+    ids = torch.randint(0, V, (B, P + 5))
+    mask = torch.ones(B, P + 5, dtype=torch.long)
+    mask[0, :3] = 0  # left padding of different lengths
+    mask[2, :1] = 0
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    calls = []
+    with torch.inference_mode():
+        ref, nat = _pair(model, B, 16)
+        real = nat._native.step
+        nat._native.step = lambda *a, **k: calls.append(a[2].shape) or real(*a, **k)
+        for a, b in [(0, P), (P, P + 3), (P + 3, P + 4), (P + 4, P + 5)]:
+            r = ref.step(ids[:, a:b], pos[:, a:b], b, mask[:, :b])
+            o = nat.step(ids[:, a:b], pos[:, a:b], b, mask[:, :b])
+            assert o.shape == r.shape == (B, b - a, V)
+            _close(o, r)
+            _same(ref, nat, b)
+        assert len(calls) == 4  # the C step ran every one of them
+        # no mask, last position only; then a custom head over the final hidden states
+        ref, nat = _pair(model, 1, 8)
+        p5 = torch.arange(5)[None]
+        r = ref.step(ids[:1, :5], p5, 5, None, last_only=True)
+        o = nat.step(ids[:1, :5], p5, 5, None, last_only=True)
+        assert o.shape == r.shape == (1, 1, V)
+        _close(o, r)
+        head = lambda x: x[..., :4] * 3.0  # noqa: E731
+        r = ref.step(ids[:1, 5:6], p5[:, :1] + 5, 6, None, head=head)
+        o = nat.step(ids[:1, 5:6], p5[:, :1] + 5, 6, None, head=head)
+        assert o.shape == r.shape == (1, 1, 4)
+        _close(o, r)
+
+
+def test_native_step_follows_grown_and_reordered_buffers(model):
+    """``ensure`` (new, larger buffers) and ``keep_rows`` (rows dropped and repeated) between
+    steps: the C step writes and reads the current buffers, not stale pointers."""
+    torch.manual_seed(1)
+    V = model.config.vocab_size
+    ids = torch.randint(0, V, (2, 12))
+    with torch.inference_mode():
+        ref, nat = _pair(model, 2, 6)
+        pos = torch.arange(12)[None].expand(2, -1)
+        for s in (ref, nat):
+            s.step(ids[:, :4], pos[:, :4], 4, None)
+        for t in range(4, 10):
+            if t == 6:
+                for s in (ref, nat):
+                    s.ensure(12)
+            if t == 8:
+                for s in (ref, nat):
+                    s.keep_rows(torch.tensor([1, 1]))
+            r = ref.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None)
+            o = nat.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None)
+            _close(o, r)
+        _same(ref, nat, 10)
+
+
+def test_greedy_through_the_native_step_equals_hf_greedy(model, tokenizer, monkeypatch):
+    steps = []
+    real = native.NativeStep.step
+    monkeypatch.setattr(native.NativeStep, "step",
+                        lambda self, *a, **k: steps.append(a[2].shape) or real(self, *a, **k))
+    p = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
+    for prompts in (PROMPTS[:1], PROMPTS):  # batch 1, and 3 left-padded rows
+        ids, mask = left_pad([tokenizer(t)["input_ids"] for t in prompts],
+                             tokenizer.pad_token_id)
+        hf = decode(model, ids, mask, p, fast=False).tokens
+        steps.clear()
+        assert decode(model, ids, mask, p, pack=True).tokens == hf
+        assert len(steps) == 11 and all(s == (len(prompts), 1) for s in steps)
+        with native.off():  # the torch packed step: the same tokens, no C call
+            assert decode(model, ids, mask, p, pack=True).tokens == hf
+        assert len(steps) == 11
+    # sampled: the same draws as the torch packed step from the same generator
+    s = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=12, ignore_eos=True)
+    a = decode(model, ids, mask, s, pack=True, generator=torch.Generator().manual_seed(5))
+    with native.off():
+        b = decode(model, ids, mask, s, pack=True, generator=torch.Generator().manual_seed(5))
+    assert a.tokens == b.tokens
+
+
+def test_a_token_outside_the_vocabulary_is_a_clear_error(model):
+    with torch.inference_mode():
+        _, nat = _pair(model, 1, 4)
+        V = model.config.vocab_size
+        with pytest.raises(ValueError, match=rf"\[{V}\] outside the vocabulary"):
+            nat.step(torch.tensor([[V]]), torch.tensor([[0]]), 1, None)
+
+
+def test_supports_only_plain_fp32_linears(model, lora_model):
+    assert native.supports(model)
+    assert not native.supports(lora_model.base_model.model)  # LoRA projections
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    assert not native.supports(half)
+    with torch.inference_mode():  # a LoRA model with pack=True keeps the torch packed step
+        step = LlamaStep(lora_model, None, 1, 4, lin=packed_linears(lora_model.base_model.model))
+        assert step._native_step() is None
+        plain = LlamaStep(model, None, 1, 4)  # unpacked (pack=False): the HF-exact torch step
+        assert plain._native_step() is None
+
+
+def _fresh(monkeypatch, tmp_path):
+    """native's module state as in a new process, building into an empty cache."""
+    monkeypatch.setenv("LMLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_why_not", None)
+
+
+def test_the_library_is_built_once_per_machine_and_reused(monkeypatch, tmp_path):
+    _fresh(monkeypatch, tmp_path)
+    assert native.load() is not None
+    built = list((tmp_path / "native").glob("lmlab_native_*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    _fresh(monkeypatch, tmp_path)
+    assert native.load() is not None
+    assert list((tmp_path / "native").glob("*")) == built  # no second build, no temp left
+    assert built[0].stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("how", ["env", "no-compiler"])
+def test_without_the_library_decoding_falls_back(how, model, tokenizer,
+                                                               monkeypatch, tmp_path, capsys):
+    _fresh(monkeypatch, tmp_path)
+    if how == "env":
+        monkeypatch.setenv("LMLAB_NATIVE", "0")
+    else:
+        monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    ids, mask = left_pad([tokenizer(PROMPTS[0])["input_ids"]], tokenizer.pad_token_id)
+    p = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True)
+    assert decode(model, ids, mask, p, pack=True).tokens == \
+        decode(model, ids, mask, p, fast=False).tokens
+    assert not native.available()
+    err = capsys.readouterr().err
+    if how == "env":  # asked for: no notice
+        assert native.why_not() == "LMLAB_NATIVE=0" and "native" not in err
+    else:
+        assert "the native decode step is off (no C compiler" in err
+    assert not (tmp_path / "native").exists() or not list((tmp_path / "native").glob("*.so"))
