@@ -30,7 +30,7 @@ def test_bench_bandwidth_runs_on_the_tiny_model(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/bench_bandwidth.py", "--model", "tiny:llama",
                           "--threads", "1", "--bw-threads", "1", "--mib", "8", "--bw-repeats",
                           "2", "--new-tokens", "4", "--repeats", "1", "--profile-steps", "2",
-                          "--out", str(out_json)], cwd=ROOT, env=env, capture_output=True,
+                          "--pairs", "2", "--out", str(out_json)], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out_json.read_text())
@@ -42,10 +42,11 @@ def test_bench_bandwidth_runs_on_the_tiny_model(tmp_path):
     assert r["weights_per_token"]["bytes"] == 4 * (L * per_layer + V * D + D + D)
     assert r["weights_per_token"]["tied_embeddings"] is True
     assert r["weights_per_token"]["kv_cache_bytes_per_context_token"] == 2 * L * Hkv * Dh * 4
-    bw = r["bandwidth"]["tests"]["1"]
+    bw, after = r["bandwidth"]["tests"]["1"], r["bandwidth_after"]["tests"]["1"]
     assert min(bw.values()) > 0 and r["bound"]["bandwidth_GB_s"] == max(
-        bw["copy_GB_s (read+write)"], bw["read_sum_GB_s"])
-    for name in ("ours", "ours_packed", "hf_generate"):
+        bw["copy_GB_s (read+write)"], bw["read_sum_GB_s"], after["copy_GB_s (read+write)"],
+        after["read_sum_GB_s"])
+    for name in ("ours", "ours_packed", "ours_packed_torch", "hf_generate"):
         d = r["decode"][name]
         assert d["tok_s"] > 0 and d["same_tokens_as_ours"], name
         assert abs(d["pct_of_bound"] - 100 * d["tok_s"] / r["bound"]["tok_s"]) < 0.2
@@ -55,6 +56,11 @@ def test_bench_bandwidth_runs_on_the_tiny_model(tmp_path):
                                                    "gate_proj", "up_proj", "down_proj",
                                                    "lm_head", "all"}
     assert "| ours_packed |" in out.stdout
+    from lmlab.infer import native
+
+    if native.available():  # the C step alone, timed against a plain read in pairs
+        nv = r["native_vs_read"]
+        assert len(nv["pairs"]) == 2 and nv["best_step_GB_s"] > 0 and nv["median_ratio"] > 0
 
 
 def test_bench_draft_runs_on_tiny_models(tmp_path):
