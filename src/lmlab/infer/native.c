@@ -54,6 +54,33 @@ static void row_dot(const float *w, const float *x, int ldx, int K, int M, float
                     int add)
 {
     int j = 0;
+    for (; j + 4 <= M; j += 4) {  /* four inputs per pass over the row: eight accumulators */
+        const float *x0 = x + (size_t)j * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+        v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            v8 w0 = load8(w + k), w1 = load8(w + k + 8);
+            a0 += w0 * load8(x0 + k);
+            a1 += w1 * load8(x0 + k + 8);
+            b0 += w0 * load8(x1 + k);
+            b1 += w1 * load8(x1 + k + 8);
+            c0 += w0 * load8(x2 + k);
+            c1 += w1 * load8(x2 + k + 8);
+            d0 += w0 * load8(x3 + k);
+            d1 += w1 * load8(x3 + k + 8);
+        }
+        float s[4] = {hsum8(a0 + a1), hsum8(b0 + b1), hsum8(c0 + c1), hsum8(d0 + d1)};
+        for (; k < K; k++) {
+            s[0] += w[k] * x0[k];
+            s[1] += w[k] * x1[k];
+            s[2] += w[k] * x2[k];
+            s[3] += w[k] * x3[k];
+        }
+        for (int i = 0; i < 4; i++) {
+            float *yi = y + (size_t)(j + i) * ldy;
+            *yi = add ? *yi + s[i] : s[i];
+        }
+    }
     for (; j + 2 <= M; j += 2) {  /* two inputs per pass over the row (the row stays in L1) */
         const float *x0 = x + (size_t)j * ldx, *x1 = x0 + ldx;
         v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};

@@ -37,9 +37,10 @@ SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
 # the largest step (inputs = batch x block length) the C step runs; larger ones (prefills,
 # wide batches) are compute-bound and go to oneDNN's matrix kernels
-# (2 threads, SmolLM2-135M, ms per step torch-packed / C: 1 input 33 / 19, 2: 37 / 21,
-# 4: 37 / 24, 8: 42 / 53; a 4-token block 32 / 28, 6 tokens 32 / 48)
-MAX_ROWS = 4
+# (2 threads, SmolLM2-135M, 100 tokens of context, ms per step torch-packed / C, 2026-12-04:
+# 1 input 32 / 19, 4 rows 34 / 23, 8 rows 39 / 37, 16 rows 51 / 79; a block of 4 tokens
+# 32 / 26, 6 tokens 30 / 27, 8 tokens 35 / 36, 11 tokens 37 / 53)
+MAX_ROWS = 6
 _PER_LAYER = 9  # ln1, q, k, v, o, ln2, gate, up, down (native.c's order)
 
 _lib = None
