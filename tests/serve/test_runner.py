@@ -156,3 +156,42 @@ def test_packed_weights_change_nothing_but_rounding(model, tokenizer):
     assert runs[True][0] == runs[False][0]
     torch.testing.assert_close(runs[True][1], runs[False][1], rtol=1e-4, atol=1e-5)
     assert runs[True][2] == 7 * model.config.num_hidden_layers + 1 and runs[False][2] == 0
+
+
+def test_native_decode_steps_equal_the_torch_layer_loop(model, tokenizer, monkeypatch):
+    """With packed weights, decode steps of up to ``native.MAX_ROWS`` rows run the C step
+    (``infer.native``), each row writing and attending at its own column: the same greedy tokens
+    as decoding alone while rows join and leave, and the logits of the torch layer loop over
+    rows of different lengths up to fp32 rounding."""
+    import torch
+
+    from lmlab.infer import native
+
+    if not native.available():
+        pytest.skip(f"no native step: {native.why_not()}")
+    calls = []
+    real = native.NativeStep.step
+    monkeypatch.setattr(native.NativeStep, "step",
+                        lambda self, *a, **k: calls.append(a[2].shape[0]) or real(self, *a, **k))
+    p = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True)
+    runner = Runner(model, tokenizer, pack_weights=True)
+    assert runner.kv.native is not None
+    seqs, _ = serve(runner, tokenizer, {0: [0, 1], 3: [2], 5: [3, 4]}, p)
+    for i, s in seqs.items():
+        assert tokens_of(s) == alone(model, tokenizer, PROMPTS[i], p).token_ids, i
+    assert max(calls) == 5 and len(calls) >= 10  # every decode step took it, 5 rows at most
+    kv = runner.kv  # three rows of different lengths, then one step both ways
+    for sid in list(kv.order):
+        kv.release(sid)
+    with torch.no_grad():
+        for j in range(3):
+            kv.prefill([str(j)], [tokenizer(PROMPTS[j], add_special_tokens=False)["input_ids"]])
+        keep = [(k.clone(), v.clone()) for k, v in zip(kv.k, kv.v)]
+        lens = list(kv.lens)
+        got = kv.decode(["0", "1", "2"], [5, 6, 7])
+        kv.k, kv.v = [k for k, _ in keep], [v for _, v in keep]
+        kv.lens = lens
+        tok, pos = torch.tensor([[5], [6], [7]]), torch.tensor(lens)[:, None]
+        want = kv._forward(tok, pos, 0, max(lens) + 1)
+    assert len(set(lens)) == 3
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))

@@ -206,17 +206,23 @@ int64_t lm_work_floats(const lm_model *m, int M, int T)
 /* One step: tokens (B, L) at positions pos (B, L) fill cache slots n-L .. n-1 of every layer's
  * k/v buffers (B, Hkv, T, Dh); mask (B, >= n, row stride mask_ld) of nonzero = attend, or NULL.
  * Query i of a row sees keys 0 .. n-L+i that its mask allows, and always itself (no row is all
- * masked). out: logits (R, V), or with want_hidden the final normed hidden states (R, D);
- * R = B with last_only (each row's last position), else B * L. Returns 0, or -1 for a token
- * outside the vocabulary, -2 for n outside [L, T]. */
+ * masked). cols (M), or NULL: per input, the column it writes its key/value to and the last
+ * column it sees, in place of n-L+i (rows of different lengths, as the server keeps them).
+ * out: logits (R, V), or with want_hidden the final normed hidden states (R, D); R = B with
+ * last_only (each row's last position), else B * L. Returns 0, or -1 for a token outside the
+ * vocabulary, -2 for n outside [L, T] or a column outside [0, T). */
 int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, int L, int n,
-            const int64_t *mask, int64_t mask_ld, float *const *kbuf, float *const *vbuf, int T,
+            const int64_t *mask, int64_t mask_ld, const int64_t *cols, float *const *kbuf,
+            float *const *vbuf, int T,
             float *work, float *out, int last_only, int want_hidden, int nt)
 {
     const int D = m->D, H = m->H, Hkv = m->Hkv, Dh = m->Dh, I = m->I, M = B * L;
     const int G = H / Hkv, QKV = (H + 2 * Hkv) * Dh, HD = H * Dh, half = Dh / 2;
     if (n < L || n > T)
         return -2;
+    for (int j = 0; cols && j < M; j++)
+        if (cols[j] < 0 || cols[j] >= T)
+            return -2;
     for (int j = 0; j < M; j++)
         if (tok[j] < 0 || tok[j] >= m->V)
             return -1;
@@ -244,7 +250,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0);
 #pragma omp single
         for (int j = 0; j < M; j++) {
-            int b = j / L, slot = n - L + j % L;
+            int b = j / L, slot = cols ? (int)cols[j] : n - L + j % L;
             float *q = qkv + (size_t)j * QKV;
             rope(q, H + Hkv, Dh, cs[j], sn[j]);
             for (int g = 0; g < Hkv; g++) {
@@ -256,7 +262,8 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         /* attention: one task per (input, head) */
 #pragma omp for schedule(static)
         for (int t = 0; t < M * H; t++) {
-            int j = t / H, hd = t % H, b = j / L, g = hd / G, last = n - L + j % L;
+            int j = t / H, hd = t % H, b = j / L, g = hd / G;
+            int last = cols ? (int)cols[j] : n - L + j % L;
             const float *q = qkv + (size_t)j * QKV + (size_t)hd * Dh;
             const float *Kr = K + ((size_t)b * Hkv + g) * T * Dh;
             const float *Vr = Vb + ((size_t)b * Hkv + g) * T * Dh;

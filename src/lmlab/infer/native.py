@@ -199,9 +199,12 @@ class NativeStep:
         return have[2], have[3]
 
     def step(self, kb: list, vb: list, tokens: torch.Tensor, pos: torch.Tensor, n: int,
-             mask: torch.Tensor | None, last_only: bool, hidden: bool) -> torch.Tensor:
+             mask: torch.Tensor | None, last_only: bool, hidden: bool,
+             cols: torch.Tensor | None = None) -> torch.Tensor:
         """As ``LlamaStep.step`` over buffers ``kb`` / ``vb`` -> logits (B, L', V), or the final
-        normed hidden states (B, L', D) with ``hidden``."""
+        normed hidden states (B, L', D) with ``hidden``. ``cols`` (B, L): the buffer column
+        each token writes its key/value to and the last column it attends to, in place of the
+        common n-L .. n-1 (the server's rows of different lengths, no mask)."""
         B, L = tokens.shape
         T = kb[0].shape[2]
         tokens = tokens.contiguous() if tokens.dtype == torch.long else tokens.long()
@@ -211,6 +214,8 @@ class NativeStep:
             if mask.dtype != torch.long or mask.stride(-1) != 1:
                 mask = mask.to(torch.long).contiguous()
             mask_ld = mask.stride(0)
+        if cols is not None:
+            cols = cols.reshape(-1).to(torch.long).contiguous()
         need = self.lib.lm_work_floats(ctypes.byref(self.cfg), B * L, T)
         if self.work.numel() < need:
             self.work = torch.empty(need)
@@ -221,7 +226,9 @@ class NativeStep:
             ctypes.byref(self.cfg), ctypes.c_void_p(tokens.data_ptr()),
             ctypes.c_void_p(pos.data_ptr()), ctypes.c_int(B), ctypes.c_int(L), ctypes.c_int(n),
             ctypes.c_void_p(mask.data_ptr() if mask is not None else None),
-            ctypes.c_int64(mask_ld), kp, vp, ctypes.c_int(T),
+            ctypes.c_int64(mask_ld),
+            ctypes.c_void_p(cols.data_ptr() if cols is not None else None), kp, vp,
+            ctypes.c_int(T),
             ctypes.c_void_p(self.work.data_ptr()), ctypes.c_void_p(out.data_ptr()),
             ctypes.c_int(int(last_only)), ctypes.c_int(int(hidden)),
             ctypes.c_int(torch.get_num_threads()))
@@ -229,5 +236,6 @@ class NativeStep:
             bad = tokens[(tokens < 0) | (tokens >= self.V)][:1].tolist()
             raise ValueError(f"token id {bad} outside the vocabulary (0 .. {self.V - 1})")
         if rc != 0:
-            raise RuntimeError(f"native step failed (code {rc}, n={n}, L={L}, T={T})")
+            raise RuntimeError(f"native step failed (code {rc}: n={n}, L={L}, T={T}, columns "
+                               f"{None if cols is None else cols.tolist()})")
         return out

@@ -12,7 +12,8 @@ columns 0 .. len_b - 1 (no padding in front: the position of a token is its colu
 step writes each row's new key/value at its own column and attends over columns 0 .. max len
 with a per-row mask. Rows stay packed (0 .. B-1, a finished row is filled by the last one) so
 the step works on views, not gathered copies. The layer arithmetic is ``fastpath.LlamaStep``'s
-(same RMSNorm, RoPE and packed-GQA SDPA). The new sequences of a step are prefilled together, right
+(same RMSNorm, RoPE and packed-GQA SDPA); with packed weights, decode steps of up to
+``native.MAX_ROWS`` rows run the C step (``infer.native``) instead. The new sequences of a step are prefilled together, right
 padded, into rows behind the running ones, each starting after its longest cached prompt prefix
 (``PrefixCache``: chat prompts share the template's first tokens).
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from lmlab.infer import native
 from lmlab.infer.decode import StopStrings, eos_ids
 from lmlab.infer.fastpath import LlamaStep, _rms_norm, _rotate_half
 from lmlab.infer.packed import PackedLinears, packed_linears
@@ -188,6 +190,11 @@ class SlotKV:
         self.pinned = self.lin.pinned()
         self.prefix = PrefixCache(prefix_cache_tokens // PrefixCache.BLOCK)
         self.step = LlamaStep(model, None, 0, 0)  # its constants and attention; no buffers
+        # decode steps of up to native.MAX_ROWS rows through the C step (packed mode only: the
+        # mode that already trades bit-for-bit equality for speed)
+        self.native = None
+        if pack_weights and native.supports(model) and native.available():
+            self.native = native.NativeStep(model, self.step)
         self.L = model.config.num_hidden_layers
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
@@ -259,7 +266,11 @@ class SlotKV:
         tok[rows] = torch.tensor(tokens)
         dev = self.k[0].device
         lens = torch.tensor(self.lens, device=dev)  # (B,) = column (and position) of the token
-        logits = self._forward(tok.to(dev)[:, None], lens[:, None], 0, int(lens.max()) + 1)
+        if self.native is not None and B <= native.MAX_ROWS:
+            logits = self.native.step(self.k, self.v, tok[:, None], lens[:, None],
+                                      int(lens.max()) + 1, None, False, False, cols=lens)[:, -1]
+        else:
+            logits = self._forward(tok.to(dev)[:, None], lens[:, None], 0, int(lens.max()) + 1)
         for r in rows:
             self.lens[r] += 1
         if rows == list(range(B)):  # the usual case: every row decodes, in row order
