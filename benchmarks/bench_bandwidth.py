@@ -15,10 +15,14 @@ measures the four pieces and prints them side by side:
    a few context lengths, as a side note (it grows with the context; weights do not);
 3. the bound, tok/s = bandwidth / bytes per token, from the best read or copy figure at the
    decode thread count (the higher of the two: the stricter bound);
-4. our batch-1 greedy tok/s (``lmlab.infer.decode``, default and ``pack=True``) and HF
+4. our batch-1 greedy tok/s (``lmlab.infer.decode``: default, ``pack=True`` (the C step of
+   ``infer.native`` for one-token steps), and ``pack=True`` with the C step off) and HF
    ``generate`` on one fixed chat prompt, exactly ``--new-tokens`` tokens (EOS banned until
    then, as HF's ``min_new_tokens``), best of ``--repeats``, end to end (prefill included) and
-   per decode step (first token excluded); each as a % of the bound;
+   per decode step (first token excluded); each as a % of the bound. The bandwidth is measured
+   again after decoding (this machine's moves within minutes) and the bound takes the best;
+4b. the C step alone against a plain read, in ``--pairs`` alternating pairs (their ratio does
+   not depend on which bandwidth level the machine is at);
 5. where the time goes: a ``torch.profiler`` breakdown of ``--profile-steps`` decode steps
    (share of the matmuls, their effective read bandwidth, the top ops), and the projections
    alone, timed per kind in decode order (``F.linear`` and packed): ms and GB/s each.
