@@ -170,7 +170,10 @@ class NativeStep:
         """``step``: the ``LlamaStep`` (its constants: heads, eps, scale, RoPE)."""
         self.lib = load()
         cfg, m = model.config, model.model
-        self.keep = [step.inv_freq.contiguous()]  # tensors the pointers refer to
+        # every tensor the pointers refer to, held here: a parameter replaced on the model
+        # (not updated in place) leaves this step reading the old one, never freed memory
+        self.keep = [step.inv_freq.contiguous(), m.embed_tokens.weight, m.norm.weight,
+                     model.lm_head.weight]
         ptrs = []
         for layer in m.layers:
             a, mlp = layer.self_attn, layer.mlp
@@ -178,6 +181,7 @@ class NativeStep:
                       a.v_proj.weight, a.o_proj.weight, layer.post_attention_layernorm.weight,
                       mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight):
                 ptrs.append(t.data_ptr())
+                self.keep.append(t)
         self.layer_ptrs = (ctypes.c_void_p * len(ptrs))(*ptrs)
         self.V, self.D = model.lm_head.weight.shape
         self.cfg = _Model(cfg.hidden_size, step.H, step.Hkv, step.Dh, cfg.intermediate_size,
