@@ -2,9 +2,9 @@
  *
  * Why: batch-1 decoding reads every weight once per token, so its speed limit is the memory
  * bandwidth. torch's matrix-vector kernels read SmolLM2-135M's narrow (576-column) weights at
- * about half the speed a plain sum reads memory on the 2-core AVX2 CPU; a dot product that
- * walks one weight row at a time with four independent vector accumulators reads at the speed
- * of the plain sum (measured, benchmarks/RESULTS.md). This file is that product and the rest of
+ * about half the speed a plain sum reads memory on the 2-core CPUs here (AVX2 and AVX-512); a
+ * dot product that walks one weight row at a time with four independent vector accumulators
+ * reads at about the speed of the plain sum (measured, benchmarks/RESULTS.md, Inference). This file is that product and the rest of
  * a decode step around it, so that one call runs a whole token through the model.
  *
  * The arithmetic is LlamaStep.step's (lmlab/infer/fastpath.py) over the model's own fp32

@@ -2,19 +2,20 @@
 
 Why: batch-1 decoding is bound by memory bandwidth, and torch's fp32 matrix-vector kernels read
 SmolLM2-135M's 576-column weights at about half the speed the CPU can read memory; the C step
-reads them at about the speed of a plain sum (benchmarks/RESULTS.md, "Memory-bandwidth bound").
+reads them at 0.93-0.99 of the speed of a plain sum (benchmarks/RESULTS.md, Inference,
+"Session 8").
 
-``native.c`` is compiled once per machine with the system C compiler (``$CC``, else ``cc`` /
-``gcc``: ``-O3 -march=native``, with OpenMP when the compiler has it) into
+``native.c`` is compiled once per machine with the system C compiler (``$CC``, else ``cc``,
+``gcc`` or ``clang``: ``-O3 -march=native``, with OpenMP when the compiler has it) into
 ``cache_dir()/native/``, under a name that hashes the source, the flags, the compiler's version
 and the CPU, so a changed file or another machine builds its own copy. Without a compiler (or
-when ``LMLAB_NATIVE=0``) ``available()`` is False, a one-line notice says why, and decoding
-keeps the torch path: nothing else changes.
+when ``LMLAB_NATIVE=0``) ``available()`` is False and decoding keeps the torch path; a missing
+compiler or a failed build prints a one-line notice saying why.
 
 Used by ``fastpath.LlamaStep`` for steps of at most ``MAX_ROWS`` inputs (batch x block length)
-when it runs with packed weights (``pack=True``), on a plain fp32 CPU ``LlamaForCausalLM``
-(``supports``). Results equal the torch step up to fp32 rounding (tested), not bit for bit.
-"""
+when it runs with packed weights (``pack=True``), and by the server's ``SlotKV`` decode steps,
+on a plain fp32 CPU ``LlamaForCausalLM`` (``supports``). Results equal the torch step up to
+fp32 rounding (tested), not bit for bit."""
 
 from __future__ import annotations
 
