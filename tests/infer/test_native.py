@@ -187,3 +187,22 @@ def test_without_the_library_decoding_falls_back(how, model, tokenizer,
     else:
         assert "the native decode step is off (no C compiler" in err
     assert not (tmp_path / "native").exists() or not list((tmp_path / "native").glob("*.so"))
+
+
+def test_contrastive_search_takes_the_native_step(model, tokenizer, monkeypatch):
+    """Contrastive search reads the candidates' final hidden states through a head function,
+    so its k candidates per step (here 1 prompt x 4) run the C step too, with the unpacked
+    search's tokens."""
+    from lmlab.infer.search import contrastive_search
+
+    calls = []
+    real = native.NativeStep.step
+    monkeypatch.setattr(native.NativeStep, "step",
+                        lambda self, *a, **k: calls.append(k.get("hidden")) or real(self, *a, **k))
+    ids, mask = left_pad([tokenizer(PROMPTS[1])["input_ids"]], tokenizer.pad_token_id)
+    p = SamplingParams(max_new_tokens=8, ignore_eos=True)
+    kw = dict(penalty_alpha=0.6, top_k=4, params=p)
+    ref = contrastive_search(model, ids, mask, **kw).tokens
+    assert calls == []
+    assert contrastive_search(model, ids, mask, pack=True, **kw).tokens == ref
+    assert len(calls) == 8 and all(calls)  # one candidates step per token, hidden states out

@@ -97,18 +97,17 @@ def _lean_step(model, cache, batch: int, length: int, fast: bool | None, pack: b
 
 
 class _HeadInput:
-    """A ``LlamaStep.lin`` that also keeps what goes into the LM head: the final-norm hidden
-    states, which the HF forward returns as ``hidden_states[-1]``."""
+    """A ``LlamaStep.step`` head that keeps what goes into the LM head (the final-norm hidden
+    states, which the HF forward returns as ``hidden_states[-1]``) and gives the logits through
+    the step's own projection (packed or not). As a head, not a wrapped ``lin``, it leaves the
+    step's fast paths on (the packed layer loop, the C step of ``infer.native``)."""
 
-    def __init__(self, lin, head: torch.nn.Module):
-        self.lin, self.head, self.h = lin, head, None
-        if hasattr(lin, "fused"):  # packed weights: keep the stacked q/k/v and gate/up products
-            self.fused = lin.fused
+    def __init__(self, step, head: torch.nn.Module):
+        self.step, self.head, self.h = step, head, None
 
-    def __call__(self, x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
-        if mod is self.head:
-            self.h = x
-        return self.lin(x, mod)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.h = x
+        return self.step.lin(x, self.head)
 
 
 def _step(model, cache, mask, pos, tokens, n: int, hidden: bool = False):
@@ -311,8 +310,9 @@ def _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
     max_new = params.max_new_tokens
     cache, mask, pos, out = _prefill(model, input_ids, attention_mask, max_new, hidden=True)
     step = _lean_step(model, cache, B, P + max_new, fast, pack)
+    head = None
     if step is not None:  # the lean step, keeping the LM head's input (the hidden states)
-        step.lin = _HeadInput(step.lin, unwrap(model).lm_head)
+        head = _HeadInput(step, unwrap(model).lm_head)
         cache = step
     logits = out.logits[:, -1].float()  # (B, V)
     ctx = out.hidden_states[-1]  # (B, P, D) final-norm hidden states of the context
@@ -330,8 +330,8 @@ def _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
             step.keep_rows(torch.arange(R, device=top_ids.device).repeat_interleave(k))
             m = rep(mask)
             cand_logits = step.step(top_ids.reshape(-1, 1), rep(pos), n,
-                                    None if m is None else m[:, :n])  # (R*k, 1, V)
-            h = step.lin.h[:, -1].view(R, k, -1)  # (R, k, D)
+                                    None if m is None else m[:, :n], head=head)  # (R*k, 1, V)
+            h = head.h[:, -1].view(R, k, -1)  # (R, k, D)
         else:
             cache.batch_repeat_interleave(k)
             out = _step(model, cache, rep(mask), rep(pos), top_ids.reshape(-1), n, hidden=True)
