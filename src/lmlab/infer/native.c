@@ -4,8 +4,9 @@
  * bandwidth. torch's matrix-vector kernels read SmolLM2-135M's narrow (576-column) weights at
  * about half the speed a plain sum reads memory on the 2-core CPUs here (AVX2 and AVX-512); a
  * dot product that walks one weight row at a time with four independent vector accumulators
- * reads at about the speed of the plain sum (measured, benchmarks/RESULTS.md, Inference). This file is that product and the rest of
- * a decode step around it, so that one call runs a whole token through the model.
+ * reads at about the speed of the plain sum (measured, benchmarks/RESULTS.md, Inference).
+ * This file is that product and the rest of a decode step around it, so that one call runs a
+ * whole token through the model.
  *
  * The arithmetic is LlamaStep.step's (lmlab/infer/fastpath.py) over the model's own fp32
  * weights, in the same order: RMSNorm, q/k/v projections, RoPE, the new keys and values
@@ -246,7 +247,8 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         float *K = kbuf[l], *Vb = vbuf[l];
 #pragma omp single
         rms_norm(x, D, w[LN1], D, M, m->eps, h, D);
-        segment s_qkv[3] = {{w[WQ], HD, 0}, {w[WK], Hkv * Dh, HD}, {w[WV], Hkv * Dh, HD + Hkv * Dh}};
+        segment s_qkv[3] = {{w[WQ], HD, 0}, {w[WK], Hkv * Dh, HD},
+                            {w[WV], Hkv * Dh, HD + Hkv * Dh}};
         matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0);
 #pragma omp single
         for (int j = 0; j < M; j++) {

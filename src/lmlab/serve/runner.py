@@ -13,9 +13,10 @@ step writes each row's new key/value at its own column and attends over columns 
 with a per-row mask. Rows stay packed (0 .. B-1, a finished row is filled by the last one) so
 the step works on views, not gathered copies. The layer arithmetic is ``fastpath.LlamaStep``'s
 (same RMSNorm, RoPE and packed-GQA SDPA); with packed weights, decode steps of up to
-``native.MAX_ROWS`` rows run the C step (``infer.native``) instead. The new sequences of a step are prefilled together, right
-padded, into rows behind the running ones, each starting after its longest cached prompt prefix
-(``PrefixCache``: chat prompts share the template's first tokens).
+``native.MAX_ROWS`` rows run the C step (``infer.native``) instead. The new sequences of a step
+are prefilled together, right padded, into rows behind the running ones, each starting after
+its longest cached prompt prefix (``PrefixCache``: chat prompts share the template's first
+tokens).
 
 Models ``LlamaStep`` does not support (other architectures, peft) fall back to ``PerSeqKV``:
 one HF ``DynamicCache`` per sequence and one forward per sequence per step - correct, not
