@@ -157,17 +157,18 @@ def native_vs_read(model, mib: int, pairs: int, context: int = 100) -> dict | No
     a plain read (``src.sum()`` over ``mib`` MiB), timed in alternating pairs, because this
     machine's bandwidth moves between runs: per pair the best of 5 sums and the best of 20
     steps; the step's effective read bandwidth = weights per token / step time."""
-    from lmlab.infer import native
     from lmlab.infer.fastpath import LlamaStep
     from lmlab.infer.packed import packed_linears
 
-    if not (LlamaStep.supports(model) and native.supports(model) and native.available()):
+    if not LlamaStep.supports(model):
+        return None
+    step = LlamaStep(model, None, 1, context + 2, lin=packed_linears(model))
+    nat = step._native_step()
+    if nat is None:
         return None
     src = torch.randn(mib * 2**20 // 4)
     wbytes = bytes_per_token(model)["bytes"]
-    step = LlamaStep(model, None, 1, context + 2, lin=packed_linears(model))
     step.step(torch.randint(0, 100, (1, context)), torch.arange(context)[None], context, None)
-    nat = step._native_step()
     tok, pos = torch.tensor([[1]]), torch.tensor([[context]])
     rows = []
     for _ in range(pairs):
@@ -378,7 +379,6 @@ def main(argv=None) -> dict:
         d["pct_of_bound"] = round(100 * d["tok_s"] / bound, 1)
         d["step_pct_of_bound"] = (round(100 * d["step_tok_s"] / bound, 1)
                                   if d["step_tok_s"] else None)
-    torch.set_num_threads(args.threads)
     with torch.inference_mode():
         if args.pairs:
             r["native_vs_read"] = native_vs_read(model, args.mib, args.pairs)

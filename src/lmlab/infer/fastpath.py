@@ -232,10 +232,8 @@ class LlamaStep:
         mode that already trades bit-for-bit equality for speed) on a model it supports, when
         it builds here; else None."""
         if self._native is False:
-            self._native = None
-            if hasattr(self.lin, "pinned_weight") and self.k[0].dtype == torch.float32 \
-                    and native.supports(self.model) and native.available():
-                self._native = native.NativeStep(self.model, self)
+            packed = hasattr(self.lin, "pinned_weight")
+            self._native = native.step_for(self.model, self) if packed else None
         return self._native
 
     def _packed_plan(self) -> list | None:

@@ -42,7 +42,6 @@ FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
 # 1 input 32 / 19, 4 rows 34 / 23, 8 rows 39 / 37, 16 rows 51 / 79; a block of 4 tokens
 # 32 / 26, 6 tokens 30 / 27, 8 tokens 35 / 36, 11 tokens 37 / 53)
 MAX_ROWS = 6
-_PER_LAYER = 9  # ln1, q, k, v, o, ln2, gate, up, down (native.c's order)
 
 _lib = None
 _off = 0  # depth of ``off()`` blocks
@@ -162,6 +161,12 @@ def supports(model) -> bool:
             and cfg.num_attention_heads % cfg.num_key_value_heads == 0)
 
 
+def step_for(model, step) -> NativeStep | None:
+    """The C step for ``model`` (its constants from the ``LlamaStep`` ``step``), or None where
+    it does not apply: a model ``supports`` rejects, or no library here."""
+    return NativeStep(model, step) if supports(model) and available() else None
+
+
 class NativeStep:
     """``LlamaStep.step`` for small steps, through ``native.c``. Holds pointers to the model's
     weights (its parameters, not copies: valid while the model lives and is not moved) and a
@@ -212,8 +217,8 @@ class NativeStep:
         common n-L .. n-1 (the server's rows of different lengths, no mask)."""
         B, L = tokens.shape
         T = kb[0].shape[2]
-        tokens = tokens.contiguous() if tokens.dtype == torch.long else tokens.long()
-        pos = pos.expand(B, L).contiguous() if pos.dtype == torch.long else pos.long()
+        tokens = tokens.to(torch.long).contiguous()  # (no copy when already so)
+        pos = pos.to(torch.long).expand(B, L).contiguous()
         mask_ld = 0
         if mask is not None:
             if mask.dtype != torch.long or mask.stride(-1) != 1:

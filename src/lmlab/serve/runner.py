@@ -193,9 +193,7 @@ class SlotKV:
         self.step = LlamaStep(model, None, 0, 0)  # its constants and attention; no buffers
         # decode steps of up to native.MAX_ROWS rows through the C step (packed mode only: the
         # mode that already trades bit-for-bit equality for speed)
-        self.native = None
-        if pack_weights and native.supports(model) and native.available():
-            self.native = native.NativeStep(model, self.step)
+        self.native = native.step_for(model, self.step) if pack_weights else None
         self.L = model.config.num_hidden_layers
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
