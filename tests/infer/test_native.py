@@ -84,8 +84,11 @@ def test_native_step_follows_grown_and_reordered_buffers(model):
     torch.manual_seed(1)
     V = model.config.vocab_size
     ids = torch.randint(0, V, (2, 12))
+    calls = []
     with torch.inference_mode():
         ref, nat = _pair(model, 2, 6)
+        real = nat._native.step
+        nat._native.step = lambda *a, **k: calls.append(a[2].shape) or real(*a, **k)
         pos = torch.arange(12)[None].expand(2, -1)
         for s in (ref, nat):
             s.step(ids[:, :4], pos[:, :4], 4, None)
@@ -98,8 +101,14 @@ def test_native_step_follows_grown_and_reordered_buffers(model):
                     s.keep_rows(torch.tensor([1, 1]))
             r = ref.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None)
             o = nat.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None)
-            _close(o, r)
-        _same(ref, nat, 10)
+            assert o.shape == r.shape == (2, 1, V)
+            torch.testing.assert_close(o, r, rtol=0, atol=1e-5 * float(r.abs().max()))
+        # the 8-input prefill ran the torch step, each of the 6 one-token steps the C step
+        assert calls == [(2, 1)] * 6
+        assert nat.k[0].shape[2] == 12 and ref.k[0].shape[2] == 12  # grown
+        for a, b in zip(ref.k + ref.v, nat.k + nat.v):  # cache writes in the current buffers
+            torch.testing.assert_close(b[:, :, :10], a[:, :, :10], rtol=0,
+                                       atol=1e-5 * float(a[:, :, :10].abs().max()))
 
 
 def test_greedy_through_the_native_step_equals_hf_greedy(model, tokenizer, monkeypatch):
