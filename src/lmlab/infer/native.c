@@ -242,8 +242,8 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             sn[j][i] = sinf(f) * m->rope_scale;
         }
     }
-    /* one parallel region for all the layers (the head has its own): loops split across the threads (an implicit
-     * barrier after each), the small serial parts on one thread */
+    /* one parallel region for all the layers (the head has its own): loops split across the
+     * threads (an implicit barrier after each), the small serial parts on one thread */
 #pragma omp parallel num_threads(nt)
     for (int l = 0; l < m->n_layers; l++) {
         const float *const *w = m->layer + (size_t)l * N_PER_LAYER;
