@@ -5,7 +5,7 @@ machine's speed drifts by 10-20 % over minutes, so each row's ratio compares the
 
     .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2
     .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2 \
-        --pack yes --k 3 4 5 --draft-vocab 0 8192 16384
+        --pack yes --k 3 4 5 --draft-vocab 0 8192 16384 --draft-bf16 both
 
 The draft is any same-tokenizer model reference (an ``lmlab distill`` run's ``final/``).
 """
@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--draft-vocab", type=int, nargs="*", default=[0],
                     help="draft scores the first N ids + the prompt's (0 = whole vocabulary)")
     ap.add_argument("--pack", choices=["both", "yes", "no"], default="both")
+    ap.add_argument("--draft-bf16", choices=["both", "yes", "no"], default="yes",
+                    help="with --pack: the draft's native steps read bfloat16 weight copies")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--out", default="runs/bench-generate/draft.json")
@@ -60,8 +62,11 @@ def main() -> None:
            "torch": torch.__version__, "prompts": len(prompts), "rows": []}
     for pack in {"both": (False, True), "yes": (True,), "no": (False,)}[args.pack]:
         generate(target, tok, prompts[:1], p, batch_size=1, pack=pack)  # warm-up (and packing)
-        for k, vocab in [(k, v) for k in args.k for v in args.draft_vocab]:
-            kw = dict(draft=draft, num_draft_tokens=k, pack=pack, draft_vocab=vocab or None)
+        bf16s = {"both": (False, True), "yes": (True,), "no": (False,)}[args.draft_bf16]
+        for k, vocab, bf16 in [(k, v, b) for k in args.k for v in args.draft_vocab
+                               for b in (bf16s if pack else (False,))]:
+            kw = dict(draft=draft, num_draft_tokens=k, pack=pack, draft_vocab=vocab or None,
+                      draft_bf16=bf16)
             generate_speculative(target, tok, prompts[:1], p, **kw)
             # plain and speculative alternate, so both see the machine at the same minutes
             t_plain, t_spec = [], []
@@ -72,7 +77,8 @@ def main() -> None:
                 t, spec = best(lambda: generate_speculative(target, tok, prompts, p, **kw))
                 t_spec.append(t)
             same = all(a.token_ids == b.token_ids for a, b in zip(plain, spec.completions))
-            row = {"pack": pack, "k": k, "draft_vocab": vocab, "plain_s": round(min(t_plain), 3),
+            row = {"pack": pack, "k": k, "draft_vocab": vocab, "draft_bf16": bf16,
+                   "plain_s": round(min(t_plain), 3),
                    "spec_s": round(min(t_spec), 3), "speedup": round(min(t_plain) / min(t_spec), 3),
                    "plain_all_s": [round(t, 3) for t in t_plain],
                    "spec_all_s": [round(t, 3) for t in t_spec],

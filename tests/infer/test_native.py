@@ -111,6 +111,76 @@ def test_native_step_follows_grown_and_reordered_buffers(model):
                                        atol=1e-5 * float(a[:, :, :10].abs().max()))
 
 
+def _rounded_copy(model):
+    """A copy of ``model`` whose projections and (untied) LM head hold their bfloat16 values in
+    fp32; its embedding and norms stay as they are."""
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, mod in twin.named_modules():
+            if type(mod) is torch.nn.Linear:
+                mod.weight = torch.nn.Parameter(mod.weight.to(torch.bfloat16).float())
+    assert twin.lm_head.weight.data_ptr() != twin.model.embed_tokens.weight.data_ptr()
+    return twin
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_head_rows_and_bf16_weights(model, bf16):
+    """``native_bf16``: the step over bfloat16 copies equals the fp32 step over a model whose
+    weights were rounded to bfloat16 (the same products); ``head`` with ``native_rows`` =
+    (first, extra): the C step's logits are the full head's at ids 0 .. first-1, then the
+    extra rows' (here rows of the LM head at chosen ids), with no hidden states handed back."""
+    torch.manual_seed(3)
+    V = model.config.vocab_size
+    ids = torch.randint(0, V, (1, 9))
+    pos = torch.arange(9)[None]
+    ref_model = _rounded_copy(model) if bf16 else model
+    W = ref_model.lm_head.weight.detach()
+    extra_ids = torch.tensor([V - 5, V - 2])
+
+    class Rows:
+        native_rows = (7, W[extra_ids].clone())
+
+        def __call__(self, x):  # pragma: no cover - the C step must not hand back hidden
+            raise AssertionError("the C step computes native_rows itself")
+
+    with torch.inference_mode():
+        ref = LlamaStep(ref_model, None, 1, 12, lin=packed_linears(ref_model))
+        nat = LlamaStep(model, None, 1, 12, lin=packed_linears(model), native_bf16=bf16)
+        assert ref._native_step() is not None and nat._native_step().bf16 is bf16
+        r = ref.step(ids[:, :4], pos[:, :4], 4, None)
+        o = nat.step(ids[:, :4], pos[:, :4], 4, None)
+        _close(o, r)
+        _same(ref, nat, 4)
+        for t in range(4, 9):
+            r = ref.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None)
+            o = nat.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None, head=Rows())
+            want = torch.cat([r[..., :7], r[..., extra_ids]], -1)
+            assert o.shape == (1, 1, 9)
+            _close(o, want)
+        _same(ref, nat, 9)
+    if bf16:  # and the rounding shows: the fp32 step differs
+        with torch.inference_mode():
+            full = LlamaStep(model, None, 1, 12, lin=packed_linears(model))
+            full.step(ids[:, :4], pos[:, :4], 4, None)
+            assert not torch.allclose(full.step(ids[:, 4:5], pos[:, 4:5], 5, None)[..., :7],
+                                      want[..., :7], atol=1e-5)
+
+
+def test_bf16_copies_are_kept_and_renewed(model):
+    twin = copy.deepcopy(model)
+    w = twin.model.layers[0].mlp.down_proj.weight
+    a = native.bf16_copy(twin, w)
+    assert a.dtype == torch.bfloat16 and a is native.bf16_copy(twin, w)  # made once
+    torch.testing.assert_close(a.float(), w.detach(), rtol=2 ** -8, atol=0)
+    with torch.no_grad():
+        w.add_(1.0)  # changed in place: a new copy
+    b = native.bf16_copy(twin, w)
+    assert b is not a
+    torch.testing.assert_close(b.float(), w.detach(), rtol=2 ** -8, atol=0)
+    assert not hasattr(copy.deepcopy(twin), "_lmlab_bf16") or \
+        not copy.deepcopy(twin)._lmlab_bf16  # a copied model makes its own
+
+
 def test_greedy_through_the_native_step_equals_hf_greedy(model, tokenizer, monkeypatch):
     steps = []
     real = native.NativeStep.step

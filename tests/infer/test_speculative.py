@@ -7,6 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmlab.errors import UserError
+from lmlab.infer import native
 from lmlab.infer.decode import decode, generate
 from lmlab.infer.sampling import SamplingParams
 from lmlab.infer.speculative import DraftModel, PromptLookup, _verify, check_same_vocab, \
@@ -179,17 +180,21 @@ CASES = {  # name: (SamplingParams kwargs, the same transform applied to exact l
 
 
 @pytest.mark.parametrize("drafter_kind,case", [("draft", "plain"), ("draft", "t0.7-top2"),
-                                               ("lookup", "plain"), ("draft-vocab", "plain")])
+                                               ("lookup", "plain"), ("draft-vocab", "plain"),
+                                               ("draft-vocab-packed", "t0.7-top2")])
 def test_speculative_sampling_follows_target_distribution(drafter_kind, case):
     """3 new tokens over a 3-token vocabulary (27 outcomes), 1000 seeded samples (2 drafts
     then a bonus token per sample), compared with the exact target distribution by Pearson's
     chi-square. Tolerance: pass when p-value > 0.001. Power check: as many samples from the
     draft's own distribution fail the same test. ``draft-vocab``: the draft scores only token
-    0 and the prompt's tokens (0, 1), so it never proposes 2, which the target still writes."""
+    0 and the prompt's tokens (0, 1), so it never proposes 2, which the target still writes.
+    ``-packed``: target and draft through packed weights, so the native step where it builds,
+    the draft's over bfloat16 copies of its weights and a head of its kept rows."""
     target, draft = toy(0), toy(1)
     prompt = [1, 2, 0, 1, 2]  # repeats, so prompt lookup proposes something every step
-    if drafter_kind == "draft-vocab":
+    if drafter_kind.startswith("draft-vocab"):
         prompt = [0, 1, 0, 1, 0]
+    pack = drafter_kind.endswith("-packed")
     kw, process = CASES[case]
     params = SamplingParams(max_new_tokens=3, ignore_eos=True, **kw)
     g = torch.Generator().manual_seed(0)
@@ -197,15 +202,18 @@ def test_speculative_sampling_follows_target_distribution(drafter_kind, case):
     rates = []
     for _ in range(1000):
         drafter = PromptLookup(max_ngram=2) if drafter_kind == "lookup" else \
-            DraftModel(draft, vocab=1 if drafter_kind == "draft-vocab" else None)
+            DraftModel(draft, vocab=1 if drafter_kind.startswith("draft-vocab") else None,
+                       pack=pack, bf16=True)
         o = speculative_decode(target, torch.tensor([prompt]), params, drafter=drafter,
-                               num_draft_tokens=3, eos_token_ids=[], generator=g)
+                               num_draft_tokens=3, eos_token_ids=[], generator=g, pack=pack)
         counts[o.tokens[0] * 9 + o.tokens[1] * 3 + o.tokens[2]] += 1
         rates.append(o.stats.acceptance_rate)
     exact = exact_joint(target, prompt, 3, process)
     assert chi2_pvalue(counts, exact) > 1e-3
     assert 0.05 < sum(rates) / len(rates) < 0.95  # drafts were both accepted and rejected
-    if drafter_kind == "draft-vocab":
+    if pack and native.available():  # the case ran what it names
+        assert drafter.inc.fast._native.bf16 and drafter.head.native_rows[0] == 1
+    if drafter_kind.startswith("draft-vocab"):
         assert drafter.keep.tolist() == [0, 1]
         assert counts.view(3, 3, 3)[..., 2].sum() > 0  # the target wrote what the draft cannot
     if drafter_kind == "draft":  # the test can tell a wrong distribution apart

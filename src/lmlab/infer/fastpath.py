@@ -109,11 +109,14 @@ class LlamaStep:
                    layer.mlp.down_proj, model.lm_head]
         return all(type(m) in _LINEARS or (lora and is_lora(m)) for m in linears)
 
-    def __init__(self, model, cache, batch: int, length: int, lin=None):
+    def __init__(self, model, cache, batch: int, length: int, lin=None,
+                 native_bf16: bool = False):
         """Buffers of ``length`` tokens, holding an HF prefill ``cache`` (a DynamicCache), or
         nothing when ``cache`` is None (the first ``step`` is then the prefill). ``lin(x,
         module)`` runs the projections (default ``F.linear`` over the module's weight;
-        ``packed.packed_linears(model)`` for oneDNN-packed weights)."""
+        ``packed.packed_linears(model)`` for oneDNN-packed weights). ``native_bf16``: the C
+        step (packed weights only) reads bfloat16 copies of the weights (a speculative draft:
+        half the bytes; see ``native.NativeStep``)."""
         model = unwrap(model)
         cfg, m = model.config, model.model
         self.model = model
@@ -122,6 +125,7 @@ class LlamaStep:
         self.lin = lin.pinned() if hasattr(lin, "pinned") else (lin or _lin)
         self._plan = False  # the packed-weight plan: not resolved yet (see _packed_plan)
         self._native = False  # the C step (infer.native): not resolved yet (see _native_step)
+        self.native_bf16 = native_bf16
         self.H, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.Dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
         self.eps = cfg.rms_norm_eps
@@ -167,14 +171,18 @@ class LlamaStep:
         of 1 = attend, or None -> logits (B, L, V) (or (B, 1, V) with ``last_only``). L = 1 is
         the decode step; L > 1 (a prefill, or a speculative verification) attends causally
         within the block. ``head``: a function of the final hidden states (B, L, D) giving the
-        logits in place of the LM head (a draft scoring part of the vocabulary)."""
+        logits in place of the LM head (a draft scoring part of the vocabulary); the C step
+        computes it itself when the function has ``native_rows`` = (first, extra): the LM head's
+        first rows, then the rows of ``extra``."""
         m, lin = self.model.model, self.lin
         fused = getattr(lin, "fused", None)  # PackedLinears: q/k/v and gate/up in one product
         (B, L), H, Hkv, Dh = tokens.shape, self.H, self.Hkv, self.Dh
         if B * L <= native.MAX_ROWS and self._native_step() is not None:
+            rows = getattr(head, "native_rows", None)
+            own = head is not None and rows is None  # the head runs in torch after the step
             x = self._native.step(self.k, self.v, tokens, pos, n, mask, last_only,
-                                  hidden=head is not None)
-            return head(x) if head is not None else x
+                                  hidden=own, head_rows=rows)
+            return head(x) if own else x
         x = m.embed_tokens(tokens)  # (B, L, D)
         cos, sin = self._rope(pos, x.dtype)  # (B, 1, L, Dh)
         pad = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, n)
@@ -233,7 +241,8 @@ class LlamaStep:
         it builds here; else None."""
         if self._native is False:
             packed = hasattr(self.lin, "pinned_weight")
-            self._native = native.step_for(self.model, self) if packed else None
+            self._native = native.step_for(self.model, self, self.native_bf16) if packed \
+                else None
         return self._native
 
     def _packed_plan(self) -> list | None:

@@ -13,6 +13,9 @@
  * written into the caller's cache buffers, attention with the padding mask and causal order,
  * output projection and residual, RMSNorm, SiLU-gated MLP and residual, final RMSNorm, LM head.
  * Results equal the torch step up to fp32 rounding (sums in another order), not bit for bit.
+ * A draft model for speculative decoding may instead pass bfloat16 copies of its projections
+ * and head (half the bytes per token; a draft's precision only moves its acceptance rate, never
+ * the output, which the target checks).
  *
  * Layouts (all contiguous, row-major): a projection weight is [out, in]; the key/value buffers
  * of a layer are (B, Hkv, T, Dh); tokens and positions are (B, L); M = B * L inputs.
@@ -25,15 +28,24 @@
 #include <string.h>
 
 typedef float v8 __attribute__((vector_size(32)));
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
 
 typedef struct {
     int D, H, Hkv, Dh, I, V, n_layers;
     float eps, scale, rope_scale;
     const float *inv_freq;  /* Dh / 2 */
-    const float *embed;     /* V x D */
+    const float *embed;     /* V x D (fp32 always: one row is read per token) */
     const float *norm;      /* D */
-    const float *head;      /* V x D (the embedding itself when tied) */
-    const float *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
+    /* the head: Vh rows, then Vx more rows (NULL / 0: none), logits in that order; the full
+     * head is head = the LM head (or the tied embedding), Vh = V, Vx = 0; a draft scoring part
+     * of the vocabulary passes the first Vh rows of it and a copy of the others it keeps */
+    const void *head;
+    int Vh;
+    const void *head_x;
+    int Vx;
+    int bf16;  /* projections and head are bfloat16 (uint16) instead of fp32 */
+    const void *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
 } lm_model;
 
 enum { LN1, WQ, WK, WV, WO, LN2, WG, WU, WD, N_PER_LAYER };
@@ -55,14 +67,16 @@ static inline float hsum8(v8 v)
  * always-inlined with a constant count) made GCC 12 spill the accumulators to the stack
  * (same results, 1-4 % slower at 3-6 inputs, measured 2026-12-04). */
 static void row_dot(const float *w, const float *x, int ldx, int K, int M, float *y, int ldy,
-                    int add)
+                    int add, int pf)
 {
     int j = 0;
-    for (; j + 4 <= M; j += 4) {  /* four inputs per pass over the row: eight accumulators */
+    for (; j + 4 <= M; j += 4) {  /* four inputs per pass: eight accumulators */
         const float *x0 = x + (size_t)j * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
         v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
         int k = 0;
         for (; k + 16 <= K; k += 16) {
+            if (pf && j == 0)
+                __builtin_prefetch(w + pf + k, 0, 2);
             v8 w0 = load8(w + k), w1 = load8(w + k + 8);
             a0 += w0 * load8(x0 + k);
             a1 += w1 * load8(x0 + k + 8);
@@ -90,6 +104,8 @@ static void row_dot(const float *w, const float *x, int ldx, int K, int M, float
         v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
         int k = 0;
         for (; k + 16 <= K; k += 16) {
+            if (pf && j == 0)
+                __builtin_prefetch(w + pf + k, 0, 2);
             v8 w0 = load8(w + k), w1 = load8(w + k + 8);
             a0 += w0 * load8(x0 + k);
             a1 += w1 * load8(x0 + k + 8);
@@ -123,8 +139,45 @@ static void row_dot(const float *w, const float *x, int ldx, int K, int M, float
     }
 }
 
+/* 8 bfloat16 weights as fp32: the upper halves of 8 floats (exact). */
+static inline v8 load_bf8(const uint16_t *p)
+{
+    u16x8 h;
+    memcpy(&h, p, sizeof h);
+    i32x8 i = __builtin_convertvector(h, i32x8) << 16;
+    return (v8)i;
+}
+
+/* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). One input
+ * per pass; a draft runs one-token steps. */
+static void row_dot_bf16(const uint16_t *w, const float *x, int ldx, int K, int M, float *y,
+                         int ldy, int add)
+{
+    for (int j = 0; j < M; j++) {
+        const float *x0 = x + (size_t)j * ldx;
+        v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        int k = 0;
+        for (; k + 32 <= K; k += 32) {
+            a0 += load_bf8(w + k) * load8(x0 + k);
+            a1 += load_bf8(w + k + 8) * load8(x0 + k + 8);
+            a2 += load_bf8(w + k + 16) * load8(x0 + k + 16);
+            a3 += load_bf8(w + k + 24) * load8(x0 + k + 24);
+        }
+        for (; k + 8 <= K; k += 8)
+            a0 += load_bf8(w + k) * load8(x0 + k);
+        float s = hsum8((a0 + a1) + (a2 + a3));
+        for (; k < K; k++) {
+            uint32_t u = (uint32_t)w[k] << 16;
+            float f;
+            memcpy(&f, &u, sizeof f);
+            s += f * x0[k];
+        }
+        y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s : s;
+    }
+}
+
 typedef struct {
-    const float *w;
+    const void *w;  /* fp32, or bfloat16 with the model's bf16 */
     int rows, off;
 } segment;
 
@@ -132,11 +185,18 @@ typedef struct {
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
 static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                   float *y, int ldy, int add)
+                   float *y, int ldy, int add, int bf16)
 {
     int total = 0;
     for (int s = 0; s < n_seg; s++)
         total += seg[s].rows;
+    /* several inputs over long rows (the down projection's 1536): while a row is worked on
+     * from L1, nothing else asks for memory and the hardware prefetcher runs dry; asking for
+     * the row two ahead into L2 meanwhile took a 5-input product over 1536-column rows from
+     * 1.9-2.8x to 1.4-1.9x a one-input one (microbenchmark, 2026-12-04); a whole step of 2-4
+     * inputs 3-16 % faster. Short rows: no gain. (Three inputs per pass, 5 = 3 + 2, 6 = 3 + 3:
+     * slower than 4 + 1 and 4 + 2.) */
+    const int pf = M > 1 && K >= 1024 ? 2 * K : 0;
 #pragma omp for schedule(static)
     for (int r = 0; r < total; r++) {
         int s = 0, rr = r;
@@ -144,7 +204,12 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             rr -= seg[s].rows;
             s++;
         }
-        row_dot(seg[s].w + (size_t)rr * K, x, ldx, K, M, y + seg[s].off + rr, ldy, add);
+        if (bf16)
+            row_dot_bf16((const uint16_t *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
+                         y + seg[s].off + rr, ldy, add);
+        else
+            row_dot((const float *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
+                    y + seg[s].off + rr, ldy, add, pf);
     }
 }
 
@@ -212,7 +277,7 @@ int64_t lm_work_floats(const lm_model *m, int M, int T)
  * Query i of a row sees keys 0 .. n-L+i that its mask allows, and always itself (no row is all
  * masked). cols (M), or NULL: per input, the column it writes its key/value to and the last
  * column it sees, in place of n-L+i (rows of different lengths, as the server keeps them).
- * out: logits (R, V), or with want_hidden the final normed hidden states (R, D); R = B with
+ * out: logits (R, Vh + Vx), or with want_hidden the final normed hidden states (R, D); R = B with
  * last_only (each row's last position), else B * L. Returns 0, or -1 for a token outside the
  * vocabulary, -2 for n outside [L, T] or a column outside [0, T). */
 int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, int L, int n,
@@ -246,13 +311,13 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
      * threads (an implicit barrier after each), the small serial parts on one thread */
 #pragma omp parallel num_threads(nt)
     for (int l = 0; l < m->n_layers; l++) {
-        const float *const *w = m->layer + (size_t)l * N_PER_LAYER;
+        const void *const *w = m->layer + (size_t)l * N_PER_LAYER;
         float *K = kbuf[l], *Vb = vbuf[l];
 #pragma omp single
-        rms_norm(x, D, w[LN1], D, M, m->eps, h, D);
+        rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, h, D);
         segment s_qkv[3] = {{w[WQ], HD, 0}, {w[WK], Hkv * Dh, HD},
                             {w[WV], Hkv * Dh, HD + Hkv * Dh}};
-        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0);
+        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, m->bf16);
 #pragma omp single
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = cols ? (int)cols[j] : n - L + j % L;
@@ -300,27 +365,27 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             }
         }
         segment s_o = {w[WO], D, 0};
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1);
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, m->bf16);
 #pragma omp single
-        rms_norm(x, D, w[LN2], D, M, m->eps, h, D);
+        rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, h, D);
         segment s_gu[2] = {{w[WG], I, 0}, {w[WU], I, I}};
-        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0);
+        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, m->bf16);
 #pragma omp for schedule(static)
         for (int e = 0; e < M * I; e++) {  /* silu(gate) * up, into the gate half */
             float *g = gu + (size_t)(e / I) * 2 * I + e % I, u = g[I];
             *g = *g / (1.0f + expf(-*g)) * u;
         }
         segment s_d = {w[WD], D, 0};
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1);
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, m->bf16);
     }
     /* the final norm over the rows asked for, then the head */
     int R = last_only ? B : M, step = last_only ? L : 1, first = last_only ? L - 1 : 0;
     float *dst = want_hidden ? out : h;
     rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, dst, D);
     if (!want_hidden) {
-        segment s_h = {m->head, m->V, 0};
+        segment s_h[2] = {{m->head, m->Vh, 0}, {m->head_x, m->Vx, m->Vh}};
 #pragma omp parallel num_threads(nt)
-        matvec(&s_h, 1, h, D, D, R, out, m->V, 0);
+        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->bf16);
     }
     return 0;
 }

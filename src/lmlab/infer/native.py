@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -54,7 +55,8 @@ class _Model(ctypes.Structure):
                 ("n_layers", ctypes.c_int), ("eps", ctypes.c_float), ("scale", ctypes.c_float),
                 ("rope_scale", ctypes.c_float), ("inv_freq", ctypes.c_void_p),
                 ("embed", ctypes.c_void_p), ("norm", ctypes.c_void_p),
-                ("head", ctypes.c_void_p), ("layer", ctypes.c_void_p)]
+                ("head", ctypes.c_void_p), ("Vh", ctypes.c_int), ("head_x", ctypes.c_void_p),
+                ("Vx", ctypes.c_int), ("bf16", ctypes.c_int), ("layer", ctypes.c_void_p)]
 
 
 def _compiler() -> str | None:
@@ -161,10 +163,33 @@ def supports(model) -> bool:
             and cfg.num_attention_heads % cfg.num_key_value_heads == 0)
 
 
-def step_for(model, step) -> NativeStep | None:
+def step_for(model, step, bf16: bool = False) -> NativeStep | None:
     """The C step for ``model`` (its constants from the ``LlamaStep`` ``step``), or None where
-    it does not apply: a model ``supports`` rejects, or no library here."""
-    return NativeStep(model, step) if supports(model) and available() else None
+    it does not apply: a model ``supports`` rejects, or no library here. ``bf16``: see
+    ``NativeStep``."""
+    return NativeStep(model, step, bf16) if supports(model) and available() else None
+
+
+class _Copies(dict):
+    """A model's bfloat16 weight copies, by source tensor: (tensor's version, weak reference,
+    copy). A copied model makes its own."""
+
+    def __deepcopy__(self, memo) -> "_Copies":
+        return _Copies()
+
+
+def bf16_copy(model, t: torch.Tensor) -> torch.Tensor:
+    """A contiguous bfloat16 copy of the weight ``t`` of ``model``, kept on the model (made once;
+    made again when ``t`` changed in place or was replaced)."""
+    store = getattr(model, "_lmlab_bf16", None)
+    if store is None:
+        store = _Copies()
+        object.__setattr__(model, "_lmlab_bf16", store)
+    have = store.get(t.data_ptr())
+    if have is None or have[0] != t._version or have[1]() is not t:
+        have = store[t.data_ptr()] = (t._version, weakref.ref(t),
+                                      t.detach().to(torch.bfloat16).contiguous())
+    return have[2]
 
 
 class NativeStep:
@@ -172,20 +197,26 @@ class NativeStep:
     weights (its parameters, not copies: valid while the model lives and is not moved) and a
     workspace; the key/value buffers are the ``LlamaStep``'s, passed at each call."""
 
-    def __init__(self, model, step):
-        """``step``: the ``LlamaStep`` (its constants: heads, eps, scale, RoPE)."""
+    def __init__(self, model, step, bf16: bool = False):
+        """``step``: the ``LlamaStep`` (its constants: heads, eps, scale, RoPE). ``bf16``: read
+        bfloat16 copies of the projections and the head (``bf16_copy``: half the bytes per
+        token, results no longer the fp32 step's) - for a speculative draft, whose precision
+        only moves its acceptance rate."""
         self.lib = load()
         cfg, m = model.config, model.model
+        self.bf16 = bf16
+        low = (lambda t: bf16_copy(model, t)) if bf16 else (lambda t: t)
+        head = low(model.lm_head.weight)
         # every tensor the pointers refer to, held here: a parameter replaced on the model
         # (not updated in place) leaves this step reading the old one, never freed memory
-        self.keep = [step.inv_freq.contiguous(), m.embed_tokens.weight, m.norm.weight,
-                     model.lm_head.weight]
+        self.keep = [step.inv_freq.contiguous(), m.embed_tokens.weight, m.norm.weight, head]
         ptrs = []
         for layer in m.layers:
             a, mlp = layer.self_attn, layer.mlp
-            for t in (layer.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight,
-                      a.v_proj.weight, a.o_proj.weight, layer.post_attention_layernorm.weight,
-                      mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight):
+            for t in (layer.input_layernorm.weight, low(a.q_proj.weight), low(a.k_proj.weight),
+                      low(a.v_proj.weight), low(a.o_proj.weight),
+                      layer.post_attention_layernorm.weight, low(mlp.gate_proj.weight),
+                      low(mlp.up_proj.weight), low(mlp.down_proj.weight)):
                 ptrs.append(t.data_ptr())
                 self.keep.append(t)
         self.layer_ptrs = (ctypes.c_void_p * len(ptrs))(*ptrs)
@@ -193,10 +224,29 @@ class NativeStep:
         self.cfg = _Model(cfg.hidden_size, step.H, step.Hkv, step.Dh, cfg.intermediate_size,
                           self.V, cfg.num_hidden_layers, step.eps, step.scale, step.rope_scale,
                           self.keep[0].data_ptr(), m.embed_tokens.weight.data_ptr(),
-                          m.norm.weight.data_ptr(), model.lm_head.weight.data_ptr(),
+                          m.norm.weight.data_ptr(), head.data_ptr(), self.V, None, 0, int(bf16),
                           ctypes.cast(self.layer_ptrs, ctypes.c_void_p))
         self.work = torch.empty(0)
         self._kv = None  # (k list, v list, pointer arrays), rebuilt when the buffers change
+        self._rows = (None, None)  # the last head_rows given, and the extra rows as read
+
+    def _set_head(self, rows) -> int:
+        """Point the head at ``rows`` = (first, extra): the LM head's first rows, then the rows
+        of ``extra`` (E, D), or at the whole LM head (None). Returns the logits' width."""
+        c = self.cfg
+        if rows is None:
+            c.Vh, c.head_x, c.Vx = self.V, None, 0
+            return self.V
+        first, extra = rows
+        if self._rows[0] is not rows:
+            x = extra.detach().to(torch.bfloat16 if self.bf16 else torch.float32).contiguous()
+            if x.dim() != 2 or (x.shape[0] and x.shape[1] != self.D) or not 0 <= first <= self.V:
+                raise ValueError(f"head rows: first {first} of {self.V}, extra "
+                                 f"{tuple(extra.shape)} (need (E, {self.D}))")
+            self._rows = (rows, x)
+        x = self._rows[1]
+        c.Vh, c.head_x, c.Vx = first, (x.data_ptr() if x.shape[0] else None), x.shape[0]
+        return first + x.shape[0]
 
     def _kv_ptrs(self, kb: list, vb: list):
         have = self._kv
@@ -210,11 +260,13 @@ class NativeStep:
 
     def step(self, kb: list, vb: list, tokens: torch.Tensor, pos: torch.Tensor, n: int,
              mask: torch.Tensor | None, last_only: bool, hidden: bool,
-             cols: torch.Tensor | None = None) -> torch.Tensor:
+             cols: torch.Tensor | None = None, head_rows=None) -> torch.Tensor:
         """As ``LlamaStep.step`` over buffers ``kb`` / ``vb`` -> logits (B, L', V), or the final
         normed hidden states (B, L', D) with ``hidden``. ``cols`` (B, L): the buffer column
         each token writes its key/value to and the last column it attends to, in place of the
-        common n-L .. n-1 (the server's rows of different lengths, no mask)."""
+        common n-L .. n-1 (the server's rows of different lengths, no mask). ``head_rows`` =
+        (first, extra): logits over only the LM head's first ``first`` rows, then one per row
+        of ``extra`` (E, D) (a draft scoring part of the vocabulary), (B, L', first + E)."""
         B, L = tokens.shape
         T = kb[0].shape[2]
         tokens = tokens.to(torch.long).contiguous()  # (no copy when already so)
@@ -230,7 +282,8 @@ class NativeStep:
         if self.work.numel() < need:
             self.work = torch.empty(need)
         R = B if last_only else B * L
-        out = torch.empty(B, R // B, self.D if hidden else self.V)
+        width = self._set_head(None if hidden else head_rows)
+        out = torch.empty(B, R // B, self.D if hidden else width)
         kp, vp = self._kv_ptrs(kb, vb)
         rc = self.lib.lm_step(
             ctypes.byref(self.cfg), ctypes.c_void_p(tokens.data_ptr()),

@@ -123,11 +123,12 @@ class Incremental:
     """One sequence's incremental forward with rollback: the lean ``LlamaStep`` buffers when
     the model supports them (grown as needed), else the HF forward with a ``DynamicCache``."""
 
-    def __init__(self, model, fast: bool | None = None, pack: bool = False):
+    def __init__(self, model, fast: bool | None = None, pack: bool = False,
+                 native_bf16: bool = False):
         self.model, self.n = model, 0  # n = tokens in the cache
         lin = packed_linears(model) if pack else None  # oneDNN-packed weights (infer.packed)
-        self.fast = LlamaStep(model, None, 1, 64, lin=lin) if fast is not False and \
-            LlamaStep.supports(model) else None
+        self.fast = LlamaStep(model, None, 1, 64, lin=lin, native_bf16=native_bf16) \
+            if fast is not False and LlamaStep.supports(model) else None
         self.cache = None
         if self.fast is None:
             from transformers import DynamicCache
@@ -169,15 +170,20 @@ class DraftModel:
     the same: greedy output is still the target's, and a sampled draft's q is a proper
     distribution (zero outside the kept ids), so the rejection rule keeps the target's
     distribution; a token the draft cannot propose only costs a rejection. Lean step only
-    (``LlamaStep.supports``); the HF-forward fallback scores the whole vocabulary."""
+    (``LlamaStep.supports``); the HF-forward fallback scores the whole vocabulary.
+
+    ``bf16`` (with ``pack``, where the native C step runs): the draft's one-token steps read
+    bfloat16 copies of its weights, half the bytes (the step is bound by memory bandwidth).
+    Exact all the same, for the same reason: only the draft's proposals (and so the
+    acceptance rate) can move, and a sampled draft's q is the distribution it drew from."""
 
     def __init__(self, model, fast: bool | None = None, pack: bool = False,
-                 vocab: int | None = None):
+                 vocab: int | None = None, bf16: bool = True):
         if vocab is not None and (isinstance(vocab, bool) or not isinstance(vocab, int)
                                   or vocab < 1):
             raise UserError(f"draft_vocab: must be an integer >= 1, got {vocab!r}")
         self.model = model.eval()
-        self.inc = Incremental(self.model, fast, pack)
+        self.inc = Incremental(self.model, fast, pack, native_bf16=bf16)
         self.vocab, self.pack = vocab, pack
         self.keep = self.head = None
 
@@ -187,11 +193,10 @@ class DraftModel:
         V = self.V = weight.shape[0]
         if self.vocab is None or self.vocab >= V or self.inc.fast is None:
             return
-        keep = torch.zeros(V, dtype=torch.bool, device=weight.device)
-        keep[:self.vocab] = True
-        keep[torch.tensor(prompt, dtype=torch.long, device=weight.device)] = True
-        self.keep = keep.nonzero().squeeze(-1)
-        self.head = linear_over(weight.detach()[self.keep], self.pack)
+        extra = torch.tensor(sorted({t for t in prompt if t >= self.vocab}), dtype=torch.long,
+                             device=weight.device)
+        self.keep = torch.cat([torch.arange(self.vocab, device=weight.device), extra])
+        self.head = KeptRows(weight.detach(), self.vocab, extra, self.pack)
 
     def _feed(self, tokens, last_only=False) -> torch.Tensor:
         logits = self.inc.feed(tokens, last_only=last_only, head=self.head)
@@ -222,6 +227,24 @@ class DraftModel:
 
     def rollback(self, valid: int) -> None:
         self.inc.crop(valid)
+
+
+class KeptRows:
+    """An LM head over some of its rows: the first ``first``, then those at ``extra`` (ids in
+    increasing order). Called on hidden states (torch: one packed copy of those rows, taken on
+    the first call); the native step reads ``native_rows`` = (first, the extra rows) itself,
+    with no copy of the first rows."""
+
+    def __init__(self, weight: torch.Tensor, first: int, extra: torch.Tensor, pack: bool):
+        self.weight, self.first, self.extra, self.pack = weight, first, extra, pack
+        self.native_rows = (first, weight[extra])
+        self._torch = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._torch is None:
+            self._torch = linear_over(torch.cat([self.weight[:self.first],
+                                                 self.native_rows[1]]), self.pack)
+        return self._torch(x)
 
 
 def check_same_vocab(target, draft, tokenizer=None, draft_tokenizer=None) -> None:
@@ -378,10 +401,10 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
                          draft_tokenizer=None, num_draft_tokens: int = 5,
                          draft_vocab: int | None = None, prompt_lookup_max_ngram: int = 3,
                          generator: torch.Generator | None = None,
-                         pack: bool = False) -> SpecResult:
+                         pack: bool = False, draft_bf16: bool = True) -> SpecResult:
     """Speculative decoding on text or chat prompts, with ``draft`` (a model) or, when none
     is given, prompt lookup. ``pack``: target and draft run oneDNN-packed weights;
-    ``draft_vocab``: ``DraftModel``'s ``vocab``."""
+    ``draft_vocab`` / ``draft_bf16``: ``DraftModel``'s ``vocab`` / ``bf16``."""
     params = params or SamplingParams()
     if draft is not None:
         check_same_vocab(model, draft, tokenizer, draft_tokenizer)
@@ -392,8 +415,8 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
     stops = StopStrings(tokenizer, params.stop)
     total, comps = SpecStats(), []
     for prompt, ids in zip(prompts, encoded):
-        drafter = DraftModel(draft, pack=pack, vocab=draft_vocab) if draft is not None else \
-            PromptLookup(prompt_lookup_max_ngram)
+        drafter = DraftModel(draft, pack=pack, vocab=draft_vocab, bf16=draft_bf16) \
+            if draft is not None else PromptLookup(prompt_lookup_max_ngram)
         o = speculative_decode(model, torch.tensor([ids], device=model_device(model)), params,
                                drafter=drafter, num_draft_tokens=num_draft_tokens,
                                tokenizer=tokenizer, generator=generator, pack=pack)

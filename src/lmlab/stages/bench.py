@@ -61,6 +61,9 @@ class Config(RunConfig):
     draft_vocab: int = opt(0, "speculative: the draft scores only the first N token ids plus "
                               "the prompt's (a cheaper LM head; exact either way; 0 = all)",
                            min=0)
+    draft_bf16: bool = opt(True, "speculative, with pack_weights: the draft's native steps read "
+                                 "bfloat16 copies of its weights (half the bytes; exact either "
+                                 "way: only the acceptance rate can move)")
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(every strategy; first-token times too)")
     clients: list[int] = opt([1, 4, 16, 64], "serve: concurrent streaming clients, one level "
@@ -119,7 +122,7 @@ class Config(RunConfig):
 # device, dtype - are shared); validate() refuses them when set for the other one
 ONLY = {"generate": ("data", "strategies", "batch_sizes", "repeats", "temperature", "num_beams",
                      "contrastive_k", "n", "draft", "num_draft_tokens", "draft_vocab",
-                     "pack_weights"),
+                     "draft_bf16", "pack_weights"),
         "serve": ("clients", "requests", "peers", "hf_requests", "peer_clients",
                   "max_batch_size", "server", "level_timeout_s")}
 
@@ -138,7 +141,7 @@ def generate_config(cfg: Config, strategy: str, batch_size: int):
         batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature, num_beams=cfg.num_beams, contrastive_k=cfg.contrastive_k,
         n=cfg.n, draft=cfg.draft, num_draft_tokens=cfg.num_draft_tokens, reranker="length",
-        draft_vocab=cfg.draft_vocab,
+        draft_vocab=cfg.draft_vocab, draft_bf16=cfg.draft_bf16,
         pack_weights=cfg.pack_weights,
         device=cfg.device, dtype=cfg.dtype)
 

@@ -55,6 +55,9 @@ class Config(RunConfig):
     draft_vocab: int = opt(0, "speculative: the draft scores only the first N token ids plus "
                               "the prompt's (a cheaper LM head; exact either way; 0 = all)",
                            min=0)
+    draft_bf16: bool = opt(True, "speculative, with pack_weights: the draft's native steps read "
+                                 "bfloat16 copies of its weights (half the bytes; exact either "
+                                 "way: only the acceptance rate can move)")
     prompt_lookup_max_ngram: int = opt(3, "speculative: longest n-gram matched by prompt lookup",
                                        min=1)
     batch_size: int = opt(8, "prompts decoded together", min=1)
@@ -167,7 +170,8 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
         model, tokenizer, prompts, params, draft=draft,
         draft_tokenizer=load_tokenizer(cfg.draft) if cfg.draft else None,
         num_draft_tokens=cfg.num_draft_tokens, draft_vocab=cfg.draft_vocab or None,
-        prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram, pack=cfg.pack_weights)
+        prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram, pack=cfg.pack_weights,
+        draft_bf16=cfg.draft_bf16)
     return res.completions, {"speculative": res.stats.as_dict()}
 
 
