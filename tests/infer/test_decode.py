@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmlab.errors import UserError
-from lmlab.infer.decode import decode, generate, left_pad, stream, stream_tokens
+from lmlab.infer.decode import decode, eval_mode, generate, left_pad, stream, stream_tokens
 from lmlab.infer.sampling import SamplingParams
 
 PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then",
@@ -217,3 +217,30 @@ def test_real_model_greedy_matches_hf():
                     pad_token_id=tok.pad_token_id)
     ours = generate(m, tok, prompts, SamplingParams(temperature=0, max_new_tokens=40))
     assert [c.token_ids for c in ours] == hf_rows(hf, ids.shape[1], tok.eos_token_id)
+
+
+def test_eval_mode_switches_and_restores_each_module(model, tokenizer):
+    """Decoding runs in eval mode and gives every module back its own mode (a model in
+    training, and one whose top is in eval but one layer is training); a model already in
+    eval mode is left untouched (no ``train()`` walk)."""
+    import copy
+
+    m = copy.deepcopy(model)
+    ids = torch.tensor([tokenizer("Hello there")["input_ids"]])
+    p = SamplingParams(temperature=0, max_new_tokens=3, ignore_eos=True)
+    want = decode(model.eval(), ids, None, p).tokens
+    m.train()
+    m.model.layers[0].eval()  # a mixed model: each module keeps its mode
+    before = [x.training for x in m.modules()]
+    seen = []
+    hook = m.model.layers[1].register_forward_pre_hook(lambda mod, a: seen.append(mod.training))
+    assert decode(m, ids, None, p, fast=False).tokens == want  # the HF forward: hooks run
+    hook.remove()
+    assert seen and not any(seen)
+    assert [x.training for x in m.modules()] == before
+    m.eval()
+    calls = []
+    m.train = lambda mode=True: calls.append(mode)  # would be called to switch modes
+    with eval_mode(m):
+        pass
+    assert calls == []

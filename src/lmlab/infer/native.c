@@ -148,12 +148,36 @@ static inline v8 load_bf8(const uint16_t *p)
     return (v8)i;
 }
 
-/* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). One input
- * per pass; a draft runs one-token steps. */
+/* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). A draft
+ * runs one-token steps, and two-token ones after a round that kept every draft: two inputs
+ * per pass, then one. */
 static void row_dot_bf16(const uint16_t *w, const float *x, int ldx, int K, int M, float *y,
                          int ldy, int add)
 {
-    for (int j = 0; j < M; j++) {
+    int j = 0;
+    for (; j + 2 <= M; j += 2) {
+        const float *x0 = x + (size_t)j * ldx, *x1 = x0 + ldx;
+        v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            v8 w0 = load_bf8(w + k), w1 = load_bf8(w + k + 8);
+            a0 += w0 * load8(x0 + k);
+            a1 += w1 * load8(x0 + k + 8);
+            b0 += w0 * load8(x1 + k);
+            b1 += w1 * load8(x1 + k + 8);
+        }
+        float s0 = hsum8(a0 + a1), s1 = hsum8(b0 + b1);
+        for (; k < K; k++) {
+            uint32_t u = (uint32_t)w[k] << 16;
+            float f;
+            memcpy(&f, &u, sizeof f);
+            s0 += f * x0[k];
+            s1 += f * x1[k];
+        }
+        y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s0 : s0;
+        y[(size_t)(j + 1) * ldy] = add ? y[(size_t)(j + 1) * ldy] + s1 : s1;
+    }
+    for (; j < M; j++) {
         const float *x0 = x + (size_t)j * ldx;
         v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
         int k = 0;

@@ -35,7 +35,7 @@ from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep, unwrap
 from lmlab.infer.packed import packed_linears
 from lmlab.infer.decode import Completion, Decoded, Prompt, StopStrings, check_context, \
-    completion_text, eos_ids, generate, left_pad, encode_prompts, model_device, \
+    completion_text, eos_ids, eval_mode, generate, left_pad, encode_prompts, model_device, \
     select_cache_rows
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms
 
@@ -180,14 +180,9 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
     pools = [_Pool(num_beams) for _ in range(B)]
     if params.max_new_tokens == 0:
         return [[Hypothesis([], 0.0, "length")] for _ in range(B)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            _beam_loop(model, input_ids, attention_mask, params, eos, transforms, pools,
-                       num_beams, length_penalty, early_stopping, fast, pack)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        _beam_loop(model, input_ids, attention_mask, params, eos, transforms, pools,
+                   num_beams, length_penalty, early_stopping, fast, pack)
     return [p.hyps[:num_return_sequences] for p in pools]
 
 
@@ -293,14 +288,9 @@ def contrastive_search(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     reasons = ["length"] * B
     if params.max_new_tokens == 0:
         return Decoded(tokens, reasons, None)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
-                              penalty_alpha, top_k, tokens, reasons, fast, pack)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        _contrastive_loop(model, input_ids, attention_mask, params, eos, transforms,
+                          penalty_alpha, top_k, tokens, reasons, fast, pack)
     return Decoded(tokens, reasons, None)
 
 

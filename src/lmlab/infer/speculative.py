@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import linear_over, packed_linears
 from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
-    encode_prompts, eos_ids, model_device
+    encode_prompts, eos_ids, eval_mode, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     draw, make_generator
 
@@ -182,7 +183,7 @@ class DraftModel:
         if vocab is not None and (isinstance(vocab, bool) or not isinstance(vocab, int)
                                   or vocab < 1):
             raise UserError(f"draft_vocab: must be an integer >= 1, got {vocab!r}")
-        self.model = model.eval()
+        self.model = model if not any(m.training for m in model.modules()) else model.eval()
         self.inc = Incremental(self.model, fast, pack, native_bf16=bf16)
         self.vocab, self.pack = vocab, pack
         self.keep = self.head = None
@@ -231,16 +232,21 @@ class DraftModel:
 
 class KeptRows:
     """An LM head over some of its rows: the first ``first``, then those at ``extra`` (ids in
-    increasing order). Called on hidden states (torch: one packed copy of those rows, taken on
-    the first call); the native step reads ``native_rows`` = (first, the extra rows) itself,
+    increasing order). Called on hidden states: the first call (the draft's prefill) reads the
+    rows where they are; later ones (one-token steps in torch) use a packed copy of them, taken
+    on the second call. The native step reads ``native_rows`` = (first, the extra rows) itself,
     with no copy of the first rows."""
 
     def __init__(self, weight: torch.Tensor, first: int, extra: torch.Tensor, pack: bool):
-        self.weight, self.first, self.extra, self.pack = weight, first, extra, pack
+        self.weight, self.first, self.pack = weight, first, pack
         self.native_rows = (first, weight[extra])
-        self._torch = None
+        self._torch, self.calls = None, 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:  # one product: a packed copy (gather + reorder) would cost more
+            return torch.cat([F.linear(x, self.weight[:self.first]),
+                              F.linear(x, self.native_rows[1])], -1)
         if self._torch is None:
             self._torch = linear_over(torch.cat([self.weight[:self.first],
                                                  self.native_rows[1]]), self.pack)
@@ -315,14 +321,9 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
     if params.max_new_tokens == 0:
         return out
     t0 = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            _spec_loop(model, ids, params, drafter, num_draft_tokens, transforms, stop_ids,
-                       stops, generator, out, fast, pack)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        _spec_loop(model, ids, params, drafter, num_draft_tokens, transforms, stop_ids, stops,
+                   generator, out, fast, pack)
     out.stats.seconds = time.perf_counter() - t0
     out.stats.new_tokens = len(out.tokens)
     return out
