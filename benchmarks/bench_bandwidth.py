@@ -23,6 +23,8 @@ measures the four pieces and prints them side by side:
    again after decoding (this machine's moves within minutes) and the bound takes the best;
 4b. the C step alone against a plain read, in ``--pairs`` alternating pairs (their ratio does
    not depend on which bandwidth level the machine is at);
+4c. ``pack=True`` decoding end to end against the bound of the same minutes, in
+   ``--decode-pairs`` alternating (read, decode) pairs: the medians of the per-pair fractions;
 5. where the time goes: a ``torch.profiler`` breakdown of ``--profile-steps`` decode steps
    (share of the matmuls, their effective read bandwidth, the top ops), and the projections
    alone, timed per kind in decode order (``F.linear`` and packed): ms and GB/s each.
@@ -186,6 +188,48 @@ def native_vs_read(model, mib: int, pairs: int, context: int = 100) -> dict | No
             "best_sum_GB_s": max(r["sum_GB_s"] for r in rows)}
 
 
+def _read_GB_s(src: torch.Tensor, dst: torch.Tensor) -> float:
+    """The better of a plain read (``src.sum()``) and a copy (read + write counted), best of 3
+    each: the bound's bandwidth figure, as in ``bandwidth``."""
+    t_sum = best_time(src.sum, 3)
+    t_copy = best_time(lambda: dst.copy_(src), 3)
+    return max(src.numel() * 4 / t_sum, 2 * src.numel() * 4 / t_copy) / GB
+
+
+def decode_pairs(model, ids, new_tokens: int, mib: int, pairs: int) -> dict:
+    """``pack=True`` batch-1 greedy (the C step) set against the bandwidth of the same minutes:
+    reads and decodes alternate (read, decode, read, decode, ..., read), and each decode's
+    bound takes the better of the reads just before and just after it (the stricter). Per
+    decode: end to end (best of 2 full decodes) and per step (less the best of 2 first-token
+    calls) as a fraction of that bound. Because this machine's bandwidth switches level from
+    minute to minute, a bound taken minutes away from the decode it divides can be off by
+    40 %; the medians over pairs are the figure that does not depend on the timing."""
+    from lmlab.infer.decode import decode, stream_tokens
+    from lmlab.infer.sampling import SamplingParams
+
+    N = new_tokens
+    p = SamplingParams(temperature=0, max_new_tokens=N, min_new_tokens=N)
+    first = SamplingParams(temperature=0, max_new_tokens=1)
+    wbytes = bytes_per_token(model)["bytes"]
+    src, dst = torch.randn(mib * 2**20 // 4), torch.empty(mib * 2**20 // 4)
+    full = lambda: decode(model, ids, None, p, pack=True)  # noqa: E731
+    one = lambda: next(iter(stream_tokens(model, ids, None, first, pack=True)))  # noqa: E731
+    full()
+    reads, rows = [_read_GB_s(src, dst)], []
+    for _ in range(pairs):
+        t, t1 = best_time(full, 2), best_time(one, 2)
+        reads.append(_read_GB_s(src, dst))
+        bw = max(reads[-2], reads[-1])
+        bound = bw * GB / wbytes
+        rows.append({"read_GB_s": round(bw, 2), "bound_tok_s": round(bound, 2),
+                     "tok_s": round(N / t, 2), "step_tok_s": round((N - 1) / (t - t1), 2),
+                     "pct": round(100 * N / t / bound, 1),
+                     "step_pct": round(100 * (N - 1) / (t - t1) / bound, 1)})
+    med = lambda k: sorted(r[k] for r in rows)[len(rows) // 2]  # noqa: E731
+    return {"pairs": rows, "median_pct": med("pct"), "median_step_pct": med("step_pct"),
+            "reads_GB_s": [round(x, 2) for x in reads]}
+
+
 def decode_speed(model, tok, ids, new_tokens: int, repeats: int) -> dict:
     """Batch-1 greedy tok/s: ours (default, packed) and HF generate; end to end and per step."""
     from lmlab.infer.decode import decode, stream_tokens
@@ -320,6 +364,13 @@ def table(r: dict) -> str:
                      f"step/read median {nv['median_ratio']}, best step {nv['best_step_GB_s']} "
                      f"GB/s, best read {nv['best_sum_GB_s']} GB/s; pairs (read GB/s, step ms): "
                      + ", ".join(f"({p['sum_GB_s']}, {p['step_ms']})" for p in nv["pairs"]))
+    dp = r.get("decode_pairs")
+    if dp:
+        lines.append(f"\npack=True decode vs the bound of the same minutes, {len(dp['pairs'])} "
+                     f"alternating pairs: median {dp['median_pct']} % end to end, "
+                     f"{dp['median_step_pct']} % per step; pairs (read GB/s, tok/s, %, per-step "
+                     "%): " + ", ".join(f"({q['read_GB_s']}, {q['tok_s']}, {q['pct']}, "
+                                        f"{q['step_pct']})" for q in dp["pairs"]))
     for name, pr in r.get("profile", {}).items():
         lines.append(f"\nprofile {name}: {pr['wall_ms_per_step (profiled)']} ms/step, matmuls "
                      f"{pr['matmul_ms_per_step']} ms ({100 * (pr['matmul_share'] or 0):.0f} % of "
@@ -343,6 +394,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=8,
                     help="alternating (read, C step) timings; 0 = none")
+    ap.add_argument("--decode-pairs", type=int, default=6,
+                    help="alternating (read, pack=True decode) timings; 0 = none")
     ap.add_argument("--profile-steps", type=int, default=16, help="0 = no profile")
     ap.add_argument("--out", default="benchmarks/results/bandwidth.json")
     args = ap.parse_args(argv)
@@ -382,6 +435,9 @@ def main(argv=None) -> dict:
     with torch.inference_mode():
         if args.pairs:
             r["native_vs_read"] = native_vs_read(model, args.mib, args.pairs)
+        if args.decode_pairs:
+            r["decode_pairs"] = decode_pairs(model, ids, args.new_tokens, args.mib,
+                                             args.decode_pairs)
         if args.profile_steps:
             proj = wb["parts_bytes"]["projections"] + wb["parts_bytes"]["lm_head"]
             r["profile"] = {name: profile_steps(model, ids, args.profile_steps, pack, proj)

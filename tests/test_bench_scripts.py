@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,7 +32,8 @@ def test_bench_bandwidth_runs_on_the_tiny_model(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/bench_bandwidth.py", "--model", "tiny:llama",
                           "--threads", "1", "--bw-threads", "1", "--mib", "8", "--bw-repeats",
                           "2", "--new-tokens", "4", "--repeats", "1", "--profile-steps", "2",
-                          "--pairs", "2", "--out", str(out_json)], cwd=ROOT, env=env, capture_output=True,
+                          "--pairs", "2", "--decode-pairs", "3", "--out", str(out_json)], cwd=ROOT,
+                         env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out_json.read_text())
@@ -61,6 +64,12 @@ def test_bench_bandwidth_runs_on_the_tiny_model(tmp_path):
     if native.available():  # the C step alone, timed against a plain read in pairs
         nv = r["native_vs_read"]
         assert len(nv["pairs"]) == 2 and nv["best_step_GB_s"] > 0 and nv["median_ratio"] > 0
+    dp = r["decode_pairs"]  # each decode against the better read just before / after it
+    assert len(dp["pairs"]) == 3 and len(dp["reads_GB_s"]) == 4
+    for i, q in enumerate(dp["pairs"]):
+        assert q["read_GB_s"] == pytest.approx(max(dp["reads_GB_s"][i:i + 2]), abs=0.01)
+        assert q["pct"] == pytest.approx(100 * q["tok_s"] / q["bound_tok_s"], abs=0.2)
+    assert dp["median_pct"] == sorted(q["pct"] for q in dp["pairs"])[1]
 
 
 def test_bench_draft_runs_on_tiny_models(tmp_path):
