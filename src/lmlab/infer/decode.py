@@ -26,6 +26,7 @@ import torch
 from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep, unwrap
 from lmlab.infer.packed import packed_linears
+from lmlab.infer.prefix import PrefixCache
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
 
@@ -214,15 +215,19 @@ def _prefill(model, input_ids, attention_mask, max_new: int) -> tuple[_State, to
 
 
 def _prefill_lean(model, input_ids, attention_mask, max_new: int,
-                  lin) -> tuple[_State, torch.Tensor]:
+                  lin, prefix: PrefixCache | None = None) -> tuple[_State, torch.Tensor]:
     """The prefill through ``LlamaStep`` itself (the first step writes the prompt into its
-    buffers; only the last position goes through the LM head): no HF forward, no cache copy."""
+    buffers; only the last position goes through the LM head): no HF forward, no cache copy.
+    ``prefix``: one unpadded row reuses the opening tokens it shares with the last prompt."""
     B, P = input_ids.shape
     padded = bool((attention_mask == 0).any())
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
     fast = LlamaStep(model, None, B, P + max_new, lin=lin)
-    logits = fast.step(input_ids, pos, P, attention_mask if padded else None,
-                       last_only=True)[:, -1]
+    if prefix is not None and B == 1 and not padded:
+        logits = prefix.prefill(fast, input_ids[0].tolist())[:, -1]
+    else:
+        logits = fast.step(input_ids, pos, P, attention_mask if padded else None,
+                           last_only=True)[:, -1]
     return _start(input_ids, attention_mask, pos, padded, max_new, fast=fast), logits.float()
 
 
@@ -290,7 +295,7 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
                   params: SamplingParams, *, eos_token_ids: list[int] | None = None,
                   tokenizer=None, generator: torch.Generator | None = None,
                   fast: bool | None = None, pack: bool = False,
-                  repeat: int = 1) -> Iterator[Step]:
+                  repeat: int = 1, prefix: PrefixCache | None = None) -> Iterator[Step]:
     """Decode left-padded prompts (B, P), yielding one ``Step`` per generated position.
 
     ``eos_token_ids`` default to the model's and tokenizer's EOS; ``params.stop_token_ids`` are
@@ -301,7 +306,9 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     fp32 rounding) and also serves peft LoRA models (the RL rollouts use this); the prefill
     then runs through the lean step too. ``repeat``: decode k = ``repeat`` rows per prompt (rows
     b*k .. b*k+k-1 for prompt b; ``Step.rows`` count B*k rows), the prompt prefilled once and its
-    cache copied k times (GRPO's k samples per prompt, best-of-N).
+    cache copied k times (GRPO's k samples per prompt, best-of-N). ``prefix``: with ``pack``, a
+    batch of one unpadded prompt reuses the keys/values of the opening tokens it shares with the
+    prompt before it (``infer.prefix``).
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -323,7 +330,8 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
             lean = fast is not False and LlamaStep.supports(model, lora=pack)
             if lean and pack:
                 st, logits = _prefill_lean(model, input_ids, attention_mask,
-                                           params.max_new_tokens, packed_linears(unwrap(model)))
+                                           params.max_new_tokens, packed_linears(unwrap(model)),
+                                           prefix)
             else:
                 st, logits = _prefill(model, input_ids, attention_mask, params.max_new_tokens)
                 if lean:
@@ -402,12 +410,14 @@ def completion_text(tokenizer, ids: list[int], reason: str, stops: StopStrings) 
 
 def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
              batch_size: int = 8, generator: torch.Generator | None = None,
-             fast: bool | None = None, pack: bool = False, repeat: int = 1) -> list[Completion]:
+             fast: bool | None = None, pack: bool = False, repeat: int = 1,
+             reuse_prefix: bool = True) -> list[Completion]:
     """Complete each prompt (text, or chat messages -> chat template). Prompts are batched by
     length (less padding); results come back in input order. ``pack``: see ``stream_tokens``.
     ``repeat``: k completions per prompt, prompt-major (prompt i's are i*k .. i*k+k-1), each
     prompt prefilled once for its k rows; a batch holds ``batch_size // k`` prompts (at least
-    one)."""
+    one). ``reuse_prefix`` (with ``pack``, one prompt per batch): each prompt reuses the
+    keys/values of the opening tokens it shares with the one before (``infer.prefix``)."""
     params = params or SamplingParams()
     if batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {batch_size}")
@@ -423,11 +433,12 @@ def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | N
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out: list[Completion | None] = [None] * (len(encoded) * repeat)
     per = max(1, batch_size // repeat)
+    prefix = PrefixCache() if reuse_prefix and pack and per == 1 else None
     for s in range(0, len(order), per):
         idx = order[s:s + per]
         ids, mask = left_pad([encoded[i] for i in idx], pad, model_device(model))
         d = decode(model, ids, mask, params, tokenizer=tokenizer, generator=generator, fast=fast,
-                   pack=pack, repeat=repeat)
+                   pack=pack, repeat=repeat, prefix=prefix)
         for j, (i, r) in enumerate((i, r) for i in idx for r in range(repeat)):
             text = completion_text(tokenizer, d.tokens[j], d.finish_reasons[j], stops)
             out[i * repeat + r] = Completion(prompts[i], text, d.tokens[j], d.finish_reasons[j],

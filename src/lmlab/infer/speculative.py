@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import linear_over, packed_linears
+from lmlab.infer.prefix import PrefixCache
 from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
     encode_prompts, eos_ids, eval_mode, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
@@ -125,8 +126,11 @@ class Incremental:
     the model supports them (grown as needed), else the HF forward with a ``DynamicCache``."""
 
     def __init__(self, model, fast: bool | None = None, pack: bool = False,
-                 native_bf16: bool = False):
+                 native_bf16: bool = False, prefix: PrefixCache | None = None):
+        """``prefix``: the first feed (last position only, lean step) reuses the opening tokens
+        it shares with the prompt before (``infer.prefix``)."""
         self.model, self.n = model, 0  # n = tokens in the cache
+        self.prefix = prefix
         lin = packed_linears(model) if pack else None  # oneDNN-packed weights (infer.packed)
         self.fast = LlamaStep(model, None, 1, 64, lin=lin, native_bf16=native_bf16) \
             if fast is not False and LlamaStep.supports(model) else None
@@ -140,6 +144,11 @@ class Incremental:
         """Append ``tokens``; their next-token logits (L, V), or (1, V) with ``last_only``.
         ``head``: ``LlamaStep.step``'s (the lean step only; the HF forward ignores it)."""
         dev, L = model_device(self.model), len(tokens)
+        if self.n == 0 and last_only and self.prefix is not None and self.fast is not None:
+            self.fast.ensure(L)
+            logits = self.prefix.prefill(self.fast, list(tokens), head=head)[0]
+            self.n = L
+            return logits.float()
         ids = torch.tensor([tokens], device=dev)
         pos = torch.arange(self.n, self.n + L, device=dev)[None]
         if self.fast is not None:
@@ -179,12 +188,13 @@ class DraftModel:
     acceptance rate) can move, and a sampled draft's q is the distribution it drew from."""
 
     def __init__(self, model, fast: bool | None = None, pack: bool = False,
-                 vocab: int | None = None, bf16: bool = True):
+                 vocab: int | None = None, bf16: bool = True,
+                 prefix: PrefixCache | None = None):
         if vocab is not None and (isinstance(vocab, bool) or not isinstance(vocab, int)
                                   or vocab < 1):
             raise UserError(f"draft_vocab: must be an integer >= 1, got {vocab!r}")
         self.model = model if not any(m.training for m in model.modules()) else model.eval()
-        self.inc = Incremental(self.model, fast, pack, native_bf16=bf16)
+        self.inc = Incremental(self.model, fast, pack, native_bf16=bf16, prefix=prefix)
         self.vocab, self.pack = vocab, pack
         self.keep = self.head = None
 
@@ -299,10 +309,12 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
                        drafter: Drafter, num_draft_tokens: int = 5,
                        eos_token_ids: list[int] | None = None, tokenizer=None,
                        generator: torch.Generator | None = None,
-                       fast: bool | None = None, pack: bool = False) -> SpecOutput:
+                       fast: bool | None = None, pack: bool = False,
+                       prefix: PrefixCache | None = None) -> SpecOutput:
     """Decode one prompt (1, P) or (P,) with speculative decoding; output follows ``params``
     exactly as plain decoding would (greedy: the same tokens; sampling: the same
-    distribution). ``pack``: the target runs oneDNN-packed weights (``infer.packed``)."""
+    distribution). ``pack``: the target runs oneDNN-packed weights (``infer.packed``);
+    ``prefix``: the target's prefill reuses the opening tokens shared with the last prompt."""
     if isinstance(num_draft_tokens, bool) or not isinstance(num_draft_tokens, int) or \
             num_draft_tokens < 1:
         raise UserError(f"num_draft_tokens: must be an integer >= 1, got {num_draft_tokens!r}")
@@ -323,16 +335,16 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
     t0 = time.perf_counter()
     with eval_mode(model), torch.inference_mode():
         _spec_loop(model, ids, params, drafter, num_draft_tokens, transforms, stop_ids, stops,
-                   generator, out, fast, pack)
+                   generator, out, fast, pack, prefix)
     out.stats.seconds = time.perf_counter() - t0
     out.stats.new_tokens = len(out.tokens)
     return out
 
 
 def _spec_loop(model, ids, params, drafter, k, transforms, stop_ids, stops, generator, out,
-               fast, pack=False):
+               fast, pack=False, prefix=None):
     P = len(ids)
-    target = Incremental(model, fast, pack)
+    target = Incremental(model, fast, pack, prefix=prefix)
     if P > 1:  # the cache holds all but the last committed token
         target.feed(ids[:-1], last_only=True)
     seq = list(ids)
@@ -402,10 +414,13 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
                          draft_tokenizer=None, num_draft_tokens: int = 5,
                          draft_vocab: int | None = None, prompt_lookup_max_ngram: int = 3,
                          generator: torch.Generator | None = None,
-                         pack: bool = False, draft_bf16: bool = True) -> SpecResult:
+                         pack: bool = False, draft_bf16: bool = True,
+                         reuse_prefix: bool = True) -> SpecResult:
     """Speculative decoding on text or chat prompts, with ``draft`` (a model) or, when none
     is given, prompt lookup. ``pack``: target and draft run oneDNN-packed weights;
-    ``draft_vocab`` / ``draft_bf16``: ``DraftModel``'s ``vocab`` / ``bf16``."""
+    ``draft_vocab`` / ``draft_bf16``: ``DraftModel``'s ``vocab`` / ``bf16``; ``reuse_prefix``
+    (with ``pack``): target and draft prefills reuse the opening tokens each prompt shares
+    with the one before (``infer.prefix``), as ``generate`` does."""
     params = params or SamplingParams()
     if draft is not None:
         check_same_vocab(model, draft, tokenizer, draft_tokenizer)
@@ -415,12 +430,14 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
         generator = make_generator(params.seed, model_device(model))
     stops = StopStrings(tokenizer, params.stop)
     total, comps = SpecStats(), []
+    reuse = reuse_prefix and pack
+    tp, dp = (PrefixCache(), PrefixCache()) if reuse else (None, None)
     for prompt, ids in zip(prompts, encoded):
-        drafter = DraftModel(draft, pack=pack, vocab=draft_vocab, bf16=draft_bf16) \
+        drafter = DraftModel(draft, pack=pack, vocab=draft_vocab, bf16=draft_bf16, prefix=dp) \
             if draft is not None else PromptLookup(prompt_lookup_max_ngram)
         o = speculative_decode(model, torch.tensor([ids], device=model_device(model)), params,
                                drafter=drafter, num_draft_tokens=num_draft_tokens,
-                               tokenizer=tokenizer, generator=generator, pack=pack)
+                               tokenizer=tokenizer, generator=generator, pack=pack, prefix=tp)
         total.add(o.stats)
         comps.append(Completion(prompt, completion_text(tokenizer, o.tokens, o.finish_reason,
                                                         stops), o.tokens, o.finish_reason,
