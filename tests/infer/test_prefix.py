@@ -33,11 +33,12 @@ def test_match_takes_the_common_opening_never_the_whole_prompt():
     assert c.match([9]) == 0
 
 
-def test_prefill_with_a_reused_prefix_equals_a_full_prefill(model):
+@pytest.mark.parametrize("rest", [9, 3])  # 3: a suffix small enough for the native step
+def test_prefill_with_a_reused_prefix_equals_a_full_prefill(model, rest):
     torch.manual_seed(0)
     V = model.config.vocab_size
     a = torch.randint(0, V, (20,)).tolist()
-    b = a[:12] + torch.randint(0, V, (9,)).tolist()
+    b = a[:12] + torch.randint(0, V, (rest,)).tolist()
     lin = packed_linears(model)
     cache = PrefixCache()
     with torch.inference_mode():
