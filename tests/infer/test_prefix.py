@@ -9,7 +9,7 @@ from lmlab.infer import prefix as prefix_mod
 from lmlab.infer.decode import decode, generate
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import can_pack, packed_linears
-from lmlab.infer.prefix import PrefixCache
+from lmlab.infer.prefix import LastPromptKV
 from lmlab.infer.sampling import SamplingParams
 from lmlab.infer.speculative import generate_speculative
 
@@ -23,7 +23,7 @@ QUESTIONS = ["What is the capital of France?", "Name a prime number.", "Why is t
 
 
 def test_match_takes_the_common_opening_never_the_whole_prompt():
-    c = PrefixCache(min_tokens=3)
+    c = LastPromptKV(min_tokens=3)
     assert c.match([1, 2, 3, 4]) == 0  # nothing kept yet
     c.tokens = [1, 2, 3, 4, 5]
     assert c.match([1, 2, 3, 4, 9]) == 4
@@ -40,7 +40,7 @@ def test_prefill_with_a_reused_prefix_equals_a_full_prefill(model, rest):
     a = torch.randint(0, V, (20,)).tolist()
     b = a[:12] + torch.randint(0, V, (rest,)).tolist()
     lin = packed_linears(model)
-    cache = PrefixCache()
+    cache = LastPromptKV()
     with torch.inference_mode():
         cache.prefill(LlamaStep(model, None, 1, 32, lin=lin), a)
         step = LlamaStep(model, None, 1, 32, lin=lin)
@@ -62,14 +62,14 @@ def _chats():
 
 
 def _count(monkeypatch):
-    """Every PrefixCache made from here on, to read its counters."""
+    """Every LastPromptKV made from here on, to read its counters."""
     made = []
-    real = prefix_mod.PrefixCache.__init__
+    real = prefix_mod.LastPromptKV.__init__
 
     def init(self, *a, **k):
         real(self, *a, **k)
         made.append(self)
-    monkeypatch.setattr(prefix_mod.PrefixCache, "__init__", init)
+    monkeypatch.setattr(prefix_mod.LastPromptKV, "__init__", init)
     return made
 
 
@@ -103,7 +103,7 @@ def test_speculative_reuses_prefixes_for_target_and_draft(model, tokenizer, monk
 def test_decode_takes_a_prefix_cache_for_one_unpadded_row_only(model, tokenizer):
     p = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True)
     ids = [tokenizer(SYSTEM + " " + q)["input_ids"] for q in QUESTIONS[:2]]
-    cache = PrefixCache()
+    cache = LastPromptKV()
     outs = [decode(model, torch.tensor([i]), None, p, pack=True, prefix=cache).tokens[0]
             for i in ids]
     assert cache.prompts == 2 and cache.reused > 0

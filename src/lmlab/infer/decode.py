@@ -26,7 +26,7 @@ import torch
 from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep, unwrap
 from lmlab.infer.packed import packed_linears
-from lmlab.infer.prefix import PrefixCache
+from lmlab.infer.prefix import LastPromptKV
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
 
@@ -215,7 +215,7 @@ def _prefill(model, input_ids, attention_mask, max_new: int) -> tuple[_State, to
 
 
 def _prefill_lean(model, input_ids, attention_mask, max_new: int,
-                  lin, prefix: PrefixCache | None = None) -> tuple[_State, torch.Tensor]:
+                  lin, prefix: LastPromptKV | None = None) -> tuple[_State, torch.Tensor]:
     """The prefill through ``LlamaStep`` itself (the first step writes the prompt into its
     buffers; only the last position goes through the LM head): no HF forward, no cache copy.
     ``prefix``: one unpadded row reuses the opening tokens it shares with the last prompt."""
@@ -295,7 +295,7 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
                   params: SamplingParams, *, eos_token_ids: list[int] | None = None,
                   tokenizer=None, generator: torch.Generator | None = None,
                   fast: bool | None = None, pack: bool = False,
-                  repeat: int = 1, prefix: PrefixCache | None = None) -> Iterator[Step]:
+                  repeat: int = 1, prefix: LastPromptKV | None = None) -> Iterator[Step]:
     """Decode left-padded prompts (B, P), yielding one ``Step`` per generated position.
 
     ``eos_token_ids`` default to the model's and tokenizer's EOS; ``params.stop_token_ids`` are
@@ -433,7 +433,7 @@ def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | N
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out: list[Completion | None] = [None] * (len(encoded) * repeat)
     per = max(1, batch_size // repeat)
-    prefix = PrefixCache() if reuse_prefix and pack and per == 1 else None
+    prefix = LastPromptKV() if reuse_prefix and pack and per == 1 else None
     for s in range(0, len(order), per):
         idx = order[s:s + per]
         ids, mask = left_pad([encoded[i] for i in idx], pad, model_device(model))

@@ -7,9 +7,11 @@ follows; a prompt that starts like the previous one copies them and prefills onl
 On the 2-core CPU a prefill costs ~2 ms a token (compute-bound), so a batch-1 loop over short
 prompts spends a fifth to a third of its time there (benchmarks/RESULTS.md, Inference).
 
-One ``PrefixCache`` serves one model within one call (``generate`` at batch size 1 with packed
-weights, ``generate_speculative``'s target and draft): the weights must not change while it is
-in use. It keeps the last prefilled prompt; a new prompt reuses the longest common prefix with
+The server keeps its own, different cache across requests (``serve.runner.PrefixCache``: whole
+16-token blocks of many prompts, least recently used dropped first). This one is the simple
+case of a batch-1 loop over a list: one ``LastPromptKV`` serves one model within one call
+(``generate`` at batch size 1 with packed weights, ``generate_speculative``'s target and
+draft): the weights must not change while it is in use. It keeps the last prefilled prompt; a new prompt reuses the longest common prefix with
 it (at least ``min_tokens``, and never the whole prompt: its last token goes through the model
 to give the next-token logits). The reused keys and values were computed in a prefill of
 another length, so results equal a full prefill up to fp32 rounding (the packed mode's
@@ -21,7 +23,7 @@ from __future__ import annotations
 import torch
 
 
-class PrefixCache:
+class LastPromptKV:
     """The last prompt prefilled through a ``LlamaStep`` of batch 1, and its keys/values."""
 
     def __init__(self, min_tokens: int = 4):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import linear_over, packed_linears
-from lmlab.infer.prefix import PrefixCache
+from lmlab.infer.prefix import LastPromptKV
 from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
     encode_prompts, eos_ids, eval_mode, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
@@ -126,7 +126,7 @@ class Incremental:
     the model supports them (grown as needed), else the HF forward with a ``DynamicCache``."""
 
     def __init__(self, model, fast: bool | None = None, pack: bool = False,
-                 native_bf16: bool = False, prefix: PrefixCache | None = None):
+                 native_bf16: bool = False, prefix: LastPromptKV | None = None):
         """``prefix``: the first feed (last position only, lean step) reuses the opening tokens
         it shares with the prompt before (``infer.prefix``)."""
         self.model, self.n = model, 0  # n = tokens in the cache
@@ -189,7 +189,7 @@ class DraftModel:
 
     def __init__(self, model, fast: bool | None = None, pack: bool = False,
                  vocab: int | None = None, bf16: bool = True,
-                 prefix: PrefixCache | None = None):
+                 prefix: LastPromptKV | None = None):
         if vocab is not None and (isinstance(vocab, bool) or not isinstance(vocab, int)
                                   or vocab < 1):
             raise UserError(f"draft_vocab: must be an integer >= 1, got {vocab!r}")
@@ -310,7 +310,7 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
                        eos_token_ids: list[int] | None = None, tokenizer=None,
                        generator: torch.Generator | None = None,
                        fast: bool | None = None, pack: bool = False,
-                       prefix: PrefixCache | None = None) -> SpecOutput:
+                       prefix: LastPromptKV | None = None) -> SpecOutput:
     """Decode one prompt (1, P) or (P,) with speculative decoding; output follows ``params``
     exactly as plain decoding would (greedy: the same tokens; sampling: the same
     distribution). ``pack``: the target runs oneDNN-packed weights (``infer.packed``);
@@ -431,7 +431,7 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
     stops = StopStrings(tokenizer, params.stop)
     total, comps = SpecStats(), []
     reuse = reuse_prefix and pack
-    tp, dp = (PrefixCache(), PrefixCache()) if reuse else (None, None)
+    tp, dp = (LastPromptKV(), LastPromptKV()) if reuse else (None, None)
     for prompt, ids in zip(prompts, encoded):
         drafter = DraftModel(draft, pack=pack, vocab=draft_vocab, bf16=draft_bf16, prefix=dp) \
             if draft is not None else PromptLookup(prompt_lookup_max_ngram)
