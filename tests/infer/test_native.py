@@ -116,7 +116,7 @@ def _rounded_copy(model):
     fp32; its embedding and norms stay as they are."""
     twin = copy.deepcopy(model)
     with torch.no_grad():
-        for name, mod in twin.named_modules():
+        for mod in twin.modules():
             if type(mod) is torch.nn.Linear:
                 mod.weight = torch.nn.Parameter(mod.weight.to(torch.bfloat16).float())
     assert twin.lm_head.weight.data_ptr() != twin.model.embed_tokens.weight.data_ptr()

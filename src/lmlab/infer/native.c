@@ -148,9 +148,20 @@ static inline v8 load_bf8(const uint16_t *p)
     return (v8)i;
 }
 
+/* One bfloat16 weight as fp32 (the scalar tails below). */
+static inline float bf16_at(const uint16_t *w, int k)
+{
+    uint32_t u = (uint32_t)w[k] << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 /* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). A draft
  * runs one-token steps, and two-token ones after a round that kept every draft: two inputs
- * per pass, then one. */
+ * per pass, then one. Kept apart from row_dot on purpose: one always-inlined kernel over
+ * either weight type (the type a constant at each call) made GCC 12 compile row_dot's fp32
+ * passes 4-9 % slower at 4-6 inputs (A/B, alternating builds, 2026-12-05). */
 static void row_dot_bf16(const uint16_t *w, const float *x, int ldx, int K, int M, float *y,
                          int ldy, int add)
 {
@@ -168,9 +179,7 @@ static void row_dot_bf16(const uint16_t *w, const float *x, int ldx, int K, int 
         }
         float s0 = hsum8(a0 + a1), s1 = hsum8(b0 + b1);
         for (; k < K; k++) {
-            uint32_t u = (uint32_t)w[k] << 16;
-            float f;
-            memcpy(&f, &u, sizeof f);
+            float f = bf16_at(w, k);
             s0 += f * x0[k];
             s1 += f * x1[k];
         }
@@ -190,12 +199,8 @@ static void row_dot_bf16(const uint16_t *w, const float *x, int ldx, int K, int 
         for (; k + 8 <= K; k += 8)
             a0 += load_bf8(w + k) * load8(x0 + k);
         float s = hsum8((a0 + a1) + (a2 + a3));
-        for (; k < K; k++) {
-            uint32_t u = (uint32_t)w[k] << 16;
-            float f;
-            memcpy(&f, &u, sizeof f);
-            s += f * x0[k];
-        }
+        for (; k < K; k++)
+            s += bf16_at(w, k) * x0[k];
         y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s : s;
     }
 }
@@ -217,8 +222,8 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
     /* several inputs over long rows (the down projection's 1536): while a row is worked on
      * from L1, nothing else asks for memory and the hardware prefetcher runs dry; asking for
      * the row two ahead into L2 meanwhile took a 5-input product over 1536-column rows from
-     * 1.9-2.8x to 1.4-1.9x a one-input one (microbenchmark, 2026-12-04); a whole step of 2-4
-     * inputs 3-16 % faster. Short rows: no gain. (Three inputs per pass, 5 = 3 + 2, 6 = 3 + 3:
+     * 1.9-2.8x to 1.3-1.9x a one-input one (microbenchmark, 2026-12-04); a whole step of 2 /
+     * 3 / 4 inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 / 1.40x. Short rows: no gain. (Three inputs per pass, 5 = 3 + 2, 6 = 3 + 3:
      * slower than 4 + 1 and 4 + 2.) */
     const int pf = M > 1 && K >= 1024 ? 2 * K : 0;
 #pragma omp for schedule(static)
