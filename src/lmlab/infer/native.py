@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from lmlab.common import cache_dir
+from lmlab.infer import arena
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
@@ -166,8 +167,13 @@ def supports(model) -> bool:
 def step_for(model, step, bf16: bool = False) -> NativeStep | None:
     """The C step for ``model`` (its constants from the ``LlamaStep`` ``step``), or None where
     it does not apply: a model ``supports`` rejects, or no library here. ``bf16``: see
-    ``NativeStep``."""
-    return NativeStep(model, step, bf16) if supports(model) and available() else None
+    ``NativeStep``. With fp32 weights the model's parameters move first into one buffer in
+    the step's read order, on huge pages (``arena.rehome``: same values, faster to stream)."""
+    if not (supports(model) and available()):
+        return None
+    if not bf16:
+        arena.rehome(model, arena.step_params(model))
+    return NativeStep(model, step, bf16)
 
 
 class _Copies(dict):
@@ -207,9 +213,11 @@ class NativeStep:
         self.bf16 = bf16
         low = (lambda t: bf16_copy(model, t)) if bf16 else (lambda t: t)
         head = low(model.lm_head.weight)
-        # every tensor the pointers refer to, held here: a parameter replaced on the model
-        # (not updated in place) leaves this step reading the old one, never freed memory
-        self.keep = [step.inv_freq.contiguous(), m.embed_tokens.weight, m.norm.weight, head]
+        # every tensor the pointers refer to, held here (detached: their storage, even if a
+        # parameter's storage is later swapped): a parameter replaced on the model (not
+        # updated in place) leaves this step reading the old one, never freed memory
+        self.keep = [step.inv_freq.contiguous(), m.embed_tokens.weight.detach(),
+                     m.norm.weight.detach(), head.detach()]
         ptrs = []
         for layer in m.layers:
             a, mlp = layer.self_attn, layer.mlp
@@ -218,7 +226,7 @@ class NativeStep:
                       layer.post_attention_layernorm.weight, low(mlp.gate_proj.weight),
                       low(mlp.up_proj.weight), low(mlp.down_proj.weight)):
                 ptrs.append(t.data_ptr())
-                self.keep.append(t)
+                self.keep.append(t.detach())
         self.layer_ptrs = (ctypes.c_void_p * len(ptrs))(*ptrs)
         self.V, self.D = model.lm_head.weight.shape
         self.cfg = _Model(cfg.hidden_size, step.H, step.Hkv, step.Dh, cfg.intermediate_size,
