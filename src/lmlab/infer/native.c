@@ -26,6 +26,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
@@ -60,6 +63,25 @@ static inline v8 load8(const float *p)
 static inline float hsum8(v8 v)
 {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* w . x over K: four accumulators, a row at full read speed */
+static inline float dot1(const float *w, const float *x, int K)
+{
+    v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int k = 0;
+    for (; k + 32 <= K; k += 32) {
+        a0 += load8(w + k) * load8(x + k);
+        a1 += load8(w + k + 8) * load8(x + k + 8);
+        a2 += load8(w + k + 16) * load8(x + k + 16);
+        a3 += load8(w + k + 24) * load8(x + k + 24);
+    }
+    for (; k + 8 <= K; k += 8)
+        a0 += load8(w + k) * load8(x + k);
+    float s = hsum8((a0 + a1) + (a2 + a3));
+    for (; k < K; k++)
+        s += w[k] * x[k];
+    return s;
 }
 
 /* y[j * ldy] (+)= w . x_j for the M inputs x_j = x + j * ldx, each K long. The 4-, 2- and
@@ -120,21 +142,8 @@ static void row_dot(const float *w, const float *x, int ldx, int K, int M, float
         y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s0 : s0;
         y[(size_t)(j + 1) * ldy] = add ? y[(size_t)(j + 1) * ldy] + s1 : s1;
     }
-    if (j < M) {  /* one input: four accumulators, a row at full read speed */
-        const float *x0 = x + (size_t)j * ldx;
-        v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        int k = 0;
-        for (; k + 32 <= K; k += 32) {
-            a0 += load8(w + k) * load8(x0 + k);
-            a1 += load8(w + k + 8) * load8(x0 + k + 8);
-            a2 += load8(w + k + 16) * load8(x0 + k + 16);
-            a3 += load8(w + k + 24) * load8(x0 + k + 24);
-        }
-        for (; k + 8 <= K; k += 8)
-            a0 += load8(w + k) * load8(x0 + k);
-        float s = hsum8((a0 + a1) + (a2 + a3));
-        for (; k < K; k++)
-            s += w[k] * x0[k];
+    if (j < M) {  /* one input */
+        float s = dot1(w, x + (size_t)j * ldx, K);
         y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s : s;
     }
 }
@@ -226,6 +235,27 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
      * 3 / 4 inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 / 1.40x. Short rows: no gain. (Three inputs per pass, 5 = 3 + 2, 6 = 3 + 3:
      * slower than 4 + 1 and 4 + 2.) */
     const int pf = M > 1 && K >= 1024 ? 2 * K : 0;
+    if (M == 1 && !bf16) {
+        /* one fp32 input: each thread walks its own contiguous run of rows (as the static
+         * schedule below splits them) with the dot product inlined, then one barrier */
+        int tid = 0, nt = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        int lo = (int)((int64_t)total * tid / nt), hi = (int)((int64_t)total * (tid + 1) / nt);
+        for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
+            int a = lo > base ? lo - base : 0, b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+            const float *W = (const float *)seg[s].w;
+            float *ys = y + seg[s].off;
+            for (int r = a; r < b; r++) {
+                float v = dot1(W + (size_t)r * K, x, K);
+                ys[r] = add ? ys[r] + v : v;
+            }
+        }
+#pragma omp barrier
+        return;
+    }
 #pragma omp for schedule(static)
     for (int r = 0; r < total; r++) {
         int s = 0, rr = r;
