@@ -65,6 +65,44 @@ static inline float hsum8(v8 v)
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
+/* exp of eight floats: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 minimax polynomial
+ * (Cephes expf's coefficients), times 2^n from the exponent bits; inputs clamped to where
+ * 2^n is a normal float (exp(-87.34) ~ 1e-38 for anything below). Within 2 ulp of libm's
+ * expf; it replaces 8 scalar calls (softmax and SiLU had spent ~0.4 ms of a 10 ms step in
+ * expf, measured 2026-12-05). */
+static inline v8 exp8(v8 x)
+{
+    for (int i = 0; i < 8; i++) {  /* (vmin / vmax) */
+        x[i] = x[i] > 88.3762626647949f ? 88.3762626647949f : x[i];
+        x[i] = x[i] < -87.3365447504019f ? -87.3365447504019f : x[i];
+    }
+    const float magic = 12582912.0f;  /* 1.5 * 2^23: adding it rounds to an integer */
+    v8 n = (x * 1.44269504088896341f + magic) - magic;
+    v8 r = x - n * 0.693359375f;  /* ln 2 in two parts */
+    r = r - n * -2.12194440e-4f;
+    v8 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    v8 y = p * (r * r) + r + 1.0f;
+    i32x8 e = (__builtin_convertvector(n, i32x8) + 127) << 23;
+    v8 scale;
+    memcpy(&scale, &e, sizeof scale);
+    return y * scale;
+}
+
+/* exp8 of n <= 8 floats at p, in place */
+static inline void exp_tail(float *p, int n, float sub)
+{
+    v8 v = {0};
+    for (int i = 0; i < n; i++)
+        v[i] = p[i] - sub;
+    v = exp8(v);
+    for (int i = 0; i < n; i++)
+        p[i] = v[i];
+}
+
 /* w . x over K: four accumulators, a row at full read speed */
 static inline float dot1(const float *w, const float *x, int K)
 {
@@ -346,6 +384,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
 {
     const int D = m->D, H = m->H, Hkv = m->Hkv, Dh = m->Dh, I = m->I, M = B * L;
     const int G = H / Hkv, QKV = (H + 2 * Hkv) * Dh, HD = H * Dh, half = Dh / 2;
+    const int I8 = (I + 7) / 8;  /* SiLU in chunks of 8 */
     if (n < L || n > T)
         return -2;
     for (int j = 0; cols && j < M; j++)
@@ -407,9 +446,24 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 if (s[k] > mx)
                     mx = s[k];
             }
-            for (int k = 0; k <= last; k++) {
-                s[k] = s[k] == -INFINITY ? 0.0f : expf(s[k] - mx);
-                sum += s[k];
+            int k = 0;
+            v8 acc = {0};
+            for (; k + 8 <= last + 1; k += 8) {
+                v8 v = load8(s + k), e = exp8(v - mx);
+                for (int i = 0; i < 8; i++)
+                    e[i] = v[i] == -INFINITY ? 0.0f : e[i];
+                memcpy(s + k, &e, sizeof e);
+                acc += e;
+            }
+            sum = hsum8(acc);
+            if (k <= last) {
+                float keep[8];
+                memcpy(keep, s + k, sizeof(float) * (last + 1 - k));
+                exp_tail(s + k, last + 1 - k, mx);
+                for (; k <= last; k++) {
+                    s[k] = keep[k & 7] == -INFINITY ? 0.0f : s[k];
+                    sum += s[k];
+                }
             }
             float *o = att + (size_t)j * HD + (size_t)hd * Dh, inv = 1.0f / sum;
             for (int d = 0; d < Dh; d++)
@@ -430,9 +484,14 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         segment s_gu[2] = {{w[WG], I, 0}, {w[WU], I, I}};
         matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, m->bf16);
 #pragma omp for schedule(static)
-        for (int e = 0; e < M * I; e++) {  /* silu(gate) * up, into the gate half */
-            float *g = gu + (size_t)(e / I) * 2 * I + e % I, u = g[I];
-            *g = *g / (1.0f + expf(-*g)) * u;
+        for (int c = 0; c < M * I8; c++) {  /* silu(gate) * up, into the gate half */
+            int j = c / I8, i = c % I8 * 8, n8 = I - i < 8 ? I - i : 8;
+            float *g = gu + (size_t)j * 2 * I + i;
+            v8 gv = {0}, uv = {0};
+            memcpy(&gv, g, sizeof(float) * n8);
+            memcpy(&uv, g + I, sizeof(float) * n8);
+            v8 r = gv / (1.0f + exp8(-gv)) * uv;
+            memcpy(g, &r, sizeof(float) * n8);
         }
         segment s_d = {w[WD], D, 0};
         matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, m->bf16);
