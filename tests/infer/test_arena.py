@@ -89,7 +89,7 @@ def test_the_native_step_rehomes_fp32_weights_and_outlives_a_swap(twin):
         st = LlamaStep(twin, None, 1, 8, lin=packed_linears(twin))
         nat = st._native_step()
         assert nat is not None and q.data_ptr() != old  # moved before the step took pointers
-        assert q.data_ptr() in getattr(twin, "_lmlab_arena")
+        assert q.data_ptr() in twin._lmlab_arena
         st.step(torch.tensor([[1, 2, 3]]), torch.arange(3)[None], 3, None)
         args = (st.k, st.v, torch.tensor([[4]]), torch.tensor([[3]]), 4, None, True, False)
         want = nat.step(*args).clone()

@@ -200,3 +200,23 @@ def test_from_dict_rejects_unknown_keys():
     with pytest.raises(UserError, match="top_q"):
         S.SamplingParams.from_dict({"top_q": 0.5})
     assert S.SamplingParams.from_dict({"stop": "###"}).stop == ["###"]
+
+
+def test_argmax_equals_torch_first_index_nan_and_fallbacks():
+    torch.manual_seed(0)
+    x = torch.randn(4, 1000)
+    x[1, 5] = x[1, 9] = 50.0  # a tie: the first index
+    x[2, 7] = x[2, 3] = float("nan")  # NaN counts as the largest, first one wins
+    x[3] = float("-inf")
+    for t in (x, x[:, ::3], x[0], x.view(2, 2, 1000)):
+        got = S.argmax(t)
+        assert got.dtype == torch.long and got.shape == t.shape[:-1]
+        assert torch.equal(got, t.argmax(-1))
+    assert S.argmax(x).tolist()[1:3] == [5, 3]
+    with torch.inference_mode():
+        y = torch.randn(3, 50)
+        assert torch.equal(S.argmax(y), y.argmax(-1))
+    g = torch.randn(2, 9, requires_grad=True)  # torch's own path
+    assert torch.equal(S.argmax(g), g.argmax(-1))
+    h = torch.randn(2, 9, dtype=torch.bfloat16)
+    assert torch.equal(S.argmax(h), h.argmax(-1))

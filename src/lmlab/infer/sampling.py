@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
+import numpy as np
 import torch
 
 from lmlab.errors import UserError
@@ -336,10 +337,20 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.minimum(idx, last).reshape(shape[:-1])
 
 
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(-1)`` (the first index of the largest value, NaN counting as largest).
+    On a CPU float32 tensor that needs no gradient it runs through numpy, whose argmax is
+    vectorised: 4 us vs torch's 43 us for one row of 49,152 (2026-12-05), each decode step."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and \
+            not logits.requires_grad and logits.dim() >= 1 and logits.shape[-1] > 0:
+        return torch.from_numpy(np.asarray(logits.numpy().argmax(-1))).to(torch.long)
+    return logits.argmax(-1)
+
+
 def pick(logits: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
     """Processed logits (B, V) -> next tokens (B,): argmax, or a draw from their softmax."""
     if greedy:
-        return logits.argmax(-1)
+        return argmax(logits)
     return draw(logits.float().softmax(-1), generator)
 
 

@@ -35,8 +35,8 @@ from lmlab.infer.packed import linear_over, packed_linears
 from lmlab.infer.prefix import LastPromptKV
 from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
     encode_prompts, eos_ids, eval_mode, model_device
-from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
-    draw, make_generator
+from lmlab.infer.sampling import History, SamplingParams, apply_transforms, argmax, \
+    build_transforms, draw, make_generator
 
 
 @dataclass
@@ -226,7 +226,7 @@ class DraftModel:
             hist = History(torch.tensor([seq + drafts], device=logits.device), prompt_len)
             processed = apply_transforms(logits[None], transforms, hist)[0]
             if greedy:
-                tok = int(processed.argmax())
+                tok = int(argmax(processed))
             else:
                 q = processed.softmax(-1)
                 tok = int(draw(q, generator))
@@ -285,7 +285,7 @@ def _verify(p: torch.Tensor, drafts: list[int], q: torch.Tensor | None, greedy: 
     position. Returns (accepted drafts k, the target's next token after them)."""
     for i, d in enumerate(drafts):
         if greedy:
-            best = int(p[i].argmax())
+            best = int(argmax(p[i]))
             if best != d:
                 return i, best
             continue
@@ -301,7 +301,7 @@ def _verify(p: torch.Tensor, drafts: list[int], q: torch.Tensor | None, greedy: 
                 resid = p[i]
             return i, int(draw(resid, generator))
     g = len(drafts)
-    last = int(p[g].argmax()) if greedy else int(draw(p[g], generator))
+    last = int(argmax(p[g])) if greedy else int(draw(p[g], generator))
     return g, last
 
 
