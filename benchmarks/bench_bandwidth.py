@@ -203,13 +203,16 @@ def decode_pairs(model, ids, new_tokens: int, mib: int, pairs: int) -> dict:
     decode: end to end (best of 2 full decodes) and per step (less the best of 2 first-token
     calls) as a fraction of that bound. Because this machine's bandwidth switches level from
     minute to minute, a bound taken minutes away from the decode it divides can be off by
-    40 %; the medians over pairs are the figure that does not depend on the timing."""
+    40 %; the medians over pairs are the figure that does not depend on the timing. Plain
+    greedy here: N tokens with EOS not a stop (``ignore_eos``), no logits transform (the
+    HF comparison in ``decode_speed`` bans EOS instead, as HF's ``min_new_tokens``, whose
+    copy of the logits each step costs ~0.1 ms here)."""
     from lmlab.infer.decode import decode, stream_tokens
     from lmlab.infer.sampling import SamplingParams
 
     N = new_tokens
-    p = SamplingParams(temperature=0, max_new_tokens=N, min_new_tokens=N)
-    first = SamplingParams(temperature=0, max_new_tokens=1)
+    p = SamplingParams(temperature=0, max_new_tokens=N, ignore_eos=True)
+    first = SamplingParams(temperature=0, max_new_tokens=1, ignore_eos=True)
     wbytes = bytes_per_token(model)["bytes"]
     src, dst = torch.randn(mib * 2**20 // 4), torch.empty(mib * 2**20 // 4)
     full = lambda: decode(model, ids, None, p, pack=True)  # noqa: E731
