@@ -125,3 +125,21 @@ def test_a_large_buffer_is_on_huge_pages():
             kb = int(block.split()[1])
             break
     assert kb is not None and kb >= 2048, f"AnonHugePages {kb} kB"
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_bf16_copies_lie_in_read_order_in_one_buffer(twin, monkeypatch, on):
+    monkeypatch.setenv("LMLAB_ARENA", "1" if on else "0")
+    mats = [t for t in arena.step_params(twin) if t.dim() == 2]
+    copies = native.bf16_copies(twin, mats)
+    assert all(c.dtype == torch.bfloat16 for c in copies)
+    for c, t in zip(copies, mats):
+        assert torch.equal(c, t.detach().to(torch.bfloat16))
+    uniq = list({id(c): c for c in copies}.values())
+    ptrs = [c.data_ptr() for c in uniq]
+    if on:  # one after another, the first on a 2 MB boundary
+        assert ptrs == sorted(ptrs) and ptrs[0] % arena.HUGE == 0
+        end = ptrs[-1] + uniq[-1].numel() * 2
+        assert end - ptrs[0] < sum(c.numel() * 2 for c in uniq) + arena.ALIGN * len(uniq)
+    assert native.bf16_copies(twin, mats[:2])[1] is copies[1]  # kept: not made again
+    assert native.bf16_copy(twin, mats[0]) is copies[0]

@@ -18,6 +18,7 @@ off."""
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 
@@ -52,10 +53,25 @@ def rehome(model, params: list) -> bool:
     done = getattr(model, "_lmlab_arena", None)
     if done == [p.data_ptr() for p in todo]:
         return True
+    news = empty([(p.shape, p.dtype) for p in todo])
+    # (normal tensors even when called under inference_mode: the model may train afterwards)
+    with torch.inference_mode(False), torch.no_grad():
+        for p, new in zip(todo, news):
+            new.copy_(p.detach())
+            p.data = new
+    object.__setattr__(model, "_lmlab_arena", [p.data_ptr() for p in todo])
+    return True
+
+
+def empty(specs: list) -> list:
+    """Uninitialised CPU tensors of the given (shape, dtype), one after another in one new
+    buffer: each on a cache line, the first on a 2 MB boundary, on huge pages where the kernel
+    offers them, each with its own storage (``frombuffer`` keeps the buffer alive)."""
     offs, size = [], 0
-    for p in todo:
+    for shape, dtype in specs:
         offs.append(size)
-        size += -(-p.numel() * p.element_size() // ALIGN) * ALIGN
+        n = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        size += -(-n // ALIGN) * ALIGN
     # private: a shared anonymous mapping is shmem, which gets no transparent huge pages
     buf = mmap.mmap(-1, size + HUGE, flags=mmap.MAP_PRIVATE)
     if hasattr(mmap, "MADV_HUGEPAGE"):
@@ -63,18 +79,10 @@ def rehome(model, params: list) -> bool:
             buf.madvise(mmap.MADV_HUGEPAGE)  # before the first touch: faults take 2 MB pages
         except OSError:
             pass
-    base = torch.frombuffer(buf, dtype=torch.uint8, count=1).data_ptr()
-    start = -base % HUGE
-    # (normal tensors even when called under inference_mode: the model may train afterwards)
-    with torch.inference_mode(False), torch.no_grad():
-        for p, o in zip(todo, offs):
-            # its own storage over the buffer (frombuffer holds the buffer alive)
-            new = torch.frombuffer(buf, dtype=p.dtype, count=p.numel(), offset=start + o)
-            new = new.view(p.shape)
-            new.copy_(p.detach())
-            p.data = new
-    object.__setattr__(model, "_lmlab_arena", [p.data_ptr() for p in todo])
-    return True
+    start = -torch.frombuffer(buf, dtype=torch.uint8, count=1).data_ptr() % HUGE
+    with torch.inference_mode(False):
+        return [torch.frombuffer(buf, dtype=dtype, count=math.prod(shape), offset=start + o)
+                .view(shape) for (shape, dtype), o in zip(specs, offs)]
 
 
 def step_params(model) -> list:

@@ -190,15 +190,33 @@ class _Copies(dict):
 def bf16_copy(model, t: torch.Tensor) -> torch.Tensor:
     """A contiguous bfloat16 copy of the weight ``t`` of ``model``, kept on the model (made once;
     made again when ``t`` changed in place or was replaced)."""
+    return bf16_copies(model, [t])[0]
+
+
+def bf16_copies(model, ts: list) -> list:
+    """``bf16_copy`` of each of ``ts``; the copies made now lie in one buffer in this order
+    (``arena.empty``: huge pages, the order a step reads them), unless ``LMLAB_ARENA=0``."""
     store = getattr(model, "_lmlab_bf16", None)
     if store is None:
         store = _Copies()
         object.__setattr__(model, "_lmlab_bf16", store)
-    have = store.get(t.data_ptr())
-    if have is None or have[0] != t._version or have[1]() is not t:
-        have = store[t.data_ptr()] = (t._version, weakref.ref(t),
-                                      t.detach().to(torch.bfloat16).contiguous())
-    return have[2]
+
+    def fresh(t):
+        have = store.get(t.data_ptr())
+        return have is not None and have[0] == t._version and have[1]() is t
+
+    todo = list({id(t): t for t in ts if not fresh(t)}.values())
+    if todo:
+        if arena.enabled():
+            news = arena.empty([(t.shape, torch.bfloat16) for t in todo])
+            with torch.no_grad():
+                for t, n in zip(todo, news):
+                    n.copy_(t.detach())
+        else:
+            news = [t.detach().to(torch.bfloat16).contiguous() for t in todo]
+        for t, n in zip(todo, news):
+            store[t.data_ptr()] = (t._version, weakref.ref(t), n)
+    return [store[t.data_ptr()][2] for t in ts]
 
 
 _data_ptr = torch.Tensor.data_ptr
@@ -217,6 +235,8 @@ class NativeStep:
         self.lib = load()
         cfg, m = model.config, model.model
         self.bf16 = bf16
+        if bf16:  # every copy made up front, in read order (one buffer)
+            bf16_copies(model, [t for t in arena.step_params(model) if t.dim() == 2])
         low = (lambda t: bf16_copy(model, t)) if bf16 else (lambda t: t)
         head = low(model.lm_head.weight)
         # every tensor the pointers refer to, held here (detached: their storage, even if a
