@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmlab.infer import prefix as prefix_mod
-from lmlab.infer.decode import decode, generate
+from lmlab.infer.decode import decode, encode_prompts, generate
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import can_pack, packed_linears
 from lmlab.infer.prefix import LastPromptKV
@@ -108,3 +108,36 @@ def test_decode_takes_a_prefix_cache_for_one_unpadded_row_only(model, tokenizer)
             for i in ids]
     assert cache.prompts == 2 and cache.reused > 0
     assert outs == [decode(model, torch.tensor([i]), None, p).tokens[0] for i in ids]
+
+
+def test_prompts_run_in_reuse_order_and_come_back_in_the_given_order(model, tokenizer,
+                                                                    monkeypatch):
+    assert prefix_mod.reuse_order([[3, 1], [1, 2, 3], [1, 2], [3]]) == [2, 1, 3, 0]
+    # two templates interleaved, in the given order and by length: each prompt shares only the
+    # chat header with the one before; in reuse order the ones of a template run together
+    qs = ["Translate to French: hi", "Count the letters in: a",
+          "Translate to French: good evening, my dear friends", "Count the letters in: strawberry"]
+    chats = [[{"role": "user", "content": q}] for q in qs]
+    p = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True)
+    hf = [c.token_ids for c in generate(model, tokenizer, chats, p, batch_size=1)]
+    made = _count(monkeypatch)
+    got = generate(model, tokenizer, chats, p, batch_size=1, pack=True)
+    assert [c.prompt for c in got] == chats and [c.token_ids for c in got] == hf
+    ids = encode_prompts(tokenizer, chats)
+
+    def common(a, b):
+        n = 0
+        while n < min(len(a), len(b)) - 1 and a[n] == b[n]:
+            n += 1
+        return n
+    given = sum(common(ids[i - 1], ids[i]) for i in range(1, 4))
+    order = prefix_mod.reuse_order(ids)
+    best = sum(common(ids[a], ids[b]) for a, b in zip(order, order[1:]))
+    by_len = sorted(range(4), key=lambda i: len(ids[i]))
+    assert best > given and best > sum(common(ids[a], ids[b]) for a, b in zip(by_len, by_len[1:]))
+    assert made[0].reused == best  # what generate reused: the reuse order's sharing
+    spec = generate_speculative(model, tokenizer, chats, p, draft=draft_like(model, 0.05),
+                                num_draft_tokens=2, pack=True)
+    assert [c.prompt for c in spec.completions] == chats
+    assert [c.token_ids for c in spec.completions] == hf
+    assert made[1].reused == best

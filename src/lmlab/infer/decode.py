@@ -26,7 +26,7 @@ import torch
 from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep, unwrap
 from lmlab.infer.packed import packed_linears
-from lmlab.infer.prefix import LastPromptKV
+from lmlab.infer.prefix import LastPromptKV, reuse_order
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
 
@@ -432,10 +432,13 @@ def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | N
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids(model,
                                                                                     tokenizer)[0]
     stops = StopStrings(tokenizer, params.stop)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out: list[Completion | None] = [None] * (len(encoded) * repeat)
     per = max(1, batch_size // repeat)
     prefix = LastPromptKV() if reuse_prefix and pack and per == 1 else None
+    # one prompt at a time with prefix reuse: prompts opening alike together; else by length
+    # (less padding per batch)
+    order = reuse_order(encoded) if prefix is not None else \
+        sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     for s in range(0, len(order), per):
         idx = order[s:s + per]
         ids, mask = left_pad([encoded[i] for i in idx], pad, model_device(model))

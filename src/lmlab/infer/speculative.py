@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import linear_over, packed_linears
-from lmlab.infer.prefix import LastPromptKV
+from lmlab.infer.prefix import LastPromptKV, reuse_order
 from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
     encode_prompts, eos_ids, eval_mode, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, argmax, \
@@ -420,7 +420,9 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
     is given, prompt lookup. ``pack``: target and draft run oneDNN-packed weights;
     ``draft_vocab`` / ``draft_bf16``: ``DraftModel``'s ``vocab`` / ``bf16``; ``reuse_prefix``
     (with ``pack``): target and draft prefills reuse the opening tokens each prompt shares
-    with the one before (``infer.prefix``), as ``generate`` does."""
+    with the one before (``infer.prefix``), as ``generate`` does, the prompts run in
+    ``reuse_order`` (completions come back in the given order). Sampled outputs depend on that
+    order: each prompt draws from ``generator`` in turn."""
     params = params or SamplingParams()
     if draft is not None:
         check_same_vocab(model, draft, tokenizer, draft_tokenizer)
@@ -429,17 +431,18 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
     if generator is None and not params.greedy:
         generator = make_generator(params.seed, model_device(model))
     stops = StopStrings(tokenizer, params.stop)
-    total, comps = SpecStats(), []
+    total, comps = SpecStats(), [None] * len(prompts)
     reuse = reuse_prefix and pack
     tp, dp = (LastPromptKV(), LastPromptKV()) if reuse else (None, None)
-    for prompt, ids in zip(prompts, encoded):
+    for i in (reuse_order(encoded) if reuse else range(len(prompts))):
+        prompt, ids = prompts[i], encoded[i]
         drafter = DraftModel(draft, pack=pack, vocab=draft_vocab, bf16=draft_bf16, prefix=dp) \
             if draft is not None else PromptLookup(prompt_lookup_max_ngram)
         o = speculative_decode(model, torch.tensor([ids], device=model_device(model)), params,
                                drafter=drafter, num_draft_tokens=num_draft_tokens,
                                tokenizer=tokenizer, generator=generator, pack=pack, prefix=tp)
         total.add(o.stats)
-        comps.append(Completion(prompt, completion_text(tokenizer, o.tokens, o.finish_reason,
-                                                        stops), o.tokens, o.finish_reason,
-                                len(ids), o.logprobs))
+        comps[i] = Completion(prompt, completion_text(tokenizer, o.tokens, o.finish_reason,
+                                                      stops), o.tokens, o.finish_reason,
+                              len(ids), o.logprobs)
     return SpecResult(comps, total)
