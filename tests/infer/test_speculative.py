@@ -79,6 +79,21 @@ def test_draft_vocab_greedy_equals_plain_greedy(model, tokenizer, pack):
     assert 0 < o.stats.accepted < o.stats.proposed
 
 
+@pytest.mark.parametrize("vocab", [None, 40])
+def test_plain_greedy_proposals_skip_the_full_row_and_match_it(model, tokenizer, vocab):
+    """Greedy with no transform: the draft's proposals from the kept-id logits alone equal
+    those through the full-vocabulary row and a transform that changes nothing."""
+    ids = tokenizer(PROMPT)["input_ids"]
+    draft = draft_like(model, 0.05)
+    out = []
+    for transforms in ([], [lambda logits, h: logits]):
+        d = DraftModel(draft, vocab=vocab)
+        out.append(d.propose(list(ids), 6, transforms, len(ids), True, None)[0])
+    assert out[0] == out[1] and len(out[0]) == 6
+    if vocab is not None:  # only kept ids proposed
+        assert set(out[0]) <= set(range(vocab)) | set(ids)
+
+
 @pytest.mark.parametrize("vocab", [0, -3, 2.5, True])
 def test_draft_vocab_must_be_a_positive_integer(model, vocab):
     with pytest.raises(UserError, match="draft_vocab"):

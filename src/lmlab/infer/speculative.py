@@ -207,11 +207,14 @@ class DraftModel:
         extra = torch.tensor(sorted({t for t in prompt if t >= self.vocab}), dtype=torch.long,
                              device=weight.device)
         self.keep = torch.cat([torch.arange(self.vocab, device=weight.device), extra])
+        self.keep_ids = self.keep.tolist()
         self.head = KeptRows(weight.detach(), self.vocab, extra, self.pack)
 
-    def _feed(self, tokens, last_only=False) -> torch.Tensor:
+    def _feed(self, tokens, last_only=False, full=True) -> torch.Tensor:
+        """Logits for the next token after each of ``tokens``: over the whole vocabulary (-inf
+        outside the kept ids), or with ``full=False`` over the kept ids only."""
         logits = self.inc.feed(tokens, last_only=last_only, head=self.head)
-        if self.keep is None:
+        if self.keep is None or not full:
             return logits
         full = logits.new_full((logits.shape[0], self.V), float("-inf"))
         full[:, self.keep] = logits
@@ -221,19 +224,27 @@ class DraftModel:
         drafts, qs = [], []
         if self.inc.n == 0 and self.vocab is not None:
             self._restrict(seq[:prompt_len])
-        logits = self._feed(seq[self.inc.n:], last_only=True)[-1]
+        # plain greedy: the argmax over the kept ids is the token (kept ids increase, so ties go
+        # to the lowest id as over the whole row); no history, no full-vocabulary row
+        plain = greedy and not transforms
+        keep = self.keep_ids if plain and self.keep is not None else None
+        logits = self._feed(seq[self.inc.n:], last_only=True, full=not plain)[-1]
         for i in range(k):
-            hist = History(torch.tensor([seq + drafts], device=logits.device), prompt_len)
-            processed = apply_transforms(logits[None], transforms, hist)[0]
-            if greedy:
-                tok = int(argmax(processed))
+            if plain:
+                j = int(argmax(logits))
+                tok = keep[j] if keep is not None else j
             else:
-                q = processed.softmax(-1)
-                tok = int(draw(q, generator))
-                qs.append(q)
+                hist = History(torch.tensor([seq + drafts], device=logits.device), prompt_len)
+                processed = apply_transforms(logits[None], transforms, hist)[0]
+                if greedy:
+                    tok = int(argmax(processed))
+                else:
+                    q = processed.softmax(-1)
+                    tok = int(draw(q, generator))
+                    qs.append(q)
             drafts.append(tok)
             if i + 1 < k:
-                logits = self._feed([tok])[-1]
+                logits = self._feed([tok], full=not plain)[-1]
         return drafts, (torch.stack(qs) if qs else None)
 
     def rollback(self, valid: int) -> None:
