@@ -29,6 +29,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
@@ -63,6 +66,22 @@ static inline v8 load8(const float *p)
 static inline float hsum8(v8 v)
 {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* the four sums hsum8(a), hsum8(b), hsum8(c), hsum8(d) into out[0..3], with three horizontal
+ * adds instead of four separate reductions (a several-input step is bound by its arithmetic) */
+static inline void hsum8x4(v8 a, v8 b, v8 c, v8 d, float *out)
+{
+#ifdef __AVX__
+    __m256 t0 = _mm256_hadd_ps((__m256)a, (__m256)b), t1 = _mm256_hadd_ps((__m256)c, (__m256)d);
+    __m256 t2 = _mm256_hadd_ps(t0, t1);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1)));
+#else
+    out[0] = hsum8(a);
+    out[1] = hsum8(b);
+    out[2] = hsum8(c);
+    out[3] = hsum8(d);
+#endif
 }
 
 /* exp of eight floats: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 minimax polynomial
@@ -147,7 +166,8 @@ static void row_dot(const float *w, const float *x, int ldx, int K, int M, float
             d0 += w0 * load8(x3 + k);
             d1 += w1 * load8(x3 + k + 8);
         }
-        float s[4] = {hsum8(a0 + a1), hsum8(b0 + b1), hsum8(c0 + c1), hsum8(d0 + d1)};
+        float s[4];
+        hsum8x4(a0 + a1, b0 + b1, c0 + c1, d0 + d1, s);
         for (; k < K; k++) {
             s[0] += w[k] * x0[k];
             s[1] += w[k] * x1[k];
