@@ -1,9 +1,9 @@
 """The native (C) small-batch decode step: build, load, and call ``native.c``.
 
 Why: batch-1 decoding is bound by memory bandwidth, and torch's fp32 matrix-vector kernels read
-SmolLM2-135M's 576-column weights at about half the speed the CPU can read memory; the C step
-reads them at 0.93-0.99 of the speed of a plain sum (benchmarks/RESULTS.md, Inference,
-"Session 8").
+SmolLM2-135M's 576-column weights at about half the speed the CPU can read memory; the C step,
+over weights moved into one huge-page buffer in read order (``arena``), reads them at 0.94-1.00
+of the speed of a plain sum (benchmarks/RESULTS.md, Inference, "Session 10").
 
 ``native.c`` is compiled once per machine with the system C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``: ``-O3 -march=native``, with OpenMP when the compiler has it) into
