@@ -72,9 +72,11 @@ def empty(specs: list) -> list:
         offs.append(size)
         n = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
         size += -(-n // ALIGN) * ALIGN
-    # private: a shared anonymous mapping is shmem, which gets no transparent huge pages
-    buf = mmap.mmap(-1, size + HUGE, flags=mmap.MAP_PRIVATE)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
+    if not hasattr(mmap, "MAP_PRIVATE"):  # (Windows: one plain buffer)
+        buf = bytearray(size + HUGE)
+    else:  # private: a shared anonymous mapping is shmem, which gets no transparent huge pages
+        buf = mmap.mmap(-1, size + HUGE, flags=mmap.MAP_PRIVATE)
+    if hasattr(mmap, "MADV_HUGEPAGE") and isinstance(buf, mmap.mmap):
         try:
             buf.madvise(mmap.MADV_HUGEPAGE)  # before the first touch: faults take 2 MB pages
         except OSError:

@@ -122,24 +122,34 @@ static inline void exp_tail(float *p, int n, float sub)
         p[i] = v[i];
 }
 
-/* w . x over K: four accumulators, a row at full read speed */
-static inline float dot1(const float *w, const float *x, int K)
-{
-    v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int k = 0;
-    for (; k + 32 <= K; k += 32) {
-        a0 += load8(w + k) * load8(x + k);
-        a1 += load8(w + k + 8) * load8(x + k + 8);
-        a2 += load8(w + k + 16) * load8(x + k + 16);
-        a3 += load8(w + k + 24) * load8(x + k + 24);
+/* w . x over K for one row of weights of type T read by LOAD (8 at a time) and AT (one): four
+ * accumulators, a row at full read speed. One definition for fp32 (dot1) and bfloat16
+ * (dot1_bf16) weights, each compiled with its own loads. */
+#define DEFINE_DOT1(name, T, LOAD, AT)                                                         \
+    static inline float name(const T *w, const float *x, int K)                                \
+    {                                                                                          \
+        v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                             \
+        int k = 0;                                                                             \
+        for (; k + 32 <= K; k += 32) {                                                         \
+            a0 += LOAD(w + k) * load8(x + k);                                                  \
+            a1 += LOAD(w + k + 8) * load8(x + k + 8);                                          \
+            a2 += LOAD(w + k + 16) * load8(x + k + 16);                                        \
+            a3 += LOAD(w + k + 24) * load8(x + k + 24);                                        \
+        }                                                                                      \
+        for (; k + 8 <= K; k += 8)                                                             \
+            a0 += LOAD(w + k) * load8(x + k);                                                  \
+        float s = hsum8((a0 + a1) + (a2 + a3));                                                \
+        for (; k < K; k++)                                                                     \
+            s += AT(w, k) * x[k];                                                              \
+        return s;                                                                              \
     }
-    for (; k + 8 <= K; k += 8)
-        a0 += load8(w + k) * load8(x + k);
-    float s = hsum8((a0 + a1) + (a2 + a3));
-    for (; k < K; k++)
-        s += w[k] * x[k];
-    return s;
+
+static inline float f32_at(const float *w, int k)
+{
+    return w[k];
 }
+
+DEFINE_DOT1(dot1, float, load8, f32_at)
 
 /* y[j * ldy] (+)= w . x_j for the M inputs x_j = x + j * ldx, each K long. The 4-, 2- and
  * 1-input passes are written out on purpose: a shared loop over an accumulator array (even
@@ -224,24 +234,7 @@ static inline float bf16_at(const uint16_t *w, int k)
     return f;
 }
 
-/* dot1 over a bfloat16 row */
-static inline float dot1_bf16(const uint16_t *w, const float *x, int K)
-{
-    v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int k = 0;
-    for (; k + 32 <= K; k += 32) {
-        a0 += load_bf8(w + k) * load8(x + k);
-        a1 += load_bf8(w + k + 8) * load8(x + k + 8);
-        a2 += load_bf8(w + k + 16) * load8(x + k + 16);
-        a3 += load_bf8(w + k + 24) * load8(x + k + 24);
-    }
-    for (; k + 8 <= K; k += 8)
-        a0 += load_bf8(w + k) * load8(x + k);
-    float s = hsum8((a0 + a1) + (a2 + a3));
-    for (; k < K; k++)
-        s += bf16_at(w, k) * x[k];
-    return s;
-}
+DEFINE_DOT1(dot1_bf16, uint16_t, load_bf8, bf16_at)
 
 /* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). A draft
  * runs one-token steps, and two-token ones after a round that kept every draft: two inputs
