@@ -188,7 +188,7 @@ def native_vs_read(model, mib: int, pairs: int, context: int = 100) -> dict | No
             "best_sum_GB_s": max(r["sum_GB_s"] for r in rows)}
 
 
-def _read_GB_s(src: torch.Tensor, dst: torch.Tensor) -> float:
+def read_GB_s(src: torch.Tensor, dst: torch.Tensor) -> float:
     """The better of a plain read (``src.sum()``) and a copy (read + write counted), best of 3
     each: the bound's bandwidth figure, as in ``bandwidth``."""
     t_sum = best_time(src.sum, 3)
@@ -218,10 +218,10 @@ def decode_pairs(model, ids, new_tokens: int, mib: int, pairs: int) -> dict:
     full = lambda: decode(model, ids, None, p, pack=True)  # noqa: E731
     one = lambda: next(iter(stream_tokens(model, ids, None, first, pack=True)))  # noqa: E731
     full()
-    reads, rows = [_read_GB_s(src, dst)], []
+    reads, rows = [read_GB_s(src, dst)], []
     for _ in range(pairs):
         t, t1 = best_time(full, 2), best_time(one, 2)
-        reads.append(_read_GB_s(src, dst))
+        reads.append(read_GB_s(src, dst))
         bw = max(reads[-2], reads[-1])
         bound = bw * GB / wbytes
         rows.append({"read_GB_s": round(bw, 2), "bound_tok_s": round(bound, 2),

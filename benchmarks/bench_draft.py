@@ -1,7 +1,9 @@
 """Draft-model speculative decoding of the default model with a distilled student, with and
 without oneDNN-packed weights (``lmlab.infer.packed``): plain greedy vs speculative, the same
 prompts, plain and speculative timed alternately ``--repeats`` times each (best of each; the
-machine's speed drifts by 10-20 % over minutes, so each row's ratio compares the same minutes).
+machine's speed drifts by 10-20 % over minutes, so each row's ratio compares the same minutes;
+a memory read timed before each run records the machine's level: plain greedy is bound by it,
+speculative's checks by arithmetic, so their ratio is lowest when memory reads fastest).
 
     .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2
     .venv/bin/python benchmarks/bench_draft.py --draft runs/distill-prune/final --threads 2 \
@@ -17,7 +19,9 @@ import json
 import os
 
 import torch
-from bench_generate import best_time  # benchmarks/ is on sys.path when run as a script
+# (benchmarks/ is on sys.path when run as a script)
+from bench_bandwidth import read_GB_s as read_bandwidth
+from bench_generate import best_time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,6 +42,8 @@ def main() -> None:
                     help="with --pack: the draft's native steps read bfloat16 weight copies")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--read-mib", type=int, default=256,
+                    help="size of the memory read timed before each run (0 = none)")
     ap.add_argument("--out", default="runs/bench-generate/draft.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,6 +64,12 @@ def main() -> None:
     def best(fn):
         return best_time(fn, 1)
 
+    src = torch.randn(args.read_mib * 2**20 // 4) if args.read_mib else None
+    dst = torch.empty_like(src) if src is not None else None
+
+    def read_GB_s():
+        return round(read_bandwidth(src, dst), 2) if src is not None else None
+
     res = {"model": args.model, "draft": args.draft, "threads": args.threads,
            "torch": torch.__version__, "prompts": len(prompts), "rows": []}
     for pack in {"both": (False, True), "yes": (True,), "no": (False,)}[args.pack]:
@@ -68,12 +80,16 @@ def main() -> None:
             kw = dict(draft=draft, num_draft_tokens=k, pack=pack, draft_vocab=vocab or None,
                       draft_bf16=bf16)
             generate_speculative(target, tok, prompts[:1], p, **kw)
-            # plain and speculative alternate, so both see the machine at the same minutes
-            t_plain, t_spec = [], []
+            # plain and speculative alternate, so both see the machine at the same minutes;
+            # a memory read before each says which level the machine was at (plain greedy is
+            # bound by it, speculative's checks by arithmetic, so their ratio moves with it)
+            t_plain, t_spec, reads = [], [], []
             for _ in range(args.repeats):
+                reads.append(read_GB_s())
                 t, plain = best(lambda: generate(target, tok, prompts, p, batch_size=1,
                                                  pack=pack))
                 t_plain.append(t)
+                reads.append(read_GB_s())
                 t, spec = best(lambda: generate_speculative(target, tok, prompts, p, **kw))
                 t_spec.append(t)
             same = all(a.token_ids == b.token_ids for a, b in zip(plain, spec.completions))
@@ -82,6 +98,7 @@ def main() -> None:
                    "spec_s": round(min(t_spec), 3), "speedup": round(min(t_plain) / min(t_spec), 3),
                    "plain_all_s": [round(t, 3) for t in t_plain],
                    "spec_all_s": [round(t, 3) for t in t_spec],
+                   "read_GB_s_before": reads,  # plain 1, spec 1, plain 2, ...
                    "acceptance": round(spec.stats.acceptance_rate, 3),
                    "tokens_per_forward": round(spec.stats.tokens_per_forward, 2),
                    "identical": same}

@@ -81,10 +81,13 @@ def test_bench_draft_runs_on_tiny_models(tmp_path):
                           "--draft", "tiny:llama4", "--prompts", "2", "--new-tokens", "4",
                           "--k", "2", "--draft-vocab", "0", "64", "--pack", "yes",
                           "--draft-bf16", "both",
-                          "--repeats", "2", "--threads", "1", "--out", str(out_json)],
+                          "--repeats", "2", "--threads", "1", "--read-mib", "8",
+                          "--out", str(out_json)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out_json.read_text())["rows"]
+    assert all(len(r["read_GB_s_before"]) == 4 and all(g > 0 for g in r["read_GB_s_before"])
+               for r in rows)
     assert [(r["k"], r["draft_vocab"], r["pack"], r["draft_bf16"]) for r in rows] == \
         [(2, 0, True, False), (2, 0, True, True), (2, 64, True, False), (2, 64, True, True)]
     assert all(len(r["plain_all_s"]) == len(r["spec_all_s"]) == 2 and r["identical"]
