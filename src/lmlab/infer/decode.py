@@ -17,7 +17,6 @@ out).
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 

@@ -285,18 +285,11 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
     int total = 0;
     for (int s = 0; s < n_seg; s++)
         total += seg[s].rows;
-    /* several inputs over long rows (the down projection's 1536): while a row is worked on
-     * from L1, nothing else asks for memory and the hardware prefetcher runs dry; asking for
-     * the row two ahead into L2 meanwhile took a 5-input product over 1536-column rows from
-     * 1.9-2.8x to 1.3-1.9x a one-input one (microbenchmark, 2026-12-04); a whole step of 2 /
-     * 3 / 4 inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 / 1.40x. Short rows: no gain. (Three inputs per pass, 5 = 3 + 2, 6 = 3 + 3:
-     * slower than 4 + 1 and 4 + 2.) */
-    const int pf = M > 1 && K >= 1024 ? 2 * K : 0;
     if (M == 1) {
-        /* one input: each thread walks its own contiguous run of rows (as the static
-         * schedule below splits them) with the dot product inlined, then one barrier (the
-         * step alone read 51.1 -> 53.7 GB/s for fp32 against an omp-for loop calling row_dot
-         * per row, alternating builds, 2026-12-05) */
+        /* one input: each thread walks its own contiguous run of rows (total * t / nt ..
+         * total * (t + 1) / nt) with the dot product inlined, then one barrier (the step
+         * alone read 51.1 -> 53.7 GB/s for fp32 against an omp-for loop calling row_dot per
+         * row, alternating builds, 2026-12-05) */
         int tid = 0, nt = 1;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
@@ -304,7 +297,8 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
 #endif
         int lo = (int)((int64_t)total * tid / nt), hi = (int)((int64_t)total * (tid + 1) / nt);
         for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
-            int a = lo > base ? lo - base : 0, b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+            int a = lo > base ? lo - base : 0;
+            int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
             float *ys = y + seg[s].off;
             if (bf16) {
                 const uint16_t *W = (const uint16_t *)seg[s].w;
@@ -323,6 +317,14 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
 #pragma omp barrier
         return;
     }
+    /* several inputs over long rows (the down projection's 1536): while a row is worked on
+     * from L1, nothing else asks for memory and the hardware prefetcher runs dry; asking for
+     * the row two ahead into L2 meanwhile took a 5-input product over 1536-column rows from
+     * 1.9-2.8x to 1.3-1.9x a one-input one (microbenchmark, 2026-12-04); a whole step of 2 /
+     * 3 / 4 inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 / 1.40x. Short
+     * rows: no gain. (Three inputs per pass, 5 = 3 + 2, 6 = 3 + 3: slower than 4 + 1 and
+     * 4 + 2.) */
+    const int pf = K >= 1024 ? 2 * K : 0;
 #pragma omp for schedule(static)
     for (int r = 0; r < total; r++) {
         int s = 0, rr = r;

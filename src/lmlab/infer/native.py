@@ -174,9 +174,10 @@ def step_for(model, step, bf16: bool = False) -> NativeStep | None:
     the step's read order, on huge pages (``arena.rehome``: same values, faster to stream)."""
     if not (supports(model) and available()):
         return None
+    params = arena.step_params(model)
     if not bf16:
-        arena.rehome(model, arena.step_params(model))
-    return NativeStep(model, step, bf16)
+        arena.rehome(model, params)  # (the same Parameter objects, new storage)
+    return NativeStep(model, step, bf16, params)
 
 
 class _Copies(dict):
@@ -227,38 +228,31 @@ class NativeStep:
     weights (its parameters, not copies: valid while the model lives and is not moved) and a
     workspace; the key/value buffers are the ``LlamaStep``'s, passed at each call."""
 
-    def __init__(self, model, step, bf16: bool = False):
+    def __init__(self, model, step, bf16: bool = False, params: list | None = None):
         """``step``: the ``LlamaStep`` (its constants: heads, eps, scale, RoPE). ``bf16``: read
-        bfloat16 copies of the projections and the head (``bf16_copy``: half the bytes per
+        bfloat16 copies of the projections and the head (``bf16_copies``: half the bytes per
         token, results no longer the fp32 step's) - for a speculative draft, whose precision
-        only moves its acceptance rate."""
+        only moves its acceptance rate. ``params``: ``arena.step_params(model)`` when the
+        caller has it (native.c reads the layers' nine tensors in that order)."""
         self.lib = load()
         cfg, m = model.config, model.model
         self.bf16 = bf16
-        if bf16:  # every copy made up front, in read order (one buffer)
-            bf16_copies(model, [t for t in arena.step_params(model) if t.dim() == 2])
-        low = (lambda t: bf16_copy(model, t)) if bf16 else (lambda t: t)
-        head = low(model.lm_head.weight)
+        params = arena.step_params(model) if params is None else params
+        if bf16:  # the matrices as bfloat16 copies, made up front in read order (one buffer)
+            low = iter(bf16_copies(model, [t for t in params if t.dim() == 2]))
+            params = [next(low) if t.dim() == 2 else t for t in params]
+        *layers, norm, head = params
         # every tensor the pointers refer to, held here (detached: their storage, even if a
         # parameter's storage is later swapped): a parameter replaced on the model (not
         # updated in place) leaves this step reading the old one, never freed memory
         self.keep = [step.inv_freq.contiguous(), m.embed_tokens.weight.detach(),
-                     m.norm.weight.detach(), head.detach()]
-        ptrs = []
-        for layer in m.layers:
-            a, mlp = layer.self_attn, layer.mlp
-            for t in (layer.input_layernorm.weight, low(a.q_proj.weight), low(a.k_proj.weight),
-                      low(a.v_proj.weight), low(a.o_proj.weight),
-                      layer.post_attention_layernorm.weight, low(mlp.gate_proj.weight),
-                      low(mlp.up_proj.weight), low(mlp.down_proj.weight)):
-                ptrs.append(t.data_ptr())
-                self.keep.append(t.detach())
-        self.layer_ptrs = (ctypes.c_void_p * len(ptrs))(*ptrs)
+                     norm.detach(), head.detach()] + [t.detach() for t in layers]
+        self.layer_ptrs = (ctypes.c_void_p * len(layers))(*[t.data_ptr() for t in layers])
         self.V, self.D = model.lm_head.weight.shape
         self.cfg = _Model(cfg.hidden_size, step.H, step.Hkv, step.Dh, cfg.intermediate_size,
                           self.V, cfg.num_hidden_layers, step.eps, step.scale, step.rope_scale,
                           self.keep[0].data_ptr(), m.embed_tokens.weight.data_ptr(),
-                          m.norm.weight.data_ptr(), head.data_ptr(), self.V, None, 0, int(bf16),
+                          norm.data_ptr(), head.data_ptr(), self.V, None, 0, int(bf16),
                           ctypes.cast(self.layer_ptrs, ctypes.c_void_p))
         self.work = torch.empty(0)
         self._need = (None, 0)  # ((inputs, buffer length), workspace floats) of the last call
@@ -285,7 +279,7 @@ class NativeStep:
         return first + x.shape[0]
 
     def _kv_ptrs(self, kb: list, vb: list):
-        """Pointer arrays for the buffers, made again when a list or any tensor in it changed
+        """Pointer arrays for the buffers, made again when any buffer's data pointer changed
         (``LlamaStep.ensure`` replaces tensors in place in its lists)."""
         ptrs = list(map(_data_ptr, kb)), list(map(_data_ptr, vb))
         have = self._kv
@@ -321,7 +315,7 @@ class NativeStep:
         if cols is not None:
             cols = cols.reshape(-1).to(torch.long).contiguous()
         if self._need[0] != (B * L, T):
-            self._need = ((B * L, T), self.lib.lm_work_floats(ctypes.byref(self.cfg), B * L, T))
+            self._need = ((B * L, T), self.lib.lm_work_floats(self._cfg_ref, B * L, T))
             if self.work.numel() < self._need[1]:
                 self.work = torch.empty(self._need[1])
         R = B if last_only else B * L
