@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmlab.infer import native
-from lmlab.infer.decode import decode, left_pad
+from lmlab.infer.decode import decode, left_pad, stream_tokens
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import can_pack, packed_linears
 from lmlab.infer.sampling import SamplingParams
@@ -192,7 +192,7 @@ def test_greedy_through_the_native_step_equals_hf_greedy(model, tokenizer, monke
                              tokenizer.pad_token_id)
         hf = decode(model, ids, mask, p, fast=False).tokens
         steps.clear()
-        assert decode(model, ids, mask, p, pack=True).tokens == hf
+        assert decode(model, ids, mask, p, pack=True, burst=1).tokens == hf
         one = [s for s in steps if s[1] == 1]  # the prefill too, when it is small enough
         assert len(one) == 11 and all(s == (len(prompts), 1) for s in one)
         assert len(steps) == 11 + (ids.numel() <= native.MAX_ROWS)
@@ -206,6 +206,43 @@ def test_greedy_through_the_native_step_equals_hf_greedy(model, tokenizer, monke
     with native.off():
         b = decode(model, ids, mask, s, pack=True, generator=torch.Generator().manual_seed(5))
     assert a.tokens == b.tokens
+
+
+def test_a_greedy_run_in_one_call_equals_greedy_token_by_token(model, tokenizer,
+                                                                monkeypatch):
+    ids = tokenizer(PROMPTS[1], return_tensors="pt")["input_ids"]
+    p = SamplingParams(temperature=0, max_new_tokens=20, ignore_eos=True)
+    runs, real = [], native.NativeStep.greedy
+    monkeypatch.setattr(native.NativeStep, "greedy",
+                        lambda self, *a, **k: runs.append(a[5]) or real(self, *a, **k))
+    one = list(stream_tokens(model, ids, None, p, pack=True))  # burst 1: a step per token
+    assert not runs
+    run = list(stream_tokens(model, ids, None, p, pack=True, burst=8))
+    assert runs == [8, 8, 3]  # the first token from the prefill, then 19 in three calls
+    assert [s.tokens for s in run] == [s.tokens for s in one]
+    assert [s.finished for s in run] == [s.finished for s in one] == [{}] * 19 + [{0: "length"}]
+    for a, b in zip(one, run):  # the same C step: its logits bit for bit
+        assert torch.equal(a.logits, b.logits)
+    assert decode(model, ids, None, p, pack=True).tokens == [[s.tokens[0] for s in one]]
+    with native.off():  # no C step: token by token through torch
+        runs.clear()
+        assert decode(model, ids, None, p, pack=True).tokens == [[s.tokens[0] for s in one]]
+        assert not runs
+    # a stop token ends a run where it appears, as it ends the token-by-token loop
+    toks = [s.tokens[0] for s in one]
+    at = next(i for i in range(3, 20) if toks[i] not in toks[:i])
+    stop = SamplingParams(temperature=0, max_new_tokens=20, ignore_eos=True,
+                          stop_token_ids=[toks[at]])
+    runs.clear()
+    d = decode(model, ids, None, stop, pack=True)
+    assert d.tokens == [toks[:at + 1]] and d.finish_reasons == ["eos"] and runs == [19]
+    # not plain greedy, or several rows: token by token
+    for q, x in ((SamplingParams(temperature=0, max_new_tokens=5, repetition_penalty=1.3), ids),
+                 (SamplingParams(temperature=0, max_new_tokens=5, logprobs=True), ids),
+                 (p, ids.repeat(2, 1))):
+        runs.clear()
+        decode(model, x, None, q, pack=True)
+        assert not runs
 
 
 def test_a_token_outside_the_vocabulary_is_a_clear_error(model):

@@ -294,7 +294,8 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
                   params: SamplingParams, *, eos_token_ids: list[int] | None = None,
                   tokenizer=None, generator: torch.Generator | None = None,
                   fast: bool | None = None, pack: bool = False,
-                  repeat: int = 1, prefix: LastPromptKV | None = None) -> Iterator[Step]:
+                  repeat: int = 1, prefix: LastPromptKV | None = None,
+                  burst: int = 1) -> Iterator[Step]:
     """Decode left-padded prompts (B, P), yielding one ``Step`` per generated position.
 
     ``eos_token_ids`` default to the model's and tokenizer's EOS; ``params.stop_token_ids`` are
@@ -307,7 +308,10 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     b*k .. b*k+k-1 for prompt b; ``Step.rows`` count B*k rows), the prompt prefilled once and its
     cache copied k times (GRPO's k samples per prompt, best-of-N). ``prefix``: with ``pack``, a
     batch of one unpadded prompt reuses the keys/values of the opening tokens it shares with the
-    prompt before it (``infer.prefix``).
+    prompt before it (``infer.prefix``). ``burst``: with the C step (``pack``), plain greedy
+    decoding of one row (no transforms, logprobs or stop strings) runs up to ``burst`` tokens
+    per call into C, with no Python between them (``_greedy_run``); their ``Step``s come after
+    each run, so a consumer streaming to a screen keeps the default 1.
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -339,19 +343,47 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
             if repeat > 1:
                 logits = _repeat_rows(st, logits, repeat)
         with torch.inference_mode():
-            step, keep, nxt = _choose(st, logits, params, transforms, generator, stop_ids,
-                                      stops, P)
+            done = [_choose(st, logits, params, transforms, generator, stop_ids, stops, P)]
+        run = burst > 1 and params.greedy and not transforms and not params.logprobs and \
+            not stops.stops
         while True:
-            yield step  # (outside inference mode: the caller's code runs as it would)
+            for step, keep, nxt in done:
+                yield step  # (outside inference mode: the caller's code runs as it would)
             if not keep:
                 return
             with torch.inference_mode():  # one block per token (entering costs ~25 us cold)
                 if len(keep) < len(st.rows):
                     _keep_rows(st, keep)
                     nxt = nxt[torch.tensor(keep, device=nxt.device)]
-                logits = _forward_one(model, st, nxt, P)
-                step, keep, nxt = _choose(st, logits, params, transforms, generator, stop_ids,
-                                          stops, P)
+                done = _greedy_run(st, nxt, params, stop_ids, P, burst) if run else None
+                if done is None:
+                    logits = _forward_one(model, st, nxt, P)
+                    done = [_choose(st, logits, params, transforms, generator, stop_ids,
+                                    stops, P)]
+
+
+def _greedy_run(st: _State, nxt, params, stop_ids, P: int, burst: int) -> list | None:
+    """Up to ``burst`` greedy tokens of the one active, unpadded row through the C step in
+    one call (``fastpath.LlamaStep.greedy``), recorded as ``_choose`` records them: a list of
+    (Step, keep, next input) per token, or None when this step cannot run that way."""
+    if st.fast is None or st.mask is not None or len(st.rows) != 1:
+        return None
+    steps = min(burst, params.max_new_tokens - st.t)
+    got = st.fast.greedy(int(nxt[0]), int(st.pos[0, 0]), P + st.t, steps, stop_ids)
+    if got is None:
+        return None
+    toks, logits = got
+    r, done = st.rows[0], []
+    st.hist[0, P + st.t:P + st.t + len(toks)] = torch.tensor(toks)
+    st.pos += len(toks)
+    for i, tok in enumerate(toks):
+        st.t += 1
+        st.out[r].append(tok)
+        finished = {r: "eos"} if tok in stop_ids else \
+            {r: "length"} if st.t >= params.max_new_tokens else {}
+        done.append((Step([r], [tok], None, finished, logits[i:i + 1]),
+                     [] if finished else [0], torch.tensor([tok])))
+    return done
 
 
 def _choose(st: _State, logits, params, transforms, generator, stop_ids, stops, P):
@@ -389,6 +421,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
     tokens: list[list[int]] = [[] for _ in range(B)]
     lps: list[list[float]] = [[] for _ in range(B)]
     reasons = ["length"] * B
+    kw.setdefault("burst", 64)  # nothing reads the steps until the end
     for step in stream_tokens(model, input_ids, attention_mask, params, **kw):
         for j, r in enumerate(step.rows):
             tokens[r].append(step.tokens[j])

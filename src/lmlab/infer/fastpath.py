@@ -235,6 +235,15 @@ class LlamaStep:
         x = norm(x, m.norm.weight, self.eps)
         return head(x) if head is not None else lin(x, self.model.lm_head)  # (B, L, V)
 
+    def greedy(self, token: int, pos: int, n: int, steps: int, stop_ids):
+        """Greedy decoding of one unpadded row through the C step in one call (see
+        ``native.NativeStep.greedy``): -> (tokens, logits (k, V)), or None when the C step does
+        not run here (then decode token by token through ``step``)."""
+        if self.k[0].shape[0] != 1 or self._native_step() is None:
+            return None
+        self.ensure(n + steps - 1)
+        return self._native.greedy(self.k, self.v, token, pos, n, steps, stop_ids)
+
     def _native_step(self):
         """The C step (``infer.native``) for small steps: with packed weights (``pack``, the
         mode that already trades bit-for-bit equality for speed) on a model it supports, when
