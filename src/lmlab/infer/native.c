@@ -317,14 +317,17 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
 #pragma omp barrier
         return;
     }
-    /* several inputs over long rows (the down projection's 1536): while a row is worked on
-     * from L1, nothing else asks for memory and the hardware prefetcher runs dry; asking for
-     * the row two ahead into L2 meanwhile took a 5-input product over 1536-column rows from
-     * 1.9-2.8x to 1.3-1.9x a one-input one (microbenchmark, 2026-12-04); a whole step of 2 /
-     * 3 / 4 inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 / 1.40x. Short
-     * rows: no gain. (Three inputs per pass, 5 = 3 + 2, 6 = 3 + 3: slower than 4 + 1 and
-     * 4 + 2.) */
-    const int pf = K >= 1024 ? 2 * K : 0;
+    /* several inputs: while a row is worked on from L1, nothing else asks for memory and the
+     * hardware prefetcher runs dry; the first pass over each row asks for the weights ahead
+     * into L2 meanwhile. Over long rows only (the down projection's 1536,
+     * two rows ahead) it took a whole step of 2 / 3 / 4 inputs from 1.25 / 1.33 / 1.53x a
+     * one-input step to 1.08 / 1.23 / 1.40x (2026-12-04); over every row, 8 KB ahead, a 4- /
+     * 5-input step got another 0.85 / 0.87x (alternating builds, both memory levels; 4 / 16 /
+     * 32 KB ahead: 0.87-0.90x; prefetcht0: slower; 2 inputs: 1.06x slower, so they keep
+     * the long rows' distance, 2026-12-05). (Three inputs per pass,
+     * 5 = 3 + 2, 6 = 3 + 3: slower than 4 + 1 and 4 + 2; two rows per pass, each input loaded
+     * once for both: 1.29x slower.) */
+    const int pf = M >= 3 ? 2048 : K >= 1024 ? 2 * K : 0;
 #pragma omp for schedule(static)
     for (int r = 0; r < total; r++) {
         int s = 0, rr = r;
