@@ -94,6 +94,37 @@ def test_plain_greedy_proposals_skip_the_full_row_and_match_it(model, tokenizer,
         assert set(out[0]) <= set(range(vocab)) | set(ids)
 
 
+@pytest.mark.skipif(not native.available(), reason="no native step")
+@pytest.mark.parametrize("vocab", [None, 40])
+def test_plain_greedy_proposals_in_one_c_call_match_token_by_token(model, tokenizer, vocab,
+                                                                   monkeypatch):
+    """With the C step (pack), a plain greedy draft's k proposals after the first come from one
+    call (``Incremental.greedy``): the same tokens, and the same cache afterwards, as k one-token
+    steps (over part of the vocabulary: the extra rows map back to their token ids)."""
+    from lmlab.infer.speculative import Incremental
+
+    ids = tokenizer(PROMPT)["input_ids"]
+    draft = draft_like(model, 0.05)
+    calls, real = [], Incremental.greedy
+    monkeypatch.setattr(Incremental, "greedy",
+                        lambda self, *a, **k: calls.append(a[1]) or real(self, *a, **k))
+    got = []
+    for one_call in (True, False):
+        if not one_call:
+            monkeypatch.setattr(Incremental, "greedy", lambda self, *a, **k: None)
+        d = DraftModel(draft, pack=True, vocab=vocab)
+        first = d.propose(list(ids), 10, [], len(ids), True, None)[0]
+        n = d.inc.n
+        d.rollback(len(ids) + 2)  # as after a round that kept two drafts
+        second = d.propose(list(ids) + first[:2] + [first[0]], 5, [], len(ids), True, None)[0]
+        got.append((first, n, second))
+    assert calls == [9, 4]
+    assert got[0] == got[1] and len(got[0][0]) == 10 and got[0][1] == len(ids) + 9
+    if vocab is not None:
+        assert set(got[0][0]) <= set(range(vocab)) | set(ids)
+        assert any(t >= vocab for t in got[0][0] + got[0][2])  # an extra row's id proposed
+
+
 @pytest.mark.parametrize("vocab", [0, -3, 2.5, True])
 def test_draft_vocab_must_be_a_positive_integer(model, vocab):
     with pytest.raises(UserError, match="draft_vocab"):

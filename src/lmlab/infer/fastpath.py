@@ -235,14 +235,21 @@ class LlamaStep:
         x = norm(x, m.norm.weight, self.eps)
         return head(x) if head is not None else lin(x, self.model.lm_head)  # (B, L, V)
 
-    def greedy(self, token: int, pos: int, n: int, steps: int, stop_ids):
+    def greedy(self, token: int, pos: int, n: int, steps: int, stop_ids=(), head=None):
         """Greedy decoding of one unpadded row through the C step in one call (see
-        ``native.NativeStep.greedy``): -> (tokens, logits (k, V)), or None when the C step does
-        not run here (then decode token by token through ``step``)."""
+        ``native.NativeStep.greedy``): -> (tokens, logits (k, width)), or None when the C step
+        does not run here (then decode token by token through ``step``). ``head``: as in
+        ``step``, a head over part of the vocabulary with ``native_rows`` and ``native_ids``
+        (the token ids of its extra rows); any other head -> None."""
+        rows = ids = None
+        if head is not None:
+            rows, ids = getattr(head, "native_rows", None), getattr(head, "native_ids", None)
+            if rows is None or ids is None:
+                return None
         if self.k[0].shape[0] != 1 or self._native_step() is None:
             return None
         self.ensure(n + steps - 1)
-        return self._native.greedy(self.k, self.v, token, pos, n, steps, stop_ids)
+        return self._native.greedy(self.k, self.v, token, pos, n, steps, stop_ids, rows, ids)
 
     def _native_step(self):
         """The C step (``infer.native``) for small steps: with packed weights (``pack``, the

@@ -564,12 +564,16 @@ static int64_t argmax_f32(const float *x, int n)
 /* Greedy decoding of one row with no padding, `steps` tokens at most, without returning to the
  * caller between tokens: token `tok` at position `pos` fills cache slot n-1; each step's logits
  * (the whole head) go to logits + i * (Vh + Vx), its argmax to out[i] and is the next step's
- * token (position + 1, slot + 1). Stops after a token in stop[0 .. n_stop-1]. Returns the
+ * token (position + 1, slot + 1); with a head over part of the vocabulary (Vh first rows, then
+ * Vx others) xid[0 .. Vx-1] are the token ids of the other rows (an argmax j >= Vh is token
+ * xid[j - Vh]; a speculative draft's k proposals in one call). Stops after a token in
+ * stop[0 .. n_stop-1]. Returns the
  * number of tokens written, or lm_step's negative code. (Python between one-token steps had
  * cost ~0.45 ms of a ~10 ms step, its code and data cold after the step streamed the weights
  * through the caches, measured 2026-12-05.) */
 int lm_greedy(const lm_model *m, int64_t tok, int64_t pos, int n, int steps,
-              const int64_t *stop, int n_stop, float *const *kbuf, float *const *vbuf, int T,
+              const int64_t *stop, int n_stop, const int64_t *xid, float *const *kbuf,
+              float *const *vbuf, int T,
               float *work, float *logits, int64_t *out, int nt)
 {
     const int W = m->Vh + m->Vx;
@@ -580,6 +584,8 @@ int lm_greedy(const lm_model *m, int64_t tok, int64_t pos, int n, int steps,
         if (rc != 0)
             return rc;
         tok = argmax_f32(row, W);
+        if (tok >= m->Vh)
+            tok = xid[tok - m->Vh];
         out[i] = tok;
         pos++;
         n++;

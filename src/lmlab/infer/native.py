@@ -120,8 +120,8 @@ def load():
             lib.lm_step.argtypes = [p, p, p, i, i, i, p, ctypes.c_int64, p, p, p, i, p, p, i, i,
                                     i]
             lib.lm_greedy.restype = ctypes.c_int
-            lib.lm_greedy.argtypes = [p, ctypes.c_int64, ctypes.c_int64, i, i, p, i, p, p, i, p,
-                                      p, p, i]
+            lib.lm_greedy.argtypes = [p, ctypes.c_int64, ctypes.c_int64, i, i, p, i, p, p, p, i,
+                                      p, p, p, i]
             lib.lm_work_floats.restype = ctypes.c_int64
             lib.lm_work_floats.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
             _lib = lib
@@ -340,12 +340,14 @@ class NativeStep:
         return out
 
     def greedy(self, kb: list, vb: list, token: int, pos: int, n: int, steps: int,
-               stop_ids) -> tuple[list[int], torch.Tensor]:
+               stop_ids=(), head_rows=None, ids: torch.Tensor | None = None
+               ) -> tuple[list[int], torch.Tensor]:
         """Greedy decoding of one unpadded row in one C call: ``token`` at position ``pos``
         fills buffer column n-1, then each step's argmax is the next input, for ``steps``
-        tokens or until one in ``stop_ids``. -> (the tokens, their steps' logits (k, V)); the
-        buffers then hold n + k - 1 tokens. Each step is ``step``'s one-token step (its
-        logits bit for bit), with no Python between tokens."""
+        tokens or until one in ``stop_ids``. ``head_rows`` as in ``step``, with ``ids`` the
+        token ids of its extra rows (a draft over part of the vocabulary). -> (the tokens,
+        their steps' logits (k, width)); the buffers then hold n + k - 1 tokens. Each step is
+        ``step``'s one-token step (its logits bit for bit), with no Python between tokens."""
         T = kb[0].shape[2]
         if kb[0].shape[0] != 1 or not 1 <= n or n + steps - 1 > T:
             raise ValueError(f"greedy run: one row and n + steps - 1 <= {T} buffer columns "
@@ -354,13 +356,19 @@ class NativeStep:
             self._need = ((1, T), self.lib.lm_work_floats(self._cfg_ref, 1, T))
             if self.work.numel() < self._need[1]:
                 self.work = torch.empty(self._need[1])
-        width = self._set_head(None)
+        width = self._set_head(head_rows)
+        extra = width - self.cfg.Vh
+        if extra and (ids is None or ids.dtype != torch.long or ids.shape != (extra,)
+                      or not ids.is_contiguous()):
+            raise ValueError(f"greedy run: the head's {extra} extra rows need their token ids "
+                             f"(a contiguous int64 tensor of {extra})")
         logits = torch.empty(steps, width)
         out = torch.empty(steps, dtype=torch.long)
         stop = torch.tensor(sorted(stop_ids), dtype=torch.long)
         kp, vp = self._kv_ptrs(kb, vb)
         k = self.lib.lm_greedy(self._cfg_ref, int(token), int(pos), n, steps,
-                               stop.data_ptr() if len(stop) else None, len(stop), kp, vp, T,
+                               stop.data_ptr() if len(stop) else None, len(stop),
+                               ids.data_ptr() if extra else None, kp, vp, T,
                                self.work.data_ptr(), logits.data_ptr(), out.data_ptr(),
                                torch.get_num_threads())
         if k == -1:
@@ -368,4 +376,3 @@ class NativeStep:
         if k < 0:
             raise RuntimeError(f"native greedy run failed (code {k}: n={n}, steps={steps}, T={T})")
         return out[:k].tolist(), logits[:k]
-

@@ -161,6 +161,18 @@ class Incremental:
         self.n += L
         return logits.float()
 
+    def greedy(self, token: int, steps: int, head=None) -> list[int] | None:
+        """Append ``token`` and the greedy tokens after it, ``steps`` of them, all but the last
+        fed (one C call, ``LlamaStep.greedy``) -> those tokens, or None where the C step does
+        not run (nothing appended)."""
+        if self.fast is None:
+            return None
+        got = self.fast.greedy(token, self.n, self.n + 1, steps, (), head)
+        if got is None:
+            return None
+        self.n += steps
+        return got[0]
+
     def crop(self, n: int) -> None:
         """Keep the first ``n`` tokens."""
         if n < self.n:
@@ -229,6 +241,12 @@ class DraftModel:
         plain = greedy and not transforms
         keep = self.keep_ids if plain and self.keep is not None else None
         logits = self._feed(seq[self.inc.n:], last_only=True, full=not plain)[-1]
+        if plain and k > 1:  # the other k-1 in one call into C, where it runs
+            j = int(argmax(logits))
+            tok = keep[j] if keep is not None else j
+            more = self.inc.greedy(tok, k - 1, head=self.head)
+            if more is not None:
+                return [tok] + more, None
         for i in range(k):
             if plain:
                 j = int(argmax(logits))
@@ -261,6 +279,7 @@ class KeptRows:
     def __init__(self, weight: torch.Tensor, first: int, extra: torch.Tensor, pack: bool):
         self.weight, self.first, self.pack = weight, first, pack
         self.native_rows = (first, weight[extra])
+        self.native_ids = extra.to(torch.long).contiguous()  # the extra rows' token ids
         self._torch, self.calls = None, 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
