@@ -78,6 +78,50 @@ def test_native_step_equals_torch_step_padded_blocks_and_single_tokens(model, mo
         _close(o, r)
 
 
+def _odd_model(vocab: int, inter: int):
+    """A 2-layer Llama whose widths are no multiples of 8 (the kernels' scalar tails) and whose
+    row counts need not divide by 4 (the products' fallbacks)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=60, intermediate_size=inter,
+                      num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
+                      max_position_embeddings=128, tie_word_embeddings=False)
+    m = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for prm in m.parameters():
+            if prm.dim() == 2:
+                prm.normal_(0, 0.5)
+    return m
+
+
+@pytest.mark.parametrize("vocab,inter", [(1000, 100), (1001, 102)])
+def test_native_blocks_of_every_size_equal_the_torch_step(vocab, inter, monkeypatch):
+    """Blocks of 1-26 tokens (one-input loop, four inputs per pass, blocks of 4 and 2 rows,
+    inputs in groups over 12), and 3 padded rows of 5 (15 inputs): the torch step's logits and
+    cache writes."""
+    monkeypatch.setattr(native, "MAX_ROWS", 64)
+    model = _odd_model(vocab, inter)
+    ids = torch.randint(0, vocab, (3, 40), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        for L in range(1, 27):
+            ref, nat = _pair(model, 1, 40)
+            for s in (ref, nat):  # 6 tokens of context first
+                s.step(ids[:1, :6], torch.arange(6)[None], 6, None)
+            pos = torch.arange(6, 6 + L)[None]
+            r = ref.step(ids[:1, 6:6 + L], pos, 6 + L, None)
+            o = nat.step(ids[:1, 6:6 + L], pos, 6 + L, None)
+            assert o.shape == r.shape == (1, L, vocab)
+            _close(o, r)
+            _same(ref, nat, 6 + L)
+        ref, nat = _pair(model, 3, 40)
+        mask = torch.ones(3, 5, dtype=torch.long)
+        mask[1, :2] = 0
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        r, o = (s.step(ids[:, :5], pos, 5, mask) for s in (ref, nat))
+        _close(o, r)
+
+
 def test_native_step_follows_grown_and_reordered_buffers(model):
     """``ensure`` (new, larger buffers) and ``keep_rows`` (rows dropped and repeated) between
     steps: the C step writes and reads the current buffers, not stale pointers."""
@@ -103,8 +147,8 @@ def test_native_step_follows_grown_and_reordered_buffers(model):
             o = nat.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None)
             assert o.shape == r.shape == (2, 1, V)
             torch.testing.assert_close(o, r, rtol=0, atol=1e-5 * float(r.abs().max()))
-        # the 8-input prefill ran the torch step, each of the 6 one-token steps the C step
-        assert calls == [(2, 1)] * 6
+        # the 8-input prefill and each of the 6 one-token steps ran the C step
+        assert calls == [(2, 4)] + [(2, 1)] * 6
         assert nat.k[0].shape[2] == 12 and ref.k[0].shape[2] == 12  # grown
         for a, b in zip(ref.k + ref.v, nat.k + nat.v):  # cache writes in the current buffers
             torch.testing.assert_close(b[:, :, :10], a[:, :, :10], rtol=0,

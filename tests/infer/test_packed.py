@@ -2,6 +2,7 @@
 rounding, repacked when a weight changes in place, and LoRA models decoding through the lean
 step equal to the HF forward (adapters on, and off as the reference)."""
 
+import contextlib
 import copy
 
 import pytest
@@ -62,25 +63,30 @@ def test_lora_model_decodes_through_the_packed_lean_step(lora_model, model, toke
     assert a.tokens == b.tokens
 
 
-def test_speculative_and_generate_with_packed_weights(model, tokenizer):
+@pytest.mark.parametrize("c_step", [True, False])
+def test_speculative_and_generate_with_packed_weights(model, tokenizer, c_step):
     """Greedy through packed weights: plain, prompt lookup and a draft model give the tokens
-    of plain greedy without packing (the draft: the model itself truncated to 1 layer)."""
+    of plain greedy without packing (the draft: the model itself truncated to 1 layer); with
+    the C step off, every step runs the oneDNN-packed copies."""
     from lmlab.infer.decode import generate
     from lmlab.infer.speculative import generate_speculative
 
+    model = copy.deepcopy(model)  # no packed copies yet
     p = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
     prompts = ["the the the cat sat on the mat and the the", "A b c a b c a b"]
     ref = [c.token_ids for c in generate(model, tokenizer, prompts, p, fast=False)]
-    assert [c.token_ids for c in generate(model, tokenizer, prompts, p, pack=True)] == ref
-    draft = copy.deepcopy(model)
-    draft.model.layers = draft.model.layers[:1]
-    draft.config.num_hidden_layers = 1
-    for d in (None, draft):
-        res = generate_speculative(model, tokenizer, prompts, p, draft=d, num_draft_tokens=3,
-                                   pack=True)
-        assert [c.token_ids for c in res.completions] == ref
-        assert res.stats.target_forwards > 0
-    assert packed_linears(model).count == 7 * model.config.num_hidden_layers + 1
+    with contextlib.nullcontext() if c_step else native.off():
+        assert [c.token_ids for c in generate(model, tokenizer, prompts, p, pack=True)] == ref
+        draft = copy.deepcopy(model)
+        draft.model.layers = draft.model.layers[:1]
+        draft.config.num_hidden_layers = 1
+        for d in (None, draft):
+            res = generate_speculative(model, tokenizer, prompts, p, draft=d,
+                                       num_draft_tokens=3, pack=True)
+            assert [c.token_ids for c in res.completions] == ref
+            assert res.stats.target_forwards > 0
+    if not c_step:
+        assert packed_linears(model).count == 7 * model.config.num_hidden_layers + 1
 
 
 def test_packed_prefill_runs_through_the_lean_step_and_matches_the_hf_prefill(model, tokenizer):

@@ -1,5 +1,6 @@
 """Beam search == HF generate(num_beams); contrastive search == a naive reference; best-of-N."""
 
+import contextlib
 import copy
 
 import pytest
@@ -161,31 +162,37 @@ def test_contrastive_lean_step_equals_hf_forward(model, tokenizer):
 
 
 @pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="no oneDNN in this torch build")
-def test_search_strategies_with_packed_weights(model, tokenizer):
-    """pack=True runs beam and contrastive search through packed weights (every projection
-    packed) with the tokens of the unpacked search; best-of-N with a seed draws the same
-    samples."""
-    m = copy.deepcopy(model)  # a fresh model: no packed copies yet
+@pytest.mark.parametrize("c_step", [True, False])
+def test_search_strategies_with_packed_weights(model, tokenizer, c_step):
+    """pack=True runs beam and contrastive search through packed weights with the tokens of
+    the unpacked search; best-of-N with a seed draws the same samples. With the C step off,
+    every projection runs its oneDNN-packed copy."""
+    from lmlab.infer import native
+
     ids, mask = batch(tokenizer)
     p = SamplingParams(max_new_tokens=8, ignore_eos=True)
-    beam = [h[0].tokens for h in beam_search(m, ids, mask, num_beams=3, params=p)]
-    assert packed_linears(m).count == 0
-    assert [h[0].tokens for h in beam_search(m, ids, mask, num_beams=3, params=p,
-                                             pack=True)] == beam
-    assert packed_linears(m).count == 7 * m.config.num_hidden_layers + 1
-    m = copy.deepcopy(model)
     kw = dict(penalty_alpha=0.6, top_k=3, params=p)
-    ref = contrastive_search(m, ids, mask, **kw).tokens
-    assert contrastive_search(m, ids, mask, pack=True, **kw).tokens == ref
-    assert packed_linears(m).count == 7 * m.config.num_hidden_layers + 1
-    m = copy.deepcopy(model)
     s = SamplingParams(max_new_tokens=8, seed=0, ignore_eos=True)
     rerank = lambda p, c: c.count("e")  # noqa: E731
+    m = copy.deepcopy(model)  # a fresh model: no packed copies yet
+    beam = [h[0].tokens for h in beam_search(m, ids, mask, num_beams=3, params=p)]
+    ref = contrastive_search(m, ids, mask, **kw).tokens
     a = best_of_n(m, tokenizer, PROMPTS[:2], 3, rerank, s)
-    b = best_of_n(m, tokenizer, PROMPTS[:2], 3, rerank, s, pack=True)
-    assert [[c.token_ids for c in r.candidates] for r in b] == \
-        [[c.token_ids for c in r.candidates] for r in a]
-    assert packed_linears(m).count == 7 * m.config.num_hidden_layers + 1
+    assert packed_linears(m).count == 0
+    full = 7 * m.config.num_hidden_layers + 1
+    with contextlib.nullcontext() if c_step else native.off():
+        m = copy.deepcopy(model)
+        assert [h[0].tokens for h in beam_search(m, ids, mask, num_beams=3, params=p,
+                                                 pack=True)] == beam
+        assert c_step or packed_linears(m).count == full
+        m = copy.deepcopy(model)
+        assert contrastive_search(m, ids, mask, pack=True, **kw).tokens == ref
+        assert c_step or packed_linears(m).count == full
+        m = copy.deepcopy(model)
+        b = best_of_n(m, tokenizer, PROMPTS[:2], 3, rerank, s, pack=True)
+        assert [[c.token_ids for c in r.candidates] for r in b] == \
+            [[c.token_ids for c in r.candidates] for r in a]
+        assert c_step or packed_linears(m).count == full
 
 
 @pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="no oneDNN in this torch build")

@@ -216,6 +216,97 @@ static void row_dot(const float *w, const float *x, int ldx, int K, int M, float
     }
 }
 
+/* NR adjacent rows (w, w + K, ...; out to y[0 .. NR-1] of each input's row of y) against NI
+ * inputs in one pass: NR x NI accumulators, each weight and input vector loaded once per 8
+ * columns for all of them; the rows pf floats on asked for into L2 meanwhile. NR and NI are
+ * constants at each call (block_dot_m's switches: the accumulators stay in registers). */
+static inline __attribute__((always_inline)) void
+block_dot(const float *w, int K, const float *x, int ldx, float *y, int ldy, int add,
+          const int NR, const int NI, int pf)
+{
+    v8 acc[4][12];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 12
+        for (int i = 0; i < NI; i++)
+            acc[r][i] = (v8){0};
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        if (pf)  /* the NR rows are NR * 8 floats further on: every line of them */
+#pragma GCC unroll 2
+            for (int q = 0; q < NR * 8; q += 16)
+                __builtin_prefetch(w + pf + NR * k + q, 0, 2);
+        v8 wv[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            wv[r] = load8(w + (size_t)r * K + k);
+            /* (held in registers: GCC 12 would otherwise load it again for every input) */
+            __asm__("" : "+v"(wv[r]));
+        }
+#pragma GCC unroll 12
+        for (int i = 0; i < NI; i++) {
+            v8 v = load8(x + (size_t)i * ldx + k);
+            __asm__("" : "+v"(v));
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; r++)
+                acc[r][i] += wv[r] * v;
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < NI; i++) {
+        const float *xi = x + (size_t)i * ldx;
+        float *yi = y + (size_t)i * ldy;
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            float s = hsum8(acc[r][i]);
+            const float *wr = w + (size_t)r * K;
+            for (int kk = k; kk < K; kk++)
+                s += wr[kk] * xi[kk];
+            yi[r] = add ? yi[r] + s : s;
+        }
+    }
+}
+
+enum { BLOCK_MIN = 5 };  /* the fewest inputs block_dot takes */
+
+/* The rows block_dot takes together for M inputs, 0: none (row_dot then takes the inputs
+ * four at a time, faster for 2-4 inputs: a 4-row block is four short streams, which the
+ * hardware prefetcher follows worse than one row after another). */
+static inline int block_rows(int M)
+{
+    return M >= BLOCK_MIN && M <= 6 ? 4 : M >= 7 ? 2 : 0;
+}
+
+/* block_dot of NR = block_rows(M) rows against M inputs: up to 24 accumulators, so over 12
+ * inputs (two rows) go in balanced groups of 6-12, each over the rows while they are in L1. */
+static void block_dot_m(const float *w, int K, const float *x, int ldx, float *y, int ldy,
+                        int add, int M, int pf)
+{
+    if (M <= 6) {
+        if (M == 5)
+            block_dot(w, K, x, ldx, y, ldy, add, 4, 5, pf);
+        else
+            block_dot(w, K, x, ldx, y, ldy, add, 4, 6, pf);
+        return;
+    }
+    const int groups = (M + 11) / 12;
+    for (int g = 0, j = 0; g < groups; g++) {
+        int m = (M - j) / (groups - g), p = g ? 0 : pf;
+        const float *xg = x + (size_t)j * ldx;
+        float *yg = y + (size_t)j * ldy;
+        switch (m) {
+        case 6: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 6, p); break;
+        case 7: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 7, p); break;
+        case 8: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 8, p); break;
+        case 9: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 9, p); break;
+        case 10: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 10, p); break;
+        case 11: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 11, p); break;
+        default: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 12, p); break;
+        }
+        j += m;
+    }
+}
+
 /* 8 bfloat16 weights as fp32: the upper halves of 8 floats (exact). */
 static inline v8 load_bf8(const uint16_t *p)
 {
@@ -317,17 +408,41 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
 #pragma omp barrier
         return;
     }
-    /* several inputs: while a row is worked on from L1, nothing else asks for memory and the
-     * hardware prefetcher runs dry; the first pass over each row asks for the weights ahead
-     * into L2 meanwhile. Over long rows only (the down projection's 1536,
-     * two rows ahead) it took a whole step of 2 / 3 / 4 inputs from 1.25 / 1.33 / 1.53x a
-     * one-input step to 1.08 / 1.23 / 1.40x (2026-12-04); over every row, 8 KB ahead, a 4- /
-     * 5-input step got another 0.85 / 0.87x (alternating builds, both memory levels; 4 / 16 /
-     * 32 KB ahead: 0.87-0.90x; prefetcht0: slower; 2 inputs: 1.06x slower, so they keep
-     * the long rows' distance, 2026-12-05). (Three inputs per pass,
-     * 5 = 3 + 2, 6 = 3 + 3: slower than 4 + 1 and 4 + 2; two rows per pass, each input loaded
-     * once for both: 1.29x slower.) */
+    /* several inputs. 5 or more: blocks of 4 rows (5-6 inputs) or 2 rows (7 and more, in
+     * groups of at most 12) in one pass each (block_dot), the weights asked for 8 KB ahead:
+     * a 5 / 8 / 11-input step 0.96 / 0.86 / 0.76x the time of four inputs per pass over one
+     * row (alternating builds, slow memory level; 11 inputs 25.6 vs ~33 ms at the fast one),
+     * with this CPU's two 256-bit FMAs per cycle per core mostly busy (5.3-6.6 G a second
+     * a core on weights in L2, against 2.9-4.5 G four inputs per pass: those reload each
+     * weight vector for every four inputs, and the inputs for every row). 2-4 inputs: one
+     * row at a time, four inputs per pass (then 2, then 1) - there blocks of 4 rows were
+     * 1.03-1.15x slower: four short streams, which the hardware prefetcher follows worse
+     * than one long one. While a row is worked on from L1 nothing else asks for memory and
+     * the prefetcher runs dry, so the first pass over each row asks for the weights ahead
+     * into L2: over long rows only (the down projection's 1536, two rows ahead) it took a
+     * step of 2 / 3 / 4 inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 /
+     * 1.40x (2026-12-04); 8 KB ahead over every row, a 4-input step got another 0.85x (4 /
+     * 16 / 32 KB: 0.87-0.90x; prefetcht0: slower; 2 inputs: 1.06x slower, so they keep the
+     * long rows' distance, 2026-12-05). (Three inputs per pass, 5 = 3 + 2: slower than
+     * 4 + 1.) */
     const int pf = M >= 3 ? 2048 : K >= 1024 ? 2 * K : 0;
+    const int NR = bf16 ? 0 : block_rows(M);
+    int by = NR > 0;
+    for (int s = 0; by && s < n_seg; s++)
+        by = seg[s].rows % NR == 0;
+    if (by) {
+#pragma omp for schedule(static)
+        for (int r = 0; r < total; r += NR) {
+            int s = 0, rr = r;
+            while (rr >= seg[s].rows) {
+                rr -= seg[s].rows;
+                s++;
+            }
+            block_dot_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,
+                        y + seg[s].off + rr, ldy, add, M, 2048);
+        }
+        return;
+    }
 #pragma omp for schedule(static)
     for (int r = 0; r < total; r++) {
         int s = 0, rr = r;

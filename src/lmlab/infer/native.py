@@ -40,10 +40,12 @@ SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
 # the largest step (inputs = batch x block length) the C step runs; larger ones (prefills,
 # wide batches) are compute-bound and go to oneDNN's matrix kernels
-# (2 threads, SmolLM2-135M, 100 tokens of context, ms per step torch-packed / C, 2026-12-04:
-# 1 input 32 / 19, 4 rows 34 / 23, 8 rows 39 / 37, 16 rows 51 / 79; a block of 4 tokens
-# 32 / 26, 6 tokens 30 / 27, 8 tokens 35 / 36, 11 tokens 37 / 53)
-MAX_ROWS = 6
+# (2 threads, SmolLM2-135M, 100 tokens of context, ms per step C / torch-packed, best of 5, four
+# rounds, 2026-12-05, with the blocked products: a block of 1 token 10-18 / 28-37, 8 tokens
+# 18-20 / 34-39, 12 tokens 26-31 / 37-43, 13 tokens 28-32 / 40-49, 16 tokens 40-46 / 44-46,
+# 20 tokens 52-55 / 51-54, 24 tokens 60-62 / 59-64; before them, 2026-12-04: 8 tokens 36 / 35,
+# 11 tokens 53 / 37, 16 rows 79 / 51)
+MAX_ROWS = 16
 
 _lib = None
 _off = 0  # depth of ``off()`` blocks
