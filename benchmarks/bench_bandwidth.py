@@ -203,7 +203,9 @@ def decode_pairs(model, ids, new_tokens: int, mib: int, pairs: int) -> dict:
     decode: end to end (best of 2 full decodes) and per step (less the best of 2 first-token
     calls) as a fraction of that bound. Because this machine's bandwidth switches level from
     minute to minute, a bound taken minutes away from the decode it divides can be off by
-    40 %; the medians over pairs are the figure that does not depend on the timing. Plain
+    40 %; the medians over pairs are the figure that does not depend on the timing, and the
+    medians over the "steady" pairs (the reads before and after within 10 % of each other: the
+    machine held one level) leave out the pairs during which it switched. Plain
     greedy here: N tokens with EOS not a stop (``ignore_eos``), no logits transform (the
     HF comparison in ``decode_speed`` bans EOS instead, as HF's ``min_new_tokens``, whose
     copy of the logits each step costs ~0.1 ms here)."""
@@ -224,12 +226,20 @@ def decode_pairs(model, ids, new_tokens: int, mib: int, pairs: int) -> dict:
         reads.append(read_GB_s(src, dst))
         bw = max(reads[-2], reads[-1])
         bound = bw * GB / wbytes
+        # the machine held its level over the pair when the reads before and after agree
+        # within 10 %; a pair where it switched level measures neither level
+        steady = min(reads[-2], reads[-1]) >= 0.9 * bw
         rows.append({"read_GB_s": round(bw, 2), "bound_tok_s": round(bound, 2),
+                     "reads_GB_s": [round(reads[-2], 2), round(reads[-1], 2)], "steady": steady,
                      "tok_s": round(N / t, 2), "step_tok_s": round((N - 1) / (t - t1), 2),
                      "pct": round(100 * N / t / bound, 1),
                      "step_pct": round(100 * (N - 1) / (t - t1) / bound, 1)})
     med = lambda k: sorted(r[k] for r in rows)[len(rows) // 2]  # noqa: E731
+    steady = [r for r in rows if r["steady"]]
+    smed = lambda k: sorted(r[k] for r in steady)[len(steady) // 2] if steady else None  # noqa: E731
     return {"pairs": rows, "median_pct": med("pct"), "median_step_pct": med("step_pct"),
+            "steady_pairs": len(steady), "steady_median_pct": smed("pct"),
+            "steady_median_step_pct": smed("step_pct"),
             "reads_GB_s": [round(x, 2) for x in reads]}
 
 
@@ -371,9 +381,13 @@ def table(r: dict) -> str:
     if dp:
         lines.append(f"\npack=True decode vs the bound of the same minutes, {len(dp['pairs'])} "
                      f"alternating pairs: median {dp['median_pct']} % end to end, "
-                     f"{dp['median_step_pct']} % per step; pairs (read GB/s, tok/s, %, per-step "
-                     "%): " + ", ".join(f"({q['read_GB_s']}, {q['tok_s']}, {q['pct']}, "
-                                        f"{q['step_pct']})" for q in dp["pairs"]))
+                     f"{dp['median_step_pct']} % per step; over the {dp.get('steady_pairs')} pairs "
+                     f"whose reads before and after agree within 10 %: "
+                     f"{dp.get('steady_median_pct')} % / {dp.get('steady_median_step_pct')} %; "
+                     "pairs (read GB/s, tok/s, %, per-step %, steady): "
+                     + ", ".join(f"({q['read_GB_s']}, {q['tok_s']}, {q['pct']}, "
+                                 f"{q['step_pct']}, {'y' if q.get('steady') else 'n'})"
+                                 for q in dp["pairs"]))
     for name, pr in r.get("profile", {}).items():
         lines.append(f"\nprofile {name}: {pr['wall_ms_per_step (profiled)']} ms/step, matmuls "
                      f"{pr['matmul_ms_per_step']} ms ({100 * (pr['matmul_share'] or 0):.0f} % of "
