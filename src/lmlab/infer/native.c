@@ -510,6 +510,53 @@ static inline float dot(const float *a, const float *b, int n)
     return s;
 }
 
+/* Scores of one query against keys k0 .. k0+3 (rows of Dh), four dot products side by side
+ * (four independent sums instead of one dependent chain per key), into out[0..3]. */
+static inline void dot4(const float *q, const float *k0, int Dh, float *out)
+{
+    const float *k1 = k0 + Dh, *k2 = k1 + Dh, *k3 = k2 + Dh;
+    v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int d = 0;
+    for (; d + 8 <= Dh; d += 8) {
+        v8 qv = load8(q + d);
+        a0 += qv * load8(k0 + d);
+        a1 += qv * load8(k1 + d);
+        a2 += qv * load8(k2 + d);
+        a3 += qv * load8(k3 + d);
+    }
+    hsum8x4(a0, a1, a2, a3, out);
+    for (; d < Dh; d++) {
+        out[0] += q[d] * k0[d];
+        out[1] += q[d] * k1[d];
+        out[2] += q[d] * k2[d];
+        out[3] += q[d] * k3[d];
+    }
+}
+
+/* o = sum over keys k of (p[k] * inv) * V[k] for Dh = 8 * ND, the output in ND registers
+ * (the same sums, in the same order, as adding into o in memory key by key); keys with
+ * p[k] == 0 (masked) are skipped. */
+static inline __attribute__((always_inline)) void
+weigh_values(const float *p, const float *V, int last, float inv, float *o, const int ND)
+{
+    v8 acc[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < ND; i++)
+        acc[i] = (v8){0};
+    for (int k = 0; k <= last; k++) {
+        if (p[k] == 0.0f)
+            continue;
+        const float *v = V + (size_t)k * 8 * ND;
+        float w = p[k] * inv;
+#pragma GCC unroll 16
+        for (int i = 0; i < ND; i++)
+            acc[i] += w * load8(v + 8 * i);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < ND; i++)
+        memcpy(o + 8 * i, &acc[i], sizeof acc[i]);
+}
+
 /* Workspace floats one step needs: x, h (M x D), qkv (M x (H + 2 Hkv) Dh), attention output
  * (M x H Dh), gate/up (M x 2I), scores (M x H x T). */
 int64_t lm_work_floats(const lm_model *m, int M, int T)
@@ -586,7 +633,16 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             const float *Vr = Vb + ((size_t)b * Hkv + g) * T * Dh;
             const int64_t *mk = mask ? mask + (size_t)b * mask_ld : NULL;
             float *s = sc + (size_t)t * T, mx = -INFINITY, sum = 0.0f;
-            for (int k = 0; k <= last; k++) {
+            int k0 = 0;
+            if (!mk)  /* four keys at a time */
+                for (; k0 + 4 <= last + 1; k0 += 4) {
+                    dot4(q, Kr + (size_t)k0 * Dh, Dh, s + k0);
+                    for (int i = 0; i < 4; i++) {
+                        s[k0 + i] *= m->scale;
+                        mx = s[k0 + i] > mx ? s[k0 + i] : mx;
+                    }
+                }
+            for (int k = k0; k <= last; k++) {
                 if (mk && !mk[k] && k != last) {
                     s[k] = -INFINITY;
                     continue;
@@ -615,15 +671,22 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 }
             }
             float *o = att + (size_t)j * HD + (size_t)hd * Dh, inv = 1.0f / sum;
-            for (int d = 0; d < Dh; d++)
-                o[d] = 0.0f;
-            for (int k = 0; k <= last; k++) {
-                if (s[k] == 0.0f)
-                    continue;
-                const float *v = Vr + (size_t)k * Dh;
-                float p = s[k] * inv;
+            switch (Dh) {  /* the common head sizes with the sums in registers */
+            case 16: weigh_values(s, Vr, last, inv, o, 2); break;
+            case 32: weigh_values(s, Vr, last, inv, o, 4); break;
+            case 64: weigh_values(s, Vr, last, inv, o, 8); break;
+            case 128: weigh_values(s, Vr, last, inv, o, 16); break;
+            default:
                 for (int d = 0; d < Dh; d++)
-                    o[d] += p * v[d];
+                    o[d] = 0.0f;
+                for (int k = 0; k <= last; k++) {
+                    if (s[k] == 0.0f)
+                        continue;
+                    const float *v = Vr + (size_t)k * Dh;
+                    float p = s[k] * inv;
+                    for (int d = 0; d < Dh; d++)
+                        o[d] += p * v[d];
+                }
             }
         }
         segment s_o = {w[WO], D, 0};
