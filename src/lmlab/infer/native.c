@@ -91,10 +91,17 @@ static inline void hsum8x4(v8 a, v8 b, v8 c, v8 d, float *out)
  * expf, measured 2026-12-05). */
 static inline v8 exp8(v8 x)
 {
-    for (int i = 0; i < 8; i++) {  /* (vmin / vmax) */
+#ifdef __AVX__
+    /* max(lo, x), then min(hi, .): each returns its second operand when one is NaN, so a NaN
+     * goes through as the element loop below lets it (GCC 12 compiles that loop lane by lane) */
+    x = (v8)_mm256_min_ps(_mm256_set1_ps(88.3762626647949f),
+                          _mm256_max_ps(_mm256_set1_ps(-87.3365447504019f), (__m256)x));
+#else
+    for (int i = 0; i < 8; i++) {
         x[i] = x[i] > 88.3762626647949f ? 88.3762626647949f : x[i];
         x[i] = x[i] < -87.3365447504019f ? -87.3365447504019f : x[i];
     }
+#endif
     const float magic = 12582912.0f;  /* 1.5 * 2^23: adding it rounds to an integer */
     v8 n = (x * 1.44269504088896341f + magic) - magic;
     v8 r = x - n * 0.693359375f;  /* ln 2 in two parts */
@@ -700,10 +707,18 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             int j = c / I8, i = c % I8 * 8, n8 = I - i < 8 ? I - i : 8;
             float *g = gu + (size_t)j * 2 * I + i;
             v8 gv = {0}, uv = {0};
-            memcpy(&gv, g, sizeof(float) * n8);
-            memcpy(&uv, g + I, sizeof(float) * n8);
+            if (n8 == 8) {  /* (constant-size copies: inlined; a variable size calls memcpy) */
+                gv = load8(g);
+                uv = load8(g + I);
+            } else {
+                memcpy(&gv, g, sizeof(float) * n8);
+                memcpy(&uv, g + I, sizeof(float) * n8);
+            }
             v8 r = gv / (1.0f + exp8(-gv)) * uv;
-            memcpy(g, &r, sizeof(float) * n8);
+            if (n8 == 8)
+                memcpy(g, &r, sizeof r);
+            else
+                memcpy(g, &r, sizeof(float) * n8);
         }
         segment s_d = {w[WD], D, 0};
         matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, m->bf16);
