@@ -6,7 +6,9 @@
  * dot product that walks one weight row at a time with four independent vector accumulators
  * reads at about the speed of the plain sum (measured, benchmarks/RESULTS.md, Inference).
  * This file is that product and the rest of a decode step around it, so that one call runs a
- * whole token through the model.
+ * whole token through the model (lm_step), or greedy decoding for many tokens (lm_greedy); and
+ * blocked products for steps of several inputs (speculative checks, small batches), which are
+ * bound by arithmetic as much as by memory.
  *
  * The arithmetic is LlamaStep.step's (lmlab/infer/fastpath.py) over the model's own fp32
  * weights, in the same order: RMSNorm, q/k/v projections, RoPE, the new keys and values
