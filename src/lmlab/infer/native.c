@@ -448,7 +448,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 s++;
             }
             block_dot_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,
-                        y + seg[s].off + rr, ldy, add, M, 2048);
+                        y + seg[s].off + rr, ldy, add, M, pf);
         }
         return;
     }
@@ -762,10 +762,9 @@ static int64_t argmax_f32(const float *x, int n)
  * token (position + 1, slot + 1); with a head over part of the vocabulary (Vh first rows, then
  * Vx others) xid[0 .. Vx-1] are the token ids of the other rows (an argmax j >= Vh is token
  * xid[j - Vh]; a speculative draft's k proposals in one call). Stops after a token in
- * stop[0 .. n_stop-1]. Returns the
- * number of tokens written, or lm_step's negative code. (Python between one-token steps had
- * cost ~0.45 ms of a ~10 ms step, its code and data cold after the step streamed the weights
- * through the caches, measured 2026-12-05.) */
+ * stop[0 .. n_stop-1]. Returns the number of tokens written, or lm_step's negative code.
+ * (Python between one-token steps had cost ~0.45 ms of a ~10 ms step, its code and data cold
+ * after the step streamed the weights through the caches, measured 2026-12-05.) */
 int lm_greedy(const lm_model *m, int64_t tok, int64_t pos, int n, int steps,
               const int64_t *stop, int n_stop, const int64_t *xid, float *const *kbuf,
               float *const *vbuf, int T,

@@ -283,6 +283,14 @@ class NativeStep:
         c.Vh, c.head_x, c.Vx = first, (x.data_ptr() if x.shape[0] else None), x.shape[0]
         return first + x.shape[0]
 
+    def _workspace(self, M: int, T: int) -> None:
+        """A workspace large enough for a step of ``M`` inputs over buffers of ``T`` tokens
+        (its size asked of native.c once per change of (M, T); grown, never shrunk)."""
+        if self._need[0] != (M, T):
+            self._need = ((M, T), self.lib.lm_work_floats(self._cfg_ref, M, T))
+            if self.work.numel() < self._need[1]:
+                self.work = torch.empty(self._need[1])
+
     def _kv_ptrs(self, kb: list, vb: list):
         """Pointer arrays for the buffers, made again when any buffer's data pointer changed
         (``LlamaStep.ensure`` replaces tensors in place in its lists)."""
@@ -319,10 +327,7 @@ class NativeStep:
             mask_ld = mask.stride(0)
         if cols is not None:
             cols = cols.reshape(-1).to(torch.long).contiguous()
-        if self._need[0] != (B * L, T):
-            self._need = ((B * L, T), self.lib.lm_work_floats(self._cfg_ref, B * L, T))
-            if self.work.numel() < self._need[1]:
-                self.work = torch.empty(self._need[1])
+        self._workspace(B * L, T)
         R = B if last_only else B * L
         width = self._set_head(None if hidden else head_rows)
         out = torch.empty(B, R // B, self.D if hidden else width)
@@ -354,10 +359,7 @@ class NativeStep:
         if kb[0].shape[0] != 1 or not 1 <= n or n + steps - 1 > T:
             raise ValueError(f"greedy run: one row and n + steps - 1 <= {T} buffer columns "
                              f"(rows {kb[0].shape[0]}, n={n}, steps={steps})")
-        if self._need[0] != (1, T):
-            self._need = ((1, T), self.lib.lm_work_floats(self._cfg_ref, 1, T))
-            if self.work.numel() < self._need[1]:
-                self.work = torch.empty(self._need[1])
+        self._workspace(1, T)
         width = self._set_head(head_rows)
         extra = width - self.cfg.Vh
         if extra and (ids is None or ids.dtype != torch.long or ids.shape != (extra,)
