@@ -8,8 +8,9 @@ the minimum much less), and the median beside it for the headline numbers.
     .venv/bin/python benchmarks/bench_generate.py --only greedy1 lookup --new-tokens 32
 
 Sections: ``greedy1`` (batch-1 greedy tok/s and time to first token), ``greedy8`` (batch-8
-aggregate tok/s), ``lookup`` (prompt-lookup speculative decoding on an input-grounded prompt vs
-plain greedy vs HF ``prompt_lookup_num_tokens``), ``draft`` (draft-model speculative decoding
+aggregate tok/s), ``lookup`` (prompt-lookup speculative decoding on input-grounded prompts vs
+plain greedy vs HF ``prompt_lookup_num_tokens``: end to end, and after the first token, since
+the prefill is the same work in both), ``draft`` (draft-model speculative decoding
 with a truncated copy of the model as the draft), ``strategies`` (tok/s and distinct-2 of each
 strategy on the same prompts). The memory-bandwidth bound has its own script,
 ``bench_bandwidth.py``.
@@ -44,8 +45,35 @@ PARAGRAPH = (
     "biggest single structure made by living organisms. This reef structure is composed of and "
     "built by billions of tiny organisms, known as coral polyps. It supports a wide diversity "
     "of life and was selected as a World Heritage Site in 1981.")
+PARAGRAPH2 = (
+    "Marie Curie was born in Warsaw in 1867 and moved to Paris in 1891 to study physics and "
+    "mathematics at the Sorbonne. In 1903 she shared the Nobel Prize in Physics with Pierre Curie "
+    "and Henri Becquerel for their work on radioactivity. In 1911 she received a second Nobel "
+    "Prize, this time in Chemistry, for the discovery of the elements polonium and radium. She "
+    "founded the Curie Institute in Paris and died in 1934 at the age of 66.")
+CODE = '''def summarize(scores):
+    total = 0
+    count = 0
+    for name, value in scores.items():
+        if value is None:
+            continue
+        total += value
+        count += 1
+    average = total / count if count else 0.0
+    best = max(scores, key=lambda k: scores[k] or 0)
+    return {"total": total, "count": count, "average": average, "best": best}'''
+# input-grounded prompts for prompt lookup: the first two are the ones measured since the
+# lookup bench began; --lookup-prompts says how many of these run (bench_lookup_replay.py
+# replays all of them)
 GROUNDED = [f"{PARAGRAPH}\n\nRepeat the paragraph above word for word.",
-            f"{PARAGRAPH}\n\nCopy every sentence of the paragraph above that mentions a number."]
+            f"{PARAGRAPH}\n\nCopy every sentence of the paragraph above that mentions a number.",
+            (f"{CODE}\n\nRename the variable total to running_sum in the code above and return "
+             "the whole function."),
+            f"{PARAGRAPH2}\n\nRepeat the paragraph above word for word.",
+            (f"{PARAGRAPH2}\n\nList every year mentioned in the paragraph above, with the "
+             "sentence it appears in."),
+            f"{CODE}\n\nAdd a docstring to the function above and return the whole function.",
+            f"{PARAGRAPH}\n\nRewrite the paragraph above, replacing 'reef' with 'Reef'."]
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:
@@ -112,17 +140,25 @@ def lookup(model, tok, args) -> dict:
 
     N = args.lookup_tokens
     p = SamplingParams(temperature=0, max_new_tokens=N)
+    first = SamplingParams(temperature=0, max_new_tokens=1)  # the prefill: time to first token
     rows = []
-    for prompt in GROUNDED:
+    for prompt in GROUNDED[:args.lookup_prompts]:
         ids, _ = chat_ids(tok, [prompt])
         base_t, base = best_time(lambda: decode(model, ids, None, p), args.repeats)
+        ttft, _ = best_time(lambda: decode(model, ids, None, first), args.repeats)
+        ttft_hf, _ = best_time(lambda: model.generate(
+            input_ids=ids, do_sample=False, max_new_tokens=1, pad_token_id=tok.pad_token_id),
+            args.repeats)
         n_new = len(base.tokens[0])
-        row = {"prompt": prompt[-60:], "new_tokens": n_new,
-               "greedy_tok_s": round(n_new / base_t, 2)}
+        row = {"prompt": prompt[-60:], "prompt_tokens": ids.shape[1], "new_tokens": n_new,
+               "greedy_tok_s": round(n_new / base_t, 2), "ttft_ms": round(1000 * ttft, 1),
+               "hf_ttft_ms": round(1000 * ttft_hf, 1)}
         for k in args.lookup_k:
             t, o = best_time(lambda: speculative_decode(model, ids, p, drafter=PromptLookup(3),
                                                           num_draft_tokens=k), args.repeats)
             row[f"ours_k{k}_speedup"] = round(base_t / t, 2)
+            # after the first token: what the drafts change (the prefill is the same work)
+            row[f"ours_k{k}_decode_speedup"] = round((base_t - ttft) / (t - ttft), 2)
             row[f"ours_k{k}_accept"] = round(o.stats.acceptance_rate, 3)
             row[f"ours_k{k}_mean_accepted"] = round(o.stats.mean_accepted, 2)
             row[f"ours_k{k}_same"] = o.tokens == base.tokens[0]
@@ -130,13 +166,18 @@ def lookup(model, tok, args) -> dict:
                 input_ids=ids, do_sample=False, max_new_tokens=N, prompt_lookup_num_tokens=k,
                 pad_token_id=tok.pad_token_id), args.repeats)
             row[f"hf_k{k}_speedup"] = round(base_t / t_hf, 2)
+            row[f"hf_k{k}_decode_speedup"] = round((base_t - ttft) / (t_hf - ttft_hf), 2)
             row[f"hf_k{k}_same"] = h[0, ids.shape[1]:].tolist() == base.tokens[0]
         if args.pack:  # oneDNN-packed weights and the C step: greedy and lookup, the same
-            # minutes: each round times greedy, then each k (this machine's memory speed moves
-            # between levels from minute to minute; plain greedy follows it, lookup less)
-            runs = {"greedy": [], **{k: [] for k in args.lookup_k}}
+            # minutes: each round times the prefill, greedy, then each k (this machine's memory
+            # speed moves between levels from minute to minute; plain greedy follows it, lookup
+            # less)
+            runs = {"ttft": [], "greedy": [], **{k: [] for k in args.lookup_k}}
             outs = {}
+            decode(model, ids, None, first, pack=True)  # untimed: packs the weights (once)
             for _ in range(args.repeats):
+                t, _ = best_time(lambda: decode(model, ids, None, first, pack=True), 1)
+                runs["ttft"].append(t)
                 t, outs["greedy"] = best_time(lambda: decode(model, ids, None, p, pack=True), 1)
                 runs["greedy"].append(t)
                 for k in args.lookup_k:
@@ -144,18 +185,26 @@ def lookup(model, tok, args) -> dict:
                         model, ids, p, drafter=PromptLookup(3), num_draft_tokens=k,
                         pack=True), 1)
                     runs[k].append(t)
-            pt = min(runs["greedy"])
+            pt, pf = min(runs["greedy"]), min(runs["ttft"])
+            row["packed_ttft_ms"] = round(1000 * pf, 1)
             row["packed_greedy_speedup"] = round(base_t / pt, 2)
             row["packed_greedy_same"] = outs["greedy"].tokens == base.tokens
             for k in args.lookup_k:
                 t = min(runs[k])
                 ratios = sorted(g / x for g, x in zip(runs["greedy"], runs[k]))
+                after = sorted((g - f) / (x - f) for g, x, f in
+                               zip(runs["greedy"], runs[k], runs["ttft"]))
                 row[f"packed_k{k}_speedup"] = round(base_t / t, 2)  # vs unpacked greedy
                 row[f"packed_k{k}_vs_packed_greedy"] = round(pt / t, 2)
                 row[f"packed_k{k}_vs_packed_greedy_rounds"] = [round(r, 2) for r in ratios]
+                row[f"packed_k{k}_decode_vs_packed_greedy"] = round((pt - pf) / (t - pf), 2)
+                row[f"packed_k{k}_decode_vs_packed_greedy_rounds"] = [round(r, 2) for r in after]
                 row[f"packed_k{k}_same"] = outs[k].tokens == base.tokens[0]
         rows.append(row)
-    return {"rows": rows}
+    # geometric means over the prompts of every speed-up column
+    cols = [c for c in rows[0] if "speedup" in c or c.endswith("vs_packed_greedy")]
+    summary = {c: round(statistics.geometric_mean([r[c] for r in rows]), 2) for c in cols}
+    return {"rows": rows, "geomean": summary}
 
 
 def draft(model, tok, args) -> dict:
@@ -229,6 +278,9 @@ def main(argv=None) -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--lookup-tokens", type=int, default=160)
     ap.add_argument("--lookup-k", type=int, nargs="*", default=[3, 10])
+    ap.add_argument("--lookup-prompts", type=int, default=2, choices=range(1, len(GROUNDED) + 1),
+                    metavar=f"1..{len(GROUNDED)}",
+                    help="lookup section: how many of the input-grounded prompts (default 2)")
     ap.add_argument("--draft-layers", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pack", action="store_true",

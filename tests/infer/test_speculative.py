@@ -11,7 +11,7 @@ from lmlab.infer import native
 from lmlab.infer.decode import decode, generate
 from lmlab.infer.sampling import SamplingParams
 from lmlab.infer.speculative import DraftModel, PromptLookup, _verify, check_same_vocab, \
-    generate_speculative, speculative_decode
+    generate_speculative, replay_rounds, speculative_decode
 from lmlab.models import load_model
 
 from .conftest import varied
@@ -131,12 +131,58 @@ def test_draft_vocab_must_be_a_positive_integer(model, vocab):
         DraftModel(model, vocab=vocab)
 
 
-def test_prompt_lookup_greedy_equals_plain_greedy(tokenizer):
+def _propose(seq, k, **kw):
+    return PromptLookup(**kw).propose(seq, k, [], 0, True, None)[0]
+
+
+@pytest.mark.parametrize("seq, k, kw, want", [
+    # the last 2-gram [1, 2] also starts at 1 and 5 ([9, 1, 2] nowhere before the tail)
+    ([5, 1, 2, 7, 8, 1, 2, 9, 1, 2], 3, {}, [7, 8, 1]),
+    ([5, 1, 2, 7, 8, 1, 2, 9, 1, 2], 3, {"prefer": "last"}, [9, 1, 2]),
+    # the last 1-gram [2] at 0 and 3; the longer match wins: the 2-gram [9, 2] at 2 only
+    ([2, 6, 9, 2, 8, 9, 2], 2, {"max_ngram": 1}, [6, 9]),
+    ([2, 6, 9, 2, 8, 9, 2], 2, {"max_ngram": 1, "prefer": "last"}, [8, 9]),
+    ([2, 6, 9, 2, 8, 9, 2], 2, {}, [8, 9]),
+    # no 3- or 2-gram match: the last token alone, at 0 and 2
+    ([3, 4, 3, 5, 6, 3], 3, {}, [4, 3, 5]),
+    ([3, 4, 3, 5, 6, 3], 3, {"prefer": "last"}, [5, 6, 3]),
+    ([3, 4, 3, 5, 6, 3], 3, {"min_ngram": 2}, []),  # single tokens not allowed
+    ([1, 2, 1], 5, {}, [2, 1]),  # fewer than k left after the match
+    ([4, 5, 6], 2, {}, []),  # nothing repeats
+    ([7, 7, 7, 7], 2, {"max_ngram": 2}, [7, 7]),  # overlapping matches: [7, 7] at 0 and 1
+])
+def test_prompt_lookup_proposals(seq, k, kw, want):
+    assert _propose(seq, k, **kw) == want
+
+
+@pytest.mark.parametrize("prefer, k", [("first", 2), ("last", 5), ("first", 7)])
+def test_replay_rounds_equal_a_real_run(tokenizer, prefer, k):
+    m = varied(std=0.1)
+    ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
+    p = SamplingParams(temperature=0, max_new_tokens=30, ignore_eos=True)
+    o = speculative_decode(m, ids, p, drafter=PromptLookup(3, prefer=prefer), num_draft_tokens=k)
+    got = replay_rounds(ids[0].tolist(), o.tokens, PromptLookup(3, prefer=prefer), k, 30)
+    assert got == {"checks": o.stats.target_forwards, "drafted": o.stats.proposed,
+                   "accepted": o.stats.accepted}
+    assert got["checks"] < 30  # lookups were kept: fewer checks than tokens
+
+
+@pytest.mark.parametrize("kw, field", [({"prefer": "latest"}, "prompt_lookup_prefer"),
+                                       ({"max_ngram": 1, "min_ngram": 2},
+                                        "prompt_lookup_max_ngram")])
+def test_prompt_lookup_bad_settings(kw, field):
+    with pytest.raises(UserError, match=field):
+        PromptLookup(**kw)
+
+
+@pytest.mark.parametrize("prefer", PromptLookup.PREFER)
+def test_prompt_lookup_greedy_equals_plain_greedy(tokenizer, prefer):
     m = varied(std=0.1)  # a model that repeats itself in runs: lookups hit and miss
     ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
     p = SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True)
     ref = decode(m, ids, None, p).tokens[0]
-    o = speculative_decode(m, ids, p, drafter=PromptLookup(max_ngram=3), num_draft_tokens=5)
+    o = speculative_decode(m, ids, p, drafter=PromptLookup(max_ngram=3, prefer=prefer),
+                           num_draft_tokens=5)
     assert o.tokens == ref
     assert 0 < o.stats.accepted < o.stats.proposed
 

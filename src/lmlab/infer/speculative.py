@@ -3,8 +3,8 @@
 Two drafters (anything with ``propose`` / ``rollback`` works, see ``Drafter``):
 
 - ``DraftModel``: a smaller causal LM with the same tokenizer, with its own KV cache;
-- ``PromptLookup``: no model; copy what followed the most recent earlier occurrence of the
-  last n tokens (Saxena 2023, "prompt lookup decoding") - strong when the output quotes the
+- ``PromptLookup``: no model; copy what followed an earlier occurrence of the last n tokens
+  (Saxena 2023, "prompt lookup decoding") - strong when the output quotes the
   input (extraction, summaries, code edits).
 
 Verification (Leviathan et al. 2023, Chen et al. 2023). The target scores
@@ -97,14 +97,24 @@ class Drafter(Protocol):
 
 
 class PromptLookup:
-    """Draft by copying: find the most recent earlier match of the last n tokens
-    (n = max_ngram .. min_ngram) and propose what followed it."""
+    """Draft by copying: find an earlier match of the last n tokens (n = max_ngram ..
+    min_ngram, the longest that matches) and propose what followed it. ``prefer``: which match
+    when there are several - ``"first"`` (as HF's prompt lookup: usually in the prompt, the
+    text being quoted) or ``"last"`` (the most recent, often in the output so far). Replaying
+    SmolLM2-135M's greedy outputs on seven input-grounded prompts, "first" needed 0.3 / 2.0 /
+    3.2 / 2.5 % fewer checks at k = 3 / 5 / 7 / 10, and at k = 7 no prompt needed more
+    (benchmarks/RESULTS.md, Inference, "Session 12")."""
 
-    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+    PREFER = ("first", "last")
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1, prefer: str = "first"):
         if not 1 <= min_ngram <= max_ngram:
             raise UserError(f"prompt_lookup_max_ngram: must be >= min_ngram >= 1, got "
                             f"max {max_ngram}, min {min_ngram}")
-        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        if prefer not in self.PREFER:
+            raise UserError(f"prompt_lookup_prefer: must be one of {', '.join(self.PREFER)}, "
+                            f"got {prefer!r}")
+        self.max_ngram, self.min_ngram, self.prefer = max_ngram, min_ngram, prefer
 
     def propose(self, seq, k, transforms, prompt_len, greedy, generator):
         s = torch.tensor(seq)
@@ -113,12 +123,39 @@ class PromptLookup:
             windows = s[:L - 1].unfold(0, n, 1)  # (L-n, n): starts 0 .. L-n-1, never the tail
             hits = (windows == s[L - n:]).all(1).nonzero()
             if len(hits):
-                start = int(hits[-1]) + n  # what followed the most recent match
+                start = int(hits[0 if self.prefer == "first" else -1]) + n  # what followed
                 return seq[start:start + k], None
         return [], None
 
     def rollback(self, valid: int) -> None:
         pass
+
+
+def replay_rounds(prompt: list[int], out: list[int], drafter, k: int,
+                  max_new_tokens: int) -> dict:
+    """The rounds of a greedy speculative run (``speculative_decode``, no logits transforms)
+    whose output is ``out``, without the target: greedy checks keep exactly the drafts equal to
+    the next tokens of ``out`` and add the one after them, so the drafter alone decides the
+    rounds. -> {"checks": target forwards, "drafted": tokens proposed, "accepted": drafts kept}.
+    For comparing drafters (``PromptLookup``'s settings) on known outputs in seconds; a drafter
+    whose proposals depend on the target's logits cannot be replayed."""
+    seq, pos = list(prompt), 0
+    got = {"checks": 0, "drafted": 0, "accepted": 0}
+    while pos < len(out):
+        budget = min(k, max_new_tokens - pos - 1)
+        drafts = drafter.propose(seq, budget, [], len(prompt), True, None)[0] \
+            if budget > 0 else []
+        n = 0
+        while n < len(drafts) and pos + n < len(out) and drafts[n] == out[pos + n]:
+            n += 1
+        new = out[pos:pos + n + 1]
+        got["checks"] += 1
+        got["drafted"] += len(drafts)
+        got["accepted"] += n
+        seq += new
+        pos += len(new)
+        drafter.rollback(len(seq) - 1)
+    return got
 
 
 class Incremental:
@@ -443,11 +480,13 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
                          params: SamplingParams | None = None, *, draft=None,
                          draft_tokenizer=None, num_draft_tokens: int = 5,
                          draft_vocab: int | None = None, prompt_lookup_max_ngram: int = 3,
+                         prompt_lookup_prefer: str = "first",
                          generator: torch.Generator | None = None,
                          pack: bool = False, draft_bf16: bool = True,
                          reuse_prefix: bool = True) -> SpecResult:
     """Speculative decoding on text or chat prompts, with ``draft`` (a model) or, when none
-    is given, prompt lookup. ``pack``: target and draft run oneDNN-packed weights;
+    is given, prompt lookup (``prompt_lookup_max_ngram`` / ``_prefer``: ``PromptLookup``'s
+    ``max_ngram`` / ``prefer``). ``pack``: target and draft run oneDNN-packed weights;
     ``draft_vocab`` / ``draft_bf16``: ``DraftModel``'s ``vocab`` / ``bf16``; ``reuse_prefix``
     (with ``pack``): target and draft prefills reuse the opening tokens each prompt shares
     with the one before (``infer.prefix``), as ``generate`` does, the prompts run in
@@ -467,7 +506,8 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
     for i in (reuse_order(encoded) if reuse else range(len(prompts))):
         prompt, ids = prompts[i], encoded[i]
         drafter = DraftModel(draft, pack=pack, vocab=draft_vocab, bf16=draft_bf16, prefix=dp) \
-            if draft is not None else PromptLookup(prompt_lookup_max_ngram)
+            if draft is not None else PromptLookup(prompt_lookup_max_ngram,
+                                                   prefer=prompt_lookup_prefer)
         o = speculative_decode(model, torch.tensor([ids], device=model_device(model)), params,
                                drafter=drafter, num_draft_tokens=num_draft_tokens,
                                tokenizer=tokenizer, generator=generator, pack=pack, prefix=tp)

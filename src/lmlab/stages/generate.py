@@ -60,6 +60,9 @@ class Config(RunConfig):
                                  "way: only the acceptance rate can move)")
     prompt_lookup_max_ngram: int = opt(3, "speculative: longest n-gram matched by prompt lookup",
                                        min=1)
+    prompt_lookup_prefer: str = opt("first", "speculative: which earlier match prompt lookup "
+                                             "copies from when there are several",
+                                    choices=("first", "last"))
     batch_size: int = opt(8, "prompts decoded together", min=1)
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(faster; equal to the plain step up to fp32 rounding; "
@@ -170,7 +173,8 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
         model, tokenizer, prompts, params, draft=draft,
         draft_tokenizer=load_tokenizer(cfg.draft) if cfg.draft else None,
         num_draft_tokens=cfg.num_draft_tokens, draft_vocab=cfg.draft_vocab or None,
-        prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram, pack=cfg.pack_weights,
+        prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram,
+        prompt_lookup_prefer=cfg.prompt_lookup_prefer, pack=cfg.pack_weights,
         draft_bf16=cfg.draft_bf16)
     return res.completions, {"speculative": res.stats.as_dict()}
 
