@@ -31,11 +31,11 @@ def _pair(model, B, T):
     return ref, nat
 
 
-def _close(a, b):
-    """Equal up to fp32 rounding of sums taken in another order: within 1e-5 of the largest
+def _close(a, b, tol: float = 1e-5):
+    """Equal up to fp32 rounding of sums taken in another order: within ``tol`` of the largest
     magnitude (the varied model's logits reach ~10-100)."""
     assert a.shape == b.shape
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+    torch.testing.assert_close(a, b, rtol=0, atol=tol * float(b.abs().max()))
 
 
 def _same(ref, nat, n):
@@ -78,15 +78,16 @@ def test_native_step_equals_torch_step_padded_blocks_and_single_tokens(model, mo
         _close(o, r)
 
 
-def _odd_model(vocab: int, inter: int):
+def _odd_model(vocab: int, inter: int, positions: int = 128):
     """A 2-layer Llama whose widths are no multiples of 8 (the kernels' scalar tails) and whose
-    row counts need not divide by 4 (the products' fallbacks)."""
+    row counts need not divide by 4 (the products' fallbacks); heads of 20 (attention's generic
+    value loop)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(3)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=60, intermediate_size=inter,
                       num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
-                      max_position_embeddings=128, tie_word_embeddings=False)
+                      max_position_embeddings=positions, tie_word_embeddings=False)
     m = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
         for prm in m.parameters():
@@ -120,6 +121,46 @@ def test_native_blocks_of_every_size_equal_the_torch_step(vocab, inter, monkeypa
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         r, o = (s.step(ids[:, :5], pos, 5, mask) for s in (ref, nat))
         _close(o, r)
+
+
+@pytest.mark.parametrize("which", ["tiny", "odd"])
+def test_attention_over_several_key_chunks(model, which, monkeypatch):
+    """Contexts spanning several of native.c's key chunks (ATT_CHUNK 64 here: 3 chunks,
+    merged afterwards): a 180-token prefill, then blocks of 8, 1 and 3 tokens, with one row's left
+    padding masking whole chunks; then rows of 20, 100 and 190 tokens in one step through
+    ``cols`` (the server's decode step) against each row alone. Heads of 16 (the tiny model)
+    and of 20 (the generic value loop). Within 1e-4 of the largest logit: over 180 tokens the
+    varied model's rounding differences grow to ~4e-5 of it (the same before the chunks,
+    2026-12-05); a chunk merged wrongly is off by far more."""
+    monkeypatch.setattr(native, "MAX_ROWS", 512)
+    monkeypatch.setattr(native, "ATT_CHUNK", 64)
+    m = model if which == "tiny" else _odd_model(1000, 100, positions=256)
+    V, T = m.config.vocab_size, 240
+    ids = torch.randint(0, V, (3, T), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(2, T, dtype=torch.long)
+    mask[0, :150] = 0  # chunks 0 and 1 all padding for row 0, chunk 2 partly
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        ref, nat = _pair(m, 2, T)
+        for a, b in [(0, 180), (180, 188), (188, 189), (189, 192)]:
+            r, o = (s.step(ids[:2, a:b], pos[:, a:b], b, mask[:, :b]) for s in (ref, nat))
+            _close(o, r, 1e-4)
+        lens = [20, 100, 190]
+        alone = []
+        _, nat = _pair(m, 3, T)
+        for row, n in enumerate(lens):
+            one, _ = _pair(m, 1, T)
+            one.step(ids[row:row + 1, :n], torch.arange(n)[None], n, None)
+            for mine, its in zip(nat.k + nat.v, one.k + one.v):
+                mine[row, :, :n] = its[0, :, :n]
+            alone.append(one.step(ids[row:row + 1, n:n + 1], torch.tensor([[n]]), n + 1, None))
+        cols = torch.tensor(lens)[:, None]  # each row's next column, and its position
+        tok = torch.tensor([[int(ids[r, n])] for r, n in enumerate(lens)])
+        got = nat._native_step().step(nat.k, nat.v, tok, cols, max(lens) + 1, None, False,
+                                      False, cols=cols)
+        assert got.shape == (3, 1, V)
+        got, want = got[:, 0], torch.cat([a[0] for a in alone])
+        _close(got, want, 1e-4)
 
 
 def test_native_step_follows_grown_and_reordered_buffers(model):

@@ -54,6 +54,7 @@ typedef struct {
     int Vx;
     int bf16;  /* projections and head are bfloat16 (uint16) instead of fp32 */
     const void *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
+    int att_chunk;  /* keys per attention chunk (see ATT_CHUNK_MIN) */
 } lm_model;
 
 enum { LN1, WQ, WK, WV, WO, LN2, WG, WU, WD, N_PER_LAYER };
@@ -566,12 +567,24 @@ weigh_values(const float *p, const float *V, int last, float inv, float *o, cons
         memcpy(o + 8 * i, &acc[i], sizeof acc[i]);
 }
 
+/* Attention runs in chunks of keys: one task per (row, key/value head, chunk) takes every
+ * query of the row and every query head that shares the key/value head, so the chunk's keys and
+ * values are read from memory once per step and then from the caches, not once per (query,
+ * head) from wherever they are; each task leaves per (query, head) the chunk's softmax max, sum
+ * and weighted values, and a second loop merges the chunks (as flash-decoding does). Chunks of
+ * m->att_chunk keys (the caller's), cut smaller when there would be fewer than two tasks per
+ * thread, but never more chunks than one per ATT_CHUNK_MIN keys (the workspace's bound). */
+enum { ATT_CHUNK_MIN = 64 };
+
 /* Workspace floats one step needs: x, h (M x D), qkv (M x (H + 2 Hkv) Dh), attention output
- * (M x H Dh), gate/up (M x 2I), scores (M x H x T). */
+ * (M x H Dh), gate/up (M x 2I), scores (M x H x T), per-chunk attention parts
+ * (M x H x chunks x (Dh + 2)). */
 int64_t lm_work_floats(const lm_model *m, int M, int T)
 {
     int64_t qkv = (int64_t)(m->H + 2 * m->Hkv) * m->Dh;
-    return (int64_t)M * (2 * m->D + qkv + (int64_t)m->H * m->Dh + 2 * m->I + (int64_t)m->H * T);
+    int64_t nc = (T + ATT_CHUNK_MIN - 1) / ATT_CHUNK_MIN;  /* the most chunks a step makes */
+    return (int64_t)M * (2 * m->D + qkv + (int64_t)m->H * m->Dh + 2 * m->I + (int64_t)m->H * T
+                         + (int64_t)m->H * nc * (m->Dh + 2));
 }
 
 /* One step: tokens (B, L) at positions pos (B, L) fill cache slots n-L .. n-1 of every layer's
@@ -600,6 +613,21 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             return -1;
     float *x = work, *h = x + (size_t)M * D, *qkv = h + (size_t)M * D;
     float *att = qkv + (size_t)M * QKV, *gu = att + (size_t)M * HD, *sc = gu + (size_t)M * 2 * I;
+    /* key chunks: enough for the last column any input sees */
+    int seen = 0;
+    for (int j = 0; j < M; j++) {
+        int last = cols ? (int)cols[j] : n - L + j % L;
+        seen = last + 1 > seen ? last + 1 : seen;
+    }
+    int CS = m->att_chunk > ATT_CHUNK_MIN ? m->att_chunk : ATT_CHUNK_MIN;
+    int NC = (seen + CS - 1) / CS, want = (2 * nt + B * Hkv - 1) / (B * Hkv);
+    if (NC < want) {  /* two tasks a thread where the context allows */
+        int most = (seen + ATT_CHUNK_MIN - 1) / ATT_CHUNK_MIN;
+        NC = want < most ? want : most;
+        CS = (seen + NC - 1) / NC;
+        NC = (seen + CS - 1) / CS;
+    }
+    float *part = sc + (size_t)M * H * T;
     float cs[M][half > 0 ? half : 1], sn[M][half > 0 ? half : 1];
 
     for (int j = 0; j < M; j++) {
@@ -632,71 +660,108 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 memcpy(Vb + at, q + HD + (size_t)(Hkv + g) * Dh, sizeof(float) * Dh);
             }
         }
-        /* attention: one task per (input, head) */
+        /* attention in chunks of keys (see ATT_CHUNK_MIN): each chunk's part ... */
 #pragma omp for schedule(static)
-        for (int t = 0; t < M * H; t++) {
-            int j = t / H, hd = t % H, b = j / L, g = hd / G;
-            int last = cols ? (int)cols[j] : n - L + j % L;
-            const float *q = qkv + (size_t)j * QKV + (size_t)hd * Dh;
+        for (int t = 0; t < B * Hkv * NC; t++) {
+            int b = t / (Hkv * NC), g = t / NC % Hkv, c0 = t % NC * CS;
             const float *Kr = K + ((size_t)b * Hkv + g) * T * Dh;
             const float *Vr = Vb + ((size_t)b * Hkv + g) * T * Dh;
             const int64_t *mk = mask ? mask + (size_t)b * mask_ld : NULL;
-            float *s = sc + (size_t)t * T, mx = -INFINITY, sum = 0.0f;
-            int k0 = 0;
-            if (!mk)  /* four keys at a time */
-                for (; k0 + 4 <= last + 1; k0 += 4) {
-                    dot4(q, Kr + (size_t)k0 * Dh, Dh, s + k0);
-                    for (int i = 0; i < 4; i++) {
-                        s[k0 + i] *= m->scale;
-                        mx = s[k0 + i] > mx ? s[k0 + i] : mx;
+            for (int j = b * L; j < (b + 1) * L; j++) {
+                int last = cols ? (int)cols[j] : n - L + j % L;
+                int end = last < c0 + CS - 1 ? last : c0 + CS - 1;
+                for (int hd = g * G; hd < (g + 1) * G; hd++) {
+                    float *st = part + ((size_t)(j * H + hd) * NC + c0 / CS) * (Dh + 2);
+                    float *o = st + 2, *s = sc + (size_t)(j * H + hd) * T, mx = -INFINITY;
+                    const float *q = qkv + (size_t)j * QKV + (size_t)hd * Dh;
+                    st[0] = -INFINITY;  /* the chunk's max score and sum: none yet */
+                    st[1] = 0.0f;
+                    if (c0 > last)
+                        continue;
+                    int k = c0;
+                    if (!mk)  /* four keys at a time */
+                        for (; k + 4 <= end + 1; k += 4) {
+                            dot4(q, Kr + (size_t)k * Dh, Dh, s + k);
+                            for (int i = 0; i < 4; i++) {
+                                s[k + i] *= m->scale;
+                                mx = s[k + i] > mx ? s[k + i] : mx;
+                            }
+                        }
+                    for (; k <= end; k++) {
+                        if (mk && !mk[k] && k != last) {
+                            s[k] = -INFINITY;
+                            continue;
+                        }
+                        s[k] = dot(q, Kr + (size_t)k * Dh, Dh) * m->scale;
+                        if (s[k] > mx)
+                            mx = s[k];
+                    }
+                    if (mx == -INFINITY)  /* every key of the chunk masked */
+                        continue;
+                    k = c0;
+                    v8 acc = {0};
+                    for (; k + 8 <= end + 1; k += 8) {
+                        v8 v = load8(s + k), e = exp8(v - mx);
+                        for (int i = 0; i < 8; i++)
+                            e[i] = v[i] == -INFINITY ? 0.0f : e[i];
+                        memcpy(s + k, &e, sizeof e);
+                        acc += e;
+                    }
+                    float sum = hsum8(acc);
+                    if (k <= end) {
+                        float keep[8];
+                        memcpy(keep, s + k, sizeof(float) * (end + 1 - k));
+                        exp_tail(s + k, end + 1 - k, mx);
+                        for (; k <= end; k++) {
+                            s[k] = keep[(k - c0) & 7] == -INFINITY ? 0.0f : s[k];
+                            sum += s[k];
+                        }
+                    }
+                    st[0] = mx;
+                    st[1] = sum;
+                    const float *p = s + c0, *Vc = Vr + (size_t)c0 * Dh;
+                    int e = end - c0;  /* the values weighed by exp(score - max), not normed */
+                    switch (Dh) {  /* the common head sizes with the sums in registers */
+                    case 16: weigh_values(p, Vc, e, 1.0f, o, 2); break;
+                    case 32: weigh_values(p, Vc, e, 1.0f, o, 4); break;
+                    case 64: weigh_values(p, Vc, e, 1.0f, o, 8); break;
+                    case 128: weigh_values(p, Vc, e, 1.0f, o, 16); break;
+                    default:
+                        for (int d = 0; d < Dh; d++)
+                            o[d] = 0.0f;
+                        for (int kk = 0; kk <= e; kk++) {
+                            if (p[kk] == 0.0f)
+                                continue;
+                            const float *v = Vc + (size_t)kk * Dh;
+                            for (int d = 0; d < Dh; d++)
+                                o[d] += p[kk] * v[d];
+                        }
                     }
                 }
-            for (int k = k0; k <= last; k++) {
-                if (mk && !mk[k] && k != last) {
-                    s[k] = -INFINITY;
+            }
+        }
+        /* ... merged per (input, head): out = sum_c e^(max_c - max) o_c / sum_c e^(max_c - max)
+         * sum_c over the chunks that saw a key */
+#pragma omp for schedule(static)
+        for (int t = 0; t < M * H; t++) {
+            const float *st = part + (size_t)t * NC * (Dh + 2);
+            float mx = -INFINITY, sum = 0.0f, *o = att + (size_t)t * Dh;
+            for (int c = 0; c < NC; c++)
+                mx = st[c * (Dh + 2)] > mx ? st[c * (Dh + 2)] : mx;
+            for (int d = 0; d < Dh; d++)
+                o[d] = 0.0f;
+            for (int c = 0; c < NC; c++) {
+                const float *sc_ = st + (size_t)c * (Dh + 2);
+                if (sc_[1] == 0.0f)
                     continue;
-                }
-                s[k] = dot(q, Kr + (size_t)k * Dh, Dh) * m->scale;
-                if (s[k] > mx)
-                    mx = s[k];
-            }
-            int k = 0;
-            v8 acc = {0};
-            for (; k + 8 <= last + 1; k += 8) {
-                v8 v = load8(s + k), e = exp8(v - mx);
-                for (int i = 0; i < 8; i++)
-                    e[i] = v[i] == -INFINITY ? 0.0f : e[i];
-                memcpy(s + k, &e, sizeof e);
-                acc += e;
-            }
-            sum = hsum8(acc);
-            if (k <= last) {
-                float keep[8];
-                memcpy(keep, s + k, sizeof(float) * (last + 1 - k));
-                exp_tail(s + k, last + 1 - k, mx);
-                for (; k <= last; k++) {
-                    s[k] = keep[k & 7] == -INFINITY ? 0.0f : s[k];
-                    sum += s[k];
-                }
-            }
-            float *o = att + (size_t)j * HD + (size_t)hd * Dh, inv = 1.0f / sum;
-            switch (Dh) {  /* the common head sizes with the sums in registers */
-            case 16: weigh_values(s, Vr, last, inv, o, 2); break;
-            case 32: weigh_values(s, Vr, last, inv, o, 4); break;
-            case 64: weigh_values(s, Vr, last, inv, o, 8); break;
-            case 128: weigh_values(s, Vr, last, inv, o, 16); break;
-            default:
+                float f = NC == 1 ? 1.0f : expf(sc_[0] - mx);
+                sum += f * sc_[1];
                 for (int d = 0; d < Dh; d++)
-                    o[d] = 0.0f;
-                for (int k = 0; k <= last; k++) {
-                    if (s[k] == 0.0f)
-                        continue;
-                    const float *v = Vr + (size_t)k * Dh;
-                    float p = s[k] * inv;
-                    for (int d = 0; d < Dh; d++)
-                        o[d] += p * v[d];
-                }
+                    o[d] += f * sc_[2 + d];
             }
+            float inv = 1.0f / sum;
+            for (int d = 0; d < Dh; d++)
+                o[d] *= inv;
         }
         segment s_o = {w[WO], D, 0};
         matvec(&s_o, 1, att, HD, HD, M, x, D, 1, m->bf16);

@@ -46,6 +46,12 @@ FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
 # 20 tokens 52-55 / 51-54, 24 tokens 60-62 / 59-64; before them, 2026-12-04: 8 tokens 36 / 35,
 # 11 tokens 53 / 37, 16 rows 79 / 51)
 MAX_ROWS = 16
+# keys per attention task (native.c splits the cache in chunks, one task per row, key/value head
+# and chunk, and merges them): SmolLM2-135M, 2 threads, ms per step of 1 / 8 tokens after 1,800
+# of context, alternating builds, 2026-12-05: chunks of 32 12.5 / 31.6, 64 12.7 / 29.1, 128
+# 12.5 / 29.7, 256 11.9 / 28.6, 512 11.5 / 28.3, one task per (input, head) before 13.1 / 32.4;
+# after 170 tokens all within 1 %
+ATT_CHUNK = 512
 
 _lib = None
 _off = 0  # depth of ``off()`` blocks
@@ -59,7 +65,8 @@ class _Model(ctypes.Structure):
                 ("rope_scale", ctypes.c_float), ("inv_freq", ctypes.c_void_p),
                 ("embed", ctypes.c_void_p), ("norm", ctypes.c_void_p),
                 ("head", ctypes.c_void_p), ("Vh", ctypes.c_int), ("head_x", ctypes.c_void_p),
-                ("Vx", ctypes.c_int), ("bf16", ctypes.c_int), ("layer", ctypes.c_void_p)]
+                ("Vx", ctypes.c_int), ("bf16", ctypes.c_int), ("layer", ctypes.c_void_p),
+                ("att_chunk", ctypes.c_int)]
 
 
 def _compiler() -> str | None:
@@ -258,7 +265,7 @@ class NativeStep:
                           self.V, cfg.num_hidden_layers, step.eps, step.scale, step.rope_scale,
                           self.keep[0].data_ptr(), m.embed_tokens.weight.data_ptr(),
                           norm.data_ptr(), head.data_ptr(), self.V, None, 0, int(bf16),
-                          ctypes.cast(self.layer_ptrs, ctypes.c_void_p))
+                          ctypes.cast(self.layer_ptrs, ctypes.c_void_p), ATT_CHUNK)
         self.work = torch.empty(0)
         self._need = (None, 0)  # ((inputs, buffer length), workspace floats) of the last call
         self._cfg_ref = ctypes.byref(self.cfg)
