@@ -627,6 +627,9 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         CS = (seen + NC - 1) / NC;
         NC = (seen + CS - 1) / CS;
     }
+    /* else the query heads of a group split between tasks (HP parts) */
+    int HP = (2 * nt + B * Hkv * NC - 1) / (B * Hkv * NC);
+    HP = HP < 1 ? 1 : HP > G ? G : HP;
     float *part = sc + (size_t)M * H * T;
     float cs[M][half > 0 ? half : 1], sn[M][half > 0 ? half : 1];
 
@@ -662,20 +665,26 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         }
         /* attention in chunks of keys (see ATT_CHUNK_MIN): each chunk's part ... */
 #pragma omp for schedule(static)
-        for (int t = 0; t < B * Hkv * NC; t++) {
-            int b = t / (Hkv * NC), g = t / NC % Hkv, c0 = t % NC * CS;
+        for (int t = 0; t < B * Hkv * NC * HP; t++) {
+            int b = t / (Hkv * NC * HP), g = t / (NC * HP) % Hkv, c0 = t / HP % NC * CS;
+            int h_lo = g * G + G * (t % HP) / HP, h_hi = g * G + G * (t % HP + 1) / HP;
             const float *Kr = K + ((size_t)b * Hkv + g) * T * Dh;
             const float *Vr = Vb + ((size_t)b * Hkv + g) * T * Dh;
             const int64_t *mk = mask ? mask + (size_t)b * mask_ld : NULL;
             for (int j = b * L; j < (b + 1) * L; j++) {
                 int last = cols ? (int)cols[j] : n - L + j % L;
                 int end = last < c0 + CS - 1 ? last : c0 + CS - 1;
-                for (int hd = g * G; hd < (g + 1) * G; hd++) {
-                    float *st = part + ((size_t)(j * H + hd) * NC + c0 / CS) * (Dh + 2);
-                    float *o = st + 2, *s = sc + (size_t)(j * H + hd) * T, mx = -INFINITY;
+                for (int hd = h_lo; hd < h_hi; hd++) {
+                    /* one chunk: the output itself, normed here (no merge) */
+                    float *st = NC == 1 ? NULL
+                              : part + ((size_t)(j * H + hd) * NC + c0 / CS) * (Dh + 2);
+                    float *o = st ? st + 2 : att + (size_t)j * HD + (size_t)hd * Dh;
+                    float *s = sc + (size_t)(j * H + hd) * T, mx = -INFINITY;
                     const float *q = qkv + (size_t)j * QKV + (size_t)hd * Dh;
-                    st[0] = -INFINITY;  /* the chunk's max score and sum: none yet */
-                    st[1] = 0.0f;
+                    if (st) {
+                        st[0] = -INFINITY;  /* the chunk's max score and sum: none yet */
+                        st[1] = 0.0f;
+                    }
                     if (c0 > last)
                         continue;
                     int k = c0;
@@ -717,15 +726,20 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                             sum += s[k];
                         }
                     }
-                    st[0] = mx;
-                    st[1] = sum;
+                    float inv = 1.0f;  /* a chunk's values weighed by exp(score - max), unnormed */
+                    if (st) {
+                        st[0] = mx;
+                        st[1] = sum;
+                    } else {
+                        inv = 1.0f / sum;
+                    }
                     const float *p = s + c0, *Vc = Vr + (size_t)c0 * Dh;
-                    int e = end - c0;  /* the values weighed by exp(score - max), not normed */
+                    int e = end - c0;
                     switch (Dh) {  /* the common head sizes with the sums in registers */
-                    case 16: weigh_values(p, Vc, e, 1.0f, o, 2); break;
-                    case 32: weigh_values(p, Vc, e, 1.0f, o, 4); break;
-                    case 64: weigh_values(p, Vc, e, 1.0f, o, 8); break;
-                    case 128: weigh_values(p, Vc, e, 1.0f, o, 16); break;
+                    case 16: weigh_values(p, Vc, e, inv, o, 2); break;
+                    case 32: weigh_values(p, Vc, e, inv, o, 4); break;
+                    case 64: weigh_values(p, Vc, e, inv, o, 8); break;
+                    case 128: weigh_values(p, Vc, e, inv, o, 16); break;
                     default:
                         for (int d = 0; d < Dh; d++)
                             o[d] = 0.0f;
@@ -733,8 +747,9 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                             if (p[kk] == 0.0f)
                                 continue;
                             const float *v = Vc + (size_t)kk * Dh;
+                            float w = p[kk] * inv;
                             for (int d = 0; d < Dh; d++)
-                                o[d] += p[kk] * v[d];
+                                o[d] += w * v[d];
                         }
                     }
                 }
@@ -742,26 +757,28 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         }
         /* ... merged per (input, head): out = sum_c e^(max_c - max) o_c / sum_c e^(max_c - max)
          * sum_c over the chunks that saw a key */
+        if (NC > 1) {
 #pragma omp for schedule(static)
-        for (int t = 0; t < M * H; t++) {
-            const float *st = part + (size_t)t * NC * (Dh + 2);
-            float mx = -INFINITY, sum = 0.0f, *o = att + (size_t)t * Dh;
-            for (int c = 0; c < NC; c++)
-                mx = st[c * (Dh + 2)] > mx ? st[c * (Dh + 2)] : mx;
-            for (int d = 0; d < Dh; d++)
-                o[d] = 0.0f;
-            for (int c = 0; c < NC; c++) {
-                const float *sc_ = st + (size_t)c * (Dh + 2);
-                if (sc_[1] == 0.0f)
-                    continue;
-                float f = NC == 1 ? 1.0f : expf(sc_[0] - mx);
-                sum += f * sc_[1];
+            for (int t = 0; t < M * H; t++) {
+                const float *st = part + (size_t)t * NC * (Dh + 2);
+                float mx = -INFINITY, sum = 0.0f, *o = att + (size_t)t * Dh;
+                for (int c = 0; c < NC; c++)
+                    mx = st[c * (Dh + 2)] > mx ? st[c * (Dh + 2)] : mx;
                 for (int d = 0; d < Dh; d++)
-                    o[d] += f * sc_[2 + d];
+                    o[d] = 0.0f;
+                for (int c = 0; c < NC; c++) {
+                    const float *sc_ = st + (size_t)c * (Dh + 2);
+                    if (sc_[1] == 0.0f)
+                        continue;
+                    float f = expf(sc_[0] - mx);
+                    sum += f * sc_[1];
+                    for (int d = 0; d < Dh; d++)
+                        o[d] += f * sc_[2 + d];
+                }
+                float inv = 1.0f / sum;
+                for (int d = 0; d < Dh; d++)
+                    o[d] *= inv;
             }
-            float inv = 1.0f / sum;
-            for (int d = 0; d < Dh; d++)
-                o[d] *= inv;
         }
         segment s_o = {w[WO], D, 0};
         matvec(&s_o, 1, att, HD, HD, M, x, D, 1, m->bf16);
