@@ -40,12 +40,14 @@ SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
 # the largest step (inputs = batch x block length) the C step runs; larger ones (prefills,
 # wide batches) are compute-bound and go to oneDNN's matrix kernels
-# (2 threads, SmolLM2-135M, 100 tokens of context, ms per step C / torch-packed, best of 5, four
-# rounds, 2026-12-05, with the blocked products: a block of 1 token 10-18 / 28-37, 8 tokens
-# 18-20 / 34-39, 12 tokens 26-31 / 37-43, 13 tokens 28-32 / 40-49, 16 tokens 40-46 / 44-46,
-# 20 tokens 52-55 / 51-54, 24 tokens 60-62 / 59-64; before them, 2026-12-04: 8 tokens 36 / 35,
-# 11 tokens 53 / 37, 16 rows 79 / 51)
-MAX_ROWS = 16
+# (2 threads, SmolLM2-135M, ms per step C / torch-packed, best of 5, 2026-12-05, after the
+# blocked products' sums went four at a time: every position's logits after 100 tokens, 20
+# tokens 45.4 / 48.7, 24 tokens 50.1 / 53.4, 28 tokens 56.5 / 58.5, 32 tokens 68.9 / 64.1; a
+# prompt's prefill (last position only) of 20 / 24 / 32 tokens 38.2 / 42.4 / 55.3 against 43.4 /
+# 46.6 / 55.0. Before, 2026-12-05, 100 tokens of context: a block of 1 token 10-18 / 28-37, 8
+# tokens 18-20 / 34-39, 12 tokens 26-31 / 37-43, 16 tokens 40-46 / 44-46, 24 tokens 60-62 /
+# 59-64; 2026-12-04, before the blocked products: 8 tokens 36 / 35, 11 tokens 53 / 37)
+MAX_ROWS = 24
 # keys per attention task (native.c splits the cache in chunks, one task per row, key/value head
 # and chunk, and merges them): SmolLM2-135M, 2 threads, ms per step of 1 / 8 tokens after 1,800
 # of context, alternating builds, 2026-12-05: chunks of 32 12.5 / 31.6, 64 12.7 / 29.1, 128
