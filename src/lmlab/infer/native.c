@@ -292,31 +292,27 @@ block_dot(const float *w, int K, const float *x, int ldx, float *y, int ldy, int
 enum { BLOCK_MIN = 5 };  /* the fewest inputs block_dot takes */
 
 /* The rows block_dot takes together for M inputs, 0: none (row_dot then takes the inputs
- * four at a time, faster for 2-4 inputs: a 4-row block is four short streams, which the
- * hardware prefetcher follows worse than one row after another). */
+ * four at a time, faster for 2-4 inputs: 4-row blocks were 1.03-1.27x slower there, four short
+ * streams, which the hardware prefetcher follows worse than one row after another). Two rows
+ * from 5 inputs on (5-6 inputs had taken 4 rows until 2026-12-05: 2 rows were 0.97 / 0.98x the
+ * time, alternating builds). */
 static inline int block_rows(int M)
 {
-    return M >= BLOCK_MIN && M <= 6 ? 4 : M >= 7 ? 2 : 0;
+    return M >= BLOCK_MIN ? 2 : 0;
 }
 
-/* block_dot of NR = block_rows(M) rows against M inputs: up to 24 accumulators, so over 12
- * inputs (two rows) go in balanced groups of 6-12, each over the rows while they are in L1. */
+/* block_dot of 2 rows against M >= 5 inputs: up to 24 accumulators, so over 12 inputs go in
+ * balanced groups of 6-12, each over the rows while they are in L1. */
 static void block_dot_m(const float *w, int K, const float *x, int ldx, float *y, int ldy,
                         int add, int M, int pf)
 {
-    if (M <= 6) {
-        if (M == 5)
-            block_dot(w, K, x, ldx, y, ldy, add, 4, 5, pf);
-        else
-            block_dot(w, K, x, ldx, y, ldy, add, 4, 6, pf);
-        return;
-    }
     const int groups = (M + 11) / 12;
     for (int g = 0, j = 0; g < groups; g++) {
         int m = (M - j) / (groups - g), p = g ? 0 : pf;
         const float *xg = x + (size_t)j * ldx;
         float *yg = y + (size_t)j * ldy;
         switch (m) {
+        case 5: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 5, p); break;
         case 6: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 6, p); break;
         case 7: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 7, p); break;
         case 8: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 8, p); break;
@@ -430,16 +426,17 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
 #pragma omp barrier
         return;
     }
-    /* several inputs. 5 or more: blocks of 4 rows (5-6 inputs) or 2 rows (7 and more, in
-     * groups of at most 12) in one pass each (block_dot), the weights asked for 8 KB ahead:
+    /* several inputs. 5 or more: blocks of 2 rows (in groups of at most 12 inputs; 5-6
+     * inputs took 4 rows until session 12) in one pass each (block_dot), the weights asked
+     * for 8 KB ahead:
      * a 5 / 8 / 11-input step 0.96 / 0.86 / 0.76x the time of four inputs per pass over one
      * row (alternating builds, slow memory level; 11 inputs 25.6 vs ~33 ms at the fast one),
      * with this CPU's two 256-bit FMAs per cycle per core mostly busy (5.3-6.6 G a second
      * a core on weights in L2, against 2.9-4.5 G four inputs per pass: those reload each
      * weight vector for every four inputs, and the inputs for every row). 2-4 inputs: one
      * row at a time, four inputs per pass (then 2, then 1) - there blocks of 4 rows were
-     * 1.03-1.15x slower: four short streams, which the hardware prefetcher follows worse
-     * than one long one. While a row is worked on from L1 nothing else asks for memory and
+     * 1.03-1.27x slower (2026-12-05, and again with block_dot's faster sums): four short
+     * streams, which the hardware prefetcher follows worse than one long one. While a row is worked on from L1 nothing else asks for memory and
      * the prefetcher runs dry, so the first pass over each row asks for the weights ahead
      * into L2: over long rows only (the down projection's 1536, two rows ahead) it took a
      * step of 2 / 3 / 4 inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 /
