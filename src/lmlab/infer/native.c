@@ -582,7 +582,9 @@ weigh_values(const float *p, const float *V, int last, float inv, float *o, cons
  * head) from wherever they are; each task leaves per (query, head) the chunk's softmax max, sum
  * and weighted values, and a second loop merges the chunks (as flash-decoding does). Chunks of
  * m->att_chunk keys (the caller's), cut smaller when there would be fewer than two tasks per
- * thread, but never more chunks than one per ATT_CHUNK_MIN keys (the workspace's bound). */
+ * thread, but never more chunks than one per ATT_CHUNK_MIN keys (the workspace's bound); if
+ * that still leaves fewer, a group's query heads split between tasks. One chunk (short
+ * contexts) writes the output itself: no merge, the arithmetic of one task per (query, head). */
 enum { ATT_CHUNK_MIN = 64 };
 
 /* Workspace floats one step needs: x, h (M x D), qkv (M x (H + 2 Hkv) Dh), attention output
