@@ -226,29 +226,31 @@ static void row_dot(const float *w, const float *x, int ldx, int K, int M, float
     }
 }
 
-/* NR adjacent rows (w, w + K, ...; out to y[0 .. NR-1] of each input's row of y) against NI
- * inputs in one pass: NR x NI accumulators, each weight and input vector loaded once per 8
- * columns for all of them; the rows pf floats on asked for into L2 meanwhile. NR and NI are
- * constants at each call (block_dot_m's switches: the accumulators stay in registers). */
+enum { BLOCK_NR = 2 };  /* the rows block_dot takes together (see block_rows) */
+
+/* BLOCK_NR adjacent rows (w, w + K, ...; out to y[0 .. BLOCK_NR-1] of each input's row of y)
+ * against NI inputs in one pass: NI x BLOCK_NR accumulators, each weight and input vector loaded
+ * once per 8 columns for all of them; the rows pf floats on asked for into L2 meanwhile. NI is
+ * a constant at each call (block_dot_m's switch: the accumulators stay in registers). */
 static inline __attribute__((always_inline)) void
 block_dot(const float *w, int K, const float *x, int ldx, float *y, int ldy, int add,
-          const int NR, const int NI, int pf)
+          const int NI, int pf)
 {
-    v8 acc[4][12];
-#pragma GCC unroll 4
-    for (int r = 0; r < NR; r++)
+    v8 acc[12][BLOCK_NR];
 #pragma GCC unroll 12
-        for (int i = 0; i < NI; i++)
-            acc[r][i] = (v8){0};
+    for (int i = 0; i < NI; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < BLOCK_NR; r++)
+            acc[i][r] = (v8){0};
     int k = 0;
     for (; k + 8 <= K; k += 8) {
-        if (pf)  /* the NR rows are NR * 8 floats further on: every line of them */
+        if (pf)  /* the rows are BLOCK_NR * 8 floats further on: every line of them */
 #pragma GCC unroll 2
-            for (int q = 0; q < NR * 8; q += 16)
-                __builtin_prefetch(w + pf + NR * k + q, 0, 2);
-        v8 wv[4];
+            for (int q = 0; q < BLOCK_NR * 8; q += 16)
+                __builtin_prefetch(w + pf + BLOCK_NR * k + q, 0, 2);
+        v8 wv[BLOCK_NR];
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; r++) {
+        for (int r = 0; r < BLOCK_NR; r++) {
             wv[r] = load8(w + (size_t)r * K + k);
             /* (held in registers: GCC 12 would otherwise load it again for every input) */
             __asm__("" : "+v"(wv[r]));
@@ -258,29 +260,29 @@ block_dot(const float *w, int K, const float *x, int ldx, float *y, int ldy, int
             v8 v = load8(x + (size_t)i * ldx + k);
             __asm__("" : "+v"(v));
 #pragma GCC unroll 4
-            for (int r = 0; r < NR; r++)
-                acc[r][i] += wv[r] * v;
+            for (int r = 0; r < BLOCK_NR; r++)
+                acc[i][r] += wv[r] * v;
         }
     }
-    /* the NR x NI horizontal sums four at a time (hsum8x4): one at a time they had cost a
-     * tenth of the kernel's time (8-12 inputs on weights in L2, one thread: 6.3 -> 7.0 G
+    /* the NI x BLOCK_NR horizontal sums four at a time (hsum8x4): one at a time they had cost
+     * a tenth of the kernel's time (8-12 inputs on weights in L2, one thread: 6.3 -> 7.0 G
      * FMAs a second, of 7.3; whole steps of 8 / 11 / 16 inputs 0.97 / 0.92 / 0.97x the
      * time at the slow memory level, alternating builds, 2026-12-05) */
-    float sums[48];
+    const v8 *a = &acc[0][0];  /* sums[i * BLOCK_NR + r] of acc[i][r] */
+    float sums[12 * BLOCK_NR];
 #pragma GCC unroll 12
-    for (int q = 0; q + 4 <= NR * NI; q += 4)
-        hsum8x4(acc[q % NR][q / NR], acc[(q + 1) % NR][(q + 1) / NR],
-                acc[(q + 2) % NR][(q + 2) / NR], acc[(q + 3) % NR][(q + 3) / NR], sums + q);
+    for (int q = 0; q + 4 <= NI * BLOCK_NR; q += 4)
+        hsum8x4(a[q], a[q + 1], a[q + 2], a[q + 3], sums + q);
 #pragma GCC unroll 4
-    for (int q = NR * NI / 4 * 4; q < NR * NI; q++)
-        sums[q] = hsum8(acc[q % NR][q / NR]);
+    for (int q = NI * BLOCK_NR / 4 * 4; q < NI * BLOCK_NR; q++)
+        sums[q] = hsum8(a[q]);
 #pragma GCC unroll 12
     for (int i = 0; i < NI; i++) {
         const float *xi = x + (size_t)i * ldx;
         float *yi = y + (size_t)i * ldy;
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; r++) {
-            float s = sums[i * NR + r];
+        for (int r = 0; r < BLOCK_NR; r++) {
+            float s = sums[i * BLOCK_NR + r];
             const float *wr = w + (size_t)r * K;
             for (int kk = k; kk < K; kk++)
                 s += wr[kk] * xi[kk];
@@ -298,11 +300,11 @@ enum { BLOCK_MIN = 5 };  /* the fewest inputs block_dot takes */
  * time, alternating builds). */
 static inline int block_rows(int M)
 {
-    return M >= BLOCK_MIN ? 2 : 0;
+    return M >= BLOCK_MIN ? BLOCK_NR : 0;
 }
 
-/* block_dot of 2 rows against M >= 5 inputs: up to 24 accumulators, so over 12 inputs go in
- * balanced groups of 6-12, each over the rows while they are in L1. */
+/* block_dot against M >= 5 inputs: up to 24 accumulators, so over 12 inputs go in balanced
+ * groups of 6-12, each over the rows while they are in L1. */
 static void block_dot_m(const float *w, int K, const float *x, int ldx, float *y, int ldy,
                         int add, int M, int pf)
 {
@@ -312,14 +314,14 @@ static void block_dot_m(const float *w, int K, const float *x, int ldx, float *y
         const float *xg = x + (size_t)j * ldx;
         float *yg = y + (size_t)j * ldy;
         switch (m) {
-        case 5: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 5, p); break;
-        case 6: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 6, p); break;
-        case 7: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 7, p); break;
-        case 8: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 8, p); break;
-        case 9: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 9, p); break;
-        case 10: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 10, p); break;
-        case 11: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 11, p); break;
-        default: block_dot(w, K, xg, ldx, yg, ldy, add, 2, 12, p); break;
+        case 5: block_dot(w, K, xg, ldx, yg, ldy, add, 5, p); break;
+        case 6: block_dot(w, K, xg, ldx, yg, ldy, add, 6, p); break;
+        case 7: block_dot(w, K, xg, ldx, yg, ldy, add, 7, p); break;
+        case 8: block_dot(w, K, xg, ldx, yg, ldy, add, 8, p); break;
+        case 9: block_dot(w, K, xg, ldx, yg, ldy, add, 9, p); break;
+        case 10: block_dot(w, K, xg, ldx, yg, ldy, add, 10, p); break;
+        case 11: block_dot(w, K, xg, ldx, yg, ldy, add, 11, p); break;
+        default: block_dot(w, K, xg, ldx, yg, ldy, add, 12, p); break;
         }
         j += m;
     }
@@ -426,32 +428,30 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
 #pragma omp barrier
         return;
     }
-    /* several inputs. 5 or more: blocks of 2 rows (in groups of at most 12 inputs; 5-6
-     * inputs took 4 rows until session 12) in one pass each (block_dot), the weights asked
-     * for 8 KB ahead:
-     * a 5 / 8 / 11-input step 0.96 / 0.86 / 0.76x the time of four inputs per pass over one
-     * row (alternating builds, slow memory level; 11 inputs 25.6 vs ~33 ms at the fast one),
-     * with this CPU's two 256-bit FMAs per cycle per core mostly busy (5.3-6.6 G a second
-     * a core on weights in L2, against 2.9-4.5 G four inputs per pass: those reload each
-     * weight vector for every four inputs, and the inputs for every row). 2-4 inputs: one
-     * row at a time, four inputs per pass (then 2, then 1) - there blocks of 4 rows were
-     * 1.03-1.27x slower (2026-12-05, and again with block_dot's faster sums): four short
-     * streams, which the hardware prefetcher follows worse than one long one. While a row is worked on from L1 nothing else asks for memory and
-     * the prefetcher runs dry, so the first pass over each row asks for the weights ahead
-     * into L2: over long rows only (the down projection's 1536, two rows ahead) it took a
-     * step of 2 / 3 / 4 inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 /
-     * 1.40x (2026-12-04); 8 KB ahead over every row, a 4-input step got another 0.85x (4 /
-     * 16 / 32 KB: 0.87-0.90x; prefetcht0: slower; 2 inputs: 1.06x slower, so they keep the
-     * long rows' distance, 2026-12-05). (Three inputs per pass, 5 = 3 + 2: slower than
-     * 4 + 1.) */
+    /* several inputs. 5 or more: blocks of 2 rows (in groups of at most 12 inputs; 5-6 inputs took
+     * 4 rows until session 12) in one pass each (block_dot), the weights asked for 8 KB ahead: a 5
+     * / 8 / 11-input step 0.96 / 0.86 / 0.76x the time of four inputs per pass over one row
+     * (alternating builds, slow memory level; 11 inputs 25.6 vs ~33 ms at the fast one), with this
+     * CPU's two 256-bit FMAs per cycle per core mostly busy (5.3-6.6 G a second a core on weights
+     * in L2, against 2.9-4.5 G four inputs per pass: those reload each weight vector for every four
+     * inputs, and the inputs for every row). 2-4 inputs: one row at a time, four inputs per pass
+     * (then 2, then 1) - there blocks of 4 rows were 1.03-1.27x slower (2026-12-05, and again with
+     * block_dot's faster sums): four short streams, which the hardware prefetcher follows worse
+     * than one long one. While a row is worked on from L1 nothing else asks for memory and the
+     * prefetcher runs dry, so the first pass over each row asks for the weights ahead into L2: over
+     * long rows only (the down projection's 1536, two rows ahead) it took a step of 2 / 3 / 4
+     * inputs from 1.25 / 1.33 / 1.53x a one-input step to 1.08 / 1.23 / 1.40x (2026-12-04); 8 KB
+     * ahead over every row, a 4-input step got another 0.85x (4 / 16 / 32 KB: 0.87-0.90x;
+     * prefetcht0: slower; 2 inputs: 1.06x slower, so they keep the long rows' distance,
+     * 2026-12-05). (Three inputs per pass, 5 = 3 + 2: slower than 4 + 1.) */
     const int pf = M >= 3 ? 2048 : K >= 1024 ? 2 * K : 0;
-    const int NR = bf16 ? 0 : block_rows(M);
-    int by = NR > 0;
+    const int rows = bf16 ? 0 : block_rows(M);
+    int by = rows > 0;
     for (int s = 0; by && s < n_seg; s++)
-        by = seg[s].rows % NR == 0;
+        by = seg[s].rows % rows == 0;
     if (by) {
 #pragma omp for schedule(static)
-        for (int r = 0; r < total; r += NR) {
+        for (int r = 0; r < total; r += rows) {
             int s = 0, rr = r;
             while (rr >= seg[s].rows) {
                 rr -= seg[s].rows;
@@ -598,6 +598,13 @@ int64_t lm_work_floats(const lm_model *m, int M, int T)
                          + (int64_t)m->H * nc * (m->Dh + 2));
 }
 
+/* The cache column input j (of rows of L) writes its key/value to and the last it sees: cols[j],
+ * or n-L+i for the i-th input of its row (see lm_step). */
+static inline int input_col(const int64_t *cols, int j, int n, int L)
+{
+    return cols ? (int)cols[j] : n - L + j % L;
+}
+
 /* One step: tokens (B, L) at positions pos (B, L) fill cache slots n-L .. n-1 of every layer's
  * k/v buffers (B, Hkv, T, Dh); mask (B, >= n, row stride mask_ld) of nonzero = attend, or NULL.
  * Query i of a row sees keys 0 .. n-L+i that its mask allows, and always itself (no row is all
@@ -627,7 +634,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     /* key chunks: enough for the last column any input sees */
     int seen = 0;
     for (int j = 0; j < M; j++) {
-        int last = cols ? (int)cols[j] : n - L + j % L;
+        int last = input_col(cols, j, n, L);
         seen = last + 1 > seen ? last + 1 : seen;
     }
     int CS = m->att_chunk > ATT_CHUNK_MIN ? m->att_chunk : ATT_CHUNK_MIN;
@@ -665,7 +672,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, m->bf16);
 #pragma omp single
         for (int j = 0; j < M; j++) {
-            int b = j / L, slot = cols ? (int)cols[j] : n - L + j % L;
+            int b = j / L, slot = input_col(cols, j, n, L);
             float *q = qkv + (size_t)j * QKV;
             rope(q, H + Hkv, Dh, cs[j], sn[j]);
             for (int g = 0; g < Hkv; g++) {
@@ -683,7 +690,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             const float *Vr = Vb + ((size_t)b * Hkv + g) * T * Dh;
             const int64_t *mk = mask ? mask + (size_t)b * mask_ld : NULL;
             for (int j = b * L; j < (b + 1) * L; j++) {
-                int last = cols ? (int)cols[j] : n - L + j % L;
+                int last = input_col(cols, j, n, L);
                 int end = last < c0 + CS - 1 ? last : c0 + CS - 1;
                 for (int hd = h_lo; hd < h_hi; hd++) {
                     /* one chunk: the output itself, normed here (no merge) */
