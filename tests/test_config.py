@@ -1,6 +1,7 @@
 import pathlib
 
 import pytest
+import torch
 import yaml
 
 from lmlab.cli import main
@@ -133,3 +134,24 @@ def test_list_overrides_take_plain_and_bracketed_forms():
     b = load_config(SFTConfig, None, ["lora_targets=[q_proj, v_proj]"])
     c = load_config(SFTConfig, None, ["lora_targets=[]"])
     assert a.lora_targets == b.lora_targets == ["q_proj", "v_proj"] and c.lora_targets == []
+
+
+def test_cli_drops_only_the_known_library_noise(caplog):
+    import logging
+
+    from lmlab.cli import _drop_noise
+
+    _drop_noise()
+    _drop_noise()  # idempotent: one filter per logger
+    ao, pytree = logging.getLogger("torchao"), logging.getLogger("torch.utils._pytree")
+    assert sum(getattr(f, "lmlab_noise", False) for f in ao.filters) == 1
+    with caplog.at_level(logging.WARNING):
+        ao.warning("Failed to load /x/torchao/_C_cutlass_90a.abi3.so: Could not load")
+        pytree.warning("<enum 'KernelPreference'> is an Enum subclass and is now natively ...")
+        ao.warning("torchao: a real warning")
+        pytree.warning("another pytree message")
+    got = [r.getMessage() for r in caplog.records]
+    want = ["torchao: a real warning", "another pytree message"]
+    if torch.version.cuda is not None:  # a CUDA build: torchao's failed kernels are news
+        want.insert(0, "Failed to load /x/torchao/_C_cutlass_90a.abi3.so: Could not load")
+    assert got == want

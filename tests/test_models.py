@@ -54,3 +54,37 @@ def test_adapter_folder_loads_base_plus_lora(tmp_path):
         got = merged(input_ids=x).logits
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert json.loads((tmp_path / "final" / "lmlab.json").read_text())["base"] == "tiny:llama"
+
+
+def test_with_cache_uses_the_forwards_keyword():
+    from lmlab.models.compat import with_cache
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None):
+            return cache
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return past_key_values
+
+    class Wrapped(torch.nn.Module):  # peft's wrappers forward **kwargs to the model inside
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def get_base_model(self):
+            return self.inner
+
+        def forward(self, **kwargs):
+            return self.inner(**kwargs)
+
+    for model, key in ((New(), "cache"), (Old(), "past_key_values"),
+                       (Wrapped(Old()), "past_key_values"), (Wrapped(New()), "cache")):
+        assert list(with_cache(model, "kv")) == [key]
+        assert model(input_ids=1, **with_cache(model, "kv")) == "kv"
+    tiny = load_model("tiny:llama")
+    import inspect
+
+    want = "cache" if "cache" in inspect.signature(type(tiny).forward).parameters \
+        else "past_key_values"
+    assert list(with_cache(tiny, None)) == [want]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -59,9 +60,34 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], bool]:
     return config, rest, want_help
 
 
+# log lines other libraries print on every run that say nothing to a user of this tool: torchao
+# failing to load its CUDA kernels in a CPU build of torch (transformers imports torchao whenever
+# it is installed), and torch deprecating how torchao registers two enums
+_NOISE = {"torchao": "Failed to load ", "torch.utils._pytree": "is an Enum subclass"}
+
+
+def _cpu_torch() -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and getattr(torch.version, "cuda", None) is None
+
+
+def _drop_noise() -> None:
+    for name, part in _NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "lmlab_noise", False) for f in logger.filters):
+            def keep(record, name=name, part=part) -> bool:
+                if part not in record.getMessage():
+                    return True
+                return name == "torchao" and not _cpu_torch()  # a CUDA build: worth seeing
+
+            keep.lmlab_noise = True
+            logger.addFilter(keep)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _drop_noise()
     from lmlab.stages import STAGES, load_stage
 
     try:

@@ -28,6 +28,7 @@ from lmlab.infer.packed import packed_linears
 from lmlab.infer.prefix import LastPromptKV, reuse_order
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
+from lmlab.models.compat import with_cache
 
 Prompt = Union[str, list[dict]]  # raw text, or chat messages [{role, content}]
 
@@ -208,7 +209,7 @@ def _prefill(model, input_ids, attention_mask, max_new: int) -> tuple[_State, to
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
     cache = DynamicCache(config=model.config)
     logits = model(input_ids=input_ids, attention_mask=attention_mask if padded else None,
-                   position_ids=pos, past_key_values=cache, use_cache=True,
+                   position_ids=pos, **with_cache(model, cache), use_cache=True,
                    logits_to_keep=1).logits[:, -1, :]  # (B, V)
     return _start(input_ids, attention_mask, pos, padded, max_new, cache=cache), logits.float()
 
@@ -263,7 +264,7 @@ def _forward_one(model, st: _State, tokens: torch.Tensor, P: int) -> torch.Tenso
         st.pos += 1
         return logits if logits.dtype == torch.float32 else logits.float()
     logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=st.pos,
-                   past_key_values=st.cache, use_cache=True).logits[:, -1, :]
+                   **with_cache(model, st.cache), use_cache=True).logits[:, -1, :]
     st.pos += 1
     return logits.float()
 

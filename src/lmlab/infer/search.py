@@ -38,6 +38,7 @@ from lmlab.infer.decode import Completion, Decoded, Prompt, StopStrings, check_c
     completion_text, eos_ids, eval_mode, generate, left_pad, encode_prompts, model_device, \
     select_cache_rows
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms
+from lmlab.models.compat import with_cache
 
 Reranker = Callable[[Prompt, str], float]  # (prompt, completion text) -> higher is better
 
@@ -78,7 +79,7 @@ def _prefill(model, input_ids, attention_mask, max_new: int, hidden: bool = Fals
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     out = model(input_ids=input_ids, attention_mask=attention_mask if padded else None,
-                position_ids=pos, past_key_values=cache, use_cache=True,
+                position_ids=pos, **with_cache(model, cache), use_cache=True,
                 output_hidden_states=hidden, logits_to_keep=1)
     mask = None
     if padded:
@@ -113,7 +114,7 @@ class _HeadInput:
 def _step(model, cache, mask, pos, tokens, n: int, hidden: bool = False):
     """One-token forward for each row: tokens (R,), cache length after it = n."""
     return model(input_ids=tokens[:, None], attention_mask=None if mask is None else mask[:, :n],
-                 position_ids=pos, past_key_values=cache, use_cache=True,
+                 position_ids=pos, **with_cache(model, cache), use_cache=True,
                  output_hidden_states=hidden)
 
 

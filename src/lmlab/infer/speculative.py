@@ -37,6 +37,7 @@ from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, c
     encode_prompts, eos_ids, eval_mode, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, argmax, \
     build_transforms, draw, make_generator
+from lmlab.models.compat import with_cache
 
 
 @dataclass
@@ -193,7 +194,7 @@ class Incremental:
             logits = self.fast.step(ids, pos, self.n + L, None, last_only=last_only,
                                     head=head)[0]
         else:
-            logits = self.model(input_ids=ids, position_ids=pos, past_key_values=self.cache,
+            logits = self.model(input_ids=ids, position_ids=pos, **with_cache(self.model, self.cache),
                                 use_cache=True, logits_to_keep=1 if last_only else 0).logits[0]
         self.n += L
         return logits.float()

@@ -22,6 +22,7 @@ import torch
 from lmlab.infer.decode import decode, left_pad
 from lmlab.infer.sampling import SamplingParams
 from lmlab.losses.logprobs import token_logps
+from lmlab.models.compat import with_cache
 from lmlab.models.heads import decoder_of
 
 
@@ -126,11 +127,11 @@ def shared_prompt_hidden(decoder, batch: dict) -> torch.Tensor | None:
     src[inv] = torch.arange(N, device=ids.device)  # one sequence per distinct prompt
     cache = DynamicCache(config=decoder.config)
     head = decoder(input_ids=ids[src, :P], attention_mask=mask[src, :P],
-                   position_ids=pos[src, :P], past_key_values=cache,
+                   position_ids=pos[src, :P], **with_cache(decoder, cache),
                    use_cache=True).last_hidden_state  # (U, P, H)
     cache.batch_select_indices(inv)  # (N, ., P, .): differentiable gather
     tail = decoder(input_ids=ids[:, P:], attention_mask=mask, position_ids=pos[:, P:],
-                   past_key_values=cache, use_cache=True).last_hidden_state  # (N, R, H)
+                   **with_cache(decoder, cache), use_cache=True).last_hidden_state  # (N, R, H)
     return torch.cat([head[inv, -1:], tail[:, :R - 1]], dim=1)
 
 

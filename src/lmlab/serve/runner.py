@@ -39,6 +39,7 @@ from lmlab.infer.fastpath import LlamaStep, _rms_norm, _rotate_half
 from lmlab.infer.packed import PackedLinears, packed_linears
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
     make_generator, pick
+from lmlab.models.compat import with_cache
 from lmlab.serve.scheduler import Batch, Sequence
 
 
@@ -146,7 +147,7 @@ def _hf_prefill(model, ids: list[int]):
     x = torch.tensor([ids], device=next(model.parameters()).device)
     cache = DynamicCache(config=model.config)
     pos = torch.arange(len(ids), device=x.device)[None]
-    logits = model(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=True,
+    logits = model(input_ids=x, position_ids=pos, **with_cache(model, cache), use_cache=True,
                    logits_to_keep=1).logits[:, -1]
     return cache, logits
 
@@ -172,7 +173,7 @@ class PerSeqKV:
             cache, n = self.caches[sid]
             x = torch.tensor([[tok]], device=next(self.model.parameters()).device)
             rows.append(self.model(input_ids=x, position_ids=torch.tensor([[n]]).to(x.device),
-                                   past_key_values=cache, use_cache=True).logits[:, -1])
+                                   **with_cache(self.model, cache), use_cache=True).logits[:, -1])
             self.caches[sid] = (cache, n + 1)
         return torch.cat(rows)
 
