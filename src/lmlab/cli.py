@@ -31,8 +31,8 @@ def _main_help() -> str:
     lines = ["lmlab: the LLM lifecycle on the hardware you have.", "", USAGE, "", "stages:"]
     for name in STAGES:
         lines.append(f"  {name:<12} {load_stage(name).HELP}")
-    lines += ["", "Every stage writes a run folder (config.yaml, metrics.jsonl, checkpoints/, "
-              "final/, summary.json).", "See docs/ for one page per stage."]
+    lines += ["", ("Every stage writes a run folder (config.yaml, metrics.jsonl, checkpoints/, "
+                   "final/, summary.json)."), "See docs/ for one page per stage."]
     return "\n".join(lines)
 
 
