@@ -51,6 +51,13 @@ class Run:
                 for r in rows:
                     f.write(json.dumps(r, default=str) + "\n")
 
+    def append_jsonl(self, name: str, rows: list[dict]) -> None:
+        """Add ``rows`` to ``name`` in one write (a stopped run loses at most a partial line,
+        which ``read_done_jsonl`` cuts)."""
+        if is_main():
+            with open(self.path / name, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
+
     def read_metrics(self) -> list[dict]:
         f = self.path / "metrics.jsonl"
         return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] \
@@ -59,6 +66,23 @@ class Run:
     def latest_checkpoint(self) -> Path | None:
         steps = checkpoint_steps(self.checkpoints)
         return self.checkpoints / f"step-{steps[-1]}" if steps else None
+
+
+def read_done_jsonl(path: Path) -> list[dict]:
+    """The rows a stopped run finished writing to ``path`` (none if it is missing); a
+    half-written last line (the run died mid-write) is cut from the file."""
+    if not path.exists():
+        return []
+    good, size = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            good.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        size += len(line.encode("utf-8"))
+    with open(path, "r+b") as f:
+        f.truncate(size)
+    return good
 
 
 def default_output_dir(stage: str, model: str) -> str:

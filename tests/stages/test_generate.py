@@ -111,3 +111,53 @@ def test_shipped_generate_configs_load():
     for f in files:
         cfg = load_config(Config, f)
         cfg.sampling()  # the sampling values are valid too
+
+
+@pytest.mark.parametrize("strategy", ["sample", "best_of_n"])
+def test_stopped_run_keeps_finished_chunks_and_resume_equals_uninterrupted(tmp_path, monkeypatch,
+                                                                           strategy):
+    from lmlab.stages import generate
+
+    args = [f"strategy={strategy}", "limit=5", "chunk=2", "n=2", "seed=3"]
+    rc, whole = _generate(tmp_path, *args, name="whole")
+    assert rc == 0
+    real, calls = generate._decode, []
+
+    def stop_on_the_second_chunk(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(generate, "_decode", stop_on_the_second_chunk)
+    rc, cut = _generate(tmp_path, *args, name="cut")
+    assert rc == 130 and not (cut / "summary.json").exists()
+    kept = (cut / "samples.jsonl").read_text().splitlines(keepends=True)
+    assert len(kept) == 2  # the first chunk
+    (cut / "samples.jsonl").write_text("".join(kept) + kept[1][:30])  # died mid-write too
+    monkeypatch.setattr(generate, "_decode", real)
+    assert _generate(tmp_path, *args, name="cut")[0] == 1  # no resume=auto: refused
+    rc, cut = _generate(tmp_path, *args, "resume=auto", name="cut")
+    assert rc == 0
+    (a, sa), (b, sb) = _read(whole), _read(cut)
+    assert a == b and len(a) == 5 and sb["resumed_prompts"] == 2
+    assert sa["accuracy"] == sb["accuracy"] and sa["new_tokens"] == sb["new_tokens"]
+    if strategy == "best_of_n":
+        assert all(len(s["scores"]) == 2 for s in b) and sb["best_of_n_scores"] == \
+            [s["scores"] for s in b]
+    # the first chunk keeps the run's own seed: one chunk of two = the first two of five
+    rc, two = _generate(tmp_path, f"strategy={strategy}", "limit=2", "n=2", "seed=3", name="two")
+    assert _read(two)[0] == a[:2]
+
+
+def test_resume_refuses_samples_of_other_prompts(tmp_path, capsys):
+    rc, out = _generate(tmp_path, "strategy=greedy", "limit=3", "chunk=1")
+    lines = (out / "samples.jsonl").read_text().splitlines(keepends=True)
+    row = json.loads(lines[1])
+    row["prompt"] = "something else"
+    (out / "samples.jsonl").write_text(lines[0] + json.dumps(row) + "\n")
+    capsys.readouterr()
+    rc, out = _generate(tmp_path, "strategy=greedy", "limit=3", "chunk=1", "resume=auto")
+    err = capsys.readouterr().err
+    assert rc == 1 and "samples.jsonl: line 2" in err and "overwrite=true" in err
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2  # nothing lost

@@ -1,8 +1,11 @@
 """`lmlab generate`: complete prompts with any decoding strategy; write samples and speed.
 
-Setup (model, prompts), then one call into ``lmlab.infer`` for the chosen strategy, then
-``samples.jsonl`` (one generation per prompt, with task correctness when the prompts come from
-built-in tasks) and ``summary.json`` (tokens/s, finish reasons, accuracy, speculative stats).
+Setup (model, prompts), then, chunk by chunk (``chunk`` prompts): one call into
+``lmlab.infer`` for the chosen strategy, and the chunk's generations appended to
+``samples.jsonl`` (one per prompt, with task correctness when the prompts come from built-in
+tasks). A stopped run keeps its finished chunks and ``resume=auto`` continues after them, with
+the same output as a run that was never stopped (each chunk is seeded by its position). Last,
+``summary.json`` (tokens/s, finish reasons, accuracy, speculative stats).
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class Config(RunConfig):
                                              "copies from when there are several",
                                     choices=("first", "last"))
     batch_size: int = opt(8, "prompts decoded together", min=1)
+    chunk: int = opt(32, "prompts per chunk: decoded (in batches of batch_size), then appended "
+                         "to samples.jsonl; resume=auto continues a stopped run after its last "
+                         "finished chunk", min=1)
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(faster; equal to the plain step up to fp32 rounding; "
                                     "every strategy)")
@@ -176,7 +182,7 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
         prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram,
         prompt_lookup_prefer=cfg.prompt_lookup_prefer, pack=cfg.pack_weights,
         draft_bf16=cfg.draft_bf16)
-    return res.completions, {"speculative": res.stats.as_dict()}
+    return res.completions, {"speculative": res.stats}
 
 
 def _reranker(cfg: Config, rows: list[dict], prompts: list):
@@ -220,50 +226,102 @@ def run(cfg: Config) -> dict:
 
     from lmlab.common import pick_device, pick_dtype, print0, seed_everything
     from lmlab.models import load_model, load_tokenizer, resolve
-    from lmlab.runs import prepare_run
+    from lmlab.runs import prepare_run, read_done_jsonl
 
     for ref in filter(None, (cfg.model, cfg.draft)):  # unknown models fail before any work
         _check_ref(ref, resolve)
     params = cfg.sampling()  # bad sampling values fail before anything is written
     rows = load_prompts(cfg)
     run_ = prepare_run(cfg, "generate")
+    done = read_done_jsonl(run_.path / "samples.jsonl") if cfg.resume != "no" else []
+    _check_done(done, rows, run_.path / "samples.jsonl")
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, dtype=pick_dtype(cfg.dtype, device), device=device).eval()
     prompts = [_as_input(r["prompt"], cfg.chat) for r in rows]
     print0(f"[lmlab] generate: {len(prompts)} prompts, strategy={cfg.strategy}, "
-           f"model={cfg.model}")
+           f"model={cfg.model}" + (f"; {len(done)} already done" if done else ""))
 
-    t0 = time.perf_counter()
-    if cfg.stream and cfg.strategy in ("sample", "greedy"):
-        comps, extra = _stream(model, tokenizer, prompts, params, cfg.pack_weights), {}
-    else:
-        comps, extra = _decode(cfg, model, tokenizer, prompts, rows, params)
-    seconds = time.perf_counter() - t0
-
-    samples = []
-    for r, c in zip(rows, comps):
-        s = {"prompt": r["prompt"], "completion": c.text, "finish_reason": c.finish_reason,
-             "new_tokens": len(c.token_ids)}
-        if "task" in r:
-            from lmlab.data.tasks import get_task
-
-            s.update(task=r["task"], answer=r["answer"],
-                     correct=bool(get_task(r["task"]).check(c.text, r["answer"])))
-        samples.append(s)
+    samples, extra, seconds, n_new = list(done), {}, 0.0, 0
+    for start in range(len(done), len(rows), cfg.chunk):
+        idx = range(start, min(len(rows), start + cfg.chunk))
+        chunk_params = _chunk_params(params, cfg.seed, start)
+        t0 = time.perf_counter()
+        if cfg.stream and cfg.strategy in ("sample", "greedy"):
+            comps, more = _stream(model, tokenizer, [prompts[i] for i in idx], chunk_params,
+                                  cfg.pack_weights), {}
+        else:
+            comps, more = _decode(cfg, model, tokenizer, [prompts[i] for i in idx],
+                                  [rows[i] for i in idx], chunk_params)
+        seconds += time.perf_counter() - t0
+        new = [_sample_row(rows[i], c, more, k) for k, (i, c) in enumerate(zip(idx, comps))]
+        run_.append_jsonl("samples.jsonl", new)
+        samples += new
+        n_new += sum(s["new_tokens"] for s in new)
+        if "speculative" in more:
+            extra.setdefault("speculative", type(more["speculative"])()).add(more["speculative"])
         if not cfg.stream:
-            print0(f"--- {str(r['prompt'])[:70]!r}\n{c.text}")
+            for r, s in zip((rows[i] for i in idx), new):
+                print0(f"--- {str(r['prompt'])[:70]!r}\n{s['completion']}")
+        if len(rows) > cfg.chunk:
+            print0(f"[lmlab] prompts {idx[0]}-{idx[-1]} written ({seconds:.0f} s)")
+    summary = _summary(cfg, samples, extra, seconds, n_new, len(done))
+    run_.write_json("summary.json", summary)
+    print0(f"[lmlab] {n_new} tokens in {seconds:.1f} s ({summary['tokens_per_s']} tok/s); "
+           f"wrote {run_.path}/ (samples.jsonl, summary.json)")
+    return summary
+
+
+def _chunk_params(params, seed: int, start: int):
+    """The sampling settings of the chunk that begins at prompt ``start``: its own seed (the
+    first chunk keeps ``seed`` itself), so a resumed run samples what the whole run would."""
+    import dataclasses
+
+    return params if start == 0 else dataclasses.replace(params, seed=seed * 1_000_003 + start)
+
+
+def _sample_row(row: dict, c, more: dict, k: int) -> dict:
+    s = {"prompt": row["prompt"], "completion": c.text, "finish_reason": c.finish_reason,
+         "new_tokens": len(c.token_ids)}
+    if "task" in row:
+        from lmlab.data.tasks import get_task
+
+        s.update(task=row["task"], answer=row["answer"],
+                 correct=bool(get_task(row["task"]).check(c.text, row["answer"])))
+    if "best_of_n_scores" in more:
+        s["scores"] = more["best_of_n_scores"][k]
+    return s
+
+
+def _check_done(done: list[dict], rows: list[dict], path: Path) -> None:
+    """The samples a stopped run wrote must be of this run's first prompts, in order."""
+    from lmlab.errors import UserError
+
+    if len(done) > len(rows):
+        raise UserError(f"{path}: holds {len(done)} samples but the data gives {len(rows)} "
+                        "prompts; the data changed since the run began (overwrite=true starts "
+                        "again)")
+    for n, (s, r) in enumerate(zip(done, rows), 1):
+        if not isinstance(s, dict) or s.get("prompt") != r["prompt"]:
+            raise UserError(f"{path}: line {n}: its prompt is not prompt {n} of the data; the "
+                            "data changed since the run began (overwrite=true starts again)")
+
+
+def _summary(cfg: Config, samples: list[dict], extra: dict, seconds: float, n_new: int,
+             resumed: int) -> dict:
     n_tok = sum(s["new_tokens"] for s in samples)
     summary = {"stage": "generate", "model": cfg.model, "strategy": cfg.strategy,
                "prompts": len(samples), "new_tokens": n_tok, "seconds": round(seconds, 3),
-               "tokens_per_s": round(n_tok / seconds, 2) if seconds > 0 else None,
+               "tokens_per_s": round(n_new / seconds, 2) if seconds > 0 else None,
                "finish_reasons": {k: sum(s["finish_reason"] == k for s in samples)
-                                  for k in ("eos", "stop", "length")}, **extra}
+                                  for k in ("eos", "stop", "length")}}
+    if resumed:
+        summary["resumed_prompts"] = resumed  # seconds and tokens/s: this invocation's only
+    if cfg.strategy == "best_of_n":
+        summary["best_of_n_scores"] = [s.get("scores") for s in samples]
+    if "speculative" in extra:
+        summary["speculative"] = extra["speculative"].as_dict()
     if any("correct" in s for s in samples):
         summary["accuracy"] = sum(s.get("correct", False) for s in samples) / len(samples)
-    run_.write_jsonl("samples.jsonl", samples)
-    run_.write_json("summary.json", summary)
-    print0(f"[lmlab] {n_tok} tokens in {seconds:.1f} s ({summary['tokens_per_s']} tok/s); "
-           f"wrote {run_.path}/ (samples.jsonl, summary.json)")
     return summary

@@ -15,10 +15,8 @@ rejected} plus the scores that decided each pair) is rewritten from it at the en
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from lmlab.config import RunConfig, opt
 
@@ -108,22 +106,6 @@ def _labeller(cfg: Config, rows, model, tokenizer, device, dtype):
     if cfg.labeller == "constitution":
         return None, judge
     return P.JudgeLabeller(judge, cfg.judge_mode, cfg.n), judge
-
-
-def _done(path: Path) -> list[dict]:
-    """Records of a stopped run; a half-written last line (the run died mid-write) is cut."""
-    if not path.exists():
-        return []
-    good, size = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        try:
-            good.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        size += len(line.encode("utf-8"))
-    with open(path, "r+b") as f:
-        f.truncate(size)
-    return good
 
 
 # --- one chunk ------------------------------------------------------------------------------------
@@ -224,7 +206,7 @@ def run(cfg: Config) -> dict:
     from lmlab.data.preferences import load_prompt_rows
     from lmlab.infer.decode import check_context, encode_prompts
     from lmlab.models import load_model, load_tokenizer, resolve
-    from lmlab.runs import prepare_run
+    from lmlab.runs import prepare_run, read_done_jsonl
 
     for ref in filter(None, (cfg.model, cfg.judge)):
         resolve(ref)  # an unknown model fails before any work
@@ -248,7 +230,7 @@ def run(cfg: Config) -> dict:
     seed_everything(cfg.seed)
 
     scored = run_.path / "scored.jsonl"
-    records = _done(scored) if cfg.resume != "no" else []
+    records = read_done_jsonl(scored) if cfg.resume != "no" else []
     done = {r["index"] for r in records}
     print0(f"[lmlab] preferences: {len(rows)} prompts x {cfg.n} replies from {cfg.model}, "
            f"labeller={cfg.labeller}" + (f"; {len(done)} prompts already done" if done else ""))
@@ -262,8 +244,7 @@ def run(cfg: Config) -> dict:
                                         prompts, idx)
         else:
             chunk = _scored_chunk(cfg, labeller, model, tokenizer, rows, prompts, idx)
-        with open(scored, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, default=str) + "\n" for r in chunk))
+        run_.append_jsonl("scored.jsonl", chunk)
         records += chunk
         new_tokens += sum(s.get("new_tokens", 0) for r in chunk for s in r["samples"])
         print0(f"[lmlab] prompts {idx[0]}-{idx[-1]}: {sum(len(r['pairs']) for r in chunk)} "
