@@ -155,3 +155,17 @@ def test_cli_drops_only_the_known_library_noise(caplog):
     if torch.version.cuda is not None:  # a CUDA build: torchao's failed kernels are news
         want.insert(0, "Failed to load /x/torchao/_C_cutlass_90a.abi3.so: Could not load")
     assert got == want
+
+
+def test_keys_a_stage_does_not_use_are_hidden_and_refused(tmp_path, capsys):
+    from lmlab.config import describe
+    from lmlab.stages.generate import Config as GenConfig
+
+    assert "max_steps" not in [r[0] for r in describe(GenConfig)]
+    assert "max_steps" in [r[0] for r in describe(SFTConfig)]
+    with pytest.raises(ConfigError, match="max_steps: not used by this stage"):
+        load_config(GenConfig, None, ["max_steps=5"])
+    saved = tmp_path / "config.yaml"  # a run folder's config.yaml holds every key
+    saved.write_text(yaml.safe_dump({"stage": "generate", "max_steps": 100, "limit": 2}))
+    assert load_config(GenConfig, saved, [], stage="generate").limit == 2
+    assert main(["generate", "--help"]) == 0 and "max_steps" not in capsys.readouterr().out

@@ -187,6 +187,9 @@ def build_config(cls: type, values: dict[str, Any], overrides: dict[str, str] | 
                 kwargs[key] = _coerce(raw, hints[key], from_string)
             except ValueError as e:
                 problems.append(f"{key}: {e}, got {raw!r} ({_type_name(hints[key])})")
+                continue
+            if key in unused(cls) and kwargs[key] != by_name[key].default:
+                problems.append(f"{key}: not used by this stage")  # (its default: saved configs)
     for name, f in by_name.items():
         value = kwargs.get(name, f.default if f.default is not dataclasses.MISSING else None)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING \
@@ -228,11 +231,19 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def unused(cls: type) -> tuple[str, ...]:
+    """Keys a stage inherits from ``RunConfig`` but does not read (its ``UNUSED``): left out of
+    ``--help``, and an error when set to anything but their default."""
+    return getattr(cls, "UNUSED", ())
+
+
 def describe(cls: type) -> list[tuple[str, str, str, str]]:
     """(key, type, default, help) rows for ``--help``."""
     hints = typing.get_type_hints(cls)
     rows = []
     for f in fields(cls):
+        if f.name in unused(cls):
+            continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
         help_ = f.metadata.get("help", "")

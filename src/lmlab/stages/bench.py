@@ -39,6 +39,7 @@ STREAMING = ("greedy", "sample")
 
 @dataclass
 class Config(RunConfig):
+    UNUSED = ("max_steps",)  # no optimizer steps here
     what: str = opt("generate", "what to measure: generate (decoding strategies) | serve "
                                 "(lmlab serve under concurrent clients)",
                     choices=("generate", "serve"))

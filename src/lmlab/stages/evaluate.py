@@ -93,6 +93,7 @@ CACHE_VERSION = 1  # bump when a metric's computation changes, so old cache entr
 
 @dataclass
 class Config(RunConfig):
+    UNUSED = ("max_steps",)  # no optimizer steps here
     models: list[str] = opt([], "model references to evaluate (empty = [model]); the first is "
                                 "model A in pairwise comparisons")
     labels: list[str] = opt([], "short names for the models, same order (empty = derived)")

@@ -23,6 +23,7 @@ STRATEGIES = ("sample", "greedy", "beam", "contrastive", "best_of_n", "speculati
 
 @dataclass
 class Config(RunConfig):
+    UNUSED = ("max_steps",)  # no optimizer steps here
     data: str = opt("task:add", "prompts: task:<name>[,<name>] (test split), a .jsonl file "
                                 "({prompt} or {messages}), or a .txt file (one prompt a line)")
     prompt: str = opt("", "a single prompt instead of data")

@@ -28,6 +28,7 @@ LABELLERS = ("task", "reward", "judge", "rule", "constitution")
 
 @dataclass
 class Config(RunConfig):
+    UNUSED = ("max_steps",)  # no optimizer steps here
     data: str = opt("task:add", "prompts: task:<name>[,...] (built-in tasks), a .jsonl file "
                                 "({prompt} or {messages}; extra keys kept) or a .txt file (one "
                                 "prompt a line)")

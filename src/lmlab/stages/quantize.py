@@ -19,6 +19,7 @@ HELP = "post-training quantization (torchao, fbgemm, bitsandbytes), pruning, GGU
 
 @dataclass
 class Config(RunConfig):
+    UNUSED = ("max_steps",)  # no optimizer steps here
     data: str = opt("task:convert,compare", "held-out task prompts for accuracy: "
                                             "task:<name>[,<name>] (test split)")
     method: str = opt("int8-weight", "quantization method (fp32 = measure the model as it is)",
