@@ -195,8 +195,9 @@ def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
                 for _ in range(cfg.repeats)]
         row["ttft_ms"] = round(1000 * min(ttft), 1)
     if "speculative" in extra:
-        row["acceptance_rate"] = extra["speculative"]["acceptance_rate"]
-        row["mean_accepted"] = extra["speculative"]["mean_accepted"]
+        spec = extra["speculative"].as_dict()
+        row["acceptance_rate"], row["mean_accepted"] = spec["acceptance_rate"], \
+            spec["mean_accepted"]
     return row
 
 
