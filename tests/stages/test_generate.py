@@ -161,3 +161,15 @@ def test_resume_refuses_samples_of_other_prompts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "samples.jsonl: line 2" in err and "overwrite=true" in err
     assert len((out / "samples.jsonl").read_text().splitlines()) == 2  # nothing lost
+
+
+def test_a_prompt_too_long_late_in_the_file_fails_before_the_first_chunk(tmp_path, capsys):
+    from lmlab.models import load_model
+
+    ctx = load_model("tiny:llama").config.max_position_embeddings
+    f = tmp_path / "p.txt"
+    f.write_text("Hi\nHello\n" + "word " * ctx + "\n")
+    rc, out = _generate(tmp_path, f"data={f}", "limit=null", "chunk=1", "strategy=greedy")
+    err = capsys.readouterr().err
+    assert rc == 1 and "prompts[2]" in err and "context" in err
+    assert not (out / "samples.jsonl").exists()

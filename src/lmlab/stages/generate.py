@@ -226,6 +226,7 @@ def run(cfg: Config) -> dict:
     import time
 
     from lmlab.common import pick_device, pick_dtype, print0, seed_everything
+    from lmlab.infer.decode import check_context, encode_prompts
     from lmlab.models import load_model, load_tokenizer, resolve
     from lmlab.runs import prepare_run, read_done_jsonl
 
@@ -241,6 +242,8 @@ def run(cfg: Config) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, dtype=pick_dtype(cfg.dtype, device), device=device).eval()
     prompts = [_as_input(r["prompt"], cfg.chat) for r in rows]
+    # every prompt, before the first chunk: a long one late in the file fails now, not later
+    check_context(model, [len(e) for e in encode_prompts(tokenizer, prompts)], cfg.max_new_tokens)
     print0(f"[lmlab] generate: {len(prompts)} prompts, strategy={cfg.strategy}, "
            f"model={cfg.model}" + (f"; {len(done)} already done" if done else ""))
 
