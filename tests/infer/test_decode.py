@@ -112,6 +112,27 @@ def test_stream_matches_generate(model, tokenizer):
     assert all("e" not in t for t in texts)
 
 
+def test_text_stream_never_shows_what_a_stop_string_cuts(tokenizer):
+    from lmlab.infer.decode import StopStrings, TextStream, completion_text
+
+    ids = tokenizer("Héllo wörld. The end STOP and more text", add_special_tokens=False)["input_ids"]
+    stops = StopStrings(tokenizer, ["STOP", "wörld!"])
+    final = completion_text(tokenizer, ids, "stop", stops)
+    assert final == "Héllo wörld. The end "
+    ts, shown = TextStream(tokenizer, stops), ""
+    for t in ids:  # as the loops do: the token that completes a stop string ends the text
+        if stops.hit(ts.tokens + [t]):
+            ts.tokens.append(t)
+            break
+        shown += ts.push([t])
+        assert final.startswith(shown)  # never more than the text keeps
+    assert len(shown) < len(final)  # " wörld" and the text that might start "STOP": held
+    shown += ts.finish("stop")
+    assert shown == final
+    plain = TextStream(tokenizer, StopStrings(tokenizer, []))
+    assert "".join(plain.push([t]) for t in ids) + plain.finish("length") == tokenizer.decode(ids)
+
+
 def test_sampling_is_seeded_and_batch_order_free(model, tokenizer):
     p = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=8, seed=3)
     a = generate(model, tokenizer, PROMPTS, p)

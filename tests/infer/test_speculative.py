@@ -211,6 +211,28 @@ def test_text_level_and_stop_strings(model, tokenizer):
     assert res.stats.target_forwards > 0 and "acceptance_rate" in res.stats.as_dict()
 
 
+@pytest.mark.parametrize("stop", [[], ["e"]])
+def test_streamed_text_joins_to_each_completion(tokenizer, stop):
+    m = varied(std=0.1)
+    p = SamplingParams(temperature=0, max_new_tokens=24, stop=stop)
+    prompts = [PROMPT, "Hello"]
+    got = {i: [] for i in range(len(prompts))}
+    order = []
+
+    def on_text(i, text, finish_reason):
+        assert not got[i] or got[i][-1][1] is None  # nothing after a prompt's last piece
+        got[i].append((text, finish_reason))
+        order.append(i)
+
+    res = generate_speculative(m, tokenizer, prompts, p, on_text=on_text)
+    assert order == sorted(order)  # prompt after prompt
+    for i, c in enumerate(res.completions):
+        assert "".join(t for t, _ in got[i]) == c.text and got[i][-1][1] == c.finish_reason
+        assert stop or len(got[i]) > 2  # in pieces, as checks accept them
+    assert res.completions[0].finish_reason == ("stop" if stop else "length")
+    assert res.completions[0].text == generate(m, tokenizer, [PROMPT], p)[0].text
+
+
 def test_draft_with_other_vocabulary_is_refused(model, tokenizer):
     cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1)

@@ -173,3 +173,16 @@ def test_a_prompt_too_long_late_in_the_file_fails_before_the_first_chunk(tmp_pat
     err = capsys.readouterr().err
     assert rc == 1 and "prompts[2]" in err and "context" in err
     assert not (out / "samples.jsonl").exists()
+
+
+def test_speculative_streams_prompt_after_prompt(tmp_path, capsys):
+    rc, out = _generate(tmp_path, "strategy=speculative", "temperature=0", "stream=true",
+                        "max_new_tokens=8")
+    shown = capsys.readouterr().out
+    samples, _ = _read(out)
+    assert rc == 0 and len(samples) == 2
+    for s in samples:  # each prompt's header, then its text as it came
+        assert f"--- {str(s['prompt'])[:70]!r}\n{s['completion']}\n" in shown
+    rc, _ = _generate(tmp_path, "strategy=beam", "stream=true", name="beam")
+    err = capsys.readouterr().err
+    assert rc == 2 and "stream: strategy=beam" in err and "speculative" in err

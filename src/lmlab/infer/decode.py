@@ -443,6 +443,32 @@ def completion_text(tokenizer, ids: list[int], reason: str, stops: StopStrings) 
     return stops.cut(text) if reason == "stop" else text
 
 
+class TextStream:
+    """One completion's text as its tokens arrive: ``push`` gives the new text that is safe to
+    show, holding back what might be the start of a stop string or half of a multi-byte
+    character; ``finish`` gives the rest, so that the pieces join to ``completion_text``."""
+
+    def __init__(self, tokenizer, stops: StopStrings):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.hold = max((len(s) for s in stops.stops), default=1) - 1
+        self.tokens: list[int] = []
+        self.sent = 0
+
+    def push(self, tokens: list[int]) -> str:
+        self.tokens += tokens
+        text = self.tokenizer.decode(self.tokens)
+        end = len(text) - self.hold
+        if text.endswith("\ufffd"):  # an unfinished multi-byte character
+            end = min(end, len(text) - 1)
+        if end <= self.sent:
+            return ""
+        piece, self.sent = text[self.sent:end], end
+        return piece
+
+    def finish(self, reason: str) -> str:
+        return completion_text(self.tokenizer, self.tokens, reason, self.stops)[self.sent:]
+
+
 def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
              batch_size: int = 8, generator: torch.Generator | None = None,
              fast: bool | None = None, pack: bool = False, repeat: int = 1,
@@ -496,22 +522,15 @@ def stream(model, tokenizer, prompts: list[Prompt], params: SamplingParams | Non
                                                                                     tokenizer)[0]
     ids, mask = left_pad(encoded, pad, model_device(model))
     stops = StopStrings(tokenizer, params.stop)
-    hold = max((len(s) for s in params.stop), default=1) - 1
-    toks: list[list[int]] = [[] for _ in encoded]
-    sent = [0] * len(encoded)
+    texts = [TextStream(tokenizer, stops) for _ in encoded]
     for step in stream_tokens(model, ids, mask, params, tokenizer=tokenizer, generator=generator,
                               pack=pack):
         for j, r in enumerate(step.rows):
-            toks[r].append(step.tokens[j])
             why = step.finished.get(r)
             if why is None:
-                text = tokenizer.decode(toks[r])
-                end = len(text) - hold
-                if text.endswith("\ufffd"):  # an unfinished multi-byte character
-                    end = min(end, len(text) - 1)
-                if end > sent[r]:
-                    yield TextDelta(r, text[sent[r]:end])
-                    sent[r] = end
+                piece = texts[r].push([step.tokens[j]])
+                if piece:
+                    yield TextDelta(r, piece)
             else:
-                text = completion_text(tokenizer, toks[r], why, stops)
-                yield TextDelta(r, text[sent[r]:], why)
+                texts[r].tokens.append(step.tokens[j])
+                yield TextDelta(r, texts[r].finish(why), why)

@@ -23,6 +23,7 @@ holds every committed token but the last one, which is fed with the next drafts.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,8 +34,8 @@ from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import linear_over, packed_linears
 from lmlab.infer.prefix import LastPromptKV, reuse_order
-from lmlab.infer.decode import Completion, Prompt, StopStrings, check_context, completion_text, \
-    encode_prompts, eos_ids, eval_mode, model_device
+from lmlab.infer.decode import Completion, Prompt, StopStrings, TextStream, check_context, \
+    completion_text, encode_prompts, eos_ids, eval_mode, model_device
 from lmlab.infer.sampling import History, SamplingParams, apply_transforms, argmax, \
     build_transforms, draw, make_generator
 from lmlab.models.compat import with_cache
@@ -378,11 +379,14 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
                        eos_token_ids: list[int] | None = None, tokenizer=None,
                        generator: torch.Generator | None = None,
                        fast: bool | None = None, pack: bool = False,
-                       prefix: LastPromptKV | None = None) -> SpecOutput:
+                       prefix: LastPromptKV | None = None,
+                       on_tokens: Callable[[list[int]], None] | None = None) -> SpecOutput:
     """Decode one prompt (1, P) or (P,) with speculative decoding; output follows ``params``
     exactly as plain decoding would (greedy: the same tokens; sampling: the same
     distribution). ``pack``: the target runs oneDNN-packed weights (``infer.packed``);
-    ``prefix``: the target's prefill reuses the opening tokens shared with the last prompt."""
+    ``prefix``: the target's prefill reuses the opening tokens shared with the last prompt.
+    ``on_tokens``: called after each check that did not end the output, with the tokens it
+    added."""
     if isinstance(num_draft_tokens, bool) or not isinstance(num_draft_tokens, int) or \
             num_draft_tokens < 1:
         raise UserError(f"num_draft_tokens: must be an integer >= 1, got {num_draft_tokens!r}")
@@ -403,14 +407,14 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
     t0 = time.perf_counter()
     with eval_mode(model), torch.inference_mode():
         _spec_loop(model, ids, params, drafter, num_draft_tokens, transforms, stop_ids, stops,
-                   generator, out, fast, pack, prefix)
+                   generator, out, fast, pack, prefix, on_tokens)
     out.stats.seconds = time.perf_counter() - t0
     out.stats.new_tokens = len(out.tokens)
     return out
 
 
 def _spec_loop(model, ids, params, drafter, k, transforms, stop_ids, stops, generator, out,
-               fast, pack=False, prefix=None):
+               fast, pack=False, prefix=None, on_tokens=None):
     P = len(ids)
     target = Incremental(model, fast, pack, prefix=prefix)
     if P > 1:  # the cache holds all but the last committed token
@@ -429,6 +433,8 @@ def _spec_loop(model, ids, params, drafter, k, transforms, stop_ids, stops, gene
         new = drafts[:n_ok] + [nxt]
         if _commit(out, new, logits, p, params, stop_ids, stops):
             return
+        if on_tokens is not None:
+            on_tokens(new)
         target.crop(len(seq) + n_ok)  # it saw seq[-1] and every draft: drop the rejected
         seq += new
         drafter.rollback(len(seq) - 1)
@@ -484,7 +490,9 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
                          prompt_lookup_prefer: str = "first",
                          generator: torch.Generator | None = None,
                          pack: bool = False, draft_bf16: bool = True,
-                         reuse_prefix: bool = True) -> SpecResult:
+                         reuse_prefix: bool = True,
+                         on_text: Callable[[int, str, str | None], None] | None = None
+                         ) -> SpecResult:
     """Speculative decoding on text or chat prompts, with ``draft`` (a model) or, when none
     is given, prompt lookup (``prompt_lookup_max_ngram`` / ``_prefer``: ``PromptLookup``'s
     ``max_ngram`` / ``prefer``). ``pack``: target and draft run oneDNN-packed weights;
@@ -492,7 +500,9 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
     (with ``pack``): target and draft prefills reuse the opening tokens each prompt shares
     with the one before (``infer.prefix``), as ``generate`` does, the prompts run in
     ``reuse_order`` (completions come back in the given order). Sampled outputs depend on that
-    order: each prompt draws from ``generator`` in turn."""
+    order: each prompt draws from ``generator`` in turn. ``on_text(i, text, finish_reason)``:
+    prompt ``i``'s text as it is accepted (``TextStream``'s pieces; the finish reason with the
+    last piece), prompt after prompt."""
     params = params or SamplingParams()
     if draft is not None:
         check_same_vocab(model, draft, tokenizer, draft_tokenizer)
@@ -509,9 +519,16 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
         drafter = DraftModel(draft, pack=pack, vocab=draft_vocab, bf16=draft_bf16, prefix=dp) \
             if draft is not None else PromptLookup(prompt_lookup_max_ngram,
                                                    prefer=prompt_lookup_prefer)
+        shown = TextStream(tokenizer, stops) if on_text is not None else None
+        show = None if shown is None else \
+            (lambda toks, i=i, shown=shown: on_text(i, shown.push(toks), None))
         o = speculative_decode(model, torch.tensor([ids], device=model_device(model)), params,
                                drafter=drafter, num_draft_tokens=num_draft_tokens,
-                               tokenizer=tokenizer, generator=generator, pack=pack, prefix=tp)
+                               tokenizer=tokenizer, generator=generator, pack=pack, prefix=tp,
+                               on_tokens=show)
+        if shown is not None:
+            shown.tokens = list(o.tokens)
+            on_text(i, shown.finish(o.finish_reason), o.finish_reason)
         total.add(o.stats)
         comps[i] = Completion(prompt, completion_text(tokenizer, o.tokens, o.finish_reason,
                                                       stops), o.tokens, o.finish_reason,

@@ -19,6 +19,7 @@ from lmlab.config import RunConfig, opt
 HELP = "generate from prompts: greedy, sampling, beam, contrastive, best-of-N, speculative"
 
 STRATEGIES = ("sample", "greedy", "beam", "contrastive", "best_of_n", "speculative")
+STREAMING = ("sample", "greedy", "speculative")
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Config(RunConfig):
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(faster; equal to the plain step up to fp32 rounding; "
                                     "every strategy)")
-    stream: bool = opt(False, "print tokens as they arrive (sample / greedy)")
+    stream: bool = opt(False, "print text as it arrives (sample / greedy: one prompt; "
+                              "speculative: prompt after prompt)")
     device: str = opt("auto", "cpu | cuda | mps | auto")
     dtype: str = opt("auto", "auto (fp32 on CPU) | fp32 | bf16 | fp16")
 
@@ -87,6 +89,9 @@ class Config(RunConfig):
             problems.append("draft: only used with strategy=speculative")
         if self.draft_vocab and not self.draft:
             problems.append("draft_vocab: only used with a draft model (draft=...)")
+        if self.stream and self.strategy not in STREAMING:
+            problems.append(f"stream: strategy={self.strategy} has its text only when it is "
+                            f"done; streaming works with {', '.join(STREAMING)}")
         return problems
 
     def sampling(self):
@@ -147,8 +152,10 @@ def _as_input(prompt, chat: bool):
     return [{"role": "user", "content": prompt}] if chat and isinstance(prompt, str) else prompt
 
 
-def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], params):
-    """(completions, extra summary) for the configured strategy."""
+def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], params,
+            on_text=None):
+    """(completions, extra summary) for the configured strategy; ``on_text``: speculative
+    decoding's text as it is accepted (``generate_speculative``)."""
     from lmlab.infer import search, speculative
     from lmlab.infer.decode import generate
 
@@ -182,7 +189,7 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
         num_draft_tokens=cfg.num_draft_tokens, draft_vocab=cfg.draft_vocab or None,
         prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram,
         prompt_lookup_prefer=cfg.prompt_lookup_prefer, pack=cfg.pack_weights,
-        draft_bf16=cfg.draft_bf16)
+        draft_bf16=cfg.draft_bf16, on_text=on_text)
     return res.completions, {"speculative": res.stats}
 
 
@@ -198,19 +205,33 @@ def _reranker(cfg: Config, rows: list[dict], prompts: list):
         text, by_prompt[id(prompt)]["answer"]))
 
 
-def _stream(model, tokenizer, prompts, params, pack: bool = False) -> list:
+def _stream(model, tokenizer, prompts, params, pack: bool = False, show: bool = True) -> list:
+    """Sample / greedy through ``infer.decode.stream`` (one batch); prints the text as it
+    comes when ``show`` (a run of one prompt: a batch's rows arrive interleaved)."""
     from lmlab.infer.decode import Completion, stream
 
     texts, reasons = [""] * len(prompts), [None] * len(prompts)
     for d in stream(model, tokenizer, prompts, params, pack=pack):
-        if len(prompts) == 1:
+        if show:
             print(d.text, end="", flush=True)
         texts[d.index] += d.text
         reasons[d.index] = d.finish_reason
-    print()
+    if show:
+        print()
     # the stream carries text; token counts for the summary are re-tokenized (approximate)
     return [Completion(p, t, tokenizer(t, add_special_tokens=False)["input_ids"], r or "length",
                        0) for p, t, r in zip(prompts, texts, reasons)]
+
+
+def _show_text(rows: list[dict]):
+    """``on_text`` for speculative decoding: each prompt's header, then its text as it comes."""
+    def show(i: int, text: str, finish_reason: str | None) -> None:
+        if not hasattr(show, "at") or show.at != i:
+            show.at = i
+            print(f"--- {str(rows[i]['prompt'])[:70]!r}", flush=True)
+        print(text, end="\n" if finish_reason else "", flush=True)
+
+    return show
 
 
 def _check_ref(ref: str, resolve) -> None:
@@ -254,10 +275,11 @@ def run(cfg: Config) -> dict:
         t0 = time.perf_counter()
         if cfg.stream and cfg.strategy in ("sample", "greedy"):
             comps, more = _stream(model, tokenizer, [prompts[i] for i in idx], chunk_params,
-                                  cfg.pack_weights), {}
+                                  cfg.pack_weights, show=len(rows) == 1), {}
         else:
+            shown = _show_text([rows[i] for i in idx]) if cfg.stream else None
             comps, more = _decode(cfg, model, tokenizer, [prompts[i] for i in idx],
-                                  [rows[i] for i in idx], chunk_params)
+                                  [rows[i] for i in idx], chunk_params, on_text=shown)
         seconds += time.perf_counter() - t0
         new = [_sample_row(rows[i], c, more, k) for k, (i, c) in enumerate(zip(idx, comps))]
         run_.append_jsonl("samples.jsonl", new)
@@ -265,7 +287,7 @@ def run(cfg: Config) -> dict:
         n_new += sum(s["new_tokens"] for s in new)
         if "speculative" in more:
             extra.setdefault("speculative", type(more["speculative"])()).add(more["speculative"])
-        if not cfg.stream:
+        if not (cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)):  # not shown
             for r, s in zip((rows[i] for i in idx), new):
                 print0(f"--- {str(r['prompt'])[:70]!r}\n{s['completion']}")
         if len(rows) > cfg.chunk:
