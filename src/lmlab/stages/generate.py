@@ -287,16 +287,27 @@ def run(cfg: Config) -> dict:
         n_new += sum(s["new_tokens"] for s in new)
         if "speculative" in more:
             extra.setdefault("speculative", type(more["speculative"])()).add(more["speculative"])
-        if not (cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)):  # not shown
+        streamed = cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)
+        if not streamed and len(rows) <= cfg.chunk:  # longer runs: progress lines instead
             for r, s in zip((rows[i] for i in idx), new):
                 print0(f"--- {str(r['prompt'])[:70]!r}\n{s['completion']}")
         if len(rows) > cfg.chunk:
-            print0(f"[lmlab] prompts {idx[0]}-{idx[-1]} written ({seconds:.0f} s)")
+            print0(_progress(idx[-1] + 1 - len(done), len(rows) - len(done), len(rows),
+                             idx, seconds, n_new))
     summary = _summary(cfg, samples, extra, seconds, n_new, len(done))
     run_.write_json("summary.json", summary)
     print0(f"[lmlab] {n_new} tokens in {seconds:.1f} s ({summary['tokens_per_s']} tok/s); "
            f"wrote {run_.path}/ (samples.jsonl, summary.json)")
     return summary
+
+
+def _progress(did: int, todo: int, total: int, idx: range, seconds: float, n_new: int) -> str:
+    """One line per chunk of a long run: where it is, its speed, and the time left."""
+    left = seconds / did * (todo - did)
+    eta = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+    return (f"[lmlab] prompts {idx[0] + 1}-{idx[-1] + 1} of {total} written to samples.jsonl "
+            f"({seconds:.0f} s, {n_new / max(seconds, 1e-9):.1f} tok/s"
+            + (f", about {eta} left)" if did < todo else ")"))
 
 
 def _chunk_params(params, seed: int, start: int):
