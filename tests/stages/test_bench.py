@@ -33,6 +33,30 @@ def test_bench_generate_writes_a_row_per_strategy_and_batch(tmp_path, capsys):
     assert "| speculative | 2 |" in capsys.readouterr().out
 
 
+def test_bench_loads_the_draft_outside_the_timed_calls(tmp_path, monkeypatch):
+    import lmlab.models
+    from lmlab.stages import generate
+
+    real, loads, calls = lmlab.models.load_model, [], []
+    real_decode = generate._decode
+
+    def counting(ref, *a, **kw):
+        loads.append((ref, len(calls)))
+        return real(ref, *a, **kw)
+
+    def decode(*a, **kw):
+        calls.append(1)
+        return real_decode(*a, **kw)
+
+    monkeypatch.setattr(lmlab.models, "load_model", counting)
+    monkeypatch.setattr(generate, "_decode", decode)
+    rc = main(["bench", "generate", "model=tiny:llama", "data=task:add", "max_new_tokens=4",
+               "repeats=2", "batch_sizes=[1]", "strategies=[greedy,speculative]",
+               "draft=tiny:llama4", f"output_dir={tmp_path / 'b'}"])
+    assert rc == 0 and len(calls) == 6  # (warm-up + 2 timed) x 2 strategies
+    assert [n for ref, n in loads if ref == "tiny:llama4"] == [3]  # once, before speculative's
+
+
 def test_speedups_are_relative_to_greedy_at_the_same_batch():
     rows = [{"strategy": "greedy", "batch_size": 1, "tokens_per_s": 10.0},
             {"strategy": "speculative", "batch_size": 1, "tokens_per_s": 25.0},

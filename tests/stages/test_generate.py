@@ -186,3 +186,19 @@ def test_speculative_streams_prompt_after_prompt(tmp_path, capsys):
     rc, _ = _generate(tmp_path, "strategy=beam", "stream=true", name="beam")
     err = capsys.readouterr().err
     assert rc == 2 and "stream: strategy=beam" in err and "speculative" in err
+
+
+def test_the_draft_model_loads_once_for_every_chunk(tmp_path, monkeypatch):
+    import lmlab.models
+
+    real, loads = lmlab.models.load_model, []
+
+    def counting(ref, *a, **kw):
+        loads.append(ref)
+        return real(ref, *a, **kw)
+
+    monkeypatch.setattr(lmlab.models, "load_model", counting)
+    rc, out = _generate(tmp_path, "strategy=speculative", "draft=tiny:llama4", "temperature=0",
+                        "limit=3", "chunk=1")
+    assert rc == 0 and len(_read(out)[0]) == 3
+    assert loads.count("tiny:llama4") == 1

@@ -170,7 +170,7 @@ def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
             batch_size: int) -> dict:
     """One benchmark row: best/median tok/s over ``cfg.repeats`` timed calls."""
     from lmlab.infer.decode import model_device
-    from lmlab.stages.generate import _as_input, _decode
+    from lmlab.stages.generate import _as_input, _decode, load_draft
 
     gcfg = generate_config(cfg, strategy, batch_size)
     params = dataclasses.replace(gcfg.sampling(), ignore_eos=True)
@@ -178,10 +178,11 @@ def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
     prompts = [_as_input(r["prompt"], gcfg.chat) for r in picked]
     device = model_device(model)
     times, comps, extra = [], [], {}
+    draft = load_draft(gcfg, model) if strategy == "speculative" else None  # not timed
     for i in range(cfg.repeats + 1):  # the first call warms up (allocations, kernels)
         _sync(device)
         t0 = time.perf_counter()
-        comps, extra = _decode(gcfg, model, tokenizer, prompts, picked, params)
+        comps, extra = _decode(gcfg, model, tokenizer, prompts, picked, params, draft=draft)
         _sync(device)
         if i:
             times.append(time.perf_counter() - t0)

@@ -152,10 +152,20 @@ def _as_input(prompt, chat: bool):
     return [{"role": "user", "content": prompt}] if chat and isinstance(prompt, str) else prompt
 
 
+def load_draft(cfg: Config, model) -> tuple | None:
+    """(draft model, its tokenizer) for ``cfg.draft``, on the target's device; None without."""
+    from lmlab.models import load_model, load_tokenizer
+
+    if not cfg.draft:
+        return None
+    return load_model(cfg.draft, device=model.device), load_tokenizer(cfg.draft)
+
+
 def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], params,
-            on_text=None):
+            on_text=None, draft: tuple | None = None):
     """(completions, extra summary) for the configured strategy; ``on_text``: speculative
-    decoding's text as it is accepted (``generate_speculative``)."""
+    decoding's text as it is accepted (``generate_speculative``); ``draft``: ``load_draft``'s,
+    loaded once by the caller (loaded here when not given)."""
     from lmlab.infer import search, speculative
     from lmlab.infer.decode import generate
 
@@ -180,12 +190,11 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
         res = search.best_of_n(model, tokenizer, prompts, cfg.n, rerank, params,
                                batch_size=cfg.batch_size, pack=cfg.pack_weights)
         return [r.best for r in res], {"best_of_n_scores": [r.scores for r in res]}
-    from lmlab.models import load_model, load_tokenizer
-
-    draft = load_model(cfg.draft, device=model.device) if cfg.draft else None
+    if draft is None and cfg.draft:
+        draft = load_draft(cfg, model)
+    draft_model, draft_tokenizer = draft or (None, None)
     res = speculative.generate_speculative(
-        model, tokenizer, prompts, params, draft=draft,
-        draft_tokenizer=load_tokenizer(cfg.draft) if cfg.draft else None,
+        model, tokenizer, prompts, params, draft=draft_model, draft_tokenizer=draft_tokenizer,
         num_draft_tokens=cfg.num_draft_tokens, draft_vocab=cfg.draft_vocab or None,
         prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram,
         prompt_lookup_prefer=cfg.prompt_lookup_prefer, pack=cfg.pack_weights,
@@ -248,6 +257,7 @@ def run(cfg: Config) -> dict:
 
     from lmlab.common import pick_device, pick_dtype, print0, seed_everything
     from lmlab.infer.decode import check_context, encode_prompts
+    from lmlab.infer.speculative import SpecStats
     from lmlab.models import load_model, load_tokenizer, resolve
     from lmlab.runs import prepare_run, read_done_jsonl
 
@@ -268,6 +278,7 @@ def run(cfg: Config) -> dict:
     print0(f"[lmlab] generate: {len(prompts)} prompts, strategy={cfg.strategy}, "
            f"model={cfg.model}" + (f"; {len(done)} already done" if done else ""))
 
+    draft = load_draft(cfg, model)  # once, not per chunk
     samples, extra, seconds, n_new = list(done), {}, 0.0, 0
     for start in range(len(done), len(rows), cfg.chunk):
         idx = range(start, min(len(rows), start + cfg.chunk))
@@ -279,14 +290,15 @@ def run(cfg: Config) -> dict:
         else:
             shown = _show_text([rows[i] for i in idx]) if cfg.stream else None
             comps, more = _decode(cfg, model, tokenizer, [prompts[i] for i in idx],
-                                  [rows[i] for i in idx], chunk_params, on_text=shown)
+                                  [rows[i] for i in idx], chunk_params, on_text=shown,
+                                  draft=draft)
         seconds += time.perf_counter() - t0
         new = [_sample_row(rows[i], c, more, k) for k, (i, c) in enumerate(zip(idx, comps))]
         run_.append_jsonl("samples.jsonl", new)
         samples += new
         n_new += sum(s["new_tokens"] for s in new)
         if "speculative" in more:
-            extra.setdefault("speculative", type(more["speculative"])()).add(more["speculative"])
+            extra.setdefault("speculative", SpecStats()).add(more["speculative"])
         streamed = cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)
         if not streamed and len(rows) <= cfg.chunk:  # longer runs: progress lines instead
             for r, s in zip((rows[i] for i in idx), new):
