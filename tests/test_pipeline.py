@@ -196,6 +196,8 @@ def test_tiny_pipeline_end_to_end_then_skips(tmp_path, monkeypatch):
     html = (out / "report" / "report.html").read_text()
     assert all(f">{s}<" in html for s in steps)
     assert "Pairwise win rates (evaluate)" in html  # evaluate's reward-model comparison
+    report = json.loads((out / "report" / "summary.json").read_text())  # as `lmlab report`'s
+    assert report["stage"] == "report" and report["findings"] and report["html"]
     stamp = (out / "dpo" / "summary.json").stat().st_mtime
     rc, _ = _pipeline(monkeypatch, tmp_path, "configs/pipelines/tiny.yaml")
     assert rc == 0 and (out / "dpo" / "summary.json").stat().st_mtime == stamp

@@ -70,10 +70,12 @@ def run(cfg: Config, *, loader=None) -> dict:
 
 def _report(cfg: Config, steps, title: str) -> None:
     from lmlab.report import build_report, headline_lines
+    from lmlab.runs import Run
 
     out = Path(cfg.output_dir) / "report"
     result = build_report([s.run_dir for s in steps], out, title=title,
                           pipeline=Path(cfg.output_dir) / "pipeline.json")
+    Run(path=out, stage="report").write_json("summary.json", {"stage": "report", **result})
     print("[pipeline] headline numbers:")
     for line in headline_lines(result):
         print(f"  {line}")
