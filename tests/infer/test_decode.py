@@ -115,7 +115,8 @@ def test_stream_matches_generate(model, tokenizer):
 def test_text_stream_never_shows_what_a_stop_string_cuts(tokenizer):
     from lmlab.infer.decode import StopStrings, TextStream, completion_text
 
-    ids = tokenizer("Héllo wörld. The end STOP and more text", add_special_tokens=False)["input_ids"]
+    ids = tokenizer("Héllo wörld. The end STOP and more text",
+                    add_special_tokens=False)["input_ids"]
     stops = StopStrings(tokenizer, ["STOP", "wörld!"])
     final = completion_text(tokenizer, ids, "stop", stops)
     assert final == "Héllo wörld. The end "

@@ -195,8 +195,9 @@ class Incremental:
             logits = self.fast.step(ids, pos, self.n + L, None, last_only=last_only,
                                     head=head)[0]
         else:
-            logits = self.model(input_ids=ids, position_ids=pos, **with_cache(self.model, self.cache),
-                                use_cache=True, logits_to_keep=1 if last_only else 0).logits[0]
+            logits = self.model(input_ids=ids, position_ids=pos,
+                                **with_cache(self.model, self.cache), use_cache=True,
+                                logits_to_keep=1 if last_only else 0).logits[0]
         self.n += L
         return logits.float()
 
@@ -520,12 +521,16 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
             if draft is not None else PromptLookup(prompt_lookup_max_ngram,
                                                    prefer=prompt_lookup_prefer)
         shown = TextStream(tokenizer, stops) if on_text is not None else None
-        show = None if shown is None else \
-            (lambda toks, i=i, shown=shown: on_text(i, shown.push(toks), None))
+
+        def show(toks: list[int], i=i, shown=shown) -> None:
+            piece = shown.push(toks)
+            if piece:
+                on_text(i, piece, None)
+
         o = speculative_decode(model, torch.tensor([ids], device=model_device(model)), params,
                                drafter=drafter, num_draft_tokens=num_draft_tokens,
                                tokenizer=tokenizer, generator=generator, pack=pack, prefix=tp,
-                               on_tokens=show)
+                               on_tokens=show if shown is not None else None)
         if shown is not None:
             shown.tokens = list(o.tokens)
             on_text(i, shown.finish(o.finish_reason), o.finish_reason)
