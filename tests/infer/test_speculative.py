@@ -229,6 +229,7 @@ def test_streamed_text_joins_to_each_completion(tokenizer, stop):
     for i, c in enumerate(res.completions):
         assert "".join(t for t, _ in got[i]) == c.text and got[i][-1][1] == c.finish_reason
         assert stop or len(got[i]) > 2  # in pieces, as checks accept them
+        assert all(t for t, _ in got[i][:-1])  # no empty piece before the last
     assert res.completions[0].finish_reason == ("stop" if stop else "length")
     assert res.completions[0].text == generate(m, tokenizer, [PROMPT], p)[0].text
 
