@@ -145,6 +145,8 @@ def test_stopped_run_keeps_finished_chunks_and_resume_equals_uninterrupted(tmp_p
     if strategy == "best_of_n":
         assert all(len(s["scores"]) == 2 for s in b) and sb["best_of_n_scores"] == \
             [s["scores"] for s in b]
+    rc, again = _generate(tmp_path, *args, "resume=auto", name="cut")  # nothing left to do
+    assert rc == 0 and _read(again)[0] == a and _read(again)[1]["resumed_prompts"] == 5
     # the first chunk keeps the run's own seed: one chunk of two = the first two of five
     rc, two = _generate(tmp_path, f"strategy={strategy}", "limit=2", "n=2", "seed=3", name="two")
     assert _read(two)[0] == a[:2]

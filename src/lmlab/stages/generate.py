@@ -308,8 +308,11 @@ def run(cfg: Config) -> dict:
                              idx, seconds, n_new))
     summary = _summary(cfg, samples, extra, seconds, n_new, len(done))
     run_.write_json("summary.json", summary)
-    print0(f"[lmlab] {n_new} tokens in {seconds:.1f} s ({summary['tokens_per_s']} tok/s); "
-           f"wrote {run_.path}/ (samples.jsonl, summary.json)")
+    if len(done) == len(rows):
+        print0(f"[lmlab] all {len(rows)} prompts were done before; wrote {run_.path}/summary.json")
+    else:
+        print0(f"[lmlab] {n_new} tokens in {seconds:.1f} s ({summary['tokens_per_s']} tok/s); "
+               f"wrote {run_.path}/ (samples.jsonl, summary.json)")
     return summary
 
 
