@@ -70,13 +70,15 @@ def test_streaming_with_pack_weights_prints_the_unpacked_greedy_text(tmp_path):
 
 def test_prompt_files_and_single_prompt(tmp_path, capsys):
     f = tmp_path / "p.jsonl"
-    f.write_text(json.dumps({"prompt": "Hi"}) + "\n" + json.dumps(
+    f.write_text(json.dumps({"prompt": "Hi", "id": 7, "completion": "old"}) + "\n" + json.dumps(
         {"messages": [{"role": "user", "content": "Yo"}, {"role": "assistant", "content": "x"}]})
         + "\n")
     rc, out = _generate(tmp_path, f"data={f}", "strategy=greedy")
     samples, _ = _read(out)
     assert rc == 0 and [s["prompt"] for s in samples] == ["Hi", [{"role": "user",
                                                                  "content": "Yo"}]]
+    assert samples[0]["id"] == 7 and samples[0]["completion"] != "old"  # input fields kept
+    assert "id" not in samples[1] and "messages" not in samples[1]
     t = tmp_path / "p.txt"
     t.write_text("one\n\ntwo\nthree\n")
     rc, out = _generate(tmp_path, f"data={t}", "limit=null", "strategy=greedy", name="txt")

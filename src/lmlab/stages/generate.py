@@ -334,8 +334,11 @@ def _chunk_params(params, seed: int, start: int):
 
 
 def _sample_row(row: dict, c, more: dict, k: int) -> dict:
-    s = {"prompt": row["prompt"], "completion": c.text, "finish_reason": c.finish_reason,
-         "new_tokens": len(c.token_ids)}
+    """A prompt's line in samples.jsonl: the input row's own fields (an ``id`` to join on, say;
+    not its ``messages``, which ``prompt`` holds), then the generation."""
+    s = {key: v for key, v in row.items() if key not in ("prompt", "messages")}
+    s.update(prompt=row["prompt"], completion=c.text, finish_reason=c.finish_reason,
+             new_tokens=len(c.token_ids))
     if "task" in row:
         from lmlab.data.tasks import get_task
 
