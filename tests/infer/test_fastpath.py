@@ -60,3 +60,27 @@ def test_lora_model_decodes_through_hf_forward(tokenizer):
     ref = decode(base, ids, mask, p).tokens
     lora = add_lora(base, r=4, alpha=8, dropout=0.0, targets=[])
     assert decode(lora, ids, mask, p).tokens == ref
+
+
+def test_lin_few_rows_is_f_linear_up_to_rounding_and_f_linear_itself_elsewhere():
+    import torch.nn.functional as F
+
+    from lmlab.infer.fastpath import FEW_ROWS, lin_few_rows
+
+    torch.manual_seed(0)
+    mod = torch.nn.Linear(64, 96, bias=False)
+    for shape in [(1, 1), (1, 2), (1, 8), (3, 1), (2, 4), (1, FEW_ROWS), (1, FEW_ROWS + 1),
+                  (1, 40)]:
+        x = torch.randn(*shape, 64)
+        got, want = lin_few_rows(x, mod), F.linear(x, mod.weight)
+        assert got.shape == want.shape and got.is_contiguous()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        rows = shape[0] * shape[1]
+        if rows == 1 or rows > FEW_ROWS:  # one row, or many: F.linear itself
+            assert torch.equal(got, want)
+        else:  # a few: W @ x^T
+            flat = x.reshape(rows, 64)
+            assert torch.equal(got.reshape(rows, 96), torch.mm(mod.weight, flat.t()).t())
+    half = torch.nn.Linear(64, 96, bias=False).to(torch.bfloat16)
+    x = torch.randn(1, 4, 64, dtype=torch.bfloat16)
+    assert torch.equal(lin_few_rows(x, half), F.linear(x, half.weight))

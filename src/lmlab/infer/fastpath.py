@@ -54,6 +54,28 @@ def _lin(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
     return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
 
 
+# rows that ``lin_few_rows`` computes as W @ x^T: up to a check of 10 drafted tokens
+FEW_ROWS = 11
+
+
+def lin_few_rows(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
+    """``_lin``, except that 2 .. ``FEW_ROWS`` rows over a plain fp32 CPU weight run as
+    ``W @ x^T``. MKL picks its kernels by the operands' orientation, and for a few rows this
+    one is much faster on the 2-core EPYC: SmolLM2's 211 products for 2 / 3 / 8 rows took 14.8 /
+    20.8 / 33.6 ms against ``F.linear``'s 46.4 / 64.5 / 46.1 (one row: 25.6 vs 23.0, so one row
+    keeps ``F.linear``; benchmarks/RESULTS.md, Inference, "Session 13"). The sums round
+    differently from ``F.linear``'s, so plain decoding (bit for bit HF's) does not use it; a
+    speculative check does (its rows already round differently from one-row steps: exactness
+    there is token for token)."""
+    w = getattr(mod, "weight", None)
+    if type(mod) is torch.nn.Linear and type(w) in (torch.Tensor, torch.nn.Parameter) and \
+            w.dtype == torch.float32 and w.device.type == "cpu":
+        rows = x.reshape(-1, x.shape[-1])
+        if 2 <= rows.shape[0] <= FEW_ROWS:
+            return torch.mm(w, rows.t()).t().contiguous().view(*x.shape[:-1], w.shape[0])
+    return _lin(x, mod)
+
+
 _MM = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() \
     else None
 

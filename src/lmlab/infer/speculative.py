@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.errors import UserError
-from lmlab.infer.fastpath import LlamaStep
+from lmlab.infer.fastpath import LlamaStep, lin_few_rows
 from lmlab.infer.packed import linear_over, packed_linears
 from lmlab.infer.prefix import LastPromptKV, reuse_order
 from lmlab.infer.decode import Completion, Prompt, StopStrings, TextStream, check_context, \
@@ -170,7 +170,8 @@ class Incremental:
         it shares with the prompt before (``infer.prefix``)."""
         self.model, self.n = model, 0  # n = tokens in the cache
         self.prefix = prefix
-        lin = packed_linears(model) if pack else None  # oneDNN-packed weights (infer.packed)
+        # oneDNN-packed weights (infer.packed), or F.linear but W @ x^T for a check's few rows
+        lin = packed_linears(model) if pack else lin_few_rows
         self.fast = LlamaStep(model, None, 1, 64, lin=lin, native_bf16=native_bf16) \
             if fast is not False and LlamaStep.supports(model) else None
         self.cache = None
