@@ -83,6 +83,10 @@ def test_prompt_files_and_single_prompt(tmp_path, capsys):
     t.write_text("one\n\ntwo\nthree\n")
     rc, out = _generate(tmp_path, f"data={t}", "limit=null", "strategy=greedy", name="txt")
     assert rc == 0 and len(_read(out)[0]) == 3
+    capsys.readouterr()
+    rc, out = _generate(tmp_path, f"data={t}", "strategy=greedy", name="txt2")  # limit=2
+    assert rc == 0 and len(_read(out)[0]) == 2
+    assert "using the first 2 of 3 prompts" in capsys.readouterr().out
     rc, out = _generate(tmp_path, "prompt=Tell me a joke", "stream=true", "temperature=0",
                         name="one")
     assert rc == 0 and _read(out)[0][0]["prompt"] == "Tell me a joke"

@@ -126,7 +126,13 @@ def load_prompts(cfg: Config) -> list[dict]:
                 enumerate(path.read_text().splitlines()) if line.strip()]
     else:
         raise DataError("prompts must be a .jsonl or .txt file", file=cfg.data)
-    return rows[:cfg.limit] if cfg.limit else rows
+    if cfg.limit and len(rows) > cfg.limit:
+        from lmlab.common import print0
+
+        print0(f"[lmlab] using the first {cfg.limit} of {len(rows)} prompts in {cfg.data} "
+               f"(limit={cfg.limit}; limit=null for all)")
+        return rows[:cfg.limit]
+    return rows
 
 
 def _jsonl_prompt(line: str, file: str, n: int) -> dict:
