@@ -121,14 +121,13 @@ def test_text_stream_never_shows_what_a_stop_string_cuts(tokenizer):
     final = completion_text(tokenizer, ids, "stop", stops)
     assert final == "Héllo wörld. The end "
     ts, shown = TextStream(tokenizer, stops), ""
-    for t in ids:  # as the loops do: the token that completes a stop string ends the text
+    for n, t in enumerate(ids):  # as the loops do: the token completing a stop string ends it
         if stops.hit(ts.tokens + [t]):
-            ts.tokens.append(t)
             break
         shown += ts.push([t])
         assert final.startswith(shown)  # never more than the text keeps
     assert len(shown) < len(final)  # " wörld" and the text that might start "STOP": held
-    shown += ts.finish("stop")
+    shown += ts.finish("stop", [ids[n]])
     assert shown == final
     plain = TextStream(tokenizer, StopStrings(tokenizer, []))
     assert "".join(plain.push([t]) for t in ids) + plain.finish("length") == tokenizer.decode(ids)

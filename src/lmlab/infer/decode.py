@@ -465,7 +465,10 @@ class TextStream:
         piece, self.sent = text[self.sent:end], end
         return piece
 
-    def finish(self, reason: str) -> str:
+    def finish(self, reason: str, last: list[int] = ()) -> str:
+        """The rest of the text, once ``last`` is added: the tokens that ended it, not pushed
+        (an EOS, a stop string's last token, a speculative check's tokens)."""
+        self.tokens += last
         return completion_text(self.tokenizer, self.tokens, reason, self.stops)[self.sent:]
 
 
@@ -532,5 +535,4 @@ def stream(model, tokenizer, prompts: list[Prompt], params: SamplingParams | Non
                 if piece:
                     yield TextDelta(r, piece)
             else:
-                texts[r].tokens.append(step.tokens[j])
-                yield TextDelta(r, texts[r].finish(why), why)
+                yield TextDelta(r, texts[r].finish(why, [step.tokens[j]]), why)

@@ -533,8 +533,8 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
                                tokenizer=tokenizer, generator=generator, pack=pack, prefix=tp,
                                on_tokens=show if shown is not None else None)
         if shown is not None:
-            shown.tokens = list(o.tokens)
-            on_text(i, shown.finish(o.finish_reason), o.finish_reason)
+            last = o.tokens[len(shown.tokens):]  # the check that ended the output
+            on_text(i, shown.finish(o.finish_reason, last), o.finish_reason)
         total.add(o.stats)
         comps[i] = Completion(prompt, completion_text(tokenizer, o.tokens, o.finish_reason,
                                                       stops), o.tokens, o.finish_reason,
