@@ -170,8 +170,8 @@ def load_draft(cfg: Config, model) -> tuple | None:
 def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], params,
             on_text=None, draft: tuple | None = None):
     """(completions, extra summary) for the configured strategy; ``on_text``: speculative
-    decoding's text as it is accepted (``generate_speculative``); ``draft``: ``load_draft``'s,
-    loaded once by the caller (loaded here when not given)."""
+    decoding's text as it is accepted (``generate_speculative``); ``draft``: ``load_draft``'s
+    (callers load it once, outside their loops and timings)."""
     from lmlab.infer import search, speculative
     from lmlab.infer.decode import generate
 
@@ -196,8 +196,6 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
         res = search.best_of_n(model, tokenizer, prompts, cfg.n, rerank, params,
                                batch_size=cfg.batch_size, pack=cfg.pack_weights)
         return [r.best for r in res], {"best_of_n_scores": [r.scores for r in res]}
-    if draft is None and cfg.draft:
-        draft = load_draft(cfg, model)
     draft_model, draft_tokenizer = draft or (None, None)
     res = speculative.generate_speculative(
         model, tokenizer, prompts, params, draft=draft_model, draft_tokenizer=draft_tokenizer,
@@ -240,9 +238,12 @@ def _stream(model, tokenizer, prompts, params, pack: bool = False, show: bool = 
 
 def _show_text(rows: list[dict]):
     """``on_text`` for speculative decoding: each prompt's header, then its text as it comes."""
+    at = None  # the prompt being shown
+
     def show(i: int, text: str, finish_reason: str | None) -> None:
-        if not hasattr(show, "at") or show.at != i:
-            show.at = i
+        nonlocal at
+        if at != i:
+            at = i
             print(f"--- {str(rows[i]['prompt'])[:70]!r}", flush=True)
         print(text, end="\n" if finish_reason else "", flush=True)
 
@@ -285,29 +286,29 @@ def run(cfg: Config) -> dict:
            f"model={cfg.model}" + (f"; {len(done)} already done" if done else ""))
 
     draft = load_draft(cfg, model)  # once, not per chunk
+    streamed = cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)
     samples, extra, seconds, n_new = list(done), {}, 0.0, 0
     for start in range(len(done), len(rows), cfg.chunk):
         idx = range(start, min(len(rows), start + cfg.chunk))
+        part, part_prompts = rows[idx.start:idx.stop], prompts[idx.start:idx.stop]
         chunk_params = _chunk_params(params, cfg.seed, start)
         t0 = time.perf_counter()
         if cfg.stream and cfg.strategy in ("sample", "greedy"):
-            comps, more = _stream(model, tokenizer, [prompts[i] for i in idx], chunk_params,
+            comps, more = _stream(model, tokenizer, part_prompts, chunk_params,
                                   cfg.pack_weights, show=len(rows) == 1), {}
         else:
-            shown = _show_text([rows[i] for i in idx]) if cfg.stream else None
-            comps, more = _decode(cfg, model, tokenizer, [prompts[i] for i in idx],
-                                  [rows[i] for i in idx], chunk_params, on_text=shown,
+            comps, more = _decode(cfg, model, tokenizer, part_prompts, part, chunk_params,
+                                  on_text=_show_text(part) if cfg.stream else None,
                                   draft=draft)
         seconds += time.perf_counter() - t0
-        new = [_sample_row(rows[i], c, more, k) for k, (i, c) in enumerate(zip(idx, comps))]
+        new = [_sample_row(r, c, more, k) for k, (r, c) in enumerate(zip(part, comps))]
         run_.append_jsonl("samples.jsonl", new)
         samples += new
         n_new += sum(s["new_tokens"] for s in new)
         if "speculative" in more:
             extra.setdefault("speculative", SpecStats()).add(more["speculative"])
-        streamed = cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)
         if not streamed and len(rows) <= cfg.chunk:  # longer runs: progress lines instead
-            for r, s in zip((rows[i] for i in idx), new):
+            for r, s in zip(part, new):
                 print0(f"--- {str(r['prompt'])[:70]!r}\n{s['completion']}")
         if len(rows) > cfg.chunk:
             print0(_progress(idx[-1] + 1 - len(done), len(rows) - len(done), len(rows),
