@@ -54,6 +54,13 @@ def _lin(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
     return F.linear(x, mod.weight) if type(mod) is torch.nn.Linear else mod(x)
 
 
+def plain_fp32_cpu(t) -> bool:
+    """A plain fp32 CPU tensor or parameter (no torchao subclass, no half precision, no GPU):
+    what our own product paths (``lin_few_rows``, ``packed``) take."""
+    return type(t) in (torch.Tensor, torch.nn.Parameter) and t.dtype == torch.float32 and \
+        t.device.type == "cpu"
+
+
 # rows that ``lin_few_rows`` computes as W @ x^T: up to a check of 10 drafted tokens
 FEW_ROWS = 11
 
@@ -68,8 +75,7 @@ def lin_few_rows(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
     speculative check does (its rows already round differently from one-row steps: exactness
     there is token for token)."""
     w = getattr(mod, "weight", None)
-    if type(mod) is torch.nn.Linear and type(w) in (torch.Tensor, torch.nn.Parameter) and \
-            w.dtype == torch.float32 and w.device.type == "cpu":
+    if type(mod) is torch.nn.Linear and plain_fp32_cpu(w):
         rows = x.reshape(-1, x.shape[-1])
         if 2 <= rows.shape[0] <= FEW_ROWS:
             return torch.mm(w, rows.t()).t().contiguous().view(*x.shape[:-1], w.shape[0])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lmlab.infer.fastpath import _mm, is_lora
+from lmlab.infer.fastpath import _mm, is_lora, plain_fp32_cpu
 
 
 # the row count oneDNN picks its blocked layout for; the layout serves any row count. Measured
@@ -28,10 +28,7 @@ BATCH_HINT = 16
 
 def can_pack(weight) -> bool:
     """A plain fp32 CPU tensor (no torchao subclass), with oneDNN in this torch build."""
-    return (torch.backends.mkldnn.is_available() and type(weight) in (torch.Tensor,
-                                                                       torch.nn.Parameter)
-            and weight.dtype == torch.float32 and weight.device.type == "cpu"
-            and weight.dim() == 2)
+    return torch.backends.mkldnn.is_available() and plain_fp32_cpu(weight) and weight.dim() == 2
 
 
 class PackedLinears:
