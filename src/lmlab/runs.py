@@ -68,6 +68,12 @@ class Run:
         return self.checkpoints / f"step-{steps[-1]}" if steps else None
 
 
+def chunk_seed(seed: int, start: int) -> int:
+    """The sampling seed of a resumable stage's chunk that begins at item ``start``: fixed by
+    the position, so a resumed run draws what the uninterrupted run would."""
+    return seed * 1_000_003 + start
+
+
 def read_done_jsonl(path: Path) -> list[dict]:
     """The rows a stopped run finished writing to ``path`` (none if it is missing); a
     half-written last line (the run died mid-write) is cut from the file."""

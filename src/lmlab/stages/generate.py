@@ -337,7 +337,9 @@ def _chunk_params(params, seed: int, start: int):
     first chunk keeps ``seed`` itself), so a resumed run samples what the whole run would."""
     import dataclasses
 
-    return params if start == 0 else dataclasses.replace(params, seed=seed * 1_000_003 + start)
+    from lmlab.runs import chunk_seed
+
+    return params if start == 0 else dataclasses.replace(params, seed=chunk_seed(seed, start))
 
 
 def _sample_row(row: dict, c, more: dict, k: int) -> dict:

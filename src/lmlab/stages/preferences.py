@@ -114,10 +114,11 @@ def _labeller(cfg: Config, rows, model, tokenizer, device, dtype):
 
 def _params(cfg: Config, offset: int, max_new_tokens: int | None = None):
     from lmlab.infer.sampling import SamplingParams
+    from lmlab.runs import chunk_seed
 
     return SamplingParams(max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                           temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                          seed=cfg.seed * 1_000_003 + offset)
+                          seed=chunk_seed(cfg.seed, offset))
 
 
 def _sample(cfg, model, tokenizer, prompts: list, start: int) -> list:
