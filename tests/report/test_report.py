@@ -87,7 +87,9 @@ def fixture_runs(tmp_path):
     write_run(root / "bench", "bench", {"model": "smollm2-135m-instruct", "what": "generate"},
               {"stage": "bench", "greedy_tokens_per_s": 14.45})
     (root / "bench" / "bench.json").write_text(json.dumps({"what": "generate", "rows": [
-        {"strategy": "greedy", "batch_size": 8, "tokens_per_s": 53.49, "ttft_ms": 212.3}]}))
+        {"strategy": "greedy", "batch_size": 8, "tokens_per_s": 53.49, "ttft_ms": 212.3}],
+        "quality": [{"strategy": "beam", "prompts": 16, "accuracy": 0.4375, "distinct_2": 0.613,
+                     "mean_new_tokens": 21.4, "ended": 0.875}]}))
     write_run(root / "killed", "sft", {"model": "tiny:llama"}, None, curve(3, **{
         "train/loss": 9.0}))
     bench = tmp_path / "bench"
@@ -116,6 +118,8 @@ def test_report_has_every_section_run_and_no_urls(fixture_runs):
     assert len(list((tmp / "out" / "plots").glob("*.png"))) == 4
     assert "killed (sft) has not finished" in " ".join(result["findings"])
     assert "106.8" in html and "53.49" in html and "212.3" in html  # benchmark numbers
+    assert "What each strategy does to the text: bench" in md
+    assert "| beam | 16 | 0.4375 | 0.613 | 21.4 | 0.875 |" in md
 
 
 def test_table_numbers_equal_the_sources(fixture_runs):

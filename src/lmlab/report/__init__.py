@@ -37,7 +37,7 @@ def _sections(runs, benches, pipelines, samples: int):
     sections.append(Section("Samples", [samples] if samples else [
         "No run wrote samples.jsonl."]))
     speed = [t for t in (T.training_speed(runs), T.generation_speed(runs)) if t]
-    speed += [t for t in map(T.bench_run_table, runs) if t]
+    speed += [t for r in runs for t in (T.bench_run_table(r), T.bench_quality_table(r)) if t]
     speed += [T.bench_table(b) for b in benches]
     sections.append(Section("Speed", speed or ["No speed numbers in these runs."]))
     env = [T.wall_table(runs)]

@@ -393,6 +393,21 @@ def bench_run_table(run: RunData) -> Table | None:
     return t
 
 
+def bench_quality_table(run: RunData) -> Table | None:
+    """``lmlab bench generate``'s quality pass (bench.json ``quality``): one row per strategy."""
+    rows = (run.bench or {}).get("quality") or []
+    if not rows:
+        return None
+    t = Table(f"What each strategy does to the text: {run.label}",
+              ["strategy", "prompts", "accuracy", "distinct-2", "mean new tokens", "ended"],
+              ["text", "int", "num", "num", "num", "num"])
+    t.rows = [[r.get(k) for k in ("strategy", "prompts", "accuracy", "distinct_2",
+                                  "mean_new_tokens", "ended")] for r in rows]
+    t.note = ("one untimed pass per strategy, EOS respected; ended: the share that stopped "
+              "before max_new_tokens")
+    return t
+
+
 def _flatten(d, prefix: str = ""):
     for k, v in d.items():
         key = f"{prefix}{k}"

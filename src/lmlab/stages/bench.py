@@ -5,7 +5,10 @@ setup (model, prompts), then for each (strategy, batch size): one untimed warm-u
 ``repeats`` timed calls of the same code ``lmlab generate`` runs, each producing exactly
 ``max_new_tokens`` per prompt (EOS ignored, so strategies are compared on equal work). Time to
 first token is measured where a strategy streams (greedy, sample). Speculative rows also give
-the speed-up over greedy at the same batch size and the acceptance rate.
+the speed-up over greedy at the same batch size and the acceptance rate. Then, unless
+``quality=0``, each strategy decodes the first ``quality`` prompts once more as ``lmlab generate``
+would (EOS respected), untimed, for what it does to the text: accuracy on task prompts,
+distinct-2, mean length (``quality_samples.jsonl`` holds the completions).
 
 ``what=serve``: concurrent streaming clients (``clients``, e.g. 1/4/16/64) against `lmlab serve`,
 each reply exactly ``max_new_tokens`` tokens, vs sequential HF ``generate`` and `transformers
@@ -57,6 +60,12 @@ class Config(RunConfig):
     num_beams: int = opt(4, "beam: beams per prompt", min=1)
     contrastive_k: int = opt(4, "contrastive: candidates per step", min=1)
     n: int = opt(4, "best_of_n: samples per prompt", min=1)
+    reranker: str = opt("length", "best_of_n: length (the longest), task (the task's checker: "
+                                  "it sees the answer, so best_of_n's accuracy is pass@n), auto "
+                                  "(task for task prompts)", choices=("length", "task", "auto"))
+    quality: int = opt(16, "then decode the first N prompts once per strategy with EOS "
+                           "respected, untimed: accuracy (task prompts), distinct-2, mean length "
+                           "(0 = off)", min=0)
     draft: str = opt("", "speculative: draft model reference (empty = prompt lookup)")
     num_draft_tokens: int = opt(5, "speculative: tokens drafted per step", min=1)
     draft_vocab: int = opt(0, "speculative: the draft scores only the first N token ids plus "
@@ -97,6 +106,9 @@ class Config(RunConfig):
                 problems.append("strategies: name at least one")
             if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
                 problems.append("batch_sizes: a non-empty list of integers >= 1")
+            if self.reranker == "task" and not self.data.startswith("task:") and \
+                    "best_of_n" in self.strategies:
+                problems.append("reranker: 'task' needs data=task:<name>")
             return problems
         problems += [f"peers: unknown '{p}' (known: {', '.join(PEERS)}, none)"
                      for p in self.peers if p not in (*PEERS, "none")]
@@ -122,7 +134,7 @@ class Config(RunConfig):
 # keys only one `what` uses (the rest - model, seed, output_dir, max_new_tokens, threads,
 # device, dtype - are shared); validate() refuses them when set for the other one
 ONLY = {"generate": ("data", "strategies", "batch_sizes", "repeats", "temperature", "num_beams",
-                     "contrastive_k", "n", "draft", "num_draft_tokens", "draft_vocab",
+                     "contrastive_k", "n", "reranker", "quality", "draft", "num_draft_tokens", "draft_vocab",
                      "draft_bf16", "pack_weights"),
         "serve": ("clients", "requests", "peers", "hf_requests", "peer_clients",
                   "max_batch_size", "server", "level_timeout_s")}
@@ -141,9 +153,9 @@ def generate_config(cfg: Config, strategy: str, batch_size: int):
         model=cfg.model, data=cfg.data, seed=cfg.seed, strategy=strategy,
         batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature, num_beams=cfg.num_beams, contrastive_k=cfg.contrastive_k,
-        n=cfg.n, draft=cfg.draft, num_draft_tokens=cfg.num_draft_tokens, reranker="length",
+        n=cfg.n, draft=cfg.draft, num_draft_tokens=cfg.num_draft_tokens, reranker=cfg.reranker,
         draft_vocab=cfg.draft_vocab, draft_bf16=cfg.draft_bf16,
-        pack_weights=cfg.pack_weights,
+        pack_weights=cfg.pack_weights, limit=max(cfg.quality, *cfg.batch_sizes),
         device=cfg.device, dtype=cfg.dtype)
 
 
@@ -167,10 +179,11 @@ def time_to_first_token(model, tokenizer, prompts: list, params, pack: bool = Fa
 
 
 def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
-            batch_size: int) -> dict:
-    """One benchmark row: best/median tok/s over ``cfg.repeats`` timed calls."""
+            batch_size: int, draft: tuple | None = None) -> dict:
+    """One benchmark row: best/median tok/s over ``cfg.repeats`` timed calls; ``draft``:
+    ``generate.load_draft``'s, loaded by the caller (never inside a timing)."""
     from lmlab.infer.decode import model_device
-    from lmlab.stages.generate import _as_input, _decode, load_draft
+    from lmlab.stages.generate import _as_input, _decode
 
     gcfg = generate_config(cfg, strategy, batch_size)
     params = dataclasses.replace(gcfg.sampling(), ignore_eos=True)
@@ -178,7 +191,6 @@ def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
     prompts = [_as_input(r["prompt"], gcfg.chat) for r in picked]
     device = model_device(model)
     times, comps, extra = [], [], {}
-    draft = load_draft(gcfg, model) if strategy == "speculative" else None  # not timed
     for i in range(cfg.repeats + 1):  # the first call warms up (allocations, kernels)
         _sync(device)
         t0 = time.perf_counter()
@@ -200,6 +212,43 @@ def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
         row["acceptance_rate"], row["mean_accepted"] = spec["acceptance_rate"], \
             spec["mean_accepted"]
     return row
+
+
+def quality(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
+            draft: tuple | None = None) -> tuple[dict, list[dict]]:
+    """What ``strategy`` does to the text: one untimed ``lmlab generate`` pass (EOS respected,
+    the largest batch size) over the first ``cfg.quality`` prompts. Returns its row (accuracy
+    when every prompt is a task prompt, distinct-2, mean new tokens, share ended by EOS or a stop
+    string) and its samples (``samples.jsonl``'s lines with the strategy)."""
+    from lmlab.eval.diversity import distinct_n
+    from lmlab.stages.generate import _as_input, _decode, _sample_row
+
+    gcfg = generate_config(cfg, strategy, max(cfg.batch_sizes))
+    picked = rows[:cfg.quality]
+    prompts = [_as_input(r["prompt"], gcfg.chat) for r in picked]
+    comps, extra = _decode(gcfg, model, tokenizer, prompts, picked, gcfg.sampling(), draft=draft)
+    samples = [{"strategy": strategy, **_sample_row(r, c, extra, k)}
+               for k, (r, c) in enumerate(zip(picked, comps))]
+    d2 = distinct_n([c.token_ids for c in comps], 2)
+    row = {"strategy": strategy, "prompts": len(samples),
+           "accuracy": (round(sum(s["correct"] for s in samples) / len(samples), 3)
+                        if all("correct" in s for s in samples) else None),
+           "distinct_2": None if d2 is None else round(d2, 3),
+           "mean_new_tokens": round(statistics.mean(s["new_tokens"] for s in samples), 1),
+           "ended": round(sum(s["finish_reason"] != "length" for s in samples)
+                          / len(samples), 3)}
+    return row, samples
+
+
+def quality_table(rows: list[dict], max_new_tokens: int) -> str:
+    lines = [f"| strategy | prompts | accuracy | distinct-2 | mean new tokens | ended before "
+             f"{max_new_tokens} tokens |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['strategy']} | {r['prompts']} | "
+                     f"{'' if r['accuracy'] is None else r['accuracy']} | "
+                     f"{'' if r['distinct_2'] is None else r['distinct_2']} | "
+                     f"{r['mean_new_tokens']} | {r['ended']} |")
+    return "\n".join(lines) + "\n"
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -244,7 +293,7 @@ def run_generate(cfg: Config) -> dict:
     from lmlab.common import pick_device, pick_dtype, print0, seed_everything
     from lmlab.models import load_model, load_tokenizer, resolve
     from lmlab.runs import prepare_run
-    from lmlab.stages.generate import _check_ref, load_prompts
+    from lmlab.stages.generate import _check_ref, load_draft, load_prompts
 
     for ref in filter(None, (cfg.model, cfg.draft)):
         _check_ref(ref, resolve)
@@ -260,18 +309,35 @@ def run_generate(cfg: Config) -> dict:
     print0(f"[lmlab] bench generate: {cfg.model}, {len(cfg.strategies)} strategies x batch "
            f"{cfg.batch_sizes}, {cfg.max_new_tokens} new tokens, {cfg.repeats} timed repeats")
 
-    results = []
+    draft = (load_draft(generate_config(cfg, "speculative", 1), model)
+             if "speculative" in cfg.strategies else None)  # once, before any timing
+    results, qrows, qsamples = [], [], []
     with torch.inference_mode():
         for b in cfg.batch_sizes:
             for s in cfg.strategies:
-                row = measure(cfg, model, tokenizer, rows, s, b)
+                row = measure(cfg, model, tokenizer, rows, s, b, draft)
                 results.append(row)
                 print0(f"[lmlab]   {s:<12} batch {b}: {row['tokens_per_s']} tok/s"
                        + (f", first token {row['ttft_ms']} ms" if row["ttft_ms"] else ""))
+        if cfg.quality:
+            print0(f"[lmlab] quality: the first {min(cfg.quality, len(rows))} prompts once per "
+                   f"strategy, EOS respected, untimed")
+        for s in cfg.strategies if cfg.quality else ():
+            q, samples = quality(cfg, model, tokenizer, rows, s, draft)
+            qrows.append(q)
+            qsamples += samples
+            print0(f"[lmlab]   {s:<12} " + ", ".join(
+                f"{k} {q[k]}" for k in ("accuracy", "distinct_2", "mean_new_tokens")
+                if q[k] is not None))
     add_speedups(results)
     env = environment(device, dtype)
     md = table(results)
-    run_.write_json("bench.json", {"what": "generate", "env": env, "rows": results})
+    if qrows:
+        md += (f"\nWhat each strategy does to the text ({qrows[0]['prompts']} prompts of "
+               f"{cfg.data}, EOS respected):\n\n" + quality_table(qrows, cfg.max_new_tokens))
+        run_.write_jsonl("quality_samples.jsonl", qsamples)
+    run_.write_json("bench.json", {"what": "generate", "env": env, "rows": results,
+                                   "quality": qrows})
     (run_.path / "bench.md").write_text(md)
     g1 = next((r for r in results if r["strategy"] == "greedy"), None)
     spec = [r for r in results if r["strategy"] == "speculative" and "speedup_vs_greedy" in r]
@@ -280,9 +346,13 @@ def run_generate(cfg: Config) -> dict:
                "greedy_ttft_ms": g1["ttft_ms"] if g1 else None,
                "speculative_speedup": spec[0]["speedup_vs_greedy"] if spec else None,
                "rows": len(results)}
+    if qrows:
+        summary["quality"] = {q["strategy"]: {k: q[k] for k in ("accuracy", "distinct_2")}
+                              for q in qrows}
     run_.write_json("summary.json", summary)
     print0("\n" + md)
-    print0(f"[lmlab] wrote {run_.path}/ (bench.json, bench.md, summary.json)")
+    print0(f"[lmlab] wrote {run_.path}/ (bench.json, bench.md, summary.json"
+           + (", quality_samples.jsonl)" if qrows else ")"))
     return summary
 
 
