@@ -210,3 +210,12 @@ def test_the_draft_model_loads_once_for_every_chunk(tmp_path, monkeypatch):
                         "limit=3", "chunk=1")
     assert rc == 0 and len(_read(out)[0]) == 3
     assert loads.count("tiny:llama4") == 1
+
+
+def test_completion_header_shows_a_chats_last_message():
+    from lmlab.stages.generate import _header
+
+    chat = [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "List the colours in: red car, blue sky."}]
+    assert _header(chat) == "--- 'user: List the colours in: red car, blue sky.'"
+    assert _header("x" * 100) == f"--- {'x' * 70!r}"

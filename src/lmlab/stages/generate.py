@@ -236,6 +236,13 @@ def _stream(model, tokenizer, prompts, params, pack: bool = False, show: bool = 
                        0) for p, t, r in zip(prompts, texts, reasons)]
 
 
+def _header(prompt) -> str:
+    """The line shown above a completion: the prompt, or a chat's last message, cut to 70."""
+    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict):
+        prompt = f"{prompt[-1].get('role', '?')}: {prompt[-1].get('content', '')}"
+    return f"--- {str(prompt)[:70]!r}"
+
+
 def _show_text(rows: list[dict]):
     """``on_text`` for speculative decoding: each prompt's header, then its text as it comes."""
     at = None  # the prompt being shown
@@ -244,7 +251,7 @@ def _show_text(rows: list[dict]):
         nonlocal at
         if at != i:
             at = i
-            print(f"--- {str(rows[i]['prompt'])[:70]!r}", flush=True)
+            print(_header(rows[i]["prompt"]), flush=True)
         print(text, end="\n" if finish_reason else "", flush=True)
 
     return show
@@ -282,8 +289,8 @@ def run(cfg: Config) -> dict:
     prompts = [_as_input(r["prompt"], cfg.chat) for r in rows]
     # every prompt, before the first chunk: a long one late in the file fails now, not later
     check_context(model, [len(e) for e in encode_prompts(tokenizer, prompts)], cfg.max_new_tokens)
-    print0(f"[lmlab] generate: {len(prompts)} prompts, strategy={cfg.strategy}, "
-           f"model={cfg.model}" + (f"; {len(done)} already done" if done else ""))
+    print0(f"[lmlab] generate: {len(prompts)} prompt{'s' * (len(prompts) != 1)}, "
+           f"strategy={cfg.strategy}, model={cfg.model}" + (f"; {len(done)} already done" if done else ""))
 
     draft = load_draft(cfg, model)  # once, not per chunk
     streamed = cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)
@@ -309,7 +316,7 @@ def run(cfg: Config) -> dict:
             extra.setdefault("speculative", SpecStats()).add(more["speculative"])
         if not streamed and len(rows) <= cfg.chunk:  # longer runs: progress lines instead
             for r, s in zip(part, new):
-                print0(f"--- {str(r['prompt'])[:70]!r}\n{s['completion']}")
+                print0(f"{_header(r['prompt'])}\n{s['completion']}")
         if len(rows) > cfg.chunk:
             print0(_progress(idx[-1] + 1 - len(done), len(rows) - len(done), len(rows),
                              idx, seconds, n_new))
