@@ -155,7 +155,7 @@ def generate_config(cfg: Config, strategy: str, batch_size: int):
         temperature=cfg.temperature, num_beams=cfg.num_beams, contrastive_k=cfg.contrastive_k,
         n=cfg.n, draft=cfg.draft, num_draft_tokens=cfg.num_draft_tokens, reranker=cfg.reranker,
         draft_vocab=cfg.draft_vocab, draft_bf16=cfg.draft_bf16,
-        pack_weights=cfg.pack_weights, limit=max(cfg.quality, *cfg.batch_sizes),
+        pack_weights=cfg.pack_weights, limit=None,  # every prompt; rows are picked here
         device=cfg.device, dtype=cfg.dtype)
 
 
@@ -306,7 +306,8 @@ def run_generate(cfg: Config) -> dict:
     dtype = pick_dtype(cfg.dtype, device)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, dtype=dtype, device=device).eval()
-    print0(f"[lmlab] bench generate: {cfg.model}, {len(cfg.strategies)} strategies x batch "
+    print0(f"[lmlab] bench generate: {cfg.model}, {len(cfg.strategies)} "
+           f"strateg{'ies' if len(cfg.strategies) > 1 else 'y'} x batch "
            f"{cfg.batch_sizes}, {cfg.max_new_tokens} new tokens, {cfg.repeats} timed repeats")
 
     draft = (load_draft(generate_config(cfg, "speculative", 1), model)
