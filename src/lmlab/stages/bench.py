@@ -241,8 +241,9 @@ def quality(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
 
 
 def quality_table(rows: list[dict], max_new_tokens: int) -> str:
-    lines = [f"| strategy | prompts | accuracy | distinct-2 | mean new tokens | ended before "
-             f"{max_new_tokens} tokens |", "|---|---|---|---|---|---|"]
+    head = ("| strategy | prompts | accuracy | distinct-2 | mean new tokens | ended before "
+            f"{max_new_tokens} tokens |")
+    lines = [head, "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['strategy']} | {r['prompts']} | "
                      f"{'' if r['accuracy'] is None else r['accuracy']} | "
