@@ -201,7 +201,7 @@ def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
     n_tok = sum(len(c.token_ids) for c in comps)
     best, med = min(times), statistics.median(times)
     row = {"strategy": strategy, "batch_size": batch_size, "new_tokens": n_tok,
-           "seconds": round(best, 4), "tokens_per_s": round(n_tok / best, 2),
+           "seconds": round(best, 6), "tokens_per_s": round(n_tok / best, 2),
            "tokens_per_s_median": round(n_tok / med, 2), "ttft_ms": None}
     if strategy in STREAMING:
         ttft = [time_to_first_token(model, tokenizer, prompts, params, cfg.pack_weights)
