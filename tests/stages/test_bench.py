@@ -138,3 +138,20 @@ def test_unknown_strategy_is_a_config_error(tmp_path, capsys):
 def test_bench_needs_a_known_thing_to_measure(capsys):
     assert main(["bench", "serving", "model=tiny:llama"]) == 2
     assert "what" in capsys.readouterr().err
+
+
+def test_a_stop_in_the_quality_pass_keeps_the_timings(tmp_path, monkeypatch):
+    from lmlab.stages import bench
+
+    def stop(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "quality", stop)
+    out = tmp_path / "b"
+    rc = main(["bench", "generate", "model=tiny:llama", "max_new_tokens=3", "repeats=1",
+               "batch_sizes=[1]", "strategies=[greedy]", f"output_dir={out}"])
+    assert rc != 0
+    data = json.loads((out / "bench.json").read_text())
+    assert [r["strategy"] for r in data["rows"]] == ["greedy"] and data["quality"] == []
+    assert json.loads((out / "summary.json").read_text())["greedy_tokens_per_s"] > 0
+    assert not (out / "quality_samples.jsonl").exists()

@@ -134,8 +134,8 @@ class Config(RunConfig):
 # keys only one `what` uses (the rest - model, seed, output_dir, max_new_tokens, threads,
 # device, dtype - are shared); validate() refuses them when set for the other one
 ONLY = {"generate": ("data", "strategies", "batch_sizes", "repeats", "temperature", "num_beams",
-                     "contrastive_k", "n", "reranker", "quality", "draft", "num_draft_tokens", "draft_vocab",
-                     "draft_bf16", "pack_weights"),
+                     "contrastive_k", "n", "reranker", "quality", "draft", "num_draft_tokens",
+                     "draft_vocab", "draft_bf16", "pack_weights"),
         "serve": ("clients", "requests", "peers", "hf_requests", "peer_clients",
                   "max_batch_size", "server", "level_timeout_s")}
 
@@ -313,7 +313,7 @@ def run_generate(cfg: Config) -> dict:
 
     draft = (load_draft(generate_config(cfg, "speculative", 1), model)
              if "speculative" in cfg.strategies else None)  # once, before any timing
-    results, qrows, qsamples = [], [], []
+    results = []
     with torch.inference_mode():
         for b in cfg.batch_sizes:
             for s in cfg.strategies:
@@ -321,18 +321,31 @@ def run_generate(cfg: Config) -> dict:
                 results.append(row)
                 print0(f"[lmlab]   {s:<12} batch {b}: {row['tokens_per_s']} tok/s"
                        + (f", first token {row['ttft_ms']} ms" if row["ttft_ms"] else ""))
-        if cfg.quality:
-            print0(f"[lmlab] quality: the first {min(cfg.quality, len(rows))} prompts once per "
-                   f"strategy, EOS respected, untimed")
-        for s in cfg.strategies if cfg.quality else ():
-            q, samples = quality(cfg, model, tokenizer, rows, s, draft)
-            qrows.append(q)
-            qsamples += samples
-            print0(f"[lmlab]   {s:<12} " + ", ".join(
-                f"{k} {q[k]}" for k in ("accuracy", "distinct_2", "mean_new_tokens")
-                if q[k] is not None))
     add_speedups(results)
     env = environment(device, dtype)
+    summary = _write_generate(cfg, run_, env, results, [], [])  # kept if the quality pass stops
+    if cfg.quality:
+        print0(f"[lmlab] quality: the first {min(cfg.quality, len(rows))} prompts once per "
+               f"strategy, EOS respected, untimed")
+        qrows, qsamples = [], []
+        with torch.inference_mode():
+            for s in cfg.strategies:
+                q, samples = quality(cfg, model, tokenizer, rows, s, draft)
+                qrows.append(q)
+                qsamples += samples
+                print0(f"[lmlab]   {s:<12} " + ", ".join(
+                    f"{k} {q[k]}" for k in ("accuracy", "distinct_2", "mean_new_tokens")
+                    if q[k] is not None))
+        summary = _write_generate(cfg, run_, env, results, qrows, qsamples)
+    print0("\n" + (run_.path / "bench.md").read_text())
+    print0(f"[lmlab] wrote {run_.path}/ (bench.json, bench.md, summary.json"
+           + (", quality_samples.jsonl)" if cfg.quality else ")"))
+    return summary
+
+
+def _write_generate(cfg: Config, run_, env: dict, results: list[dict], qrows: list[dict],
+                    qsamples: list[dict]) -> dict:
+    """bench.json, bench.md, summary.json (and quality_samples.jsonl) of ``what=generate``."""
     md = table(results)
     if qrows:
         md += (f"\nWhat each strategy does to the text ({qrows[0]['prompts']} prompts of "
@@ -352,9 +365,6 @@ def run_generate(cfg: Config) -> dict:
         summary["quality"] = {q["strategy"]: {k: q[k] for k in ("accuracy", "distinct_2")}
                               for q in qrows}
     run_.write_json("summary.json", summary)
-    print0("\n" + md)
-    print0(f"[lmlab] wrote {run_.path}/ (bench.json, bench.md, summary.json"
-           + (", quality_samples.jsonl)" if qrows else ")"))
     return summary
 
 
