@@ -219,3 +219,11 @@ def test_completion_header_shows_a_chats_last_message():
             {"role": "user", "content": "List the colours in: red car, blue sky."}]
     assert _header(chat) == "--- 'user: List the colours in: red car, blue sky.'"
     assert _header("x" * 100) == f"--- {'x' * 70!r}"
+
+
+def test_the_pack_weights_tip_shows_only_where_it_applies(tmp_path, capsys):
+    tip = "tip: pack_weights=true"
+    for args, shown in (((), True), (("pack_weights=true",), False), (("dtype=bf16",), False)):
+        rc, _ = _generate(tmp_path, "max_new_tokens=2", "limit=1", *args,
+                          name="_".join(("run", *args)).replace("=", "-"))
+        assert rc == 0 and (tip in capsys.readouterr().out) == shown, args

@@ -257,6 +257,15 @@ def _show_text(rows: list[dict]):
     return show
 
 
+def _packs(model) -> bool:
+    """Whether ``pack_weights`` would take this model: the lean step's architecture, with
+    weights packed products take (plain fp32 on a CPU)."""
+    from lmlab.infer.fastpath import LlamaStep
+    from lmlab.infer.packed import can_pack
+
+    return LlamaStep.supports(model) and can_pack(model.get_output_embeddings().weight)
+
+
 def _check_ref(ref: str, resolve) -> None:
     from lmlab.errors import ModelRefError
     from lmlab.models.tiny import PRESETS
@@ -290,7 +299,12 @@ def run(cfg: Config) -> dict:
     # every prompt, before the first chunk: a long one late in the file fails now, not later
     check_context(model, [len(e) for e in encode_prompts(tokenizer, prompts)], cfg.max_new_tokens)
     print0(f"[lmlab] generate: {len(prompts)} prompt{'s' * (len(prompts) != 1)}, "
-           f"strategy={cfg.strategy}, model={cfg.model}" + (f"; {len(done)} already done" if done else ""))
+           f"strategy={cfg.strategy}, model={cfg.model}"
+           + (f"; {len(done)} already done" if done else ""))
+    if not cfg.pack_weights and _packs(model):
+        print0("[lmlab] tip: pack_weights=true decodes faster on a CPU (SmolLM2 greedy on 2 "
+               "cores: 18 -> 52 tok/s), the same tokens up to fp32 rounding; the default stays "
+               "bit for bit HF's")
 
     draft = load_draft(cfg, model)  # once, not per chunk
     streamed = cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)
