@@ -245,11 +245,14 @@ def quality_table(rows: list[dict], max_new_tokens: int) -> str:
             f"{max_new_tokens} tokens |")
     lines = [head, "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['strategy']} | {r['prompts']} | "
-                     f"{'' if r['accuracy'] is None else r['accuracy']} | "
-                     f"{'' if r['distinct_2'] is None else r['distinct_2']} | "
-                     f"{r['mean_new_tokens']} | {r['ended']} |")
+        lines.append(f"| {r['strategy']} | {r['prompts']} | {_cell(r['accuracy'])} | "
+                     f"{_cell(r['distinct_2'])} | {r['mean_new_tokens']} | {r['ended']} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(v, fmt: str = "{}") -> str:
+    """A markdown table cell: empty for a value that was not measured (None)."""
+    return "" if v is None else fmt.format(v)
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -264,14 +267,11 @@ def table(rows: list[dict]) -> str:
     head = ("| strategy | batch | tok/s (best) | tok/s (median) | first token ms | "
             "vs greedy | acceptance |")
     lines = [head, "|---|---|---|---|---|---|---|"]
-
-    def f(v, fmt="{}"):
-        return "" if v is None else fmt.format(v)
-
     for r in rows:
         lines.append(f"| {r['strategy']} | {r['batch_size']} | {r['tokens_per_s']} | "
-                     f"{r['tokens_per_s_median']} | {f(r['ttft_ms'])} | "
-                     f"{f(r.get('speedup_vs_greedy'), '{}x')} | {f(r.get('acceptance_rate'))} |")
+                     f"{r['tokens_per_s_median']} | {_cell(r['ttft_ms'])} | "
+                     f"{_cell(r.get('speedup_vs_greedy'), '{}x')} | "
+                     f"{_cell(r.get('acceptance_rate'))} |")
     return "\n".join(lines) + "\n"
 
 
