@@ -429,7 +429,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
         return;
     }
     /* several inputs. 5 or more: blocks of 2 rows (in groups of at most 12 inputs; 5-6 inputs took
-     * 4 rows until session 12) in one pass each (block_dot), the weights asked for 8 KB ahead: a 5
+     * 4 rows until 2026-12-05) in one pass each (block_dot), the weights asked for 8 KB ahead: a 5
      * / 8 / 11-input step 0.96 / 0.86 / 0.76x the time of four inputs per pass over one row
      * (alternating builds, slow memory level; 11 inputs 25.6 vs ~33 ms at the fast one), with this
      * CPU's two 256-bit FMAs per cycle per core mostly busy (5.3-6.6 G a second a core on weights
