@@ -252,8 +252,8 @@ def test_mapping_takes_a_preset_a_yaml_dict_or_dotted_entries(tmp_path):
     want = {"prompt": "question", "completion": "answer"}
     dotted = load_config(SFTConfig, None, ["mapping.prompt=question",
                                            "mapping.completion=answer"])
-    flow = load_config(SFTConfig, None, ['mapping={"prompt": "question", '
-                                         '"completion": "answer"}'])
+    text = 'mapping={"prompt": "question", "completion": "answer"}'  # as the issue tried it
+    flow = load_config(SFTConfig, None, [text])
     f = tmp_path / "c.yaml"
     f.write_text("mapping:\n  prompt: question\n  completion: answer\n")
     assert dotted.mapping == flow.mapping == load_config(SFTConfig, f).mapping == want
@@ -266,8 +266,8 @@ def test_mapping_takes_a_preset_a_yaml_dict_or_dotted_entries(tmp_path):
 def test_mapping_problems_name_the_key_and_the_field(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(SFTConfig, None, ["mapping.promt=question", "mapping.completion=answer"])
-    assert e.value.problems == ["mapping: unknown field 'promt' (did you mean 'prompt'?); the "
-                                "fields here: messages, prompt, completion, system"]
+    assert e.value.problems == [("mapping: unknown field 'promt' (did you mean 'prompt'?); the "
+                                 "fields here: messages, prompt, completion, system")]
     f = tmp_path / "c.yaml"
     f.write_text("mapping:\n  prompt: 3\n  completion: [a, b]\n  system: null\n")
     with pytest.raises(ConfigError) as e:
@@ -470,3 +470,15 @@ def test_json_schema_of_sft_in_detail():
     assert table["additionalProperties"] is False
     assert list(table["properties"]) == ["messages", "prompt", "completion", "system"]
     assert _fits(0.5, props["lora_dropout"]) and not _fits(1.5, props["lora_dropout"])
+
+
+def test_every_stage_default_config_round_trips_through_its_saved_yaml(tmp_path):
+    from lmlab.config import to_dict
+
+    for stage in STAGES:
+        cls = load_stage(stage).Config
+        if stage == "pipeline":  # no steps: nothing to run, refused
+            continue
+        f = tmp_path / f"{stage}.yaml"
+        f.write_text(yaml.safe_dump({"stage": stage, **to_dict(cls())}, sort_keys=False))
+        assert load_config(cls, f, stage=stage) == cls(), stage
