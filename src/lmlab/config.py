@@ -266,7 +266,9 @@ def read_yaml(path: str | Path) -> dict:
 
 class _Dotted(dict):
     """Entries of a mapping-typed key given one at a time (``mapping.prompt=question``): they
-    are added to what the key already holds."""
+    are added to what the key already holds, unless the same source set it whole too."""
+
+    whole = False
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -300,6 +302,7 @@ def _fold_dotted(items: dict, hints: dict, problems: list[str]) -> dict:
             out[key] = raw
         elif raw in (None, "", {}) or isinstance(raw, dict):
             out[key] = _Dotted(_merge(raw or {}, dotted.pop(key)))
+            out[key].whole = True
         else:
             problems.append(f"{key}: given as {raw!r} and by {key}.<entry>; use one")
             dotted.pop(key)
@@ -336,7 +339,8 @@ def build_config(cls: type, values: dict[str, Any], overrides: dict[str, str] | 
             if key not in by_name:
                 problems.append(_unknown(str(key), list(by_name)))
                 continue
-            if isinstance(raw, _Dotted) and kwargs.get(key) not in (None, "", {}):
+            if isinstance(raw, _Dotted) and not raw.whole \
+                    and kwargs.get(key) not in (None, "", {}):
                 if not isinstance(kwargs[key], dict):
                     problems.append(f"{key}: is {kwargs[key]!r}; {key}.<entry> adds to a "
                                     f"mapping (set {key}= first to replace it)")
