@@ -278,6 +278,9 @@ def test_mapping_problems_name_the_key_and_the_field(tmp_path):
     assert e.value.problems == ["mapping.prompt: expected a string, got 3",
                                 "mapping.completion: expected a string, got ['a', 'b']",
                                 "mapping.system: expected a string, got None"]
+    f.write_text("mapping:\n  1: question\n")
+    with pytest.raises(ConfigError, match=r"mapping: keys must be text, got 1$"):
+        load_config(SFTConfig, f)
     f.write_text("mapping: dolly\n")
     with pytest.raises(ConfigError, match=r"mapping: is 'dolly'; mapping.<entry> adds to a "):
         load_config(SFTConfig, f, ["mapping.prompt=q"])
@@ -339,6 +342,8 @@ def test_dotted_keys_reach_any_depth_of_an_untyped_mapping():
     assert c.weights == {"a": 0.5}
     with pytest.raises(ConfigError, match=r"weights.a: must be a finite number"):
         build_config(C, {}, {"weights.a": "nan"})
+    with pytest.raises(ConfigError, match=r"profiles.a.b: a is given a value too"):
+        build_config(C, {}, {"profiles.a": "1", "profiles.a.b": "2"})
 
 
 # --- YAML files: file and line in every message -----------------------------------------------

@@ -88,9 +88,9 @@ _REASONS = {"int_parsing": "expected an integer", "int_type": "expected an integ
 
 class _Bad(ValueError):
     """Why a value does not fit its key's type: one (location inside the value, reason, the
-    offending part) per problem; the location is '' for the value itself."""
+    offending part, whether it is a part) per problem; the location is '' for the value."""
 
-    def __init__(self, parts: list[tuple[str, str, Any]]):
+    def __init__(self, parts: list[tuple[str, str, Any, bool]]):
         super().__init__(parts[0][1])
         self.parts = parts
 
@@ -159,7 +159,7 @@ def _from_text(value: str, tp):
             return yaml.safe_load(value)
         except yaml.YAMLError:
             raise _Bad([("", "expected a mapping such as {a: b} (or key.a=b overrides)",
-                         value)]) from None
+                         value, False)]) from None
     if tp is float:
         return _YAML_FLOATS.get(value.strip(), value)
     return value
@@ -171,12 +171,12 @@ def _coerce(value: Any, tp: Any, from_string: bool) -> Any:
     if value is None or (from_string and optional and value in _NULLS):
         if optional:
             return None
-        raise _Bad([("", "must not be null", value)])
+        raise _Bad([("", "must not be null", value, False)])
     tp = _branch(tp, value, from_string)
     if from_string and isinstance(value, str):
         value = _from_text(value, tp)
     if isinstance(value, bool) and tp in (int, float):  # pydantic would take True as 1
-        raise _Bad([("", _REASONS["int_type" if tp is int else "float_type"], value)])
+        raise _Bad([("", _REASONS["int_type" if tp is int else "float_type"], value, False)])
     from pydantic import ValidationError
 
     try:
@@ -185,12 +185,18 @@ def _coerce(value: Any, tp: Any, from_string: bool) -> Any:
         raise _Bad([_part(e) for e in err.errors()]) from None
 
 
-def _part(error: dict) -> tuple[str, str, Any]:
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+def _part(error: dict) -> tuple[str, str, Any, bool]:
+    loc = error["loc"]
+    if loc and loc[-1] == "[key]":  # pydantic's mark for a mapping's key (loc[-2] is the key)
+        return _where(loc[:-2]), "keys must be text", error["input"], True
     reason = _REASONS.get(error["type"], error["msg"][:1].lower() + error["msg"][1:])
     if error["type"] == "string_type" and isinstance(error["input"], bool):
         reason += " (YAML reads yes/no/on/off/true/false as booleans: quote it)"
-    return where, reason, error["input"]
+    return _where(loc), reason, error["input"], bool(loc)
+
+
+def _where(loc: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
 def _type_name(tp) -> str:
@@ -294,8 +300,12 @@ def _fold_dotted(items: dict, hints: dict, problems: list[str]) -> dict:
             node = dotted.setdefault(head, {})
             *path, leaf = rest.split(".")
             for part in path:
-                node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
-            node[leaf] = raw
+                if not isinstance(node.setdefault(part, {}), dict):
+                    problems.append(f"{key}: {part} is given a value too, so it holds no keys")
+                    break
+                node = node[part]
+            else:
+                node[leaf] = raw
     out = {}
     for key, raw in wholes.items():
         if key not in dotted:
@@ -317,9 +327,9 @@ def _unknown(key: str, names: list[str]) -> str:
     return f"unknown key '{key}'{hint}"
 
 
-def _said(key: str, tp, raw: Any, part: tuple[str, str, Any]) -> str:
-    where, reason, got = part
-    if where:
+def _said(key: str, tp, raw: Any, part: tuple[str, str, Any, bool]) -> str:
+    where, reason, got, inside = part
+    if inside:
         return f"{key}{where}: {reason}, got {got!r}"
     return f"{key}: {reason}, got {raw!r} ({_type_name(tp)})"
 
