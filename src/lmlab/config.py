@@ -4,12 +4,19 @@ Each stage declares a dataclass whose fields carry their help text, allowed choi
 in ``field(metadata=...)`` (see ``opt``). ``load_config`` collects every problem - unknown keys
 (with a "did you mean"), wrong types, values out of range - and raises one ``ConfigError``
 (exit code 2) listing them all.
+
+Types are checked by pydantic (a ``TypeAdapter`` per field type: nested lists and mappings,
+no float that is nan or inf); the collecting, the messages, ``--help`` and the ranges are ours.
+A mapping-typed key is set whole (``mapping: {prompt: question}`` in YAML) or one entry at a
+time (``mapping.prompt=question``). ``json_schema`` describes a stage's config for a web form.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -20,15 +27,31 @@ import yaml
 
 from lmlab.errors import ConfigError
 
+# The fields of each row kind that a column mapping ({field: column}) may fill: what
+# lmlab.data.formats reads. Kept here so that a config is checked without importing the data
+# package (and torch); tests/test_config.py holds the two together.
+ROW_FIELDS = {
+    "text": ("text",),
+    "chat": ("messages", "prompt", "completion", "system"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
+}
+
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-        max: float | None = None, min_exclusive: bool = False):
-    """A config field with its one-line help, allowed choices and range."""
+        max: float | None = None, min_exclusive: bool = False, keys: tuple | None = None):
+    """A config field with its one-line help, allowed choices and range; ``keys``: the keys a
+    mapping-typed field may hold."""
     meta = {"help": help, "choices": choices, "min": min, "max": max,
-            "min_exclusive": min_exclusive}
+            "min_exclusive": min_exclusive, "keys": keys}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def row_fields(*kinds: str) -> tuple[str, ...]:
+    """The mappable fields of rows of any of ``kinds``, in order, each once."""
+    return tuple(dict.fromkeys(f for k in kinds for f in ROW_FIELDS[k]))
 
 
 @dataclass
@@ -48,84 +71,142 @@ class RunConfig:
 
 # ----------------------------------------------------------------------------- parsing
 
+# what ``null`` may be spelled as in an override of an optional key
+_NULLS = ("null", "None", "none", "~")
+# YAML's spellings of the floats no option accepts; an override is read as text, so these reach
+# pydantic as numbers and are refused as "not finite" rather than "not a number"
+_YAML_FLOATS = {".nan": float("nan"), ".inf": float("inf"), "+.inf": float("inf"),
+                "-.inf": float("-inf")}
+# pydantic's error types, in the words our messages have always used
+_REASONS = {"int_parsing": "expected an integer", "int_type": "expected an integer",
+            "int_from_float": "expected an integer", "float_parsing": "expected a number",
+            "float_type": "expected a number", "bool_parsing": "expected true or false",
+            "bool_type": "expected true or false", "string_type": "expected a string",
+            "list_type": "expected a list", "dict_type": "expected a mapping",
+            "finite_number": "must be a finite number, not nan or inf"}
+
+
+class _Bad(ValueError):
+    """Why a value does not fit its key's type: one (location inside the value, reason, the
+    offending part, whether it is a part) per problem; the location is '' for the value."""
+
+    def __init__(self, parts: list[tuple[str, str, Any, bool]]):
+        super().__init__(parts[0][1])
+        self.parts = parts
+
 
 def _unwrap_optional(tp) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
+    if _is_union(tp):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
+        if len(args) < len(typing.get_args(tp)):
+            return functools.reduce(lambda a, b: a | b, args), True
     return tp, False
 
 
+def _is_union(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _is_dict(tp) -> bool:
+    return tp is dict or typing.get_origin(tp) is dict
+
+
+def _dict_member(tp):
+    """The ``dict`` type ``tp`` is or holds (``str | dict[str, str]``), else None."""
+    tp, _ = _unwrap_optional(tp)
+    members = typing.get_args(tp) if _is_union(tp) else (tp,)
+    return next((m for m in members if _is_dict(m)), None)
+
+
+def _branch(tp, value: Any, from_string: bool):
+    """The member of a union that a value of this shape is meant for: a mapping (or, in an
+    override, text in braces) for the dict member, a list for the list member, else the first
+    scalar member. Checking one member keeps pydantic's report to that member's problems."""
+    if not _is_union(tp):
+        return tp
+    members = typing.get_args(tp)
+    if isinstance(value, dict) or (from_string and isinstance(value, str)
+                                   and value.strip().startswith("{")):
+        want = _is_dict
+    elif isinstance(value, list):
+        def want(m):
+            return typing.get_origin(m) is list
+    else:
+        def want(m):
+            return not _is_dict(m) and typing.get_origin(m) is not list
+    return next((m for m in members if want(m)), members[0])
+
+
+@functools.cache
+def _adapter(tp):
+    from pydantic import ConfigDict, TypeAdapter
+
+    # No float is nan or inf. Numbers become text where text is wanted (``stop: [3]`` -> "3"),
+    # except in a mapping: its text values are names (a column), never a number.
+    return TypeAdapter(tp, config=ConfigDict(allow_inf_nan=False,
+                                             coerce_numbers_to_str=not _is_dict(tp)))
+
+
+def _from_text(value: str, tp):
+    """An override's text shaped for ``tp``: lists split on commas, mappings read as YAML."""
+    if typing.get_origin(tp) is list:
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):  # the YAML flow form, [a, b]
+            text = text[1:-1]
+        return [_YAML_FLOATS.get(v.strip(), v.strip()) for v in text.split(",") if v.strip()]
+    if _is_dict(tp):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise _Bad([("", "expected a mapping such as {a: b} (or key.a=b overrides)",
+                         value, False)]) from None
+    if tp is float:
+        return _YAML_FLOATS.get(value.strip(), value)
+    return value
+
+
 def _coerce(value: Any, tp: Any, from_string: bool) -> Any:
-    """Convert ``value`` to ``tp`` or raise ValueError with a short reason."""
+    """Convert ``value`` to ``tp`` (pydantic does the checking) or raise ``_Bad``."""
     tp, optional = _unwrap_optional(tp)
-    if value is None or (from_string and optional and value in ("null", "None", "none", "~")):
+    if value is None or (from_string and optional and value in _NULLS):
         if optional:
             return None
-        raise ValueError("must not be null")
-    origin = typing.get_origin(tp)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp) or (str,)
-        if from_string and isinstance(value, str):
-            text = value.strip()
-            if text.startswith("[") and text.endswith("]"):  # the YAML flow form, [a, b]
-                text = text[1:-1]
-            value = [v.strip() for v in text.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ValueError("expected a list")
-        return [_coerce(v, item_tp, from_string) for v in value]
-    if origin is dict or tp is dict:
-        if from_string and isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, dict):
-            raise ValueError("expected a mapping")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
-            return False
-        raise ValueError("expected true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError("expected an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ValueError("expected an integer")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError("expected a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ValueError("expected a number")
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ValueError("expected a string")
-        return str(value)
-    return value
+        raise _Bad([("", "must not be null", value, False)])
+    tp = _branch(tp, value, from_string)
+    if from_string and isinstance(value, str):
+        value = _from_text(value, tp)
+    if isinstance(value, bool) and tp in (int, float):  # pydantic would take True as 1
+        raise _Bad([("", _REASONS["int_type" if tp is int else "float_type"], value, False)])
+    from pydantic import ValidationError
+
+    try:
+        return _adapter(tp).validate_python(value)
+    except ValidationError as err:
+        raise _Bad([_part(e) for e in err.errors()]) from None
+
+
+def _part(error: dict) -> tuple[str, str, Any, bool]:
+    loc = error["loc"]
+    if loc and loc[-1] == "[key]":  # pydantic's mark for a mapping's key (loc[-2] is the key)
+        return _where(loc[:-2]), "keys must be text", error["input"], True
+    reason = _REASONS.get(error["type"], error["msg"][:1].lower() + error["msg"][1:])
+    if error["type"] == "string_type" and isinstance(error["input"], bool):
+        reason += " (YAML reads yes/no/on/off/true/false as booleans: quote it)"
+    return _where(loc), reason, error["input"], bool(loc)
+
+
+def _where(loc: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
 def _type_name(tp) -> str:
     tp, optional = _unwrap_optional(tp)
-    name = getattr(tp, "__name__", str(tp))
-    if typing.get_origin(tp) is list:
-        name = f"list[{getattr(typing.get_args(tp)[0], '__name__', 'str')}]"
+    if _is_union(tp):
+        name = " | ".join(_type_name(m) for m in typing.get_args(tp))
+    elif typing.get_origin(tp) is not None:
+        name = str(tp).replace("typing.", "")
+    else:
+        name = getattr(tp, "__name__", str(tp))
     return f"{name} | null" if optional else name
 
 
@@ -145,6 +226,21 @@ def _check_range(f: dataclasses.Field, value: Any) -> str | None:
     return None
 
 
+def _check_keys(f: dataclasses.Field, value: Any) -> list[str]:
+    """A mapping's keys that the field does not know (``opt(keys=...)``), with a suggestion."""
+    known = f.metadata.get("keys")
+    if not known or not isinstance(value, dict):
+        return []
+    out = []
+    for k in value:
+        if k not in known:
+            close = difflib.get_close_matches(str(k), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            out.append(f"{f.name}: unknown field '{k}'{hint}; the fields here: "
+                       f"{', '.join(known)}")
+    return out
+
+
 def parse_overrides(items: list[str]) -> tuple[dict[str, str], list[str]]:
     out, problems = {}, []
     for item in items:
@@ -157,16 +253,88 @@ def parse_overrides(items: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def read_yaml(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}") from e
+    """A YAML config file's mapping; every problem is a ConfigError naming the file (and the
+    line: see ``lmlab.yamlfile``)."""
+    from lmlab import yamlfile
+
+    data = yamlfile.load(path)
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p} must hold a mapping of key: value, not {type(data).__name__}")
+        kind = {"list": "a list", "str": "a single string"}.get(type(data).__name__,
+                                                               type(data).__name__)
+        raise ConfigError(f"{path} must hold a mapping of key: value, not {kind}")
     return data
+
+
+# ----------------------------------------------------------------------------- dotted keys
+
+
+class _Dotted(dict):
+    """Entries of a mapping-typed key given one at a time (``mapping.prompt=question``): they
+    are added to what the key already holds, unless the same source set it whole too."""
+
+    whole = False
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _fold_dotted(items: dict, hints: dict, problems: list[str]) -> dict:
+    """``{"mapping.prompt": "q"}`` -> ``{"mapping": _Dotted(prompt="q")}`` for mapping-typed
+    keys (any depth: ``profiles.fast.sft.max_steps``); a whole value in the same source is the
+    base. Dotted names of unknown keys pass through (the caller reports them)."""
+    wholes, dotted = {}, {}
+    for key, raw in items.items():
+        head, dot, rest = str(key).partition(".")
+        if not dot or key in hints or head not in hints:
+            wholes[key] = raw
+        elif _dict_member(hints[head]) is None:
+            problems.append(f"{key}: {head} is a {_type_name(hints[head])}, not a mapping; "
+                            f"set it as {head}=...")
+        else:
+            node = dotted.setdefault(head, {})
+            *path, leaf = rest.split(".")
+            for part in path:
+                if not isinstance(node.setdefault(part, {}), dict):
+                    problems.append(f"{key}: {part} is given a value too, so it holds no keys")
+                    break
+                node = node[part]
+            else:
+                node[leaf] = raw
+    out = {}
+    for key, raw in wholes.items():
+        if key not in dotted:
+            out[key] = raw
+        elif raw in (None, "", {}) or isinstance(raw, dict):
+            out[key] = _Dotted(_merge(raw or {}, dotted.pop(key)))
+            out[key].whole = True
+        else:
+            problems.append(f"{key}: given as {raw!r} and by {key}.<entry>; use one")
+            dotted.pop(key)
+    out.update({k: _Dotted(v) for k, v in dotted.items()})
+    return out
+
+
+def _unknown(key: str, names: list[str]) -> str:
+    head, dot, rest = key.partition(".")
+    close = difflib.get_close_matches(head, names, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}{dot}{rest}'?)" if close else ""
+    return f"unknown key '{key}'{hint}"
+
+
+def _said(key: str, tp, raw: Any, part: tuple[str, str, Any, bool]) -> str:
+    where, reason, got, inside = part
+    if inside:
+        return f"{key}{where}: {reason}, got {got!r}"
+    return f"{key}: {reason}, got {raw!r} ({_type_name(tp)})"
+
+
+# ----------------------------------------------------------------------------- building
 
 
 def build_config(cls: type, values: dict[str, Any], overrides: dict[str, str] | None = None,
@@ -176,30 +344,34 @@ def build_config(cls: type, values: dict[str, Any], overrides: dict[str, str] | 
     hints = typing.get_type_hints(cls)
     by_name = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
-    for origin, mapping, from_string in (("file", values, False), ("override", overrides or {}, True)):
-        for key, raw in mapping.items():
+    for items, from_string in ((values, False), (overrides or {}, True)):
+        for key, raw in _fold_dotted(items, hints, problems).items():
             if key not in by_name:
-                close = difflib.get_close_matches(key, list(by_name), n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(f"unknown key '{key}'{hint}")
+                problems.append(_unknown(str(key), list(by_name)))
                 continue
+            if isinstance(raw, _Dotted) and not raw.whole \
+                    and kwargs.get(key) not in (None, "", {}):
+                if not isinstance(kwargs[key], dict):
+                    problems.append(f"{key}: is {kwargs[key]!r}; {key}.<entry> adds to a "
+                                    f"mapping (set {key}= first to replace it)")
+                    continue
+                raw = _merge(kwargs[key], raw)
             try:
                 kwargs[key] = _coerce(raw, hints[key], from_string)
-            except ValueError as e:
-                problems.append(f"{key}: {e}, got {raw!r} ({_type_name(hints[key])})")
+            except _Bad as bad:
+                problems += [_said(key, hints[key], raw, part) for part in bad.parts]
                 continue
             if key in unused(cls) and kwargs[key] != by_name[key].default:
                 problems.append(f"{key}: not used by this stage")  # (its default: saved configs)
     for name, f in by_name.items():
-        value = kwargs.get(name, f.default if f.default is not dataclasses.MISSING else None)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING \
                 and name not in kwargs:
             problems.append(f"{name}: required")
             continue
         if name in kwargs or f.default is not dataclasses.MISSING:
+            value = kwargs.get(name, f.default)
             err = _check_range(f, value)
-            if err:
-                problems.append(err)
+            problems += ([err] if err else []) + _check_keys(f, value)
     if problems:
         raise ConfigError(problems, source)
     cfg = cls(**kwargs)
@@ -251,3 +423,49 @@ def describe(cls: type) -> list[tuple[str, str, str, str]]:
             help_ += f" [{' | '.join(map(str, f.metadata['choices']))}]"
         rows.append((f.name, _type_name(hints[f.name]), repr(default), help_))
     return rows
+
+
+# ----------------------------------------------------------------------------- JSON schema
+
+
+def json_schema(cls: type) -> dict:
+    """The JSON schema (draft 2020-12) of a stage's config, for a form: each key's type (from
+    pydantic), its help as the description, its default, choices as ``enum``, its range as
+    bounds, a mapping's known keys as properties. Keys the stage does not use are left out."""
+    hints = typing.get_type_hints(cls)
+    props, required = {}, []
+    for f in fields(cls):
+        if f.name in unused(cls):
+            continue
+        props[f.name] = _field_schema(f, hints[f.name])
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.append(f.name)
+    out = {"title": f"{cls.__module__}.{cls.__qualname__}", "type": "object",
+           "properties": props, "additionalProperties": False}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _field_schema(f: dataclasses.Field, tp) -> dict:
+    schema = copy.deepcopy(_adapter(tp).json_schema())
+    m = f.metadata
+    branches = schema.get("anyOf", [schema])  # an optional key: the rule is on the value's part
+    for part in branches:
+        kind = part.get("type")
+        if m.get("choices") and kind != "null":
+            part["enum"] = list(m["choices"])
+        if kind in ("integer", "number"):
+            if m.get("min") is not None:
+                part["exclusiveMinimum" if m.get("min_exclusive") else "minimum"] = m["min"]
+            if m.get("max") is not None:
+                part["maximum"] = m["max"]
+        if kind == "object" and m.get("keys"):
+            part["properties"] = {k: {"type": "string"} for k in m["keys"]}
+            part["additionalProperties"] = False
+    schema["description"] = m.get("help", "")
+    if f.default is not dataclasses.MISSING:
+        schema["default"] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        schema["default"] = f.default_factory()
+    return schema

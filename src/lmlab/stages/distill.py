@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmlab.config import opt
+from lmlab.config import opt, row_fields
 from lmlab.train.config import TrainConfig
 
 HELP = "distil a teacher into a pruned / fresh / given student (KL, JSD, on-policy GKD)"
@@ -52,6 +52,9 @@ class Config(TrainConfig):
     teacher_max_new_tokens: int = opt(32, "completions=teacher: tokens per completion", min=1)
     data_kind: str = opt("auto", "auto (task:, corpus:, else chat or text by the first row)",
                          choices=("auto", "task", "chat", "text"))
+    mapping: str | dict[str, str] = opt("", "data columns of a file: a preset (dolly | alpaca) "
+                                        "or {field: column}, e.g. mapping.text=body",
+                                        keys=row_fields("chat", "text"))
     data_limit: int | None = opt(None, "use at most this many training rows", min=1)
     corpus_chars: int = opt(1000, "corpus: characters per text row", min=50)
     eval_tasks: list[str] = opt([], "built-in tasks for held-out accuracy of teacher and student "
@@ -167,6 +170,8 @@ def _kind(cfg: Config) -> str:
         return "task"
     if cfg.data.startswith("corpus:"):
         return "text"
+    if isinstance(cfg.mapping, dict) and cfg.mapping:  # the columns are named: no need to peek
+        return "text" if "text" in cfg.mapping else "chat"
     p = Path(cfg.data)
     if p.suffix == ".jsonl" and p.is_file():
         with open(p) as f:
@@ -188,7 +193,8 @@ def _examples(cfg: Config, tokenizer, teacher, run_) -> tuple[list[dict], dict]:
 
         rows = corpus_rows(cfg.data, chars=cfg.corpus_chars, limit=cfg.data_limit)
     else:
-        rows = load_rows(cfg.data, kind, split="train", limit=cfg.data_limit)
+        rows = load_rows(cfg.data, kind, mapping=cfg.mapping or None, split="train",
+                         limit=cfg.data_limit)
     if cfg.completions == "teacher":
         if kind == "text":
             from lmlab.errors import ConfigError

@@ -16,7 +16,7 @@ from functools import partial
 
 import torch
 
-from lmlab.config import opt
+from lmlab.config import ROW_FIELDS, opt, row_fields
 from lmlab.losses.preference import PAIR_LOSSES
 from lmlab.train.config import TrainConfig
 
@@ -47,7 +47,9 @@ class Config(TrainConfig):
     lora_targets: list[str] = opt([], "module names to adapt (default: attention and MLP "
                                       "projections)")
     merge_on_save: bool = opt(True, "merge LoRA into the base so final/ is a plain model")
-    mapping: str = opt("", "column mapping preset: hh-rlhf | ultrafeedback | (empty)")
+    mapping: str | dict[str, str] = opt("", "data columns: a preset (hh-rlhf | ultrafeedback) "
+                                        "or {field: column}, e.g. mapping.chosen=good",
+                                        keys=row_fields("preference", "kto"))
     data_limit: int | None = opt(None, "use at most this many training rows", min=1)
     on_error: str = opt("raise", "bad rows (identical chosen/rejected, empty or missing fields)",
                         choices=("raise", "skip"))
@@ -73,6 +75,11 @@ class Config(TrainConfig):
         if self.data_kind == "kto" and self.loss != "kto":
             problems.append(f"data_kind=kto holds unpaired rows; loss={self.loss} needs pairs "
                             "(use loss=kto or preference data)")
+        fits = ROW_FIELDS[self.data_kind]
+        wrong = [k for k in self.mapping if k not in fits] if isinstance(self.mapping, dict) else []
+        if wrong:
+            problems.append(f"mapping: {', '.join(wrong)}: not a field of {self.data_kind} rows "
+                            f"({', '.join(fits)})")
         return problems
 
     def params(self):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmlab.config import opt
+from lmlab.config import opt, row_fields
 from lmlab.quant.qat import SCHEMES
 from lmlab.train.config import TrainConfig
 
@@ -26,6 +26,9 @@ class Config(TrainConfig):
     scheme: str = opt("int8-dynamic-int4", "target quantization", choices=SCHEMES)
     group_size: int = opt(32, "int4 weights sharing one scale", choices=(32, 64, 128, 256))
     embeddings: bool = opt(True, "store the embedding table as int8 after convert (as PTQ)")
+    mapping: str | dict[str, str] = opt("", "data columns: a preset (dolly | alpaca) or "
+                                        "{field: column}, e.g. mapping.prompt=question "
+                                        "mapping.completion=answer", keys=row_fields("chat"))
     data_limit: int | None = opt(None, "use at most this many training rows", min=1)
     train_on: str = opt("assistant", "which tokens carry loss", choices=("assistant", "last", "all"))
     on_long: str = opt("skip", "rows longer than max_len", choices=("error", "skip", "truncate"))
@@ -65,7 +68,8 @@ def run(cfg: Config) -> dict:
     ctx = start_stage(cfg, "qat")
     run_ = ctx.run
     tokenizer = load_tokenizer(cfg.model)
-    rows = load_rows(cfg.data, "chat", split="train", limit=cfg.data_limit)
+    rows = load_rows(cfg.data, "chat", mapping=cfg.mapping or None, split="train",
+                     limit=cfg.data_limit)
     examples, stats = encode_rows(tokenizer, rows, "chat", cfg.max_len, on_long=cfg.on_long,
                                   train_on=cfg.train_on)
     stream = BatchStream(examples, cfg.batch_size, lambda ex: collate(ex, tokenizer.pad_token_id),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmlab.config import opt
+from lmlab.config import opt, row_fields
 from lmlab.train.config import TrainConfig
 
 HELP = "reward model: base model + scalar head trained on preference pairs (Bradley-Terry)"
@@ -33,7 +33,9 @@ class Config(TrainConfig):
                         min=0.0)
     center_coef: float = opt(0.0, "weight of the (r_chosen + r_rejected)^2 centring term "
                                   "(0 = off; 0.01 is common)", min=0.0)
-    mapping: str = opt("", "column mapping preset: hh-rlhf | ultrafeedback | (empty)")
+    mapping: str | dict[str, str] = opt("", "data columns: a preset (hh-rlhf | ultrafeedback) "
+                                        "or {field: column}, e.g. mapping.chosen=good",
+                                        keys=row_fields("preference"))
     data_limit: int | None = opt(None, "use at most this many training pairs", min=1)
     on_error: str = opt("raise", "bad rows (identical chosen/rejected, empty or missing fields)",
                         choices=("raise", "skip"))

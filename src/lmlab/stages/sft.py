@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmlab.config import opt
+from lmlab.config import opt, row_fields
 from lmlab.train.config import TrainConfig
 
 HELP = "supervised fine-tuning (full or LoRA) on chat / prompt-completion / task data"
@@ -27,7 +27,9 @@ class Config(TrainConfig):
                                       "projections; 'all-linear' lets peft pick)")
     merge_on_save: bool = opt(True, "merge LoRA into the base weights so final/ is a plain "
                                      "transformers model (false: save the adapter alone)")
-    mapping: str = opt("", "column mapping preset for the data: dolly | alpaca | (empty)")
+    mapping: str | dict[str, str] = opt("", "data columns: a preset (dolly | alpaca) or "
+                                        "{field: column}, e.g. mapping.prompt=question "
+                                        "mapping.completion=answer", keys=row_fields("chat"))
     data_limit: int | None = opt(None, "use at most this many training rows", min=1)
     on_error: str = opt("raise", "bad data rows", choices=("raise", "skip"))
     train_on: str = opt("assistant", "which tokens carry loss", choices=("assistant", "last", "all"))
