@@ -100,7 +100,7 @@ def _resolve_folder(ref: str, p: Path) -> Resolved:
     if not (p / "config.json").exists():
         raise ModelRefError(f"{p} (a run's final/) holds no config.json: the run's save was "
                             f"interrupted; run the stage again with overwrite=true")
-    check.read_config(p)
+    check.check_causal_lm(p, check.read_config(p))
     quant = _read_meta(p).get("quant")
     check.check_weights(p, "quantized.pt" if quant and quant.get("format") == "lmlab-torch"
                         else None)
@@ -320,7 +320,6 @@ def load_model(ref: str, *, dtype: torch.dtype = torch.float32, device: str | to
                 from lmlab.quant.export import load_quantized
 
                 return load_quantized(path).to(device)
-            check.check_causal_lm(Path(path), check.read_config(Path(path)))
         model = _from_user_files(AutoModelForCausalLM.from_pretrained, path, "model",
                                  dtype=dtype)
     return model.to(device)
