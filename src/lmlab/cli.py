@@ -36,12 +36,6 @@ def _main_help() -> str:
     return "\n".join(lines)
 
 
-class UsageError(UserError):
-    """A command line lmlab cannot read (exit 2, as argparse's usage errors)."""
-
-    exit_code = 2
-
-
 def parse_args(argv: list[str], stage: str = "STAGE") -> tuple[str | None, list[str], bool]:
     config, rest, want_help = None, [], False
     i = 0
@@ -62,7 +56,7 @@ def parse_args(argv: list[str], stage: str = "STAGE") -> tuple[str | None, list[
             rest.append(a[2:])  # tolerate --key=value
         elif a.startswith("-"):
             key = a.lstrip("-").replace("-", "_")
-            raise UsageError(f"unknown option {a}: options are key=value (e.g. {key}=...); "
+            raise UserError(f"unknown option {a}: options are key=value (e.g. {key}=...); "
                              f"`lmlab {stage} --help` lists the keys\n{USAGE}")
         else:
             rest.append(a)
@@ -74,23 +68,23 @@ def _check_config_file(flag: str, path: str) -> None:
     from pathlib import Path
 
     if not path:
-        raise UsageError(f"{flag} needs a file: {flag} FILE.yaml")
+        raise UserError(f"{flag} needs a file: {flag} FILE.yaml")
     p = Path(path)
     if p.is_dir():
         saved = p / "config.yaml"
         hint = f"; did you mean {saved}?" if saved.is_file() else ""
-        raise UsageError(f"{flag} {path} is a folder, not a YAML file{hint}")
+        raise UserError(f"{flag} {path} is a folder, not a YAML file{hint}")
 
 
-def _unknown_stage(name: str, stages) -> UsageError:
+def _unknown_stage(name: str, stages) -> UserError:
     import difflib
 
     if name.startswith("-"):
-        return UsageError(f"'{name}' before a stage: the stage comes first "
+        return UserError(f"'{name}' before a stage: the stage comes first "
                           f"(`lmlab STAGE {name} ...`); stages: {', '.join(stages)}\n{USAGE}")
     close = difflib.get_close_matches(name.lower(), list(stages), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return UsageError(f"unknown stage '{name}'{hint}; stages: {', '.join(stages)}")
+    return UserError(f"unknown stage '{name}'{hint}; stages: {', '.join(stages)}")
 
 
 # log lines other libraries print on every run that say nothing to a user of this tool: torchao
