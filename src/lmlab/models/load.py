@@ -108,9 +108,8 @@ def _resolve_folder(ref: str, p: Path) -> Resolved:
 
 
 def _not_a_model_folder(p: Path) -> str:
-    checkpoints = sorted((p / "checkpoints").glob("step-*"),
-                         key=lambda c: int(c.name.split("-")[-1]) if
-                         c.name.split("-")[-1].isdigit() else -1)
+    steps = [c for c in (p / "checkpoints").glob("step-*") if c.name[5:].isdigit()]
+    checkpoints = sorted(steps, key=lambda c: int(c.name[5:]))
     if (p / "config.yaml").is_file() or checkpoints:
         stage = _run_stage(p / "config.yaml")
         last = f" (its last checkpoint: {checkpoints[-1]})" if checkpoints else \
@@ -127,9 +126,9 @@ def _not_a_model_folder(p: Path) -> str:
 
 
 def _run_stage(config_yaml: Path) -> str:
-    try:
-        import yaml
+    import yaml
 
+    try:
         stage = (yaml.safe_load(config_yaml.read_text(encoding="utf-8")) or {}).get("stage")
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
         stage = None
