@@ -36,28 +36,55 @@ def _main_help() -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str]) -> tuple[str | None, list[str], bool]:
+def parse_args(argv: list[str], stage: str = "STAGE") -> tuple[str | None, list[str], bool]:
     config, rest, want_help = None, [], False
     i = 0
     while i < len(argv):
         a = argv[i]
         if a in ("-h", "--help"):
             want_help = True
-        elif a in ("-c", "--config"):
-            if i + 1 >= len(argv):
-                raise UserError("--config needs a file")
-            config = argv[i + 1]
-            i += 1
-        elif a.startswith("--config="):
-            config = a.split("=", 1)[1]
+        elif a in ("-c", "--config") or a.startswith("--config="):
+            if "=" in a:
+                config = a.split("=", 1)[1]
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                config = argv[i + 1]
+                i += 1
+            else:
+                config = ""
+            _check_config_file(a.split("=", 1)[0], config)
         elif a.startswith("--") and "=" in a:
             rest.append(a[2:])  # tolerate --key=value
         elif a.startswith("-"):
-            raise UserError(f"unknown option {a}\n{USAGE}")
+            key = a.lstrip("-").replace("-", "_")
+            raise UserError(f"unknown option {a}: options are key=value (e.g. {key}=...); "
+                             f"`lmlab {stage} --help` lists the keys\n{USAGE}")
         else:
             rest.append(a)
         i += 1
     return config, rest, want_help
+
+
+def _check_config_file(flag: str, path: str) -> None:
+    from pathlib import Path
+
+    if not path:
+        raise UserError(f"{flag} needs a file: {flag} FILE.yaml")
+    p = Path(path)
+    if p.is_dir():
+        saved = p / "config.yaml"
+        hint = f"; did you mean {saved}?" if saved.is_file() else ""
+        raise UserError(f"{flag} {path} is a folder, not a YAML file{hint}")
+
+
+def _unknown_stage(name: str, stages) -> UserError:
+    import difflib
+
+    if name.startswith("-"):
+        return UserError(f"'{name}' before a stage: the stage comes first "
+                          f"(`lmlab STAGE {name} ...`); stages: {', '.join(stages)}\n{USAGE}")
+    close = difflib.get_close_matches(name.lower(), list(stages), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UserError(f"unknown stage '{name}'{hint}; stages: {', '.join(stages)}")
 
 
 # log lines other libraries print on every run that say nothing to a user of this tool: torchao
@@ -101,17 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         name = argv[0]
         if name not in STAGES:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(STAGES), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UserError(f"unknown stage '{name}'{hint}; stages: {', '.join(STAGES)}")
+            raise _unknown_stage(name, STAGES)
         module = load_stage(name)
         args = argv[1:]
         positional = getattr(module, "POSITIONAL", None)  # e.g. `lmlab bench generate`
         if positional and args and not args[0].startswith("-") and "=" not in args[0]:
             args = [f"{positional}={args[0]}", *args[1:]]
-        config, overrides, want_help = parse_args(args)
+        config, overrides, want_help = parse_args(args, name)
         if want_help:
             print(_stage_help(name, module))
             return 0

@@ -1,3 +1,6 @@
+import torch
+from safetensors.torch import save_file
+
 from lmlab.eval import sources
 from lmlab.eval.cache import Cache, fingerprint, key
 
@@ -28,9 +31,9 @@ def test_cache_roundtrip_and_off(tmp_path):
 def test_fingerprint_follows_the_weights(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"1")
+    (folder / "config.json").write_text('{"model_type": "llama"}')  # resolve checks the folder
+    save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))
     a = fingerprint(str(folder))
-    (folder / "model.safetensors").write_bytes(b"22")
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
     assert fingerprint(str(folder)) != a
     assert fingerprint("tiny:llama") == "tiny:llama"

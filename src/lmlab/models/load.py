@@ -12,6 +12,7 @@ A model reference is a string (DESIGN.md, "Contracts"):
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import torch
 
 from lmlab.common import cache_dir
 from lmlab.errors import ModelRefError
+from lmlab.models import check
 from lmlab.models.registry import ALIASES, GGUFAlias
 
 LMLAB_META = "lmlab.json"  # written next to saved models: base reference, adapter, head
@@ -37,34 +39,145 @@ class Resolved:
 
 
 def resolve(ref: str) -> Resolved:
-    """Turn a reference string into where its weights come from, or raise ModelRefError."""
+    """Turn a reference string into where its weights come from, or raise ModelRefError.
+
+    Folders are checked here (config.json, weights, safetensors headers), so a stage that
+    resolves its models first fails before it writes anything."""
     if not isinstance(ref, str) or not ref.strip():
         raise ModelRefError("model reference is empty")
     if ref in ALIASES:
         return Resolved("alias", ref, ref)
     if ref.startswith("tiny:"):
-        return Resolved("tiny", ref, ref.split(":", 1)[1])
+        return Resolved("tiny", ref, _tiny_preset(ref.split(":", 1)[1]))
     p = Path(ref).expanduser()
+    if p.is_dir():
+        return _resolve_folder(ref, p)
     if p.exists():
-        if (p / "final").is_dir():
-            p = p / "final"
-        if (p / "adapter_config.json").exists():
-            meta = _read_meta(p)
-            if not meta.get("base"):
-                raise ModelRefError(f"{p} holds a LoRA adapter but no {LMLAB_META} naming its base")
-            return Resolved("adapter", ref, str(p), base=meta["base"])
-        if (p / "config.json").exists():
-            return Resolved("folder", ref, str(p))
-        raise ModelRefError(f"{p} is neither a model folder (config.json) nor a run folder (final/)")
+        raise ModelRefError(_not_a_folder(p))
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
+        _check_hub(ref)
         return Resolved("hub", ref, ref)
+    raise ModelRefError(_unknown(ref))
+
+
+def _tiny_preset(name: str) -> str:
+    from lmlab.models.tiny import PRESETS
+
+    if name not in PRESETS:
+        raise ModelRefError(f"unknown tiny preset '{name}'{_did_you_mean(name, PRESETS)}; "
+                            f"known: {', '.join(sorted(PRESETS))}")
+    return name
+
+
+def _did_you_mean(word: str, choices) -> str:
+    lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
+    return f" (did you mean '{lower[close[0]]}'?)" if close else ""
+
+
+def _unknown(ref: str) -> str:
+    from lmlab.models.tiny import PRESETS
+
+    forms = [*ALIASES, *(f"tiny:{p}" for p in PRESETS)]
     known = ", ".join(sorted(ALIASES)) + ", tiny:<preset>, a folder, a run folder, org/name"
-    raise ModelRefError(f"unknown model '{ref}'; known aliases and forms: {known}")
+    where = f"; there is no folder '{ref}' here either" if "/" in ref or "\\" in ref else ""
+    return f"unknown model '{ref}'{_did_you_mean(ref, forms)}{where}; known aliases and " \
+           f"forms: {known}"
+
+
+def _resolve_folder(ref: str, p: Path) -> Resolved:
+    if (p / "final").is_dir():
+        p = p / "final"
+    elif not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
+        raise ModelRefError(_not_a_model_folder(p))
+    if (p / "adapter_config.json").exists():
+        meta = _read_meta(p)
+        if not meta.get("base"):
+            raise ModelRefError(f"{p} holds a LoRA adapter but no {LMLAB_META} naming its base")
+        if (p / "adapter_model.safetensors").is_file():
+            check.check_safetensors(p / "adapter_model.safetensors")
+        return Resolved("adapter", ref, str(p), base=meta["base"])
+    if not (p / "config.json").exists():
+        raise ModelRefError(f"{p} (a run's final/) holds no config.json: the run's save was "
+                            f"interrupted; run the stage again with overwrite=true")
+    check.check_causal_lm(p, check.read_config(p))
+    quant = _read_meta(p).get("quant")
+    check.check_weights(p, "quantized.pt" if quant and quant.get("format") == "lmlab-torch"
+                        else None)
+    return Resolved("folder", ref, str(p))
+
+
+def _not_a_model_folder(p: Path) -> str:
+    steps = [c for c in (p / "checkpoints").glob("step-*") if c.name[5:].isdigit()]
+    checkpoints = sorted(steps, key=lambda c: int(c.name[5:]))
+    if (p / "config.yaml").is_file() or checkpoints:
+        stage = _run_stage(p / "config.yaml")
+        last = f" (its last checkpoint: {checkpoints[-1]})" if checkpoints else \
+            " (it wrote no checkpoint)"
+        return (f"{p} is a run folder with no final/: its run did not finish{last}. Finish it "
+                f"with `lmlab {stage} --config {p / 'config.yaml'} resume=auto`, then pass "
+                f"model={p}")
+    files = sorted(x.name for x in p.iterdir())[:8]
+    if not files:
+        return f"{p} is an empty folder: neither a model folder (config.json + weights) nor " \
+               f"a run folder (final/)"
+    return (f"{p} is neither a model folder (config.json) nor a run folder (final/); it holds "
+            f"{', '.join(files)}")
+
+
+def _run_stage(config_yaml: Path) -> str:
+    import yaml
+
+    try:
+        stage = (yaml.safe_load(config_yaml.read_text(encoding="utf-8")) or {}).get("stage")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        stage = None
+    return stage if isinstance(stage, str) and stage else "<stage>"
+
+
+def _not_a_folder(p: Path) -> str:
+    if p.suffix.lower() == ".gguf":
+        problem = check.gguf_problem(p)
+        damaged = f"; besides, {problem}" if problem else ""
+        return (f"{p} is a GGUF file: model= takes a folder (or an alias for a packaged GGUF). "
+                f"Convert it once: `AutoModelForCausalLM.from_pretrained(<its folder>, "
+                f"gguf_file='{p.name}').save_pretrained(<folder>)` with its tokenizer the same "
+                f"way{damaged}")
+    if p.is_file() and (p.parent / "config.json").is_file():
+        return f"{p} is a file; model= takes its folder: model={p.parent}"
+    return f"{p} is a file, not a folder; model= takes a model folder (config.json + weights) " \
+           f"or a run folder (final/)"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _check_hub(ref: str) -> None:
+    """Offline, a hub id is usable only if the hub cache already holds it."""
+    if not _offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+        return
+    raise ModelRefError(f"'{ref}' is not a folder here, so it names a Hugging Face hub model, "
+                        f"but HF_HUB_OFFLINE=1 (offline) and the local hub cache does not hold "
+                        f"it: download it once with internet (unset HF_HUB_OFFLINE), or pass a "
+                        f"local folder or an alias ({', '.join(sorted(ALIASES))})")
 
 
 def _read_meta(folder: Path) -> dict:
     f = folder / LMLAB_META
-    return json.loads(f.read_text()) if f.exists() else {}
+    if not f.exists():
+        return {}
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelRefError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ModelRefError(f"{f}: expected a JSON object")
+    return meta
 
 
 # ----------------------------------------------------------------------------- GGUF cache
@@ -137,15 +250,31 @@ def load_tokenizer(ref: str):
     if r.kind in ("alias", "tiny"):
         alias = ALIASES[r.ref] if r.kind == "alias" else ALIASES["smollm2-135m-instruct"]
         tok = AutoTokenizer.from_pretrained(tokenizer_folder(alias))
-    elif r.kind == "adapter":
-        p = Path(r.path)
-        tok = AutoTokenizer.from_pretrained(p if (p / "tokenizer.json").exists() else
-                                            _tokenizer_source(r.base))
     else:
-        tok = AutoTokenizer.from_pretrained(r.path)
+        source = r.path
+        if r.kind == "adapter" and not (Path(r.path) / "tokenizer.json").exists():
+            source = _tokenizer_source(r.base)
+        elif r.kind == "folder" and not check.has_tokenizer(Path(r.path)):
+            raise ModelRefError(
+                f"{r.path} has weights but no tokenizer (none of "
+                f"{', '.join(check.TOKENIZER_FILES)}): save the tokenizer of the model it came "
+                f"from into it (`AutoTokenizer.from_pretrained(<base>).save_pretrained(...)`)")
+        tok = _from_user_files(AutoTokenizer.from_pretrained, source, "tokenizer")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _from_user_files(load, source: str, what: str, **kw):
+    """``load(source)`` for a user's folder or hub id: the errors transformers, safetensors and
+    the hub raise for bad or missing files become a ModelRefError naming ``source``."""
+    from safetensors import SafetensorError
+
+    try:
+        return load(source, **kw)
+    except (OSError, ValueError, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelRefError(f"cannot load the {what} in '{source}': {first}") from e
 
 
 def _tokenizer_source(ref: str) -> str:
@@ -153,6 +282,14 @@ def _tokenizer_source(ref: str) -> str:
     if r.kind in ("alias", "tiny"):
         return str(tokenizer_folder(ALIASES.get(r.ref, ALIASES["smollm2-135m-instruct"])))
     return r.path if r.kind != "adapter" else _tokenizer_source(r.base)
+
+
+def _refuse_head(path: str, meta: dict) -> None:
+    if meta.get("head"):
+        raise ModelRefError(
+            f"{path} is a {meta['head']} model, not a causal LM policy ({LMLAB_META} says "
+            f"head '{meta['head']}'): pass it where a {meta['head']} model is expected (e.g. "
+            f"reward_model=), and the policy it was trained from as model=")
 
 
 def load_model(ref: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -168,27 +305,22 @@ def load_model(ref: str, *, dtype: torch.dtype = torch.float32, device: str | to
     elif r.kind == "adapter":
         from peft import PeftModel
 
-        meta = _read_meta(Path(r.path))
-        if meta.get("head"):
-            raise ModelRefError(f"{r.path} is a {meta['head']} model, not a causal LM policy")
+        _refuse_head(r.path, _read_meta(Path(r.path)))
         base = load_model(r.base, dtype=dtype, device="cpu")
-        model = PeftModel.from_pretrained(base, r.path)
+        model = _from_user_files(lambda p: PeftModel.from_pretrained(base, p), r.path, "adapter")
         if merge_adapter:
             model = model.merge_and_unload()
     else:
         path = str(model_folder(ALIASES[r.ref])) if r.kind == "alias" else r.path
         if r.kind == "folder":
             meta = _read_meta(Path(path))
-            if meta.get("head"):
-                raise ModelRefError(f"{path} is a {meta['head']} model, not a causal LM policy")
+            _refuse_head(path, meta)
             if meta.get("quant", {}).get("format") == "lmlab-torch":  # torchao / fbgemm int
                 from lmlab.quant.export import load_quantized
 
                 return load_quantized(path).to(device)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        except OSError as e:
-            raise ModelRefError(f"cannot load model '{ref}': {e}") from e
+        model = _from_user_files(AutoModelForCausalLM.from_pretrained, path, "model",
+                                 dtype=dtype)
     return model.to(device)
 
 

@@ -7,7 +7,6 @@ They use the real SmolLM2 tokenizer (so chat templates and masks are the real on
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmlab.errors import ModelRefError
 
@@ -22,7 +21,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def tiny_config(preset: str, tokenizer) -> LlamaConfig:
+def tiny_config(preset: str, tokenizer):
+    from transformers import LlamaConfig
+
     if preset not in PRESETS:
         raise ModelRefError(f"unknown tiny preset '{preset}'; known: {', '.join(sorted(PRESETS))}")
     return LlamaConfig(
@@ -37,8 +38,10 @@ def tiny_config(preset: str, tokenizer) -> LlamaConfig:
     )
 
 
-def build_tiny(preset: str, tokenizer, seed: int = 0) -> LlamaForCausalLM:
+def build_tiny(preset: str, tokenizer, seed: int = 0):
     """A seeded random llama; the global RNG is left as it was."""
+    from transformers import LlamaForCausalLM
+
     config = tiny_config(preset, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

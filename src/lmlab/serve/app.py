@@ -85,8 +85,9 @@ def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None) 
     @app.post("/v1/chat/completions")
     async def chat(body: P.ChatRequest, http: HTTPRequest):
         _check_model(body.model, model_name)
+        _check_logit_bias(body, len(tokenizer))
         ids = _encode(tokenizer, body.chat())
-        max_tokens = _max_tokens(body, limits, engine, len(ids))
+        max_tokens = _max_tokens(body, limits, engine, len(ids), "messages")
         params = [body.sampling(max_tokens, i, body.logprobs) for i in range(_n(body, limits))]
         reqs = [_submit(engine, ids, params, body.top_logprobs if body.logprobs else 0,
                         limits)]
@@ -98,6 +99,7 @@ def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None) 
     @app.post("/v1/completions")
     async def completions(body: P.CompletionRequest, http: HTTPRequest):
         _check_model(body.model, model_name)
+        _check_logit_bias(body, len(tokenizer))
         if body.echo:
             raise APIError(400, "echo is not supported", param="echo")
         prompts = body.prompts()
@@ -105,7 +107,7 @@ def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None) 
             raise APIError(400, "prompt: must not be empty", param="prompt")
         encoded = [_encode(tokenizer, p) for p in prompts]
         n, lp = _n(body, limits), body.logprobs
-        mts = [_max_tokens(body, limits, engine, len(ids)) for ids in encoded]
+        mts = [_max_tokens(body, limits, engine, len(ids), "prompt") for ids in encoded]
         reqs = []
         try:
             for ids, mt in zip(encoded, mts):
@@ -134,21 +136,80 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_, e: RequestValidationError):
-        errs = e.errors()
-        if any(x.get("type") == "json_invalid" for x in errs):
-            return JSONResponse(P.error_body("the body is not valid JSON"), status_code=400)
-        msgs = []
-        for x in errs:
-            loc = ".".join(str(p) for p in x.get("loc", ())[1:]) or "body"
-            msgs.append(f"{loc}: {x.get('msg')}")
-        first = ".".join(str(p) for p in errs[0].get("loc", ())[1:]) if errs else None
-        return JSONResponse(P.error_body("; ".join(msgs), param=first or None),
-                            status_code=422)
+        status, message, param = _invalid_body(e.errors())
+        return JSONResponse(P.error_body(message, param=param), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_, e: StarletteHTTPException):
         code = "not_found" if e.status_code == 404 else None
-        return JSONResponse(P.error_body(str(e.detail), code=code), status_code=e.status_code)
+        message = str(e.detail)
+        if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
+            u = e.__cause__
+            message = f"the body is not UTF-8 JSON: byte {u.object[u.start]:#04x} at offset " \
+                      f"{u.start} is not UTF-8"
+        return JSONResponse(P.error_body(message, code=code), status_code=e.status_code)
+
+
+# what a union-typed field accepts, for the message when a value fits none of its forms
+_FORMS = {"stop": f"a string or a list of at most {P.MAX_STOP} strings",
+          "prompt": "a string or a list of strings",
+          "content": "a string, null, or a list of text parts ({\"type\": \"text\", \"text\": ...})"}
+
+
+def _invalid_body(errs: list[dict]) -> tuple[int, str, str | None]:
+    """pydantic's errors -> (status, message, param): one line per field, the field named as
+    OpenAI names it (``messages.[0].role``), union branches folded into one line."""
+    if not errs:
+        return 422, "invalid request body", None
+    first = errs[0]
+    if first.get("type") == "json_invalid":
+        pos = first["loc"][1] if len(first.get("loc", ())) > 1 else "?"
+        why = (first.get("ctx") or {}).get("error", "")
+        return 400, f"the body is not valid JSON ({why} at character {pos})", None
+    if tuple(first.get("loc", ())) == ("body",):
+        if first.get("type") == "missing":
+            return 400, "the body is empty: send a JSON object", None
+        return 400, f"the body must be a JSON object, got {_json_type(first.get('input'))}", None
+    groups: dict[str, list[dict]] = {}
+    for x in errs:
+        groups.setdefault(_param(x.get("loc", ())[1:]), []).append(x)
+    lines = [_line(param, xs) for param, xs in groups.items()]
+    return 422, "; ".join(lines), next(iter(groups))
+
+
+def _is_tag(part) -> bool:
+    """A union branch's name in a pydantic location ('str', 'list[str]', ...), not a field."""
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
+
+
+def _param(loc: tuple) -> str:
+    out = []
+    for i, part in enumerate(loc):
+        if _is_tag(part) or loc[i + 1:i + 2] == ("[key]",):  # a dict's key: name the dict
+            break
+        out.append(f"[{part}]" if isinstance(part, int) else str(part))
+    return ".".join(out) or "body"
+
+
+def _line(param: str, xs: list[dict]) -> str:
+    x = xs[0]
+    loc = tuple(x.get("loc", ()))[1:]
+    if "[key]" in loc:  # a dict key of the wrong type (logit_bias: token ids)
+        return f"{param}: key {loc[loc.index('[key]') - 1]!r}: {x.get('msg')}"
+    if len(xs) > 1 or any(_is_tag(p) for p in loc):
+        name = param.rsplit(".", 1)[-1]
+        whole = [y for y in xs if len(y.get("loc", ())) == len(param.split(".")) + 2]
+        got = f", got {_json_type(whole[0].get('input'))}" if whole else ""
+        return f"{param}: expected {_FORMS.get(name, 'another type')}{got}"
+    return f"{param}: {x.get('msg')}"
+
+
+def _json_type(value) -> str:
+    if isinstance(value, list):
+        return f"an array of {len(value)}"
+    names = {dict: "an object", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 class _Guard:
@@ -180,6 +241,8 @@ class _Guard:
                 if len(body) > cap:
                     return await self._reply(send, 413, _too_big(cap))
             receive = _replay(body, receive)
+        if scope["method"] == "POST" and "json" not in headers.get("content-type", ""):
+            scope = _as_json(scope)
         return await self.app(scope, receive, send)
 
     @staticmethod
@@ -189,6 +252,13 @@ class _Guard:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
+
+
+def _as_json(scope: dict) -> dict:
+    """Read a POST body as JSON whatever its Content-Type says (``curl -d`` sends a form type;
+    OpenAI's routes take nothing but JSON)."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
 def _too_big(cap: int) -> dict:
@@ -215,6 +285,13 @@ def _check_model(name: str, served: str) -> None:
                        code="model_not_found")
 
 
+def _check_logit_bias(body, vocab: int) -> None:
+    bad = [t for t in (body.logit_bias or {}) if not 0 <= t < vocab]
+    if bad:
+        raise APIError(400, f"logit_bias: token id {bad[0]} is not in the vocabulary (0 to "
+                            f"{vocab - 1})", param="logit_bias")
+
+
 def _n(body, limits: Limits) -> int:
     if body.n > limits.max_n:
         raise APIError(400, f"n: at most {limits.max_n} on this server, got {body.n}",
@@ -222,7 +299,7 @@ def _n(body, limits: Limits) -> int:
     return body.n
 
 
-def _max_tokens(body, limits: Limits, engine, prompt_len: int) -> int:
+def _max_tokens(body, limits: Limits, engine, prompt_len: int, field: str) -> int:
     asked = body.requested_max_tokens()
     if asked is not None and asked > limits.max_tokens:
         raise APIError(400, f"max_tokens: at most {limits.max_tokens} on this server, got "
@@ -234,7 +311,8 @@ def _max_tokens(body, limits: Limits, engine, prompt_len: int) -> int:
     try:
         engine.check(prompt_len, mt)
     except RequestTooLarge as e:
-        raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+        raise APIError(400, f"{field}: {e}", param=field,
+                       code="context_length_exceeded") from None
     return mt
 
 

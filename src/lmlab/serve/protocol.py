@@ -8,15 +8,19 @@ that depend on the server's config (max_tokens, n) are checked in ``app.py`` (->
 from __future__ import annotations
 
 import time
-from typing import Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmlab.infer.sampling import SamplingParams
 
 
+MAX_STOP = 4  # OpenAI's limit on stop sequences
+_INT64 = 2**63  # torch seeds are 64-bit; seed + choice index must still fit
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str
     max_tokens: int | None = Field(None, ge=0)
@@ -24,11 +28,11 @@ class _Body(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
     stream: bool = False
-    stop: Union[str, list[str], None] = None
-    seed: int | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
+    seed: int | None = Field(None, ge=-_INT64, lt=_INT64)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[int, float] | None = None
+    logit_bias: dict[int, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     stream_options: dict | None = None
     ignore_eos: bool = False  # an extension (vLLM has it too): exactly max_tokens tokens
 
@@ -60,7 +64,7 @@ class ContentPart(BaseModel):
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: Union[str, list[ContentPart], None] = ""
+    content: str | list[ContentPart] | None = ""
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -84,7 +88,7 @@ class ChatRequest(_Body):
 
 
 class CompletionRequest(_Body):
-    prompt: Union[str, list[str]]
+    prompt: str | list[str]
     max_tokens: int | None = Field(16, ge=0)  # the OpenAI default for completions
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False

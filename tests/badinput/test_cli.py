@@ -1,0 +1,108 @@
+"""Bad command lines: each fails with a usage or config error naming the argument, no
+traceback, nothing written; every stage's --help (and -h after other arguments) exits 0."""
+
+import pytest
+
+from lmlab.cli import main
+from lmlab.stages import STAGES
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a case that wrongly ran would write runs/ here, not in the repo
+
+
+def test_unknown_stage_suggests_the_closest(fail):
+    fail("sfft", "max_steps=1").names("unknown stage 'sfft'", "did you mean 'sft'")
+
+
+def test_an_option_before_the_stage(fail):
+    fail("--foo", "sft").names("'--foo'", "the stage comes first")
+
+
+def test_unknown_double_dash_option(fail):
+    fail("sft", "--foo").names("--foo", "key=value", "lmlab sft --help")
+
+
+def test_unknown_single_dash_option(fail):
+    fail("generate", "-x", "prompt=hi").names("-x", "key=value")
+
+
+def test_config_with_no_file(fail):
+    fail("sft", "--config").names("--config needs a file")
+
+
+def test_config_followed_by_an_option(fail):
+    fail("sft", "--config", "-h").names("--config needs a file")
+
+
+def test_config_empty_after_equals(fail):
+    fail("sft", "--config=", "max_steps=1").names("--config needs a file")
+
+
+def test_config_that_does_not_exist(fail, tmp_path):
+    fail("sft", "--config", tmp_path / "nope.yaml").names(str(tmp_path / "nope.yaml"))
+
+
+def test_config_given_a_run_folder(fail, tmp_path):
+    run = tmp_path / "runs" / "sft-x"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("stage: sft\n")
+    fail("sft", "--config", run).names(f"{run} is a folder", f"did you mean {run}/config.yaml")
+
+
+def test_a_positional_where_key_value_is_expected(fail):
+    fail("sft", "tiny:llama").names("'tiny:llama' is not key=value")
+
+
+def test_empty_value_for_an_int_key(fail):
+    f = fail("sft", "max_steps=").names("max_steps", "integer")
+    assert f.rc == 2  # a config error
+
+
+def test_empty_value_for_a_float_key(fail):
+    fail("sft", "lr=").names("lr", "number")
+
+
+def test_a_word_for_an_int_key(fail):
+    fail("sft", "max_steps=ten").names("max_steps", "'ten'")
+
+
+def test_unknown_key_suggests_the_closest(fail):
+    fail("sft", "max_step=3").names("unknown key 'max_step'", "did you mean 'max_steps'")
+
+
+def test_dashed_key_value_with_an_unknown_key(fail):
+    fail("sft", "--max_step=3").names("unknown key 'max_step'")
+
+
+def test_bench_with_an_unknown_positional(fail):
+    fail("bench", "nonsense").names("'nonsense'", "generate", "serve")
+
+
+def test_generate_prompt_longer_than_the_context(fail, tmp_path):
+    """tiny:llama's context is 2048 tokens; the message gives the prompt's length (with its chat
+    template: not pinned here) and the context's, before any decoding."""
+    fail("generate", "model=tiny:llama", "prompt=" + "word " * 2100, "max_new_tokens=4",
+         f"output_dir={tmp_path / 'out'}").names("prompts[0] has", "max_new_tokens=4",
+                                                 "context of 2048 tokens")
+
+
+# --- help exits 0 ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_stage_help_exits_0(stage, capsys):
+    assert main([stage, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"lmlab {stage}: ") and "keys:" in out
+
+
+def test_short_help_after_other_arguments(capsys):
+    assert main(["generate", "model=tiny:llama", "prompt=hi", "-h"]) == 0
+    assert capsys.readouterr().out.startswith("lmlab generate: ")
+
+
+def test_main_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "stages:" in capsys.readouterr().out
