@@ -139,7 +139,8 @@ def setup(cfg: OnlineConfig, stage: str, *, value_head: bool) -> Online:
                         default_task=names[0] if len(names) == 1 else None, device=ctx.device,
                         dtype=ctx.dtype)
     weights = dict(zip(cfg.rewards, cfg.reward_weights or [1.0] * len(cfg.rewards)))
-    stream = BatchStream(rows, cfg.prompts_per_update, lambda x: x, seed=cfg.seed)
+    stream = BatchStream(rows, cfg.prompts_per_update, lambda x: x, seed=cfg.seed,
+                         name="prompts_per_update", noun="prompts")
     generator = torch.Generator(device=ctx.device).manual_seed(cfg.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     on = Online(cfg, ctx.run, model, tokenizer, ref_model, fns, weights, stream, generator,

@@ -169,12 +169,15 @@ def _kind(cfg: Config) -> str:
         return "text"
     p = Path(cfg.data)
     if p.suffix == ".jsonl" and p.is_file():
-        with open(p) as f:
-            first = next((line for line in f if line.strip()), "{}")
+        from lmlab.textfile import read_lines
+
+        # through the shared reader: a BOM or CRLF reads as plain; bad bytes are named
+        first = next((line for _, line in read_lines(p) if line.strip()), "{}")
         try:
-            return "text" if "text" in json.loads(first) else "chat"
+            row = json.loads(first)
         except json.JSONDecodeError:
             return "chat"  # load_rows reports the bad line with its location
+        return "text" if isinstance(row, dict) and "text" in row else "chat"
     return "chat"
 
 
