@@ -136,3 +136,15 @@ def test_a_custom_dict_mapping_reads_the_same_file(tmp_path):
     rows = load_rows(str(path), "chat", mapping={"prompt": "question", "completion": "answer"})
     assert rows == [{"messages": [{"role": "user", "content": "2+2?"},
                                   {"role": "assistant", "content": "4"}]}]
+
+
+def test_foreign_rows_get_the_long_message_and_forgetful_ones_the_plain_one():
+    from lmlab.data.presets import foreign
+
+    assert foreign({"question": "q", "answer": "a"}, "chat")
+    assert foreign({"question": "q", "answer": "a"}, "task")  # task rows need a prompt
+    assert foreign({"txt": "t"}, "text")
+    assert not foreign({"prompt": "p"}, "chat")  # forgot the completion: the plain 'missing'
+    assert not foreign({"system": "s", "prompt": "p"}, "chat")
+    assert not foreign({"prompt": "p", "chosen": "c"}, "preference")  # own fields
+    assert not foreign({}, "chat")

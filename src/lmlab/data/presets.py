@@ -158,6 +158,13 @@ def own_fields(record: dict, kind: str) -> bool:
     return "prompt" in record  # task
 
 
+def foreign(record: dict, kind: str) -> bool:
+    """Whether a record that failed as a ``kind`` row deserves ``no_schema_message``: it lacks
+    the kind's own fields and has columns the kind does not use (a row that merely forgot a
+    field, like a chat row with a prompt and no completion, gets the plain 'missing')."""
+    return not own_fields(record, kind) and bool(_spare(record, kind))
+
+
 def matches(record: dict) -> list[str]:
     """Every preset whose columns ``record`` has, in ``PRESETS`` order."""
     return [name for name, p in PRESETS.items() if p.fits(record)]
@@ -215,5 +222,10 @@ def _example(record: dict, kind: str) -> list[tuple[str, str]]:
     the next column of the record that the kind does not use (at least one pair)."""
     fields = _FIELDS[kind]
     missing = [f for f in fields if f not in record] or list(fields[:1])
-    spare = [c for c in record if c not in fields] or ["question"]
-    return list(zip(missing, spare))
+    return list(zip(missing, _spare(record, kind) or ["question"]))
+
+
+def _spare(record: dict, kind: str) -> list[str]:
+    """The record's columns that no ``kind`` row uses."""
+    known = _FIELDS[kind] + (("messages", "system") if kind == "chat" else ())
+    return [c for c in record if c not in known]

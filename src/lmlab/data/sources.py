@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lmlab.data.formats import KINDS, normalize_row
-from lmlab.data.presets import NEEDS, PRESETS, detect, detected_line, no_schema_message, own_fields
+from lmlab.data.presets import NEEDS, PRESETS, detect, detected_line, foreign, no_schema_message
 from lmlab.errors import DataError
 from lmlab.textfile import read_lines, read_text
 
@@ -94,8 +94,8 @@ def _auto_mapping(records: Iterator[tuple[str, int, object]], kind: str, source:
 def _validate(records: Iterator[tuple[str, int, object]], kind: str,
               reshape: Callable[[dict, str, int], dict], limit: int | None, on_error: str,
               source: str, *, explain: bool = False) -> Rows:
-    """Validated rows. ``explain``: a row (read without a mapping) that lacks the kind's own
-    fields gets the message that lists its columns and the presets, not a bare 'missing'."""
+    """Validated rows. ``explain``: a row (read without a mapping) in other columns than the
+    kind's gets the message that lists its columns and the presets, not a bare 'missing'."""
     rows, errors = [], []
     for file, line, record in records:
         if limit is not None and len(rows) >= limit:
@@ -104,7 +104,7 @@ def _validate(records: Iterator[tuple[str, int, object]], kind: str,
             if isinstance(record, DataError):  # a record the reader could not even parse
                 raise record
             if isinstance(record, dict):
-                if explain and not own_fields(record, kind):
+                if explain and foreign(record, kind):
                     raise DataError(no_schema_message(record, kind), file=file, line=line,
                                     field=NEEDS[kind][1])
                 record = reshape(record, file, line)

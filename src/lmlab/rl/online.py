@@ -117,9 +117,9 @@ def setup(cfg: OnlineConfig, stage: str, *, value_head: bool) -> Online:
     from lmlab.train.data import BatchStream
     from lmlab.train.loop import build_optimizer
 
+    rows, held = load_prompts(cfg)  # a bad file fails before the run folder is touched
     ctx = start_stage(cfg, stage)
     tokenizer = load_tokenizer(cfg.model)
-    rows, held = load_prompts(cfg)
     policy = load_model(cfg.model, dtype=ctx.dtype, device=ctx.device, merge_adapter=True)
     ref_model = None
     if cfg.method == "lora":
