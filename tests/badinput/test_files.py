@@ -145,6 +145,13 @@ def test_task_row_missing_answer_for_grpo(fail, tmp_path):
          f"output_dir={tmp_path}/grpo").names(f"{path}:2:", "field 'answer': missing")
 
 
+def test_task_rows_without_a_task_for_the_task_reward(fail, tmp_path):
+    path = put(tmp_path, "tasks.jsonl", '{"prompt": "2+2?", "answer": "4"}\n')
+    fail("grpo", "model=tiny:llama", f"data={path}", "max_steps=1",
+         f"output_dir={tmp_path}/grpo").names(str(path), "field 'task'", "eval_tasks=")
+    assert not (tmp_path / "grpo").exists()  # refused before the run folder was made
+
+
 def test_generate_jsonl_prompt_without_prompt(fail, tmp_path):
     path = put(tmp_path, "p.jsonl", '{"prompt": "Hi?"}\n{"text": "Hi?"}\n')
     fail("generate", "model=tiny:llama", f"data={path}", f"output_dir={tmp_path}/gen").names(

@@ -222,7 +222,7 @@ def _example(record: dict, kind: str) -> list[tuple[str, str]]:
     the next column of the record that the kind does not use (at least one pair)."""
     fields = _FIELDS[kind]
     missing = [f for f in fields if f not in record] or list(fields[:1])
-    return list(zip(missing, _spare(record, kind) or ["question"]))
+    return list(zip(missing, _spare(record, kind) or ["question"], strict=False))
 
 
 def _spare(record: dict, kind: str) -> list[str]:

@@ -102,8 +102,26 @@ def load_prompts(cfg: OnlineConfig) -> tuple[list[dict], list[dict]]:
 
     rows = list(load_rows(cfg.data, "task", split="train", limit=cfg.data_limit))
     names = _task_names(cfg)
+    if "task" in cfg.rewards and len(names) != 1:
+        _check_row_tasks(rows, cfg.data)
     held = task_rows(names, "task", "test", cfg.task_eval_n) if names and cfg.task_eval_n else []
     return rows, held
+
+
+def _check_row_tasks(rows: list[dict], source: str) -> None:
+    """The task reward scores a row with the built-in task its 'task' field names: every row
+    of a file needs one (or ``eval_tasks`` names the one task), checked before any work."""
+    from lmlab.data.tasks import get_task
+    from lmlab.errors import DataError
+
+    for i, row in enumerate(rows, start=1):
+        name = row.get("task")
+        if not isinstance(name, str) or not name:
+            raise DataError(f"row {i} has no 'task': the task reward needs the built-in task "
+                            "that checks each answer (add \"task\": \"<name>\" to every row, "
+                            "set eval_tasks=[<name>] for all of them, or choose other rewards)",
+                            file=source, field="task")
+        get_task(name)  # an unknown name is a UserError listing the tasks
 
 
 def setup(cfg: OnlineConfig, stage: str, *, value_head: bool) -> Online:
