@@ -96,7 +96,9 @@ def test_generate_prompt_files(tmp_path, name, text):
     from lmlab.stages.generate import load_prompts
 
     plain, win = both(tmp_path, name, text)
-    cfg = lambda path: types.SimpleNamespace(prompt="", data=path, limit=None)  # noqa: E731
+    def cfg(path):
+        return types.SimpleNamespace(prompt="", data=path, limit=None)
+
     rows = load_prompts(cfg(plain))
     assert len(rows) == 2 and rows == load_prompts(cfg(win))
     assert rows[0]["prompt"] == "Café?"

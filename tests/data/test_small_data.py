@@ -20,12 +20,11 @@ THREE_ROWS = [
 def test_clamp_by_hand():
     assert clamp_batch_size(10, 8) == (8, None)
     assert clamp_batch_size(8, 8) == (8, None)
-    assert clamp_batch_size(3, 8) == (3, "[lmlab] 3 training examples, fewer than "
-                                         "batch_size=8: using batch_size=3")
+    line = "[lmlab] 3 training examples, fewer than batch_size=8: using batch_size=3"
+    assert clamp_batch_size(3, 8) == (3, line)
     # two processes: each takes the same number, the odd example waits for the next epoch
-    assert clamp_batch_size(7, 4, world=2) == (3, "[lmlab] 7 training examples, fewer than "
-                                                  "batch_size=4 x 2 processes: using "
-                                                  "batch_size=3")
+    line = "[lmlab] 7 training examples, fewer than batch_size=4 x 2 processes: using batch_size=3"
+    assert clamp_batch_size(7, 4, world=2) == (3, line)
     assert clamp_batch_size(2, 8, name="prompts_per_update", noun="prompts")[1] == (
         "[lmlab] 2 prompts, fewer than prompts_per_update=8: using prompts_per_update=2")
 
