@@ -97,9 +97,10 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
     assert (tmp_path / "nan" / "checkpoints" / "step-2" / "state.pt").exists()
 
 
-def test_too_little_data_is_a_user_error():
-    with pytest.raises(UserError, match="fewer than one batch"):
-        BatchStream(random_examples(3), 4, pad_collate)
+def test_too_little_data_clamps_the_batch_and_none_is_a_user_error():
+    assert BatchStream(random_examples(3), 4, pad_collate).batch_size == 3
+    with pytest.raises(UserError, match="no training examples"):
+        BatchStream([], 4, pad_collate)
 
 
 def test_all_masked_batch_is_a_user_error(tmp_path):

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from lmlab.errors import UserError
+from lmlab.textfile import read_lines
 
 PRINCIPLES = (
     "The answer should be correct; if it contains a mistake, the mistake should be fixed.",
@@ -44,7 +45,7 @@ def read_principles(path: str) -> list[str]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"principles file {path} does not exist")
-    out = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()
+    out = [line.strip() for _, line in read_lines(p)
            if line.strip() and not line.strip().startswith("#")]
     if not out:
         raise UserError(f"principles file {path} holds no principles (one a line)")

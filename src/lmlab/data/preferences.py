@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from lmlab.errors import DataError, UserError
+from lmlab.textfile import read_lines
 
 PAIRING = ("best_worst", "all")
 
@@ -44,13 +45,13 @@ def load_prompt_rows(source: str, *, split: str = "train", limit: int | None = N
     if not path.is_file():
         raise DataError("no such file (expected task:<name>, a .jsonl or a .txt file of prompts)",
                         file=source)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix == ".txt":
-        rows = [{"prompt": line.strip()} for line in lines if line.strip()]
-    elif path.suffix == ".jsonl":
-        rows = [_prompt_row(line, source, i + 1) for i, line in enumerate(lines) if line.strip()]
-    else:
+    if path.suffix not in (".txt", ".jsonl"):
         raise DataError("prompts must be task:<name>, a .jsonl or a .txt file", file=source)
+    lines = [(n, line) for n, line in read_lines(path) if line.strip()]  # BOM, CRLF: as plain
+    if path.suffix == ".txt":
+        rows = [{"prompt": line.strip()} for _, line in lines]
+    else:
+        rows = [_prompt_row(line, source, n) for n, line in lines]
     if not rows:
         raise DataError("no prompts (the file is empty)", file=source)
     return rows[:limit] if limit else rows

@@ -5,23 +5,33 @@ them with an optional column mapping, and validates each with ``normalize_row``.
 raises DataError at ``file:line``; with ``on_error="skip"`` it is skipped, counted, and reported
 in one warning instead - never silently dropped.
 
-Line numbers: JSONL - the file line; CSV - the data row number + 1 (the header is line 1);
-JSON (a list) and Parquet - the index + 1; a Hugging Face dataset - the index + 1.
+Text files are read through ``lmlab.textfile``: a UTF-8 byte-order mark and CRLF line ends give
+the same rows as plain UTF-8 with LF, and bytes that are not UTF-8 are a DataError naming the
+file, line and byte. Without a mapping, a file in a public schema (Dolly, Alpaca, HH-RLHF,
+UltraFeedback) is recognised by its first record's columns (``lmlab.data.presets``).
+
+Line numbers: JSONL - the file line; CSV - the file line where the row ends (the header is
+line 1); JSON (a list) and Parquet - the index + 1; a Hugging Face dataset - the index + 1.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from lmlab.data.formats import KINDS, normalize_row
+from lmlab.data.presets import NEEDS, PRESETS, detect, detected_line, foreign, no_schema_message
 from lmlab.errors import DataError
+from lmlab.textfile import read_lines, read_text
+
+__all__ = ["FILE_TYPES", "PRESETS", "Rows", "load_rows"]
 
 FILE_TYPES = (".jsonl", ".json", ".csv", ".parquet")
 _SHOWN_ERRORS = 5  # locations listed in the skip warning
@@ -42,7 +52,8 @@ def load_rows(source: str, kind: str, *, mapping: str | dict | None = None, spli
 
     source: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file, ``task:<name>[,<name>...]``,
     or a Hugging Face dataset id ``org/name`` (``split`` picks its split; files have one split).
-    mapping: ``{target_field: source_column}`` or a preset name (see ``PRESETS``).
+    mapping: ``{target_field: source_column}`` or a preset name (see ``PRESETS``); without one,
+    a source whose first record fits a preset's columns instead of ``kind``'s is read with it.
     on_error: "raise" (the first bad row raises DataError) or "skip" (count, warn once).
     """
     if kind not in KINDS:
@@ -55,13 +66,36 @@ def load_rows(source: str, kind: str, *, mapping: str | dict | None = None, spli
         records = _task_records(source, kind, split, limit)
     else:
         records = _records(source, split)
+        if not mapping:
+            records, mapping = _auto_mapping(records, kind, source)
     reshape = _mapper(mapping, kind)
-    return _validate(records, kind, reshape, limit, on_error, source)
+    return _validate(records, kind, reshape, limit, on_error, source, explain=not mapping)
+
+
+def _auto_mapping(records: Iterator[tuple[str, int, object]], kind: str, source: str
+                  ) -> tuple[Iterator[tuple[str, int, object]], str | None]:
+    """(the same records, the preset their first record's columns fit, or None); a preset
+    found is announced in one line."""
+    head = []
+    for item in records:  # up to and including the first record that parsed as an object
+        head.append(item)
+        if isinstance(item[2], dict):
+            break
+    records = itertools.chain(head, records)
+    first = head[-1][2] if head and isinstance(head[-1][2], dict) else None
+    name = detect(first, kind) if first is not None else None
+    if name:
+        from lmlab.common import print0  # lazy: torch is loaded by then in every stage
+
+        print0(detected_line(name, first, source))
+    return records, name
 
 
 def _validate(records: Iterator[tuple[str, int, object]], kind: str,
               reshape: Callable[[dict, str, int], dict], limit: int | None, on_error: str,
-              source: str) -> Rows:
+              source: str, *, explain: bool = False) -> Rows:
+    """Validated rows. ``explain``: a row (read without a mapping) in other columns than the
+    kind's gets the message that lists its columns and the presets, not a bare 'missing'."""
     rows, errors = [], []
     for file, line, record in records:
         if limit is not None and len(rows) >= limit:
@@ -70,6 +104,9 @@ def _validate(records: Iterator[tuple[str, int, object]], kind: str,
             if isinstance(record, DataError):  # a record the reader could not even parse
                 raise record
             if isinstance(record, dict):
+                if explain and foreign(record, kind):
+                    raise DataError(no_schema_message(record, kind), file=file, line=line,
+                                    field=NEEDS[kind][1])
                 record = reshape(record, file, line)
             rows.append(normalize_row(record, kind, file=file, line=line))
         except DataError as err:
@@ -118,24 +155,22 @@ def _records(source: str, split: str) -> Iterator[tuple[str, int, object]]:
 
 
 def _jsonl_records(file: str) -> Iterator[tuple[str, int, object]]:
-    with open(file, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue  # blank lines (a trailing newline, spacing) are not rows
-            try:
-                yield file, line_no, json.loads(text)
-            except json.JSONDecodeError as err:
-                yield file, line_no, DataError(f"not valid JSON ({err.msg} at column "
-                                               f"{err.colno})", file=file, line=line_no)
+    for line_no, text in read_lines(file):
+        if not text.strip():
+            continue  # blank lines (a trailing newline, spacing) are not rows
+        try:
+            yield file, line_no, json.loads(text)
+        except json.JSONDecodeError as err:
+            yield file, line_no, DataError(f"not valid JSON ({err.msg} at column "
+                                           f"{err.colno})", file=file, line=line_no)
 
 
 def _json_records(file: str) -> Iterator[tuple[str, int, object]]:
-    with open(file, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise DataError(f"not valid JSON ({err.msg} at column {err.colno})", file=file,
-                            line=err.lineno) from None
+    try:
+        data = json.loads(read_text(file))
+    except json.JSONDecodeError as err:
+        raise DataError(f"not valid JSON ({err.msg} at column {err.colno})", file=file,
+                        line=err.lineno) from None
     if not isinstance(data, list):
         raise DataError(f"a .json file must hold a list of row objects, got {type(data).__name__}"
                         " (use .jsonl for one object per line)", file=file, line=1)
@@ -144,15 +179,19 @@ def _json_records(file: str) -> Iterator[tuple[str, int, object]]:
 
 
 def _csv_records(file: str) -> Iterator[tuple[str, int, object]]:
-    with open(file, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for i, record in enumerate(reader):
-            line = i + 2  # the header is line 1
+    # The decoded text (BOM dropped, line ends LF); newline="" leaves quoted newlines to csv.
+    reader = csv.DictReader(io.StringIO(read_text(file), newline=""))
+    try:
+        for record in reader:
+            line = reader.line_num  # the file line the row ends on (a quoted cell may span)
             if None in record:  # DictReader puts surplus cells under the key None
                 yield file, line, DataError(f"{len(reader.fieldnames)} columns in the header but "
-                                            "more cells in this row", file=file, line=line)
+                                            f"{len(reader.fieldnames) + len(record[None])} cells "
+                                            "in this row", file=file, line=line)
                 continue
             yield file, line, record
+    except csv.Error as err:  # e.g. a NUL byte, or a quote left open at the end of the file
+        raise DataError(f"not valid CSV ({err})", file=file, line=reader.line_num) from None
 
 
 def _parquet_records(file: str) -> Iterator[tuple[str, int, object]]:
@@ -223,98 +262,3 @@ def _rename(record: dict, mapping: dict, file: str, line: int) -> dict:
                             f"{', '.join(map(repr, record))}", file=file, line=line, field=column)
         out[target] = record[column]
     return out
-
-
-# --- presets for public schemas: each turns one raw record into a row of the kinds it names -----
-
-
-@dataclass(frozen=True)
-class Preset:
-    kinds: tuple[str, ...]
-    apply: Callable[[dict, str, str, int], dict]  # (record, kind, file, line) -> row
-
-
-def _column(record: dict, name: str, file: str, line: int, *, optional: bool = False) -> str:
-    """A string column of a raw record (optional ones default to "")."""
-    value = record.get(name)
-    if value is None and optional:
-        return ""
-    if not isinstance(value, str):
-        got = "missing" if value is None else f"expected a string, got {type(value).__name__}"
-        raise DataError(got, file=file, line=line, field=name)
-    return value
-
-
-def _instruction_chat(instruction: str, extra: str, response: str) -> dict:
-    """One user turn (the instruction, then its context/input if any) and the reply."""
-    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    return {"messages": [{"role": "user", "content": user},
-                         {"role": "assistant", "content": response}]}
-
-
-def _dolly(record: dict, kind: str, file: str, line: int) -> dict:
-    # databricks-dolly-15k: instruction, context (often empty), response, category
-    return _instruction_chat(_column(record, "instruction", file, line),
-                             _column(record, "context", file, line, optional=True),
-                             _column(record, "response", file, line))
-
-
-def _alpaca(record: dict, kind: str, file: str, line: int) -> dict:
-    # tatsu-lab/alpaca: instruction, input (often empty), output
-    return _instruction_chat(_column(record, "instruction", file, line),
-                             _column(record, "input", file, line, optional=True),
-                             _column(record, "output", file, line))
-
-
-_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
-
-
-def _hh_transcript(text: str, field: str, file: str, line: int) -> list[dict]:
-    """Parse an hh-rlhf transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into messages."""
-    parts = _HH_TURN.split(text)  # ["", "Human", "hi", "Assistant", "hello", ...]
-    if parts[0].strip() or len(parts) < 3:
-        raise DataError("expected a transcript starting with '\\n\\nHuman: '", file=file,
-                        line=line, field=field)
-    roles = {"Human": "user", "Assistant": "assistant"}
-    return [{"role": roles[who], "content": said.strip()}
-            for who, said in zip(parts[1::2], parts[2::2])]
-
-
-def _hh_rlhf(record: dict, kind: str, file: str, line: int) -> dict:
-    # Anthropic/hh-rlhf: chosen and rejected are whole transcripts that share all but the
-    # final assistant reply.
-    chosen = _hh_transcript(_column(record, "chosen", file, line), "chosen", file, line)
-    if kind == "chat":
-        return {"messages": chosen}
-    rejected = _hh_transcript(_column(record, "rejected", file, line), "rejected", file, line)
-    if chosen[:-1] != rejected[:-1]:
-        raise DataError("the chosen and rejected transcripts do not share the same conversation "
-                        "before the final reply", file=file, line=line, field="rejected")
-    for field, msgs in (("chosen", chosen), ("rejected", rejected)):
-        if msgs[-1]["role"] != "assistant":
-            raise DataError("the transcript does not end with an Assistant reply", file=file,
-                            line=line, field=field)
-    return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"],
-            "rejected": rejected[-1]["content"]}
-
-
-def _ultrafeedback(record: dict, kind: str, file: str, line: int) -> dict:
-    # HuggingFaceH4/ultrafeedback_binarized: prompt (str), chosen and rejected as message lists
-    # that repeat the prompt, plus scores we do not need.
-    for field in ("chosen", "rejected"):
-        if not isinstance(record.get(field), list) or not record[field]:
-            raise DataError("expected a non-empty message list", file=file, line=line,
-                            field=field)
-    if kind == "chat":
-        return {"messages": record["chosen"]}
-    chosen = record["chosen"]
-    prompt = chosen[:-1] if len(chosen) > 1 else record.get("prompt")
-    return {"prompt": prompt, "chosen": chosen, "rejected": record["rejected"]}
-
-
-PRESETS: dict[str, Preset] = {
-    "dolly": Preset(("chat",), _dolly),
-    "alpaca": Preset(("chat",), _alpaca),
-    "hh-rlhf": Preset(("preference", "chat"), _hh_rlhf),
-    "ultrafeedback": Preset(("preference", "chat"), _ultrafeedback),
-}

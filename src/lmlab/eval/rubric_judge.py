@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from lmlab.errors import UserError
+from lmlab.textfile import read_text
 
 METHODS = ("logprobs", "generate")
 
@@ -56,7 +57,7 @@ def read_rubric(value: str) -> str:
     if p.suffix in (".txt", ".md") or p.is_file():
         if not p.is_file():
             raise UserError(f"rubric file {value} does not exist")
-        text = p.read_text(encoding="utf-8").strip()
+        text = read_text(p).strip()
         if not text:
             raise UserError(f"rubric file {value} is empty")
         return text

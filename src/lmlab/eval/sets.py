@@ -122,7 +122,9 @@ def _perplexity(which: str, model, tokenizer, s: Settings) -> dict:
 
             texts = shakespeare_heldout()
         else:
-            texts = [Path(which).read_text(encoding="utf-8", errors="replace")]
+            from lmlab.textfile import read_text
+
+            texts = [read_text(which)]
         items = []
         for t in texts:
             items += P.windows(tokenizer(t, add_special_tokens=False)["input_ids"], s.window)
@@ -206,9 +208,10 @@ def read_reference_rows(path: str, s: Settings) -> list[dict]:
 
     from lmlab.errors import DataError
     from lmlab.eval.sources import _sample
+    from lmlab.textfile import read_lines
 
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in read_lines(path):
         if not line.strip():
             continue
         try:

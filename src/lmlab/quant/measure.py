@@ -34,7 +34,9 @@ def heldout_text(source: str, chars: int = 40_000) -> str:
     p = Path(source)
     if not p.is_file():
         raise DataError("not found (expected 'shakespeare' or a .txt file)", file=source)
-    return p.read_text()[:chars]
+    from lmlab.textfile import read_text
+
+    return read_text(p)[:chars]
 
 
 @torch.no_grad()

@@ -102,8 +102,26 @@ def load_prompts(cfg: OnlineConfig) -> tuple[list[dict], list[dict]]:
 
     rows = list(load_rows(cfg.data, "task", split="train", limit=cfg.data_limit))
     names = _task_names(cfg)
+    if "task" in cfg.rewards and len(names) != 1:
+        _check_row_tasks(rows, cfg.data)
     held = task_rows(names, "task", "test", cfg.task_eval_n) if names and cfg.task_eval_n else []
     return rows, held
+
+
+def _check_row_tasks(rows: list[dict], source: str) -> None:
+    """The task reward scores a row with the built-in task its 'task' field names: every row
+    of a file needs one (or ``eval_tasks`` names the one task), checked before any work."""
+    from lmlab.data.tasks import get_task
+    from lmlab.errors import DataError
+
+    for i, row in enumerate(rows, start=1):
+        name = row.get("task")
+        if not isinstance(name, str) or not name:
+            raise DataError(f"row {i} has no 'task': the task reward needs the built-in task "
+                            "that checks each answer (add \"task\": \"<name>\" to every row, "
+                            "set eval_tasks=[<name>] for all of them, or choose other rewards)",
+                            file=source, field="task")
+        get_task(name)  # an unknown name is a UserError listing the tasks
 
 
 def setup(cfg: OnlineConfig, stage: str, *, value_head: bool) -> Online:
@@ -117,9 +135,9 @@ def setup(cfg: OnlineConfig, stage: str, *, value_head: bool) -> Online:
     from lmlab.train.data import BatchStream
     from lmlab.train.loop import build_optimizer
 
+    rows, held = load_prompts(cfg)  # a bad file fails before the run folder is touched
     ctx = start_stage(cfg, stage)
     tokenizer = load_tokenizer(cfg.model)
-    rows, held = load_prompts(cfg)
     policy = load_model(cfg.model, dtype=ctx.dtype, device=ctx.device, merge_adapter=True)
     ref_model = None
     if cfg.method == "lora":
@@ -139,7 +157,8 @@ def setup(cfg: OnlineConfig, stage: str, *, value_head: bool) -> Online:
                         default_task=names[0] if len(names) == 1 else None, device=ctx.device,
                         dtype=ctx.dtype)
     weights = dict(zip(cfg.rewards, cfg.reward_weights or [1.0] * len(cfg.rewards)))
-    stream = BatchStream(rows, cfg.prompts_per_update, lambda x: x, seed=cfg.seed)
+    stream = BatchStream(rows, cfg.prompts_per_update, lambda x: x, seed=cfg.seed,
+                         name="prompts_per_update", noun="prompts")
     generator = torch.Generator(device=ctx.device).manual_seed(cfg.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     on = Online(cfg, ctx.run, model, tokenizer, ref_model, fns, weights, stream, generator,

@@ -92,13 +92,14 @@ def run(cfg: Config) -> dict:
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
+    rows = _rows(cfg)  # a bad file fails before the run folder is touched
     ctx = start_stage(cfg, "distill")
     run_, device, dtype = ctx.run, ctx.device, ctx.dtype
     tokenizer = load_tokenizer(cfg.model)
     teacher = load_model(cfg.model, dtype=dtype, device=device, merge_adapter=True).eval()
     teacher.requires_grad_(False)
 
-    examples, stats = _examples(cfg, tokenizer, teacher, run_)
+    examples, stats = _examples(cfg, rows, tokenizer, teacher, run_)
     student, student_info = _student(cfg, teacher, tokenizer, examples, device, dtype)
     sizes = {"teacher_params": sum(p.numel() for p in teacher.parameters()),
              "teacher_non_embedding": non_embedding_params(teacher),
@@ -174,27 +175,35 @@ def _kind(cfg: Config) -> str:
         return "text" if "text" in cfg.mapping else "chat"
     p = Path(cfg.data)
     if p.suffix == ".jsonl" and p.is_file():
-        with open(p) as f:
-            first = next((line for line in f if line.strip()), "{}")
+        from lmlab.textfile import read_lines
+
+        # through the shared reader: a BOM or CRLF reads as plain; bad bytes are named
+        first = next((line for _, line in read_lines(p) if line.strip()), "{}")
         try:
-            return "text" if "text" in json.loads(first) else "chat"
+            row = json.loads(first)
         except json.JSONDecodeError:
             return "chat"  # load_rows reports the bad line with its location
+        return "text" if isinstance(row, dict) and "text" in row else "chat"
     return "chat"
 
 
-def _examples(cfg: Config, tokenizer, teacher, run_) -> tuple[list[dict], dict]:
-    from lmlab.common import print0
-    from lmlab.data import encode_rows, load_rows
+def _rows(cfg: Config) -> list[dict]:
+    from lmlab.data import load_rows
 
-    kind = _kind(cfg)
     if cfg.data.startswith("corpus:"):
         from lmlab.data.corpora import corpus_rows
 
-        rows = corpus_rows(cfg.data, chars=cfg.corpus_chars, limit=cfg.data_limit)
-    else:
-        rows = load_rows(cfg.data, kind, mapping=cfg.mapping or None, split="train",
-                         limit=cfg.data_limit)
+        return corpus_rows(cfg.data, chars=cfg.corpus_chars, limit=cfg.data_limit)
+    return load_rows(cfg.data, _kind(cfg), mapping=cfg.mapping or None, split="train",
+                     limit=cfg.data_limit)
+
+
+def _examples(cfg: Config, rows: list[dict], tokenizer, teacher, run_
+              ) -> tuple[list[dict], dict]:
+    from lmlab.common import print0
+    from lmlab.data import encode_rows
+
+    kind = _kind(cfg)
     if cfg.completions == "teacher":
         if kind == "text":
             from lmlab.errors import ConfigError

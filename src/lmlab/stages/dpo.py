@@ -173,12 +173,21 @@ def collate_kto(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 # --- data -----------------------------------------------------------------------------------------
 
 
-def kto_rows(cfg: Config, tokenizer, stats: dict) -> tuple[list[dict], list]:
-    """Unpaired ``{prompt, completion, label}`` rows -> (examples, prompts)."""
-    from lmlab.data import encode_rows, load_rows
+def read_rows(cfg: Config):
+    """The user's rows (kto or preference), validated before the run folder is touched."""
+    from lmlab.data import load_rows
+    from lmlab.stages.reward import read_pairs
 
-    rows = load_rows(cfg.data, "kto", mapping=cfg.mapping or None, split="train",
+    if cfg.data_kind != "kto":
+        return read_pairs(cfg)
+    return load_rows(cfg.data, "kto", mapping=cfg.mapping or None, split="train",
                      limit=cfg.data_limit, on_error=cfg.on_error)
+
+
+def kto_rows(cfg: Config, tokenizer, stats: dict, rows) -> tuple[list[dict], list]:
+    """Unpaired ``{prompt, completion, label}`` rows -> (examples, prompts)."""
+    from lmlab.data import encode_rows
+
     stats.update(rows=len(rows) + rows.skipped, skipped_invalid=rows.skipped)
     examples, enc = encode_rows(tokenizer, rows, "kto", cfg.max_len, on_long=cfg.on_long)
     stats.update(skipped_long=enc["skipped_long"], eval_pairs=0)
@@ -311,17 +320,17 @@ def reference_kl(model, ref_forward, tokenizer, prompts: list, max_new_tokens: i
 # --- the stage ------------------------------------------------------------------------------------
 
 
-def _data(cfg: Config, tokenizer) -> tuple[list[dict], list[dict], list, dict]:
+def _data(cfg: Config, tokenizer, rows) -> tuple[list[dict], list[dict], list, dict]:
     """(training examples, held-out pair examples, fixed KL prompts, stats)."""
     from lmlab.common import print0
     from lmlab.stages.reward import load_pairs
 
     if cfg.data_kind == "kto":
         stats: dict = {}
-        examples, prompts = kto_rows(cfg, tokenizer, stats)
+        examples, prompts = kto_rows(cfg, tokenizer, stats, rows)
         held: list[dict] = []
     else:
-        examples, held, prompts, stats = load_pairs(cfg, tokenizer)
+        examples, held, prompts, stats = load_pairs(cfg, tokenizer, rows)
         if cfg.loss == "kto":
             examples = pairs_to_kto(examples)
     if cfg.loss == "kto":
@@ -344,13 +353,14 @@ def run(cfg: Config) -> dict:
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
+    rows = read_rows(cfg)  # a bad file fails before the run folder is touched
     ctx = start_stage(cfg, "dpo")
     run_, device, dtype = ctx.run, ctx.device, ctx.dtype
 
     # --- data
     tokenizer = load_tokenizer(cfg.model)
     pad = tokenizer.pad_token_id
-    examples, held, kl_prompts, stats = _data(cfg, tokenizer)
+    examples, held, kl_prompts, stats = _data(cfg, tokenizer, rows)
 
     # --- policy and reference
     model = load_model(cfg.model, dtype=ctx.weights_dtype, device=device, merge_adapter=True)

@@ -441,6 +441,10 @@ def _check_inputs(cfg: Config, refs: list[str]) -> None:
         source_of(name)
         if name.startswith("ref:"):
             read_reference_rows(name[4:], cfg.settings())  # a bad row fails before any work
+        if name.startswith("ppl:") and name[4:] not in ("shakespeare", "tasks"):
+            from lmlab.textfile import read_text
+
+            read_text(name[4:])  # bytes that are not UTF-8 fail before any work
         if name in need:
             package_dir(need[name])
     if any(kind_of(name) == "reference" for name in cfg.sets):

@@ -109,6 +109,7 @@ class Config(RunConfig):
 def load_prompts(cfg: Config) -> list[dict]:
     """Rows with ``prompt`` (text or messages), and ``answer`` / ``task`` for task data."""
     from lmlab.errors import DataError
+    from lmlab.textfile import read_lines
 
     if cfg.prompt:
         return [{"prompt": cfg.prompt}]
@@ -119,13 +120,15 @@ def load_prompts(cfg: Config) -> list[dict]:
     path = Path(cfg.data)
     if not path.is_file():
         raise DataError("not found (expected task:<name>, a .jsonl or a .txt file)", file=cfg.data)
-    if path.suffix == ".txt":
-        rows = [{"prompt": line} for line in path.read_text().splitlines() if line.strip()]
-    elif path.suffix == ".jsonl":
-        rows = [_jsonl_prompt(line, str(path), i + 1) for i, line in
-                enumerate(path.read_text().splitlines()) if line.strip()]
-    else:
+    if path.suffix not in (".txt", ".jsonl"):
         raise DataError("prompts must be a .jsonl or .txt file", file=cfg.data)
+    lines = [(n, line) for n, line in read_lines(path) if line.strip()]  # BOM, CRLF: as plain
+    if path.suffix == ".txt":
+        rows = [{"prompt": line} for _, line in lines]
+    else:
+        rows = [_jsonl_prompt(line, cfg.data, n) for n, line in lines]
+    if not rows:
+        raise DataError("no prompts (the file holds no non-blank line)", file=cfg.data)
     if cfg.limit and len(rows) > cfg.limit:
         from lmlab.common import print0
 

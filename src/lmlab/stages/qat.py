@@ -65,11 +65,11 @@ def run(cfg: Config) -> dict:
     if cfg.ptq_of:
         resolve(cfg.ptq_of)
     recipe = Recipe(cfg.scheme, cfg.group_size, cfg.embeddings)
+    rows = load_rows(cfg.data, "chat", mapping=cfg.mapping or None, split="train",
+                     limit=cfg.data_limit)  # before any write
     ctx = start_stage(cfg, "qat")
     run_ = ctx.run
     tokenizer = load_tokenizer(cfg.model)
-    rows = load_rows(cfg.data, "chat", mapping=cfg.mapping or None, split="train",
-                     limit=cfg.data_limit)
     examples, stats = encode_rows(tokenizer, rows, "chat", cfg.max_len, on_long=cfg.on_long,
                                   train_on=cfg.train_on)
     stream = BatchStream(examples, cfg.batch_size, lambda ex: collate(ex, tokenizer.pad_token_id),

@@ -77,6 +77,10 @@ def run(cfg: Config) -> dict:
         raise UserError(f"{cfg.model} is already quantized ({done}); quantize its float source")
     if cfg.method != "fp32":
         ptq.require("bitsandbytes" if recipe.needs_folder else "torchao")
+    if cfg.ppl_text and cfg.ppl_windows:
+        from lmlab.quant.measure import heldout_text
+
+        heldout_text(cfg.ppl_text, 0)  # a missing or unreadable text fails before any write
     run_ = prepare_run(cfg, "quantize")
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)

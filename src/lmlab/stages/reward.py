@@ -76,7 +76,16 @@ class RewardObjective:
 # --- data (shared with `lmlab dpo`) ---------------------------------------------------------------
 
 
-def load_pairs(cfg, tokenizer) -> tuple[list[dict], list[dict], list, dict]:
+def read_pairs(cfg):
+    """The preference rows of ``cfg.data``, validated (read before the run folder is touched,
+    so a bad file loses nothing)."""
+    from lmlab.data import load_rows
+
+    return load_rows(cfg.data, "preference", mapping=cfg.mapping or None, split="train",
+                     limit=cfg.data_limit, on_error=cfg.on_error)
+
+
+def load_pairs(cfg, tokenizer, rows=None) -> tuple[list[dict], list[dict], list, dict]:
     """(train examples, held-out examples, held-out prompts, stats) for preference pairs.
 
     Held-out pairs: the test split of built-in tasks, else the last ``eval_n`` rows of the
@@ -87,8 +96,7 @@ def load_pairs(cfg, tokenizer) -> tuple[list[dict], list[dict], list, dict]:
     from lmlab.common import print0
     from lmlab.data import load_rows
 
-    rows = load_rows(cfg.data, "preference", mapping=cfg.mapping or None, split="train",
-                     limit=cfg.data_limit, on_error=cfg.on_error)
+    rows = read_pairs(cfg) if rows is None else rows
     stats = {"rows": len(rows) + getattr(rows, "skipped", 0),
              "skipped_invalid": getattr(rows, "skipped", 0)}
     eval_rows: list[dict] = []
@@ -176,12 +184,13 @@ def run(cfg: Config) -> dict:
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
+    rows = read_pairs(cfg)
     ctx = start_stage(cfg, "reward")
     run_, device, dtype = ctx.run, ctx.device, ctx.dtype
 
     # --- data
     tokenizer = load_tokenizer(cfg.model)
-    examples, held, _, stats = load_pairs(cfg, tokenizer)
+    examples, held, _, stats = load_pairs(cfg, tokenizer, rows)
     pad = tokenizer.pad_token_id
     stream = BatchStream(examples, cfg.batch_size, lambda ex: collate_pairs(ex, pad),
                          seed=cfg.seed, rank=rank(), world=world_size())

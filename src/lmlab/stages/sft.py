@@ -60,13 +60,12 @@ def run(cfg: Config) -> dict:
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
-    ctx = start_stage(cfg, "sft")
-    run_, device, dtype = ctx.run, ctx.device, ctx.dtype
-
-    # --- data
-    tokenizer = load_tokenizer(cfg.model)
+    # --- data: read before the run folder is touched, so a bad file loses nothing
     rows = load_rows(cfg.data, "chat", mapping=cfg.mapping or None, split="train",
                      limit=cfg.data_limit, on_error=cfg.on_error)
+    ctx = start_stage(cfg, "sft")
+    run_, device, dtype = ctx.run, ctx.device, ctx.dtype
+    tokenizer = load_tokenizer(cfg.model)
     examples, stats = encode_rows(tokenizer, rows, "chat", cfg.max_len, on_long=cfg.on_long,
                                   train_on=cfg.train_on)
     if cfg.packing:
