@@ -148,7 +148,7 @@ def test_distill_peeks_through_a_bom(tmp_path):
     from lmlab.stages.distill import _kind
 
     _, win = both(tmp_path, ".jsonl", TEXT_JSONL)
-    assert _kind(types.SimpleNamespace(data_kind="auto", data=win)) == "text"
+    assert _kind(types.SimpleNamespace(data_kind="auto", data=win, mapping="")) == "text"
 
 
 def test_quantize_perplexity_text(tmp_path):
