@@ -248,7 +248,14 @@ def parse_overrides(items: list[str]) -> tuple[dict[str, str], list[str]]:
             problems.append(f"'{item}' is not key=value")
             continue
         k, v = item.split("=", 1)
-        out[k.strip()] = v
+        k = k.strip()
+        if not k:
+            problems.append(f"'{item}' has no key before '='")
+        elif k in out and out[k] != v:
+            problems.append(f"{k}: given twice on the command line ({out[k]!r} and {v!r}); "
+                            "keep one")
+        else:
+            out[k] = v
     return out, problems
 
 
