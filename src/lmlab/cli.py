@@ -123,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"lmlab: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("lmlab: interrupted; the last checkpoint is kept (resume=auto continues)",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a training loop's Ctrl-C says what it saved (lmlab.train.interrupt); elsewhere (generate,
+        # serve, before a loop starts) there is nothing more to claim than the interruption
+        print(f"lmlab: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -63,6 +63,17 @@ class Run:
         return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] \
             if f.exists() else []
 
+    def rewind_metrics(self, step: int) -> None:
+        """Keep the metrics rows up to ``step`` (a resumed run logs the later ones again)
+        and cut a half-written last line."""
+        f = self.path / "metrics.jsonl"
+        if not is_main() or not f.exists():
+            return
+        rows = [r for r in read_done_jsonl(f) if r.get("step", 0) <= step]
+        tmp = self.path / ".metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, f)
+
     def latest_checkpoint(self) -> Path | None:
         steps = checkpoint_steps(self.checkpoints)
         return self.checkpoints / f"step-{steps[-1]}" if steps else None
@@ -146,18 +157,59 @@ def checkpoint_steps(folder: Path) -> list[int]:
                   and (p / "state.pt").exists())
 
 
+def fsync_path(target) -> None:
+    """Flush a file (an open file object) or a folder (a path) to disk: a rename is durable
+    only after what it names and the folder that holds it are. Best effort where the platform
+    cannot sync folders."""
+    try:
+        if hasattr(target, "fileno"):
+            os.fsync(target.fileno())
+            return
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def commit_folder(tmp: Path, final: Path) -> None:
-    """Rename a fully written temp folder into place (replacing an older one)."""
+    """Rename a fully written temp folder into place (replacing an older one). A folder cannot
+    replace a non-empty one in one rename: the older one moves to ``.old-<name>`` first, and
+    ``tidy_checkpoints`` moves it back if a kill came before the new one was in place."""
+    from lmlab.train.killpoints import killpoint
+
     if final.exists():
         old = final.with_name(f".old-{final.name}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
+        killpoint("commit.replace")
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+    fsync_path(final.parent)
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints; each is renamed out of ``step-N`` first,
+    so a kill mid-delete leaves no partial ``step-N``."""
     for step in checkpoint_steps(folder)[:-keep]:
-        shutil.rmtree(folder / f"step-{step}", ignore_errors=True)
+        doomed = folder / f".del-step-{step}"
+        os.replace(folder / f"step-{step}", doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def tidy_checkpoints(folder: Path) -> None:
+    """Clear what a killed save or prune left behind in ``folder``: temp folders (never
+    complete as far as anyone knows) and half-deleted ones go; an ``.old-step-N`` whose
+    ``step-N`` is missing (killed mid-replace) is moved back."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name.startswith(".old-") and STEP_RE.match(p.name[5:]) \
+                and not (folder / p.name[5:]).exists():
+            os.replace(p, folder / p.name[5:])
+        elif p.name.startswith((".tmp-", ".del-", ".old-")):
+            shutil.rmtree(p, ignore_errors=True)

@@ -289,6 +289,30 @@ def save(on: Online, update: int, extra: dict) -> None:
                     stream=on.stream, extra=state, keep=on.cfg.keep_checkpoints)
 
 
+def stop_request(on: Online):
+    """The update loop's Ctrl-C handling (lmlab.train.interrupt): ``with O.stop_request(on) as
+    stop:``; the first Ctrl-C ends the loop after the update in flight, with a checkpoint."""
+    from lmlab.train.interrupt import StopRequest
+
+    return StopRequest(on.run.latest_checkpoint)
+
+
+def save_due(on: Online, stop, update: int, last: int) -> bool:
+    """Whether update ``update`` (1-based) ends with a checkpoint: every ``save_every``, the
+    last one, and one after a Ctrl-C."""
+    every = on.cfg.save_every
+    return bool(every and update % every == 0) or update == last or stop.requested
+
+
+def stop_if_asked(on: Online, stop, update: int) -> None:
+    """After the checkpoint of update ``update``: end the run there if Ctrl-C asked to."""
+    from lmlab.train.interrupt import TrainingInterrupted, stopped_message
+
+    if stop.requested:
+        raise TrainingInterrupted(stopped_message(update, on.cfg.max_steps,
+                                                  on.run.checkpoints / f"step-{update}"))
+
+
 def resume(on: Online) -> None:
     """Restore weights, optimizer, prompt position, global RNG and the rollout generator."""
     from lmlab.common import print0
@@ -301,6 +325,7 @@ def resume(on: Online) -> None:
     state = load_checkpoint(path, model=on.model, optimizer=on.optimizer, stream=on.stream)
     on.generator.set_state(state["extra"]["generator"])
     on.start, on.extra = int(state["step"]), state["extra"]
+    on.run.rewind_metrics(on.start)
     on.before = on.extra.get("before")
     on.warnings = dict(on.extra.get("warnings") or {})
     print0(f"[lmlab] resumed from {path} (update {on.start})")
