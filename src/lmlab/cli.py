@@ -60,10 +60,22 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], bool]:
     return config, rest, want_help
 
 
-# log lines other libraries print on every run that say nothing to a user of this tool: torchao
-# failing to load its CUDA kernels in a CPU build of torch (transformers imports torchao whenever
-# it is installed), and torch deprecating how torchao registers two enums
-_NOISE = {"torchao": "Failed to load ", "torch.utils._pytree": "is an Enum subclass"}
+# log lines other libraries print on every run that say nothing to a user of this tool, as
+# (logger, part of the message, shown on a CUDA build of torch):
+# - torchao failing to load its CUDA kernels in a CPU build of torch (transformers imports torchao
+#   whenever it is installed): news on a CUDA build, where those kernels should load;
+# - torch deprecating how torchao registers two enums;
+# - bitsandbytes (imported by peft) reaching for an optional CPU 4-bit kernel on the Hugging Face
+#   hub through the `kernels` package: offline it says it skipped the publisher check, then that
+#   the kernel is not cached; bitsandbytes then uses its own CPU code. lmlab runs offline by
+#   design, and on a CUDA build the CPU kernel is not used at all.
+_NOISE = (("torchao", "Failed to load ", True),
+          ("torch.utils._pytree", "is an Enum subclass", False),
+          ("kernels._internals.hf_hub", "Skipping publisher trust check", False),
+          ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward", False))
+# Python warnings of the same kind: (category, start of the message); peft asks transformers a
+# question under its old name on every adapter
+_NOISE_WARNINGS = ((FutureWarning, "`is_gradient_checkpointing` is deprecated"),)
 
 
 def _cpu_torch() -> bool:
@@ -72,16 +84,21 @@ def _cpu_torch() -> bool:
 
 
 def _drop_noise() -> None:
-    for name, part in _NOISE.items():
+    import re
+    import warnings
+
+    for name, part, on_cuda in _NOISE:
         logger = logging.getLogger(name)
         if not any(getattr(f, "lmlab_noise", False) for f in logger.filters):
-            def keep(record, name=name, part=part) -> bool:
+            def keep(record, part=part, on_cuda=on_cuda) -> bool:
                 if part not in record.getMessage():
                     return True
-                return name == "torchao" and not _cpu_torch()  # a CUDA build: worth seeing
+                return on_cuda and not _cpu_torch()  # a CUDA build: worth seeing
 
             keep.lmlab_noise = True
             logger.addFilter(keep)
+    for category, start in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(start), category=category)
 
 
 def main(argv: list[str] | None = None) -> int:

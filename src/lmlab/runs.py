@@ -121,9 +121,10 @@ def prepare_run(cfg, stage: str) -> Run:
     path = Path(cfg.output_dir)
     existing = path / "config.yaml"
     replace = None  # the stage of a run that overwrite=true deletes
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output_dir {path} is a file, not a folder; choose another output_dir")
     if existing.exists():
-        old = yaml.safe_load(existing.read_text()) or {}
-        old_stage = old.get("stage", "?")
+        old_stage = _run_stage(existing)
         if cfg.overwrite:
             replace = old_stage
         elif old_stage != stage:
@@ -148,6 +149,22 @@ def prepare_run(cfg, stage: str) -> Run:
         (path / "config.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     barrier()
     return Run(path=path, stage=stage)
+
+
+def _run_stage(config: Path) -> str:
+    """The stage named in a run folder's ``config.yaml``; a user error naming it when it is not
+    the YAML mapping lmlab wrote."""
+    try:
+        old = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{config} is damaged ({type(e).__name__}); fix it, or choose another "
+                        f"output_dir, or pass overwrite=true to replace the run") from None
+    if old is None:
+        return "?"
+    if not isinstance(old, dict):
+        raise UserError(f"{config} is not an lmlab run config (a YAML {type(old).__name__}, not "
+                        f"a mapping); choose another output_dir or pass overwrite=true")
+    return str(old.get("stage", "?"))
 
 
 def checkpoint_steps(folder: Path) -> list[int]:
