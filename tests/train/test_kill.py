@@ -39,7 +39,7 @@ def _lmlab(out, kill_at=None, log=None):
     if log:
         env["LMLAB_KILL_LOG"] = str(log)
     return subprocess.run([sys.executable, "-m", "lmlab", *ARGS, f"output_dir={out}"], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 def _checkpoints(out):

@@ -297,18 +297,15 @@ def stop_request(on: Online):
     return StopRequest(on.run.latest_checkpoint)
 
 
-def save_due(on: Online, stop, update: int, last: int) -> bool:
-    """Whether update ``update`` (1-based) ends with a checkpoint: every ``save_every``, the
-    last one, and one after a Ctrl-C."""
-    every = on.cfg.save_every
-    return bool(every and update % every == 0) or update == last or stop.requested
-
-
-def stop_if_asked(on: Online, stop, update: int) -> None:
-    """After the checkpoint of update ``update``: end the run there if Ctrl-C asked to."""
+def end_update(on: Online, stop, update: int, last: int, extra: dict) -> None:
+    """After update ``update`` (1-based): a checkpoint every ``save_every``, at the last update
+    and after a Ctrl-C (``stop``); then, after a Ctrl-C, end the run there."""
     from lmlab.train.interrupt import TrainingInterrupted, stopped_message
 
-    if stop.requested:
+    asked, every = stop.requested, on.cfg.save_every  # one reading: no claim of an unsaved step
+    if asked or update == last or (every and update % every == 0):
+        save(on, update, extra)
+    if asked:
         raise TrainingInterrupted(stopped_message(update, on.cfg.max_steps,
                                                   on.run.checkpoints / f"step-{update}"))
 

@@ -146,9 +146,7 @@ def run(cfg: Config, *, stop_after: int | None = None) -> dict:
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
                 row.update(O.evaluate(on)[0])
             O.log_update(on, row, ro, t0)
-            if O.save_due(on, stop, step + 1, last):
-                O.save(on, step + 1, {"kl_coef": coef})
-            O.stop_if_asked(on, stop, step + 1)  # after a Ctrl-C: stop at this checkpoint
+            O.end_update(on, stop, step + 1, last, {"kl_coef": coef})  # stops after a Ctrl-C
         else:
             step = last
     summary = O.finish(on, "ppo", before, stopped, time.time() - t_start, step)
