@@ -87,10 +87,22 @@ def _unknown_stage(name: str, stages) -> UserError:
     return UserError(f"unknown stage '{name}'{hint}; stages: {', '.join(stages)}")
 
 
-# log lines other libraries print on every run that say nothing to a user of this tool: torchao
-# failing to load its CUDA kernels in a CPU build of torch (transformers imports torchao whenever
-# it is installed), and torch deprecating how torchao registers two enums
-_NOISE = {"torchao": "Failed to load ", "torch.utils._pytree": "is an Enum subclass"}
+# log lines other libraries print on every run that say nothing to a user of this tool, as
+# (logger, part of the message, shown on a CUDA build of torch):
+# - torchao failing to load its CUDA kernels in a CPU build of torch (transformers imports torchao
+#   whenever it is installed): news on a CUDA build, where those kernels should load;
+# - torch deprecating how torchao registers two enums;
+# - bitsandbytes (imported by peft) reaching for an optional CPU 4-bit kernel on the Hugging Face
+#   hub through the `kernels` package: offline it says it skipped the publisher check, then that
+#   the kernel is not cached; bitsandbytes then uses its own CPU code. lmlab runs offline by
+#   design, and on a CUDA build the CPU kernel is not used at all.
+_NOISE = (("torchao", "Failed to load ", True),
+          ("torch.utils._pytree", "is an Enum subclass", False),
+          ("kernels._internals.hf_hub", "Skipping publisher trust check", False),
+          ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward", False))
+# Python warnings of the same kind: (category, start of the message); peft asks transformers a
+# question under its old name on every adapter
+_NOISE_WARNINGS = ((FutureWarning, "`is_gradient_checkpointing` is deprecated"),)
 
 
 def _cpu_torch() -> bool:
@@ -99,16 +111,21 @@ def _cpu_torch() -> bool:
 
 
 def _drop_noise() -> None:
-    for name, part in _NOISE.items():
+    import re
+    import warnings
+
+    for name, part, on_cuda in _NOISE:
         logger = logging.getLogger(name)
         if not any(getattr(f, "lmlab_noise", False) for f in logger.filters):
-            def keep(record, name=name, part=part) -> bool:
+            def keep(record, part=part, on_cuda=on_cuda) -> bool:
                 if part not in record.getMessage():
                     return True
-                return name == "torchao" and not _cpu_torch()  # a CUDA build: worth seeing
+                return on_cuda and not _cpu_torch()  # a CUDA build: worth seeing
 
             keep.lmlab_noise = True
             logger.addFilter(keep)
+    for category, start in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(start), category=category)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"lmlab: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("lmlab: interrupted; the last checkpoint is kept (resume=auto continues)",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a training loop's Ctrl-C says what it saved (lmlab.train.interrupt); elsewhere (generate,
+        # serve, before a loop starts) there is nothing more to claim than the interruption
+        print(f"lmlab: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

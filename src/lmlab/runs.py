@@ -63,6 +63,17 @@ class Run:
         return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] \
             if f.exists() else []
 
+    def rewind_metrics(self, step: int) -> None:
+        """Keep the metrics rows up to ``step`` (a resumed run logs the later ones again)
+        and cut a half-written last line."""
+        f = self.path / "metrics.jsonl"
+        if not is_main() or not f.exists():
+            return
+        rows = [r for r in read_done_jsonl(f) if r.get("step", 0) <= step]
+        tmp = self.path / ".metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, f)
+
     def latest_checkpoint(self) -> Path | None:
         steps = checkpoint_steps(self.checkpoints)
         return self.checkpoints / f"step-{steps[-1]}" if steps else None
@@ -110,9 +121,10 @@ def prepare_run(cfg, stage: str) -> Run:
     path = Path(cfg.output_dir)
     existing = path / "config.yaml"
     replace = None  # the stage of a run that overwrite=true deletes
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output_dir {path} is a file, not a folder; choose another output_dir")
     if existing.exists():
-        old = yaml.safe_load(existing.read_text()) or {}
-        old_stage = old.get("stage", "?")
+        old_stage = _run_stage(existing)
         if cfg.overwrite:
             replace = old_stage
         elif old_stage != stage:
@@ -139,6 +151,22 @@ def prepare_run(cfg, stage: str) -> Run:
     return Run(path=path, stage=stage)
 
 
+def _run_stage(config: Path) -> str:
+    """The stage named in a run folder's ``config.yaml``; a user error naming it when it is not
+    the YAML mapping lmlab wrote."""
+    try:
+        old = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{config} is damaged ({type(e).__name__}); fix it, or choose another "
+                        f"output_dir, or pass overwrite=true to replace the run") from None
+    if old is None:
+        return "?"
+    if not isinstance(old, dict):
+        raise UserError(f"{config} is not an lmlab run config (a YAML {type(old).__name__}, not "
+                        f"a mapping); choose another output_dir or pass overwrite=true")
+    return str(old.get("stage", "?"))
+
+
 def checkpoint_steps(folder: Path) -> list[int]:
     if not folder.exists():
         return []
@@ -146,18 +174,59 @@ def checkpoint_steps(folder: Path) -> list[int]:
                   and (p / "state.pt").exists())
 
 
+def fsync_path(target) -> None:
+    """Flush a file (an open file object) or a folder (a path) to disk: a rename is durable
+    only after what it names and the folder that holds it are. Best effort where the platform
+    cannot sync folders."""
+    try:
+        if hasattr(target, "fileno"):
+            os.fsync(target.fileno())
+            return
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def commit_folder(tmp: Path, final: Path) -> None:
-    """Rename a fully written temp folder into place (replacing an older one)."""
+    """Rename a fully written temp folder into place (replacing an older one). A folder cannot
+    replace a non-empty one in one rename: the older one moves to ``.old-<name>`` first, and
+    ``tidy_checkpoints`` moves it back if a kill came before the new one was in place."""
+    from lmlab.train.killpoints import killpoint
+
     if final.exists():
         old = final.with_name(f".old-{final.name}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
+        killpoint("commit.replace")
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+    fsync_path(final.parent)
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints; each is renamed out of ``step-N`` first,
+    so a kill mid-delete leaves no partial ``step-N``."""
     for step in checkpoint_steps(folder)[:-keep]:
-        shutil.rmtree(folder / f"step-{step}", ignore_errors=True)
+        doomed = folder / f".del-step-{step}"
+        os.replace(folder / f"step-{step}", doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def tidy_checkpoints(folder: Path) -> None:
+    """Clear what a killed save or prune left behind in ``folder``: temp folders (never
+    complete as far as anyone knows) and half-deleted ones go; an ``.old-step-N`` whose
+    ``step-N`` is missing (killed mid-replace) is moved back."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name.startswith(".old-") and STEP_RE.match(p.name[5:]) \
+                and not (folder / p.name[5:]).exists():
+            os.replace(p, folder / p.name[5:])
+        elif p.name.startswith((".tmp-", ".del-", ".old-")):
+            shutil.rmtree(p, ignore_errors=True)

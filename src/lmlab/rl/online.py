@@ -308,6 +308,27 @@ def save(on: Online, update: int, extra: dict) -> None:
                     stream=on.stream, extra=state, keep=on.cfg.keep_checkpoints)
 
 
+def stop_request(on: Online):
+    """The update loop's Ctrl-C handling (lmlab.train.interrupt): ``with O.stop_request(on) as
+    stop:``; the first Ctrl-C ends the loop after the update in flight, with a checkpoint."""
+    from lmlab.train.interrupt import StopRequest
+
+    return StopRequest(on.run.latest_checkpoint)
+
+
+def end_update(on: Online, stop, update: int, last: int, extra: dict) -> None:
+    """After update ``update`` (1-based): a checkpoint every ``save_every``, at the last update
+    and after a Ctrl-C (``stop``); then, after a Ctrl-C, end the run there."""
+    from lmlab.train.interrupt import TrainingInterrupted, stopped_message
+
+    asked, every = stop.requested, on.cfg.save_every  # one reading: no claim of an unsaved step
+    if asked or update == last or (every and update % every == 0):
+        save(on, update, extra)
+    if asked:
+        raise TrainingInterrupted(stopped_message(update, on.cfg.max_steps,
+                                                  on.run.checkpoints / f"step-{update}"))
+
+
 def resume(on: Online) -> None:
     """Restore weights, optimizer, prompt position, global RNG and the rollout generator."""
     from lmlab.common import print0
@@ -320,6 +341,7 @@ def resume(on: Online) -> None:
     state = load_checkpoint(path, model=on.model, optimizer=on.optimizer, stream=on.stream)
     on.generator.set_state(state["extra"]["generator"])
     on.start, on.extra = int(state["step"]), state["extra"]
+    on.run.rewind_metrics(on.start)
     on.before = on.extra.get("before")
     on.warnings = dict(on.extra.get("warnings") or {})
     print0(f"[lmlab] resumed from {path} (update {on.start})")

@@ -109,33 +109,33 @@ def run(cfg: Config, *, stop_after: int | None = None) -> dict:
                f"{before['eval/reward']:.3f}")
     last = cfg.max_steps if stop_after is None else min(cfg.max_steps, on.start + stop_after)
     stopped, t_start, step = None, time.time(), on.start
-    for step in range(on.start, last):
-        t0 = time.time()
-        lr = O.set_lr(on, step)
-        # 1. rollout: k completions per prompt, rewarded and scored
-        ro = O.collect(on, on.stream.next(), policy_pass=not one_step(cfg),
-                       reference=needs_reference(cfg))
-        roll = O.rollout_stats(ro)
-        # 2. advantages: one per completion, relative to its group
-        adv = advantages(cfg, ro.rewards)
-        row = {"step": step + 1, "train/lr": lr, "train/rollout_s": time.time() - t0,
-               **{f"train/{k}": v for k, v in roll.items()},
-               "train/zero_std_groups": float(
-                   (ro.rewards.view(-1, cfg.group_size).std(1) == 0).float().mean())}
-        O.keep_rollouts(on, ro, step + 1, adv)
-        if cfg.kl_stop and roll.get("kl", 0.0) > cfg.kl_stop:
-            stopped = f"KL {roll['kl']:.3f} > kl_stop {cfg.kl_stop} at update {step + 1}"
+    with O.stop_request(on) as stop:
+        for step in range(on.start, last):
+            t0 = time.time()
+            lr = O.set_lr(on, step)
+            # 1. rollout: k completions per prompt, rewarded and scored
+            ro = O.collect(on, on.stream.next(), policy_pass=not one_step(cfg),
+                           reference=needs_reference(cfg))
+            roll = O.rollout_stats(ro)
+            # 2. advantages: one per completion, relative to its group
+            adv = advantages(cfg, ro.rewards)
+            row = {"step": step + 1, "train/lr": lr, "train/rollout_s": time.time() - t0,
+                   **{f"train/{k}": v for k, v in roll.items()},
+                   "train/zero_std_groups": float(
+                       (ro.rewards.view(-1, cfg.group_size).std(1) == 0).float().mean())}
+            O.keep_rollouts(on, ro, step + 1, adv)
+            if cfg.kl_stop and roll.get("kl", 0.0) > cfg.kl_stop:
+                stopped = f"KL {roll['kl']:.3f} > kl_stop {cfg.kl_stop} at update {step + 1}"
+                O.log_update(on, row, ro, t0)
+                print0(f"[lmlab] stopping early: {stopped}")
+                break
+            # 3. several epochs of minibatch updates on the clipped objective
+            row.update({f"train/{k}": v for k, v in update(on, ro, adv, step).items()})
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
+                row.update(O.evaluate(on)[0])
             O.log_update(on, row, ro, t0)
-            print0(f"[lmlab] stopping early: {stopped}")
-            break
-        # 3. several epochs of minibatch updates on the clipped objective
-        row.update({f"train/{k}": v for k, v in update(on, ro, adv, step).items()})
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
-            row.update(O.evaluate(on)[0])
-        O.log_update(on, row, ro, t0)
-        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == last:
-            O.save(on, step + 1, {})
-    else:
-        step = last
+            O.end_update(on, stop, step + 1, last, {})  # stops after a Ctrl-C
+        else:
+            step = last
     return O.finish(on, "grpo", before, stopped, time.time() - t_start, step)
 

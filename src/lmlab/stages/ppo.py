@@ -116,39 +116,39 @@ def run(cfg: Config, *, stop_after: int | None = None) -> dict:
                f"{before['eval/accuracy']:.1%}")
     last = cfg.max_steps if stop_after is None else min(cfg.max_steps, on.start + stop_after)
     stopped, t_start, step = None, time.time(), on.start
-    for step in range(on.start, last):
-        t0 = time.time()
-        lr = O.set_lr(on, step)
-        # 1. rollout: responses, their scores, policy / reference log-probs and values
-        ro = O.collect(on, on.stream.next())
-        roll = O.rollout_stats(ro)
-        # 2. per-token rewards with the KL penalty, then GAE and whitening
-        rewards, kl = token_rewards(ro, coef, cfg)
-        adv, returns = gae(rewards, ro.values, ro.mask, gamma=cfg.gamma, lam=cfg.lam)
-        if cfg.whiten_advantages:
-            adv = whiten(adv, ro.mask)
-        row = {"step": step + 1, "train/lr": lr, "train/rollout_s": time.time() - t0,
-               **{f"train/{k}": v for k, v in roll.items()}, "train/kl_coef": coef,
-               "train/kl_penalty": float(kl.sum(1).mean()) * coef,
-               "train/value_mean": float(masked_mean(ro.values, ro.mask)),
-               "train/return_mean": float(masked_mean(returns, ro.mask))}
-        O.keep_rollouts(on, ro, step + 1, adv)
-        if cfg.kl_stop and roll["kl"] > cfg.kl_stop:
-            stopped = f"KL {roll['kl']:.3f} > kl_stop {cfg.kl_stop} at update {step + 1}"
+    with O.stop_request(on) as stop:
+        for step in range(on.start, last):
+            t0 = time.time()
+            lr = O.set_lr(on, step)
+            # 1. rollout: responses, their scores, policy / reference log-probs and values
+            ro = O.collect(on, on.stream.next())
+            roll = O.rollout_stats(ro)
+            # 2. per-token rewards with the KL penalty, then GAE and whitening
+            rewards, kl = token_rewards(ro, coef, cfg)
+            adv, returns = gae(rewards, ro.values, ro.mask, gamma=cfg.gamma, lam=cfg.lam)
+            if cfg.whiten_advantages:
+                adv = whiten(adv, ro.mask)
+            row = {"step": step + 1, "train/lr": lr, "train/rollout_s": time.time() - t0,
+                   **{f"train/{k}": v for k, v in roll.items()}, "train/kl_coef": coef,
+                   "train/kl_penalty": float(kl.sum(1).mean()) * coef,
+                   "train/value_mean": float(masked_mean(ro.values, ro.mask)),
+                   "train/return_mean": float(masked_mean(returns, ro.mask))}
+            O.keep_rollouts(on, ro, step + 1, adv)
+            if cfg.kl_stop and roll["kl"] > cfg.kl_stop:
+                stopped = f"KL {roll['kl']:.3f} > kl_stop {cfg.kl_stop} at update {step + 1}"
+                O.log_update(on, row, ro, t0)
+                print0(f"[lmlab] stopping early: {stopped}")
+                break
+            # 3. PPO epochs of minibatch updates
+            row.update({f"train/{k}": v for k, v in update(on, ro, adv, returns, step).items()})
+            if cfg.adaptive_kl:
+                coef = adapt_kl(coef, roll["kl"], len(ro), cfg)  # k3: never negative, unlike k1
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
+                row.update(O.evaluate(on)[0])
             O.log_update(on, row, ro, t0)
-            print0(f"[lmlab] stopping early: {stopped}")
-            break
-        # 3. PPO epochs of minibatch updates
-        row.update({f"train/{k}": v for k, v in update(on, ro, adv, returns, step).items()})
-        if cfg.adaptive_kl:
-            coef = adapt_kl(coef, roll["kl"], len(ro), cfg)  # k3: never negative, unlike k1
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
-            row.update(O.evaluate(on)[0])
-        O.log_update(on, row, ro, t0)
-        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == last:
-            O.save(on, step + 1, {"kl_coef": coef})
-    else:
-        step = last
+            O.end_update(on, stop, step + 1, last, {"kl_coef": coef})  # stops after a Ctrl-C
+        else:
+            step = last
     summary = O.finish(on, "ppo", before, stopped, time.time() - t_start, step)
     summary["kl_coef_final"] = coef
     on.run.write_json("summary.json", summary)

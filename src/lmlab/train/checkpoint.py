@@ -1,5 +1,11 @@
-"""Training checkpoints: trainable weights, optimizer, RNG and data position in one folder,
-written under a temp name and renamed, so a crash never leaves a half-written checkpoint."""
+"""Training checkpoints: trainable weights, optimizer, RNG and data position in one folder.
+
+A checkpoint is written as ``.tmp-step-N/state.pt``, flushed to disk (fsync of the file and the
+folder), then renamed to ``step-N`` and the parent folder synced: a kill or a power cut at any
+moment leaves either the complete ``step-N`` or none, and ``latest_checkpoint`` sees only folders
+named ``step-N`` that hold a ``state.pt``. Leftovers of a killed write are cleared before the
+next one (``runs.tidy_checkpoints``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmlab.runs import commit_folder, prune_checkpoints
+from lmlab.errors import UserError
+from lmlab.runs import commit_folder, fsync_path, prune_checkpoints, tidy_checkpoints
+from lmlab.train.killpoints import KillMidWrite, armed, killpoint
+
+# what every checkpoint holds (``extra`` is optional)
+KEYS = ("step", "model", "optimizer", "data", "rng")
+
+
+class CheckpointError(UserError):
+    pass
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -33,35 +48,79 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _write_state(path: Path, state: dict) -> None:
+    with open(path, "wb") as f:
+        torch.save(state, KillMidWrite(f) if armed("checkpoint.write") else f)
+        f.flush()
+        fsync_path(f)
+    killpoint("checkpoint.written")
+
+
 def save_checkpoint(folder: Path, step: int, *, model, optimizer, stream, extra: dict | None = None,
                     keep: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    tidy_checkpoints(folder)
     final = folder / f"step-{step}"
     tmp = folder / f".tmp-step-{step}"
     tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({
+    _write_state(tmp / "state.pt", {
         "step": step,
         "model": trainable_state(model),
         "optimizer": optimizer.state_dict(),
         "data": stream.state_dict(),
         "rng": rng_state(),
         "extra": extra or {},
-    }, tmp / "state.pt")
+    })
+    fsync_path(tmp)
     commit_folder(tmp, final)
+    killpoint("checkpoint.prune")
     prune_checkpoints(folder, keep)
     return final
 
 
+def read_checkpoint(path: Path) -> dict:
+    """The contents of ``path/state.pt``, checked: a user error naming the file when it is
+    missing, unreadable (truncated, not a checkpoint) or lacks a part."""
+    file = Path(path) / "state.pt"
+    if not file.is_file():
+        raise CheckpointError(f"{path} is not a checkpoint folder (no state.pt)")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a damaged file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{file} cannot be read (truncated or not an lmlab checkpoint: "
+                              f"{first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} is not an lmlab checkpoint (holds a "
+                              f"{type(state).__name__}, not a dict)")
+    lacks = [k for k in KEYS if k not in state]
+    if lacks:
+        raise CheckpointError(f"{file} lacks {', '.join(lacks)} (an incomplete checkpoint; "
+                              f"resume from another step or start again with resume=no)")
+    return state
+
+
 def load_checkpoint(path: Path, *, model, optimizer, stream) -> dict:
-    state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
-    params = dict(model.named_parameters())
-    missing = [n for n in state["model"] if n not in params]
-    if missing:
-        raise RuntimeError(f"checkpoint {path} has weights this model lacks: {missing[:3]}")
+    state = read_checkpoint(path)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    extra = sorted(set(state["model"]) - set(params))
+    absent = sorted(set(params) - set(state["model"]))
+    if extra or absent:
+        which = (f"weights this model does not train: {extra[:3]}" if extra
+                 else f"no weights for {absent[:3]}")
+        raise CheckpointError(f"checkpoint {path} has {which}; it was written by a run with "
+                              f"another model or method")
     with torch.no_grad():
         for n, t in state["model"].items():
+            if params[n].shape != t.shape:
+                raise CheckpointError(f"checkpoint {path}: weight {n} has shape "
+                                      f"{tuple(t.shape)}, the model's is {tuple(params[n].shape)}")
             params[n].copy_(t)
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run "
+                              f"({e})") from None
     stream.load_state_dict(state["data"])
     set_rng_state(state["rng"])
     return state

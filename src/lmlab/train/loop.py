@@ -24,7 +24,9 @@ from lmlab.runs import Run
 from lmlab.train.checkpoint import load_checkpoint, save_checkpoint
 from lmlab.train.config import TrainConfig
 from lmlab.train.data import BatchStream
-from lmlab.train.distributed import all_reduce_sum, wrap_ddp
+from lmlab.train.distributed import all_reduce_sum, barrier, wrap_ddp
+from lmlab.train.interrupt import StopRequest, TrainingInterrupted, stopped_message
+from lmlab.train.killpoints import killpoint
 from lmlab.train.logging import MetricLogger, format_duration, step_line
 from lmlab.train.schedules import lr_factor
 
@@ -84,13 +86,23 @@ def _useful_tokens(batch: dict) -> int:
 
 
 def _resume_path(cfg: TrainConfig, run: Run) -> Path | None:
+    from lmlab.runs import tidy_checkpoints
+
     if cfg.resume == "no":
         return None
     if cfg.resume == "auto":
+        if is_main():
+            tidy_checkpoints(run.checkpoints)  # what a killed save left behind
+        barrier()
         return run.latest_checkpoint()
     p = Path(cfg.resume)
-    if not (p / "state.pt").exists():
-        raise UserError(f"resume: {p} is not a checkpoint folder (no state.pt)")
+    if not p.exists():
+        raise UserError(f"resume: {p} does not exist (pass a checkpoint folder such as "
+                        f"<run>/checkpoints/step-N, or resume=auto)")
+    if not (p / "state.pt").is_file():
+        latest = Run(p, "").latest_checkpoint()
+        hint = f"; did you mean {latest}?" if latest else ""
+        raise UserError(f"resume: {p} is not a checkpoint folder (no state.pt){hint}")
     return p
 
 
@@ -121,6 +133,7 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
     if resume is not None:
         state = load_checkpoint(resume, model=model, optimizer=optimizer, stream=stream)
         result.step = result.resumed_from = int(state["step"])
+        run.rewind_metrics(result.step)
         if scaler is not None and "scaler" in state["extra"]:
             scaler.load_state_dict(state["extra"]["scaler"])
         print0(f"[lmlab] resumed from {resume} (step {result.step})")
@@ -137,84 +150,98 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
                    dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
     t_start, steps_done = time.time(), 0
     last = cfg.max_steps if stop_after is None else min(cfg.max_steps, result.step + stop_after)
-    while result.step < last:
-        step = result.step
-        t0 = time.time()
-        lr = cfg.lr * lr_factor(step, total=cfg.max_steps, warmup=cfg.warmup_steps,
-                                schedule=cfg.schedule, min_ratio=cfg.min_lr_ratio)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        micro = [_to(stream.next(), device) for _ in range(cfg.grad_accum)]
-        total_units = all_reduce_sum(sum(objective.count(b) for b in micro), device)
-        if total_units <= 0:
-            raise UserError(f"step {step}: the batch has nothing to train on (all labels masked)")
-        loss_sum, metric_sums, tokens = 0.0, {}, 0
-        for i, batch in enumerate(micro):
-            sync = i == len(micro) - 1 or ddp_model is model
-            ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
-            with ctx, amp_context(device, dtype):
-                loss, metrics = objective(ddp_model, batch)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {step + 1} (micro-batch {i}); "
-                        f"stopped without saving. The last good checkpoint is "
-                        f"{run.latest_checkpoint() or '(none yet)'}; lower lr or check the data.")
-                scaled = loss * (world / total_units)
-                (scaler.scale(scaled) if scaler else scaled).backward()
-            loss_sum += float(loss.detach())
-            tokens += _useful_tokens(batch)
-            for k, v in metrics.items():
-                metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
-        if scaler:
-            scaler.unscale_(optimizer)
-        params = [p for p in model.parameters() if p.requires_grad]
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0
-                                               else float("inf"))
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        result.step = step + 1
-        steps_done += 1
-
-        dt = time.time() - t0
-        row = {"step": result.step,
-               "train/loss": all_reduce_sum(loss_sum, device) / total_units,
-               "train/lr": lr, "train/grad_norm": float(gnorm),
-               "train/tokens": all_reduce_sum(tokens, device),
-               "train/step_s": dt}
-        row["train/tokens_per_s"] = row["train/tokens"] / max(dt, 1e-9)
-        for k, v in metric_sums.items():
-            row[f"train/{k}"] = all_reduce_sum(v, device) / total_units
-        mem = _memory_gb(device)
-        if mem is not None:
-            row["train/mem_gb"] = mem
-        eta = (time.time() - t_start) / steps_done * (cfg.max_steps - result.step)
-
-        if eval_fn is not None and cfg.eval_every and result.step % cfg.eval_every == 0 \
-                and result.step < cfg.max_steps:
-            row.update(_run_eval(eval_fn, model))
-        if result.step % cfg.log_every == 0 or result.step == cfg.max_steps:
-            run.log_metrics(row)
-            for lg in loggers:
-                lg.log(row, result.step)
-            line = step_line(result.step, cfg.max_steps, row, eta)
-            if bar is not None:
-                bar.set_postfix_str(line.split(" | ", 1)[1], refresh=False)
+    with StopRequest(run.latest_checkpoint) as stop:
+        while result.step < last:
+            step = result.step
+            t0 = time.time()
+            lr = cfg.lr * lr_factor(step, total=cfg.max_steps, warmup=cfg.warmup_steps,
+                                    schedule=cfg.schedule, min_ratio=cfg.min_lr_ratio)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            micro = [_to(stream.next(), device) for _ in range(cfg.grad_accum)]
+            total_units = all_reduce_sum(sum(objective.count(b) for b in micro), device)
+            if total_units <= 0:
+                raise UserError(f"step {step}: the batch has nothing to train on "
+                                f"(all labels masked)")
+            loss_sum, metric_sums, tokens = 0.0, {}, 0
+            for i, batch in enumerate(micro):
+                sync = i == len(micro) - 1 or ddp_model is model
+                ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
+                with ctx, amp_context(device, dtype):
+                    loss, metrics = objective(ddp_model, batch)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"loss became {loss.item()} at step {step + 1} (micro-batch {i}); "
+                            f"stopped without saving. The last good checkpoint is "
+                            f"{run.latest_checkpoint() or '(none yet)'}; lower lr or check the "
+                            f"data.")
+                    scaled = loss * (world / total_units)
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                loss_sum += float(loss.detach())
+                tokens += _useful_tokens(batch)
+                for k, v in metrics.items():
+                    metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+            killpoint("step")  # gradients accumulated, weights not yet stepped
+            if scaler:
+                scaler.unscale_(optimizer)
+            params = [p for p in model.parameters() if p.requires_grad]
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0
+                                                   else float("inf"))
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
             else:
-                print0(line)
-        result.metrics.append(row)
-        if bar is not None:
-            bar.update(1)
-        if not math.isfinite(row["train/loss"]):
-            raise TrainingDiverged(f"loss became {row['train/loss']} at step {result.step}")
-        if (cfg.save_every and result.step % cfg.save_every == 0) or result.step == last:
-            if is_main():
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.step = step + 1
+            steps_done += 1
+
+            dt = time.time() - t0
+            row = {"step": result.step,
+                   "train/loss": all_reduce_sum(loss_sum, device) / total_units,
+                   "train/lr": lr, "train/grad_norm": float(gnorm),
+                   "train/tokens": all_reduce_sum(tokens, device),
+                   "train/step_s": dt}
+            row["train/tokens_per_s"] = row["train/tokens"] / max(dt, 1e-9)
+            for k, v in metric_sums.items():
+                row[f"train/{k}"] = all_reduce_sum(v, device) / total_units
+            mem = _memory_gb(device)
+            if mem is not None:
+                row["train/mem_gb"] = mem
+            eta = (time.time() - t_start) / steps_done * (cfg.max_steps - result.step)
+
+            if eval_fn is not None and cfg.eval_every and result.step % cfg.eval_every == 0 \
+                    and result.step < cfg.max_steps:
+                row.update(_run_eval(eval_fn, model))
+            if result.step % cfg.log_every == 0 or result.step == cfg.max_steps:
+                run.log_metrics(row)
+                for lg in loggers:
+                    lg.log(row, result.step)
+                line = step_line(result.step, cfg.max_steps, row, eta)
+                if bar is not None:
+                    bar.set_postfix_str(line.split(" | ", 1)[1], refresh=False)
+                else:
+                    print0(line)
+            result.metrics.append(row)
+            if bar is not None:
+                bar.update(1)
+            if not math.isfinite(row["train/loss"]):
+                raise TrainingDiverged(f"loss became {row['train/loss']} at step {result.step}")
+            interrupted = stop.agreed(device)  # a Ctrl-C during this step (interrupt.py)
+            due = (cfg.save_every and result.step % cfg.save_every == 0) or result.step == last
+            if (due or interrupted) and is_main():
                 save_checkpoint(run.checkpoints, result.step, model=model, optimizer=optimizer,
                                 stream=stream, keep=cfg.keep_checkpoints,
                                 extra={"scaler": scaler.state_dict()} if scaler else None)
+            if interrupted:
+                barrier()  # no rank exits (its launcher then stops the others) before the save
+                if bar is not None:
+                    bar.close()
+                raise TrainingInterrupted(stopped_message(
+                    result.step, cfg.max_steps, run.checkpoints / f"step-{result.step}"))
+        if steps_done and stop.agreed(device):  # Ctrl-C after the last step's check: saved
+            raise TrainingInterrupted(stopped_message(
+                result.step, cfg.max_steps, run.checkpoints / f"step-{result.step}"))
     if bar is not None:
         bar.close()
     result.seconds = time.time() - t_start

@@ -1,0 +1,7 @@
+"""`python -m lmlab ...`: the same as the `lmlab` script."""
+
+import sys
+
+from lmlab.cli import main
+
+sys.exit(main())
