@@ -251,11 +251,8 @@ def parse_overrides(items: list[str]) -> tuple[dict[str, str], list[str]]:
         k = k.strip()
         if not k:
             problems.append(f"'{item}' has no key before '='")
-        elif k in out and out[k] != v:
-            problems.append(f"{k}: given twice on the command line ({out[k]!r} and {v!r}); "
-                            "keep one")
         else:
-            out[k] = v
+            out[k] = v  # a key given twice: the last wins, as scripts that append overrides expect
     return out, problems
 
 

@@ -99,10 +99,6 @@ def test_override_without_a_key(sft):
     sft("=3").names("'=3' has no key before '='")
 
 
-def test_override_given_twice_with_two_values(sft):
-    sft("lr=0.1", "lr=0.2").names("lr: given twice on the command line ('0.1' and '0.2')")
-
-
 def test_config_flag_without_a_file(fail):
     fail("sft", "--config").names("--config needs a file")
 
