@@ -7,8 +7,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # Tiny models are all overhead: one thread is faster than two, and it keeps OpenMP threads
-# from spinning against each other when several processes share the 2 cores.
-torch.set_num_threads(1)
+# from spinning against each other when several processes share the 2 cores. LMLAB_TEST_THREADS
+# runs the suite with another count (`make test-portable` uses 2): fp32 reductions split across
+# threads add in another order, and every tolerance must hold either way (docs/testing.md).
+THREADS = int(os.environ.get("LMLAB_TEST_THREADS", "1"))
+torch.set_num_threads(THREADS)
+
+
+def pytest_report_header(config):
+    return (f"torch {torch.__version__}: {torch.get_num_threads()} thread(s) "
+            f"(LMLAB_TEST_THREADS), CPU capability {torch.backends.cpu.get_cpu_capability()} "
+            f"(ATEN_CPU_CAPABILITY)")
 
 
 @pytest.fixture(scope="session")
