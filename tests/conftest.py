@@ -14,10 +14,20 @@ THREADS = int(os.environ.get("LMLAB_TEST_THREADS", "1"))
 torch.set_num_threads(THREADS)
 
 
+# The native decode step (lmlab/infer/native.c) is compiled with -march=native, which
+# ATEN_CPU_CAPABILITY does not reach: LMLAB_TEST_MARCH builds it for another target instead
+# (x86-64-v3: AVX2 + FMA, what an AVX2-only CPU gets; x86-64: no AVX, the scalar fallbacks).
+MARCH = os.environ.get("LMLAB_TEST_MARCH")
+if MARCH:
+    from lmlab.infer import native
+
+    native.FLAGS = [f"-march={MARCH}" if f == "-march=native" else f for f in native.FLAGS]
+
+
 def pytest_report_header(config):
     return (f"torch {torch.__version__}: {torch.get_num_threads()} thread(s) "
             f"(LMLAB_TEST_THREADS), CPU capability {torch.backends.cpu.get_cpu_capability()} "
-            f"(ATEN_CPU_CAPABILITY)")
+            f"(ATEN_CPU_CAPABILITY), native step -march={MARCH or 'native'} (LMLAB_TEST_MARCH)")
 
 
 @pytest.fixture(scope="session")
