@@ -31,6 +31,14 @@ as 8 sqrt(n) terms (8 standard deviations of that random walk; it equals n at n 
 n below). A softmax's sum is of probabilities (scale 1), and its relative error lands on the
 log-probabilities as an absolute one.
 
+A model's outputs along two paths (a KV cache against a full forward, a batch against one row,
+oneDNN's packed weights or the native C step against torch's matmuls): `forward_terms(config,
+context)` counts the roundings on the longest path through a llama forward (per layer the norms
+and products over the width, the scores, the softmax and the weighted sum over the context, the
+MLP's product over its width; then the head). They are many and independent, so they count as
+one long sum, and the error is relative to the largest output: `forward_tol(config, context)`
+times max |output|.
+
 The bound is a worst case; real differences are far smaller. A wrong formula is off by far
 more than any of these tolerances (a thousandth or more), so the tests keep their power.
 
@@ -75,3 +83,24 @@ def approx_fp32(expected, terms: float, scale: float | None = None):
         values = expected if isinstance(expected, (list, tuple)) else [expected]
         scale = max([1.0] + [abs(float(v)) for v in values])
     return pytest.approx(expected, rel=0, abs=fp32_tol(terms, scale))
+
+
+def forward_terms(config, context: int) -> int:
+    """Roundings on the longest path through a llama forward over `context` tokens.
+
+    Per layer: two RMS norms and the q/k/v, o and gate/up products (6 sums over the width D), the
+    scores over the head width, the softmax and the weighted sum over the context (2 x context),
+    the down product over the MLP width I; then the head's product over D.
+    """
+    d, inner = config.hidden_size, config.intermediate_size
+    head = d // config.num_attention_heads
+    return config.num_hidden_layers * (6 * d + head + 2 * context + inner) + d
+
+
+def forward_tol(config, context: int = 64) -> float:
+    """Tolerance on a model's outputs from two paths, relative to the largest |output|.
+
+    fp32_tol(sum_terms(forward_terms(...))): tiny:llama (2 layers, width 64, MLP 128) over
+    64 tokens gives 1.4e-4 (the largest output's share that may differ).
+    """
+    return fp32_tol(sum_terms(forward_terms(config, context)))

@@ -3,6 +3,7 @@ rounding (padding, blocks, last-only, a custom head, growing and reordered buffe
 output equal to the HF forward's, clear errors, and a clean fallback without a compiler."""
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from lmlab.infer.decode import decode, left_pad, stream_tokens
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import can_pack, packed_linears
 from lmlab.infer.sampling import SamplingParams
+from lmlab.models.tiny import PRESETS
+from tests.tolerance import forward_tol
 
 PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then", "A"]
 
@@ -31,9 +34,13 @@ def _pair(model, B, T):
     return ref, nat
 
 
-def _close(a, b, tol: float = 1e-5):
+# the varied model has tiny:llama's shape; its logits reach ~10-100
+TOL = forward_tol(SimpleNamespace(**PRESETS["llama"]))
+
+
+def _close(a, b, tol: float = TOL):
     """Equal up to fp32 rounding of sums taken in another order: within ``tol`` of the largest
-    magnitude (the varied model's logits reach ~10-100)."""
+    magnitude (tests/tolerance.py: forward_tol)."""
     assert a.shape == b.shape
     torch.testing.assert_close(a, b, rtol=0, atol=tol * float(b.abs().max()))
 
@@ -187,13 +194,12 @@ def test_native_step_follows_grown_and_reordered_buffers(model):
             r = ref.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None)
             o = nat.step(ids[:, t:t + 1], pos[:, t:t + 1], t + 1, None)
             assert o.shape == r.shape == (2, 1, V)
-            torch.testing.assert_close(o, r, rtol=0, atol=1e-5 * float(r.abs().max()))
+            _close(o, r)
         # the 8-input prefill and each of the 6 one-token steps ran the C step
         assert calls == [(2, 4)] + [(2, 1)] * 6
         assert nat.k[0].shape[2] == 12 and ref.k[0].shape[2] == 12  # grown
         for a, b in zip(ref.k + ref.v, nat.k + nat.v):  # cache writes in the current buffers
-            torch.testing.assert_close(b[:, :, :10], a[:, :, :10], rtol=0,
-                                       atol=1e-5 * float(a[:, :, :10].abs().max()))
+            _close(b[:, :, :10], a[:, :, :10])
 
 
 def _rounded_copy(model):

@@ -7,8 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.losses.distill import (forward_kl, generalized_jsd, hard_ce, mix_with_ce, reverse_kl,
-                                  soft_loss, topk_forward_kl)
+from lmlab.losses.distill import (
+    forward_kl,
+    generalized_jsd,
+    hard_ce,
+    mix_with_ce,
+    reverse_kl,
+    soft_loss,
+    topk_forward_kl,
+)
 from tests.tolerance import approx_fp32
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -13,8 +13,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lmlab.losses.policy import (entropy_from_logits, grpo_loss, kl_estimate, ppo_policy_loss,
-                                 value_loss)
+from lmlab.losses.policy import (
+    entropy_from_logits,
+    grpo_loss,
+    kl_estimate,
+    ppo_policy_loss,
+    value_loss,
+)
 from tests.tolerance import approx_fp32
 
 # The hand-computed cases below run in fp32 over a few tokens: a ratio (exp of a difference),

@@ -14,8 +14,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lmlab.losses.preference import (PAIR_LOSSES, PairLogps, PrefParams, cdpo, dpo, ipo, kto,
-                                     kto_reference_point, log1mexp, orpo, simpo)
+from lmlab.losses.preference import (
+    PAIR_LOSSES,
+    PairLogps,
+    PrefParams,
+    cdpo,
+    dpo,
+    ipo,
+    kto,
+    kto_reference_point,
+    log1mexp,
+    orpo,
+    simpo,
+)
 from tests.tolerance import fp32_tol
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from lmlab.rl.advantages import gae, group_advantages, masked_mean, rloo_advantages, whiten
+from lmlab.rl.advantages import (
+    gae,
+    group_advantages,
+    masked_mean,
+    rloo_advantages,
+    whiten,
+)
 from tests.tolerance import approx_fp32
 
 

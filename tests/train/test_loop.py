@@ -7,7 +7,6 @@ from lmlab.models import load_model
 from lmlab.runs import prepare_run
 from lmlab.train.data import BatchStream
 from lmlab.train.loop import TrainingDiverged, train
-
 from tests.tolerance import approx_fp32, fp32_tol, sum_terms
 
 from .helpers import config, pad_collate, random_examples
