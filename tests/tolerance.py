@@ -6,25 +6,25 @@ threads. A sum of the same fp32 numbers therefore adds in another order on anoth
 exp/log come from other vectorised approximations: the same code gives results that differ in
 the last bits. A tolerance must cover that and nothing more.
 
-The bound. Each fp32 operation rounds its exact result by a relative error of at most
-u = eps/2, with eps = 2**-23 (the gap between 1.0 and the next fp32). Summing n terms in any
-order is off the exact sum by at most (n - 1) * u * sum|x_i|; two orders, each within that of
-the exact sum, differ by at most 2 * (n - 1) * u * sum|x_i| <= n * eps * n_max, where n_max
-bounds |x_i|. Vectorised exp and log are within a few ulp (torch's SLEEF kernels: 1 ulp, the
-scalar fallbacks: about 1), so an elementwise step costs a couple of eps of its value's size.
-Counting every rounding on the longest path as one "term" and allowing a factor 4 for the
-transcendental functions and for intermediates that are somewhat larger than their bound:
+The bound. Each fp32 operation rounds its exact result by a relative error of at most u = eps/2,
+with eps = 2**-23 (the gap between 1.0 and the next fp32). Summing n terms in any order is off
+the exact sum by at most (n - 1) * u * S, S = sum |x_i|; two orders, each within that of the
+exact sum, differ by at most 2 * (n - 1) * u * S < n * eps * S. Vectorised exp and log are
+within a few ulp (torch's SLEEF kernels: 1 ulp, the scalar fallbacks: about 1), so an
+elementwise step costs a couple of eps of its value's size. Counting every rounding on the
+longest path as one "term" and allowing a factor 4 for the transcendental functions and for
+intermediates that are somewhat larger than their bound:
 
     |a - b| <= 4 * terms * eps * scale
 
-where `scale` bounds the magnitude of the intermediate values (log-probabilities of a few
-tokens: about 1; logits of a tiny model: a few units). Note the result itself may be much
-smaller than its intermediates (a KL of 0.03 built from logs of size 1): the error follows the
-intermediates, so a relative tolerance on the result alone (pytest.approx's default rel=1e-6)
-is the wrong shape for fp32, and it fails on some CPUs and not on others.
+where `scale` bounds the magnitude of the intermediate values (for a sum, S; log-probabilities
+of a few tokens: about 1; logits of a tiny model: a few units). Note the result itself may be
+much smaller than its intermediates (a KL of 0.03 built from logs of size 1): the error follows
+the intermediates, so a relative tolerance on the result alone (pytest.approx's default
+rel=1e-6) is the wrong shape for fp32, and it fails on some CPUs and not on others.
 
 Long sums. The worst case grows like n, which for a softmax over the 49152-token vocabulary
-is 1%: no test would be left. torch does not add a long fp32 sum into one running total; it
+is a few percent: no test would be left. torch does not add a long fp32 sum into one running total; it
 adds in SIMD lanes and blocks, and roundings of either sign cancel, so the difference between
 two orders grows like sqrt(n) times the size of one rounding. `sum_terms(n)` counts such a sum
 as 8 sqrt(n) terms (8 standard deviations of that random walk; it equals n at n = 64, and is
@@ -39,8 +39,9 @@ MLP's product over its width; then the head). They are many and independent, so 
 one long sum, and the error is relative to the largest output: `forward_tol(config, context)`
 times max |output|.
 
-The bound is a worst case; real differences are far smaller. A wrong formula is off by far
-more than any of these tolerances (a thousandth or more), so the tests keep their power.
+These bounds are worst cases (the long sums' an 8-sigma one); real differences are far smaller.
+A wrong formula is off by far more than any of these tolerances (a thousandth or more), so the
+tests keep their power.
 
 bf16 has eps = 2**-7: one rounding to bf16 is within 2**-8 relative (`BF16_U`).
 """
