@@ -23,13 +23,13 @@ much smaller than its intermediates (a KL of 0.03 built from logs of size 1): th
 the intermediates, so a relative tolerance on the result alone (pytest.approx's default
 rel=1e-6) is the wrong shape for fp32, and it fails on some CPUs and not on others.
 
-Long sums. The worst case grows like n, which for a softmax over the 49152-token vocabulary
-is a few percent: no test would be left. torch does not add a long fp32 sum into one running total; it
-adds in SIMD lanes and blocks, and roundings of either sign cancel, so the difference between
+Long sums. The worst case grows like n, which for a softmax over the 49152-token vocabulary is a
+few percent: no test would be left. torch does not add a long fp32 sum into one running total;
+it adds in SIMD lanes and blocks, and roundings of either sign cancel, so the difference between
 two orders grows like sqrt(n) times the size of one rounding. `sum_terms(n)` counts such a sum
-as 8 sqrt(n) terms (8 standard deviations of that random walk; it equals n at n = 64, and is
-n below). A softmax's sum is of probabilities (scale 1), and its relative error lands on the
-log-probabilities as an absolute one.
+as 8 sqrt(n) terms (8 standard deviations of that random walk; it equals n at n = 64, and is n
+below). A softmax's sum is of probabilities (scale 1), and its relative error lands on the log-
+probabilities as an absolute one.
 
 A model's outputs along two paths (a KV cache against a full forward, a batch against one row,
 oneDNN's packed weights or the native C step against torch's matmuls): `forward_terms(config,
