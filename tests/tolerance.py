@@ -28,8 +28,8 @@ few percent: no test would be left. torch does not add a long fp32 sum into one 
 it adds in SIMD lanes and blocks, and roundings of either sign cancel, so the difference between
 two orders grows like sqrt(n) times the size of one rounding. `sum_terms(n)` counts such a sum
 as 8 sqrt(n) terms (8 standard deviations of that random walk; it equals n at n = 64, and is n
-below). A softmax's sum is of probabilities (scale 1), and its relative error lands on the log-
-probabilities as an absolute one.
+below). A softmax's sum is of probabilities (scale 1), and its relative error lands on the
+log-probabilities as an absolute one.
 
 A model's outputs along two paths (a KV cache against a full forward, a batch against one row,
 oneDNN's packed weights or the native C step against torch's matmuls): `forward_terms(config,
