@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-portable test-slow bench clean
 
 setup: $(VENV)/.lmlab-setup
 
@@ -27,6 +27,23 @@ demo: setup
 # pytest exits 5 when no test was collected; that is not a failure of the suite
 test: setup
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+# The tests that do float maths, again as other machines run them (docs/testing.md): first with
+# an AVX2-only CPU's kernels (torch, MKL and oneDNN capped at AVX2, the native step built for
+# x86-64-v3) on 1 thread, then with this CPU's kernels on 2 threads. Exit 5 (none collected) is
+# not a failure; 2 threads wait passively so that they don't spin against CI's other processes.
+PORTABLE_TESTS ?= tests/losses tests/rl tests/infer tests/quant tests/models tests/train \
+	tests/eval tests/data/test_packing.py tests/serve/test_runner.py tests/test_models.py
+AVX2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
+	LMLAB_TEST_MARCH=x86-64-v3
+PYTEST_OK5 := rc=$$?; if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi
+
+test-portable: setup
+	$(AVX2) $(PY) -c "import torch; print('test-portable: capability', \
+	    torch.backends.cpu.get_cpu_capability(), '(AVX2 asked), 1 thread')"
+	$(AVX2) LMLAB_TEST_THREADS=1 $(PY) -m pytest -q $(PORTABLE_TESTS); $(PYTEST_OK5)
+	@echo "test-portable: this CPU's capability, 2 threads"
+	OMP_WAIT_POLICY=passive LMLAB_TEST_THREADS=2 $(PY) -m pytest -q $(PORTABLE_TESTS); $(PYTEST_OK5)
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -29,6 +29,22 @@ BOUNDS = {
 }
 
 
+def int8_matmul_is_exact() -> bool:
+    """Whether torch's s8 x s8 -> s32 matmul (torchao's int8-dynamic kernel) is exact here.
+
+    On CPUs without VNNI (AVX2-only parts such as AMD Zen 2/3, and AVX-512 without VNNI)
+    oneDNN multiplies int8 pairs with vpmaddubsw, whose 16-bit sums saturate (oneDNN#717):
+    127 x 127 over two pairs already overflows. The logits then drift by ~10%, not ~1.5%.
+    """
+    a = torch.full((32, 64), 127, dtype=torch.int8)
+    return torch.equal(torch._int_mm(a, a.t().contiguous()), a.int() @ a.int().t())
+
+
+INT8_SATURATES = pytest.mark.xfail(
+    not int8_matmul_is_exact(), strict=True,
+    reason="int8 x int8 matmul saturates on this CPU (no VNNI: oneDNN's 16-bit intermediates)")
+
+
 @pytest.fixture(scope="module")
 def reference():
     torch.manual_seed(0)
@@ -38,7 +54,8 @@ def reference():
         return ids, model(ids).logits, state_bytes(model.state_dict())
 
 
-@pytest.mark.parametrize("method", list(BOUNDS))
+@pytest.mark.parametrize("method", [pytest.param(m, marks=INT8_SATURATES) if m == "int8-dynamic"
+                                    else m for m in BOUNDS])
 def test_close_to_fp32_and_smaller(reference, method):
     ids, ref, fp32_bytes = reference
     model = quantize_model(load_model(MODEL), Recipe(method))

@@ -2,12 +2,15 @@
 reference (LoRA disabled == frozen copy), the value head, reward functions."""
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lmlab.infer.sampling import SamplingParams
+from lmlab.models.tiny import PRESETS
 from lmlab.rl.rollout import Rollout, build_batch, response_forward, sample, score
+from tests.tolerance import forward_tol
 
 
 def _prompts(tokenizer, n=3):
@@ -128,8 +131,11 @@ def test_shared_prompt_forward_equals_the_full_forward_values_and_gradients(toke
         return logp.detach(), values.detach(), grads
 
     (la, va, ga), (lb, vb, gb) = run(True), run(False)
-    torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-5)
+    # the prompts run at another batch shape: the forward's roundings, relative to the largest
+    # value compared (tests/tolerance.py); a log-prob carries its logit's and its normaliser's
+    rel = 2 * forward_tol(SimpleNamespace(**PRESETS["llama"]), batch["input_ids"].shape[1])
+    torch.testing.assert_close(la, lb, rtol=0, atol=rel * float(lb.abs().max()))
+    torch.testing.assert_close(va, vb, rtol=0, atol=rel * float(vb.abs().max()))
     assert len(ga) > 4 and ga.keys() == gb.keys()
     for n in ga:  # fp32 rounding of different GEMM shapes: compare whole tensors
         assert (ga[n] - gb[n]).norm() <= 1e-4 * gb[n].norm() + 1e-7, n

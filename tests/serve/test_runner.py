@@ -7,6 +7,7 @@ from lmlab.infer.decode import generate
 from lmlab.infer.sampling import SamplingParams
 from lmlab.serve.runner import Runner
 from lmlab.serve.scheduler import Scheduler, SchedulerConfig, Sequence
+from tests.tolerance import forward_tol
 
 from ..tiny import varied
 
@@ -154,7 +155,9 @@ def test_packed_weights_change_nothing_but_rounding(model, tokenizer):
             logits = runner.kv.prefill(["x"], [ids])
         runs[pack] = ({i: tokens_of(s) for i, s in seqs.items()}, logits, runner.kv.lin.count)
     assert runs[True][0] == runs[False][0]
-    torch.testing.assert_close(runs[True][1], runs[False][1], rtol=1e-4, atol=1e-5)
+    want = runs[False][1]  # oneDNN's products against MKL's: other kernels, other sum orders
+    torch.testing.assert_close(runs[True][1], want, rtol=0, atol=forward_tol(
+        model.config, len(ids)) * float(want.abs().max()))
     assert runs[True][2] == 7 * model.config.num_hidden_layers + 1 and runs[False][2] == 0
 
 
@@ -194,4 +197,5 @@ def test_native_decode_steps_equal_the_torch_layer_loop(model, tokenizer, monkey
         tok, pos = torch.tensor([[5], [6], [7]]), torch.tensor(lens)[:, None]
         want = kv._forward(tok, pos, 0, max(lens) + 1)
     assert len(set(lens)) == 3
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
+    torch.testing.assert_close(got, want, rtol=0,
+                               atol=forward_tol(model.config) * float(want.abs().max()))
