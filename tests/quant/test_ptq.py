@@ -11,7 +11,8 @@ import torch
 from lmlab.errors import ConfigError
 from lmlab.models import load_model
 from lmlab.quant.export import state_bytes
-from lmlab.quant.ptq import Recipe, quantize_model
+from lmlab.quant import ptq
+from lmlab.quant.ptq import Recipe, int8_matmul_saturates, quantize_model
 
 pytest.importorskip("torchao")
 
@@ -29,20 +30,10 @@ BOUNDS = {
 }
 
 
-def int8_matmul_is_exact() -> bool:
-    """Whether torch's s8 x s8 -> s32 matmul (torchao's int8-dynamic kernel) is exact here.
-
-    On CPUs without VNNI (AVX2-only parts such as AMD Zen 2/3, and AVX-512 without VNNI)
-    oneDNN multiplies int8 pairs with vpmaddubsw, whose 16-bit sums saturate (oneDNN#717):
-    127 x 127 over two pairs already overflows. The logits then drift by ~10%, not ~1.5%.
-    """
-    a = torch.full((32, 64), 127, dtype=torch.int8)
-    return torch.equal(torch._int_mm(a, a.t().contiguous()), a.int() @ a.int().t())
-
-
-INT8_SATURATES = pytest.mark.xfail(
-    not int8_matmul_is_exact(), strict=True,
-    reason="int8 x int8 matmul saturates on this CPU (no VNNI: oneDNN's 16-bit intermediates)")
+if int8_matmul_saturates():
+    # No VNNI: oneDNN's int8 products saturate in 16-bit pair sums (see int8_matmul_saturates);
+    # the tiny model's logits were measured 0.0997 off under AVX2 kernels, ~7x the exact CPUs'.
+    BOUNDS["int8-dynamic"] = (0.2, BOUNDS["int8-dynamic"][1])
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +45,7 @@ def reference():
         return ids, model(ids).logits, state_bytes(model.state_dict())
 
 
-@pytest.mark.parametrize("method", [pytest.param(m, marks=INT8_SATURATES) if m == "int8-dynamic"
-                                    else m for m in BOUNDS])
+@pytest.mark.parametrize("method", list(BOUNDS))
 def test_close_to_fp32_and_smaller(reference, method):
     ids, ref, fp32_bytes = reference
     model = quantize_model(load_model(MODEL), Recipe(method))
@@ -155,3 +145,13 @@ def test_int4_weight_on_cuda_uses_the_packed_kernel(reference):
     with torch.no_grad():
         out = model(ids.cuda()).logits.float().cpu()
     assert float((out - ref).norm() / ref.norm()) < 0.4
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_int8_dynamic_warns_where_int8_matmul_saturates(monkeypatch, capsys, saturates):
+    monkeypatch.setattr(ptq, "int8_matmul_saturates", lambda: saturates)
+    quantize_model(load_model("tiny:llama"), Recipe("int8-dynamic"))
+    out = capsys.readouterr().out
+    assert ("no VNNI" in out) is saturates
+    quantize_model(load_model("tiny:llama"), Recipe("int8-weight"))
+    assert "no VNNI" not in capsys.readouterr().out

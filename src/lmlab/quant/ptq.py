@@ -23,6 +23,8 @@ table is then stored twice, as int8).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +140,18 @@ def quantize_embeddings(model) -> None:
 
 
 @torch.no_grad()
+@functools.cache
+def int8_matmul_saturates() -> bool:
+    """Whether torch's s8 x s8 -> s32 matmul (int8-dynamic's kernel) is inexact on this CPU.
+
+    Without VNNI (AVX2-only parts such as AMD Zen 2/3; AVX-512 parts without VNNI) oneDNN
+    multiplies int8 pairs with vpmaddubsw, whose 16-bit pair sums saturate (oneDNN#717): two
+    products of 127 x 127 already overflow. Measured in tests/quant/test_ptq.py: the tiny
+    model's logits drift ~10% there, against ~1.5% where the product is exact."""
+    a = torch.full((32, 64), 127, dtype=torch.int8)
+    return not torch.equal(torch._int_mm(a, a.t().contiguous()), a.int() @ a.int().t())
+
+
 def quantize_model(model, recipe: Recipe):
     """Quantize an fp32 model in place (and return it) for every method but bitsandbytes's."""
     m = recipe.method
@@ -164,6 +178,12 @@ def quantize_model(model, recipe: Recipe):
         if keep_tied:  # one int8 table serves the lookup and the LM head (F.linear on it)
             head.weight = model.get_input_embeddings().weight
     device = next(model.parameters()).device.type
+    if m == "int8-dynamic" and device == "cpu" and int8_matmul_saturates():
+        from lmlab.common import print0
+
+        print0("[lmlab] warning: this CPU has no VNNI, and torch's int8 x int8 matmul saturates "
+               "on it (16-bit partial sums), so int8-dynamic's outputs drift several times more "
+               "than on a VNNI CPU; int8-weight and fbgemm-int8 are not affected")
     quantize_(model, torchao_config(m, recipe.group_size, device),
               filter_fn=lambda mod, fqn: isinstance(mod, torch.nn.Linear)
               and not (keep_tied and mod is head))
