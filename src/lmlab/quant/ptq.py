@@ -181,9 +181,9 @@ def quantize_model(model, recipe: Recipe):
     if m == "int8-dynamic" and device == "cpu" and int8_matmul_saturates():
         from lmlab.common import print0
 
-        print0("[lmlab] warning: this CPU has no VNNI, and torch's int8 x int8 matmul saturates "
-               "on it (16-bit partial sums), so int8-dynamic's outputs drift several times more "
-               "than on a VNNI CPU; int8-weight does not use that kernel")
+        print0("[lmlab] warning: torch's int8 x int8 matmul saturates on this CPU (no VNNI: "
+               "16-bit partial sums), so int8-dynamic's outputs drift several times more than "
+               "on a VNNI CPU; int8-weight does not use that kernel")
     quantize_(model, torchao_config(m, recipe.group_size, device),
               filter_fn=lambda mod, fqn: isinstance(mod, torch.nn.Linear)
               and not (keep_tied and mod is head))
