@@ -241,7 +241,8 @@ def test_list_items_are_checked_one_by_one():
     assert e.value.problems == [
         "reward_weights[1]: must be a finite number, not nan or inf, got 'nan'",
         "reward_weights[2]: expected a number, got 'x'"]
-    assert load_config(GRPOConfig, None, ["rewards=task,format", "reward_weights=1,0.5"]).reward_weights == [1.0, 0.5]
+    cfg = load_config(GRPOConfig, None, ["rewards=task,format", "reward_weights=1,0.5"])
+    assert cfg.reward_weights == [1.0, 0.5]
 
 
 # --- mappings: whole in YAML, whole or entry by entry on the command line -----------------------

@@ -10,8 +10,8 @@ import torch
 
 from lmlab.errors import ConfigError
 from lmlab.models import load_model
-from lmlab.quant.export import state_bytes
 from lmlab.quant import ptq
+from lmlab.quant.export import state_bytes
 from lmlab.quant.ptq import Recipe, int8_matmul_saturates, quantize_model
 
 pytest.importorskip("torchao")

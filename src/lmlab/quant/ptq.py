@@ -24,7 +24,6 @@ table is then stored twice, as int8).
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import torch
@@ -68,10 +67,14 @@ class Recipe:
 
 def torchao_config(method: str, group_size: int = 32, device: str = "cpu"):
     """The torchao config object for a torchao method (also QAT's base config)."""
-    from torchao.quantization import (Int8DynamicActivationInt8WeightConfig,
-                                      Int8DynamicActivationIntxWeightConfig,
-                                      Int8WeightOnlyConfig, IntxWeightOnlyConfig, PerAxis,
-                                      PerGroup)
+    from torchao.quantization import (
+        Int8DynamicActivationInt8WeightConfig,
+        Int8DynamicActivationIntxWeightConfig,
+        Int8WeightOnlyConfig,
+        IntxWeightOnlyConfig,
+        PerAxis,
+        PerGroup,
+    )
 
     if method == "int8-weight":
         return Int8WeightOnlyConfig()
