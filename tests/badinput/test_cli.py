@@ -88,6 +88,23 @@ def test_generate_prompt_longer_than_the_context(fail, tmp_path):
                                                  "context of 2048 tokens")
 
 
+def test_generate_prompt_file_line_longer_than_the_context(fail, tmp_path):
+    """A prompt file's long line is named by file:line, and an earlier run in output_dir stays as
+    it was (the check runs before the run folder is touched)."""
+    from tests.badinput.conftest import snapshot, unchanged
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("short one\n\n" + "word " * 2100 + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "samples.jsonl").write_text('{"prompt": "earlier", "completion": "kept"}\n')
+    before = snapshot(out)
+    fail("generate", "model=tiny:llama", f"data={prompts}", "max_new_tokens=4",
+         f"output_dir={out}", "overwrite=true").names(f"{prompts}:3: the prompt has",
+                                                      "context of 2048 tokens")
+    unchanged(out, before)
+
+
 # --- help exits 0 ---------------------------------------------------------------------------------
 
 

@@ -179,7 +179,7 @@ def test_a_prompt_too_long_late_in_the_file_fails_before_the_first_chunk(tmp_pat
     f.write_text("Hi\nHello\n" + "word " * ctx + "\n")
     rc, out = _generate(tmp_path, f"data={f}", "limit=null", "chunk=1", "strategy=greedy")
     err = capsys.readouterr().err
-    assert rc == 1 and "prompts[2]" in err and "context" in err
+    assert rc == 1 and f"{f}:3: the prompt has" in err and "context" in err
     assert not (out / "samples.jsonl").exists()
 
 

@@ -149,14 +149,17 @@ def eval_mode(model):
             m.training = t
 
 
-def check_context(model, prompt_lengths: list[int], max_new_tokens: int) -> None:
-    """Raise before any work when a prompt plus its new tokens cannot fit the context."""
+def check_context(model, prompt_lengths: list[int], max_new_tokens: int,
+                  where: list[str] | None = None) -> None:
+    """Raise before any work when a prompt plus its new tokens cannot fit the context;
+    ``where`` names each prompt's origin (``file:line``) in the message."""
     ctx = context_length(model)
     if ctx is None:
         return
     for i, n in enumerate(prompt_lengths):
         if n + max_new_tokens > ctx:
-            raise UserError(f"prompts[{i}] has {n} tokens; with max_new_tokens={max_new_tokens} "
+            name = f"{where[i]}: the prompt" if where else f"prompts[{i}]"
+            raise UserError(f"{name} has {n} tokens; with max_new_tokens={max_new_tokens} "
                             f"that exceeds the model's context of {ctx} tokens (shorten the "
                             f"prompt or lower max_new_tokens)")
 

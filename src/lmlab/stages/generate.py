@@ -129,13 +129,22 @@ def load_prompts(cfg: Config) -> list[dict]:
         rows = [_jsonl_prompt(line, cfg.data, n) for n, line in lines]
     if not rows:
         raise DataError("no prompts (the file holds no non-blank line)", file=cfg.data)
+    where = [f"{cfg.data}:{n}" for n, _ in lines]
     if cfg.limit and len(rows) > cfg.limit:
         from lmlab.common import print0
 
         print0(f"[lmlab] using the first {cfg.limit} of {len(rows)} prompts in {cfg.data} "
                f"(limit={cfg.limit}; limit=null for all)")
-        return rows[:cfg.limit]
-    return rows
+        rows, where = rows[:cfg.limit], where[:cfg.limit]
+    return PromptRows(rows, where)
+
+
+class PromptRows(list):
+    """Prompt rows that remember where each came from (``file:line``), for messages."""
+
+    def __init__(self, rows: list[dict], where: list[str]):
+        super().__init__(rows)
+        self.where = where
 
 
 def _jsonl_prompt(line: str, file: str, n: int) -> dict:
@@ -291,16 +300,18 @@ def run(cfg: Config) -> dict:
         _check_ref(ref, resolve)
     params = cfg.sampling()  # bad sampling values fail before anything is written
     rows = load_prompts(cfg)
-    run_ = prepare_run(cfg, "generate")
-    done = read_done_jsonl(run_.path / "samples.jsonl") if cfg.resume != "no" else []
-    _check_done(done, rows, run_.path / "samples.jsonl")
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, dtype=pick_dtype(cfg.dtype, device), device=device).eval()
     prompts = [_as_input(r["prompt"], cfg.chat) for r in rows]
-    # every prompt, before the first chunk: a long one late in the file fails now, not later
-    check_context(model, [len(e) for e in encode_prompts(tokenizer, prompts)], cfg.max_new_tokens)
+    # every prompt, before the first chunk and before the run folder is touched: a long one late
+    # in the file fails now, naming its line, and leaves an earlier run as it was
+    check_context(model, [len(e) for e in encode_prompts(tokenizer, prompts)], cfg.max_new_tokens,
+                  where=getattr(rows, "where", None))
+    run_ = prepare_run(cfg, "generate")
+    done = read_done_jsonl(run_.path / "samples.jsonl") if cfg.resume != "no" else []
+    _check_done(done, rows, run_.path / "samples.jsonl")
     print0(f"[lmlab] generate: {len(prompts)} prompt{'s' * (len(prompts) != 1)}, "
            f"strategy={cfg.strategy}, model={cfg.model}"
            + (f"; {len(done)} already done" if done else ""))
