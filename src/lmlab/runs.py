@@ -191,6 +191,14 @@ def fsync_path(target) -> None:
         pass
 
 
+def temp_folder(run_path: Path, name: str = ".final.tmp") -> Path:
+    """An empty temp folder to write a final folder into before ``commit_folder``: what a killed
+    save left there is cleared first, so no stale file of it ends up in the new folder."""
+    tmp = Path(run_path) / name
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
 def commit_folder(tmp: Path, final: Path) -> None:
     """Rename a fully written temp folder into place (replacing an older one). A folder cannot
     replace a non-empty one in one rename: the older one moves to ``.old-<name>`` first, and

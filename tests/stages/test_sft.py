@@ -87,3 +87,19 @@ def test_bad_data_row_names_file_and_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and f"{bad}:2" in err
     assert not (out / "final").exists()
+
+
+def test_final_is_written_into_a_cleared_temp_folder(tmp_path):
+    """A save killed mid-write leaves ``.final.tmp`` behind; the next save starts from an empty
+    one, so none of the dead save's files end up in ``final/``."""
+    rc, out = _sft(tmp_path, "max_steps=1")
+    assert rc == 0
+    stale = out / ".final.tmp"
+    stale.mkdir()
+    # a file the new save does not write itself (transformers clears stale weight shards, not
+    # this): left in place, final/ would look like an adapter folder
+    (stale / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    rc, _ = _sft(tmp_path, "max_steps=2", "resume=auto")
+    assert rc == 0
+    assert not (out / "final" / "adapter_config.json").exists()
+    assert not stale.exists()

@@ -448,10 +448,10 @@ def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, sum
 
 def _save_final(model, tokenizer, cfg: Config, run_) -> None:
     from lmlab.models import write_meta
-    from lmlab.runs import commit_folder
+    from lmlab.runs import commit_folder, temp_folder
     from lmlab.stages.reward import policy_base
 
-    tmp = run_.path / ".final.tmp"
+    tmp = temp_folder(run_.path)
     merged = cfg.method != "lora" or cfg.merge_on_save
     if cfg.method == "lora" and cfg.merge_on_save:
         model = model.merge_and_unload()

@@ -57,7 +57,7 @@ def run(cfg: Config) -> dict:
     from lmlab.quant import qat
     from lmlab.quant.export import save_quantized
     from lmlab.quant.ptq import Recipe, quantize_model
-    from lmlab.runs import commit_folder
+    from lmlab.runs import commit_folder, temp_folder
     from lmlab.stages.setup import eval_task_names, start_stage
     from lmlab.train.data import BatchStream
     from lmlab.train.loop import train
@@ -80,7 +80,7 @@ def run(cfg: Config) -> dict:
     result = train(model, LMObjective(), stream, cfg, run_, dtype=torch.float32)
 
     model = qat.convert(model.cpu(), recipe)
-    tmp = run_.path / ".final.tmp"
+    tmp = temp_folder(run_.path)
     save_quantized(model, tokenizer, tmp, recipe, stage="qat", base=cfg.model)
     commit_folder(tmp, run_.final)
 

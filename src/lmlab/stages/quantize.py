@@ -67,7 +67,7 @@ def run(cfg: Config) -> dict:
     from lmlab.quant import export, ptq
     from lmlab.quant.measure import measure_all
     from lmlab.quant.prune import prune
-    from lmlab.runs import commit_folder, prepare_run
+    from lmlab.runs import commit_folder, prepare_run, temp_folder
     from lmlab.stages.setup import eval_task_names
 
     r = resolve(cfg.model)
@@ -110,8 +110,7 @@ def run(cfg: Config) -> dict:
         stats = smooth.input_absmax(model, smooth.calibration_batches(tokenizer))
         smooth.smooth(model, stats, cfg.smooth)
 
-    tmp = run_.path / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_folder(run_.path)
     if recipe.needs_folder:  # bitsandbytes quantizes while loading from a folder
         src = run_.path / ".fp32.tmp"
         model.save_pretrained(src)

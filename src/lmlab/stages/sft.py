@@ -135,9 +135,9 @@ def run(cfg: Config) -> dict:
 
 
 def _save_final(model, tokenizer, cfg, run_, base_reference, write_meta) -> None:
-    from lmlab.runs import commit_folder
+    from lmlab.runs import commit_folder, temp_folder
 
-    tmp = run_.path / ".final.tmp"
+    tmp = temp_folder(run_.path)
     if cfg.method == "lora" and cfg.merge_on_save:
         model = model.merge_and_unload()
         merged = True
