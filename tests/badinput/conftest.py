@@ -4,8 +4,9 @@ traceback, and nothing already written lost.
 
 ``fail`` runs the CLI in-process (fast: no interpreter start, no torch import per case);
 ``fail_subprocess`` runs ``python -m lmlab`` for the cases that need a real process (exit codes
-from the interpreter, signals). ``snapshot`` / ``unchanged`` check that files written before the
-bad input are all still there, byte for byte.
+from the interpreter, signals). Each returns a ``Failure``: ``assert fail(...).says(...)``.
+``snapshot`` before and ``assert changes(folder, before) == []`` after check that files written
+before the bad input are all still there, byte for byte.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ class Failure:
     out: str
     err: str
 
-    def names(self, *parts: str) -> "Failure":
-        """Assert every part (a file, a line as 'file:3', a key, a field) is in the message."""
+    def says(self, *parts: str) -> bool:
+        """Whether this is a clean failure (exit != 0, no traceback) whose message names every
+        part (a file, a line as 'file:3', a key, a field): ``assert fail(...).says(...)``."""
         text = self.err + self.out
-        missing = [p for p in parts if str(p) not in text]
-        assert not missing, f"message does not name {missing}:\n{text}"
-        return self
+        return (self.rc != 0 and "Traceback" not in text
+                and all(str(p) in text for p in parts))
+
+    def __repr__(self) -> str:  # what pytest shows when ``says`` is false
+        return f"Failure(rc={self.rc}, message={(self.err + self.out).strip()!r})"
 
 
 def _check(rc: int, out: str, err: str, argv) -> Failure:
@@ -73,9 +77,9 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
-def unchanged(folder: Path, before: dict[str, str]) -> None:
-    """Assert every file of ``before`` is still in ``folder`` with the same bytes."""
+def changes(folder: Path, before: dict[str, str]) -> list[str]:
+    """The files of ``before`` that are gone from ``folder`` or hold other bytes now
+    (``assert changes(run, before) == []``)."""
     after = snapshot(folder)
-    lost = [f for f in before if f not in after]
-    changed = [f for f in before if f in after and after[f] != before[f]]
-    assert not lost and not changed, f"lost {lost}, changed {changed}"
+    return ([f"lost {f}" for f in before if f not in after]
+            + [f"changed {f}" for f in before if f in after and after[f] != before[f]])

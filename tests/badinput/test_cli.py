@@ -13,85 +13,87 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def test_unknown_stage_suggests_the_closest(fail):
-    fail("sfft", "max_steps=1").names("unknown stage 'sfft'", "did you mean 'sft'")
+    assert fail("sfft", "max_steps=1").says("unknown stage 'sfft'", "did you mean 'sft'")
 
 
 def test_an_option_before_the_stage(fail):
-    fail("--foo", "sft").names("'--foo'", "the stage comes first")
+    assert fail("--foo", "sft").says("'--foo'", "the stage comes first")
 
 
 def test_unknown_double_dash_option(fail):
-    fail("sft", "--foo").names("--foo", "key=value", "lmlab sft --help")
+    assert fail("sft", "--foo").says("--foo", "key=value", "lmlab sft --help")
 
 
 def test_unknown_single_dash_option(fail):
-    fail("generate", "-x", "prompt=hi").names("-x", "key=value")
+    assert fail("generate", "-x", "prompt=hi").says("-x", "key=value")
 
 
 def test_config_with_no_file(fail):
-    fail("sft", "--config").names("--config needs a file")
+    assert fail("sft", "--config").says("--config needs a file")
 
 
 def test_config_followed_by_an_option(fail):
-    fail("sft", "--config", "-h").names("--config needs a file")
+    assert fail("sft", "--config", "-h").says("--config needs a file")
 
 
 def test_config_empty_after_equals(fail):
-    fail("sft", "--config=", "max_steps=1").names("--config needs a file")
+    assert fail("sft", "--config=", "max_steps=1").says("--config needs a file")
 
 
 def test_config_that_does_not_exist(fail, tmp_path):
-    fail("sft", "--config", tmp_path / "nope.yaml").names(str(tmp_path / "nope.yaml"))
+    assert fail("sft", "--config", tmp_path / "nope.yaml").says(str(tmp_path / "nope.yaml"))
 
 
 def test_config_given_a_run_folder(fail, tmp_path):
     run = tmp_path / "runs" / "sft-x"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("stage: sft\n")
-    fail("sft", "--config", run).names(f"{run} is a folder", f"did you mean {run}/config.yaml")
+    assert fail("sft", "--config", run).says(f"{run} is a folder",
+                                             f"did you mean {run}/config.yaml")
 
 
 def test_a_positional_where_key_value_is_expected(fail):
-    fail("sft", "tiny:llama").names("'tiny:llama' is not key=value")
+    assert fail("sft", "tiny:llama").says("'tiny:llama' is not key=value")
 
 
 def test_empty_value_for_an_int_key(fail):
-    f = fail("sft", "max_steps=").names("max_steps", "integer")
+    f = fail("sft", "max_steps=")
+    assert f.says("max_steps", "integer")
     assert f.rc == 2  # a config error
 
 
 def test_empty_value_for_a_float_key(fail):
-    fail("sft", "lr=").names("lr", "number")
+    assert fail("sft", "lr=").says("lr", "number")
 
 
 def test_a_word_for_an_int_key(fail):
-    fail("sft", "max_steps=ten").names("max_steps", "'ten'")
+    assert fail("sft", "max_steps=ten").says("max_steps", "'ten'")
 
 
 def test_unknown_key_suggests_the_closest(fail):
-    fail("sft", "max_step=3").names("unknown key 'max_step'", "did you mean 'max_steps'")
+    assert fail("sft", "max_step=3").says("unknown key 'max_step'", "did you mean 'max_steps'")
 
 
 def test_dashed_key_value_with_an_unknown_key(fail):
-    fail("sft", "--max_step=3").names("unknown key 'max_step'")
+    assert fail("sft", "--max_step=3").says("unknown key 'max_step'")
 
 
 def test_bench_with_an_unknown_positional(fail):
-    fail("bench", "nonsense").names("'nonsense'", "generate", "serve")
+    assert fail("bench", "nonsense").says("'nonsense'", "generate", "serve")
 
 
 def test_generate_prompt_longer_than_the_context(fail, tmp_path):
     """tiny:llama's context is 2048 tokens; the message gives the prompt's length (with its chat
     template: not pinned here) and the context's, before any decoding."""
-    fail("generate", "model=tiny:llama", "prompt=" + "word " * 2100, "max_new_tokens=4",
-         f"output_dir={tmp_path / 'out'}").names("prompts[0] has", "max_new_tokens=4",
-                                                 "context of 2048 tokens")
+    assert fail("generate", "model=tiny:llama", "prompt=" + "word " * 2100, "max_new_tokens=4",
+                f"output_dir={tmp_path / 'out'}").says("prompts[0] has", "max_new_tokens=4",
+                                                        "context of 2048 tokens")
 
 
 def test_generate_prompt_file_line_longer_than_the_context(fail, tmp_path):
     """A prompt file's long line is named by file:line, and an earlier run in output_dir stays as
     it was (the check runs before the run folder is touched)."""
-    from tests.badinput.conftest import snapshot, unchanged
+    from tests.badinput.conftest import changes, snapshot
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("short one\n\n" + "word " * 2100 + "\n")
@@ -99,10 +101,10 @@ def test_generate_prompt_file_line_longer_than_the_context(fail, tmp_path):
     out.mkdir()
     (out / "samples.jsonl").write_text('{"prompt": "earlier", "completion": "kept"}\n')
     before = snapshot(out)
-    fail("generate", "model=tiny:llama", f"data={prompts}", "max_new_tokens=4",
-         f"output_dir={out}", "overwrite=true").names(f"{prompts}:3: the prompt has",
-                                                      "context of 2048 tokens")
-    unchanged(out, before)
+    assert fail("generate", "model=tiny:llama", f"data={prompts}", "max_new_tokens=4",
+                f"output_dir={out}", "overwrite=true").says(f"{prompts}:3: the prompt has",
+                                                             "context of 2048 tokens")
+    assert changes(out, before) == []
 
 
 # --- help exits 0 ---------------------------------------------------------------------------------

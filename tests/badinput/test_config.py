@@ -12,7 +12,7 @@ import yaml
 from lmlab.cli import main
 from lmlab.config import load_config
 from lmlab.stages.sft import Config as SFTConfig
-from tests.badinput.conftest import snapshot, unchanged
+from tests.badinput.conftest import changes, snapshot
 
 TINY = "model=tiny:llama"
 QA = "question,answer\n" + "".join(f"What is {i} + {i}?,{2 * i}\n" for i in range(6))
@@ -37,7 +37,7 @@ def sft(fail, prior):
     def run(*args):
         before = snapshot(prior)
         result = fail("sft", TINY, f"output_dir={prior}", *args)
-        unchanged(prior, before)
+        assert changes(prior, before) == []
         return result
 
     return run
@@ -53,62 +53,62 @@ def write(tmp_path, name: str, text: str | bytes) -> Path:
 
 
 def test_unknown_key_suggests_the_known_one(sft):
-    sft("max_stepz=3").names("unknown key 'max_stepz'", "did you mean 'max_steps'?")
+    assert sft("max_stepz=3").says("unknown key 'max_stepz'", "did you mean 'max_steps'?")
 
 
 def test_wrong_type(sft):
-    sft("batch_size=two").names("batch_size: expected an integer, got 'two'")
+    assert sft("batch_size=two").says("batch_size: expected an integer, got 'two'")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", ".nan", "NaN", "-.inf"])
 def test_learning_rate_that_is_not_finite(sft, value):
-    sft(f"lr={value}").names("lr: must be a finite number, not nan or inf")
+    assert sft(f"lr={value}").says("lr: must be a finite number, not nan or inf")
 
 
 def test_negative_learning_rate(sft):
-    sft("lr=-0.001").names("lr: -0.001 is out of range (must be > 0.0)")
+    assert sft("lr=-0.001").says("lr: -0.001 is out of range (must be > 0.0)")
 
 
 def test_int_out_of_range(sft):
-    sft("lora_r=0").names("lora_r: 0 is out of range (must be >= 1)")
+    assert sft("lora_r=0").says("lora_r: 0 is out of range (must be >= 1)")
 
 
 def test_bool_given_maybe(sft):
-    sft("packing=maybe").names("packing: expected true or false, got 'maybe'")
+    assert sft("packing=maybe").says("packing: expected true or false, got 'maybe'")
 
 
 def test_unknown_choice_suggests_the_close_one(sft):
-    sft("method=lorra").names("method: 'lorra' is not one of full, lora, qlora",
-                              "did you mean 'lora'?")
+    assert sft("method=lorra").says("method: 'lorra' is not one of full, lora, qlora",
+                                     "did you mean 'lora'?")
 
 
 def test_mapping_with_an_unknown_field(sft):
-    sft("mapping.promt=question").names("mapping: unknown field 'promt'",
-                                        "did you mean 'prompt'?")
+    assert sft("mapping.promt=question").says("mapping: unknown field 'promt'",
+                                               "did you mean 'prompt'?")
 
 
 def test_mapping_set_as_a_preset_and_by_entries(sft):
-    sft("mapping=dolly", "mapping.prompt=question").names("mapping: given as 'dolly'")
+    assert sft("mapping=dolly", "mapping.prompt=question").says("mapping: given as 'dolly'")
 
 
 def test_dotted_key_on_a_key_that_is_not_a_mapping(sft):
-    sft("lr.max=1").names("lr.max: lr is a float, not a mapping")
+    assert sft("lr.max=1").says("lr.max: lr is a float, not a mapping")
 
 
 def test_override_without_a_key(sft):
-    sft("=3").names("'=3' has no key before '='")
+    assert sft("=3").says("'=3' has no key before '='")
 
 
 def test_config_flag_without_a_file(fail):
-    fail("sft", "--config").names("--config needs a file")
+    assert fail("sft", "--config").says("--config needs a file")
 
 
 def test_all_problems_are_listed_at_once(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "lr: .nan\nlora_targets: q_proj\n")
     r = sft("--config", f, "max_stepz=3", "method=lorra", "lora_r=0", "packing=maybe",
             "nokeyvalue")
-    r.names(str(f), "lr:", "lora_targets:", "max_stepz", "method:", "lora_r:", "packing:",
-            "'nokeyvalue' is not key=value")
+    assert r.says(str(f), "lr:", "lora_targets:", "max_stepz", "method:", "lora_r:", "packing:",
+                   "'nokeyvalue' is not key=value")
     assert r.err.count("\n  - ") == 7, r.err
 
 
@@ -117,62 +117,63 @@ def test_all_problems_are_listed_at_once(sft, tmp_path):
 
 def test_yaml_nan(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "max_steps: 2\nlr: .nan\n")
-    sft("--config", f).names(str(f), "lr: must be a finite number")
+    assert sft("--config", f).says(str(f), "lr: must be a finite number")
 
 
 def test_yaml_with_a_tab_in_the_indentation(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "lr: 0.001\nmapping:\n  prompt: question\n\tcompletion: a\n")
-    sft("--config", f).names(f"{f}:4: a tab in the indentation; YAML indents with spaces")
+    assert sft("--config", f).says(f"{f}:4: a tab in the indentation; YAML indents with spaces")
 
 
 def test_yaml_with_a_key_given_twice(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "lr: 0.001\nmax_steps: 2\nlr: 0.01\n")
-    sft("--config", f).names(f"{f}:3: key 'lr' is given twice (lines 1 and 3)")
+    assert sft("--config", f).says(f"{f}:3: key 'lr' is given twice (lines 1 and 3)")
 
 
 def test_yaml_syntax_error(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "lr: 0.001\n max_steps: 2\n")
-    sft("--config", f).names(f"{f}:2:", "not valid YAML")
+    assert sft("--config", f).says(f"{f}:2:", "not valid YAML")
 
 
 def test_yaml_that_is_a_list(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "- lr: 0.001\n- max_steps: 2\n")
-    sft("--config", f).names(str(f), "must hold a mapping of key: value, not a list")
+    assert sft("--config", f).says(str(f), "must hold a mapping of key: value, not a list")
 
 
 def test_yaml_with_bytes_that_are_not_utf8(sft, tmp_path):
     f = write(tmp_path, "c.yaml", b"lr: 0.001\noutput_dir: caf\xe9\n")
-    sft("--config", f).names(f"{f}:2: not UTF-8: byte 0xe9")
+    assert sft("--config", f).says(f"{f}:2: not UTF-8: byte 0xe9")
 
 
 def test_missing_config_file(sft, tmp_path):
-    sft("--config", tmp_path / "nope.yaml").names(f"{tmp_path / 'nope.yaml'} does not exist")
+    assert sft("--config", tmp_path / "nope.yaml").says(f"{tmp_path / 'nope.yaml'} does not exist")
 
 
 def test_config_that_is_a_folder(sft, tmp_path):
     (tmp_path / "configs").mkdir()
-    sft("--config", tmp_path / "configs").names(f"{tmp_path / 'configs'} is a folder")
+    assert sft("--config", tmp_path / "configs").says(f"{tmp_path / 'configs'} is a folder")
 
 
 def test_yaml_string_where_a_list_is_expected(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "lora_targets: q_proj\n")
-    sft("--config", f).names(str(f), "lora_targets: expected a list, got 'q_proj'")
+    assert sft("--config", f).says(str(f), "lora_targets: expected a list, got 'q_proj'")
 
 
 def test_yaml_boolean_where_text_is_expected(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "resume: no\n")  # YAML 1.1 reads an unquoted no as false
-    sft("--config", f).names("resume: expected a string", "quote it")
+    assert sft("--config", f).says("resume: expected a string", "quote it")
 
 
 def test_yaml_mapping_with_a_source_that_is_not_a_column_name(sft, tmp_path):
     f = write(tmp_path, "c.yaml", "mapping:\n  prompt: [question, title]\n  completion: 7\n")
-    sft("--config", f).names(str(f), "mapping.prompt: expected a string, got ['question', "
-                                     "'title']", "mapping.completion: expected a string, got 7")
+    assert sft("--config", f).says(str(f),
+                                   "mapping.prompt: expected a string, got ['question', 'title']",
+                                   "mapping.completion: expected a string, got 7")
 
 
 def test_config_saved_by_another_stage(sft, tmp_path):
     f = write(tmp_path, "config.yaml", "stage: dpo\nlr: 0.0001\n")
-    sft("--config", f).names(str(f), "this config is for 'dpo', not 'sft'")
+    assert sft("--config", f).says(str(f), "this config is for 'dpo', not 'sft'")
 
 
 def test_pipeline_with_a_bad_step(fail, tmp_path):
@@ -185,17 +186,17 @@ def test_pipeline_with_a_bad_step(fail, tmp_path):
         {"name": "dpo", "stage": "dpoo", "overrides": {"model": "${sft}"}},
         {"name": "rm", "stage": "reward", "overrides": {"lr": float("nan")}}]}))
     r = fail("pipeline", "--config", f)
-    r.names(str(f), "step 2 (dpo): unknown stage 'dpoo' (did you mean 'dpo'?)",
-            "step 3 (rm): lr: must be a finite number")
+    assert r.says(str(f), "step 2 (dpo): unknown stage 'dpoo' (did you mean 'dpo'?)",
+                   "step 3 (rm): lr: must be a finite number")
     assert r.rc == 2
-    unchanged(out, before)
+    assert changes(out, before) == []
 
 
 def test_pipeline_step_recipe_with_a_tab(fail, tmp_path):
     recipe = write(tmp_path, "sft.yaml", "model: tiny:llama\nmapping:\n\tprompt: q\n")
     f = write(tmp_path, "p.yaml", yaml.safe_dump({"output_dir": str(tmp_path / "p"), "steps": [
         {"name": "a", "stage": "sft", "config": str(recipe)}]}))
-    fail("pipeline", "--config", f).names(f"step 1 (a): {recipe}:3: a tab in the indentation")
+    assert fail("pipeline", "--config", f).says(f"step 1 (a): {recipe}:3: a tab in the indentation")
     assert not (tmp_path / "p").exists()
 
 
@@ -206,7 +207,7 @@ def test_mapping_to_a_column_the_data_lacks(fail, tmp_path):
     data = write(tmp_path, "qa.csv", QA)
     r = fail("sft", TINY, f"data={data}", f"output_dir={tmp_path / 'new'}", "max_steps=1",
              "mapping.prompt=question", "mapping.completion=reply")
-    r.names(f"{data}:2:", "'reply'", "'question', 'answer'")
+    assert r.says(f"{data}:2:", "'reply'", "'question', 'answer'")
 
 
 # --- good inputs ---------------------------------------------------------------------------------

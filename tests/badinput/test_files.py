@@ -16,7 +16,7 @@ import pytest
 
 from lmlab.cli import main
 
-from .conftest import snapshot, unchanged
+from .conftest import changes, snapshot
 
 CHAT = ('{"messages": [{"role": "user", "content": "Hi?"}, '
         '{"role": "assistant", "content": "Hello."}]}\n')
@@ -45,17 +45,17 @@ def sft(fail, tmp_path):
 
 def test_latin1_csv(sft, tmp_path):
     path = put(tmp_path, "excel.csv", "prompt,completion\nCafé?,Oui.\n".encode("latin-1"))
-    sft(path).names(f"{path}:2:", "not UTF-8", "byte 0xe9", "Latin-1")
+    assert sft(path).says(f"{path}:2:", "not UTF-8", "byte 0xe9", "Latin-1")
 
 
 def test_bad_byte_in_jsonl_line_3(sft, tmp_path):
     path = put(tmp_path, "d.jsonl", CHAT.encode() * 2 + b'{"prompt": "\xff", "completion": "x"}\n')
-    sft(path).names(f"{path}:3:", "byte 0xff")
+    assert sft(path).says(f"{path}:3:", "byte 0xff")
 
 
 def test_windows_1252_quotes_in_a_prompt_file_for_generate(fail, tmp_path):
     path = put(tmp_path, "prompts.txt", b"First prompt\n\x93Quoted\x94 prompt\n")
-    fail("generate", "model=tiny:llama", f"data={path}", f"output_dir={tmp_path}/gen").names(
+    assert fail("generate", "model=tiny:llama", f"data={path}", f"output_dir={tmp_path}/gen").says(
         f"{path}:2:", "byte 0x93")
 
 
@@ -64,27 +64,27 @@ def test_windows_1252_quotes_in_a_prompt_file_for_generate(fail, tmp_path):
 
 def test_malformed_json_line(sft, tmp_path):
     path = put(tmp_path, "d.jsonl", CHAT + '{"messages": [}\n' + CHAT)
-    sft(path).names(f"{path}:2:", "not valid JSON")
+    assert sft(path).says(f"{path}:2:", "not valid JSON")
 
 
 def test_json_file_not_a_list(sft, tmp_path):
     path = put(tmp_path, "d.json", CHAT)
-    sft(path).names(f"{path}:1:", "must hold a list")
+    assert sft(path).says(f"{path}:1:", "must hold a list")
 
 
 def test_truncated_json_file(sft, tmp_path):
     path = put(tmp_path, "d.json", "[\n" + CHAT.strip() + ",\n" + CHAT.strip()[:30])
-    sft(path).names(f"{path}:3:", "not valid JSON")
+    assert sft(path).says(f"{path}:3:", "not valid JSON")
 
 
 def test_jsonl_row_not_an_object(sft, tmp_path):
     path = put(tmp_path, "d.jsonl", CHAT + '["Hi?", "Hello."]\n')
-    sft(path).names(f"{path}:2:", "expected a JSON object")
+    assert sft(path).says(f"{path}:2:", "expected a JSON object")
 
 
 def test_csv_with_extra_cells(sft, tmp_path):
     path = put(tmp_path, "d.csv", "prompt,completion\nHi?,Hello.\nHow are you?,Fine,thanks\n")
-    sft(path).names(f"{path}:3:", "2 columns in the header but 3 cells")
+    assert sft(path).says(f"{path}:3:", "2 columns in the header but 3 cells")
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -93,17 +93,17 @@ def test_csv_with_extra_cells(sft, tmp_path):
 def test_missing_field(sft, tmp_path):
     path = put(tmp_path, "d.jsonl", '{"prompt": "Hi?", "completion": "Hello."}\n'
                                     '{"prompt": "Bye?"}\n')
-    sft(path).names(f"{path}:2:", "field 'completion': missing")
+    assert sft(path).says(f"{path}:2:", "field 'completion': missing")
 
 
 def test_wrong_field_type(sft, tmp_path):
     path = put(tmp_path, "d.jsonl", CHAT + '{"prompt": "2+2?", "completion": 4}\n')
-    sft(path).names(f"{path}:2:", "field 'completion'", "expected a string, got int")
+    assert sft(path).says(f"{path}:2:", "field 'completion'", "expected a string, got int")
 
 
 def test_unknown_role(sft, tmp_path):
     path = put(tmp_path, "d.jsonl", CHAT.replace('"user"', '"human"'))
-    sft(path).names(f"{path}:1:", "field 'messages[0].role'", "unknown role 'human'")
+    assert sft(path).says(f"{path}:1:", "field 'messages[0].role'", "unknown role 'human'")
 
 
 def test_conversation_starting_with_the_assistant(sft, tmp_path):
@@ -111,50 +111,50 @@ def test_conversation_starting_with_the_assistant(sft, tmp_path):
                         {"role": "user", "content": "Hi?"},
                         {"role": "assistant", "content": "Hi."}]}
     path = put(tmp_path, "d.jsonl", json.dumps(row) + "\n")
-    sft(path).names(f"{path}:1:", "field 'messages[0].role'")
+    assert sft(path).says(f"{path}:1:", "field 'messages[0].role'")
 
 
 def test_rows_matching_no_schema_list_their_columns(sft, tmp_path):
     path = put(tmp_path, "qa.jsonl", '{"question": "2+2?", "answer": "4"}\n')
-    sft(path).names(f"{path}:1:", "'question', 'answer'", "dolly", "alpaca", "hh-rlhf",
-                    "ultrafeedback", "mapping.prompt=question mapping.completion=answer")
+    assert sft(path).says(f"{path}:1:", "'question', 'answer'", "dolly", "alpaca", "hh-rlhf",
+                           "ultrafeedback", "mapping.prompt=question mapping.completion=answer")
 
 
 def test_preference_row_missing_rejected(fail, tmp_path):
     path = put(tmp_path, "pairs.jsonl", PAIR + '{"prompt": "3+3?", "chosen": "6"}\n')
-    fail("reward", "model=tiny:llama", f"data={path}", "max_steps=1",
-         f"output_dir={tmp_path}/rm").names(f"{path}:2:", "field 'rejected': missing")
+    assert fail("reward", "model=tiny:llama", f"data={path}", "max_steps=1",
+                f"output_dir={tmp_path}/rm").says(f"{path}:2:", "field 'rejected': missing")
 
 
 def test_a_chat_schema_passed_for_preference_pairs(fail, tmp_path):
     path = put(tmp_path, "dolly.jsonl", json.dumps(
         {"instruction": "Say hi.", "context": "", "response": "Hi."}) + "\n")
-    fail("dpo", "model=tiny:llama", f"data={path}", "max_steps=1",
-         f"output_dir={tmp_path}/dpo").names(f"{path}:1:", "looks like Dolly", "chat rows")
+    assert fail("dpo", "model=tiny:llama", f"data={path}", "max_steps=1",
+                f"output_dir={tmp_path}/dpo").says(f"{path}:1:", "looks like Dolly", "chat rows")
 
 
 def test_kto_label_not_a_boolean(fail, tmp_path):
     path = put(tmp_path, "kto.jsonl", '{"prompt": "2+2?", "completion": "4", "label": "maybe"}\n')
-    fail("dpo", "model=tiny:llama", f"data={path}", "data_kind=kto", "loss=kto", "max_steps=1",
-         f"output_dir={tmp_path}/kto").names(f"{path}:1:", "field 'label'")
+    assert fail("dpo", "model=tiny:llama", f"data={path}", "data_kind=kto", "loss=kto",
+                "max_steps=1", f"output_dir={tmp_path}/kto").says(f"{path}:1:", "field 'label'")
 
 
 def test_task_row_missing_answer_for_grpo(fail, tmp_path):
     path = put(tmp_path, "tasks.jsonl", '{"prompt": "2+2?", "answer": "4"}\n{"prompt": "3+3?"}\n')
-    fail("grpo", "model=tiny:llama", f"data={path}", "max_steps=1",
-         f"output_dir={tmp_path}/grpo").names(f"{path}:2:", "field 'answer': missing")
+    assert fail("grpo", "model=tiny:llama", f"data={path}", "max_steps=1",
+                f"output_dir={tmp_path}/grpo").says(f"{path}:2:", "field 'answer': missing")
 
 
 def test_task_rows_without_a_task_for_the_task_reward(fail, tmp_path):
     path = put(tmp_path, "tasks.jsonl", '{"prompt": "2+2?", "answer": "4"}\n')
-    fail("grpo", "model=tiny:llama", f"data={path}", "max_steps=1",
-         f"output_dir={tmp_path}/grpo").names(str(path), "field 'task'", "eval_tasks=")
+    assert fail("grpo", "model=tiny:llama", f"data={path}", "max_steps=1",
+                f"output_dir={tmp_path}/grpo").says(str(path), "field 'task'", "eval_tasks=")
     assert not (tmp_path / "grpo").exists()  # refused before the run folder was made
 
 
 def test_generate_jsonl_prompt_without_prompt(fail, tmp_path):
     path = put(tmp_path, "p.jsonl", '{"prompt": "Hi?"}\n{"text": "Hi?"}\n')
-    fail("generate", "model=tiny:llama", f"data={path}", f"output_dir={tmp_path}/gen").names(
+    assert fail("generate", "model=tiny:llama", f"data={path}", f"output_dir={tmp_path}/gen").says(
         f"{path}:2:", "'prompt'")
 
 
@@ -168,36 +168,36 @@ def test_generate_jsonl_prompt_without_prompt(fail, tmp_path):
     ("header.csv", "\ufeffprompt,completion\r\n", "no rows")])
 def test_files_without_rows(sft, tmp_path, name, data, says):
     path = put(tmp_path, name, data)
-    sft(path).names(str(path), says)
+    assert sft(path).says(str(path), says)
 
 
 def test_empty_prompt_file_for_generate(fail, tmp_path):
     path = put(tmp_path, "prompts.txt", "\n  \n")
-    fail("generate", "model=tiny:llama", f"data={path}", f"output_dir={tmp_path}/gen").names(
+    assert fail("generate", "model=tiny:llama", f"data={path}", f"output_dir={tmp_path}/gen").says(
         str(path), "no prompts")
 
 
 def test_a_folder_as_data(sft, tmp_path):
     folder = tmp_path / "rows.jsonl"
     folder.mkdir()
-    sft(folder).names(str(folder), "is a folder")
+    assert sft(folder).says(str(folder), "is a folder")
 
 
 def test_unknown_extension(sft, tmp_path):
     path = put(tmp_path, "rows.tsv", "prompt\tcompletion\nHi?\tHello.\n")
-    sft(path).names(str(path), "unsupported file type '.tsv'")
+    assert sft(path).says(str(path), "unsupported file type '.tsv'")
 
 
 def test_missing_file(sft, tmp_path):
     path = tmp_path / "typo.jsonl"
-    sft(path).names(f"{path}: no such file")
+    assert sft(path).says(f"{path}: no such file")
 
 
 def test_reference_rows_with_a_bad_byte_for_evaluate(fail, tmp_path):
     path = put(tmp_path, "refs.jsonl", b'{"prompt": "Hi?", "reference": "Hello."}\n'
                                        b'{"prompt": "Caf\xe9?", "reference": "Oui."}\n')
-    fail("evaluate", "model=tiny:llama", f"sets=[ref:{path}]",
-         f"output_dir={tmp_path}/ev").names(f"{path}:2:", "byte 0xe9")
+    assert fail("evaluate", "model=tiny:llama", f"sets=[ref:{path}]",
+                f"output_dir={tmp_path}/ev").says(f"{path}:2:", "byte 0xe9")
 
 
 # --- nothing already written is lost ------------------------------------------------------------
@@ -230,9 +230,9 @@ BAD_CHAT = '{"prompt": "Hi?", "completion": "Hello."}\n{"prompt": "Bye?", "compl
 def test_bad_data_leaves_an_earlier_sft_run(fail, tmp_path, earlier, how):
     path = put(tmp_path, "bad.jsonl", BAD_CHAT)
     before = snapshot(earlier)
-    fail("sft", "model=tiny:llama", f"data={path}", "max_steps=2", f"output_dir={earlier}",
-         "progress=false", "eval_n=0", how).names(f"{path}:2:", "field 'completion'")
-    unchanged(earlier, before)
+    assert fail("sft", "model=tiny:llama", f"data={path}", "max_steps=2", f"output_dir={earlier}",
+                "progress=false", "eval_n=0", how).says(f"{path}:2:", "field 'completion'")
+    assert changes(earlier, before) == []
 
 
 @pytest.mark.parametrize("stage,extra,data,where", [
@@ -252,6 +252,6 @@ def test_every_training_stage_reads_its_data_before_replacing_a_run(
         fail, tmp_path, earlier, stage, extra, data, where):
     path = put(tmp_path, "bad.jsonl", data)
     before = snapshot(earlier)
-    fail(stage, "model=tiny:llama", f"data={path}", "max_steps=1", f"output_dir={earlier}",
-         "overwrite=true", *extra).names(f"{path}{where}")
-    unchanged(earlier, before)
+    assert fail(stage, "model=tiny:llama", f"data={path}", "max_steps=1", f"output_dir={earlier}",
+                "overwrite=true", *extra).says(f"{path}{where}")
+    assert changes(earlier, before) == []

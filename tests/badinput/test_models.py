@@ -9,7 +9,7 @@ import pytest
 
 from lmlab.cli import main
 
-from .conftest import snapshot, unchanged
+from .conftest import changes, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -70,28 +70,28 @@ def test_truncated_safetensors(fail, copy, tmp_path):
     w = d / "model.safetensors"
     w.write_bytes(w.read_bytes()[:w.stat().st_size // 2])
     before = snapshot(d)
-    generate(fail, tmp_path, d).names(str(w), "truncated")
-    unchanged(d, before)
+    assert generate(fail, tmp_path, d).says(str(w), "truncated")
+    assert changes(d, before) == []
 
 
 def test_safetensors_cut_inside_its_header(fail, copy, tmp_path):
     d = copy()
     w = d / "model.safetensors"
     w.write_bytes(w.read_bytes()[:5])
-    generate(fail, tmp_path, d).names(str(w), "truncated")
+    assert generate(fail, tmp_path, d).says(str(w), "truncated")
 
 
 def test_safetensors_header_not_json(fail, copy, tmp_path):
     d = copy()
     w = d / "model.safetensors"
     w.write_bytes((20).to_bytes(8, "little") + b"{this is not json!!}" + b"\0" * 64)
-    generate(fail, tmp_path, d).names(str(w), "header")
+    assert generate(fail, tmp_path, d).says(str(w), "header")
 
 
 def test_config_without_weights(fail, copy, tmp_path):
     d = copy()
     (d / "model.safetensors").unlink()
-    generate(fail, tmp_path, d).names(str(d), "no weights", "model.safetensors")
+    assert generate(fail, tmp_path, d).says(str(d), "no weights", "model.safetensors")
 
 
 def test_shard_index_naming_a_missing_shard(fail, copy, tmp_path):
@@ -99,8 +99,8 @@ def test_shard_index_naming_a_missing_shard(fail, copy, tmp_path):
     (d / "model.safetensors").rename(d / "model-00001-of-00002.safetensors")
     index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}
     (d / "model.safetensors.index.json").write_text(json.dumps(index))
-    generate(fail, tmp_path, d).names("model.safetensors.index.json",
-                                      "model-00002-of-00002.safetensors")
+    assert generate(fail, tmp_path, d).says("model.safetensors.index.json",
+                                             "model-00002-of-00002.safetensors")
 
 
 # --- config.json --------------------------------------------------------------------------------
@@ -109,37 +109,37 @@ def test_shard_index_naming_a_missing_shard(fail, copy, tmp_path):
 def test_config_naming_an_unknown_architecture(fail, copy, tmp_path):
     d = copy()
     edit_config(d, model_type="flamingollama", architectures=["FlamingoLlamaForCausalLM"])
-    generate(fail, tmp_path, d).names(str(d / "config.json"), "model_type", "flamingollama")
+    assert generate(fail, tmp_path, d).says(str(d / "config.json"), "model_type", "flamingollama")
 
 
 def test_config_without_model_type(fail, copy, tmp_path):
     d = copy()
     edit_config(d, model_type=None)
-    generate(fail, tmp_path, d).names(str(d / "config.json"), "model_type", "missing")
+    assert generate(fail, tmp_path, d).says(str(d / "config.json"), "model_type", "missing")
 
 
 def test_config_that_is_not_json(fail, copy, tmp_path):
     d = copy()
     (d / "config.json").write_text('{"model_type": "llama",\n  hidden_size: 64}\n')
-    generate(fail, tmp_path, d).names(f"{d / 'config.json'}:2", "not valid JSON")
+    assert generate(fail, tmp_path, d).says(f"{d / 'config.json'}:2", "not valid JSON")
 
 
 def test_config_that_is_a_list(fail, copy, tmp_path):
     d = copy()
     (d / "config.json").write_text("[1, 2]")
-    generate(fail, tmp_path, d).names(str(d / "config.json"), "JSON object")
+    assert generate(fail, tmp_path, d).says(str(d / "config.json"), "JSON object")
 
 
 def test_a_model_with_no_causal_lm_form(fail, copy, tmp_path):
     d = copy()
     edit_config(d, model_type="t5")
-    generate(fail, tmp_path, d).names(str(d / "config.json"), "'t5'", "causal")
+    assert generate(fail, tmp_path, d).says(str(d / "config.json"), "'t5'", "causal")
 
 
 def test_lmlab_json_that_is_not_json(fail, copy, tmp_path):
     d = copy()
     (d / "lmlab.json").write_text("{oops")
-    generate(fail, tmp_path, d).names(str(d / "lmlab.json"), "not valid JSON")
+    assert generate(fail, tmp_path, d).says(str(d / "lmlab.json"), "not valid JSON")
 
 
 # --- the folder ---------------------------------------------------------------------------------
@@ -148,14 +148,14 @@ def test_lmlab_json_that_is_not_json(fail, copy, tmp_path):
 def test_empty_folder(fail, tmp_path):
     d = tmp_path / "empty"
     d.mkdir()
-    generate(fail, tmp_path, d).names(str(d), "empty folder")
+    assert generate(fail, tmp_path, d).says(str(d), "empty folder")
 
 
 def test_folder_of_other_files(fail, tmp_path):
     d = tmp_path / "notes"
     d.mkdir()
     (d / "readme.txt").write_text("hello")
-    generate(fail, tmp_path, d).names(str(d), "config.json", "readme.txt")
+    assert generate(fail, tmp_path, d).says(str(d), "config.json", "readme.txt")
 
 
 def test_weights_without_a_tokenizer(fail, copy, tmp_path):
@@ -164,16 +164,16 @@ def test_weights_without_a_tokenizer(fail, copy, tmp_path):
         if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
             f.unlink()
     before = snapshot(d)
-    fail("generate", f"model={d}", "prompt=hi", "max_new_tokens=2",
-         f"output_dir={tmp_path / 'out'}").names(str(d), "no tokenizer", "tokenizer.json")
-    unchanged(d, before)
+    assert fail("generate", f"model={d}", "prompt=hi", "max_new_tokens=2",
+                f"output_dir={tmp_path / 'out'}").says(str(d), "no tokenizer", "tokenizer.json")
+    assert changes(d, before) == []
 
 
 def test_adapter_without_its_base(fail, tmp_path):
     d = tmp_path / "adapter"
     d.mkdir()
     (d / "adapter_config.json").write_text("{}")
-    generate(fail, tmp_path, d).names(str(d), "LoRA adapter", "lmlab.json")
+    assert generate(fail, tmp_path, d).says(str(d), "LoRA adapter", "lmlab.json")
 
 
 def test_run_folder_with_no_final(fail, tmp_path):
@@ -182,25 +182,25 @@ def test_run_folder_with_no_final(fail, tmp_path):
     (run / "checkpoints" / "step-100").mkdir()
     (run / "config.yaml").write_text("stage: sft\nmodel: tiny:llama\n")
     before = snapshot(run)
-    generate(fail, tmp_path, run).names(str(run), "no final/", "resume=auto",
-                                        "lmlab sft --config", "step-100")
-    unchanged(run, before)
+    assert generate(fail, tmp_path, run).says(str(run), "no final/", "resume=auto",
+                                               "lmlab sft --config", "step-100")
+    assert changes(run, before) == []
 
 
 def test_reward_run_passed_to_generate(fail, reward_run, tmp_path):
     before = snapshot(reward_run)
-    fail("generate", f"model={reward_run}", "prompt=hi", "max_new_tokens=2",
-         f"output_dir={tmp_path / 'out'}").names(str(reward_run / "final"), "reward model",
-                                                 "not a causal LM")
-    unchanged(reward_run, before)
+    assert fail("generate", f"model={reward_run}", "prompt=hi", "max_new_tokens=2",
+                f"output_dir={tmp_path / 'out'}").says(str(reward_run / "final"), "reward model",
+                                                        "not a causal LM")
+    assert changes(reward_run, before) == []
 
 
 def test_reward_run_passed_to_dpo(fail, reward_run, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n")
-    fail("dpo", f"model={reward_run}", f"data={data}", "max_steps=1",
-         f"output_dir={tmp_path / 'dpo'}").names(str(reward_run / "final"), "reward model",
-                                                 "reward_model=")
+    assert fail("dpo", f"model={reward_run}", f"data={data}", "max_steps=1",
+                f"output_dir={tmp_path / 'dpo'}").says(str(reward_run / "final"), "reward model",
+                                                        "reward_model=")
 
 
 def test_evaluate_on_a_folder_that_cannot_load(fail, copy, tmp_path):
@@ -208,7 +208,7 @@ def test_evaluate_on_a_folder_that_cannot_load(fail, copy, tmp_path):
     w = d / "model.safetensors"
     w.write_bytes(w.read_bytes()[:1000])
     out = tmp_path / "ev"
-    fail("evaluate", f"model={d}", f"output_dir={out}").names(str(w), "truncated")
+    assert fail("evaluate", f"model={d}", f"output_dir={out}").says(str(w), "truncated")
     assert not out.exists()
 
 
@@ -216,33 +216,33 @@ def test_evaluate_on_a_folder_that_cannot_load(fail, copy, tmp_path):
 
 
 def test_config_json_given_for_its_folder(fail, good, tmp_path):
-    generate(fail, tmp_path, good / "config.json").names(str(good / "config.json"),
-                                                         f"model={good}")
+    assert generate(fail, tmp_path, good / "config.json").says(str(good / "config.json"),
+                                                                f"model={good}")
 
 
 def test_a_file_that_is_no_model(fail, tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("hi")
-    generate(fail, tmp_path, f).names(str(f), "is a file")
+    assert generate(fail, tmp_path, f).says(str(f), "is a file")
 
 
 def test_truncated_gguf(fail, tmp_path):
     f = tmp_path / "model.gguf"
     f.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\x05")
-    generate(fail, tmp_path, f).names(str(f), "GGUF", "incomplete or damaged")
+    assert generate(fail, tmp_path, f).says(str(f), "GGUF", "incomplete or damaged")
 
 
 def test_unknown_tiny_preset(fail, tmp_path):
-    generate(fail, tmp_path, "tiny:lama").names("tiny preset 'lama'", "did you mean 'llama'")
+    assert generate(fail, tmp_path, "tiny:lama").says("tiny preset 'lama'", "did you mean 'llama'")
 
 
 def test_alias_typo(fail, tmp_path):
-    generate(fail, tmp_path, "smollm2-135m-instuct").names(
+    assert generate(fail, tmp_path, "smollm2-135m-instuct").says(
         "unknown model 'smollm2-135m-instuct'", "did you mean 'smollm2-135m-instruct'")
 
 
 def test_hub_id_while_offline(fail, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
-    generate(fail, tmp_path, "someone/no-such-model-here").names(
+    assert generate(fail, tmp_path, "someone/no-such-model-here").says(
         "'someone/no-such-model-here'", "HF_HUB_OFFLINE=1", "offline")

@@ -1,6 +1,6 @@
 """Bad-input corpus, run folders and checkpoints: what a user (or a crash) can leave in
 ``output_dir`` and ``resume``. Each case: a non-zero exit, no traceback, the message names the
-folder or file, and nothing already written is lost (``snapshot`` / ``unchanged``)."""
+folder or file, and nothing already written is lost (``snapshot`` / ``changes``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from lmlab.cli import main
 
-from .conftest import snapshot, unchanged
+from .conftest import changes, snapshot
 
 TINY = ["model=tiny:llama", "data_limit=16", "eval_n=0", "batch_size=2", "max_len=64",
         "max_steps=2", "progress=false"]
@@ -38,14 +38,15 @@ def sft(fail, out, *extra):
 
 def test_resume_folder_that_does_not_exist(fail, tmp_path):
     missing = tmp_path / "nope" / "step-3"
-    sft(fail, tmp_path / "run", f"resume={missing}").names(str(missing), "does not exist")
+    assert sft(fail, tmp_path / "run", f"resume={missing}").says(str(missing), "does not exist")
 
 
 def test_resume_folder_that_is_a_run_not_a_checkpoint(fail, run_copy, tmp_path):
     before = snapshot(run_copy)
-    sft(fail, tmp_path / "new", f"resume={run_copy}").names(
-        str(run_copy), "not a checkpoint folder", f"did you mean {run_copy}/checkpoints/step-2")
-    unchanged(run_copy, before)
+    assert sft(fail, tmp_path / "new", f"resume={run_copy}").says(
+        str(run_copy), "not a checkpoint folder",
+        f"did you mean {run_copy}/checkpoints/step-2")
+    assert changes(run_copy, before) == []
 
 
 def test_checkpoint_missing_its_optimizer_state(fail, run_copy, tmp_path):
@@ -54,8 +55,8 @@ def test_checkpoint_missing_its_optimizer_state(fail, run_copy, tmp_path):
     del state["optimizer"]
     torch.save(state, ckpt / "state.pt")
     before = snapshot(run_copy)
-    sft(fail, tmp_path / "new", f"resume={ckpt}").names(f"{ckpt}/state.pt", "lacks optimizer")
-    unchanged(run_copy, before)
+    assert sft(fail, tmp_path / "new", f"resume={ckpt}").says(f"{ckpt}/state.pt", "lacks optimizer")
+    assert changes(run_copy, before) == []
 
 
 def test_truncated_state_file(fail, run_copy, tmp_path):
@@ -63,41 +64,41 @@ def test_truncated_state_file(fail, run_copy, tmp_path):
     file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
     before = snapshot(run_copy)
     del before["config.yaml"]  # a resume writes its own resolved config (resume: auto) first
-    sft(fail, run_copy, "resume=auto").names(str(file), "cannot be read", "truncated")
-    unchanged(run_copy, before)
+    assert sft(fail, run_copy, "resume=auto").says(str(file), "cannot be read", "truncated")
+    assert changes(run_copy, before) == []
 
 
 def test_state_file_that_is_not_a_checkpoint(fail, run_copy, tmp_path):
     file = run_copy / "checkpoints" / "step-2" / "state.pt"
     torch.save(torch.zeros(3), file)
-    sft(fail, tmp_path / "new", f"resume={file.parent}").names(str(file), "not an lmlab "
-                                                                           "checkpoint")
+    assert sft(fail, tmp_path / "new", f"resume={file.parent}").says(
+        str(file), "not an lmlab checkpoint")
 
 
 def test_checkpoint_of_another_method(fail, run_copy, tmp_path):
     """A LoRA run's checkpoint passed to a full fine-tune: the weights do not match."""
     ckpt = run_copy / "checkpoints" / "step-2"
-    sft(fail, tmp_path / "new", f"resume={ckpt}", "method=full").names(
+    assert sft(fail, tmp_path / "new", f"resume={ckpt}", "method=full").says(
         str(ckpt), "another model or method")
 
 
 def test_output_dir_that_holds_another_stages_run(fail, run_copy):
     before = snapshot(run_copy)
-    fail("dpo", "model=tiny:llama", f"output_dir={run_copy}", "max_steps=1", "progress=false"
-         ).names(str(run_copy), "'sft' run", "overwrite=true")
-    unchanged(run_copy, before)
+    assert fail("dpo", "model=tiny:llama", f"output_dir={run_copy}", "max_steps=1", "progress=false"
+                ).says(str(run_copy), "'sft' run", "overwrite=true")
+    assert changes(run_copy, before) == []
 
 
 def test_output_dir_that_holds_a_finished_run_without_resume(fail, run_copy):
     before = snapshot(run_copy)
-    sft(fail, run_copy).names(str(run_copy), "already holds a sft run", "resume=auto")
-    unchanged(run_copy, before)
+    assert sft(fail, run_copy).says(str(run_copy), "already holds a sft run", "resume=auto")
+    assert changes(run_copy, before) == []
 
 
 def test_output_dir_that_is_a_file(fail, tmp_path):
     file = tmp_path / "notes.txt"
     file.write_text("mine\n")
-    sft(fail, file).names(str(file), "is a file")
+    assert sft(fail, file).says(str(file), "is a file")
     assert file.read_text() == "mine\n"
 
 
@@ -106,16 +107,16 @@ def test_output_dir_that_is_another_folder(fail, tmp_path):
     mine.mkdir()
     (mine / "a.jpg").write_bytes(b"\xff\xd8")
     before = snapshot(mine)
-    sft(fail, mine).names(str(mine), "not an lmlab run folder")
-    unchanged(mine, before)
+    assert sft(fail, mine).says(str(mine), "not an lmlab run folder")
+    assert changes(mine, before) == []
 
 
 def test_run_folder_with_a_damaged_config(fail, run_copy):
     cfg = run_copy / "config.yaml"
     cfg.write_text("stage: sft\nmodel: [unclosed\n")
     before = snapshot(run_copy)
-    sft(fail, run_copy, "resume=auto").names(str(cfg))
-    unchanged(run_copy, before)
+    assert sft(fail, run_copy, "resume=auto").says(str(cfg))
+    assert changes(run_copy, before) == []
 
 
 def test_resume_auto_with_only_a_half_written_temp_checkpoint(run_copy, capsys):
