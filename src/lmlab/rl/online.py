@@ -319,14 +319,13 @@ def stop_request(on: Online):
 def end_update(on: Online, stop, update: int, last: int, extra: dict) -> None:
     """After update ``update`` (1-based): a checkpoint every ``save_every``, at the last update
     and after a Ctrl-C (``stop``); then, after a Ctrl-C, end the run there."""
-    from lmlab.train.interrupt import TrainingInterrupted, stopped_message
+    from lmlab.train.interrupt import TrainingInterrupted
 
     asked, every = stop.requested, on.cfg.save_every  # one reading: no claim of an unsaved step
     if asked or update == last or (every and update % every == 0):
         save(on, update, extra)
     if asked:
-        raise TrainingInterrupted(stopped_message(update, on.cfg.max_steps,
-                                                  on.run.checkpoints / f"step-{update}"))
+        raise TrainingInterrupted.at(update, on.cfg.max_steps, on.run.checkpoints)
 
 
 def resume(on: Online) -> None:

@@ -20,6 +20,13 @@ from collections.abc import Callable
 class TrainingInterrupted(KeyboardInterrupt):
     """The loop stopped for a Ctrl-C after saving a checkpoint; the message says where."""
 
+    @classmethod
+    def at(cls, step: int, total: int, checkpoints) -> "TrainingInterrupted":
+        """Stopped after ``step`` of ``total``, saved as ``checkpoints/step-<step>``; the
+        message is what the CLI prints after 'lmlab: '."""
+        return cls(f"interrupted at step {step} of {total}; saved {checkpoints}/step-{step} "
+                   f"(resume=auto continues from it)")
+
 
 class StopRequest:
     """``with StopRequest(last_checkpoint) as stop:`` turns the first SIGINT into
@@ -66,9 +73,3 @@ class StopRequest:
         from lmlab.train.distributed import all_reduce_sum
 
         return all_reduce_sum(int(self.requested), device) > 0
-
-
-def stopped_message(step: int, total: int, checkpoint) -> str:
-    """What the CLI prints after a checkpointed stop (after 'lmlab: ')."""
-    return (f"interrupted at step {step} of {total}; saved {checkpoint} "
-            f"(resume=auto continues from it)")

@@ -25,7 +25,7 @@ from lmlab.train.checkpoint import load_checkpoint, save_checkpoint
 from lmlab.train.config import TrainConfig
 from lmlab.train.data import BatchStream
 from lmlab.train.distributed import all_reduce_sum, barrier, wrap_ddp
-from lmlab.train.interrupt import StopRequest, TrainingInterrupted, stopped_message
+from lmlab.train.interrupt import StopRequest, TrainingInterrupted
 from lmlab.train.killpoints import killpoint
 from lmlab.train.logging import MetricLogger, format_duration, step_line
 from lmlab.train.schedules import lr_factor
@@ -237,11 +237,9 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
                 barrier()  # no rank exits (its launcher then stops the others) before the save
                 if bar is not None:
                     bar.close()
-                raise TrainingInterrupted(stopped_message(
-                    result.step, cfg.max_steps, run.checkpoints / f"step-{result.step}"))
+                raise TrainingInterrupted.at(result.step, cfg.max_steps, run.checkpoints)
         if steps_done and stop.agreed(device):  # Ctrl-C after the last step's check: saved
-            raise TrainingInterrupted(stopped_message(
-                result.step, cfg.max_steps, run.checkpoints / f"step-{result.step}"))
+            raise TrainingInterrupted.at(result.step, cfg.max_steps, run.checkpoints)
     if bar is not None:
         bar.close()
     result.seconds = time.time() - t_start
