@@ -124,6 +124,12 @@ def test_config_that_is_not_json(fail, copy, tmp_path):
     assert generate(fail, tmp_path, d).says(f"{d / 'config.json'}:2", "not valid JSON")
 
 
+def test_config_with_bytes_that_are_not_utf8(fail, copy, tmp_path):
+    d = copy()
+    (d / "config.json").write_bytes(b'{"model_type": "llama",\n "name": "caf\xe9"}\n')
+    assert generate(fail, tmp_path, d).says(f"{d / 'config.json'}:2:", "not UTF-8", "byte 0xe9")
+
+
 def test_config_that_is_a_list(fail, copy, tmp_path):
     d = copy()
     (d / "config.json").write_text("[1, 2]")

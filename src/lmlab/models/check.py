@@ -12,7 +12,8 @@ import difflib
 import json
 from pathlib import Path
 
-from lmlab.errors import ModelRefError
+from lmlab.errors import DataError, ModelRefError
+from lmlab.textfile import read_text
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -22,13 +23,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 def read_config(folder: Path) -> dict:
     """``config.json`` as a dict whose ``model_type`` transformers knows."""
     f = folder / "config.json"
-    try:
-        config = json.loads(f.read_text(encoding="utf-8"))
+    try:  # the one reader of users' text files: a BOM reads as plain, a bad byte is located
+        config = json.loads(read_text(f))
+    except DataError as e:
+        raise ModelRefError(str(e)) from None
     except json.JSONDecodeError as e:
         raise ModelRefError(f"{f}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-    except UnicodeDecodeError as e:
-        raise ModelRefError(f"{f}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
-                            f"{e.start})") from None
     if not isinstance(config, dict):
         raise ModelRefError(f"{f}: expected a JSON object, got {type(config).__name__}")
     check_model_type(f, config)
