@@ -124,7 +124,7 @@ def prepare_run(cfg, stage: str) -> Run:
     if path.exists() and not path.is_dir():
         raise UserError(f"output_dir {path} is a file, not a folder; choose another output_dir")
     if existing.exists():
-        old_stage = _run_stage(existing)
+        old_stage = saved_stage(existing)
         if cfg.overwrite:
             replace = old_stage
         elif old_stage != stage:
@@ -151,9 +151,9 @@ def prepare_run(cfg, stage: str) -> Run:
     return Run(path=path, stage=stage)
 
 
-def _run_stage(config: Path) -> str:
+def saved_stage(config: Path) -> str:
     """The stage named in a run folder's ``config.yaml``; a user error naming it when it is not
-    the YAML mapping lmlab wrote."""
+    the YAML mapping lmlab wrote; "?" when it names none."""
     try:
         old = yaml.safe_load(config.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:

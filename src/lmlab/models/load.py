@@ -126,13 +126,16 @@ def _not_a_model_folder(p: Path) -> str:
 
 
 def _run_stage(config_yaml: Path) -> str:
-    import yaml
+    """The stage a run folder's config.yaml names, for a command to suggest; "<stage>" when it
+    cannot say (no file, a damaged one)."""
+    from lmlab.errors import UserError
+    from lmlab.runs import saved_stage
 
     try:
-        stage = (yaml.safe_load(config_yaml.read_text(encoding="utf-8")) or {}).get("stage")
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        stage = None
-    return stage if isinstance(stage, str) and stage else "<stage>"
+        stage = saved_stage(config_yaml) if config_yaml.is_file() else "?"
+    except UserError:
+        stage = "?"
+    return "<stage>" if stage in ("?", "") else stage
 
 
 def _not_a_folder(p: Path) -> str:
