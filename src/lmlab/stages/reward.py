@@ -85,8 +85,9 @@ def read_pairs(cfg):
                      limit=cfg.data_limit, on_error=cfg.on_error)
 
 
-def load_pairs(cfg, tokenizer, rows=None) -> tuple[list[dict], list[dict], list, dict]:
-    """(train examples, held-out examples, held-out prompts, stats) for preference pairs.
+def load_pairs(cfg, tokenizer, rows) -> tuple[list[dict], list[dict], list, dict]:
+    """(train examples, held-out examples, held-out prompts, stats) for the preference ``rows``
+    that ``read_pairs`` read.
 
     Held-out pairs: the test split of built-in tasks, else the last ``eval_n`` rows of the
     source. Bad rows raise or are skipped and counted (``on_error``); pairs longer than
@@ -96,7 +97,6 @@ def load_pairs(cfg, tokenizer, rows=None) -> tuple[list[dict], list[dict], list,
     from lmlab.common import print0
     from lmlab.data import load_rows
 
-    rows = read_pairs(cfg) if rows is None else rows
     stats = {"rows": len(rows) + getattr(rows, "skipped", 0),
              "skipped_invalid": getattr(rows, "skipped", 0)}
     eval_rows: list[dict] = []
