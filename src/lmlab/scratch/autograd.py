@@ -24,7 +24,7 @@ import random
 class Value:
     """One scalar of a computation graph and its gradient d(output)/d(self)."""
 
-    __slots__ = ("data", "grad", "_parents", "_push", "op")
+    __slots__ = ("_parents", "_push", "data", "grad", "op")
 
     def __init__(self, data: float, parents: tuple = (), op: str = ""):
         self.data = float(data)
