@@ -153,7 +153,8 @@ def test_findings_say_plainly_what_did_not_improve(fixture_runs):
     assert "sft (sft) raised mean in-template task accuracy over its input model: 11.2% → 46.2%" \
         in text
     assert "dpo (dpo) did not raise mean in-template task accuracy" in text
-    assert "held-out pairwise accuracy 72.5% on 40 pairs" in text
+    # an interval from the count: 29 of 40 pairs
+    assert re.search(r"held-out pairwise accuracy 72\.5% \[\d\d\.\d–\d\d\.\d\] on 40 pairs", text)
     lines = headline_lines(result)
     assert any(line.strip().startswith("sft, in-template: convert 47.5%, compare 45.0%")
                for line in lines)
@@ -272,3 +273,30 @@ def test_held_out_splits_with_intervals_and_plain_words(tmp_path):
     runs_md = md[md.index("## Runs"):]
     assert "task accuracy 5.0% → 65.0% (improved); held-out template 10.0% → 25.0% (improved)" \
         in runs_md
+
+
+def test_evaluate_intervals_and_flagged_contamination(tmp_path):
+    ev = tmp_path / "runs" / "evaluate"
+    write_run(ev, "evaluate", {"model": "x"}, {"stage": "evaluate", "models": ["sft"]})
+    (ev / "models" / "sft").mkdir(parents=True)
+    (ev / "models" / "sft" / "eval.json").write_text(json.dumps(
+        {"schema": "lmlab.eval/1", "model": "sft", "label": "sft",
+         "metrics": {"tasks/accuracy": 0.5, "tasks/heldout_accuracy": 0.25}}))
+    (ev / "comparison.json").write_text(json.dumps({
+        "schema": "lmlab.eval/1", "columns": ["tasks/accuracy", "tasks/heldout_accuracy"],
+        "table": {"sft": {"tasks/accuracy": 0.5, "tasks/heldout_accuracy": 0.25}},
+        "intervals": {"sft": {"tasks/accuracy": {"ci95": [0.35, 0.65], "n": 40},
+                              "tasks/heldout_accuracy": {"ci95": [0.125, 0.4], "n": 40}}},
+        "pairwise": [],
+        "contamination": [
+            {"model": "sft", "set": "tasks/test", "n": 13, "items": 40, "overlapping": 0,
+             "share": 0.0, "flagged": False, "train_data": ["sft (sft): x.jsonl (9 rows)"]},
+            {"model": "sft", "set": "tasks/heldout", "n": 13, "items": 40, "overlapping": 6,
+             "share": 0.15, "flagged": True, "train_data": ["sft (sft): x.jsonl (9 rows)"]}]}))
+    result = build_report([tmp_path / "runs"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| tasks/accuracy | 50.0% [35.0–65.0] n=40 |" in md
+    assert "| tasks/heldout_accuracy | 25.0% [12.5–40.0] n=40 |" in md
+    assert "| sft | tasks/heldout | 40 | 6 | 15.0% | YES |" in md
+    assert ("CONTAMINATION (evaluate): 6 of 40 items of tasks/heldout share a word 13-gram "
+            "with sft's training data") in " ".join(result["findings"])

@@ -95,7 +95,7 @@ def headline_lines(result: dict) -> list[str]:
 
     lines = list(result.get("findings", []))
     for t in result.get("comparison", []):
-        if t["title"].startswith("Pairwise"):  # already among the findings
+        if t["title"].startswith(("Pairwise", "Contamination")):  # already among the findings
             continue
         lines.append(t["title"] + ":")
         for row, kinds in zip(t["rows"], t["kinds"]):

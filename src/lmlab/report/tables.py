@@ -362,8 +362,8 @@ def findings(runs: list[RunData]) -> list[str]:
             ev = s.get("eval_after") or {}
             if ev.get("eval/accuracy") is not None:
                 out.append(f"{r.label} (reward model): held-out pairwise accuracy "
-                           f"{fmt(ev['eval/accuracy'], 'pct')} on {fmt(ev.get('eval/pairs'), 'int')} "
-                           "pairs (chance is 50%).")
+                           f"{fmt(ev['eval/accuracy'], 'pct')}{_binary_ci(ev)} on "
+                           f"{fmt(ev.get('eval/pairs'), 'int')} pairs (chance is 50%).")
         if r.stage == "dpo":
             ev, kl = s.get("eval_after") or {}, (s.get("kl") or {}).get("kl/token")
             if ev.get("eval/rewards/accuracy") is not None:
@@ -374,7 +374,12 @@ def findings(runs: list[RunData]) -> list[str]:
             out.append(f"{r.label} ({r.stage}) stopped early: {s['stopped_early']}.")
         for msg in s.get("warnings") or []:  # grpo, ppo: lmlab.rl.monitor
             out.append(f"{r.label} ({r.stage}) warning: {msg}.")
-        for c in (r.comparison or {}).get("contamination") or []:
+        cont = (r.comparison or {}).get("contamination") or []
+        if cont and not any(c.get("flagged") for c in cont):
+            out.append(f"{r.label} (evaluate): no eval set shares a word {cont[0].get('n')}-gram "
+                       f"with the training data of the runs it scored ({len(cont)} sets "
+                       "checked).")
+        for c in cont:
             if c.get("flagged"):
                 out.append(f"CONTAMINATION ({r.label}): {c.get('overlapping')} of "
                            f"{c.get('items')} items of {c.get('set')} share a word "
@@ -386,6 +391,19 @@ def findings(runs: list[RunData]) -> list[str]:
                        f"win rate {fmt(w.get('win_rate'), 'pct')} "
                        f"[{fmt(ci[0], 'pct')}, {fmt(ci[1], 'pct')}] over {w.get('n')} prompts.")
     return out
+
+
+def _binary_ci(ev: dict) -> str:
+    """" [lo–hi]": the 95% bootstrap interval of an accuracy over ``eval/pairs`` items,
+    from its count (the bootstrap of a 0/1 mean depends only on k and n)."""
+    from lmlab.eval.intervals import accuracy
+
+    n, acc = ev.get("eval/pairs"), ev.get("eval/accuracy")
+    if not isinstance(n, int) or n <= 0 or acc is None:
+        return ""
+    k = round(acc * n)
+    ci = accuracy([True] * k + [False] * (n - k))["ci95"]
+    return f" [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]"
 
 
 def _survives(g: dict | None) -> bool:
