@@ -9,8 +9,8 @@ from lmlab.data.tasks import examples
 from lmlab.eval.contamination import check, set_items, training_texts
 from lmlab.eval.overlap import ngram_overlap, ngrams, words
 
-TRAIN = ["The quick brown fox jumps over the lazy dog, and then it runs far away into the "
-         "dark woods.", "An unrelated line."]
+TRAIN = [("The quick brown fox jumps over the lazy dog, and then it runs far away into the "
+          "dark woods."), "An unrelated line."]
 
 
 def test_ngrams_by_hand():

@@ -85,8 +85,8 @@ def set_items(name: str, result: dict, settings) -> dict[str, list[str]]:
             out.setdefault(label, []).append("\n".join(p for p in parts if p))
         return out
     if name == "ppl:tasks":
-        from lmlab.eval.sets import task_names
         from lmlab.data.tasks import examples
+        from lmlab.eval.sets import task_names
 
         return {name: [r["prompt"] + "\n" + r["answer"] for t in task_names(settings)
                        for r in examples(t, "test", settings.limit or 50, settings.seed)]}

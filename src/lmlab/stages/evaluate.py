@@ -447,8 +447,9 @@ def comparison_md(comp: dict) -> str:
                          f"{p['wins']} | {p['ties']} | {p['losses']} | {_fmt(p['win_rate'])} | "
                          f"{ci} | {_fmt(p.get('agreement_with_reward'))} |")
     if comp.get("contamination"):
-        lines += ["", f"Contamination: eval items sharing a word {comp['contamination'][0]['n']}"
-                      "-gram with the model's training data", "",
+        n = comp["contamination"][0]["n"]
+        lines += ["", (f"Contamination: eval items sharing a word {n}-gram with the model's "
+                       "training data"), "",
                   "| model | set | items | overlapping | share | flagged |", "|---" * 6 + "|"]
         for c in comp["contamination"]:
             lines.append(f"| {c['model']} | {c['set']} | {c['items']} | {c['overlapping']} | "

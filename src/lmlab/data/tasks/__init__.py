@@ -11,9 +11,22 @@ json (``text.py``). How a completion is read: ``extract.py``. See docs/tasks.md.
     True
 """
 
-from lmlab.data.tasks.core import (DEFAULT_N, EVAL_SPLITS, ROW_KINDS, SPLIT_LABELS, SPLITS, TASKS,
-                                   Task, examples, get_task, has_split, score, split_of,
-                                   task_names, task_rows)
+from lmlab.data.tasks.core import (
+    DEFAULT_N,
+    EVAL_SPLITS,
+    ROW_KINDS,
+    SPLIT_LABELS,
+    SPLITS,
+    TASKS,
+    Task,
+    examples,
+    get_task,
+    has_split,
+    score,
+    split_of,
+    task_names,
+    task_rows,
+)
 
-__all__ = ["DEFAULT_N", "EVAL_SPLITS", "ROW_KINDS", "SPLIT_LABELS", "SPLITS", "TASKS", "Task",
+__all__ = ["DEFAULT_N", "EVAL_SPLITS", "ROW_KINDS", "SPLITS", "SPLIT_LABELS", "TASKS", "Task",
            "examples", "get_task", "has_split", "score", "split_of", "task_names", "task_rows"]

@@ -19,11 +19,16 @@ numbers or a longer list).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from lmlab.data.tasks.extract import numbers, stated_numbers
-from lmlab.data.tasks.phrasing import NUMBER_EVAL, NUMBER_TRAIN, Phrasings, check_variant
+from lmlab.data.tasks.phrasing import (
+    NUMBER_EVAL,
+    NUMBER_TRAIN,
+    Phrasings,
+    check_variant,
+)
 
 # (rng, variant) -> (prompt, answer values); variant in phrasing.VARIANTS
 Maker = Callable[[random.Random, str], tuple[str, list[int]]]

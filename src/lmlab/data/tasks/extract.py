@@ -30,13 +30,13 @@ _NUM = _NUMBER.pattern
 # spaces or "and", optional bracket, optional one unit word ("420 minutes"); ``lead`` is the text
 # before it. The lazy lead makes the list as long as possible: "7, 19, 42, 83, 90" is 5 numbers.
 _TAIL_NUMBERS = re.compile(rf"^(?P<lead>.*?)[\[(]?(?P<nums>{_NUM}(?:\s*(?:,|\band\b)?\s*{_NUM})*)"
-                           r"[\])]?(?:\s+[A-Za-z]+)?$", re.S)
-_TAIL_WORD = re.compile(r"^(?P<lead>.*?)(?P<word>[A-Za-z]+)$", re.S)
+                           r"[\])]?(?:\s+[A-Za-z]+)?$", re.DOTALL)
+_TAIL_WORD = re.compile(r"^(?P<lead>.*?)(?P<word>[A-Za-z]+)$", re.DOTALL)
 # What may stand right before the answer on its line.
-_CUE = re.compile(r"(?:=|:|->|→|\b(?:is|are|answer|equals))$", re.I)
+_CUE = re.compile(r"(?:=|:|->|→|\b(?:is|are|answer|equals))$", re.IGNORECASE)
 _MARKUP = "*`_$"
 _END_PUNCT = " \t.!;'\""
-_FENCE = re.compile(r"^```[A-Za-z]*\s*(.*?)\s*```$", re.S)
+_FENCE = re.compile(r"^```[A-Za-z]*\s*(.*?)\s*```$", re.DOTALL)
 
 
 def clean(completion: str) -> str:
