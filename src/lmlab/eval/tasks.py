@@ -44,6 +44,17 @@ def greedy_complete(model, tokenizer, prompts: list[str], *, max_new_tokens: int
     return outs
 
 
+def split_problems(splits) -> list[str]:
+    """Config problems with a list of eval splits (for a stage's validate())."""
+    from lmlab.data.tasks import EVAL_SPLITS
+
+    bad = [x for x in splits if x not in EVAL_SPLITS]
+    if bad or not splits:
+        return [f"eval_splits: expected some of {', '.join(EVAL_SPLITS)}, got "
+                f"{', '.join(map(str, bad)) or 'none'}"]
+    return []
+
+
 def split_budget(split: str, max_new_tokens: int) -> int:
     return max_new_tokens + (RANGE_EXTRA_TOKENS if split == "range" else 0)
 

@@ -67,10 +67,15 @@ class Config(TrainConfig):
                                     "(default: the tasks in data when data is task:...)")
     task_eval_n: int = opt(50, "prompts per eval task and split (in-template, held-out "
                                 "template, out-of-range; 0 = off)", min=0)
+    eval_splits: list[str] = opt(["test", "heldout", "range"],
+                                 "task eval prompts: test (in-template), heldout (phrasings never "
+                                 "trained on), range (larger numbers, longer lists)")
     eval_max_new_tokens: int = opt(16, "tokens generated per task prompt", min=1)
 
     def validate(self) -> list[str]:
-        problems = []
+        from lmlab.eval.tasks import split_problems
+
+        problems = split_problems(self.eval_splits)
         if self.lora_targets and self.method != "lora":
             problems.append("lora_targets: only used with method=lora")
         if self.data_kind == "kto" and self.loss != "kto":
@@ -386,7 +391,8 @@ def run(cfg: Config) -> dict:
     measure = is_main() and cfg.resume == "no"
     pairs_before = evaluate(model) if held and measure else None
     tasks_before = measure_tasks(model, tokenizer, tasks, n=cfg.task_eval_n,
-                                 max_new_tokens=cfg.eval_max_new_tokens) \
+                                 max_new_tokens=cfg.eval_max_new_tokens,
+                                 splits=cfg.eval_splits) \
         if tasks and measure else None
 
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
@@ -440,7 +446,7 @@ def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, sum
                f"{kl['kl/sequence']:.4f} per reply, {kl['kl/token']:.5f} per token")
     if tasks:
         after = measure_tasks(model, tokenizer, tasks, n=cfg.task_eval_n,
-                              max_new_tokens=cfg.eval_max_new_tokens)
+                              max_new_tokens=cfg.eval_max_new_tokens, splits=cfg.eval_splits)
         # task_accuracy_*: in-template accuracy per task (the keys before held-out splits)
         summary["task_accuracy_after"] = _in_template(after)
         if tasks_before is not None:

@@ -39,10 +39,15 @@ class Config(TrainConfig):
                                     "(default: the tasks in data when data is task:...)")
     eval_n: int = opt(50, "held-out prompts per eval task and split (in-template, held-out "
                           "template, out-of-range)", min=0)
+    eval_splits: list[str] = opt(["test", "heldout", "range"],
+                                 "task eval prompts: test (in-template), heldout (phrasings never "
+                                 "trained on), range (larger numbers, longer lists)")
     eval_max_new_tokens: int = opt(16, "tokens generated per eval prompt", min=1)
 
     def validate(self) -> list[str]:
-        problems = []
+        from lmlab.eval.tasks import split_problems
+
+        problems = split_problems(self.eval_splits)
         if self.lora_targets and self.method not in ("lora", "qlora"):
             problems.append("lora_targets: only used with method=lora or qlora")
         return problems
@@ -97,7 +102,7 @@ def run(cfg: Config) -> dict:
 
     def evaluate(m) -> tuple[dict, dict]:
         res = measure_tasks(m, tokenizer, tasks, n=cfg.eval_n,
-                            max_new_tokens=cfg.eval_max_new_tokens)
+                            max_new_tokens=cfg.eval_max_new_tokens, splits=cfg.eval_splits)
         return flat_metrics(res["flags"]), res
 
     before = after = before_res = None
