@@ -10,7 +10,7 @@ import yaml
 from lmlab.cli import main
 from lmlab.report import build_report, headline_lines
 from lmlab.report.collect import discover
-from lmlab.report.tables import fmt, task_comparison
+from lmlab.report.tables import acc_value, fmt, task_comparison
 
 SECTIONS = ("Findings", "Model comparison", "Runs", "Training curves", "Samples", "Speed",
             "Environment")
@@ -127,17 +127,24 @@ def test_table_numbers_equal_the_sources(fixture_runs):
     runs, _, _ = discover([root])
     t = task_comparison(runs)
     rows = {r[0]: dict(zip(t.columns, r)) for r in t.rows}
-    assert rows["smollm2-135m-instruct (input of sft)"]["compare"] == 0.225
-    assert rows["sft"]["convert"] == 0.475 and rows["dpo"]["convert"] == 0.4
+    assert acc_value(rows["smollm2-135m-instruct (input of sft)"]["compare"]) == 0.225
+    assert acc_value(rows["sft"]["convert"]) == 0.475 and acc_value(rows["dpo"]["convert"]) == 0.4
+    # recorded as bare numbers: the interval comes from the count (9 of 40 prompts)
+    assert rows["smollm2-135m-instruct (input of sft)"]["compare"]["correct"] == 9
+    assert rows["sft"]["convert"]["n"] == 40
     assert rows["sft"]["measured in"] == "sft (after), reward (before)" or \
         "dpo (before)" in rows["sft"]["measured in"]
-    assert rows["dpo"]["mean"] == pytest.approx((0.4 + 0.45) / 2)
+    assert acc_value(rows["dpo"]["mean"]) == pytest.approx((0.4 + 0.45) / 2)
     build_report([root], tmp / "out")
     html = (tmp / "out" / "report.html").read_text()
     md = (tmp / "out" / "report.md").read_text()
-    # runs from before the held-out splits: in-template numbers only, no intervals
-    assert "| sft | in-template | 47.5% | 45.0% | 46.2% |" in md  # convert, compare, mean
-    assert "| dpo | in-template | 40.0% | 45.0% | 42.5% |" in md
+    # runs from before the held-out splits: in-template numbers only, with the interval their
+    # count gives; convert, compare, mean
+    ci = r"\[\d+\.\d–\d+\.\d\]"
+    assert re.search(rf"\| sft \| in-template \| 47\.5% {ci} n=40 \| 45\.0% {ci} n=40 \| "
+                     rf"46\.2% {ci} n=80 \|", md)
+    assert re.search(rf"\| dpo \| in-template \| 40\.0% {ci} n=40 \| 45\.0% {ci} n=40 \| "
+                     rf"42\.5% {ci} n=80 \|", md)
     for value, kind in ((28.75, "num"), (31.2, "num"), (0.65625, "pct"), (0.725, "pct"),
                         (0.0123, "num"), (0.4321, "num"), (16.0, "num")):
         assert fmt(value, kind) in html, (value, kind)
@@ -156,8 +163,8 @@ def test_findings_say_plainly_what_did_not_improve(fixture_runs):
     # an interval from the count: 29 of 40 pairs
     assert re.search(r"held-out pairwise accuracy 72\.5% \[\d\d\.\d–\d\d\.\d\] on 40 pairs", text)
     lines = headline_lines(result)
-    assert any(line.strip().startswith("sft, in-template: convert 47.5%, compare 45.0%")
-               for line in lines)
+    assert any(line.strip().startswith("sft, in-template: convert 47.5% [") and
+               "compare 45.0% [" in line for line in lines)
 
 
 def test_samples_side_by_side(fixture_runs):
@@ -203,8 +210,8 @@ def test_online_rl_and_distill_runs(tmp_path):
     result = build_report([root], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "rollout reward 0.125 → 0.375 (improved); KL 0.0042" in md
-    assert "| grpo | in-template | 50.0% | 50.0% |" in md
-    assert "| base-m (input of grpo) | in-template | 25.0% |" in md
+    assert "| grpo | in-template | 50.0% [12.5–87.5] n=8 | 50.0% [12.5–87.5] n=8 |" in md
+    assert "| base-m (input of grpo) | in-template | 25.0% [0.0–62.5] n=8 |" in md
     assert "the student's mean held-out task accuracy is 37.5%, the teacher's 62.5%" in \
         " ".join(result["findings"])
     assert "grpo (grpo) stopped early: KL 9.000 > kl_stop 8.0 at update 5." in result["findings"]

@@ -109,8 +109,24 @@ def task_splits(run: RunData) -> tuple[dict, dict, dict]:
     s = run.summary or {}
     if isinstance(s.get("task_eval_after"), dict):
         return (s.get("task_eval_before") or {}, s["task_eval_after"], s.get("task_gain") or {})
-    before, after, _ = task_accuracy(run)
-    return ({"test": before} if before else {}), ({"test": after} if after else {}), {}
+    before, after, n = task_accuracy(run)
+    return ({"test": _counted(before, n)} if before else {}), \
+        ({"test": _counted(after, n)} if after else {}), {}
+
+
+def _counted(per_task: dict, n) -> dict:
+    """Accuracies recorded as bare numbers, as cells with the interval their count gives (the
+    bootstrap of a 0/1 mean depends only on k and n), when n prompts per task is known."""
+    from lmlab.eval.intervals import accuracy
+
+    if not isinstance(n, int) or n <= 0:
+        return per_task
+    flags = {t: [True] * round(v * n) + [False] * (n - round(v * n))
+             for t, v in per_task.items() if isinstance(v, (int, float)) and 0 <= v <= 1}
+    out = {t: accuracy(f) for t, f in flags.items()}
+    if out:
+        out["mean"] = accuracy([x for f in flags.values() for x in f])
+    return out
 
 
 def split_mean(per_task: dict | None):
