@@ -2,6 +2,7 @@
 real stage configs get before anything runs."""
 
 import json
+import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,16 @@ def test_tiny_pipeline_end_to_end_then_skips(tmp_path, monkeypatch):
     assert "Pairwise win rates (evaluate)" in html  # evaluate's reward-model comparison
     report = json.loads((out / "report" / "summary.json").read_text())  # as `lmlab report`'s
     assert report["stage"] == "report" and report["findings"] and report["html"]
+    # both accuracies (and out-of-range), each with its interval and n, from sft and dpo
+    md = (out / "report" / "report.md").read_text()
+    for prompts in ("in-template", "held-out template", "out-of-range"):
+        row = next(x for x in md.splitlines() if x.startswith(f"| sft | {prompts} | "))
+        assert re.search(r"\d+\.\d% \[\d+\.\d–\d+\.\d\] n=4 \|", row), row
+    sft = json.loads((out / "sft" / "summary.json").read_text())
+    assert set(sft["task_gain"]) == {"test", "heldout", "range"}
+    assert {"eval/accuracy", "eval/heldout_accuracy", "eval/range_accuracy"} <= set(
+        sft["eval_after"])
+    assert "| tasks/heldout_accuracy |" in (out / "evaluate" / "comparison.md").read_text()
     stamp = (out / "dpo" / "summary.json").stat().st_mtime
     rc, _ = _pipeline(monkeypatch, tmp_path, "configs/pipelines/tiny.yaml")
     assert rc == 0 and (out / "dpo" / "summary.json").stat().st_mtime == stamp
@@ -214,3 +225,6 @@ def test_demo_pipeline_quick_profile(tmp_path, monkeypatch):
     assert (out / "report" / "report.html").exists() and summary["findings"]
     sft = json.loads((out / "sft" / "summary.json").read_text())
     assert sft["eval_after"]["eval/accuracy"] > sft["eval_before"]["eval/accuracy"]
+    # issue 33's target: SFT's held-out-phrasing gain on each task >= 20 points, CI above 0
+    for task, g in sft["task_gain"]["heldout"].items():
+        assert g["gain"] >= 0.2 and g["ci95"][0] > 0, (task, g)

@@ -92,7 +92,7 @@ def test_wrong_answers_are_deterministic_and_in_the_answer_format():
 # Hand-written replies per task: (task, answer, reply, expected check()).
 CASES = [
     ("add", "936", "936", True),
-    ("add", "936", "The answer is 936.", True),  # the last number in the reply counts
+    ("add", "936", "The answer is 936.", True),  # the final line states it after a cue
     ("add", "936", "347 + 589 = 936", True),
     ("add", "936", "**936**", True),
     ("add", "936", "936.0", True),
@@ -106,7 +106,16 @@ CASES = [
     ("sub", "58", "-58", False),
     ("sub", "58", "347-289", False),  # a hyphen between digits is no minus sign: reads 289
     ("compare", "482", "482", True),
-    ("compare", "482", "482 is larger than 428", False),  # last number 428
+    ("compare", "482", "482 is larger than 428", False),  # states no answer
+    # Strict: the final line must state the answer, not merely mention it (issue 26 item 8).
+    ("compare", "865", "856 is a multiple of 18, and 865 is not.", False),
+    ("compare", "865", "The answer is 865.", True),
+    ("compare", "865", "865", True),
+    ("compare", "865", "The larger number is **865**.", True),
+    ("compare", "865", "865\nI hope this helps!", False),  # the final line is no answer
+    ("compare", "865", "Let me compare the digits.\n865", True),
+    ("compare", "865", "Not 856 but 865", False),
+    ("add", "936", "936, I think. Check: 937", False),
     ("compare", "482", "428", False),
     ("convert", "420", "420 minutes", True),
     ("convert", "12000", "12,000", True),
@@ -127,6 +136,8 @@ CASES = [
     ("reverse", "ilomab", "bamoli", False),
     ("reverse", "ilomab", "i-l-o-m-a-b", False),
     ("reverse", "ilomab", "ilomab or bamoli", False),
+    ("reverse", "ilomab", "Not ilomab.", False),  # mentions it, does not state it
+    ("reverse", "ilomab", "ilomab\nThat is the word backwards.", False),
     ("json", '{"answer": 71}', '{"answer": 71}', True),
     ("json", '{"answer": 71}', '{"answer":71.0}', True),
     ("json", '{"answer": 71}', '```json\n{\n  "answer": 71\n}\n```', True),
@@ -224,7 +235,7 @@ def test_a_split_too_small_for_n_is_a_user_error(monkeypatch):
     from lmlab.data.tasks import core
 
     tiny = core.TASKS["add"].__class__(
-        "tiny", "two prompts", lambda rng: (f"p{rng.randint(0, 1)}", [1]),
+        "tiny", "two prompts", lambda rng, variant: (f"p{rng.randint(0, 1)}", [1]),
         lambda ex, values, rng: [2])
     monkeypatch.setitem(core.TASKS, "tiny", tiny)
     monkeypatch.setattr(core, "_MIN_DRAWS", 50)

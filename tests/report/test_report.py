@@ -10,7 +10,7 @@ import yaml
 from lmlab.cli import main
 from lmlab.report import build_report, headline_lines
 from lmlab.report.collect import discover
-from lmlab.report.tables import fmt, task_comparison
+from lmlab.report.tables import acc_value, fmt, task_comparison
 
 SECTIONS = ("Findings", "Model comparison", "Runs", "Training curves", "Samples", "Speed",
             "Environment")
@@ -127,16 +127,24 @@ def test_table_numbers_equal_the_sources(fixture_runs):
     runs, _, _ = discover([root])
     t = task_comparison(runs)
     rows = {r[0]: dict(zip(t.columns, r)) for r in t.rows}
-    assert rows["smollm2-135m-instruct (input of sft)"]["compare"] == 0.225
-    assert rows["sft"]["convert"] == 0.475 and rows["dpo"]["convert"] == 0.4
+    assert acc_value(rows["smollm2-135m-instruct (input of sft)"]["compare"]) == 0.225
+    assert acc_value(rows["sft"]["convert"]) == 0.475 and acc_value(rows["dpo"]["convert"]) == 0.4
+    # recorded as bare numbers: the interval comes from the count (9 of 40 prompts)
+    assert rows["smollm2-135m-instruct (input of sft)"]["compare"]["correct"] == 9
+    assert rows["sft"]["convert"]["n"] == 40
     assert rows["sft"]["measured in"] == "sft (after), reward (before)" or \
         "dpo (before)" in rows["sft"]["measured in"]
-    assert rows["dpo"]["mean"] == pytest.approx((0.4 + 0.45) / 2)
+    assert acc_value(rows["dpo"]["mean"]) == pytest.approx((0.4 + 0.45) / 2)
     build_report([root], tmp / "out")
     html = (tmp / "out" / "report.html").read_text()
     md = (tmp / "out" / "report.md").read_text()
-    assert "| sft | 47.5% | 45.0% | 46.2% |" in md  # convert, compare, mean
-    assert "| dpo | 40.0% | 45.0% | 42.5% |" in md
+    # runs from before the held-out splits: in-template numbers only, with the interval their
+    # count gives; convert, compare, mean
+    ci = r"\[\d+\.\d–\d+\.\d\]"
+    assert re.search(rf"\| sft \| in-template \| 47\.5% {ci} n=40 \| 45\.0% {ci} n=40 \| "
+                     rf"46\.2% {ci} n=80 \|", md)
+    assert re.search(rf"\| dpo \| in-template \| 40\.0% {ci} n=40 \| 45\.0% {ci} n=40 \| "
+                     rf"42\.5% {ci} n=80 \|", md)
     for value, kind in ((28.75, "num"), (31.2, "num"), (0.65625, "pct"), (0.725, "pct"),
                         (0.0123, "num"), (0.4321, "num"), (16.0, "num")):
         assert fmt(value, kind) in html, (value, kind)
@@ -149,12 +157,14 @@ def test_findings_say_plainly_what_did_not_improve(fixture_runs):
     tmp, root, _ = fixture_runs
     result = build_report([root], tmp / "out")
     text = "\n".join(result["findings"])
-    assert "sft (sft) raised mean held-out task accuracy over its input model: 11.2% → 46.2%" \
+    assert "sft (sft) raised mean in-template task accuracy over its input model: 11.2% → 46.2%" \
         in text
-    assert "dpo (dpo) did not raise mean held-out task accuracy" in text
-    assert "held-out pairwise accuracy 72.5% on 40 pairs" in text
+    assert "dpo (dpo) did not raise mean in-template task accuracy" in text
+    # an interval from the count: 29 of 40 pairs
+    assert re.search(r"held-out pairwise accuracy 72\.5% \[\d\d\.\d–\d\d\.\d\] on 40 pairs", text)
     lines = headline_lines(result)
-    assert any(line.strip().startswith("sft: convert 47.5%, compare 45.0%") for line in lines)
+    assert any(line.strip().startswith("sft, in-template: convert 47.5% [") and
+               "compare 45.0% [" in line for line in lines)
 
 
 def test_samples_side_by_side(fixture_runs):
@@ -200,7 +210,8 @@ def test_online_rl_and_distill_runs(tmp_path):
     result = build_report([root], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "rollout reward 0.125 → 0.375 (improved); KL 0.0042" in md
-    assert "| grpo | 50.0% | 50.0% |" in md and "| base-m (input of grpo) | 25.0% |" in md
+    assert "| grpo | in-template | 50.0% [12.5–87.5] n=8 | 50.0% [12.5–87.5] n=8 |" in md
+    assert "| base-m (input of grpo) | in-template | 25.0% [0.0–62.5] n=8 |" in md
     assert "the student's mean held-out task accuracy is 37.5%, the teacher's 62.5%" in \
         " ".join(result["findings"])
     assert "grpo (grpo) stopped early: KL 9.000 > kl_stop 8.0 at update 5." in result["findings"]
@@ -208,3 +219,91 @@ def test_online_rl_and_distill_runs(tmp_path):
             "responses are the same text.") in result["findings"]
     html = (tmp_path / "out" / "report.html").read_text()
     assert html.count("data:image/png") == 1  # grpo logged curves, distill did not
+
+
+def _acc(correct, n, lo, hi):
+    return {"accuracy": correct / n, "n": n, "correct": correct, "ci95": [lo, hi]}
+
+
+def _gain(before, after, n, lo, hi):
+    return {"before": before, "after": after, "gain": after - before, "n": n, "ci95": [lo, hi]}
+
+
+def test_held_out_splits_with_intervals_and_plain_words(tmp_path):
+    """A run with in-template, held-out and out-of-range numbers: both accuracies with their
+    intervals and n, and the report says in words where the gain does not survive."""
+    root = tmp_path / "runs"
+    ev = {"test": {"convert": _acc(0, 40, 0, 0), "compare": _acc(4, 40, .025, .2),
+                   "mean": _acc(4, 80, .0125, .1)},
+          "heldout": {"convert": _acc(0, 40, 0, 0), "compare": _acc(8, 40, .075, .325),
+                      "mean": _acc(8, 80, .0375, .1625)},
+          "range": {"convert": _acc(0, 40, 0, 0), "compare": _acc(10, 40, .125, .375),
+                    "mean": _acc(10, 80, .075, .2)}}
+    after = {"test": {"convert": _acc(22, 40, .4, .7), "compare": _acc(30, 40, .6, .875),
+                      "mean": _acc(52, 80, .55, .75)},
+             "heldout": {"convert": _acc(0, 40, 0, 0), "compare": _acc(20, 40, .35, .65),
+                         "mean": _acc(20, 80, .15, .35)},
+             "range": {"convert": _acc(1, 40, 0, .075), "compare": _acc(11, 40, .15, .425),
+                       "mean": _acc(12, 80, .075, .225)}}
+    gain = {"test": {"convert": _gain(0, .55, 40, .4, .7), "compare": _gain(.1, .75, 40, .5, .8),
+                     "mean": _gain(.05, .65, 80, .525, .75)},
+            "heldout": {"convert": _gain(0, 0, 40, 0, 0), "compare": _gain(.2, .5, 40, .15, .45),
+                        "mean": _gain(.1, .25, 80, .075, .225)},
+            "range": {"convert": _gain(0, .025, 40, 0, .075),
+                      "compare": _gain(.25, .275, 40, -.15, .2),
+                      "mean": _gain(.125, .15, 80, -.075, .125)}}
+    write_run(root / "sft", "sft", {"model": "base-m", "eval_n": 40},
+              {"stage": "sft", "steps": 40, "eval_before": {"eval/accuracy": .05},
+               "eval_after": {"eval/accuracy": .65, "eval/accuracy/convert": .55,
+                              "eval/accuracy/compare": .75},
+               "task_eval_before": ev, "task_eval_after": after, "task_gain": gain})
+    result = build_report([root], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| sft | in-template | 55.0% [40.0–70.0] n=40 | 75.0% [60.0–87.5] n=40 | " \
+           "65.0% [55.0–75.0] n=80 |" in md
+    assert "| sft | held-out template | 0.0% [0.0–0.0] n=40 | 50.0% [35.0–65.0] n=40 |" in md
+    assert "| sft | out-of-range | 2.5% [0.0–7.5] n=40 |" in md
+    assert "| base-m (input of sft) | held-out template | 0.0% [0.0–0.0] n=40 |" in md
+    text = "\n".join(result["findings"])
+    assert "sft (sft) raised mean in-template task accuracy over its input model: 5.0% → 65.0% " \
+           "(convert, compare; 80 prompts, gain +60.0 pts, 95% CI [+52.5, +75.0])" in text
+    assert "sft (sft) on held-out template prompts: 10.0% → 25.0%, gain +15.0 pts (95% CI " \
+           "[+7.5, +22.5], 80 prompts)." in text
+    # the mean survives held-out phrasing, convert's gain does not; out of range nothing does
+    assert "sft's in-template gain does NOT survive held-out phrasing on convert (+0.0 pts, " \
+           "95% CI [+0.0, +0.0])." in text
+    assert "sft's in-template gain (+60.0 pts) does NOT survive out-of-range numbers: +2.5 pts" \
+           in text
+    lines = headline_lines(result)
+    assert any(x.strip().startswith("sft, held-out template: convert 0.0% [0.0–0.0] n=40, "
+                                    "compare 50.0% [35.0–65.0] n=40") for x in lines)
+    runs_md = md[md.index("## Runs"):]
+    assert "task accuracy 5.0% → 65.0% (improved); held-out template 10.0% → 25.0% (improved)" \
+        in runs_md
+
+
+def test_evaluate_intervals_and_flagged_contamination(tmp_path):
+    ev = tmp_path / "runs" / "evaluate"
+    write_run(ev, "evaluate", {"model": "x"}, {"stage": "evaluate", "models": ["sft"]})
+    (ev / "models" / "sft").mkdir(parents=True)
+    (ev / "models" / "sft" / "eval.json").write_text(json.dumps(
+        {"schema": "lmlab.eval/1", "model": "sft", "label": "sft",
+         "metrics": {"tasks/accuracy": 0.5, "tasks/heldout_accuracy": 0.25}}))
+    (ev / "comparison.json").write_text(json.dumps({
+        "schema": "lmlab.eval/1", "columns": ["tasks/accuracy", "tasks/heldout_accuracy"],
+        "table": {"sft": {"tasks/accuracy": 0.5, "tasks/heldout_accuracy": 0.25}},
+        "intervals": {"sft": {"tasks/accuracy": {"ci95": [0.35, 0.65], "n": 40},
+                              "tasks/heldout_accuracy": {"ci95": [0.125, 0.4], "n": 40}}},
+        "pairwise": [],
+        "contamination": [
+            {"model": "sft", "set": "tasks/test", "n": 13, "items": 40, "overlapping": 0,
+             "share": 0.0, "flagged": False, "train_data": ["sft (sft): x.jsonl (9 rows)"]},
+            {"model": "sft", "set": "tasks/heldout", "n": 13, "items": 40, "overlapping": 6,
+             "share": 0.15, "flagged": True, "train_data": ["sft (sft): x.jsonl (9 rows)"]}]}))
+    result = build_report([tmp_path / "runs"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| tasks/accuracy | 50.0% [35.0–65.0] n=40 |" in md
+    assert "| tasks/heldout_accuracy | 25.0% [12.5–40.0] n=40 |" in md
+    assert "| sft | tasks/heldout | 40 | 6 | 15.0% | YES |" in md
+    assert ("CONTAMINATION (evaluate): 6 of 40 items of tasks/heldout share a word 13-gram "
+            "with sft's training data") in " ".join(result["findings"])

@@ -46,7 +46,14 @@ def test_writes_eval_json_per_model_and_comparison(tmp_path, reward_folder):
                     "tasks/add/accuracy", "safety/refusal_rate", "safety/over_refusal_rate",
                     "tasks/reward_mean", "safety/reward_mean", "safety/judge_score"):
             assert key in e["metrics"], key
-        assert e["sets"]["tasks"]["n"] == 2 and e["sets"]["safety"]["n"] == 4
+        # limit=2 prompts per task and split: in-template, held-out template, out-of-range
+        assert e["sets"]["tasks"]["n"] == 6 and e["sets"]["safety"]["n"] == 4
+        for key in ("tasks/heldout_accuracy", "tasks/range_accuracy",
+                    "tasks/add/heldout_accuracy", "tasks/add/range_accuracy"):
+            assert key in e["metrics"], key
+            iv = e["intervals"][key]
+            assert iv["n"] == 2 and iv["ci95"][0] <= e["metrics"][key] <= iv["ci95"][1]
+        assert e["contamination"] == []  # tiny presets are no lmlab runs: nothing to check
         assert e["metrics"]["ppl:tasks/perplexity"] > 1
         assert not e["sets"]["tasks"]["cached"]
         samples = [json.loads(x) for x in (out / "models" / label / "samples.jsonl").open()]
@@ -66,6 +73,8 @@ def test_writes_eval_json_per_model_and_comparison(tmp_path, reward_folder):
     assert "agreement_with_reward" in judge_row and "position_consistency" in judge_row
     md = (out / "comparison.md").read_text()
     assert "| metric | a | b |" in md and "| tasks/accuracy |" in md and "a vs b" in md
+    assert "| tasks/heldout_accuracy |" in md and "| tasks/range_accuracy |" in md
+    assert "n=2 |" in md  # accuracies carry their interval and n
     summary = _read(out / "summary.json")
     assert summary["eval_json"] == {"a": "models/a/eval.json", "b": "models/b/eval.json"}
 

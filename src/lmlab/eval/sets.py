@@ -5,7 +5,7 @@
 | ``ppl:shakespeare`` | perplexity on held-out plays | perplexity, bits_per_byte, tokens |
 | ``ppl:tasks`` | perplexity of the built-in tasks' test answers | perplexity, bits_per_byte, tokens |
 | ``ppl:<file.txt>`` | perplexity on a text file | perplexity, bits_per_byte, tokens |
-| ``tasks`` | built-in tasks, test split, greedy, task checker | accuracy, <task>/accuracy |
+| ``tasks`` | built-in tasks: in-template, held-out template and out-of-range prompts, greedy, task checker | accuracy, heldout_accuracy, range_accuracy (+ per task) |
 | ``gsm8k`` | GSM8K test, last number in the reply | accuracy |
 | ``humaneval`` | HumanEval, tests run in a subprocess | pass@1 |
 | ``chatterbot`` | replies vs the corpus' references | rougeL, bleu, bertscore_* |
@@ -13,8 +13,10 @@
 | ``safety`` | lmlab's harmful / benign look-alike prompts | refusal_rate, over_refusal_rate |
 
 Every generating set also reports ``mean_new_tokens``. A set returns a dict
-``{kind, n, metrics, samples, source}``; samples carry ``id, prompt, completion`` and the
-per-item scores, so pairwise comparisons and the reward model can use them later.
+``{kind, n, metrics, samples, source}`` (plus ``intervals``: ``{metric: {"ci95", "n",
+"correct"}}``, the 95% bootstrap interval of every accuracy / pass rate); samples carry ``id,
+prompt, completion`` and the per-item scores, so pairwise comparisons and the reward model can
+use them later.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Settings:
     long_max_new_tokens: int = 256
     temperature: float = 0.0
     batch_size: int = 8
+    task_splits: tuple[str, ...] = ("test", "heldout", "range")
 
 
 def is_generating(name: str) -> bool:
@@ -66,7 +69,10 @@ def check_name(name: str) -> str | None:
 def source_of(name: str) -> str:
     from lmlab.eval.sources import SOURCES
 
-    if name in ("tasks", "ppl:tasks"):
+    if name == "tasks":
+        return ("built-in tasks (lmlab.data.tasks): test (in-template), heldout (held-out "
+                "templates), range (out-of-range) splits")
+    if name == "ppl:tasks":
         return "built-in tasks (lmlab.data.tasks), test split"
     if name == "safety":
         return "lmlab.eval.safety (written for lmlab)"
@@ -154,19 +160,33 @@ def _samples(rows: list[dict], comps) -> list[dict]:
 
 
 def _tasks(model, tokenizer, s: Settings) -> dict:
-    from lmlab.eval.tasks import task_accuracy
+    """Accuracy per eval split (in-template ``accuracy``, ``heldout_accuracy``,
+    ``range_accuracy``): the mean over tasks and per task, each with its 95% interval."""
+    from lmlab.eval.intervals import accuracy
+    from lmlab.eval.tasks import METRIC, task_accuracy
 
     names = task_names(s)
-    acc, samples = task_accuracy(model, tokenizer, names, n=s.limit or 50, seed=s.seed,
-                                 max_new_tokens=s.task_max_new_tokens)
-    ids = {}
+    metrics, intervals, samples = {}, {}, []
+    for split in s.task_splits:
+        _, got = task_accuracy(model, tokenizer, names, n=s.limit or 50, seed=s.seed,
+                               max_new_tokens=s.task_max_new_tokens, split=split)
+        key = METRIC[split]
+        groups = {"": got, **{f"{t}/": [x for x in got if x["task"] == t] for t in names}}
+        for prefix, xs in groups.items():
+            if not xs:
+                continue
+            a = accuracy([x["correct"] for x in xs], seed=s.seed)
+            metrics[prefix + key] = a.pop("accuracy")
+            intervals[prefix + key] = a
+        samples += got
+    ids: dict = {}
     for x in samples:
-        ids[x["task"]] = ids.get(x["task"], -1) + 1
-        x["id"] = f"{x['task']}/{ids[x['task']]}"
+        group = (x["task"], x["split"])
+        ids[group] = ids.get(group, -1) + 1
+        x["id"] = f"{x['task']}/{ids[group]}" if x["split"] == "test" else \
+            f"{x['task']}/{x['split']}/{ids[group]}"
         x["new_tokens"] = len(tokenizer(x["completion"], add_special_tokens=False)["input_ids"])
-    metrics = {"accuracy": sum(acc.values()) / len(acc) if acc else None,
-               **{f"{t}/accuracy": a for t, a in acc.items()}}
-    return {"metrics": metrics, "samples": samples}
+    return {"metrics": metrics, "samples": samples, "intervals": intervals}
 
 
 def _gsm8k(model, tokenizer, s: Settings) -> dict:
@@ -180,7 +200,8 @@ def _gsm8k(model, tokenizer, s: Settings) -> dict:
         got = last_numbers(x["completion"], 1)
         x["answer"] = r["answer"]
         x["correct"] = got is not None and abs(got[0] - float(r["answer"])) < 1e-6
-    return {"metrics": {"accuracy": _mean([x["correct"] for x in samples])}, "samples": samples}
+    return {"metrics": {"accuracy": _mean([x["correct"] for x in samples])}, "samples": samples,
+            "intervals": _interval("accuracy", [x["correct"] for x in samples], s.seed)}
 
 
 HUMANEVAL_PROMPT = ("Complete this Python function. Reply with the whole function in one "
@@ -198,7 +219,8 @@ def _humaneval(model, tokenizer, s: Settings) -> dict:
     for x, r in zip(samples, rows):
         x["passed"] = passes(extract_program(r["prompt"], x["completion"], r["entry_point"]),
                              r["test"], r["entry_point"])
-    return {"metrics": {"pass@1": _mean([x["passed"] for x in samples])}, "samples": samples}
+    return {"metrics": {"pass@1": _mean([x["passed"] for x in samples])}, "samples": samples,
+            "intervals": _interval("pass@1", [x["passed"] for x in samples], s.seed)}
 
 
 def read_reference_rows(path: str, s: Settings) -> list[dict]:
@@ -264,6 +286,14 @@ def _clean(text: str) -> str:
     from lmlab.data.tasks.extract import clean
 
     return clean(text)
+
+
+def _interval(metric: str, flags: list, seed: int) -> dict:
+    from lmlab.eval.intervals import accuracy
+
+    a = accuracy(flags, seed=seed)
+    a.pop("accuracy")
+    return {metric: a}
 
 
 def _mean(xs: list) -> float | None:

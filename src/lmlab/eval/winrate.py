@@ -7,7 +7,7 @@ Per prompt, an outcome o in {1 (A wins), 0.5 (tie), 0 (B wins)}; win rate = mean
 
 from __future__ import annotations
 
-import numpy as np
+from lmlab.eval.intervals import bootstrap_ci
 
 
 def outcomes(scores_a: list[float], scores_b: list[float], *, tie_margin: float = 0.0) -> list[float]:
@@ -16,18 +16,6 @@ def outcomes(scores_a: list[float], scores_b: list[float], *, tie_margin: float 
     if len(scores_a) != len(scores_b):
         raise ValueError(f"{len(scores_a)} scores for A but {len(scores_b)} for B")
     return [0.5 if abs(a - b) <= tie_margin else float(a > b) for a, b in zip(scores_a, scores_b)]
-
-
-def bootstrap_ci(values: list[float], *, n_boot: int = 2000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float] | None:
-    """Percentile bootstrap CI of the mean of ``values``."""
-    if not values:
-        return None
-    x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def win_rate(outs: list[float], *, n_boot: int = 2000, seed: int = 0) -> dict:

@@ -99,11 +99,13 @@ def headline_lines(result: dict) -> list[str]:
 
     lines = list(result.get("findings", []))
     for t in result.get("comparison", []):
-        if t["title"].startswith("Pairwise"):  # already among the findings
+        if t["title"].startswith(("Pairwise", "Contamination")):  # already among the findings
             continue
         lines.append(t["title"] + ":")
         for row, kinds in zip(t["rows"], t["kinds"]):
             cells = [f"{c} {fmt(v, k)}" for c, v, k in zip(t["columns"], row, kinds)
-                     if k != "text" and isinstance(v, (int, float)) and not isinstance(v, bool)]
-            lines.append(f"  {row[0]}: " + ", ".join(cells))
+                     if k != "text" and (isinstance(v, dict) and k == "acc" or isinstance(
+                         v, (int, float)) and not isinstance(v, bool))]
+            lead = next((i for i, k in enumerate(kinds) if k != "text"), 1) or 1
+            lines.append(f"  {', '.join(map(str, row[:lead]))}: " + ", ".join(cells))
     return lines

@@ -31,6 +31,8 @@ class Table:
 def fmt(value, kind: str = "num") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
+    if kind == "acc":  # an accuracy, with its 95% interval and n when the run recorded them
+        return _acc_text(value)
     if kind == "text" or isinstance(value, str) or isinstance(value, bool):
         return str(value)
     if kind == "pct":
@@ -47,6 +49,21 @@ def fmt(value, kind: str = "num") -> str:
     if mag >= 0.01:
         return f"{value:.4g}"
     return f"{value:.3g}"
+
+
+def _acc_text(value) -> str:
+    if not isinstance(value, dict):
+        return fmt(value, "pct")
+    text = fmt(value.get("accuracy", value.get("value")), "pct")
+    ci, n = value.get("ci95"), value.get("n")
+    if ci:
+        text += f" [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]"
+    return text + (f" n={n}" if n else "")
+
+
+def acc_value(cell):
+    """The accuracy of a table cell: a number, or a dict with "accuracy" (and "ci95", "n")."""
+    return cell.get("accuracy", cell.get("value")) if isinstance(cell, dict) else cell
 
 
 def _mean(xs):
@@ -83,6 +100,52 @@ def task_accuracy(run: RunData) -> tuple[dict, dict, int | None]:
     return per_task(before), per_task(after), n
 
 
+SPLIT_LABELS = {"test": "in-template", "heldout": "held-out template", "range": "out-of-range"}
+
+
+def task_splits(run: RunData) -> tuple[dict, dict, dict]:
+    """(before, after, gain): {split: {task | "mean": cell}} from a training summary. Runs from
+    before the held-out splits have only "test" (in-template) numbers, without intervals."""
+    s = run.summary or {}
+    if isinstance(s.get("task_eval_after"), dict):
+        return (s.get("task_eval_before") or {}, s["task_eval_after"], s.get("task_gain") or {})
+    before, after, n = task_accuracy(run)
+    return ({"test": _counted(before, n)} if before else {}), \
+        ({"test": _counted(after, n)} if after else {}), {}
+
+
+def _counted(per_task: dict, n) -> dict:
+    """Accuracies recorded as bare numbers, as cells with the interval their count gives (the
+    bootstrap of a 0/1 mean depends only on k and n), when n prompts per task is known."""
+    from lmlab.eval.intervals import accuracy
+
+    if not isinstance(n, int) or n <= 0:
+        return per_task
+    flags = {t: [True] * round(v * n) + [False] * (n - round(v * n))
+             for t, v in per_task.items() if isinstance(v, (int, float)) and 0 <= v <= 1}
+    out = {t: accuracy(f) for t, f in flags.items()}
+    if out:
+        out["mean"] = accuracy([x for f in flags.values() for x in f])
+    return out
+
+
+def split_mean(per_task: dict | None):
+    """The mean accuracy of one split's cells (its recorded "mean", else the tasks' mean)."""
+    if not per_task:
+        return None
+    if "mean" in per_task:
+        return acc_value(per_task["mean"])
+    return _mean(acc_value(v) for v in per_task.values())
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f} pts"
+
+
+def _ci_pts(ci) -> str:
+    return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "[–]"
+
+
 def _delta(before, after, kind="pct") -> str:
     if before is None or after is None:
         return fmt(after, kind)
@@ -96,9 +159,10 @@ def headline(run: RunData) -> str:
     if s is None:
         return "not finished (no summary.json)"
     parts = []
-    before, after, n = task_accuracy(run)
-    if after:
-        parts.append(f"task accuracy {_delta(_mean(before.values()) if before else None, _mean(after.values()))}")
+    before, after, _ = task_splits(run)
+    for split, per_task in after.items():
+        what = "task accuracy" if split == "test" else f"{SPLIT_LABELS.get(split, split)}"
+        parts.append(f"{what} {_delta(split_mean(before.get(split)), split_mean(per_task))}")
     if run.stage == "reward":
         b = (s.get("eval_before") or {}).get("eval/accuracy")
         a = (s.get("eval_after") or {}).get("eval/accuracy")
@@ -167,25 +231,30 @@ def _model_key(ref: str) -> str:
 
 
 def task_comparison(runs: list[RunData]) -> Table | None:
-    """One row per model (the base model and every trained run) with held-out task accuracy,
-    as the training stages measured it (before = their input model, after = their output)."""
+    """One row per model (the base model and every trained run) and eval split with task
+    accuracy as the training stages measured it (before = their input model, after = their
+    output): in-template, held-out template and out-of-range prompts, each with its 95%
+    interval and n where the run recorded them."""
     by_path = {str(r.path.resolve()): r for r in runs}
     models: dict[str, dict] = {}
     tasks: list[str] = []
     ns = set()
 
-    def add(key: str, label: str, acc: dict, source: str):
+    def add(key: str, label: str, splits: dict, source: str):
         m = models.setdefault(key, {"label": label, "acc": {}, "sources": []})
-        for task, v in acc.items():
-            m["acc"].setdefault(task, v)
-            if task not in tasks:
-                tasks.append(task)
+        for split, per_task in splits.items():
+            cells = m["acc"].setdefault(split, {})
+            for task, v in per_task.items():
+                cells.setdefault(task, v)
+                if task != "mean" and task not in tasks:
+                    tasks.append(task)
         if source not in m["sources"]:
             m["sources"].append(source)
 
     for r in runs:
-        before, after, n = task_accuracy(r)
-        if n:
+        before, after, _ = task_splits(r)
+        _, _, n = task_accuracy(r)
+        if n and not any(isinstance(v, dict) for d in after.values() for v in d.values()):
             ns.add(n)
         if before:
             key = _model_key(r.model)
@@ -196,14 +265,22 @@ def task_comparison(runs: list[RunData]) -> Table | None:
             add(str(r.path.resolve()), r.label, after, f"{r.label} (after)")
     if not models:
         return None
-    t = Table("Held-out task accuracy by model (measured by the training stages)",
-              ["model", *tasks, "mean", "measured in"],
-              ["text", *["pct"] * len(tasks), "pct", "text"])
+    t = Table("Task accuracy by model and prompt set (measured by the training stages)",
+              ["model", "prompts", *tasks, "mean", "measured in"],
+              ["text", "text", *["acc"] * len(tasks), "acc", "text"])
     for m in models.values():
-        t.rows.append([m["label"], *[m["acc"].get(k) for k in tasks],
-                       _mean(m["acc"].values()), ", ".join(m["sources"])])
-    t.note = (f"Greedy decoding, the tasks' checkers, {' or '.join(map(str, sorted(ns)))} held-out "
-              "prompts per task. 'before' is the input model measured at the start of a run.")
+        for split in [x for x in SPLIT_LABELS if x in m["acc"]]:
+            cells = m["acc"][split]
+            mean = cells.get("mean", _mean(acc_value(v) for k, v in cells.items()))
+            t.rows.append([m["label"], SPLIT_LABELS[split], *[cells.get(k) for k in tasks],
+                           mean, ", ".join(m["sources"])])
+    old_n = f" Runs without intervals: {' or '.join(map(str, sorted(ns)))} prompts per task." \
+        if ns else ""
+    t.note = ("Greedy decoding, the tasks' checkers. in-template: the training phrasings and "
+              "number range, prompts never trained on; held-out template: phrasings training "
+              "never used; out-of-range: larger numbers, longer lists. [95% bootstrap interval] "
+              "n=prompts per task. 'before' is the input model measured at the start of a run."
+              + old_n)
     return t
 
 
@@ -223,8 +300,11 @@ def evaluate_tables(runs: list[RunData]) -> list[Table]:
         table = c.get("table") or {}
         t = Table(f"lmlab evaluate ({r.label}): metrics by model", ["metric", *table],
                   ["text"] + ["num"] * len(table))
-        t.rows = [[k, *[(table[m] or {}).get(k) for m in table]] for k in metrics]
-        t.row_kinds = [_metric_kind(k) for k in metrics]
+        ivs = c.get("intervals") or {}
+        t.rows = [[k, *[_with_interval((table[m] or {}).get(k), (ivs.get(m) or {}).get(k))
+                        for m in table]] for k in metrics]
+        t.row_kinds = ["acc" if any((ivs.get(m) or {}).get(k) for m in table)
+                       else _metric_kind(k) for k in metrics]
         t.note = ("Higher is better except perplexity, bits_per_byte and over_refusal_rate. "
                   + "; ".join(f"{lb}: {e.get('model', '')}" for lb, e in r.evals.items()))
         out.append(t)
@@ -241,7 +321,24 @@ def evaluate_tables(runs: list[RunData]) -> list[Table]:
                                f"{fmt(ci[0], 'pct')} – {fmt(ci[1], 'pct')}",
                                w.get("agreement_with_reward")])
             out.append(p)
+        cont = c.get("contamination") or []
+        if cont:
+            k = Table(f"Contamination ({r.label}): eval items sharing a word "
+                      f"{cont[0].get('n')}-gram with the model's training data",
+                      ["model", "set", "items", "overlapping", "share", "flagged"],
+                      ["text", "text", "int", "int", "pct", "text"])
+            k.rows = [[x.get("model"), x.get("set"), x.get("items"), x.get("overlapping"),
+                       x.get("share"), "YES" if x.get("flagged") else "no"] for x in cont]
+            k.note = "Training data: " + "; ".join(dict.fromkeys(
+                n for x in cont for n in x.get("train_data") or []))
+            out.append(k)
     return out
+
+
+def _with_interval(value, iv):
+    if value is None or not iv:
+        return value
+    return {"accuracy": value, "ci95": iv.get("ci95"), "n": iv.get("n")}
 
 
 def _metric_kind(key: str) -> str:
@@ -269,15 +366,20 @@ def findings(runs: list[RunData]) -> list[str]:
         elif before and after:
             b, a = _mean(before.values()), _mean(after.values())
             verdict = ("raised" if a > b else "did not raise")
-            out.append(f"{r.label} ({r.stage}) {verdict} mean held-out task accuracy over its "
-                       f"input model: {fmt(b, 'pct')} → {fmt(a, 'pct')} "
-                       f"({', '.join(after)}; {n} prompts per task).")
+            gain = task_splits(r)[2]
+            g = (gain.get("test") or {}).get("mean")
+            how = (f"{g['n']} prompts, gain {_pts(g['gain'])}, 95% CI {_ci_pts(g['ci95'])}"
+                   if g else f"{n} prompts per task")
+            out.append(f"{r.label} ({r.stage}) {verdict} mean in-template task accuracy over "
+                       f"its input model: {fmt(b, 'pct')} → {fmt(a, 'pct')} "
+                       f"({', '.join(after)}; {how}).")
+            out += generalisation(r, gain)
         if r.stage == "reward":
             ev = s.get("eval_after") or {}
             if ev.get("eval/accuracy") is not None:
                 out.append(f"{r.label} (reward model): held-out pairwise accuracy "
-                           f"{fmt(ev['eval/accuracy'], 'pct')} on {fmt(ev.get('eval/pairs'), 'int')} "
-                           "pairs (chance is 50%).")
+                           f"{fmt(ev['eval/accuracy'], 'pct')}{_binary_ci(ev)} on "
+                           f"{fmt(ev.get('eval/pairs'), 'int')} pairs (chance is 50%).")
         if r.stage == "dpo":
             ev, kl = s.get("eval_after") or {}, (s.get("kl") or {}).get("kl/token")
             if ev.get("eval/rewards/accuracy") is not None:
@@ -288,11 +390,65 @@ def findings(runs: list[RunData]) -> list[str]:
             out.append(f"{r.label} ({r.stage}) stopped early: {s['stopped_early']}.")
         for msg in s.get("warnings") or []:  # grpo, ppo: lmlab.rl.monitor
             out.append(f"{r.label} ({r.stage}) warning: {msg}.")
+        cont = (r.comparison or {}).get("contamination") or []
+        if cont and not any(c.get("flagged") for c in cont):
+            out.append(f"{r.label} (evaluate): no eval set shares a word {cont[0].get('n')}-gram "
+                       f"with the training data of the runs it scored ({len(cont)} sets "
+                       "checked).")
+        for c in cont:
+            if c.get("flagged"):
+                out.append(f"CONTAMINATION ({r.label}): {c.get('overlapping')} of "
+                           f"{c.get('items')} items of {c.get('set')} share a word "
+                           f"{c.get('n')}-gram with {c.get('model')}'s training data; its "
+                           f"score there measures memory, not skill.")
         for w in (r.comparison or {}).get("pairwise") or []:
             ci = w.get("ci95") or [None, None]
             out.append(f"{w.get('a')} vs {w.get('b')} on {w.get('set')} ({w.get('judge')}): "
                        f"win rate {fmt(w.get('win_rate'), 'pct')} "
                        f"[{fmt(ci[0], 'pct')}, {fmt(ci[1], 'pct')}] over {w.get('n')} prompts.")
+    return out
+
+
+def _binary_ci(ev: dict) -> str:
+    """" [lo–hi]": the 95% bootstrap interval of an accuracy over ``eval/pairs`` items,
+    from its count (the bootstrap of a 0/1 mean depends only on k and n)."""
+    from lmlab.eval.intervals import accuracy
+
+    n, acc = ev.get("eval/pairs"), ev.get("eval/accuracy")
+    if not isinstance(n, int) or n <= 0 or acc is None:
+        return ""
+    k = round(acc * n)
+    ci = accuracy([True] * k + [False] * (n - k))["ci95"]
+    return f" [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]"
+
+
+def _survives(g: dict | None) -> bool:
+    return bool(g and g.get("ci95") and g["ci95"][0] > 0)
+
+
+def generalisation(r: RunData, gain: dict) -> list[str]:
+    """Does the in-template gain survive held-out phrasing (and out-of-range numbers)? Said
+    in words, per split, and per task where it does not."""
+    out = []
+    g_in = (gain.get("test") or {}).get("mean")
+    for split, what in (("heldout", "held-out phrasing"), ("range", "out-of-range numbers")):
+        per_task = gain.get(split) or {}
+        g = per_task.get("mean")
+        if not g:
+            continue
+        out.append(f"{r.label} ({r.stage}) on {SPLIT_LABELS[split]} prompts: "
+                   f"{fmt(g['before'], 'pct')} → {fmt(g['after'], 'pct')}, gain "
+                   f"{_pts(g['gain'])} (95% CI {_ci_pts(g['ci95'])}, {g['n']} prompts).")
+        lost = [t for t, x in per_task.items() if t != "mean" and _survives(
+            (gain.get("test") or {}).get(t)) and not _survives(x)]
+        if g_in and _survives(g_in) and not _survives(g):
+            out.append(f"{r.label}'s in-template gain ({_pts(g_in['gain'])}) does NOT survive "
+                       f"{what}: {_pts(g['gain'])}, 95% CI {_ci_pts(g['ci95'])} includes zero "
+                       "- it learned the template more than the task.")
+        elif lost:
+            out.append(f"{r.label}'s in-template gain does NOT survive {what} on " + ", ".join(
+                f"{t} ({_pts(per_task[t]['gain'])}, 95% CI {_ci_pts(per_task[t]['ci95'])})"
+                for t in lost) + ".")
     return out
 
 

@@ -59,7 +59,8 @@ class Config(TrainConfig):
     corpus_chars: int = opt(1000, "corpus: characters per text row", min=50)
     eval_tasks: list[str] = opt([], "built-in tasks for held-out accuracy of teacher and student "
                                     "(default: the tasks in data)")
-    eval_n: int = opt(50, "held-out prompts per eval task", min=0)
+    eval_n: int = opt(50, "prompts per eval task and split (in-template, held-out template, "
+                          "out-of-range)", min=0)
     eval_max_new_tokens: int = opt(16, "tokens generated per eval prompt", min=1)
     bench_prompts: int = opt(8, "prompts for the decode-speed and speculative measurements "
                                 "(0 = skip)", min=0)
@@ -359,17 +360,18 @@ def _save_final(student, tokenizer, cfg, run_) -> None:
     commit_folder(tmp, run_.final)
 
 
-def _accuracy(model, tokenizer, tasks, cfg) -> tuple[dict, list[dict]]:
-    from lmlab.eval.tasks import task_accuracy
+def _accuracy(model, tokenizer, tasks, cfg) -> tuple[dict, list[dict], dict]:
+    """(flat metrics, samples, measured flags) on the in-template, held-out-template and
+    out-of-range prompts (lmlab.eval.tasks)."""
+    from lmlab.eval.tasks import flat_metrics, measure
 
-    acc, samples = task_accuracy(model, tokenizer, tasks, n=cfg.eval_n,
-                                 max_new_tokens=cfg.eval_max_new_tokens)
-    return {"eval/accuracy": sum(acc.values()) / max(1, len(acc)),
-            **{f"eval/accuracy/{k}": v for k, v in acc.items()}}, samples
+    res = measure(model, tokenizer, tasks, n=cfg.eval_n, max_new_tokens=cfg.eval_max_new_tokens)
+    return flat_metrics(res["flags"]), res["samples"], res
 
 
 def _fmt(metrics: dict) -> str:
-    return ", ".join(f"{k.removeprefix('eval/')} {v:.0%}" for k, v in metrics.items())
+    return ", ".join(f"{k.removeprefix('eval/')} {v:.0%}" for k, v in metrics.items()
+                     if k.count("/") == 1)
 
 
 def _bench_prompts(cfg, tasks) -> list:
@@ -384,18 +386,24 @@ def _bench_prompts(cfg, tasks) -> list:
 def _measure(cfg, teacher, student, tokenizer, tasks, before, run_) -> dict:
     """Held-out accuracy (teacher, student), batch-1 greedy speed, speculative decoding."""
     from lmlab.common import print0
+    from lmlab.eval.tasks import accuracy_lines, task_summary
 
     out: dict = {}
     if tasks and cfg.eval_n:
-        t_acc, _ = _accuracy(teacher, tokenizer, tasks, cfg)
-        s_acc, samples = _accuracy(student, tokenizer, tasks, cfg)
+        t_acc, _, t_res = _accuracy(teacher, tokenizer, tasks, cfg)
+        s_acc, samples, s_res = _accuracy(student, tokenizer, tasks, cfg)
         out.update(teacher_accuracy=t_acc, student_accuracy=s_acc)
+        # before = the teacher (the stage's input model), after = the student, same prompts
+        out.update(task_summary(t_res, s_res, seed=cfg.seed))
         if before is not None:
             out["student_accuracy_before"] = before
         if t_acc["eval/accuracy"] > 0:
             out["accuracy_kept"] = round(s_acc["eval/accuracy"] / t_acc["eval/accuracy"], 3)
         run_.write_jsonl("samples.jsonl", samples)
-        print0(f"[lmlab] held-out accuracy: teacher {_fmt(t_acc)} | student {_fmt(s_acc)}")
+        print0("[lmlab] task accuracy teacher -> student (greedy; 95% bootstrap CI):")
+        for line in accuracy_lines(out["task_eval_after"], out["task_gain"],
+                                   out["task_eval_before"]):
+            print0("[lmlab] " + line)
     if cfg.bench_prompts:
         out.update(_speed(cfg, teacher, student, tokenizer, _bench_prompts(cfg, tasks)))
     return out

@@ -65,11 +65,17 @@ class Config(TrainConfig):
     kl_max_new_tokens: int = opt(32, "tokens generated per KL prompt (greedy)", min=1)
     eval_tasks: list[str] = opt([], "built-in tasks for held-out accuracy before/after "
                                     "(default: the tasks in data when data is task:...)")
-    task_eval_n: int = opt(50, "held-out prompts per eval task (0 = off)", min=0)
+    task_eval_n: int = opt(50, "prompts per eval task and split (in-template, held-out "
+                                "template, out-of-range; 0 = off)", min=0)
+    eval_splits: list[str] = opt(["test", "heldout", "range"],
+                                 "task eval prompts: test (in-template), heldout (phrasings never "
+                                 "trained on), range (larger numbers, longer lists)")
     eval_max_new_tokens: int = opt(16, "tokens generated per task prompt", min=1)
 
     def validate(self) -> list[str]:
-        problems = []
+        from lmlab.eval.tasks import split_problems
+
+        problems = split_problems(self.eval_splits)
         if self.lora_targets and self.method != "lora":
             problems.append("lora_targets: only used with method=lora")
         if self.data_kind == "kto" and self.loss != "kto":
@@ -343,7 +349,7 @@ def _data(cfg: Config, tokenizer, rows) -> tuple[list[dict], list[dict], list, d
 
 def run(cfg: Config) -> dict:
     from lmlab.common import is_main, print0, rank, world_size
-    from lmlab.eval.tasks import task_accuracy
+    from lmlab.eval.tasks import measure as measure_tasks
     from lmlab.losses.logprobs import collate_pairs
     from lmlab.models import load_model, load_tokenizer
     from lmlab.models.adapters import add_lora, count_parameters
@@ -384,8 +390,9 @@ def run(cfg: Config) -> dict:
     tasks = eval_task_names(cfg) if cfg.task_eval_n else []
     measure = is_main() and cfg.resume == "no"
     pairs_before = evaluate(model) if held and measure else None
-    tasks_before = task_accuracy(model, tokenizer, tasks, n=cfg.task_eval_n,
-                                 max_new_tokens=cfg.eval_max_new_tokens)[0] \
+    tasks_before = measure_tasks(model, tokenizer, tasks, n=cfg.task_eval_n,
+                                 max_new_tokens=cfg.eval_max_new_tokens,
+                                 splits=cfg.eval_splits) \
         if tasks and measure else None
 
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
@@ -416,7 +423,8 @@ def run(cfg: Config) -> dict:
 def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, summary,
                    pairs_before, tasks_before, dtype, device) -> None:
     from lmlab.common import print0
-    from lmlab.eval.tasks import task_accuracy
+    from lmlab.eval.tasks import accuracy_lines, task_summary
+    from lmlab.eval.tasks import measure as measure_tasks
     from lmlab.losses.logprobs import disabled_adapter_forward, model_forward
     from lmlab.models import load_model
 
@@ -437,13 +445,22 @@ def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, sum
         print0(f"[lmlab] KL(policy || reference) on {kl['kl/prompts']} fixed prompts: "
                f"{kl['kl/sequence']:.4f} per reply, {kl['kl/token']:.5f} per token")
     if tasks:
-        summary["task_accuracy_after"], samples = task_accuracy(
-            model, tokenizer, tasks, n=cfg.task_eval_n, max_new_tokens=cfg.eval_max_new_tokens)
+        after = measure_tasks(model, tokenizer, tasks, n=cfg.task_eval_n,
+                              max_new_tokens=cfg.eval_max_new_tokens, splits=cfg.eval_splits)
+        # task_accuracy_*: in-template accuracy per task (the keys before held-out splits)
+        summary["task_accuracy_after"] = _in_template(after)
         if tasks_before is not None:
-            summary["task_accuracy_before"] = tasks_before
-        print0("[lmlab] held-out task accuracy: " + ", ".join(
-            f"{k} {tasks_before[k]:.0%} -> {v:.0%}" if tasks_before else f"{k} {v:.0%}"
-            for k, v in summary["task_accuracy_after"].items()))
+            summary["task_accuracy_before"] = _in_template(tasks_before)
+        summary.update(task_summary(tasks_before, after, seed=cfg.seed))
+        print0("[lmlab] task accuracy " + ("before -> " if tasks_before else "")
+               + "after (greedy; 95% bootstrap CI):")
+        for line in accuracy_lines(summary["task_eval_after"], summary.get("task_gain"),
+                                   summary.get("task_eval_before")):
+            print0("[lmlab] " + line)
+
+
+def _in_template(measured: dict) -> dict[str, float]:
+    return {t: sum(f) / max(1, len(f)) for t, f in measured["flags"].get("test", {}).items()}
 
 
 def _save_final(model, tokenizer, cfg: Config, run_) -> None:

