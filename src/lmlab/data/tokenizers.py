@@ -19,7 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from tokenizers import trainers as tk_trainers
 
 from lmlab.errors import ConfigError, DataError

@@ -42,6 +42,7 @@ import heapq
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import regex
 
@@ -110,7 +111,7 @@ class _State:
 
     def count_pairs(self) -> None:
         for i, (w, n) in enumerate(zip(self.words, self.counts)):
-            for pair in zip(w, w[1:]):
+            for pair in pairwise(w):
                 self.pair_counts[pair] += n
                 self.where[pair].add(i)
 
@@ -190,7 +191,7 @@ class BPE:
         ids = [self.vocab[c] for c in to_chars(piece)]
         while len(ids) > 1:
             # the lowest-ranked pair present; its leftmost occurrence first
-            best = min(((self.ranks[p][0], i) for i, p in enumerate(zip(ids, ids[1:]))
+            best = min(((self.ranks[p][0], i) for i, p in enumerate(pairwise(ids))
                         if p in self.ranks), default=None)
             if best is None:
                 break
