@@ -90,3 +90,12 @@ def test_twin_flag_trains_the_scratch_bpe_and_reports_equal_merges(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["twin"]["merges_equal"] is True and s["twin"]["merges"] == 300 - 259
     assert s["measures"] == {}
+
+
+def test_report_has_a_tokenizers_section(tmp_path):
+    from lmlab.report import build_report
+
+    run = _train(tmp_path, "twin=true")
+    build_report([run], tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Tokenizers" in md and "tok / trained" in md and "| yes |" in md
