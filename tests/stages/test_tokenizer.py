@@ -75,7 +75,7 @@ def test_bpe_merges_are_learned_from_the_corpus(tmp_path):
 def test_encoder_kinds_train_and_load(tmp_path, kind, unk):
     from transformers import AutoTokenizer
 
-    out = _train(tmp_path, f"kind={kind}", "chat_template=none", "vocab_size=120", name=kind)
+    out = _train(tmp_path, f"kind={kind}", "vocab_size=120", name=kind)
     tok = AutoTokenizer.from_pretrained(out / "final")
     assert tok.unk_token == unk and tok.mask_token is not None
     ids = tok("the question of the fox", add_special_tokens=False)["input_ids"]

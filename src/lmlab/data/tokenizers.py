@@ -139,8 +139,11 @@ def train_bpe(texts: Sequence[str], vocab_size: int, specials: Sequence[str] = (
     return train("bpe", texts, vocab_size, specials, min_frequency)
 
 
-def chat_template(name: str) -> str | None:
-    """``chatml`` | ``none`` | a Jinja template file's text."""
+def chat_template(name: str, specials: Sequence[str] = ()) -> str | None:
+    """``auto`` (chatml when its two tokens are among ``specials``, else none) | ``chatml`` |
+    ``none`` | a Jinja template file's text."""
+    if name == "auto":
+        name = "chatml" if {"<|im_start|>", "<|im_end|>"} <= set(specials) else "none"
     if name in ("", "none"):
         return None
     if name == "chatml":

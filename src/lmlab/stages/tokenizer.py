@@ -25,7 +25,8 @@ REFERENCES = ("smollm2", "gpt2")
 
 @dataclass
 class Config(RunConfig):
-    UNUSED = ("model", "max_steps", "resume")  # no model and no optimizer steps here
+    # no model, no optimizer steps, no randomness (the trainers are deterministic)
+    UNUSED = ("model", "max_steps", "resume", "seed")
     data: str = opt("corpus:shakespeare", "corpus: corpus:<name> (shakespeare, bible, "
                                           "python-docs, jargon, sotu, moby-dick), text files "
                                           "or globs, comma-separated")
@@ -36,8 +37,8 @@ class Config(RunConfig):
     special_tokens: list[str] = opt([], "special tokens, in id order from 0 (empty = the "
                                         "kind's defaults: <|endoftext|> <|im_start|> "
                                         "<|im_end|> for bpe; BERT's / T5's for the others)")
-    chat_template: str = opt("chatml", "chatml | none | a Jinja template file (chatml needs "
-                                       "<|im_start|> and <|im_end|> among the specials)")
+    chat_template: str = opt("auto", "auto (chatml when <|im_start|> and <|im_end|> are among "
+                                     "the specials, else none) | chatml | none | a Jinja file")
     min_frequency: int = opt(0, "a merge needs a pair seen at least this often", min=0)
     model_max_length: int = opt(2048, "the context length the tokenizer announces", min=1)
     max_chars: int | None = opt(None, "train on at most this many characters (null = all)",
@@ -77,7 +78,7 @@ def run(cfg: Config) -> dict:
     from lmlab.runs import commit_folder, default_output_dir, prepare_run, temp_folder
 
     specials = T.specials_for(cfg.kind, cfg.special_tokens)
-    template = T.chat_template(cfg.chat_template)  # a missing template file fails first
+    template = T.chat_template(cfg.chat_template, specials)  # a missing file fails first
     train_texts, heldout = train_heldout(cfg.data, cfg.max_chars, cfg.heldout_chars)
     if not cfg.output_dir:
         cfg.output_dir = default_output_dir("tokenizer", f"{cfg.kind}-{cfg.vocab_size}")
@@ -98,6 +99,7 @@ def run(cfg: Config) -> dict:
     summary: dict = {"stage": "tokenizer", "kind": cfg.kind, "data": cfg.data,
                      "vocab_size": vocab, "vocab_size_asked": cfg.vocab_size,
                      "special_tokens": specials, "chat_template": cfg.chat_template,
+                     "has_chat_template": template is not None,
                      "train_bytes": n_bytes, "train_s": secs,
                      "train_mb_s": n_bytes / 1e6 / secs, "heldout_bytes": 0,
                      "measures": {}, "skipped": {}}
