@@ -99,3 +99,13 @@ def test_report_has_a_tokenizers_section(tmp_path):
     build_report([run], tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Tokenizers" in md and "tok / trained" in md and "| yes |" in md
+
+
+def test_load_takes_the_run_folder_its_final_or_a_model_reference(tmp_path):
+    from lmlab.data.tokenizers import load
+
+    out = _train(tmp_path, "heldout_chars=0")
+    for ref in (out, out / "final"):
+        tok = load(str(ref))
+        assert len(tok) == 300 and tok.pad_token == "<|endoftext|>"
+    assert len(load("tiny:llama")) == 49152  # a model reference: the model's own tokenizer

@@ -223,3 +223,23 @@ def measure(encode: Callable[[list[str]], list[list[int]]], texts: list[str], vo
 def hf_encoder(tok: Tokenizer) -> Callable[[list[str]], list[list[int]]]:
     """Batch encode without special tokens (the text's own tokens only)."""
     return lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def load(ref: str):
+    """A ``PreTrainedTokenizerFast`` from an ``lmlab tokenizer`` run folder, its ``final/``, or
+    any folder holding a ``tokenizer.json`` without a model; other references (model aliases,
+    model folders, run folders of models) go to ``lmlab.models.load_tokenizer``. The pad token
+    falls back to the end-of-text token, as there."""
+    from pathlib import Path
+
+    from lmlab.models import load_tokenizer
+
+    for folder in (Path(ref) / "final", Path(ref)):
+        if (folder / "tokenizer.json").is_file() and not (folder / "config.json").exists():
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(folder)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            return tok
+    return load_tokenizer(ref)
