@@ -92,3 +92,19 @@ def test_bench_draft_runs_on_tiny_models(tmp_path):
         [(2, 0, True, False), (2, 0, True, True), (2, 64, True, False), (2, 64, True, True)]
     assert all(len(r["plain_all_s"]) == len(r["spec_all_s"]) == 2 and r["identical"]
                for r in rows)
+
+
+def test_bench_tokenizer_smoke(tmp_path):
+    """Tiny corpus, tiny vocab: both sides train, the twin equals HF; timings not checked."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat, then the hat sat on the cat.\n" * 400)
+    out_json = tmp_path / "tok.json"
+    out = subprocess.run([sys.executable, "benchmarks/bench_tokenizer.py", "--corpus",
+                          str(corpus), "--vocab", "300", "--repeats", "1", "--heldout-chars",
+                          "2000", "--threads", "1", "--no-lock", "--out", str(out_json)],
+                         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out_json.read_text())["results"]
+    assert r["twin_merges_equal"] and r["twin_ids_equal"] and r["hf"]["train_mb_s"] > 0
+    assert "| scratch twin |" in out.stdout

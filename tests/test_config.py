@@ -30,6 +30,7 @@ EXPECTED_CONFIGS = {
     "quantize": 7,
     "qat": 3,
     "scratch": 1,
+    "tokenizer": 2,
 }
 
 

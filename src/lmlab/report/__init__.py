@@ -44,6 +44,10 @@ def _sections(runs, benches, pipelines, samples: int):
     speed += [t for r in runs for t in (T.bench_run_table(r), T.bench_quality_table(r)) if t]
     speed += [T.bench_table(b) for b in benches]
     sections.append(Section("Speed", speed or ["No speed numbers in these runs."]))
+    from lmlab.report.tokenizer import tables as tokenizer_tables
+
+    if tok := tokenizer_tables(runs):
+        sections.append(Section("Tokenizers", tok))
     env = [T.wall_table(runs)]
     for p in pipelines:
         if p.get("environment"):
