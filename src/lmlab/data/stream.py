@@ -15,7 +15,7 @@ Legend: N tokens in the stream, B batch, T window (the model's input length).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -8,8 +8,8 @@ on raw windows (the corruption: masking, spans, a prefix, document masks) and th
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -84,16 +84,24 @@ def sentinel_tokens(n: int) -> list[str]:
 
 
 def build_paradigm(name: str, tokenizer, max_len: int, *, isolate_docs: bool = False,
-                   amp: torch.dtype | None = None, mlm_probability: float = 0.15,
+                   amp: torch.dtype | None = None, positions_only: bool = False,
+                   mlm_probability: float = 0.15,
                    span_density: float = 0.15, span_mean: float = 3.0,
                    electra_weight: float = 50.0) -> Paradigm:
-    """The batch maker and objective of ``name`` for sequences of at most ``max_len`` tokens."""
+    """The batch maker and objective of ``name`` for sequences of at most ``max_len`` tokens.
+
+    ``isolate_docs``: a (B, 1, T, T) mask within documents and positions restarting at each;
+    with ``positions_only`` (Falcon's ALiBi builds its bias from a 2D mask and refuses a 4D
+    one) only the positions, from which transformers builds the same block-diagonal mask
+    (``masking_utils.find_packed_sequence_indices``; no attention_mask, no cache)."""
     eos = tokenizer.eos_token_id
 
     def doc_parts(ids: torch.Tensor, causal: bool) -> dict:
         if not isolate_docs:
             return {}
         seg, pos = segments(ids, eos)
+        if positions_only:
+            return {"position_ids": pos}
         return {"attention_mask": document_mask(seg, causal), "position_ids": pos}
 
     if name == "clm":

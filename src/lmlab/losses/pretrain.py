@@ -10,14 +10,16 @@ the seeded wrappers draw them from a ``torch.Generator``.
 |---|---|---|
 | clm | tokens 0..T-1, causal | token t+1 at every t |
 | mlm | 15% chosen: 80% ``<mask>``, 10% random, 10% kept; bidirectional | the chosen originals |
-| span | spans replaced by sentinels, then ``s0 span0 s1 span1 ...`` (decoder-only T5) | the targets |
+| span | spans -> sentinels, then ``s0 span0 s1 span1 ...`` (decoder-only T5) | the targets |
 | prefix | a bidirectional prefix of random length p, causal after it | tokens p..T |
-| electra | generator: mlm; discriminator: the generator's samples put in | replaced or not, every token |
+| electra | mlm for the generator; its samples put in | each token: replaced? |
 
 Legend: B batch, T time, V vocabulary, S spans.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -135,7 +137,7 @@ def _split(total: int, parts: int, generator: torch.Generator) -> list[int]:
     """``total`` split into ``parts`` positive lengths at random cut points."""
     cuts = (torch.randperm(total - 1, generator=generator)[:parts - 1] + 1).sort().values
     edges = [0, *cuts.tolist(), total]
-    return [b - a for a, b in zip(edges, edges[1:])]
+    return [b - a for a, b in itertools.pairwise(edges)]
 
 
 def span_corrupt_from(ids: list[int], noise_lengths: list[int], keep_lengths: list[int],

@@ -6,10 +6,14 @@ position scheme picks the class:
 
 | position | class | why this one |
 |---|---|---|
-| ``rope`` | ``LlamaForCausalLM`` | the SmolLM2 / Llama body: RMSNorm, SwiGLU, rotary |
-| ``none`` | ``SmolLM3ForCausalLM`` with ``no_rope_layers=[0]*L`` | the same Llama body with rotary switched off in every layer (NoPE): the one class that isolates "no position signal" |
-| ``learned`` | ``GPT2LMHeadModel`` | absolute learned positions (nanoGPT's model: LayerNorm, GELU MLP, biases) |
-| ``alibi`` | ``FalconForCausalLM`` with ``alibi=True`` | ALiBi through SDPA and the 4D mask path (BLOOM and MPT compute attention by hand, without SDPA) |
+| ``rope`` | ``LlamaForCausalLM`` | the SmolLM2 body: RMSNorm, SwiGLU, rotary |
+| ``none`` | ``SmolLM3ForCausalLM``, ``no_rope_layers=[0]*L`` | the same body, rotary off |
+| ``learned`` | ``GPT2LMHeadModel`` | absolute learned positions (nanoGPT's model) |
+| ``alibi`` | ``FalconForCausalLM``, ``alibi=True`` | ALiBi through SDPA and the 4D mask |
+
+``none`` is NoPE: SmolLM3 switches rotary off per layer, so it is the one class that isolates
+"no position signal" on the Llama body. BLOOM and MPT also have ALiBi, but compute attention
+by hand (no SDPA); Falcon adds the bias to the mask that SDPA takes.
 
 Encoders (``mlm``, ``electra``) are ``BertForMaskedLM`` and ``ElectraForPreTraining`` +
 ``ElectraForMaskedLM`` with learned absolute positions.
@@ -70,9 +74,9 @@ def size(preset: str, *, layers: int = 0, heads: int = 0, width: int = 0,
 
 
 def _ids(tokenizer) -> dict:
-    return dict(bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+    return {"bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None
                 else tokenizer.eos_token_id,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
 
 
 def decoder_config(s: Size, position: str, vocab: int, tokenizer, dropout: float = 0.0):
@@ -114,11 +118,11 @@ def encoder_config(s: Size, vocab: int, tokenizer, dropout: float = 0.0, *,
     small = kind == "generator"
     width = max(2 * s.heads, s.width // 4) if small else s.width
     heads = max(1, s.heads // 4) if small else s.heads
-    kw = dict(vocab_size=vocab, hidden_size=width, num_hidden_layers=s.layers,
-              num_attention_heads=heads, intermediate_size=4 * width,
-              max_position_embeddings=s.context, hidden_dropout_prob=dropout,
-              attention_probs_dropout_prob=dropout, type_vocab_size=1,
-              pad_token_id=tokenizer.pad_token_id)
+    kw = {"vocab_size": vocab, "hidden_size": width, "num_hidden_layers": s.layers,
+              "num_attention_heads": heads, "intermediate_size": 4 * width,
+              "max_position_embeddings": s.context, "hidden_dropout_prob": dropout,
+              "attention_probs_dropout_prob": dropout, "type_vocab_size": 1,
+              "pad_token_id": tokenizer.pad_token_id}
     if kind == "bert":
         return tf.BertConfig(**kw)
     return tf.ElectraConfig(embedding_size=s.width, **kw)

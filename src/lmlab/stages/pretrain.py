@@ -89,6 +89,9 @@ class Config(TrainConfig):
         if self.model != "scratch" and self.objective not in ("clm", "prefix"):
             problems.append(f"objective: continued pretraining (model={self.model}) supports "
                             f"clm and prefix, not {self.objective}")
+        if self.objective == "prefix" and self.position == "alibi":
+            problems.append("position: alibi (Falcon) takes no custom attention mask, which "
+                            "objective=prefix needs; use rope, learned or none")
         if self.isolate_docs and self.objective == "span":
             problems.append("isolate_docs: not supported with objective=span")
         return problems
@@ -266,7 +269,7 @@ def _paradigm(cfg: Config, tokenizer, window: int, amp):
     from lmlab.losses.paradigms import build_paradigm
 
     return build_paradigm(cfg.objective, tokenizer, window, isolate_docs=cfg.isolate_docs,
-                          amp=amp, mlm_probability=cfg.mlm_probability,
+                          amp=amp, positions_only=_position(cfg) == "alibi", mlm_probability=cfg.mlm_probability,
                           span_density=cfg.span_density, span_mean=cfg.span_mean,
                           electra_weight=cfg.electra_weight)
 
@@ -297,7 +300,9 @@ class _Measure:
         self.causal = cfg.objective in ("clm", "prefix")
         # prefix models are scored as plain LMs (prefix 0) so that bits per byte compare
         self.scorer = build_paradigm("clm", tokenizer, window, isolate_docs=cfg.isolate_docs,
-                                     amp=paradigm.objective.amp) if self.causal else paradigm
+                                     amp=paradigm.objective.amp,
+                                     positions_only=_position(cfg) == "alibi") \
+            if self.causal else paradigm
         self.bytes = {k: scored_bytes(tokenizer, t) for k, t in tokens.items()
                       if k != "train" and t.numel() > 1}
         self.batch = cfg.eval_batch or cfg.batch_size
