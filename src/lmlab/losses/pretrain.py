@@ -58,7 +58,8 @@ def electra_loss(gen_logits: torch.Tensor, mlm_labels: torch.Tensor, disc_logits
     disc_sum, n = replaced_token_loss(disc_logits, replaced)
     total = gen_sum + weight * disc_sum * (m / max(n, 1))
     acc = ((disc_logits > 0) == replaced).float().sum()
-    return total, m, {"gen_loss": float(gen_sum), "disc_loss": float(disc_sum) * m / max(n, 1),
+    return total, m, {"gen_loss": float(gen_sum.detach()),
+                      "disc_loss": float(disc_sum.detach()) * m / max(n, 1),
                       "disc_accuracy": float(acc) * m / max(n, 1)}
 
 
