@@ -122,7 +122,7 @@ def test_scored_bytes_do_not_depend_on_the_tokenizer(tok):
     for t in (tok, bpe):
         ids = [t(d, add_special_tokens=False)["input_ids"] for d in docs]
         counts.append(scored_bytes(t, S.join_documents(ids, t.eos_token_id)))
-    assert counts[0] == counts[1] == len("bad cafe\nabc".encode()) + 1 + len("xyz é".encode())
+    assert counts[0] == counts[1] == len(b"bad cafe\nabc") + 1 + len("xyz é".encode())
 
 
 @pytest.mark.parametrize("position", ["rope", "learned", "none", "alibi"])
@@ -133,7 +133,7 @@ def test_packed_documents_do_not_attend_across(tok, position):
     from lmlab.models.scratch_presets import build_decoder, size
 
     model = build_decoder(size("tiny"), position, tok).eval()
-    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
     d2 = [0, *enc("bad egg")]
     packed = {k: S.join_documents([enc(x), enc("bad egg")], 0) for k, x in
               (("a", "fact"), ("b", "zyx gh"))}

@@ -30,7 +30,7 @@ def test_clm_batch_is_shifted_views():
 
 def test_mlm_corrupt_from_by_hand():
     ids, special = torch.tensor([[5, 7]]), torch.tensor([0])
-    kw = dict(mask_id=3, special=special, p=0.15)
+    kw = {"mask_id": 3, "special": special, "p": 0.15}
     rand = torch.tensor([[9, 9]])
     # token 0 chosen (0.1 < 0.15), token 1 not; u_action decides mask / random / keep
     for action, expect in ((0.5, 3), (0.85, 9), (0.95, 5)):
@@ -52,7 +52,7 @@ def test_mlm_corrupt_from_by_hand():
 
 def test_mlm_corrupt_is_seeded_and_80_10_10():
     ids = torch.randint(1, 50, (200, 500), generator=torch.Generator().manual_seed(0))
-    kw = dict(mask_id=0, vocab=50, special=torch.tensor([0]), p=0.15)
+    kw = {"mask_id": 0, "vocab": 50, "special": torch.tensor([0]), "p": 0.15}
     a = L.mlm_corrupt(ids, torch.Generator().manual_seed(1), **kw)
     b = L.mlm_corrupt(ids, torch.Generator().manual_seed(1), **kw)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

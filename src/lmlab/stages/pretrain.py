@@ -308,11 +308,13 @@ class _Measure:
         self.batch = cfg.eval_batch or cfg.batch_size
 
     def metrics(self, model, split: str) -> dict:
-        from lmlab.eval.pretrain_eval import val_metrics
+        from lmlab.eval.pretrain_eval import eager, val_metrics
 
-        return val_metrics(model, self.scorer.make_batch, self.scorer.objective,
-                           self.tokens[split], self.scorer.source_len, batch_size=self.batch,
-                           n_bytes=self.bytes.get(split), causal=self.causal)
+        with eager(model):  # eval shapes differ from training's: no recompiling for them
+            return val_metrics(model, self.scorer.make_batch, self.scorer.objective,
+                               self.tokens[split], self.scorer.source_len,
+                               batch_size=self.batch, n_bytes=self.bytes.get(split),
+                               causal=self.causal)
 
     def domains(self, model) -> dict:
         return {k: self.metrics(model, k) for k in ("val", "general") if k in self.bytes}
