@@ -26,6 +26,10 @@ def _sections(runs, benches, pipelines, samples: int):
                 Section("Model comparison", compare or [
                     "No run measured models on held-out tasks or eval sets yet."]),
                 Section("Runs", [T.runs_table(runs)])]
+    from lmlab.report.pretrain import pretrain_tables
+
+    if pretrain := pretrain_tables(runs):
+        sections.append(Section("Pretraining", pretrain))
     figures = []
     for i, r in enumerate(runs):
         png = run_figure(r)
