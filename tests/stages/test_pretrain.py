@@ -129,3 +129,11 @@ def test_shakespeare_corpus_default_run_folder(tmp_path, monkeypatch):
     out = tmp_path / "runs" / "pretrain-tiny-rope-clm"
     s = json.loads((out / "summary.json").read_text())
     assert s["vocab"] > 40 and s["val"]["bits_per_byte"] > 0
+
+
+@pytest.mark.slow
+def test_compile_trains_and_evaluates_eagerly(tmp_path, corpus):
+    """compile=true: the training step compiles; eval and samples run the eager forward."""
+    rc, out = _pretrain(tmp_path, corpus, "compile=true", "max_steps=3", "eval_every=2")
+    assert rc == 0
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2
