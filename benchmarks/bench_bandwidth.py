@@ -217,8 +217,8 @@ def decode_pairs(model, ids, new_tokens: int, mib: int, pairs: int) -> dict:
     first = SamplingParams(temperature=0, max_new_tokens=1, ignore_eos=True)
     wbytes = bytes_per_token(model)["bytes"]
     src, dst = torch.randn(mib * 2**20 // 4), torch.empty(mib * 2**20 // 4)
-    full = lambda: decode(model, ids, None, p, pack=True)
-    one = lambda: next(iter(stream_tokens(model, ids, None, first, pack=True)))
+    full = lambda: decode(model, ids, None, p, pack=True)  # noqa: E731
+    one = lambda: next(iter(stream_tokens(model, ids, None, first, pack=True)))  # noqa: E731
     full()
     reads, rows = [read_GB_s(src, dst)], []
     for _ in range(pairs):
@@ -234,9 +234,9 @@ def decode_pairs(model, ids, new_tokens: int, mib: int, pairs: int) -> dict:
                      "tok_s": round(N / t, 2), "step_tok_s": round((N - 1) / (t - t1), 2),
                      "pct": round(100 * N / t / bound, 1),
                      "step_pct": round(100 * (N - 1) / (t - t1) / bound, 1)})
-    med = lambda k: sorted(r[k] for r in rows)[len(rows) // 2]
+    med = lambda k: sorted(r[k] for r in rows)[len(rows) // 2]  # noqa: E731
     steady = [r for r in rows if r["steady"]]
-    smed = lambda k: sorted(r[k] for r in steady)[len(steady) // 2] if steady else None
+    smed = lambda k: sorted(r[k] for r in steady)[len(steady) // 2] if steady else None  # noqa: E731
     return {"pairs": rows, "median_pct": med("pct"), "median_step_pct": med("step_pct"),
             "steady_pairs": len(steady), "steady_median_pct": smed("pct"),
             "steady_median_step_pct": smed("step_pct"),

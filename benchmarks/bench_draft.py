@@ -19,7 +19,6 @@ import json
 import os
 
 import torch
-
 # (benchmarks/ is on sys.path when run as a script)
 from bench_bandwidth import read_GB_s as read_bandwidth
 from bench_generate import best_time

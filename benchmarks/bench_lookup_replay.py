@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 
 import torch
-
 # (benchmarks/ is on sys.path when run as a script)
 from bench_generate import GROUNDED, MODEL, chat_ids
 

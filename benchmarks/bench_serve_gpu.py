@@ -7,25 +7,18 @@ tokenizer in $LMLAB_CACHE. Writes $OUT/gpu_serve.json.
 
     python3 benchmarks/bench_serve_gpu.py path/to/smollm2/config.json
 """
-import asyncio
-import json
-import os
-import sys
-import time
-
+import asyncio, json, os, sys, time
 sys.path[:0] = ["src", "."]
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
-
 OUT = os.environ.get("OUT", "/tmp")
 res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
-import tests.serve.test_runner as T
-from lmlab.infer.sampling import SamplingParams
 from lmlab.models import load_tokenizer
+from lmlab.infer.sampling import SamplingParams
 from lmlab.serve.runner import Runner
 from lmlab.serve.scheduler import Scheduler, SchedulerConfig, Sequence
+import tests.serve.test_runner as T
 from tests.infer.conftest import varied
-
 tok = load_tokenizer("tiny:llama")
 
 # 1. equality on CUDA (tiny varied model, fp32)
@@ -67,10 +60,9 @@ torch.cuda.synchronize(); res["hf_generate_b1_bf16_tok_s"] = round(3 * 128 / (ti
 print(res["hf_generate_b1_bf16_tok_s"], flush=True)
 
 # 3. HTTP on the GPU
-from lmlab.serve import bench as bs
 from lmlab.stages.serve import Config, build
 from tests.serve.conftest import live_server
-
+from lmlab.serve import bench as bs
 app, eng = build(Config(model="tiny:llama", served_model_name="smollm2-135m-random", max_batch_size=64, max_waiting=512, max_tokens=1024), model=big, tokenizer=tok)
 rows = []
 with live_server(app) as url:

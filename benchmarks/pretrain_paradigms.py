@@ -8,7 +8,8 @@ bits per byte (causal objectives), probe accuracy; JSON in ``--out``; each cell 
 under ``/tmp/lmlab-heavy.lock``.
 
     .venv/bin/python benchmarks/pretrain_paradigms.py
-    .venv/bin/python benchmarks/pretrain_paradigms.py --objectives clm --positions rope learned none alibi
+    .venv/bin/python benchmarks/pretrain_paradigms.py --objectives clm \
+        --positions rope learned none alibi
 """
 
 from __future__ import annotations
