@@ -48,6 +48,12 @@ def test_three_step_smoke_and_exact_resume(tmp_path, corpus, objective):
     assert ("bits_per_byte" in summary["val"]) == (objective in ("clm", "prefix"))
     meta = json.loads((full / "final" / "lmlab.json").read_text())
     assert meta["stage"] == "pretrain" and meta["objective"] == objective
+    if objective in ("mlm", "electra"):  # an encoder: refused as a causal LM, by name
+        from lmlab.errors import ModelRefError
+        from lmlab.models import load_model
+
+        with pytest.raises(ModelRefError, match="encoder|discriminator"):
+            load_model(str(full))
     rc, part = _pretrain(tmp_path, corpus, *common, "max_steps=2", name="part")
     assert rc == 0
     rc, part = _pretrain(tmp_path, corpus, *common, "max_steps=4", "resume=auto", name="part")

@@ -344,9 +344,11 @@ def _save_final(model, tokenizer, cfg: Config, run_) -> None:
     tmp = temp_folder(run_.path)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    # an encoder is no causal LM: `head` makes load_model refuse it as a policy, by name
+    head = {"mlm": "masked-LM encoder", "electra": "ELECTRA discriminator"}.get(cfg.objective)
     write_meta(tmp, stage="pretrain", objective=cfg.objective, position=_position(cfg),
-               preset=cfg.preset if cfg.model == "scratch" else None,
-               init=cfg.model)
+               preset=cfg.preset if cfg.model == "scratch" else None, init=cfg.model,
+               **({"head": head} if head else {}))
     commit_folder(tmp, run_.final)
 
 
