@@ -31,6 +31,13 @@ def test_char_tokenizer_round_trip_and_reload(tok, tmp_path):
                                      add_generation_prompt=True) == "user: a<|endoftext|>\nassistant: "
 
 
+def test_char_table_encoding_equals_the_tokenizer(tok):
+    from lmlab.data.char_tokenizer import encode_chars
+
+    for text in ["bad cafe\né", "Q\U0001F600 unknown", "", "ab<|endoftext|>cd"]:
+        assert encode_chars(tok, text) == tok(text, add_special_tokens=False)["input_ids"]
+
+
 def test_split_and_limit_documents_by_hand():
     docs = ["aaaa\nbbbb\n", "cccccccccc"]  # 20 characters; 0.3 -> cut at 14, inside doc 2
     train, val = split_documents(docs, 0.3)

@@ -90,4 +90,8 @@ def split_documents(docs: list[str], fraction: float) -> tuple[list[str], list[s
 
 def encode_documents(tokenizer, docs: list[str]) -> list[list[int]]:
     """Token ids of each document, no special tokens added."""
+    if getattr(tokenizer, "char_level", False):
+        from lmlab.data.char_tokenizer import encode_chars
+
+        return [encode_chars(tokenizer, d) for d in docs]
     return [tokenizer(d, add_special_tokens=False, verbose=False)["input_ids"] for d in docs]
