@@ -8,10 +8,19 @@ by side, speed, environment. Nothing is recomputed; every number comes from thos
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 
 __all__ = ["build_report", "headline_lines"]
+
+# Each area's own section, after the runs table: (title, module in lmlab.report, function of the
+# runs returning tables / figures, or nothing when no run of that area is there).
+AREA_SECTIONS = [
+    ("Tokenizers", "tokenizer", "tables"),
+    ("Pretraining", "pretrain", "pretrain_tables"),
+    ("Neural networks by hand", "scratch", "scratch_tables"),
+]
 
 
 def _sections(runs, benches, pipelines, samples: int):
@@ -26,10 +35,9 @@ def _sections(runs, benches, pipelines, samples: int):
                 Section("Model comparison", compare or [
                     "No run measured models on held-out tasks or eval sets yet."]),
                 Section("Runs", [T.runs_table(runs)])]
-    from lmlab.report.scratch import scratch_tables
-
-    if scratch := scratch_tables(runs):
-        sections.append(Section("Neural networks by hand", scratch))
+    for title, module, name in AREA_SECTIONS:
+        if items := getattr(importlib.import_module(f"lmlab.report.{module}"), name)(runs):
+            sections.append(Section(title, items))
     figures = []
     for i, r in enumerate(runs):
         png = run_figure(r)
@@ -44,10 +52,6 @@ def _sections(runs, benches, pipelines, samples: int):
     speed += [t for r in runs for t in (T.bench_run_table(r), T.bench_quality_table(r)) if t]
     speed += [T.bench_table(b) for b in benches]
     sections.append(Section("Speed", speed or ["No speed numbers in these runs."]))
-    from lmlab.report.tokenizer import tables as tokenizer_tables
-
-    if tok := tokenizer_tables(runs):
-        sections.append(Section("Tokenizers", tok))
     env = [T.wall_table(runs)]
     for p in pipelines:
         if p.get("environment"):

@@ -27,13 +27,14 @@ class StageContext:
         return self.dtype
 
 
-def start_stage(cfg, stage: str) -> StageContext:
+def start_stage(cfg, stage: str, *, check_model: bool = True) -> StageContext:
     from lmlab.common import pick_device, pick_dtype, rank, seed_everything, world_size
     from lmlab.models import resolve
     from lmlab.runs import prepare_run
     from lmlab.train.distributed import init_distributed
 
-    resolve(cfg.model)  # an unknown model fails before anything is written
+    if check_model:  # an unknown model fails before anything is written
+        resolve(cfg.model)
     device = pick_device(cfg.device)
     if world_size() > 1 and device.type == "cuda":
         device = torch.device("cuda", rank() % torch.cuda.device_count())
