@@ -22,15 +22,19 @@ class ShardError(ConfigError):
 
 
 def _inner(model: nn.Module) -> nn.Module:
-    """The transformers model under a peft wrapper (peft keeps the original as base_model.model)."""
-    base = getattr(model, "base_model", None)
-    return getattr(base, "model", model) if base is not None and base is not model else model
+    """The outermost transformers model inside ``model`` (under a peft wrapper or a reward /
+    value head), or ``model`` itself."""
+    from transformers import PreTrainedModel
+
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
 
 
 def block_classes(model: nn.Module) -> set[str]:
     """Class names transformers marks as units that must not be split (its decoder blocks)."""
-    names = getattr(_inner(model), "_no_split_modules", None) or []
-    return set(names)
+    names: set[str] = set()
+    for m in model.modules():
+        names.update(getattr(m, "_no_split_modules", None) or [])
+    return names
 
 
 def find_blocks(model: nn.Module) -> list[nn.Module]:
@@ -149,6 +153,7 @@ def prepare_model(model: nn.Module, cfg, device: torch.device, dtype: torch.dtyp
         enable_activation_checkpointing(model)
     if getattr(cfg, "strategy", "ddp") != "fsdp":
         return False
+    check_shardable(model, dist.get_world_size() if dist.is_initialized() else 1)
     if not dist.is_initialized():
         _join_alone(device)
     shard(model, device, dtype, offload=getattr(cfg, "fsdp_offload", False),
@@ -161,6 +166,11 @@ def release_model(model: nn.Module, sharded: bool) -> None:
     if not sharded:
         return
     unshard(model)
+    leave_alone()
+
+
+def leave_alone() -> None:
+    """Close the one-rank group ``_join_alone`` opened (nothing otherwise)."""
     global _ALONE
     if _ALONE and dist.is_initialized():
         dist.destroy_process_group()

@@ -25,7 +25,7 @@ from lmlab.train.checkpoint import load_checkpoint, save_checkpoint, save_sharde
 from lmlab.train.config import TrainConfig
 from lmlab.train.data import BatchStream
 from lmlab.train.distributed import all_reduce_sum, barrier, wrap_ddp
-from lmlab.train.fsdp import prepare_model, release_model
+from lmlab.train.fsdp import leave_alone, prepare_model, release_model
 from lmlab.train.interrupt import StopRequest, TrainingInterrupted
 from lmlab.train.killpoints import killpoint
 from lmlab.train.logging import MetricLogger, format_duration, step_line
@@ -123,7 +123,18 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
           eval_fn: Callable[[torch.nn.Module], dict] | None = None,
           loggers: list[MetricLogger] | None = None, stop_after: int | None = None) -> TrainResult:
     """Run optimizer steps until ``cfg.max_steps`` (or ``stop_after`` steps, for tests that
-    simulate a kill). Returns the last step and the logged metrics."""
+    simulate a kill). Returns the last step and the logged metrics. With ``strategy=fsdp`` the
+    model is sharded while it trains and plain again when this returns."""
+    try:
+        return _train(model, objective, stream, cfg, run, dtype=dtype, eval_fn=eval_fn,
+                      loggers=loggers, stop_after=stop_after)
+    except BaseException:
+        leave_alone()  # a one-rank group joined for fsdp is not left open for the caller
+        raise
+
+
+def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
+           stop_after) -> TrainResult:
     device = next(model.parameters()).device
     # fsdp shards before the optimizer is built (it must hold the sharded parameters)
     sharded = prepare_model(model, cfg, device, dtype)
