@@ -193,3 +193,33 @@ def with_devices(s: Setup, devices: int) -> Setup:
 def describe(shape: Shape) -> dict:
     return {**asdict(shape), "params": shape.params, "block_params": shape.block,
             "root_params": shape.root}
+
+
+def shape_from_config(config) -> Shape:
+    """A transformers llama-style config (LlamaConfig, MistralConfig, Qwen2Config, ...)."""
+    heads = config.num_attention_heads
+    return Shape(config.num_hidden_layers, config.hidden_size, config.intermediate_size, heads,
+                 getattr(config, "num_key_value_heads", None) or heads, config.vocab_size,
+                 bool(getattr(config, "tie_word_embeddings", False)))
+
+
+def shape_for(model: str) -> Shape:
+    """A size preset (``7b``, ``70b``, ...) or any model reference lmlab loads (its config only;
+    an adapter run plans for its base)."""
+    if model.lower() in SHAPES:
+        return SHAPES[model.lower()]
+    from lmlab.models import load_tokenizer, resolve
+    from lmlab.models.load import model_folder
+    from lmlab.models.registry import ALIASES
+
+    r = resolve(model)
+    if r.kind == "tiny":
+        from lmlab.models.tiny import tiny_config
+
+        return shape_from_config(tiny_config(r.path, load_tokenizer(model)))
+    if r.kind == "adapter":
+        return shape_for(r.base)
+    from transformers import AutoConfig
+
+    path = str(model_folder(ALIASES[r.ref])) if r.kind == "alias" else r.path
+    return shape_from_config(AutoConfig.from_pretrained(path))
