@@ -3,7 +3,7 @@ width d=8, MLP f=16, 2 heads (width 4) with 1 key/value head, vocabulary 10, tie
 
 import pytest
 
-from lmlab.plan import SHAPES, Setup, Shape, flops_per_token, memory, shape_for, \
+from lmlab.plan import SHAPES, Setup, Shape, flops_per_token, memory, scenarios, shape_for, \
     tokens_per_second, trainable, wall_seconds, weights_bytes
 
 TWO = Shape(layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, vocab=10, tied=True)
@@ -32,6 +32,11 @@ def test_ddp_memory_by_hand():
     assert m["activations"] == 8 * (2 * 152 + 32) * 4 + 8 * 3 * 10 * 4 == 11712
     assert m["total"] == 5088 + 10176 + 10176 + 11712
     assert memory(TWO, Setup(seq_len=4, batch=2, devices=1), "ddp")["gradients"] == 1272 * 4
+    # bf16 autocast over fp32 weights: + the 2-byte copies it caches
+    bf16 = Setup(seq_len=4, batch=2, devices=1, compute_bytes=2)
+    assert memory(TWO, bf16, "ddp")["weights"] == 1272 * 4 + 1272 * 2
+    # lmlab does not shard a QLoRA base: only ddp rows
+    assert {r["strategy"] for r in scenarios(TWO, Setup(method="qlora"))} == {"ddp"}
 
 
 def test_fsdp_memory_by_hand():

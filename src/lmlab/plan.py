@@ -3,7 +3,7 @@
 Per device, in bytes (W devices, N parameters, T of them trainable, L blocks of B parameters,
 R parameters outside the blocks: embeddings, final norm, untied head):
 
-    weights      ddp: w N                      fsdp: w N / W + c (2 B + R)
+    weights      ddp: w N (+ c N under autocast) fsdp: w N / W + c (2 B + R)
     gradients    ddp: 4 T (x2 with W > 1)      fsdp: 4 T / W + 4 (B_t + R_t)
     optimizer    8 T (AdamW's two fp32 moments; / W under fsdp)
     activations  b s [L (11 d + 4 f) + 4 d] c  + k 3 V 4       (k = trained tokens, b s here)
@@ -141,7 +141,10 @@ def memory(shape: Shape, s: Setup, strategy: str = "ddp", *, offload: bool = Fal
     w_all, world = weights_bytes(shape, s), s.devices
     t_root = shape.root if s.method == "full" else 0
     if strategy == "ddp":
-        out = {"weights": w_all, "gradients": 4 * t * (2 if world > 1 else 1),
+        # under bf16 autocast the forward caches a bf16 copy of every weight it casts
+        cast = s.compute_bytes * shape.params if s.compute_bytes < s.weight_bytes \
+            and s.method != "qlora" else 0
+        out = {"weights": w_all + cast, "gradients": 4 * t * (2 if world > 1 else 1),
                "optimizer": 8 * t}
     else:
         gathered = s.compute_bytes * (2 * shape.block + shape.root)
@@ -154,10 +157,11 @@ def memory(shape: Shape, s: Setup, strategy: str = "ddp", *, offload: bool = Fal
 
 
 def scenarios(shape: Shape, s: Setup) -> list[dict]:
-    """The plan's rows: each strategy with and without checkpointing, in GiB."""
+    """The plan's rows: each strategy with and without checkpointing, in GiB. (lmlab does not
+    shard a bitsandbytes QLoRA base: QLoRA gets the ddp rows only.)"""
     rows = []
-    for name, strategy, offload in (("ddp", "ddp", False), ("fsdp", "fsdp", False),
-                                    ("fsdp+offload", "fsdp", True)):
+    kinds = (("ddp", "ddp", False), ("fsdp", "fsdp", False), ("fsdp+offload", "fsdp", True))
+    for name, strategy, offload in kinds[:1] if s.method == "qlora" else kinds:
         for ckpt in (False, True):
             m = memory(shape, s, strategy, offload=offload, checkpointing=ckpt)
             rows.append({"strategy": name, "checkpointing": ckpt,
