@@ -45,7 +45,7 @@ def measure(model, strategy, ranks, ckpt, seq, batch, steps, tmp: Path) -> list[
            "--standalone"] if ranks > 1 else [sys.executable]
     cmd = [*pre, str(ROOT / "benchmarks" / "scale_worker.py"), str(prefix), model, strategy,
            "1" if ckpt else "0", str(seq), str(batch), str(steps)]
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    p = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if p.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
     return [json.loads(Path(f"{prefix}.rank{r}.json").read_text()) for r in range(ranks)]

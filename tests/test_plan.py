@@ -3,8 +3,19 @@ width d=8, MLP f=16, 2 heads (width 4) with 1 key/value head, vocabulary 10, tie
 
 import pytest
 
-from lmlab.plan import SHAPES, Setup, Shape, flops_per_token, memory, scenarios, shape_for, \
-    tokens_per_second, trainable, wall_seconds, weights_bytes
+from lmlab.plan import (
+    SHAPES,
+    Setup,
+    Shape,
+    flops_per_token,
+    memory,
+    scenarios,
+    shape_for,
+    tokens_per_second,
+    trainable,
+    wall_seconds,
+    weights_bytes,
+)
 
 TWO = Shape(layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, vocab=10, tied=True)
 S = Setup(seq_len=4, batch=2, devices=2, weight_bytes=4, compute_bytes=4)

@@ -44,8 +44,8 @@ class Config:
             float(self.device_memory)
         except ValueError:
             if self.device_memory not in DEVICES:
-                return [f"device_memory: '{self.device_memory}' is neither a number of GiB nor "
-                        f"one of {', '.join(DEVICES)}"]
+                return [(f"device_memory: '{self.device_memory}' is neither a number of GiB "
+                         f"nor one of {', '.join(DEVICES)}")]
         return []
 
 
@@ -103,11 +103,12 @@ def _rate(cfg: Config, shape, s) -> tuple[float, str]:
 
 def render(p: dict) -> str:
     sh, s = p["shape"], p["setup"]
-    lines = [f"plan: {p['model']} ({sh['params'] / 1e9:.3g}B parameters, {sh['layers']} "
+    title = (f"plan: {p['model']} ({sh['params'] / 1e9:.3g}B parameters, {sh['layers']} "
              f"blocks), method={s['method']}, seq {s['seq_len']} x batch {s['batch']} per "
-             f"device, {s['devices']} devices of {p['device_memory_gib']:g} GiB",
-             "| strategy | checkpointing | weights | gradients | optimizer | activations | "
-             "total GiB/device | fits |", "|---|---|---:|---:|---:|---:|---:|---|"]
+             f"device, {s['devices']} devices of {p['device_memory_gib']:g} GiB")
+    head = ("| strategy | checkpointing | weights | gradients | optimizer | activations | "
+            "total GiB/device | fits |")
+    lines = [title, head, "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in p["rows"]:
         lines.append(f"| {r['strategy']} | {'yes' if r['checkpointing'] else 'no'} | "
                      f"{r['weights']:.2f} | {r['gradients']:.2f} | {r['optimizer']:.2f} | "

@@ -89,8 +89,8 @@ def shard(model: nn.Module, device: torch.device, dtype: torch.dtype, *,
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
     blocks = check_shardable(model, dist.get_world_size())
-    kw = dict(mp_policy=mixed_precision(device, dtype),
-              offload_policy=CPUOffloadPolicy() if offload else OffloadPolicy())
+    kw = {"mp_policy": mixed_precision(device, dtype),
+          "offload_policy": CPUOffloadPolicy() if offload else OffloadPolicy()}
     for b in blocks:
         fully_shard(b, reshard_after_forward=reshard_after_forward, **kw)
     fully_shard(model, **kw)
