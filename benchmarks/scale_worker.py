@@ -3,7 +3,7 @@
     python benchmarks/scale_worker.py OUT_PREFIX MODEL STRATEGY CKPT SEQ BATCH STEPS
 
 Each rank writes OUT_PREFIX.rank<R>.json: its peak memory over the steps (Linux VmHWM, reset
-after the model is loaded, minus the resident size before loading: weights, gradients,
+after the model is loaded, minus the resident size without the model: weights, gradients,
 optimizer state, activations and whatever the allocator and the collectives keep), the bytes of
 the parameters, gradients and AdamW state it holds itself (shards under fsdp), and step times.
 Uses the loop's own pieces (fsdp.prepare_model, wrap_ddp, build_optimizer, LMObjective)."""
@@ -61,9 +61,15 @@ def _steps(model_ref, strategy, ckpt, seq, batch, steps, measure: bool) -> dict:
     cfg = TrainConfig(model=model_ref, strategy=strategy, activation_checkpointing=ckpt,
                       lr=1e-4)
     device = torch.device("cpu")
-    base = _status("VmRSS")
     model = load_model(model_ref)
+    # a loaded model's tensors may sit in pages of the safetensors file that stay resident after
+    # FSDP replaces them by shards: copy them into ordinary memory first, then count the
+    # baseline as the resident size less the model's own bytes
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            t.data = t.data.clone()
     gc.collect()
+    base = _status("VmRSS") - _local_bytes([*model.parameters(), *model.buffers()])
     if measure:
         _reset_peak()
     sharded = prepare_model(model, cfg, device, torch.float32)
