@@ -3,6 +3,7 @@ global batch, sharded (DCP) checkpoints resumed on the same and on another numbe
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,8 +108,13 @@ def test_fsdp_in_one_process_trains_like_plain_and_resumes_exactly(tmp_path):
     losses = [m["train/loss"] for m in full.metrics]
     assert losses == _loss_tol([m["train/loss"] for m in plain.metrics])
     _train_in_process(tmp_path, "part", strategy="fsdp", stop_after=2)
+    shutil.copytree(tmp_path / "part", tmp_path / "plain-after")
     part, m2 = _train_in_process(tmp_path, "part", strategy="fsdp", resume="auto")
     assert part.resumed_from == 2
     assert [m["train/loss"] for m in part.metrics] == losses[2:]
     for (n, a), b in zip(m1.named_parameters(), m2.parameters()):
         assert torch.equal(a, b), n
+    # the sharded checkpoint also resumes without fsdp (DCP reads it into plain tensors)
+    plain_after, _ = _train_in_process(tmp_path, "plain-after", resume="auto")
+    assert plain_after.resumed_from == 2
+    assert [m["train/loss"] for m in plain_after.metrics] == _loss_tol(losses[2:])
