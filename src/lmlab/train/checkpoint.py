@@ -160,7 +160,8 @@ def _load_sharded(path: Path, state: dict, model, optimizer) -> None:
     msd, osd = get_state_dict(model, optimizer, options=opts)
     sd = {"model": msd, "optimizer": osd}
     try:
-        dcp.load(sd, checkpoint_id=str(Path(path) / SHARDED))
+        dcp.load(sd, checkpoint_id=str(Path(path) / SHARDED),
+                 no_dist=not torch.distributed.is_initialized())  # one plain process
     except Exception as e:  # noqa: BLE001 - DCP wraps per-rank failures in several types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path}: its sharded weights cannot be read into "
