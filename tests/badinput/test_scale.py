@@ -52,3 +52,12 @@ def test_full_weights_checkpoint_resumed_with_fsdp_is_refused(fail, tmp_path):
     assert main([*SFT, "method=full", f"output_dir={out}"]) == 0
     assert fail(*SFT, "method=full", "strategy=fsdp", "max_steps=2", "resume=auto",
                 f"output_dir={out}").says("step-1", "without strategy=fsdp", "strategy=ddp")
+
+
+def test_plan_refuses_an_unknown_device(fail):
+    assert fail("plan", "model=7b", "device_memory=a999").says("device_memory", "a999", "h100")
+
+
+def test_plan_refuses_a_throughput_folder_without_a_rate(fail, tmp_path):
+    assert fail("plan", "model=7b", f"throughput_from={tmp_path}").says(
+        "throughput_from", "summary.json", "tokens_per_s")
