@@ -68,7 +68,20 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="one tiny configuration, 1 step")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/plan.json"))
+    ap.add_argument("--recompute", metavar="JSON", help="re-predict the rows of an earlier "
+                    "results file with the current planner (no measuring); writes --out")
     a = ap.parse_args()
+    if a.recompute:
+        rows = json.loads(Path(a.recompute).read_text())["rows"]
+        for r in rows:
+            preset = {"tiny:llama": "tiny", "smollm2-135m-instruct": "135m"}[r["model"]]
+            pred = predict(preset, r["strategy"], r["ranks"], r["checkpointing"], r["seq"],
+                           r["batch"])
+            r.update(predicted_gib=pred["total"], predicted_parts_gib=pred,
+                     error=pred["total"] / r["measured_gib"] - 1)
+        for r in rows:
+            _print(r)
+        return _finish(rows, a.out)
     configs = CONFIGS[:1] if a.smoke else CONFIGS
     rows = []
     with open(LOCK, "w") as lock, tempfile.TemporaryDirectory() as tmp:
@@ -85,13 +98,21 @@ def main() -> None:
                    "predicted_parts_gib": pred,
                    "held_per_rank_gib": {k: v / 2**30 for k, v in got[0]["held"].items()}}
             rows.append(row)
-            print(f"| {model} | {strategy} x{ranks} | ckpt {int(ckpt)} | s{seq} b{batch} | "
-                  f"measured {peak:.3f} GiB | predicted {pred['total']:.3f} GiB | "
-                  f"{100 * row['error']:+.1f}% |", flush=True)
+            _print(row)
+    _finish(rows, a.out)
+
+
+def _print(r: dict) -> None:
+    print(f"| {r['model']} | {r['strategy']} x{r['ranks']} | ckpt {int(r['checkpointing'])} | "
+          f"s{r['seq']} b{r['batch']} | measured {r['measured_gib']:.3f} GiB | predicted "
+          f"{r['predicted_gib']:.3f} GiB | {100 * r['error']:+.1f}% |", flush=True)
+
+
+def _finish(rows: list[dict], out: str) -> None:
     worst = max(abs(r["error"]) for r in rows)
     print(f"worst error {100 * worst:.1f}%")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"rows": rows, "worst_abs_error": worst}, indent=2) + "\n")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"rows": rows, "worst_abs_error": worst}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
