@@ -51,6 +51,9 @@ def _sections(runs, benches, pipelines, samples: int):
     speed = [t for t in (T.training_speed(runs), T.generation_speed(runs)) if t]
     speed += [t for r in runs for t in (T.bench_run_table(r), T.bench_quality_table(r)) if t]
     speed += [T.bench_table(b) for b in benches]
+    from lmlab.report.scale import scale_table
+
+    speed += [t for t in [scale_table(runs)] if t]
     sections.append(Section("Speed", speed or ["No speed numbers in these runs."]))
     env = [T.wall_table(runs)]
     for p in pipelines:

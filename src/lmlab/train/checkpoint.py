@@ -19,6 +19,8 @@ from lmlab.errors import UserError
 from lmlab.runs import commit_folder, fsync_path, prune_checkpoints, tidy_checkpoints
 from lmlab.train.killpoints import KillMidWrite, armed, killpoint
 
+SHARDED = "sharded"  # "model"/"optimizer" in state.pt when the tensors live in sharded/ (DCP)
+
 # what every checkpoint holds (``extra`` is optional)
 KEYS = ("step", "model", "optimizer", "data", "rng")
 
@@ -100,16 +102,98 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
-def load_checkpoint(path: Path, *, model, optimizer, stream) -> dict:
-    state = read_checkpoint(path)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    extra = sorted(set(state["model"]) - set(params))
-    absent = sorted(set(params) - set(state["model"]))
+def save_sharded(folder: Path, step: int, *, model, optimizer, stream, extra: dict | None = None,
+                 keep: int = 2) -> Path:
+    """A checkpoint every rank writes together: trainable weights and optimizer state through
+    ``torch.distributed.checkpoint`` (each rank writes its own shards to ``sharded/``, keyed by
+    parameter name and global shape, so any number of ranks can read them back), plus rank 0's
+    ``state.pt`` with the step, data position, RNG and the weights' names and shapes. Same
+    temp-folder-then-rename protocol as ``save_checkpoint``."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    from lmlab.common import is_main
+    from lmlab.train.distributed import barrier
+
+    final, tmp = folder / f"step-{step}", folder / f".tmp-step-{step}"
+    if is_main():
+        folder.mkdir(parents=True, exist_ok=True)
+        tidy_checkpoints(folder)
+        tmp.mkdir(parents=True, exist_ok=True)
+    barrier()
+    msd, osd = get_state_dict(model, optimizer,
+                              options=StateDictOptions(ignore_frozen_params=True))
+    dcp.save({"model": msd, "optimizer": osd}, checkpoint_id=str(tmp / SHARDED))
+    barrier()
+    if is_main():
+        _write_state(tmp / "state.pt", {
+            "step": step, "model": SHARDED, "optimizer": SHARDED,
+            "shapes": {n: list(p.shape) for n, p in model.named_parameters()
+                       if p.requires_grad},
+            "data": stream.state_dict(), "rng": rng_state(), "extra": extra or {},
+        })
+        fsync_path(tmp)
+        commit_folder(tmp, final)
+        prune_checkpoints(folder, keep)
+    barrier()
+    return final
+
+
+def _load_sharded(path: Path, state: dict, model, optimizer) -> None:
+    """Read a ``save_sharded`` checkpoint into ``model`` (sharded or plain, on any number of
+    ranks: DCP reshards by name and global shape) after checking it fits this model."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_state_dict,
+        set_state_dict,
+    )
+
+    shapes = {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+    saved = state.get("shapes", {})
+    _check_names(path, set(saved), set(shapes))
+    for n, s in saved.items():
+        if shapes[n] != list(s):
+            raise CheckpointError(f"checkpoint {path}: weight {n} has shape {tuple(s)}, the "
+                                  f"model's is {tuple(shapes[n])}")
+    opts = StateDictOptions(ignore_frozen_params=True)
+    msd, osd = get_state_dict(model, optimizer, options=opts)
+    sd = {"model": msd, "optimizer": osd}
+    try:
+        dcp.load(sd, checkpoint_id=str(Path(path) / SHARDED),
+                 no_dist=not torch.distributed.is_initialized())  # one plain process
+    except Exception as e:  # noqa: BLE001 - DCP wraps per-rank failures in several types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path}: its sharded weights cannot be read into "
+                              f"this run ({first[:300]})") from None
+    set_state_dict(model, optimizer, model_state_dict=sd["model"],
+                   optim_state_dict=sd["optimizer"], options=opts)
+
+
+def _check_names(path: Path, saved: set[str], have: set[str]) -> None:
+    extra, absent = sorted(saved - have), sorted(have - saved)
     if extra or absent:
         which = (f"weights this model does not train: {extra[:3]}" if extra
                  else f"no weights for {absent[:3]}")
         raise CheckpointError(f"checkpoint {path} has {which}; it was written by a run with "
                               f"another model or method")
+
+
+def load_checkpoint(path: Path, *, model, optimizer, stream) -> dict:
+    state = read_checkpoint(path)
+    from lmlab.train.fsdp import is_sharded
+
+    if state["model"] == SHARDED:
+        _load_sharded(path, state, model, optimizer)
+        stream.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        return state
+    if is_sharded(model):
+        raise CheckpointError(f"checkpoint {path} was written without strategy=fsdp (one file "
+                              f"of full weights); resume it with strategy=ddp, or start a "
+                              f"sharded run again with resume=no")
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    _check_names(path, set(state["model"]), set(params))
     with torch.no_grad():
         for n, t in state["model"].items():
             if params[n].shape != t.shape:

@@ -30,3 +30,13 @@ class TrainConfig(RunConfig):
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep", min=1)
     loggers: list[str] = opt([], "extra metric loggers: tensorboard, wandb (jsonl is always on)")
     progress: bool = opt(True, "show a progress bar")
+    strategy: str = opt("ddp", "multi-process training: ddp = every rank holds the whole model; "
+                        "fsdp = parameters, gradients and optimizer state sharded per "
+                        "transformer block (FSDP2, ZeRO-3); see docs/scale.md",
+                        choices=("ddp", "fsdp"))
+    fsdp_offload: bool = opt(False, "fsdp: keep the sharded parameters, gradients and optimizer "
+                             "state in CPU memory (CPUOffloadPolicy); for GPUs")
+    fsdp_reshard: bool = opt(True, "fsdp: free each block's gathered weights after its forward "
+                             "(less memory, one more all-gather in backward)")
+    activation_checkpointing: bool = opt(False, "recompute each transformer block's "
+                                         "activations in backward instead of storing them")

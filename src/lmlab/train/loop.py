@@ -21,10 +21,11 @@ import torch
 from lmlab.common import is_main, print0, world_size
 from lmlab.errors import UserError
 from lmlab.runs import Run
-from lmlab.train.checkpoint import load_checkpoint, save_checkpoint
+from lmlab.train.checkpoint import load_checkpoint, save_checkpoint, save_sharded
 from lmlab.train.config import TrainConfig
 from lmlab.train.data import BatchStream
 from lmlab.train.distributed import all_reduce_sum, barrier, wrap_ddp
+from lmlab.train.fsdp import leave_alone, prepare_model, release_model
 from lmlab.train.interrupt import StopRequest, TrainingInterrupted
 from lmlab.train.killpoints import killpoint
 from lmlab.train.logging import MetricLogger, format_duration, step_line
@@ -122,8 +123,21 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
           eval_fn: Callable[[torch.nn.Module], dict] | None = None,
           loggers: list[MetricLogger] | None = None, stop_after: int | None = None) -> TrainResult:
     """Run optimizer steps until ``cfg.max_steps`` (or ``stop_after`` steps, for tests that
-    simulate a kill). Returns the last step and the logged metrics."""
+    simulate a kill). Returns the last step and the logged metrics. With ``strategy=fsdp`` the
+    model is sharded while it trains and plain again when this returns."""
+    try:
+        return _train(model, objective, stream, cfg, run, dtype=dtype, eval_fn=eval_fn,
+                      loggers=loggers, stop_after=stop_after)
+    except BaseException:
+        leave_alone()  # a one-rank group joined for fsdp is not left open for the caller
+        raise
+
+
+def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
+           stop_after) -> TrainResult:
     device = next(model.parameters()).device
+    # fsdp shards before the optimizer is built (it must hold the sharded parameters)
+    sharded = prepare_model(model, cfg, device, dtype)
     optimizer = build_optimizer(model, cfg)
     result = TrainResult(step=0)
     # fp16 gradients underflow without loss scaling; the scale is state, checkpointed with the rest
@@ -137,7 +151,7 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
         if scaler is not None and "scaler" in state["extra"]:
             scaler.load_state_dict(state["extra"]["scaler"])
         print0(f"[lmlab] resumed from {resume} (step {result.step})")
-    ddp_model = wrap_ddp(model, device)
+    ddp_model = model if sharded else wrap_ddp(model, device)
     world = world_size()
     loggers = loggers or []
     model.train()
@@ -165,8 +179,8 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
                                 f"(all labels masked)")
             loss_sum, metric_sums, tokens = 0.0, {}, 0
             for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1 or ddp_model is model
-                ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
+                sync = i == len(micro) - 1 or (ddp_model is model and not sharded)
+                ctx = _no_sync(ddp_model, sharded) if not sync else contextlib.nullcontext()
                 with ctx, amp_context(device, dtype):
                     loss, metrics = objective(ddp_model, batch)
                     if not torch.isfinite(loss):
@@ -187,6 +201,8 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
             params = [p for p in model.parameters() if p.requires_grad]
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0
                                                    else float("inf"))
+            if hasattr(gnorm, "full_tensor"):  # a DTensor under fsdp: the norm over all shards
+                gnorm = gnorm.full_tensor()
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()
@@ -229,10 +245,13 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
                 raise TrainingDiverged(f"loss became {row['train/loss']} at step {result.step}")
             interrupted = stop.agreed(device)  # a Ctrl-C during this step (interrupt.py)
             due = (cfg.save_every and result.step % cfg.save_every == 0) or result.step == last
-            if (due or interrupted) and is_main():
+            extra = {"scaler": scaler.state_dict()} if scaler else None
+            if (due or interrupted) and sharded:  # every rank writes its shards
+                save_sharded(run.checkpoints, result.step, model=model, optimizer=optimizer,
+                             stream=stream, keep=cfg.keep_checkpoints, extra=extra)
+            elif (due or interrupted) and is_main():
                 save_checkpoint(run.checkpoints, result.step, model=model, optimizer=optimizer,
-                                stream=stream, keep=cfg.keep_checkpoints,
-                                extra={"scaler": scaler.state_dict()} if scaler else None)
+                                stream=stream, keep=cfg.keep_checkpoints, extra=extra)
             if interrupted:
                 barrier()  # no rank exits (its launcher then stops the others) before the save
                 if bar is not None:
@@ -242,11 +261,26 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
             raise TrainingInterrupted.at(result.step, cfg.max_steps, run.checkpoints)
     if bar is not None:
         bar.close()
+    release_model(model, sharded)  # a plain model again, for the stage's final/ and evals
     result.seconds = time.time() - t_start
     if steps_done:
         print0(f"[lmlab] {run.stage}: {steps_done} steps in {format_duration(result.seconds)}")
     model.eval()
     return result
+
+
+@contextlib.contextmanager
+def _no_sync(model, sharded: bool):
+    """Accumulate this micro-batch's gradients locally (no all-reduce / reduce-scatter)."""
+    if not sharded:
+        with model.no_sync():
+            yield
+        return
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def _run_eval(eval_fn, model) -> dict:
