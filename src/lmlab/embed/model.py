@@ -230,10 +230,14 @@ def save_encoder(encoder: Encoder, tokenizer, folder: Path, *, max_len: int, **m
     """A folder that ``SentenceTransformer(folder)`` and ``AutoModel.from_pretrained(folder)``
     both load: the transformers weights and tokenizer at the top, the pooling (and
     normalisation) as sentence-transformers modules beside them."""
-    import sentence_transformers
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
     from lmlab.models import write_meta
+
+    try:  # the version a folder says it was written for; not imported (a slow import)
+        st_version = version("sentence-transformers")
+    except PackageNotFoundError:
+        st_version = "5.0.0"
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -258,8 +262,8 @@ def save_encoder(encoder: Encoder, tokenizer, folder: Path, *, max_len: int, **m
     _write(folder / "sentence_bert_config.json", {"max_seq_length": max_len,
                                                   "do_lower_case": False})
     _write(folder / "config_sentence_transformers.json", {
-        "__version__": {"sentence_transformers": sentence_transformers.__version__,
-                        "transformers": transformers.__version__,
+        "__version__": {"sentence_transformers": st_version,
+                        "transformers": version("transformers"),
                         "pytorch": torch.__version__},
         "similarity_fn_name": "cosine"})
     write_meta(folder, kind="encoder", pooling=encoder.pooling, normalize=encoder.normalize,
