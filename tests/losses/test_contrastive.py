@@ -56,9 +56,9 @@ def st_model(tmp_path_factory):
 
 @pytest.mark.parametrize("hard,scale", [(False, 20.0), (True, 7.5)])
 def test_parity_with_sentence_transformers_mnrl(st_model, hard, scale):
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer import losses
 
-    mnrl = MultipleNegativesRankingLoss(st_model, scale=scale)
+    mnrl = losses.MultipleNegativesRankingLoss(st_model, scale=scale)
     g = torch.Generator().manual_seed(0)
     a, p, n = (torch.randn(6, 16, generator=g, requires_grad=True) for _ in range(3))
     parts = [a, p, n] if hard else [a, p]

@@ -82,3 +82,15 @@ def _gsm8k() -> dict[str, list[str]]:
             out.setdefault(r["question"].strip(), []).append(
                 re.sub(r"<<[^>]*>>", "", r["answer"]).strip())
     return out
+
+
+def qa_rows(collection: Collection) -> list[dict]:
+    """RAG questions whose answer is in the collection: each held-out query as ``prompt`` with
+    an ``answer`` that a relevant document holds (GSM8K: the final number of its solution;
+    ChatterBot: a reply given to it)."""
+    rows = []
+    for qid, q in collection.queries.items():
+        doc = collection.docs[min(collection.qrels[qid])]
+        answer = doc.split("####")[-1].strip() if collection.name == "gsm8k" else doc
+        rows.append({"id": qid, "prompt": q, "answer": answer})
+    return rows

@@ -80,8 +80,8 @@ class ContrastiveObjective:
 
 
 def run(cfg: Config) -> dict:
-    from lmlab.common import is_main, pick_device, pick_dtype, print0, rank, seed_everything
-    from lmlab.common import world_size
+    from lmlab.common import is_main, pick_device, pick_dtype, print0, rank, world_size
+    from lmlab.common import seed_everything as seed
     from lmlab.embed import data as D
     from lmlab.embed.model import load_encoder, resolve_encoder
     from lmlab.models.adapters import count_parameters
@@ -97,7 +97,7 @@ def run(cfg: Config) -> dict:
     init_distributed(device)
     dtype = pick_dtype(cfg.dtype, device)
     run_ = prepare_run(cfg, "embed")
-    seed_everything(cfg.seed)
+    seed(cfg.seed)
 
     model, tokenizer = load_encoder(cfg.model, pooling=cfg.pooling, device=device)
     examples, cut = D.encode_rows(tokenizer, rows, cfg.max_len)
