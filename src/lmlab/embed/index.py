@@ -27,29 +27,31 @@ SNIFF_BYTES = 8192  # a NUL byte in the first 8 KiB marks a binary file (as git 
 
 def windows(n: int, size: int, overlap: int, cuts: list[bool] | None = None
             ) -> list[tuple[int, int]]:
-    """[start, end) token windows covering 0..n: each at most ``size`` long, consecutive ones
-    sharing about ``overlap`` tokens, each starting after the one before.
+    """[start, end) token windows covering 0..n: each at most ``size`` tokens, each ending
+    after the one before, consecutive ones sharing up to ``overlap`` tokens.
 
-    ``cuts[i]`` (n + 1 flags) says whether a window may begin or end at position i (not inside
-    a word split into word pieces): a boundary moves back to the nearest allowed position,
-    unless a single word is longer than the room left (then it is cut)."""
+    ``cuts[i]`` (n + 1 flags) says whether a window may begin or end at token i: windows are
+    packed from whole words (the runs between allowed cuts), and only a word longer than
+    ``size`` is cut inside."""
     if size < 1 or not 0 <= overlap < size:
         raise ValueError(f"need size >= 1 and 0 <= overlap < size, got {size}, {overlap}")
     ok = cuts or [True] * (n + 1)
-    out, start = [], 0
-    while start < n:
-        end = min(start + size, n)
-        back = end
-        while back > start + 1 and not ok[back]:
-            back -= 1
-        end = back if ok[back] else end
-        out.append((start, end))
-        if end == n:
+    bounds = [i for i in range(n + 1) if ok[i] or i in (0, n)]
+    units = [(s, min(s + size, b)) for a, b in zip(bounds, bounds[1:])
+             for s in range(a, b, size)]  # words, a long one in size-token pieces
+    out, u = [], 0
+    while u < len(units):
+        v = u + 1
+        while v < len(units) and units[v][1] - units[u][0] <= size:
+            v += 1
+        out.append((units[u][0], units[v - 1][1]))
+        if v == len(units):
             break
-        nxt = end - overlap
-        while nxt > start + 1 and not ok[nxt]:
-            nxt -= 1
-        start = max(nxt, start + 1)
+        k = v  # the next window starts at unit k: back over whole words, up to overlap
+        while k - 1 > u and units[v - 1][1] - units[k - 1][0] <= overlap \
+                and units[v][1] - units[k - 1][0] <= size:  # it must still reach unit v
+            k -= 1
+        u = k
     return out
 
 
