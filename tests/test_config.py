@@ -29,6 +29,8 @@ EXPECTED_CONFIGS = {
     "distill": 7,
     "quantize": 7,
     "qat": 3,
+    "embed": 2,
+    "index": 1,
 }
 
 

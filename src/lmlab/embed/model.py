@@ -161,7 +161,7 @@ def context_length(encoder: Encoder, tokenizer) -> int:
 
 
 def tokenize(tokenizer, texts: list[str], max_len: int, *, on_long: str = "warn",
-             what: str = "text") -> tuple[list[list[int]], int]:
+             what: str = "texts") -> tuple[list[list[int]], int]:
     """(token ids per text with special tokens, how many were cut to ``max_len``).
 
     A text longer than ``max_len`` keeps its first ``max_len - 1`` tokens and its closing
@@ -172,10 +172,10 @@ def tokenize(tokenizer, texts: list[str], max_len: int, *, on_long: str = "warn"
     long = [i for i, x in enumerate(ids) if len(x) > max_len]
     if long and on_long == "error":
         i = long[0]
-        raise DataError(f"{what} {i + 1} has {len(ids[i])} tokens, more than the encoder's "
-                        f"context of {max_len} ({texts[i][:60]!r}...)")
+        raise DataError(f"{what}: number {i + 1} has {len(ids[i])} tokens, more than the "
+                        f"encoder's context of {max_len} ({texts[i][:60]!r}...)")
     if long and on_long == "warn":
-        warnings.warn(f"{len(long)} of {len(texts)} {what}s are longer than {max_len} tokens "
+        warnings.warn(f"{len(long)} of {len(texts)} {what} are longer than {max_len} tokens "
                       f"and were truncated to their first {max_len}", UserWarning, stacklevel=2)
     out = [x if len(x) <= max_len else x[:max_len - 1] + x[-1:] for x in ids]
     return out, len(long)
@@ -214,7 +214,7 @@ def encode_ids(encoder: Encoder, rows: list[list[int]], pad_id: int, batch_size:
 
 
 def encode(encoder: Encoder, tokenizer, texts: list[str], *, batch_size: int = 32,
-           max_len: int | None = None, on_long: str = "warn", what: str = "text"
+           max_len: int | None = None, on_long: str = "warn", what: str = "texts"
            ) -> torch.Tensor:
     """(N, H) embeddings of ``texts``; texts longer than the context are truncated with a
     warning (``on_long``)."""

@@ -43,7 +43,7 @@ class Retriever:
         Queries longer than the encoder's context are cut to it with a warning."""
         from lmlab.embed.model import encode
 
-        q = encode(self.encoder, self.tokenizer, queries, what="query")
+        q = encode(self.encoder, self.tokenizer, queries, what="queries")
         q = torch.nn.functional.normalize(q, dim=-1)
         out = []
         for hits in self.index.search(q, k):

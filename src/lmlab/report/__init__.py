@@ -33,6 +33,10 @@ def _sections(runs, benches, pipelines, samples: int):
             figures.append(Figure(f"{i:02d}-{r.label.replace('/', '_')}", png,
                                   f"{r.label}: {r.stage}, metrics.jsonl"))
     sections.append(Section("Training curves", figures or ["No run logged metrics.jsonl."]))
+    from lmlab.report.embed import embed_tables
+
+    if embed_tables(runs):
+        sections.append(Section("Embeddings, retrieval and RAG", embed_tables(runs)))
     samples = T.samples_table(runs, samples) if samples else None
     sections.append(Section("Samples", [samples] if samples else [
         "No run wrote samples.jsonl."]))
