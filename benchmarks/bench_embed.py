@@ -90,7 +90,9 @@ def bench_st_trainer(args, rows: list[dict], out: Path) -> dict:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses
-    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.trainer import (
+        SentenceTransformerTrainer,
+    )
     from sentence_transformers.sentence_transformer.training_args import (
         SentenceTransformerTrainingArguments,
     )

@@ -1,5 +1,6 @@
 """Chunking boundaries, reading a document folder, index save/load, `lmlab index`."""
 
+import itertools
 import json
 
 import pytest
@@ -40,7 +41,7 @@ def test_chunk_text_quotes_the_document_and_keeps_words_whole():
     for s, e, t in chunks:
         assert t == text[s:e]
         assert not inside_a_word(s) and not inside_a_word(e)
-    pairs = list(zip(chunks, chunks[1:]))
+    pairs = list(itertools.pairwise(chunks))
     assert all(a[1] < b[1] and not text[a[1]:b[0]].strip() for a, b in pairs)  # only spaces
     assert any(b[0] < a[1] for a, b in pairs)  # and some text is in two chunks
 
