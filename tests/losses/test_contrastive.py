@@ -70,3 +70,17 @@ def test_parity_with_sentence_transformers_mnrl(st_model, hard, scale):
     g_theirs = torch.autograd.grad(theirs, parts)
     for x, y in zip(g_ours, g_theirs):
         assert torch.allclose(x, y, rtol=0, atol=fp32_tol(16 + 18 + 6, scale))
+
+
+def test_a_learned_scale_rises_when_the_positives_already_win():
+    # each anchor's positive scores highest: a sharper softmax (larger scale) lowers the loss,
+    # so the gradient on log(scale) is negative and gradient descent raises the scale
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    log_s = torch.tensor(math.log(5.0), requires_grad=True)
+    info_nce(a, c, log_s.exp()).sum().backward()
+    assert log_s.grad < 0
+    # and falls when the negatives win (the scale is learned from the data, not pushed up)
+    log_s.grad = None
+    info_nce(a, c.flip(0), log_s.exp()).sum().backward()
+    assert log_s.grad > 0

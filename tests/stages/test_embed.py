@@ -84,3 +84,13 @@ def test_resume_auto_continues_exactly(tmp_path):
     a, b = _metrics(full), _metrics(part)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert [r["train/loss"] for r in a] == [r["train/loss"] for r in b]  # dropout RNG too
+
+
+def test_learned_scale_is_trained_and_logged(tmp_path):
+    rc, out = _embed(tmp_path, "learn_scale=true", "scale=10", "lr=0.05")
+    assert rc == 0
+    rows = _metrics(out)
+    assert rows[0]["train/scale"] == pytest.approx(10.0, rel=1e-5)  # the first step's scale
+    s = json.loads((out / "summary.json").read_text())
+    assert s["learned_scale"] != pytest.approx(10.0, rel=1e-3)  # three steps moved it
+    assert s["learned_scale"] == pytest.approx(rows[-1]["train/scale"], rel=0.2)

@@ -13,6 +13,7 @@ chunking).
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ def windows(n: int, size: int, overlap: int, cuts: list[bool] | None = None
         raise ValueError(f"need size >= 1 and 0 <= overlap < size, got {size}, {overlap}")
     ok = cuts or [True] * (n + 1)
     bounds = [i for i in range(n + 1) if ok[i] or i in (0, n)]
-    units = [(s, min(s + size, b)) for a, b in zip(bounds, bounds[1:])
+    units = [(s, min(s + size, b)) for a, b in itertools.pairwise(bounds)
              for s in range(a, b, size)]  # words, a long one in size-token pieces
     out, u = [], 0
     while u < len(units):

@@ -32,6 +32,8 @@ class Config(TrainConfig):
                                  "mask", choices=("mnrl", "simcse"))
     scale: float = opt(20.0, "similarity scale = 1 / temperature (20 = tau 0.05)", min=0.0,
                        min_exclusive=True)
+    learn_scale: bool = opt(False, "learn the scale (as CLIP learns its temperature), starting "
+                                   "at scale, capped at 100")
     pooling: str = opt("auto", "token pooling (auto: the model folder's own, else mean)",
                        choices=("auto", "mean", "cls", "max"))
     lr: float = opt(2e-5, "peak learning rate", min=0.0, min_exclusive=True)
@@ -53,11 +55,21 @@ class Config(TrainConfig):
         return None if self.eval_collection == "none" else self.eval_collection
 
 
+MAX_SCALE = 100.0  # CLIP's cap on its learned logit scale (a temperature of 0.01)
+
+
 class ContrastiveObjective:
-    """InfoNCE over a batch from ``embed.data.collate``: B anchors, then the candidates."""
+    """InfoNCE over a batch from ``embed.data.collate``: B anchors, then the candidates. The
+    scale is fixed, or learned as ``exp(model.log_scale)`` when the encoder has one."""
 
     def __init__(self, scale: float = 20.0):
         self.scale = scale
+
+    def current_scale(self, model):
+        log_scale = getattr(getattr(model, "module", model), "log_scale", None)  # DDP: .module
+        if log_scale is None:
+            return self.scale
+        return log_scale.exp().clamp(max=MAX_SCALE)
 
     def count(self, batch: dict) -> int:
         return int(batch["anchors"])
@@ -73,10 +85,12 @@ class ContrastiveObjective:
         else:  # each part at its own padded width (queries are often shorter than documents)
             anchors = model(*trim(ids[:b], mask[:b]))  # (B, H)
             candidates = model(*trim(ids[b:], mask[b:]))  # (N, H)
-        losses = info_nce(anchors, candidates, self.scale)  # (B,)
+        scale = self.current_scale(model)
+        losses = info_nce(anchors, candidates, scale)  # (B,)
         with torch.no_grad():
             acc = in_batch_accuracy(anchors, candidates).sum()
-        return losses.sum(), {"accuracy": float(acc)}
+            used = float(torch.as_tensor(scale).detach())
+        return losses.sum(), {"accuracy": float(acc), "scale": used * b}
 
 
 def run(cfg: Config) -> dict:
@@ -100,6 +114,10 @@ def run(cfg: Config) -> dict:
     seed(cfg.seed)
 
     model, tokenizer = load_encoder(cfg.model, pooling=cfg.pooling, device=device)
+    if cfg.learn_scale:  # a parameter of the encoder, so the optimizer and checkpoints hold it
+        import math
+
+        model.log_scale = torch.nn.Parameter(torch.tensor(math.log(cfg.scale), device=device))
     examples, cut = D.encode_rows(tokenizer, rows, cfg.max_len)
     kind = "sentences" if cfg.objective == "simcse" else "pairs"
     print0(f"[lmlab] data: {len(examples)} {kind} from {cfg.data}; {cut} texts cut to "
@@ -135,6 +153,8 @@ def run(cfg: Config) -> dict:
                "pooling": model.pooling, "scale": cfg.scale, "steps": result.step,
                "train_seconds": round(result.seconds, 1), "trainable_params": trainable,
                "data": {"source": cfg.data, kind: len(examples), "truncated": cut}}
+    if cfg.learn_scale:
+        summary["learned_scale"] = float(model.log_scale.exp().clamp(max=MAX_SCALE))
     if result.metrics:
         timed = result.metrics[1:] or result.metrics  # the first step pays one-off costs
         summary.update(final_loss=result.metrics[-1]["train/loss"],
