@@ -35,8 +35,9 @@ def _sections(runs, benches, pipelines, samples: int):
     sections.append(Section("Training curves", figures or ["No run logged metrics.jsonl."]))
     from lmlab.report.embed import embed_tables
 
-    if embed_tables(runs):
-        sections.append(Section("Embeddings, retrieval and RAG", embed_tables(runs)))
+    embed = embed_tables(runs)
+    if embed:
+        sections.append(Section("Embeddings, retrieval and RAG", embed))
     samples = T.samples_table(runs, samples) if samples else None
     sections.append(Section("Samples", [samples] if samples else [
         "No run wrote samples.jsonl."]))
