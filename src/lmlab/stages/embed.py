@@ -154,7 +154,7 @@ def run(cfg: Config) -> dict:
                "train_seconds": round(result.seconds, 1), "trainable_params": trainable,
                "data": {"source": cfg.data, kind: len(examples), "truncated": cut}}
     if cfg.learn_scale:
-        summary["learned_scale"] = float(model.log_scale.exp().clamp(max=MAX_SCALE))
+        summary["learned_scale"] = float(model.log_scale.detach().exp().clamp(max=MAX_SCALE))
     if result.metrics:
         timed = result.metrics[1:] or result.metrics  # the first step pays one-off costs
         summary.update(final_loss=result.metrics[-1]["train/loss"],
