@@ -218,7 +218,8 @@ def main() -> None:
     if "encode" in results:
         e = results["encode"]
         print(f"| embedding ({e['texts']} texts, batch {e['batch']}) | texts/s |\n|---|---|")
-        print(f"| lmlab serve /v1/embeddings (openai client) | {e['lmlab_serve_texts_per_s']:.1f} |")
+        print(f"| lmlab serve /v1/embeddings (openai client) | "
+              f"{e['lmlab_serve_texts_per_s']:.1f} |")
         print(f"| SentenceTransformer.encode, same batches | "
               f"{e['st_encode_same_batches_texts_per_s']:.1f} |")
         print(f"| SentenceTransformer.encode, all at once | "

