@@ -31,7 +31,8 @@ def _metrics(out):
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("extra", [(), ("objective=simcse",)], ids=["mnrl", "simcse"])
+@pytest.mark.parametrize("extra", [(), ("objective=simcse",), ("group_by_length=true",)],
+                         ids=["mnrl", "simcse", "grouped"])
 def test_three_step_smoke_writes_an_encoder(tmp_path, extra):
     from lmlab.embed.model import load_encoder
 
@@ -94,3 +95,12 @@ def test_learned_scale_is_trained_and_logged(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["learned_scale"] != pytest.approx(10.0, rel=1e-3)  # three steps moved it
     assert s["learned_scale"] == pytest.approx(rows[-1]["train/scale"], rel=0.2)
+
+
+def test_simcse_reads_a_sentence_file(tmp_path):
+    f = tmp_path / "s.txt"
+    f.write_text("".join(f"sentence number {i} about something\n" for i in range(8)))
+    rc, out = _embed(tmp_path, "objective=simcse", data=str(f))
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["data"]["sentences"] == 8 and s["objective"] == "simcse"
