@@ -108,3 +108,18 @@ def test_bench_tokenizer_smoke(tmp_path):
     r = json.loads(out_json.read_text())["results"]
     assert r["twin_merges_equal"] and r["twin_ids_equal"] and r["hf"]["train_mb_s"] > 0
     assert "| scratch twin |" in out.stdout
+@pytest.mark.slow  # imports sentence-transformers' trainer and starts a server: ~1 min
+def test_bench_embed_runs_on_the_tiny_encoder(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out_json = tmp_path / "embed.json"
+    out = subprocess.run([sys.executable, "benchmarks/bench_embed.py", "--model", "tiny:bert",
+                          "--steps", "3", "--warmup", "1", "--batch", "4", "--rows", "40",
+                          "--texts", "40", "--encode-batch", "8", "--threads", "1", "--out",
+                          str(out_json)], check=False, cwd=ROOT, env=env, capture_output=True,
+                         text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out_json.read_text())["results"]
+    assert set(r["train"]) >= {"lmlab", "lmlab_group_by_length", "sentence_transformers"}
+    assert r["encode"]["texts"] == 40 and r["encode"]["lmlab_serve_texts_per_s"] > 0
+    assert "| SentenceTransformerTrainer |" in out.stdout

@@ -32,6 +32,8 @@ EXPECTED_CONFIGS = {
     "pretrain": 4,
     "scratch": 1,
     "tokenizer": 2,
+    "embed": 2,
+    "index": 1,
 }
 
 
@@ -493,9 +495,9 @@ def test_every_stage_default_config_round_trips_through_its_saved_yaml(tmp_path)
         try:
             load_config(cls, None)
         except ConfigError:
-            continue  # pipeline (no steps), ppo (needs reward_model)
+            continue  # pipeline (no steps), ppo (needs reward_model), index (needs data)
         alone.append(stage)
         f = tmp_path / f"{stage}.yaml"
         f.write_text(yaml.safe_dump({"stage": stage, **to_dict(cls())}, sort_keys=False))
         assert load_config(cls, f, stage=stage) == cls(), stage
-    assert set(STAGES) - set(alone) == {"pipeline", "ppo"}
+    assert set(STAGES) - set(alone) == {"pipeline", "ppo", "index"}

@@ -44,9 +44,11 @@ class APIError(Exception):
         self.headers = headers
 
 
-def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None) -> FastAPI:
+def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None,
+              embedder=None) -> FastAPI:
     """The app; serving it (uvicorn, or a TestClient used as a context manager) starts the
-    engine's thread, and stopping it stops the thread."""
+    engine's thread, and stopping it stops the thread. ``embedder`` (an
+    ``lmlab.embed.serving.Embedder``) adds ``/v1/embeddings``."""
     limits = limits or Limits()
 
     @contextlib.asynccontextmanager
@@ -56,10 +58,13 @@ def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None) 
             yield
         finally:
             await asyncio.to_thread(engine.shutdown)
+            if embedder is not None:
+                await asyncio.to_thread(embedder.shutdown)
 
     app = FastAPI(title="lmlab serve", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     app.state.engine = engine
+    app.state.embedder = embedder
     _errors(app)
     app.add_middleware(_Guard, limits=limits)
     started = int(time.time())
@@ -79,8 +84,14 @@ def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None) 
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model",
-                                            "created": started, "owned_by": "lmlab"}]}
+        names = [model_name] + ([embedder.name] if embedder is not None else [])
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": started,
+                                            "owned_by": "lmlab"} for n in names]}
+
+    if embedder is not None:
+        @app.post("/v1/embeddings")
+        async def embeddings(body: P.EmbeddingRequest):
+            return await _embeddings(embedder, body)
 
     @app.post("/v1/chat/completions")
     async def chat(body: P.ChatRequest, http: HTTPRequest):
@@ -124,6 +135,37 @@ def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None) 
         return await _collect(engine, reqs, offsets, fmt, http)
 
     return app
+
+
+MAX_EMBED_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
+
+
+async def _embeddings(embedder, body) -> dict:
+    from lmlab.embed.serving import InputTooLong, as_base64
+
+    _check_model(body.model, embedder.name)
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise APIError(400, "input: give a string or a non-empty list of strings (token "
+                            "arrays are not supported here)", param="input")
+    if len(texts) > MAX_EMBED_INPUTS:
+        raise APIError(400, f"input: at most {MAX_EMBED_INPUTS} inputs, got {len(texts)}",
+                       param="input")
+    if any(not t for t in texts):
+        raise APIError(400, "input: empty strings cannot be embedded", param="input")
+    if body.dimensions is not None and body.dimensions != embedder.dim:
+        raise APIError(400, f"dimensions: this encoder gives {embedder.dim}", param="dimensions")
+    try:
+        ids = embedder.tokenize(texts)
+    except InputTooLong as e:
+        raise APIError(400, str(e), param="input", code="context_length_exceeded") from None
+    vectors = await embedder.embed(ids)
+    fmt = (as_base64 if body.encoding_format == "base64" else lambda v: v.tolist())
+    n_tok = sum(len(x) for x in ids)
+    return {"object": "list", "model": embedder.name,
+            "data": [{"object": "embedding", "index": i, "embedding": fmt(v)}
+                     for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok}}
 
 
 # ----------------------------------------------------------------------------- checks

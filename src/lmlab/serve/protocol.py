@@ -100,6 +100,16 @@ class CompletionRequest(_Body):
         return self.max_tokens
 
 
+class EmbeddingRequest(BaseModel):
+    """POST /v1/embeddings: text inputs (token arrays are refused in app.py)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}

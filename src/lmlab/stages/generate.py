@@ -68,6 +68,9 @@ class Config(RunConfig):
     prompt_lookup_prefer: str = opt("first", "speculative: which earlier match prompt lookup "
                                              "copies from when there are several",
                                     choices=("first", "last"))
+    retrieve: str = opt("", "RAG: an `lmlab index` run folder; each prompt is answered from its "
+                            "retrieve_k best chunks, cited as [n]")
+    retrieve_k: int = opt(3, "RAG: chunks put in each prompt", min=1)
     batch_size: int = opt(8, "prompts decoded together", min=1)
     chunk: int = opt(32, "prompts per chunk: decoded (in batches of batch_size), then appended "
                          "to samples.jsonl; resume=auto continues a stopped run after its last "
@@ -302,6 +305,10 @@ def run(cfg: Config) -> dict:
     rows = load_prompts(cfg)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    if cfg.retrieve:  # RAG: the sources go into the prompts (lmlab.embed.rag)
+        from lmlab.embed.rag import Retriever, augment
+
+        rows = augment(rows, Retriever.from_run(cfg.retrieve, device), cfg.retrieve_k)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, dtype=pick_dtype(cfg.dtype, device), device=device).eval()
     prompts = [_as_input(r["prompt"], cfg.chat) for r in rows]
@@ -390,6 +397,10 @@ def _sample_row(row: dict, c, more: dict, k: int) -> dict:
                  correct=bool(get_task(row["task"]).check(c.text, row["answer"])))
     if "best_of_n_scores" in more:
         s["scores"] = more["best_of_n_scores"][k]
+    if "sources" in s or ("answer" in s and "task" not in s):
+        from lmlab.embed.rag import mark
+
+        mark(s)  # citations; answer found in the reply, the retrieved and the cited chunks
     return s
 
 
@@ -423,4 +434,8 @@ def _summary(cfg: Config, samples: list[dict], extra: dict, seconds: float, n_ne
         summary["speculative"] = extra["speculative"].as_dict()
     if any("correct" in s for s in samples):
         summary["accuracy"] = sum(s.get("correct", False) for s in samples) / len(samples)
+    if cfg.retrieve or any("answer_correct" in s for s in samples):
+        from lmlab.embed.rag import summarize
+
+        summary["rag"] = {"retrieve": cfg.retrieve or None, **summarize(samples)}
     return summary

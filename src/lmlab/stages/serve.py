@@ -20,6 +20,8 @@ class Config:
     model: str = opt("smollm2-135m-instruct",
                      "model reference: alias, tiny:<preset>, folder, run folder, or org/name")
     served_model_name: str = opt("", "the name clients send as 'model' (default: model)")
+    embed_model: str = opt("", "a sentence encoder served at /v1/embeddings under its own "
+                               "name: minilm, an `lmlab embed` run folder, ... (empty = none)")
     engine: str = opt("lmlab", "lmlab (ours: CPU/GPU) | vllm (GPU, needs the vllm package)",
                       choices=("lmlab", "vllm"))
     host: str = opt("127.0.0.1", "address to listen on (0.0.0.0 = every interface)")
@@ -76,7 +78,13 @@ def build(cfg: Config, model=None, tokenizer=None):
         engine, tokenizer = _our_engine(cfg, model, tokenizer)
     from lmlab.serve.app import build_app
 
-    return build_app(engine, tokenizer, name, cfg.limits()), engine
+    embedder = None
+    if cfg.embed_model:
+        from lmlab.common import pick_device
+        from lmlab.embed.serving import Embedder
+
+        embedder = Embedder(cfg.embed_model, device=pick_device(cfg.device), threads=cfg.threads)
+    return build_app(engine, tokenizer, name, cfg.limits(), embedder=embedder), engine
 
 
 def _our_engine(cfg: Config, model, tokenizer):
@@ -122,6 +130,8 @@ def run(cfg: Config) -> dict:
     torch.set_num_threads(1)
     app, engine = build(dataclasses.replace(cfg, threads=0))
     engine.threads = threads
+    if app.state.embedder is not None:
+        app.state.embedder.threads = threads
     print0(f"[lmlab] serving {cfg.served_model_name or cfg.model} on http://{cfg.host}:"
            f"{cfg.port}/ (chat page at /, API at /v1, metrics at /metrics)")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
