@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from typing import ClassVar
-
 import numpy as np
 
 DEFAULT_LAYOUT = "S.../.#.#/...#/#..G"

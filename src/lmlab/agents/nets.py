@@ -12,7 +12,6 @@ batched matmul per layer: TD3's and SAC's twin critics in one call.
 from __future__ import annotations
 
 import itertools
-import itertools
 import math
 
 import numpy as np
