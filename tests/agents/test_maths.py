@@ -119,7 +119,8 @@ def test_gae_of_agents_equals_the_llm_side():
 
 def test_gae_equals_stable_baselines3():
     gym = pytest.importorskip("gymnasium")
-    from stable_baselines3.common.buffers import RolloutBuffer
+    buffers = pytest.importorskip("stable_baselines3.common.buffers")
+    RolloutBuffer = buffers.RolloutBuffer
 
     T, n, gamma, lam = 6, 3, 0.99, 0.95
     rng = np.random.default_rng(1)

@@ -92,6 +92,13 @@ class Config(RunConfig):
             problems.append("n_envs: tabular algorithms step one environment")
         if self.hidden is not None and (not self.hidden or min(self.hidden) < 1):
             problems.append("hidden: give positive layer widths, e.g. hidden=64,64")
+        if self.env in ("", "GridWorld-v0"):
+            from lmlab.agents.gridworld import parse_layout
+
+            try:
+                parse_layout(self.grid)
+            except ValueError as e:
+                problems.append(f"grid: {e}")
         return problems
 
 
