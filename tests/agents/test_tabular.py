@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmlab.agents.gridworld import GridWorld, parse_layout, policy_map
-from lmlab.agents.tabular import linear_epsilon, q_learning_target, sarsa_target, td_update
+from lmlab.agents.gridenv import GridWorld
+from lmlab.agents.gridworld import parse_layout, policy_map
+from lmlab.agents.tabular import (
+    linear_epsilon,
+    q_learning_target,
+    sarsa_target,
+    td_update,
+)
 from lmlab.config import load_config
 from lmlab.stages import agent as stage
 

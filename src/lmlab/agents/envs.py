@@ -20,18 +20,26 @@ EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "classic_control": "classic-cont
 GRID_ID = "GridWorld-v0"
 
 
-def _register_grid() -> None:
-    import gymnasium as gym
+def gymnasium():
+    """The gymnasium module, or a UserError naming the extra that installs it."""
+    try:
+        import gymnasium as gym
+    except ImportError:
+        raise UserError('lmlab agent needs gymnasium: pip install "lmlab[agent]" (or pip '
+                        'install "gymnasium[classic-control]")') from None
+    return gym
 
+
+def _register_grid() -> None:
+    gym = gymnasium()
     if GRID_ID not in gym.envs.registry:
-        gym.register(GRID_ID, entry_point="lmlab.agents.gridworld:GridWorld",
+        gym.register(GRID_ID, entry_point="lmlab.agents.gridenv:GridWorld",
                      max_episode_steps=100)
 
 
 def env_spec(env_id: str):
     """The registered spec of ``env_id``; an unknown id is a UserError listing close matches."""
-    import gymnasium as gym
-
+    gym = gymnasium()
     _register_grid()
     if env_id in gym.envs.registry:
         return gym.spec(env_id)
@@ -54,8 +62,7 @@ def extra_of(spec) -> str | None:
 
 def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = None):
     """One env; a missing optional dependency is a UserError naming the pip command."""
-    import gymnasium as gym
-
+    gym = gymnasium()
     spec = env_spec(env_id)
     kw = dict(kwargs or {})
     if render_mode:
