@@ -33,6 +33,11 @@ def _sections(runs, benches, pipelines, samples: int):
             figures.append(Figure(f"{i:02d}-{r.label.replace('/', '_')}", png,
                                   f"{r.label}: {r.stage}, metrics.jsonl"))
     sections.append(Section("Training curves", figures or ["No run logged metrics.jsonl."]))
+    from lmlab.report.agents import agent_items
+
+    agents = agent_items(runs)
+    if agents:
+        sections.append(Section("Agents", agents))
     samples = T.samples_table(runs, samples) if samples else None
     sections.append(Section("Samples", [samples] if samples else [
         "No run wrote samples.jsonl."]))
