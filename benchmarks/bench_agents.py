@@ -7,7 +7,7 @@ seeds; env steps/s = steps over the seconds of training (lmlab: the interaction 
 without its periodic evaluations; SB3: ``model.learn``, which evaluates nothing). Both trained
 policies are then scored by the same deterministic evaluation (lmlab.agents.evaluation:
 ``--episodes`` episodes on seeds 1_000_000 + i). Timings from a busy machine mean nothing:
-the script takes /tmp/lmlab-heavy.lock so heavy runs go one at a time.
+the script takes /tmp/lmlab-heavy.lock so heavy runs go one at a time (not with ``--smoke``).
 
     .venv/bin/python benchmarks/bench_agents.py                       # all three, recipe budgets
     .venv/bin/python benchmarks/bench_agents.py --algos ppo --smoke   # a tiny check, no JSON
@@ -165,11 +165,12 @@ def main() -> None:
     args = parse_args()
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     with open(LOCK, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"[bench] waiting for {LOCK} (another heavy run holds it)", flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not args.smoke:  # a smoke run measures nothing: it waits for no one
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"[bench] waiting for {LOCK} (another heavy run holds it)", flush=True)
+                fcntl.flock(lock, fcntl.LOCK_EX)
         with tempfile.TemporaryDirectory() as tmp:
             results = {a: bench(a, args, Path(tmp)) for a in args.algos}
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv[1:],

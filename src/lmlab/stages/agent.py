@@ -26,6 +26,7 @@ DEFAULT_ENV = {"tabular": "GridWorld-v0", "discrete": "CartPole-v1", "continuous
 class Config(RunConfig):
     UNUSED = ("model", "data")  # no language model, no data set: an environment
 
+    output_dir: str = opt("", "run folder (default: runs/agent-<algo>-<env>)")
     algo: str = opt("ppo", "algorithm", choices=tuple(ALGOS))
     env: str = opt("", "gymnasium env id (default: GridWorld-v0 for tabular algorithms, "
                        "CartPole-v1 for discrete, Pendulum-v1 for continuous ones)")
