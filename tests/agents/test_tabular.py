@@ -89,3 +89,14 @@ def test_policy_map_marks_cells():
     q[0, 2] = 1.0
     text = policy_map(["S.", "#G"], q)
     assert text.splitlines()[0].startswith("→ ←") and text.splitlines()[1].startswith("# G")
+
+
+def test_envs_without_a_time_limit_get_one_and_taxi_has_no_grid_map():
+    from lmlab.agents.envs import DEFAULT_LIMIT, make_env
+    from lmlab.agents.gridworld import grid_desc
+
+    cliff = make_env("CliffWalking-v1")
+    assert cliff.spec.max_episode_steps == DEFAULT_LIMIT  # greedy evaluation always ends
+    assert make_env("CartPole-v1").spec.max_episode_steps == 500  # registered limits stay
+    assert grid_desc(make_env("Taxi-v4")) is None  # its map's cells are not its states
+    assert grid_desc(make_env("FrozenLake-v1")) == ["SFFF", "FHFH", "FFFH", "HFFG"]

@@ -18,6 +18,9 @@ from lmlab.errors import UserError
 EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "classic_control": "classic-control",
           "toy_text": "toy-text"}
 GRID_ID = "GridWorld-v0"
+# episodes of an env registered without a time limit (CliffWalking) end here: a greedy policy
+# that walks in circles would otherwise never finish an evaluation episode
+DEFAULT_LIMIT = 1000
 
 
 def gymnasium():
@@ -64,7 +67,7 @@ def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = 
     """One env; a missing optional dependency is a UserError naming the pip command."""
     gym = gymnasium()
     spec = env_spec(env_id)
-    kw = dict(kwargs or {})
+    kw = _with_limit(spec, kwargs)
     if render_mode:
         kw["render_mode"] = render_mode
     try:
@@ -78,11 +81,19 @@ def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = 
         raise UserError(f"env_kwargs for {env_id}: {e}") from None
 
 
+def _with_limit(spec, kwargs: dict | None) -> dict:
+    kw = dict(kwargs or {})
+    if spec.max_episode_steps is None:
+        kw.setdefault("max_episode_steps", DEFAULT_LIMIT)
+    return kw
+
+
 def make_vec(env_id: str, n: int, kwargs: dict | None = None):
     import gymnasium as gym
 
     make_env(env_id, kwargs).close()  # the checks above, once, with their clear errors
-    fns = [functools.partial(gym.make, env_id, **(kwargs or {})) for _ in range(n)]
+    kw = _with_limit(env_spec(env_id), kwargs)
+    fns = [functools.partial(gym.make, env_id, **kw) for _ in range(n)]
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 

@@ -56,11 +56,16 @@ def draw_grid(desc: list[str], agent: int, cell: int = 32) -> np.ndarray:
 
 
 def grid_desc(env) -> list[str] | None:
-    """The layout rows of a grid env (ours or FrozenLake), else None."""
+    """The layout rows of a grid env whose states are its cells (ours, FrozenLake), else None
+    (Taxi has a map too, but its states are not the map's cells)."""
     desc = getattr(env.unwrapped, "desc", None)
     if desc is None:
         return None
-    return ["".join(c.decode() if isinstance(c, bytes) else str(c) for c in row) for row in desc]
+    rows = ["".join(c.decode() if isinstance(c, bytes) else str(c) for c in row) for row in desc]
+    n = getattr(env.observation_space, "n", None)
+    if n != len(rows) * len(rows[0]) or set("".join(rows)) - CELLS:
+        return None
+    return rows
 
 
 def policy_map(desc: list[str], q: np.ndarray | None, agent: int | None = None) -> str:
