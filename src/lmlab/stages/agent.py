@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from lmlab.agents import ALGOS
@@ -30,8 +31,9 @@ class Config(RunConfig):
     algo: str = opt("ppo", "algorithm", choices=tuple(ALGOS))
     env: str = opt("", "gymnasium env id (default: GridWorld-v0 for tabular algorithms, "
                        "CartPole-v1 for discrete, Pendulum-v1 for continuous ones)")
-    env_kwargs: dict[str, bool | int | float | str] = opt(
-        {}, "keyword arguments of the env, e.g. env_kwargs.is_slippery=false")
+    env_kwargs: dict[str, Any] = opt(
+        {}, "keyword arguments of the env (values read as YAML), e.g. "
+           "env_kwargs.is_slippery=false")
     grid: str = opt(DEFAULT_LAYOUT, "GridWorld-v0 layout, rows split by '/': S start, G goal, "
                                     "H hole, # wall, . floor")
     max_steps: int = opt(50_000, "environment steps per seed (summed over n_envs)", min=1)
