@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from lmlab.agents import ALGOS
 from lmlab.agents.gridworld import DEFAULT_LAYOUT
