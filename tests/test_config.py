@@ -34,6 +34,7 @@ EXPECTED_CONFIGS = {
     "tokenizer": 2,
     "embed": 2,
     "index": 1,
+    "agent": 11,
 }
 
 

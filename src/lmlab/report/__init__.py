@@ -20,6 +20,8 @@ AREA_SECTIONS = [
     ("Tokenizers", "tokenizer", "tables"),
     ("Pretraining", "pretrain", "pretrain_tables"),
     ("Neural networks by hand", "scratch", "scratch_tables"),
+    ("Embeddings, retrieval and RAG", "embed", "embed_tables"),
+    ("Agents", "agents", "agent_items"),
 ]
 
 
@@ -45,11 +47,6 @@ def _sections(runs, benches, pipelines, samples: int):
             figures.append(Figure(f"{i:02d}-{r.label.replace('/', '_')}", png,
                                   f"{r.label}: {r.stage}, metrics.jsonl"))
     sections.append(Section("Training curves", figures or ["No run logged metrics.jsonl."]))
-    from lmlab.report.embed import embed_tables
-
-    embed = embed_tables(runs)
-    if embed:
-        sections.append(Section("Embeddings, retrieval and RAG", embed))
     samples = T.samples_table(runs, samples) if samples else None
     sections.append(Section("Samples", [samples] if samples else [
         "No run wrote samples.jsonl."]))

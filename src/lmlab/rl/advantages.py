@@ -1,7 +1,8 @@
 """Advantages for the online stages, as pure functions.
 
 - ``gae``: generalised advantage estimation (Schulman et al. 2016) over per-token rewards and
-  values of right-padded responses (PPO).
+  values of right-padded responses (PPO), and over the (N environments, T steps) rollouts of
+  the classic RL lab (``lmlab.agents``: VPG, A2C, PPO) with episode ends and a bootstrap.
 - ``whiten``: masked normalisation to mean 0 / std 1 (PPO whitens advantages per rollout batch).
 - ``group_advantages``: GRPO's (r - mean of the group) / (std of the group + eps) (Shao et al.
   2024), with TRL's choices: unbiased std, eps 1e-4, scale by group | batch | none.
@@ -47,21 +48,30 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True,
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float,
-        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(advantages, returns), both (N, T), zero past each response's end.
+        lam: float, dones: torch.Tensor | None = None,
+        last_value: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns), both (N, T), zero where ``mask`` is 0.
 
-    delta_t = r_t + gamma * V(t+1) - V(t), with V past the last real token = 0 (the episode
-    ends there); A_t = delta_t + gamma * lam * A_{t+1}; returns = A + V (the value targets).
+    delta_t = r_t + gamma * c_t * V(t+1) - V(t); A_t = delta_t + gamma * lam * c_t * A_{t+1};
+    returns = A + V (the value targets). c_t = 1 when step t+1 continues step t's episode.
+
+    LLM responses (the default): c_t = mask(t+1), so V past the last real token is 0 (the
+    episode ends there). Classic RL rollouts of N environments over T steps (lmlab.agents) pass
+    ``dones`` (N, T), 1 where the episode ended at step t (c_t = 1 - done_t), and
+    ``last_value`` (N,), V of the observation after the last step (the bootstrap).
     """
     mask = mask.to(values.dtype)
     N, T = rewards.shape
+    zero = torch.zeros(N, 1, dtype=values.dtype, device=values.device)
+    cont = torch.cat([mask[:, 1:], zero], 1) if dones is None else 1.0 - dones.to(values.dtype)
+    boot = zero if last_value is None else last_value.to(values.dtype).view(N, 1)
+    nxt = torch.cat([values[:, 1:], boot], 1)  # V(t+1)
+    delta = (rewards + gamma * cont * nxt - values) * mask
+    decay = gamma * lam * cont * mask
     adv = torch.zeros_like(values)
-    last = torch.zeros(N, dtype=values.dtype, device=values.device)
+    last = zero[:, 0]
     for t in reversed(range(T)):
-        nxt_mask = mask[:, t + 1] if t + 1 < T else torch.zeros_like(last)
-        nxt_value = values[:, t + 1] * nxt_mask if t + 1 < T else torch.zeros_like(last)
-        delta = rewards[:, t] + gamma * nxt_value - values[:, t]
-        last = (delta + gamma * lam * nxt_mask * last) * mask[:, t]
+        last = delta[:, t] + decay[:, t] * last
         adv[:, t] = last
     return adv, (adv + values) * mask
 

@@ -1,0 +1,119 @@
+"""DQN (Mnih et al. 2015) with a replay buffer, a target network and double DQN (van Hasselt
+et al. 2016; ``double=true``).
+
+loss = Huber(Q(s, a) - y), y = r + gamma (1 - terminated) max_a' Q_target(s', a')
+(double: Q_target(s', argmax_a' Q(s', a'))); the target network is copied (``tau`` = 1) or
+Polyak-averaged every ``target_update`` environment steps; epsilon-greedy acting with epsilon
+decaying linearly from 1 to ``epsilon_end`` over ``exploration_fraction`` of the steps.
+Defaults are Stable-Baselines3's (Huber loss, Adam, grad-norm clip 10).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmlab.agents.nets import (
+    NumpyMLP,
+    adam,
+    encode_obs,
+    frozen_copy,
+    mlp,
+    obs_size,
+    soft_update,
+)
+from lmlab.agents.tabular import linear_epsilon
+from lmlab.losses.td import double_q_target, td_target
+
+ACTIONS = ("discrete",)
+TABULAR = False
+FAMILY = "offpolicy"
+DEFAULTS = {"lr": 1e-4, "gamma": 0.99, "batch_size": 32, "buffer_size": 1_000_000,
+            "learning_starts": 100, "train_freq": 4, "gradient_steps": 1,
+            "target_update": 10_000, "tau": 1.0, "exploration_fraction": 0.1,
+            "epsilon_end": 0.05, "max_grad_norm": 10.0, "hidden": [64, 64], "n_envs": 1}
+
+
+def dqn_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Huber (smooth L1, delta 1) between Q(s, a) and its TD target, averaged: (B,), (B,)."""
+    return F.smooth_l1_loss(q, target)
+
+
+class DQNAgent:
+    act_dtype = np.int64
+    act_shape: tuple = ()
+
+    def __init__(self, obs_space, act_space, cfg, seed: int):
+        self.cfg, self.obs_space, self.n_actions = cfg, obs_space, int(act_space.n)
+        self.q = mlp([obs_size(obs_space), *cfg.hidden, self.n_actions])
+        self.q_target = frozen_copy(self.q)
+        self.opt = adam(self.q.parameters(), cfg.lr)
+        self.q_np = NumpyMLP(self.q)
+        self.rng = np.random.default_rng([seed, 2])
+        self.step = self.updates = 0
+        self.last_sync = 0
+
+    def encode(self, obs) -> np.ndarray:
+        return encode_obs(self.obs_space, obs)
+
+    def to_env(self, a: np.ndarray) -> np.ndarray:
+        return a
+
+    def random_action(self, n: int, rng) -> np.ndarray:
+        return rng.integers(0, self.n_actions, n)
+
+    def epsilon(self) -> float:
+        c = self.cfg
+        return linear_epsilon(self.step, c.max_steps, c.exploration_fraction, c.epsilon_end)
+
+    def on_step(self) -> None:
+        """After each vector step (before that step's training, as Stable-Baselines3 does):
+        sync the target network every ``target_update`` environment steps."""
+        if self.step - self.last_sync >= self.cfg.target_update:
+            soft_update(self.q_target, self.q, self.cfg.tau)
+            self.last_sync = self.step
+
+    def act(self, obs: np.ndarray, explore: bool = False) -> np.ndarray:
+        greedy = self.q_np(obs).argmax(axis=1)
+        if not explore:
+            return greedy
+        rand = self.rng.random(len(obs)) < self.epsilon()
+        return np.where(rand, self.rng.integers(0, self.n_actions, len(obs)), greedy)
+
+    def update(self, b: dict) -> dict:
+        c = self.cfg
+        with torch.no_grad():
+            q_next_t = self.q_target(b["next_obs"])  # (B, A)
+            if c.double:
+                y = double_q_target(b["rew"], self.q(b["next_obs"]), q_next_t, b["term"],
+                                    c.gamma)
+            else:
+                y = td_target(b["rew"], q_next_t.max(dim=1).values, b["term"], c.gamma)
+        q = self.q(b["obs"]).gather(1, b["act"].long().unsqueeze(1)).squeeze(1)  # (B,)
+        loss = dqn_loss(q, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
+        self.opt.step()
+        self.updates += 1
+        return {"loss": loss.item(), "q": q.mean().item(), "epsilon": self.epsilon()}
+
+    def state_dict(self) -> dict:
+        return {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
+                "opt": self.opt.state_dict(), "rng": self.rng.bit_generator.state,
+                "step": self.step, "updates": self.updates, "last_sync": self.last_sync}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.q.load_state_dict(s["q"])
+        self.q_target.load_state_dict(s["q_target"])
+        self.opt.load_state_dict(s["opt"])
+        self.rng.bit_generator.state = s["rng"]
+        self.step, self.updates, self.last_sync = s["step"], s["updates"], s["last_sync"]
+
+    def policy_state(self) -> dict:
+        return {"q": self.q.state_dict()}
+
+
+def make(obs_space, act_space, cfg, seed: int) -> DQNAgent:
+    return DQNAgent(obs_space, act_space, cfg, seed)

@@ -1,0 +1,130 @@
+"""Small networks for the RL lab, their numpy mirrors for acting, and the soft target update.
+
+Acting is one observation batch per environment step, so its cost is per-call overhead, not
+arithmetic: ``NumpyMLP`` runs the forward pass on numpy *views* of a torch MLP's weights
+(``Tensor.numpy()`` shares memory and the optimizers update in place, so the views never go
+stale) at a fraction of torch's per-call cost for 64-wide layers. Learning stays in torch.
+
+``Ensemble`` holds K same-shaped MLPs as stacked weights (K, in, out) and runs them in one
+batched matmul per layer: TD3's and SAC's twin critics in one call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def mlp(sizes: list[int], activation: str = "relu", out_gain: float | None = None,
+        orthogonal: bool = False) -> nn.Sequential:
+    """Linear layers with ``activation`` between them (none after the last). ``orthogonal``:
+    orthogonal init with gain sqrt(2) on hidden layers and ``out_gain`` on the last, zero
+    biases (the PPO/A2C convention of Stable-Baselines3 and CleanRL)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        lin = nn.Linear(a, b)
+        last = i == len(sizes) - 2
+        if orthogonal:
+            nn.init.orthogonal_(lin.weight, gain=(out_gain if last else math.sqrt(2)))
+            nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if not last:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class NumpyMLP:
+    """The forward pass of an ``mlp`` in numpy, on views of its (live) torch weights."""
+
+    def __init__(self, net: nn.Sequential):
+        self.layers = []
+        for m in net:
+            if isinstance(m, nn.Linear):
+                self.layers.append([m.weight.detach().numpy().T, m.bias.detach().numpy(), None])
+            else:
+                self.layers[-1][2] = np.tanh if isinstance(m, nn.Tanh) else _relu
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        for w, b, act in self.layers:
+            x = x @ w + b
+            if act is not None:
+                x = act(x)
+        return x
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0, out=x)
+
+
+class Ensemble(nn.Module):
+    """K MLPs of the same shape, evaluated together: (B, in) or (K, B, in) -> (K, B, out).
+    Each member is initialised like ``nn.Linear`` (uniform in +-1/sqrt(fan_in))."""
+
+    def __init__(self, k: int, sizes: list[int]):
+        super().__init__()
+        self.k = k
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in itertools.pairwise(sizes):
+            bound = 1.0 / math.sqrt(a)
+            self.weights.append(nn.Parameter(torch.empty(k, a, b).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(k, 1, b).uniform_(-bound, bound)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.k, *x.shape)  # (K, B, in)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)  # (K, B, out)
+            if i < last:
+                x = torch.relu(x)
+        return x
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging, in place: target <- (1 - tau) target + tau source (tau=1: a copy)."""
+    t = list(target.parameters())
+    torch._foreach_lerp_(t, list(source.parameters()), tau)
+
+
+def frozen_copy(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` for a target network: no gradients, never trained directly."""
+    import copy
+
+    target = copy.deepcopy(net)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+def adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
+    """Adam with the multi-tensor update (on CPU torch otherwise loops over parameters in
+    Python: a cost per update step that small nets notice)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
+
+
+def obs_size(space) -> int:
+    """Inputs an observation becomes: a Box flattened, a Discrete one-hot."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    return int(np.prod(space.shape))
+
+
+def encode_obs(space, obs: np.ndarray) -> np.ndarray:
+    """(n, *shape) observations -> (n, obs_size) float32 (one-hot for Discrete)."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        out = np.zeros((len(obs), int(space.n)), np.float32)
+        out[np.arange(len(obs)), np.asarray(obs, np.int64) - int(space.start)] = 1.0
+        return out
+    return np.asarray(obs, np.float32).reshape(len(obs), -1)

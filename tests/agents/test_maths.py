@@ -1,0 +1,177 @@
+"""The RL lab's pure functions by hand: TD targets, double DQN, clipped double Q, SAC's
+temperature loss, the soft target update, the PPO clip on a flat batch, GAE with episode ends
+and a bootstrap (equal to the LLM side's function and to Stable-Baselines3's), the replay buffer,
+the across-seed confidence interval."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmlab.agents.buffer import ReplayBuffer
+from lmlab.agents.evaluation import mean_ci95
+from lmlab.agents.nets import Ensemble, mlp, soft_update
+from lmlab.losses.policy import ppo_policy_loss
+from lmlab.losses.td import clipped_double_q, double_q_target, sac_alpha_loss, td_target
+from lmlab.rl.advantages import gae
+
+from ..tolerance import fp32_tol
+
+
+def test_td_target_by_hand():
+    r, v = torch.tensor([1.0, 1.0, -2.0]), torch.tensor([10.0, 10.0, 4.0])
+    term = torch.tensor([0.0, 1.0, 0.0])
+    # 1 + 0.9 * 10 = 10; terminated: 1; -2 + 0.9 * 4 = 1.6
+    assert td_target(r, v, term, 0.9).tolist() == pytest.approx([10.0, 1.0, 1.6], abs=1e-6)
+    assert td_target(0.5, 2.0, 0.0, 0.5) == 1.5  # plain floats (the tabular agents)
+
+
+def test_double_dqn_target_uses_the_online_argmax_and_the_target_value():
+    online = torch.tensor([[1.0, 5.0, 2.0], [3.0, 0.0, 1.0]])  # argmax: 1, 0
+    target = torch.tensor([[9.0, 4.0, 7.0], [6.0, 8.0, 0.0]])  # plain DQN would take 9 and 8
+    y = double_q_target(torch.tensor([1.0, 0.0]), online, target, torch.tensor([0.0, 0.0]), 0.5)
+    assert y.tolist() == pytest.approx([1 + 0.5 * 4.0, 0.5 * 6.0])
+    y = double_q_target(torch.tensor([1.0, 0.0]), online, target, torch.tensor([1.0, 0.0]), 0.5)
+    assert y.tolist() == pytest.approx([1.0, 3.0])
+
+
+def test_clipped_double_q_and_soft_value():
+    q1, q2 = torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0])
+    assert clipped_double_q(q1, q2).tolist() == [1.0, 3.0]
+    # SAC: min - alpha log pi; log pi = -1, -2 with alpha 0.5 -> +0.5, +1
+    v = clipped_double_q(q1, q2, torch.tensor([-1.0, -2.0]), 0.5)
+    assert v.tolist() == pytest.approx([1.5, 4.0])
+
+
+def test_sac_temperature_loss_value_and_direction():
+    log_alpha = torch.tensor([math.log(0.5)], requires_grad=True)
+    logp = torch.tensor([-0.2, 0.4])  # entropy estimate -mean(logp) = -0.1
+    loss = sac_alpha_loss(log_alpha, logp, target_entropy=-1.0)
+    # -(log 0.5) * mean(logp + H_target) = -(log 0.5) * (0.1 - 1)
+    assert loss.item() == pytest.approx(-math.log(0.5) * (0.1 - 1.0), abs=1e-6)
+    loss.backward()
+    # entropy -0.1 is above the target -1: the gradient step (-grad) lowers alpha
+    assert log_alpha.grad.item() == pytest.approx(0.9, abs=1e-6)
+
+
+def test_soft_update_by_hand():
+    src, tgt = mlp([2, 3, 1]), mlp([2, 3, 1])
+    before = [p.clone() for p in tgt.parameters()]
+    soft_update(tgt, src, 0.25)
+    for b, s, t in zip(before, src.parameters(), tgt.parameters()):
+        assert torch.allclose(t, 0.75 * b + 0.25 * s, atol=1e-6)
+    soft_update(tgt, src, 1.0)
+    assert all(torch.equal(s, t) for s, t in zip(src.parameters(), tgt.parameters()))
+
+
+def test_ppo_clip_on_a_flat_batch_by_hand():
+    """The LLM side's clipped surrogate, as the agents call it: (B,) tensors, a mask of ones."""
+    old = torch.zeros(3)
+    logp = torch.log(torch.tensor([1.5, 0.5, 1.1]))  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([1.0, -2.0, 3.0])
+    out = ppo_policy_loss(logp, old, adv, torch.ones(3), clip_eps=0.2)
+    # -min(1.5, 1.2) * 1 = -1.2; -min(0.5 * -2, 0.8 * -2) = 1.6; -min(3.3, 3.3) = -3.3
+    assert out.loss.item() == pytest.approx((-1.2 + 1.6 - 3.3) / 3, abs=1e-6)
+    assert out.clip_frac.item() == pytest.approx(2 / 3)
+
+
+def test_gae_with_episode_ends_and_bootstrap_by_hand():
+    # one env, 3 steps; the episode ends after step 1; step 2 starts a new one, bootstrap 4
+    r = torch.tensor([[1.0, 2.0, 3.0]])
+    v = torch.tensor([[0.5, 1.0, 2.0]])
+    dones = torch.tensor([[0.0, 1.0, 0.0]])
+    adv, ret = gae(r, v, torch.ones(1, 3), gamma=0.5, lam=0.5, dones=dones,
+                   last_value=torch.tensor([4.0]))
+    d2 = 3 + 0.5 * 4 - 2  # 3.0
+    d1 = 2 - 1.0  # ends: no bootstrap
+    d0 = 1 + 0.5 * 1.0 - 0.5  # 1.0
+    a1 = d1
+    a0 = d0 + 0.25 * a1
+    assert adv[0].tolist() == pytest.approx([a0, a1, d2])
+    assert ret[0].tolist() == pytest.approx([a0 + 0.5, a1 + 1.0, d2 + 2.0])
+
+
+def test_gae_of_agents_equals_the_llm_side():
+    """An episode that ends at the last step, given as ``dones`` (agents) or as a response mask
+    (LLM PPO), is one computation."""
+    g = torch.Generator().manual_seed(0)
+    r, v = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)
+    llm_adv, llm_ret = gae(r, v, torch.ones(4, 7), gamma=0.97, lam=0.9)
+    dones = torch.zeros(4, 7)
+    dones[:, -1] = 1
+    adv, ret = gae(r, v, torch.ones(4, 7), gamma=0.97, lam=0.9, dones=dones,
+                   last_value=torch.randn(4, generator=g))  # ignored: every episode ended
+    tol = fp32_tol(4 * 7, scale=10.0)  # 7 steps of a few roundings on values of a few units
+    assert torch.allclose(adv, llm_adv, atol=tol) and torch.allclose(ret, llm_ret, atol=tol)
+    # right-padded responses: the mask cuts each at its length, in both forms
+    mask = torch.ones(4, 7)
+    mask[1, 4:] = 0
+    dones = torch.zeros(4, 7)
+    dones[:, -1] = 1
+    dones[1, 3] = 1
+    a1, _ = gae(r, v, mask, gamma=0.97, lam=0.9)
+    a2, _ = gae(r, v, mask, gamma=0.97, lam=0.9, dones=dones)
+    assert torch.allclose(a1, a2, atol=tol)
+
+
+def test_gae_equals_stable_baselines3():
+    gym = pytest.importorskip("gymnasium")
+    buffers = pytest.importorskip("stable_baselines3.common.buffers")
+    RolloutBuffer = buffers.RolloutBuffer
+
+    T, n, gamma, lam = 6, 3, 0.99, 0.95
+    rng = np.random.default_rng(1)
+    rew = rng.normal(size=(T, n)).astype(np.float32)
+    val = rng.normal(size=(T, n)).astype(np.float32)
+    dones = (rng.random((T, n)) < 0.3).astype(np.float32)  # episode ended at step t
+    last = rng.normal(size=n).astype(np.float32)
+    buf = RolloutBuffer(T, gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(2), "cpu",
+                        gae_lambda=lam, gamma=gamma, n_envs=n)
+    buf.rewards[:], buf.values[:] = rew, val
+    buf.episode_starts[0] = 0
+    buf.episode_starts[1:] = dones[:-1]  # SB3 stores "this step starts an episode"
+    buf.compute_returns_and_advantage(torch.from_numpy(last), dones[-1])
+    adv, ret = gae(torch.from_numpy(rew.T), torch.from_numpy(val.T), torch.ones(n, T),
+                   gamma=gamma, lam=lam, dones=torch.from_numpy(dones.T),
+                   last_value=torch.from_numpy(last))
+    tol = fp32_tol(4 * T, scale=10.0)
+    assert np.allclose(adv.T.numpy(), buf.advantages, rtol=0, atol=tol)
+    assert np.allclose(ret.T.numpy(), buf.returns, rtol=0, atol=tol)
+
+
+def test_replay_buffer_wraps_and_samples_what_it_holds():
+    buf = ReplayBuffer(5, obs_dim=1, act_shape=())
+    for t in range(3):  # two envs per step: 6 rows into 5 slots
+        o = np.array([[2 * t], [2 * t + 1]], np.float32)
+        buf.add(o, np.array([t, t]), np.array([t, t]), o + 100, np.array([0, 1]))
+    assert buf.size == 5 and buf.pos == 1
+    assert sorted(buf.obs[:, 0].tolist()) == [1, 2, 3, 4, 5]  # row 0 overwritten by row 5
+    b = buf.sample(64, np.random.default_rng(0))
+    assert set(b["obs"][:, 0].tolist()) <= {1, 2, 3, 4, 5}
+    assert torch.equal(b["next_obs"], b["obs"] + 100)
+    again = buf.sample(64, np.random.default_rng(0))
+    assert torch.equal(b["obs"], again["obs"])  # the loop's generator decides
+    copy = ReplayBuffer(5, obs_dim=1, act_shape=())
+    copy.load_state_dict(buf.state_dict())
+    assert torch.equal(copy.sample(8, np.random.default_rng(3))["obs"],
+                       buf.sample(8, np.random.default_rng(3))["obs"])
+
+
+def test_ensemble_members_are_independent_mlps():
+    ens = Ensemble(2, [3, 5, 1])
+    x = torch.randn(4, 3)
+    out = ens(x)  # (2, 4, 1)
+    for k in range(2):
+        h = torch.relu(x @ ens.weights[0][k] + ens.biases[0][k])
+        assert torch.allclose(out[k], h @ ens.weights[1][k] + ens.biases[1][k], rtol=0,
+                              atol=fp32_tol(2 * 5, scale=5.0))
+
+
+def test_mean_ci95_by_hand():
+    m, h = mean_ci95([1.0, 2.0, 3.0])
+    # sd 1, t(2) = 4.303, n = 3
+    assert m == 2.0 and h == pytest.approx(4.303 / math.sqrt(3), abs=1e-9)
+    assert mean_ci95([5.0]) == (5.0, 0.0)
