@@ -120,11 +120,15 @@ def _memory_gb(device: torch.device) -> float | None:
 def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg: TrainConfig,
           run: Run, *, dtype: torch.dtype = torch.float32,
           eval_fn: Callable[[torch.nn.Module], dict] | None = None,
-          loggers: list[MetricLogger] | None = None, stop_after: int | None = None) -> TrainResult:
+          loggers: list[MetricLogger] | None = None, stop_after: int | None = None,
+          make_optimizer: Callable | None = None, save_buffers: bool = False) -> TrainResult:
     """Run optimizer steps until ``cfg.max_steps`` (or ``stop_after`` steps, for tests that
-    simulate a kill). Returns the last step and the logged metrics."""
+    simulate a kill). Returns the last step and the logged metrics.
+
+    ``make_optimizer(model, cfg)`` replaces the default AdamW (the loop sets each group's lr
+    every step); ``save_buffers`` also checkpoints persistent buffers (BatchNorm statistics)."""
     device = next(model.parameters()).device
-    optimizer = build_optimizer(model, cfg)
+    optimizer = (make_optimizer or build_optimizer)(model, cfg)
     result = TrainResult(step=0)
     # fp16 gradients underflow without loss scaling; the scale is state, checkpointed with the rest
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and dtype == torch.float16 \
@@ -231,7 +235,7 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
             due = (cfg.save_every and result.step % cfg.save_every == 0) or result.step == last
             if (due or interrupted) and is_main():
                 save_checkpoint(run.checkpoints, result.step, model=model, optimizer=optimizer,
-                                stream=stream, keep=cfg.keep_checkpoints,
+                                stream=stream, keep=cfg.keep_checkpoints, buffers=save_buffers,
                                 extra={"scaler": scaler.state_dict()} if scaler else None)
             if interrupted:
                 barrier()  # no rank exits (its launcher then stops the others) before the save
