@@ -11,17 +11,18 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.train.data import clamp_batch_size
-from lmlab.vision.augment import augment
+from lmlab.vision.augment import apply, draw
 
 
 class ImageStream:
     """Seeded, resumable, rank-aware batches of (augmented) images: the ``BatchStream``
     contract (``next``, ``state_dict``, ``load_state_dict``) for tensors.
 
-    The order is a permutation seeded by (seed, epoch); augmentation draws from a generator
-    seeded by (seed, epoch, position) for the whole global batch, and each rank takes its
-    slice, so 2 ranks x b see exactly what 1 rank x 2b sees, augmentations included, and the
-    position is the whole state a resume needs. ``weights`` (N,) go into the batch as ``w``.
+    The order and every image's augmentation (crop offset, flip, cutout centre) are drawn per
+    epoch from generators seeded by (seed, epoch), so the image at a position of an epoch is
+    augmented the same however it is batched: 2 ranks x b see exactly what 1 rank x 2b sees,
+    and grad_accum=2 x b what one batch of 2b sees, augmentations included. (epoch, position)
+    is the whole state a resume needs. ``weights`` (N,) go into the batch as ``w``.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, seed: int = 0,
@@ -50,24 +51,25 @@ class ImageStream:
 
     def _make_order(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(len(self.y), generator=g)
+        order = torch.randperm(len(self.y), generator=g)
+        self._params = draw(len(order), *self.x.shape[2:], g, **self.aug)  # by position
+        return order
 
     def next(self) -> dict:
         if self.pos + self.global_batch > len(self._order):
             self.epoch, self.pos = self.epoch + 1, 0
             self._order = self._make_order()
-        idx = self._order[self.pos:self.pos + self.global_batch]  # the global batch
-        g = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_000_003
-                                          + self.pos)
+        start = self.pos + self.rank * self.batch_size
+        mine = slice(start, start + self.batch_size)  # this rank's part of the global batch
         self.pos += self.global_batch
-        x = augment(self.x[idx], g, **self.aug)  # draws for every rank's images
-        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        x = x[mine]
+        idx = self._order[mine]
+        x = apply(self.x[idx], {k: v[mine] for k, v in self._params.items()},
+                  crop_pad=self.aug["crop_pad"], cutout_size=self.aug["cutout_size"])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        batch = {"x": x, "y": self.y[idx[mine]]}
+        batch = {"x": x, "y": self.y[idx]}
         if self.weights is not None:
-            batch["w"] = self.weights[idx[mine]]
+            batch["w"] = self.weights[idx]
         return batch
 
     def state_dict(self) -> dict:
