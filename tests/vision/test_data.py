@@ -32,7 +32,8 @@ def test_idx_truncated_and_labels_out_of_range(tmp_path):
     _idx(tmp_path / "t10k-labels-idx1-ubyte.gz", torch.tensor([1, 12]))
     with pytest.raises(DataError, match="label 12 at index 1 is out of range"):
         D.load_fashion_mnist("test", tmp_path)
-    raw = gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz").read()
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz") as f:
+        raw = f.read()
     with gzip.open(tmp_path / "cut.gz", "wb") as f:
         f.write(raw[:-3])
     with pytest.raises(DataError, match="truncated"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from lmlab.config import opt
 from lmlab.train.config import TrainConfig
-from lmlab.vision.models import MODELS
+from lmlab.vision import MODELS
 
 HELP = "image classification: MLP / CNN / ResNet / ViT on Fashion-MNIST, digits or a folder"
 
@@ -51,6 +51,9 @@ class Config(TrainConfig):
     lr_find: bool = opt(False, "run an LR range test first (lr_range.json, a plot in the report)")
     lr_find_steps: int = opt(100, "lr_find: steps of the sweep from 1e-5 to 1", min=5)
     probe_every: int = opt(10, "record gradient norms per layer every N steps (0 = off)", min=0)
+    insight: bool = opt(True, "draw the confusion matrix, misclassified images and feature "
+                              "maps (insight/*.png)")
+    flops_table: bool = opt(True, "measure parameters and FLOPs of every model (flops.json)")
     # loop defaults that suit small image classifiers
     lr: float = opt(3e-3, "peak learning rate", min=0.0, min_exclusive=True)
     schedule: str = opt("one-cycle", "learning-rate schedule after warmup",
@@ -77,8 +80,8 @@ def run(cfg: Config) -> dict:
     run_, device = ctx.run, ctx.device
     x, y, weights, sub = S.training_set(cfg, data)
     model = S.build(cfg, data, device, ctx.weights_dtype)
-    table = S.model_table(cfg, data) if is_main() else []
-    mine = next(r for r in table if r["model"] == cfg.model) if table else {}
+    table = S.model_table(cfg, data) if is_main() and cfg.flops_table else []
+    mine = next((r for r in table if r["model"] == cfg.model), None) or S.own_size(model, data)
 
     def stream_for(seed: int) -> ImageStream:
         return ImageStream(x.to(device, ctx.weights_dtype), y.to(device), cfg.batch_size,
@@ -90,8 +93,9 @@ def run(cfg: Config) -> dict:
     stream = stream_for(cfg.seed)
     if cfg.epochs:
         cfg.max_steps = max(1, math.ceil(cfg.epochs * stream.steps_per_epoch))
-    print0(f"[lmlab] vision: {cfg.model} ({mine.get('params', 0):,} parameters, "
-           f"{mine.get('forward_flops', 0) / 1e6:.1f} MFLOPs/image forward) on {len(y):,} "
+    flops = f", {mine['forward_flops'] / 1e6:.1f} MFLOPs/image forward" \
+        if mine["forward_flops"] else ""
+    print0(f"[lmlab] vision: {cfg.model} ({mine['params']:,} parameters{flops}) on {len(y):,} "
            f"{cfg.data} images{sub.get('note', '')}; {cfg.max_steps} steps of "
            f"{stream.global_batch} ({cfg.max_steps * stream.global_batch / len(y):.1f} epochs), "
            f"{device}")
@@ -113,7 +117,7 @@ def run(cfg: Config) -> dict:
     summary: dict = {"stage": "vision", "model": cfg.model, "data": cfg.data,
                      "train_images": len(y), "test_images": len(data.test),
                      "steps": result.step, "train_seconds": round(result.seconds, 1),
-                     "params": mine.get("params"), "forward_flops": mine.get("forward_flops"),
+                     "params": mine["params"], "forward_flops": mine["forward_flops"],
                      "subset": sub}
     done = result.step - (result.resumed_from or 0)
     if result.seconds > 0 and done:

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from lmlab.errors import ConfigError
-
-MODELS = ("mlp", "cnn", "resnet8", "resnet20", "resnet18", "resnet50", "vit")
+from lmlab.vision import MODELS
 
 
 class MLP(nn.Module):

@@ -109,6 +109,13 @@ def model_table(cfg, data: VisionData) -> list[dict]:
                  widths=cfg.widths, depth=cfg.depth)
 
 
+def own_size(model, data: VisionData) -> dict:
+    """The trained model's parameter count alone (flops_table=false skips the FLOP count)."""
+    from lmlab.vision.flops import count_parameters
+
+    return {"params": count_parameters(model), "forward_flops": None}
+
+
 def find_lr(cfg, run, model, objective, stream, build_opt) -> dict:
     from lmlab.common import print0
     from lmlab.vision.lr_find import lr_range_test
@@ -138,7 +145,6 @@ def evaluate(cfg, model, test: ImageSet, tta: bool = False) -> dict:
 
 def finish(cfg, run, model, data: VisionData, table: list[dict]) -> dict:
     """Test accuracy, the insight files and final/; returns the summary's numbers."""
-    from lmlab.vision import insight
     from lmlab.vision.train import accuracy_and_loss, confusion_matrix, predict
 
     test = data.test
@@ -150,6 +156,20 @@ def finish(cfg, run, model, data: VisionData, table: list[dict]) -> dict:
     folder.mkdir(exist_ok=True)
     (folder / "confusion.json").write_text(json.dumps(
         {"classes": list(test.classes), "matrix": cm.tolist()}))
+    if table:
+        run.write_json("flops.json", {"input": list(data.shape), "models": table})
+    _save_final(cfg, run, model, data)
+    m = accuracy_and_loss(logits, test.y)
+    per_class = (cm.diag().float() / cm.sum(1).clamp_min(1).float()).tolist()
+    if cfg.insight:
+        _draw(folder, model, test, pred, cm)
+    return {"test_accuracy": m["accuracy"], "test_loss": m["loss"], "tta_flip": cfg.tta_flip,
+            "per_class_accuracy": {c: round(a, 4) for c, a in zip(test.classes, per_class)}}
+
+
+def _draw(folder, model, test: ImageSet, pred, cm) -> None:
+    from lmlab.vision import insight
+
     (folder / "confusion.png").write_bytes(insight.confusion_png(cm, test.classes))
     wrong = insight.misclassified_png(test.x, test.y, pred, test.classes)
     if wrong:
@@ -157,12 +177,6 @@ def finish(cfg, run, model, data: VisionData, table: list[dict]) -> dict:
     outs = insight.stage_outputs(model, test.x[:1])
     if outs:
         (folder / "feature_maps.png").write_bytes(insight.feature_maps_png(test.x[0], outs))
-    run.write_json("flops.json", {"input": list(data.shape), "models": table})
-    _save_final(cfg, run, model, data)
-    m = accuracy_and_loss(logits, test.y)
-    per_class = (cm.diag().float() / cm.sum(1).clamp_min(1).float()).tolist()
-    return {"test_accuracy": m["accuracy"], "test_loss": m["loss"], "tta_flip": cfg.tta_flip,
-            "per_class_accuracy": {c: round(a, 4) for c, a in zip(test.classes, per_class)}}
 
 
 def _save_final(cfg, run, model, data: VisionData) -> None:
