@@ -57,6 +57,13 @@ def test_three_step_smoke_through_the_shared_loop(tmp_path, monkeypatch):
     cm = json.loads((run / "insight/confusion.json").read_text())["matrix"]
     assert sum(map(sum, cm)) == summary["test_images"] == 359
 
+    from lmlab.report import build_report
+
+    md = Path(build_report([run], tmp_path / "report")["md"]).read_text()
+    for part in ("## Vision", "Vision runs", "Parameters and FLOPs per model", "resnet50",
+                 "confusion matrix", "misclassified", "feature maps", "gradient norm"):
+        assert part in md, part
+
 
 def test_resume_auto_continues_exactly(tmp_path):
     # BN statistics, SGD momentum, augmentation draws and the data position must all resume

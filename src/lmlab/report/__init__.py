@@ -36,6 +36,11 @@ def _sections(runs, benches, pipelines, samples: int):
     samples = T.samples_table(runs, samples) if samples else None
     sections.append(Section("Samples", [samples] if samples else [
         "No run wrote samples.jsonl."]))
+    from lmlab.report.vision import vision_items
+
+    vision = vision_items(runs)
+    if vision:
+        sections.append(Section("Vision", vision))
     speed = [t for t in (T.training_speed(runs), T.generation_speed(runs)) if t]
     speed += [t for r in runs for t in (T.bench_run_table(r), T.bench_quality_table(r)) if t]
     speed += [T.bench_table(b) for b in benches]

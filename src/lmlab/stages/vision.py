@@ -22,8 +22,9 @@ HELP = "image classification: MLP / CNN / ResNet / ViT on Fashion-MNIST, digits 
 @dataclass
 class Config(TrainConfig):
     model: str = opt("cnn", "architecture", choices=MODELS)
-    data: str = opt("fashion-mnist", "images: fashion-mnist | digits | folder:<path> (class "
-                                     "folders; with train/ and test/ inside, else split 80/20)")
+    data: str = opt("fashion-mnist", "images: fashion-mnist | digits | idx:<folder> (MNIST-style "
+                                     "IDX files, 10 classes) | folder:<path> (class folders; "
+                                     "with train/ and test/ inside, else split 80/20)")
     image_size: int = opt(32, "data=folder: images are resized to this square side", min=4)
     channels: int = opt(3, "data=folder: 1 = grayscale, 3 = RGB (images are converted)",
                         choices=(1, 3))

@@ -72,20 +72,32 @@ def read_idx(path: Path) -> torch.Tensor:
 
 
 def load_fashion_mnist(split: str, root: Path | str = FASHION_DIR) -> ImageSet:
-    """The 60k train or 10k test split; (N, 1, 28, 28) uint8."""
+    """The 60k train or 10k test split; (N, 1, 28, 28) uint8. ``root`` may hold any 10-class
+    set in the same files (MNIST, KMNIST: ``data=idx:<folder>``), plain or gzipped."""
     root = Path(root)
     prefix = "train" if split == "train" else "t10k"
-    images = root / f"{prefix}-images-idx3-ubyte.gz"
-    labels = root / f"{prefix}-labels-idx1-ubyte.gz"
-    if not images.exists() or not labels.exists():
+    images = _idx_file(root, f"{prefix}-images-idx3-ubyte")
+    labels = _idx_file(root, f"{prefix}-labels-idx1-ubyte")
+    if root == FASHION_DIR and not (images.exists() and labels.exists()):
         raise UserError(f"Fashion-MNIST is not installed: {images} is missing. Install the "
                         f"Debian package: sudo apt-get install dataset-fashion-mnist (or "
                         f"data=folder:<path> with your own images)")
+    for f in (images, labels):
+        if not f.exists():
+            raise UserError(f"{f} is missing: data=idx:<folder> needs train-images-idx3-ubyte, "
+                            f"train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+                            f"t10k-labels-idx1-ubyte (.gz or plain) in {root}")
     x, y = read_idx(images), read_idx(labels).long()
     if len(x) != len(y):
         raise DataError(f"{len(x)} images but {len(y)} labels in {labels}", file=str(images))
     check_labels(y, len(FASHION_CLASSES), str(labels))
     return ImageSet(x.unsqueeze(1), y, FASHION_CLASSES)
+
+
+def _idx_file(root: Path, stem: str) -> Path:
+    plain = root / stem
+    return plain if plain.exists() and not (root / f"{stem}.gz").exists() else \
+        root / f"{stem}.gz"
 
 
 # --- sklearn digits (8x8, 1,797 images: tiny, for tests and first runs) ---------------------
@@ -119,8 +131,10 @@ def _split(ds: ImageSet, split: str, test_fraction: float, seed: int) -> ImageSe
 # --- a folder of class folders (ImageNet layout) -----------------------------------------------
 
 
-def load_folder(root: Path | str, *, size: int = 32, channels: int = 3) -> ImageSet:
-    """``root/<class>/<image>``: one folder per class (sorted names = label order).
+def load_folder(root: Path | str, *, size: int = 32, channels: int = 3,
+                classes: tuple[str, ...] | None = None) -> ImageSet:
+    """``root/<class>/<image>``: one folder per class (sorted names = label order, or the
+    order of ``classes``: the training set's, when this is the test split).
 
     Conversions (documented in docs/vision.md): every image is converted to ``channels`` (1 =
     grayscale "L", 3 = "RGB"; RGBA is composited on white, palette images expanded) and resized
@@ -130,12 +144,20 @@ def load_folder(root: Path | str, *, size: int = 32, channels: int = 3) -> Image
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist or is not a folder")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
         raise DataError("holds no class folders (expected root/<class>/<image files>)",
                         file=str(root))
+    known = tuple(found) if classes is None else tuple(classes)
+    for name in found:
+        if name not in known:
+            raise DataError(f"class folder '{name}' is not one of the {len(known)} training "
+                            f"classes ({', '.join(known[:8])}): its label would be out of "
+                            f"range; train/ and test/ must hold the same class folders",
+                            file=str(root / name))
     xs, ys = [], []
-    for label, name in enumerate(classes):
+    for name in found:
+        label = known.index(name)
         files = sorted(p for p in (root / name).iterdir()
                        if p.is_file() and not p.name.startswith("."))
         if not files:
@@ -144,7 +166,7 @@ def load_folder(root: Path | str, *, size: int = 32, channels: int = 3) -> Image
         for f in files:
             xs.append(_read_image(f, size, channels))
             ys.append(label)
-    return ImageSet(torch.stack(xs), torch.tensor(ys, dtype=torch.long), tuple(classes))
+    return ImageSet(torch.stack(xs), torch.tensor(ys, dtype=torch.long), known)
 
 
 def _read_image(path: Path, size: int, channels: int) -> torch.Tensor:
@@ -178,20 +200,24 @@ def _convert(im, channels: int):
 # --- choosing a source, normalising --------------------------------------------------------
 
 
-def load_source(spec: str, split: str, *, size: int = 32, channels: int = 3,
-                seed: int = 0) -> ImageSet:
-    """``fashion-mnist`` | ``digits`` | ``folder:<path>`` (a folder holding ``train/`` and
-    ``test/`` class-folder trees, or one tree that is split 80/20 by ``seed``)."""
+def load_source(spec: str, split: str, *, size: int = 32, channels: int = 3, seed: int = 0,
+                classes: tuple[str, ...] | None = None) -> ImageSet:
+    """``fashion-mnist`` | ``idx:<folder>`` | ``digits`` | ``folder:<path>`` (a folder holding
+    ``train/`` and ``test/`` class-folder trees, or one tree split 80/20 by ``seed``).
+    ``classes``: the training split's, so a test split's labels mean the same."""
     if spec == "fashion-mnist":
         return load_fashion_mnist(split)
+    if spec.startswith("idx:"):
+        return load_fashion_mnist(split, spec.split(":", 1)[1])
     if spec == "digits":
         return load_digits_set(split, seed=seed)
     if spec.startswith("folder:"):
         root = Path(spec.split(":", 1)[1])
         if (root / "train").is_dir() and (root / "test").is_dir():
-            return load_folder(root / split, size=size, channels=channels)
+            return load_folder(root / split, size=size, channels=channels, classes=classes)
         return _split(load_folder(root, size=size, channels=channels), split, 0.2, seed)
-    raise UserError(f"data={spec!r}: expected fashion-mnist, digits or folder:<path>")
+    raise UserError(f"data={spec!r}: expected fashion-mnist, idx:<folder>, digits or "
+                    f"folder:<path>")
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

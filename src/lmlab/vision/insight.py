@@ -18,40 +18,44 @@ def layer_of(param_name: str) -> str:
 
 
 class GradNormProbe:
-    """Records the gradient L2 norm of each layer (its parameters together) after backward.
+    """Records the gradient L2 norm of each layer (its parameters together) through training.
 
-    Hooks on the parameters (``register_post_accumulate_grad_hook``) keep the latest norm; as a
-    ``MetricLogger`` handed to the loop it appends them for every logged step whose number is a
-    multiple of ``every`` to ``path`` (JSON lines: {"step", layer: norm}). With gradient
-    accumulation the last micro-batch's hook sees the accumulated gradient, the one stepped.
+    A hook on each parameter (``register_post_accumulate_grad_hook``) keeps a reference to its
+    latest gradient, nothing more (no work per step); as a ``MetricLogger`` handed to the loop
+    it computes the norms for every logged step whose number is a multiple of ``every`` and
+    appends them to ``path`` (JSON lines: {"step", layer: norm}). The loop logs after the
+    optimizer step; ``zero_grad(set_to_none=True)`` drops the parameter's reference, not ours,
+    so these are the gradients that step used (after clipping, when clip_grad is on; with
+    gradient accumulation, the accumulated ones).
     """
 
     def __init__(self, model: nn.Module, path: Path, every: int = 10):
         self.path, self.every = Path(path), every
-        self._parts: dict[str, dict[str, float]] = {}  # layer -> parameter -> squared norm
-        self.handles = []
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                self.handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
+        self._grads: dict[str, torch.Tensor] = {}
+        self.handles = [p.register_post_accumulate_grad_hook(self._hook(name))
+                        for name, p in model.named_parameters() if p.requires_grad]
 
     def _hook(self, name: str):
-        layer = layer_of(name.removeprefix("module."))
-
         def hook(p):
-            self._parts.setdefault(layer, {})[name] = float(p.grad.detach().float().pow(2).sum())
+            self._grads[name.removeprefix("module.")] = p.grad
         return hook
 
     def norms(self) -> dict[str, float]:
-        return {layer: sum(v.values()) ** 0.5 for layer, v in self._parts.items()}
+        sq: dict[str, float] = {}
+        for name, g in self._grads.items():
+            layer = layer_of(name)
+            sq[layer] = sq.get(layer, 0.0) + float(g.detach().float().pow(2).sum())
+        return {layer: v ** 0.5 for layer, v in sq.items()}
 
     def log(self, metrics: dict, step: int) -> None:
-        if step % self.every == 0 and self._parts:
+        if step % self.every == 0 and self._grads:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": step, **self.norms()}) + "\n")
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
+        self._grads.clear()
 
 
 @torch.no_grad()

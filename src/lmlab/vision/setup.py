@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lmlab.errors import DataError
 from lmlab.vision.data import (
     ImageSet,
     channel_stats,
@@ -34,9 +35,14 @@ def load_data(cfg) -> VisionData:
     from lmlab.common import print0
 
     kw = {"size": cfg.image_size, "channels": cfg.channels, "seed": cfg.seed}
-    train, test = load_source(cfg.data, "train", **kw), load_source(cfg.data, "test", **kw)
+    train = load_source(cfg.data, "train", **kw)
+    test = load_source(cfg.data, "test", classes=train.classes, **kw)
     for part, name in ((train, "train"), (test, "test")):
         check_labels(part.y, len(train.classes), f"{cfg.data} ({name})")
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise DataError(f"train images are {tuple(train.x.shape[1:])}, test images "
+                        f"{tuple(test.x.shape[1:])}: both splits must have one shape",
+                        file=cfg.data)
     if cfg.data_limit and cfg.data_limit < len(train):
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
         train = train.subset(keep[:cfg.data_limit].sort().values)
