@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vision import heavy_lock  # noqa: E402
+from bench_vision import heavy_lock
 
 
 def one(args, method: str, fraction: float, seed: int, out: Path) -> dict:

@@ -67,6 +67,15 @@ class Config(TrainConfig):
     save_every: int = opt(0, "steps between checkpoints (0 = only at the end)", min=0)
     log_every: int = opt(10, "steps between log lines / metrics.jsonl rows", min=1)
 
+    def validate(self) -> list[str]:
+        problems = []
+        if self.eval_every and self.eval_every % self.log_every:
+            problems.append(f"eval_every={self.eval_every}: must be a multiple of log_every="
+                            f"{self.log_every} (evaluations are written with the logged rows)")
+        if self.model != "cnn" and (self.widths != [32, 64, 128] or self.depth != 1):
+            problems.append("widths, depth: only used with model=cnn")
+        return problems
+
 
 def run(cfg: Config) -> dict:
     from lmlab.common import is_main, print0, rank, world_size
@@ -91,6 +100,8 @@ def run(cfg: Config) -> dict:
                            crop_pad=cfg.crop_pad, flip=cfg.flip, cutout=cfg.cutout,
                            channels_last=cfg.channels_last)
 
+    if table and cfg.max_steps == 0 and not cfg.epochs:
+        S.print_table(table, data)
     stream = stream_for(cfg.seed)
     if cfg.epochs:
         cfg.max_steps = max(1, math.ceil(cfg.epochs * stream.steps_per_epoch))

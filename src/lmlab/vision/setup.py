@@ -115,6 +115,16 @@ def model_table(cfg, data: VisionData) -> list[dict]:
                  widths=cfg.widths, depth=cfg.depth)
 
 
+def print_table(table: list[dict], data: VisionData) -> None:
+    from lmlab.common import print0
+
+    print0(f"[lmlab] parameters and FLOPs per image of {'x'.join(map(str, data.shape))} "
+           f"(measured; training ~ 3x forward):")
+    print0(f"  {'model':<10} {'params':>12} {'forward MFLOPs':>15}")
+    for r in table:
+        print0(f"  {r['model']:<10} {r['params']:>12,} {r['forward_flops'] / 1e6:>15.2f}")
+
+
 def own_size(model, data: VisionData) -> dict:
     """The trained model's parameter count alone (flops_table=false skips the FLOP count)."""
     from lmlab.vision.flops import count_parameters
