@@ -40,9 +40,12 @@ def test_idx_truncated_and_labels_out_of_range(tmp_path):
         D.read_idx(tmp_path / "cut.gz")
 
 
-def test_missing_fashion_mnist_names_the_debian_package(tmp_path):
+def test_missing_fashion_mnist_names_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "FASHION_DIR", tmp_path / "nowhere")
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
-        D.load_fashion_mnist("train", tmp_path / "nowhere")
+        D.load_source("fashion-mnist", "train")
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz is missing"):
+        D.load_source(f"idx:{tmp_path}", "test")
 
 
 def test_digits_split_is_disjoint_and_complete():

@@ -29,7 +29,8 @@ class Config(TrainConfig):
     channels: int = opt(3, "data=folder: 1 = grayscale, 3 = RGB (images are converted)",
                         choices=(1, 3))
     data_limit: int | None = opt(None, "use at most this many training images", min=1)
-    widths: list[int] = opt([32, 64, 128], "model=cnn: channels of each stage")
+    widths: list[int] = opt([32, 64, 128], "model=cnn: channels of each stage (other models "
+                                           "ignore it)")
     depth: int = opt(1, "model=cnn: conv blocks per stage", min=1)
     epochs: float = opt(0.0, "train this many epochs (sets max_steps; 0 = use max_steps)", min=0)
     optimizer: str = opt("adamw", "optimizer", choices=("adamw", "sgd"))
@@ -72,8 +73,6 @@ class Config(TrainConfig):
         if self.eval_every and self.eval_every % self.log_every:
             problems.append(f"eval_every={self.eval_every}: must be a multiple of log_every="
                             f"{self.log_every} (evaluations are written with the logged rows)")
-        if self.model != "cnn" and (self.widths != [32, 64, 128] or self.depth != 1):
-            problems.append("widths, depth: only used with model=cnn")
         return problems
 
 

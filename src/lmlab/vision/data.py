@@ -71,14 +71,15 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
 
 
-def load_fashion_mnist(split: str, root: Path | str = FASHION_DIR) -> ImageSet:
+def load_fashion_mnist(split: str, root: Path | str | None = None) -> ImageSet:
     """The 60k train or 10k test split; (N, 1, 28, 28) uint8. ``root`` may hold any 10-class
     set in the same files (MNIST, KMNIST: ``data=idx:<folder>``), plain or gzipped."""
-    root = Path(root)
+    installed = root is None
+    root = Path(FASHION_DIR if root is None else root)
     prefix = "train" if split == "train" else "t10k"
     images = _idx_file(root, f"{prefix}-images-idx3-ubyte")
     labels = _idx_file(root, f"{prefix}-labels-idx1-ubyte")
-    if root == FASHION_DIR and not (images.exists() and labels.exists()):
+    if installed and not (images.exists() and labels.exists()):
         raise UserError(f"Fashion-MNIST is not installed: {images} is missing. Install the "
                         f"Debian package: sudo apt-get install dataset-fashion-mnist (or "
                         f"data=folder:<path> with your own images)")
