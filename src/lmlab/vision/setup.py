@@ -97,11 +97,34 @@ def build(cfg, data: VisionData, device, dtype):
 
     c, h, _ = data.shape
     model = build_model(cfg.model, in_channels=c, n_classes=len(data.train.classes),
-                        image_size=h, widths=cfg.widths, depth=cfg.depth)
+                        image_size=h, widths=cfg.widths, depth=cfg.depth,
+                        pretrained=cfg.pretrained)
+    if cfg.init:
+        _load_init(model, cfg.init)
+    if cfg.train_layers == "head":
+        model.freeze()
     model = model.to(device=device, dtype=dtype)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _load_init(model, ref: str) -> None:
+    """Weights of another vision run (its final/model.pt), shapes checked."""
+    from pathlib import Path
+
+    from lmlab.errors import UserError
+
+    path = Path(ref) / "final" / "model.pt" if (Path(ref) / "final").is_dir() else \
+        Path(ref) / "model.pt"
+    if not path.is_file():
+        raise UserError(f"init={ref}: no final/model.pt there (a finished vision run folder)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"init={ref}: its weights do not fit model this run builds "
+                        f"({str(e).splitlines()[0]})") from None
 
 
 def model_table(cfg, data: VisionData) -> list[dict]:
