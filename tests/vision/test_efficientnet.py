@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from lmlab.cli import main
-from lmlab.vision.efficientnet import EfficientNetLite0, efficientnet_lite0, imagenet_state
+from lmlab.vision.efficientnet import (
+    EfficientNetLite0,
+    efficientnet_lite0,
+    imagenet_state,
+)
 
 
 def test_imagenet_weights_load_into_every_tensor():
