@@ -35,6 +35,7 @@ EXPECTED_CONFIGS = {
     "embed": 2,
     "index": 1,
     "agent": 11,
+    "vision": 6,
 }
 
 

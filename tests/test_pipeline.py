@@ -155,7 +155,9 @@ def test_real_stage_configs_are_checked(tmp_path, monkeypatch):
     assert "step 3 (dpo): unknown key 'betta' (did you mean 'beta'?)" in text
     assert "step 4 (x): unknown stage 'dpoo' (did you mean 'dpo'?)" in text
     assert "step 5 (y): config file configs/dpo/nope.yaml does not exist" in text
-    assert "step 6 (z): unknown key 'strategy'" in text  # a generate recipe is not a dpo one
+    # a generate recipe is not a dpo one: its keys are named (dpo's own `strategy` is ddp|fsdp)
+    assert "step 6 (z): unknown key 'max_new_tokens'" in text
+    assert "step 6 (z): strategy: 'sample' is not one of ddp, fsdp" in text
 
 
 def test_profile_must_exist(tmp_path):

@@ -21,6 +21,7 @@ AREA_SECTIONS = [
     ("Pretraining", "pretrain", "pretrain_tables"),
     ("Neural networks by hand", "scratch", "scratch_tables"),
     ("Embeddings, retrieval and RAG", "embed", "embed_tables"),
+    ("Vision", "vision", "vision_items"),
     ("Agents", "agents", "agent_items"),
 ]
 

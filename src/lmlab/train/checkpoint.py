@@ -58,21 +58,31 @@ def _write_state(path: Path, state: dict) -> None:
     killpoint("checkpoint.written")
 
 
+def buffer_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The persistent buffers (BatchNorm running statistics, ...): state that a forward pass
+    changes, which an exact resume needs beside the weights."""
+    keys = set(model.state_dict())
+    return {n: b.detach().cpu().clone() for n, b in model.named_buffers() if n in keys}
+
+
 def save_checkpoint(folder: Path, step: int, *, model, optimizer, stream, extra: dict | None = None,
-                    keep: int = 2) -> Path:
+                    keep: int = 2, buffers: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tidy_checkpoints(folder)
     final = folder / f"step-{step}"
     tmp = folder / f".tmp-step-{step}"
     tmp.mkdir(parents=True, exist_ok=True)
-    _write_state(tmp / "state.pt", {
+    state = {
         "step": step,
         "model": trainable_state(model),
         "optimizer": optimizer.state_dict(),
         "data": stream.state_dict(),
         "rng": rng_state(),
         "extra": extra or {},
-    })
+    }
+    if buffers:  # opt-in: models with BatchNorm (vision); LLM stages keep weights only
+        state["buffers"] = buffer_state(model)
+    _write_state(tmp / "state.pt", state)
     fsync_path(tmp)
     commit_folder(tmp, final)
     killpoint("checkpoint.prune")
@@ -200,6 +210,12 @@ def load_checkpoint(path: Path, *, model, optimizer, stream) -> dict:
                 raise CheckpointError(f"checkpoint {path}: weight {n} has shape "
                                       f"{tuple(t.shape)}, the model's is {tuple(params[n].shape)}")
             params[n].copy_(t)
+        own = dict(model.named_buffers())
+        for n, t in state.get("buffers", {}).items():
+            if n not in own or own[n].shape != t.shape:
+                raise CheckpointError(f"checkpoint {path}: buffer {n} does not fit this model; "
+                                      f"it was written by a run with another model")
+            own[n].copy_(t)
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError, TypeError) as e:

@@ -121,24 +121,29 @@ def _memory_gb(device: torch.device) -> float | None:
 def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg: TrainConfig,
           run: Run, *, dtype: torch.dtype = torch.float32,
           eval_fn: Callable[[torch.nn.Module], dict] | None = None,
-          loggers: list[MetricLogger] | None = None, stop_after: int | None = None) -> TrainResult:
+          loggers: list[MetricLogger] | None = None, stop_after: int | None = None,
+          make_optimizer: Callable | None = None, save_buffers: bool = False) -> TrainResult:
     """Run optimizer steps until ``cfg.max_steps`` (or ``stop_after`` steps, for tests that
     simulate a kill). Returns the last step and the logged metrics. With ``strategy=fsdp`` the
-    model is sharded while it trains and plain again when this returns."""
+    model is sharded while it trains and plain again when this returns.
+
+    ``make_optimizer(model, cfg)`` replaces the default AdamW (the loop sets each group's lr
+    every step); ``save_buffers`` also checkpoints persistent buffers (BatchNorm statistics)."""
     try:
         return _train(model, objective, stream, cfg, run, dtype=dtype, eval_fn=eval_fn,
-                      loggers=loggers, stop_after=stop_after)
+                      loggers=loggers, stop_after=stop_after, make_optimizer=make_optimizer,
+                      save_buffers=save_buffers)
     except BaseException:
         leave_alone()  # a one-rank group joined for fsdp is not left open for the caller
         raise
 
 
 def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
-           stop_after) -> TrainResult:
+           stop_after, make_optimizer, save_buffers) -> TrainResult:
     device = next(model.parameters()).device
     # fsdp shards before the optimizer is built (it must hold the sharded parameters)
     sharded = prepare_model(model, cfg, device, dtype)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = (make_optimizer or build_optimizer)(model, cfg)
     result = TrainResult(step=0)
     # fp16 gradients underflow without loss scaling; the scale is state, checkpointed with the rest
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and dtype == torch.float16 \
@@ -251,7 +256,8 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                              stream=stream, keep=cfg.keep_checkpoints, extra=extra)
             elif (due or interrupted) and is_main():
                 save_checkpoint(run.checkpoints, result.step, model=model, optimizer=optimizer,
-                                stream=stream, keep=cfg.keep_checkpoints, extra=extra)
+                                stream=stream, keep=cfg.keep_checkpoints, extra=extra,
+                                buffers=save_buffers)
             if interrupted:
                 barrier()  # no rank exits (its launcher then stops the others) before the save
                 if bar is not None:

@@ -1,0 +1,231 @@
+"""The vision stage's setup and wrap-up steps, one function each, so that
+``stages/vision.py`` reads as the recipe: data, run folder, subset, model, loop, results."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from lmlab.errors import DataError
+from lmlab.vision.data import (
+    ImageSet,
+    channel_stats,
+    check_labels,
+    load_source,
+    normalise,
+)
+
+
+@dataclass
+class VisionData:
+    train: ImageSet  # normalised float32 (N, C, H, W)
+    test: ImageSet
+    mean: torch.Tensor  # (C,) on the 0..1 scale
+    std: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])
+
+
+def load_data(cfg) -> VisionData:
+    """Train and test images, normalised by the training set's per-channel mean and std."""
+    from lmlab.common import print0
+
+    kw = {"size": cfg.image_size, "channels": cfg.channels, "seed": cfg.seed}
+    train = load_source(cfg.data, "train", **kw)
+    test = load_source(cfg.data, "test", classes=train.classes, **kw)
+    for part, name in ((train, "train"), (test, "test")):
+        check_labels(part.y, len(train.classes), f"{cfg.data} ({name})")
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise DataError(f"train images are {tuple(train.x.shape[1:])}, test images "
+                        f"{tuple(test.x.shape[1:])}: both splits must have one shape",
+                        file=cfg.data)
+    if cfg.data_limit and cfg.data_limit < len(train):
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+        train = train.subset(keep[:cfg.data_limit].sort().values)
+    mean, std = channel_stats(train.x)
+    print0(f"[lmlab] data: {cfg.data}, {len(train):,} train / {len(test):,} test images of "
+           f"{tuple(train.x.shape[1:])}, {len(train.classes)} classes")
+    return VisionData(ImageSet(normalise(train.x, mean, std), train.y, train.classes),
+                      ImageSet(normalise(test.x, mean, std), test.y, train.classes), mean, std)
+
+
+def start(cfg):
+    """``stages.setup.start_stage`` without the language-model reference check (``model``
+    names an architecture here)."""
+    from lmlab.common import pick_device, pick_dtype, rank, seed_everything, world_size
+    from lmlab.runs import prepare_run
+    from lmlab.stages.setup import StageContext
+    from lmlab.train.distributed import init_distributed
+
+    device = pick_device(cfg.device)
+    if world_size() > 1 and device.type == "cuda":
+        device = torch.device("cuda", rank() % torch.cuda.device_count())
+    init_distributed(device)
+    dtype = pick_dtype(cfg.dtype, device)
+    run = prepare_run(cfg, "vision")
+    seed_everything(cfg.seed)
+    return StageContext(run=run, device=device, dtype=dtype)
+
+
+def training_set(cfg, data: VisionData):
+    """(x, y, weights or None, subset info): all training images, or a coreset / random
+    subset of ``subset_fraction`` of them chosen per class on pooled-pixel features."""
+    import time
+
+    from lmlab.data.coresets import select
+    from lmlab.vision.train import pixel_features
+
+    x, y = data.train.x, data.train.y
+    if cfg.subset == "none":
+        return x, y, None, {"method": "none", "images": len(y)}
+    t0 = time.time()
+    idx, w = select(cfg.subset, pixel_features(x), y, cfg.subset_fraction, seed=cfg.seed)
+    secs = time.time() - t0
+    weighted = cfg.subset == "facility" and cfg.subset_weighted
+    info = {"method": cfg.subset, "fraction": cfg.subset_fraction, "images": len(idx),
+            "of": len(y), "select_seconds": round(secs, 1), "weighted": weighted,
+            "note": f" (subset={cfg.subset}: {len(idx):,} of {len(y):,}, {secs:.1f} s)"}
+    return x[idx], y[idx], (w if weighted else None), info
+
+
+def build(cfg, data: VisionData, device, dtype):
+    from lmlab.vision.models import build_model
+
+    c, h, _ = data.shape
+    model = build_model(cfg.model, in_channels=c, n_classes=len(data.train.classes),
+                        image_size=h, widths=cfg.widths, depth=cfg.depth,
+                        pretrained=cfg.pretrained)
+    if cfg.init:
+        _load_init(model, cfg.init)
+    if cfg.train_layers == "head":
+        model.freeze()
+    model = model.to(device=device, dtype=dtype)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _load_init(model, ref: str) -> None:
+    """Weights of another vision run (its final/model.pt), shapes checked."""
+    from pathlib import Path
+
+    from lmlab.errors import UserError
+
+    path = Path(ref) / "final" / "model.pt" if (Path(ref) / "final").is_dir() else \
+        Path(ref) / "model.pt"
+    if not path.is_file():
+        raise UserError(f"init={ref}: no final/model.pt there (a finished vision run folder)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"init={ref}: its weights do not fit model this run builds "
+                        f"({str(e).splitlines()[0]})") from None
+
+
+def model_table(cfg, data: VisionData) -> list[dict]:
+    """Parameters and FLOPs of every model at this data's shape (item 6's table)."""
+    from lmlab.vision.flops import model_table as table
+    from lmlab.vision.models import MODELS
+
+    c, h, _ = data.shape
+    names = [m for m in MODELS if m != "vit" or h % 4 == 0]
+    return table(names, in_channels=c, n_classes=len(data.train.classes), image_size=h,
+                 widths=cfg.widths, depth=cfg.depth)
+
+
+def print_table(table: list[dict], data: VisionData) -> None:
+    from lmlab.common import print0
+
+    print0(f"[lmlab] parameters and FLOPs per image of {'x'.join(map(str, data.shape))} "
+           f"(measured; training ~ 3x forward):")
+    print0(f"  {'model':<10} {'params':>12} {'forward MFLOPs':>15}")
+    for r in table:
+        print0(f"  {r['model']:<10} {r['params']:>12,} {r['forward_flops'] / 1e6:>15.2f}")
+
+
+def own_size(model, data: VisionData) -> dict:
+    """The trained model's parameter count alone (flops_table=false skips the FLOP count)."""
+    from lmlab.vision.flops import count_parameters
+
+    return {"params": count_parameters(model), "forward_flops": None}
+
+
+def find_lr(cfg, run, model, objective, stream, build_opt) -> dict:
+    from lmlab.common import print0
+    from lmlab.vision.lr_find import lr_range_test
+
+    out = lr_range_test(model, objective, stream, build_opt, cfg, steps=cfg.lr_find_steps)
+    run.write_json("lr_range.json", out)
+    sug = out["suggested_lr"]
+    print0(f"[lmlab] LR range test: {len(out['lr'])} steps, steepest fall at lr="
+           f"{sug if sug is None else f'{sug:.2g}'} (lr={cfg.lr:g} is used; lr_range.json)")
+    return out
+
+
+def probe(cfg, run, model):
+    from lmlab.vision.insight import GradNormProbe
+
+    (run.path / "insight").mkdir(exist_ok=True)
+    return GradNormProbe(model, run.path / "insight" / "gradnorms.jsonl", cfg.probe_every)
+
+
+def evaluate(cfg, model, test: ImageSet, tta: bool = False) -> dict:
+    from lmlab.vision.train import accuracy_and_loss, predict
+
+    logits = predict(model, test.x, cfg.eval_batch_size, tta_flip=tta,
+                     channels_last=cfg.channels_last)
+    return accuracy_and_loss(logits, test.y)
+
+
+def finish(cfg, run, model, data: VisionData, table: list[dict]) -> dict:
+    """Test accuracy, the insight files and final/; returns the summary's numbers."""
+    from lmlab.vision.train import accuracy_and_loss, confusion_matrix, predict
+
+    test = data.test
+    logits = predict(model, test.x, cfg.eval_batch_size, tta_flip=cfg.tta_flip,
+                     channels_last=cfg.channels_last)
+    pred = logits.argmax(1)
+    cm = confusion_matrix(pred, test.y, len(test.classes))
+    folder = run.path / "insight"
+    folder.mkdir(exist_ok=True)
+    (folder / "confusion.json").write_text(json.dumps(
+        {"classes": list(test.classes), "matrix": cm.tolist()}))
+    if table:
+        run.write_json("flops.json", {"input": list(data.shape), "models": table})
+    _save_final(cfg, run, model, data)
+    m = accuracy_and_loss(logits, test.y)
+    per_class = (cm.diag().float() / cm.sum(1).clamp_min(1).float()).tolist()
+    if cfg.insight:
+        _draw(folder, model, test, pred, cm)
+    return {"test_accuracy": m["accuracy"], "test_loss": m["loss"], "tta_flip": cfg.tta_flip,
+            "per_class_accuracy": {c: round(a, 4) for c, a in zip(test.classes, per_class)}}
+
+
+def _draw(folder, model, test: ImageSet, pred, cm) -> None:
+    from lmlab.vision import insight
+
+    (folder / "confusion.png").write_bytes(insight.confusion_png(cm, test.classes))
+    wrong = insight.misclassified_png(test.x, test.y, pred, test.classes)
+    if wrong:
+        (folder / "misclassified.png").write_bytes(wrong)
+    outs = insight.stage_outputs(model, test.x[:1])
+    if outs:
+        (folder / "feature_maps.png").write_bytes(insight.feature_maps_png(test.x[0], outs))
+
+
+def _save_final(cfg, run, model, data: VisionData) -> None:
+    from lmlab.runs import commit_folder, temp_folder
+
+    tmp = temp_folder(run.path)
+    tmp.mkdir(parents=True)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+    (tmp / "model.json").write_text(json.dumps({
+        "model": cfg.model, "widths": list(cfg.widths), "depth": cfg.depth,
+        "shape": list(data.shape), "classes": list(data.train.classes),
+        "mean": data.mean.tolist(), "std": data.std.tolist()}, indent=1))
+    commit_folder(tmp, run.final)

@@ -1,0 +1,41 @@
+"""The vision benchmark scripts still run against the current stage (smoke settings on the
+8x8 digits: their timings are not checked, they are not measurements)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+
+
+def _run(*argv):
+    out = subprocess.run([sys.executable, *argv], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_bench_vision_side_by_side(tmp_path):
+    stdout = _run("benchmarks/bench_vision.py", "--data", "digits", "--steps", "4", "--warmup",
+                  "1", "--batch", "16", "--threads", "1", "--no-lock", "--out", str(tmp_path / "v.json"))
+    r = json.loads((tmp_path / "v.json").read_text())["results"]
+    assert r["lmlab"]["images_per_s"] > 0 and r["reference"]["images_per_s"] > 0
+    assert r["speedup"] > 0 and "| lmlab |" in stdout and "| reference |" in stdout
+
+
+@pytest.mark.slow
+def test_bench_coresets_grid(tmp_path):
+    stdout = _run("benchmarks/bench_coresets.py", "--data", "digits", "--epochs", "0.5",
+                  "--fractions", "0.5", "--methods", "random", "facility", "--seeds", "0",
+                  "--set", "batch_size=32", "widths=[8,16]", "--runs", str(tmp_path / "runs"),
+                  "--no-lock", "--out", str(tmp_path / "c.json"))
+    table = json.loads((tmp_path / "c.json").read_text())["table"]
+    assert {(r["method"], r["fraction"]) for r in table} == {
+        ("full", 1.0), ("random", 0.5), ("facility", 0.5)}
+    assert (tmp_path / "c.png").is_file() and "| facility | 50% |" in stdout
