@@ -8,7 +8,8 @@ import torch
 
 from lmlab.data import stream as S
 from lmlab.data.char_tokenizer import build_char_tokenizer
-from lmlab.data.documents import limit_chars, split_documents
+from lmlab.data.corpora import limit_chars
+from lmlab.data.documents import split_documents
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_split_and_limit_documents_by_hand():
     train, val = split_documents(docs, 0.8)  # cut at 4, moved to the line end
     assert train == ["aaaa\n"] and val == ["bbbb\n", "cccccccccc"]
     assert limit_chars(docs, 12) == ["aaaa\nbbbb\n", "cc"]
-    assert limit_chars(docs, 0) == docs
+    assert limit_chars(docs, None) == docs and limit_chars(docs, 0) == []
 
 
 def test_join_segments_and_document_mask_by_hand():

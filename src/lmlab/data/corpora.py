@@ -194,7 +194,7 @@ def corpus_rows(source: str, *, chars: int = 1000, limit: int | None = None) -> 
 
 # ----------------------------------------------------------------------------- any text source
 
-def _is_glob(item: str) -> bool:
+def is_glob(item: str) -> bool:
     return any(c in item for c in "*?[")
 
 
@@ -210,7 +210,7 @@ def text_documents(spec: str) -> list[tuple[str, str]]:
             continue
         if item.startswith("corpus:"):
             docs += documents(item)
-        elif _is_glob(item):
+        elif is_glob(item):
             files = sorted(f for f in glob(item, recursive=True) if Path(f).is_file())
             if not files:
                 raise DataError("the pattern matches no file", file=item)
@@ -223,7 +223,8 @@ def text_documents(spec: str) -> list[tuple[str, str]]:
     return docs
 
 
-def _cap(texts: list[str], limit: int | None) -> list[str]:
+def limit_chars(texts: list[str], limit: int | None) -> list[str]:
+    """The first ``limit`` characters of the texts (None = all), cut inside the last one."""
     if limit is None:
         return texts
     out, left = [], limit
@@ -242,4 +243,4 @@ def train_heldout(spec: str, train_chars: int | None = None,
     parts = [split(t) for _, t in text_documents(spec)]
     train = [a for a, _ in parts if a.strip()]
     heldout = [b for _, b in parts if b.strip()]
-    return _cap(train, train_chars), _cap(heldout, heldout_chars)
+    return limit_chars(train, train_chars), limit_chars(heldout, heldout_chars)

@@ -28,14 +28,17 @@ def load_documents(source: str) -> list[str]:
 
 
 def _documents(part: str) -> list[str]:
-    from lmlab.textfile import read_text
+    """One source: a named corpus (its training part), a row file or dataset (its ``text``
+    field), or text files and globs (read by ``corpora.text_documents``, the tokenizer's
+    reader); a glob may also match row files."""
+    from lmlab.data.corpora import is_glob, text_documents
 
     if part.startswith("corpus:"):
         from lmlab.data.corpora import corpus_rows
 
         return [r["text"] for r in corpus_rows(part, chars=1 << 62)]
-    if any(c in part for c in "*?["):
-        files = sorted(glob.glob(part, recursive=True))
+    if is_glob(part):
+        files = sorted(f for f in glob.glob(part, recursive=True) if Path(f).is_file())
         if not files:
             raise DataError("the glob matches no file", file=part)
         return [d for f in files for d in _documents(f)]
@@ -44,20 +47,12 @@ def _documents(part: str) -> list[str]:
         from lmlab.data.sources import load_rows
 
         return [r["text"] for r in load_rows(part, "text")]
-    return [read_text(part)]
-
-
-def limit_chars(docs: list[str], chars: int) -> list[str]:
-    """The first ``chars`` characters of the documents (0 = all), cut inside the last one."""
-    if chars <= 0:
-        return docs
-    out, left = [], chars
-    for d in docs:
-        if left <= 0:
-            break
-        out.append(d[:left])
-        left -= len(out[-1])
-    return out
+    try:
+        return [text for _, text in text_documents(part)]
+    except DataError as e:
+        if "corpus is empty" in str(e):
+            return []  # load_documents names the whole source
+        raise
 
 
 def split_documents(docs: list[str], fraction: float) -> tuple[list[str], list[str]]:

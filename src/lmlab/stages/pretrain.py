@@ -170,16 +170,17 @@ def run(cfg: Config) -> dict:
 
 
 def _read_data(cfg: Config) -> dict:
-    from lmlab.data.documents import limit_chars, load_documents, split_documents
+    from lmlab.data.corpora import limit_chars
+    from lmlab.data.documents import load_documents, split_documents
 
-    docs = limit_chars(load_documents(cfg.data), cfg.data_chars)
+    docs = limit_chars(load_documents(cfg.data), cfg.data_chars or None)
     if cfg.val_data:
         train, val = docs, load_documents(cfg.val_data)
     else:
         train, val = split_documents(docs, cfg.val_fraction)
     general = load_documents(cfg.general_data) if cfg.general_data else []
-    return {"train": train, "val": limit_chars(val, cfg.eval_chars),
-            "general": limit_chars(general, cfg.eval_chars)}
+    return {"train": train, "val": limit_chars(val, cfg.eval_chars or None),
+            "general": limit_chars(general, cfg.eval_chars or None)}
 
 
 def _position(cfg: Config) -> str:
