@@ -58,7 +58,7 @@ def fixture_runs(tmp_path):
               curve(10, **{"train/loss": 0.7, "train/accuracy": 0.5, "train/margin": 0.1}))
     write_run(root / "dpo", "dpo", {"model": str(sft), "method": "lora", "task_eval_n": 40},
               {"stage": "dpo", "loss": "dpo", "steps": 10, "final_loss": 0.61,
-               "eval_after": {"eval/rewards/accuracy": 0.675},
+               "eval_after": {"eval/rewards/accuracy": 0.675, "eval/pairs": 40},
                "kl": {"kl/token": 0.0123, "kl/sequence": 0.2},
                "task_accuracy_before": {"convert": 0.475, "compare": 0.45},
                "task_accuracy_after": {"convert": 0.4, "compare": 0.45}},
@@ -162,6 +162,8 @@ def test_findings_say_plainly_what_did_not_improve(fixture_runs):
     assert "dpo (dpo) did not raise mean in-template task accuracy" in text
     # an interval from the count: 29 of 40 pairs
     assert re.search(r"held-out pairwise accuracy 72\.5% \[\d\d\.\d–\d\d\.\d\] on 40 pairs", text)
+    # dpo's implied-reward accuracy too: 27 of 40 pairs
+    assert re.search(r"implied-reward accuracy 67\.5% \[\d\d\.\d–\d\d\.\d\] on 40 pairs", text)
     lines = headline_lines(result)
     assert any(line.strip().startswith("sft, in-template: convert 47.5% [") and
                "compare 45.0% [" in line for line in lines)

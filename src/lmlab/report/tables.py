@@ -384,8 +384,9 @@ def findings(runs: list[RunData]) -> list[str]:
             ev, kl = s.get("eval_after") or {}, (s.get("kl") or {}).get("kl/token")
             if ev.get("eval/rewards/accuracy") is not None:
                 out.append(f"{r.label} ({s.get('loss', 'dpo')}): held-out implied-reward accuracy "
-                           f"{fmt(ev['eval/rewards/accuracy'], 'pct')}, KL to the reference "
-                           f"{fmt(kl)} per token.")
+                           f"{fmt(ev['eval/rewards/accuracy'], 'pct')}"
+                           f"{_binary_ci(ev, 'eval/rewards/accuracy')}"
+                           f"{_pairs(ev)}, KL to the reference {fmt(kl)} per token.")
         if s.get("stopped_early"):  # grpo, ppo: kl_stop
             out.append(f"{r.label} ({r.stage}) stopped early: {s['stopped_early']}.")
         for msg in s.get("warnings") or []:  # grpo, ppo: lmlab.rl.monitor
@@ -409,12 +410,17 @@ def findings(runs: list[RunData]) -> list[str]:
     return out
 
 
-def _binary_ci(ev: dict) -> str:
+def _pairs(ev: dict) -> str:
+    n = ev.get("eval/pairs")
+    return f" on {n} pairs" if isinstance(n, int) and n > 0 else ""
+
+
+def _binary_ci(ev: dict, key: str = "eval/accuracy") -> str:
     """" [lo–hi]": the 95% bootstrap interval of an accuracy over ``eval/pairs`` items,
     from its count (the bootstrap of a 0/1 mean depends only on k and n)."""
     from lmlab.eval.intervals import accuracy
 
-    n, acc = ev.get("eval/pairs"), ev.get("eval/accuracy")
+    n, acc = ev.get("eval/pairs"), ev.get(key)
     if not isinstance(n, int) or n <= 0 or acc is None:
         return ""
     k = round(acc * n)

@@ -293,7 +293,8 @@ def evaluate_pairs(model, objective: PairObjective, examples: list[dict], pad: i
         for k, v in {"loss": float(loss), **metrics}.items():
             sums[k] = sums.get(k, 0.0) + v
     model.train(was_training)
-    return {f"eval/{k}": v / max(1, len(examples)) for k, v in sums.items()}
+    return {**{f"eval/{k}": v / max(1, len(examples)) for k, v in sums.items()},
+            "eval/pairs": len(examples)}
 
 
 @torch.no_grad()
