@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -32,8 +33,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="micro-batch per rank")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 2 steps, ddp and fsdp")
+    ap.add_argument("--no-reshard", action="store_true",
+                    help="fsdp_reshard=false: keep gathered weights from forward to backward")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/fsdp.json"))
     a = ap.parse_args()
+    os.environ["LMLAB_BENCH_FSDP_RESHARD"] = "0" if a.no_reshard else "1"
     if a.smoke:
         a.model, a.seq, a.batch, a.steps = "tiny:llama", 32, 1, 2
     sides = SIDES[:2] if a.smoke else SIDES
@@ -66,7 +70,7 @@ def main() -> None:
         print(f"| {r['strategy']} | {r['checkpointing']} | {r['step_s']:.3f} | "
               f"{r['param_optim_gib_per_rank']:.4f} | {r['peak_gib_per_rank']:.3f} |")
     print(json.dumps(ratios, indent=1))
-    report = {"model": a.model, "ranks": a.ranks, "seq": a.seq, "batch_per_rank": a.batch,
+    report = {"model": a.model, "ranks": a.ranks, "fsdp_reshard": not a.no_reshard, "seq": a.seq, "batch_per_rank": a.batch,
               "steps": a.steps, "machine": platform.processor() or platform.machine(),
               "rows": rows, "ratios": ratios}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

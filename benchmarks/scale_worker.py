@@ -58,8 +58,10 @@ def _steps(model_ref, strategy, ckpt, seq, batch, steps, measure: bool) -> dict:
     from lmlab.train.fsdp import prepare_model, release_model
     from lmlab.train.loop import build_optimizer
 
+    # bench_fsdp.py --no-reshard: keep each block's gathered weights from forward to backward
+    reshard = os.environ.get("LMLAB_BENCH_FSDP_RESHARD", "1") == "1"
     cfg = TrainConfig(model=model_ref, strategy=strategy, activation_checkpointing=ckpt,
-                      lr=1e-4)
+                      fsdp_reshard=reshard, lr=1e-4)
     device = torch.device("cpu")
     model = load_model(model_ref)
     # a loaded model's tensors may sit in pages of the safetensors file that stay resident after
