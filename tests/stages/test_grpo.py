@@ -31,6 +31,14 @@ def test_three_update_smoke(tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["updates"] == 3 and summary["stopped_early"] is None
     assert "eval/accuracy" in summary["eval_after"] and (out / "samples.jsonl").exists()
+    # in-template, held-out template and out-of-range, before and after, each with n and an
+    # interval; the in-template cell counts the same prompts as eval/accuracy
+    splits = summary["task_eval_after"]
+    assert {"test", "heldout", "range"} <= set(splits) and set(summary["task_eval_before"]) \
+        == set(splits) and set(summary["task_gain"]) == set(splits)
+    cell = splits["test"]["mean"]
+    assert cell["accuracy"] == pytest.approx(summary["eval_after"]["eval/accuracy"])
+    assert cell["n"] > 0 and len(cell["ci95"]) == 2
     trained = AutoModelForCausalLM.from_pretrained(out / "final")
     base = load_model("tiny:llama")
     assert any(not torch.equal(p, q) for p, q in zip(base.parameters(), trained.parameters()))

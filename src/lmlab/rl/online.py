@@ -86,6 +86,7 @@ class Online:
     start: int = 0  # first update to run (after a resume)
     extra: dict | None = None  # stage state restored from the checkpoint
     before: dict | None = None  # held-out evaluation before training (the monitor's baseline)
+    before_splits: dict | None = None  # split_flags before training (kept in checkpoints)
     warnings: dict = field(default_factory=dict)  # kind -> first message (lmlab.rl.monitor)
 
 
@@ -296,6 +297,24 @@ def evaluate(on: Online) -> tuple[dict, list[dict]]:
     return out, samples
 
 
+@torch.no_grad()
+def split_flags(on: Online, samples: list[dict]) -> dict | None:
+    """{split: {task: [correct, ...]}}: the in-template prompts ``evaluate`` scored (from its
+    samples) and the held-out-template and out-of-range prompts, measured as sft measures them
+    (``lmlab.eval.tasks.measure``). None when there are no built-in eval tasks."""
+    from lmlab.eval.tasks import measure
+
+    names = _task_names(on.cfg)
+    if not names or not on.cfg.task_eval_n or not samples:
+        return None
+    flags = {"test": {}}
+    for x in samples:
+        flags["test"].setdefault(x["task"], []).append(bool(x["correct"]))
+    more = measure(on.model.actor, on.tokenizer, names, n=on.cfg.task_eval_n,
+                   max_new_tokens=on.cfg.eval_max_new_tokens, splits=["heldout", "range"])
+    return {**flags, **more["flags"]}
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 
 
@@ -303,6 +322,7 @@ def save(on: Online, update: int, extra: dict) -> None:
     from lmlab.train.checkpoint import save_checkpoint
 
     state = {"generator": on.generator.get_state(), "before": on.before,
+             "before_splits": on.before_splits,
              "warnings": dict(on.warnings), **extra}
     save_checkpoint(on.run.checkpoints, update, model=on.model, optimizer=on.optimizer,
                     stream=on.stream, extra=state, keep=on.cfg.keep_checkpoints)
@@ -342,6 +362,7 @@ def resume(on: Online) -> None:
     on.start, on.extra = int(state["step"]), state["extra"]
     on.run.rewind_metrics(on.start)
     on.before = on.extra.get("before")
+    on.before_splits = on.extra.get("before_splits")
     on.warnings = dict(on.extra.get("warnings") or {})
     print0(f"[lmlab] resumed from {path} (update {on.start})")
 
@@ -431,6 +452,17 @@ def finish(on, stage: str, before: dict | None, stopped: str | None, seconds: fl
                + f"{after['eval/accuracy']:.1%}, reward "
                + (f"{before['eval/reward']:.3f} -> " if before else "")
                + f"{after['eval/reward']:.3f}")
+    after_splits = split_flags(on, samples)
+    if after_splits:  # in-template, held-out template, out-of-range: intervals and n
+        from lmlab.eval.tasks import accuracy_lines, task_summary
+
+        old = {"flags": on.before_splits} if on.before_splits else None
+        summary.update(task_summary(old, {"flags": after_splits}, seed=on.cfg.seed))
+        print0("[lmlab] task accuracy " + ("before -> " if old else "")
+               + "after (greedy; 95% bootstrap CI):")
+        for line in accuracy_lines(summary["task_eval_after"], summary.get("task_gain"),
+                                   summary.get("task_eval_before")):
+            print0("[lmlab] " + line)
     save_final(on, stage)
     on.run.write_jsonl("samples.jsonl", samples)
     on.run.write_json("summary.json", summary)

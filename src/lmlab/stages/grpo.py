@@ -102,7 +102,9 @@ def run(cfg: Config, *, stop_after: int | None = None) -> dict:
     from lmlab.rl import online as O
 
     on = O.setup(cfg, "grpo", value_head=False)
-    before = O.evaluate(on)[0] if on.start == 0 else None
+    before, before_samples = O.evaluate(on) if on.start == 0 else (None, [])
+    if on.start == 0:  # the held-out splits too, measured once (resumes read the checkpoint)
+        on.before_splits = O.split_flags(on, before_samples)
     on.before = before or on.before  # kept in checkpoints for the monitor
     if before:
         print0(f"[lmlab] held-out before: accuracy {before['eval/accuracy']:.1%}, reward "

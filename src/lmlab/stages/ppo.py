@@ -109,7 +109,9 @@ def run(cfg: Config, *, stop_after: int | None = None) -> dict:
 
     on = O.setup(cfg, "ppo", value_head=True)
     coef = float((on.extra or {}).get("kl_coef", cfg.kl_coef))
-    before = O.evaluate(on)[0] if on.start == 0 else None
+    before, before_samples = O.evaluate(on) if on.start == 0 else (None, [])
+    if on.start == 0:  # the held-out splits too, measured once (resumes read the checkpoint)
+        on.before_splits = O.split_flags(on, before_samples)
     on.before = before or on.before  # kept in checkpoints for the monitor
     if before:
         print0(f"[lmlab] held-out before: reward {before['eval/reward']:.3f}, task accuracy "
