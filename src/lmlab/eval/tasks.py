@@ -144,6 +144,22 @@ def task_summary(before: dict | None, after: dict, *, seed: int = 0) -> dict:
     return out
 
 
+def report_tasks(before: dict | None, after: dict, *, seed: int = 0,
+                 what: str | None = None) -> dict:
+    """``task_summary``'s keys, printed as the lines every training stage shows at its end: a
+    header naming the pair (``what``, default "before -> after" or "after"), then
+    ``accuracy_lines``."""
+    from lmlab.common import print0
+
+    out = task_summary(before, after, seed=seed)
+    what = what or ("before -> " if before is not None else "") + "after"
+    print0(f"[lmlab] task accuracy {what} (greedy; 95% bootstrap CI):")
+    for line in accuracy_lines(out["task_eval_after"], out.get("task_gain"),
+                               out.get("task_eval_before")):
+        print0("[lmlab] " + line)
+    return out
+
+
 def pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 

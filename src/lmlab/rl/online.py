@@ -454,15 +454,10 @@ def finish(on, stage: str, before: dict | None, stopped: str | None, seconds: fl
                + f"{after['eval/reward']:.3f}")
     after_splits = split_flags(on, samples)
     if after_splits:  # in-template, held-out template, out-of-range: intervals and n
-        from lmlab.eval.tasks import accuracy_lines, task_summary
+        from lmlab.eval.tasks import report_tasks
 
         old = {"flags": on.before_splits} if on.before_splits else None
-        summary.update(task_summary(old, {"flags": after_splits}, seed=on.cfg.seed))
-        print0("[lmlab] task accuracy " + ("before -> " if old else "")
-               + "after (greedy; 95% bootstrap CI):")
-        for line in accuracy_lines(summary["task_eval_after"], summary.get("task_gain"),
-                                   summary.get("task_eval_before")):
-            print0("[lmlab] " + line)
+        summary.update(report_tasks(old, {"flags": after_splits}, seed=on.cfg.seed))
     save_final(on, stage)
     on.run.write_jsonl("samples.jsonl", samples)
     on.run.write_json("summary.json", summary)

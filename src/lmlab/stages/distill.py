@@ -385,8 +385,7 @@ def _bench_prompts(cfg, tasks) -> list:
 
 def _measure(cfg, teacher, student, tokenizer, tasks, before, run_) -> dict:
     """Held-out accuracy (teacher, student), batch-1 greedy speed, speculative decoding."""
-    from lmlab.common import print0
-    from lmlab.eval.tasks import accuracy_lines, task_summary
+    from lmlab.eval.tasks import report_tasks
 
     out: dict = {}
     if tasks and cfg.eval_n:
@@ -394,16 +393,12 @@ def _measure(cfg, teacher, student, tokenizer, tasks, before, run_) -> dict:
         s_acc, samples, s_res = _accuracy(student, tokenizer, tasks, cfg)
         out.update(teacher_accuracy=t_acc, student_accuracy=s_acc)
         # before = the teacher (the stage's input model), after = the student, same prompts
-        out.update(task_summary(t_res, s_res, seed=cfg.seed))
+        out.update(report_tasks(t_res, s_res, seed=cfg.seed, what="teacher -> student"))
         if before is not None:
             out["student_accuracy_before"] = before
         if t_acc["eval/accuracy"] > 0:
             out["accuracy_kept"] = round(s_acc["eval/accuracy"] / t_acc["eval/accuracy"], 3)
         run_.write_jsonl("samples.jsonl", samples)
-        print0("[lmlab] task accuracy teacher -> student (greedy; 95% bootstrap CI):")
-        for line in accuracy_lines(out["task_eval_after"], out["task_gain"],
-                                   out["task_eval_before"]):
-            print0("[lmlab] " + line)
     if cfg.bench_prompts:
         out.update(_speed(cfg, teacher, student, tokenizer, _bench_prompts(cfg, tasks)))
     return out

@@ -424,8 +424,8 @@ def run(cfg: Config) -> dict:
 def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, summary,
                    pairs_before, tasks_before, dtype, device) -> None:
     from lmlab.common import print0
-    from lmlab.eval.tasks import accuracy_lines, task_summary
     from lmlab.eval.tasks import measure as measure_tasks
+    from lmlab.eval.tasks import report_tasks
     from lmlab.losses.logprobs import disabled_adapter_forward, model_forward
     from lmlab.models import load_model
 
@@ -452,12 +452,7 @@ def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, sum
         summary["task_accuracy_after"] = _in_template(after)
         if tasks_before is not None:
             summary["task_accuracy_before"] = _in_template(tasks_before)
-        summary.update(task_summary(tasks_before, after, seed=cfg.seed))
-        print0("[lmlab] task accuracy " + ("before -> " if tasks_before else "")
-               + "after (greedy; 95% bootstrap CI):")
-        for line in accuracy_lines(summary["task_eval_after"], summary.get("task_gain"),
-                                   summary.get("task_eval_before")):
-            print0("[lmlab] " + line)
+        summary.update(report_tasks(tasks_before, after, seed=cfg.seed))
 
 
 def _in_template(measured: dict) -> dict[str, float]:

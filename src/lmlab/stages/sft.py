@@ -56,7 +56,12 @@ class Config(TrainConfig):
 def run(cfg: Config) -> dict:
     from lmlab.common import is_main, print0, rank, world_size
     from lmlab.data import collate, encode_rows, load_rows, pack
-    from lmlab.eval.tasks import accuracy_lines, flat_metrics, task_summary
+    from lmlab.eval.tasks import (
+        accuracy_lines,
+        flat_metrics,
+        report_tasks,
+        task_summary,
+    )
     from lmlab.eval.tasks import measure as measure_tasks
     from lmlab.losses.objectives import LMObjective
     from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
@@ -131,12 +136,7 @@ def run(cfg: Config) -> dict:
         if tasks and cfg.eval_n:
             after, after_res = evaluate(model)
             summary["eval_after"] = after
-            summary.update(task_summary(before_res, after_res, seed=cfg.seed))
-            print0("[lmlab] task accuracy " + ("before -> " if before else "")
-                   + "after (greedy; 95% bootstrap CI):")
-            for line in accuracy_lines(summary["task_eval_after"], summary.get("task_gain"),
-                                       summary.get("task_eval_before")):
-                print0("[lmlab] " + line)
+            summary.update(report_tasks(before_res, after_res, seed=cfg.seed))
             if before is not None:
                 summary["eval_before"] = before
                 _print_samples(before_res["samples"], after_res["samples"])
