@@ -11,8 +11,9 @@ import pkgutil
 
 NOT_STAGES = {"setup"}
 # lifecycle order for ``lmlab --help``; stages not listed follow alphabetically
-ORDER = ["sft", "reward", "dpo", "preferences", "ppo", "grpo", "distill", "quantize", "qat",
-         "evaluate", "generate", "bench", "serve", "report", "pipeline"]
+ORDER = ["tokenizer", "pretrain", "sft", "reward", "dpo", "preferences", "ppo", "grpo", "distill",
+         "quantize", "qat", "evaluate", "generate", "bench", "serve", "report", "pipeline",
+         "embed", "index", "scratch", "vision", "agent", "plan"]
 
 
 def _discover() -> dict[str, str]:
