@@ -352,9 +352,9 @@ def resume(on: Online) -> None:
     """Restore weights, optimizer, prompt position, global RNG and the rollout generator."""
     from lmlab.common import print0
     from lmlab.train.checkpoint import load_checkpoint
-    from lmlab.train.loop import _resume_path
+    from lmlab.train.loop import resume_path
 
-    path = _resume_path(on.cfg, on.run)
+    path = resume_path(on.cfg, on.run)
     if path is None:
         return
     state = load_checkpoint(path, model=on.model, optimizer=on.optimizer, stream=on.stream)

@@ -303,12 +303,12 @@ def run(cfg: Config, stop_after: int | None = None) -> dict:
     from lmlab.common import print0
     from lmlab.runs import prepare_run
     from lmlab.train.checkpoint import read_checkpoint
-    from lmlab.train.loop import _resume_path
+    from lmlab.train.loop import resume_path
 
     resolve(cfg)
     run_ = prepare_run(cfg, "agent")
     threads = set_threads(cfg)
-    resume = _resume_path(cfg, run_)
+    resume = resume_path(cfg, run_)
     state = None
     if resume is not None:
         ckpt = read_checkpoint(resume)

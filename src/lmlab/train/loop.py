@@ -86,7 +86,7 @@ def _useful_tokens(batch: dict) -> int:
     return int(ids.numel()) if torch.is_tensor(ids) else 0
 
 
-def _resume_path(cfg: TrainConfig, run: Run) -> Path | None:
+def resume_path(cfg: TrainConfig, run: Run) -> Path | None:
     from lmlab.runs import tidy_checkpoints
 
     if cfg.resume == "no":
@@ -148,7 +148,7 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
     # fp16 gradients underflow without loss scaling; the scale is state, checkpointed with the rest
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and dtype == torch.float16 \
         else None
-    resume = _resume_path(cfg, run)
+    resume = resume_path(cfg, run)
     if resume is not None:
         state = load_checkpoint(resume, model=model, optimizer=optimizer, stream=stream)
         result.step = result.resumed_from = int(state["step"])
