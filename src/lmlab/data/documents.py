@@ -29,9 +29,10 @@ def load_documents(source: str) -> list[str]:
 
 def _documents(part: str) -> list[str]:
     """One source: a named corpus (its training part), a row file or dataset (its ``text``
-    field), or text files and globs (read by ``corpora.text_documents``, the tokenizer's
-    reader); a glob may also match row files."""
-    from lmlab.data.corpora import is_glob, text_documents
+    field), a text file (``lmlab.textfile``), or a glob of any of them (row files too, unlike
+    the tokenizer's ``corpora.text_documents``, which reads text files only)."""
+    from lmlab.data.corpora import is_glob
+    from lmlab.textfile import read_text
 
     if part.startswith("corpus:"):
         from lmlab.data.corpora import corpus_rows
@@ -47,12 +48,7 @@ def _documents(part: str) -> list[str]:
         from lmlab.data.sources import load_rows
 
         return [r["text"] for r in load_rows(part, "text")]
-    try:
-        return [text for _, text in text_documents(part)]
-    except DataError as e:
-        if "corpus is empty" in str(e):
-            return []  # load_documents names the whole source
-        raise
+    return [read_text(part)]
 
 
 def split_documents(docs: list[str], fraction: float) -> tuple[list[str], list[str]]:
