@@ -131,3 +131,13 @@ def test_pages_and_their_files_are_served(client):
     assert "readEvents" in client.get("/ui/sse.js").text
     assert client.get("/ui/../app.py").status_code == 404
     assert client.get("/ui/context.py").status_code == 404
+
+
+def test_serve_and_studio_pages_share_one_stylesheet_and_stream_reader(client):
+    from lmlab.serve.app import chat_page, static_text
+
+    served = chat_page()  # lmlab serve's page: one document, the shared files inlined
+    for name in ("chat.css", "sse.js"):
+        assert f"/* {name} */" not in served
+        assert static_text(name) in served
+        assert client.get(f"/ui/{name}").text == static_text(name)
