@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from lmlab.errors import UserError
 from lmlab.studio.context import StudioContext
@@ -51,7 +52,8 @@ def reference(ctx: StudioContext, name: str) -> str:
 
 def choices(ctx: StudioContext) -> list[str]:
     """What the pages offer: ``base`` and every run under the root that has a saved model."""
-    runs = sorted(p.name for p in ctx.root.iterdir()
+    root = Path(ctx.root)
+    runs = sorted(p.name for p in (root.iterdir() if root.is_dir() else ())
                   if p.is_dir() and ((p / "final").is_dir() or (p / "config.json").is_file()))
     return ["base", *runs]
 
