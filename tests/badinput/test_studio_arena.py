@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ..studio.conftest import make_app, make_ctx
+from ..studio.fakes import make_app, make_ctx
 
 MSG = [{"role": "user", "content": "hi"}]
 

@@ -4,10 +4,26 @@ two anonymous replies, a vote becomes a preference row that lmlab's preference r
 
 import json
 
+import pytest
+
 from lmlab.studio.preferences import tie_file
+
+from .fakes import studio_client, studio_ctx
 
 MSG = [{"role": "user", "content": "Hello there"}]
 GREEDY = {"temperature": 0, "max_tokens": 8}
+
+
+@pytest.fixture()
+def ctx(tmp_path, tokenizer):
+    with studio_ctx(tmp_path, tokenizer) as c:
+        yield c
+
+
+@pytest.fixture()
+def client(ctx):
+    with studio_client(ctx) as c:
+        yield c
 
 
 def test_chat_replies_with_text_from_the_engine(client):
@@ -132,7 +148,7 @@ def test_a_tie_goes_to_its_own_file_and_a_pair_takes_one_vote(client, ctx):
 def test_the_preference_file_is_configurable(tmp_path, tokenizer):
     from fastapi.testclient import TestClient
 
-    from .conftest import make_app, make_ctx
+    from .fakes import make_app, make_ctx
 
     ctx = make_ctx(tmp_path, tokenizer, preferences_file=tmp_path / "prefs" / "mine.jsonl")
     with TestClient(make_app(ctx)) as c:

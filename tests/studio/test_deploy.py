@@ -9,6 +9,20 @@ import time
 
 import pytest
 
+from .fakes import studio_client, studio_ctx
+
+
+@pytest.fixture()
+def ctx(tmp_path, tokenizer):
+    with studio_ctx(tmp_path, tokenizer) as c:
+        yield c
+
+
+@pytest.fixture()
+def client(ctx):
+    with studio_client(ctx) as c:
+        yield c
+
 
 class FakeProc:
     def __init__(self, argv, **kw):

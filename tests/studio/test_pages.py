@@ -12,7 +12,7 @@ import pytest
 
 from lmlab.serve import bench
 
-from .conftest import make_app
+from .fakes import make_app, studio_ctx
 from .test_deploy import FakeProc
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -25,6 +25,12 @@ pytestmark = pytest.mark.skipif(
     reason="needs a headless browser: apt-get install -y chromium chromium-driver")
 SHOTS = Path(os.environ.get("LMLAB_STUDIO_SHOTS") or
              Path(__file__).resolve().parents[2] / "docs" / "studio")
+
+
+@pytest.fixture()
+def ctx(tmp_path, tokenizer):
+    with studio_ctx(tmp_path, tokenizer) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""A studio app made of this branch's routers over a fake context: a temporary runs root, a
-job queue that records what it was given, and tiny in-process models (seeded, varied)."""
+"""A studio app made of the chat/arena and deploy routers over a fake context: a temporary runs
+root, a job queue that records what it was given, and tiny in-process models (seeded, varied).
+(Helpers, not a conftest: each test module names its own fixtures.)"""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
-
-import pytest
 
 from ..tiny import varied
 
@@ -57,16 +57,18 @@ def make_app(ctx):
     return app
 
 
-@pytest.fixture()
-def ctx(tmp_path, tokenizer):
+@contextlib.contextmanager
+def studio_ctx(tmp_path: Path, tokenizer):
     c = make_ctx(tmp_path / "runs", tokenizer)
     c.root.mkdir()
-    yield c
-    c.extra["models"].close()
+    try:
+        yield c
+    finally:
+        c.extra["models"].close()
 
 
-@pytest.fixture()
-def client(ctx):
+@contextlib.contextmanager
+def studio_client(ctx):
     from fastapi.testclient import TestClient
 
     with TestClient(make_app(ctx), raise_server_exceptions=False) as c:
