@@ -71,7 +71,7 @@ def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None,
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
-        return (resources.files("lmlab.serve") / "static" / "chat.html").read_text()
+        return chat_page()
 
     @app.get("/health")
     async def health():
@@ -135,6 +135,17 @@ def build_app(engine, tokenizer, model_name: str, limits: Limits | None = None,
         return await _collect(engine, reqs, offsets, fmt, http)
 
     return app
+
+
+def static_text(name: str) -> str:
+    return (resources.files("lmlab.serve") / "static" / name).read_text()
+
+
+def chat_page() -> str:
+    """The chat page, one self-contained document: chat.html with its stylesheet and stream
+    reader inlined (lmlab studio's pages load the same two files)."""
+    return static_text("chat.html").replace("/* chat.css */", static_text("chat.css")) \
+        .replace("/* sse.js */", static_text("sse.js"))
 
 
 MAX_EMBED_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
