@@ -13,6 +13,7 @@ seconds), interrupted (a checkpoint to resume from), failed (none of these).
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -59,6 +60,18 @@ class Tail:
     problem: str = ""
 
 
+def finite(v):
+    """``v`` with nan/inf numbers (at any depth) as None: JSON has no spelling for them, and a
+    diverged run's loss is one."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [finite(x) for x in v]
+    return v
+
+
 def _bad_row(line: bytes) -> bool:
     """A cheap test of a complete line (a full parse of every row of 200 runs is too slow for
     the first page load; the line whose row is shown is parsed in full)."""
@@ -94,7 +107,7 @@ def update_tail(path: Path, tail: Tail) -> Tail:
         except ValueError:
             continue
         if isinstance(row, dict):
-            tail.last = row
+            tail.last = finite(row)
             break
     tail.rows += len(lines)
     tail.offset += end + 1
@@ -125,7 +138,7 @@ def read_rows(path: Path, after: int = 0, limit_bytes: int = 8 << 20) -> dict:
                 row = json.loads(line)
                 if not isinstance(row, dict):
                     raise ValueError
-                out["rows"].append(row)
+                out["rows"].append(finite(row))
             except ValueError:
                 out["problems"].append(f"metrics.jsonl: the line at byte {pos} is not a JSON "
                                        f"row: {line[:40].decode('utf-8', 'replace')!r}")
@@ -160,7 +173,7 @@ def _read_yaml(path: Path) -> tuple[dict, str]:
         return {}, ""
     if not isinstance(data, dict):
         return {}, f"config.yaml is not a mapping (a YAML {type(data).__name__})"
-    return data, ""
+    return finite(data), ""
 
 
 def _read_json(path: Path) -> tuple[dict | None, str]:
@@ -170,7 +183,7 @@ def _read_json(path: Path) -> tuple[dict | None, str]:
         return None, ""
     except (OSError, ValueError) as e:
         return None, f"summary.json is damaged ({type(e).__name__})"
-    return (data, "") if isinstance(data, dict) else (None, "summary.json is not an object")
+    return (finite(data), "") if isinstance(data, dict) else (None, "summary.json is not an object")
 
 
 def _checkpoints(path: Path) -> int:
