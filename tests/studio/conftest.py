@@ -27,8 +27,8 @@ def make_run(root: Path, name: str, *, stage: str = "sft", rows: int = 3, config
         body = {"stage": stage, "model": "tiny:llama", "max_steps": 10, **cfg}
         (path / "config.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     with open(path / "metrics.jsonl", "w") as f:
-        for i in range(1, rows + 1):
-            f.write(json.dumps({"step": i, "train/loss": 3.0 / i, "train/lr": 1e-3}) + "\n")
+        f.writelines(json.dumps({"step": i, "train/loss": 3.0 / i, "train/lr": 1e-3}) + "\n"
+                     for i in range(1, rows + 1))
     if summary:
         (path / "summary.json").write_text(json.dumps({"stage": stage, "final_loss": 1.5,
                                                        "eval_after": {"eval/accuracy": 0.25}}))

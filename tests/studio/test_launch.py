@@ -69,9 +69,9 @@ def test_output_dir_is_a_name_under_the_root_and_follows_the_overwrite_rule(tmp_
         assert "not a run folder name" in r["errors"]["output_dir"][0]
     make_run(tmp_path, "t1")
     r = launch.check("sft", {"model": "tiny:llama", "output_dir": "t1"}, tmp_path)
-    assert r["errors"]["output_dir"] == [
+    assert r["errors"]["output_dir"] == [(
         f"{tmp_path / 't1'} already holds a sft run: pass resume=auto to continue it or "
-        f"overwrite=true to replace it (or choose another output_dir)"]
+        f"overwrite=true to replace it (or choose another output_dir)")]
     assert launch.check("sft", {"output_dir": "t1", "resume": "auto"}, tmp_path)["ok"]
     assert launch.check("sft", {"output_dir": "t1", "overwrite": "true"}, tmp_path)["ok"]
     r = launch.check("dpo", {"output_dir": "t1"}, tmp_path)

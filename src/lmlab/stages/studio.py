@@ -29,8 +29,8 @@ class Config:
 
     def validate(self) -> list[str]:
         if not self.token and not is_loopback(self.host):
-            return [f"token: host {self.host} is reachable from other machines; set token=<a "
-                    f"long random secret> (or bind host=127.0.0.1)"]
+            return [(f"token: host {self.host} is reachable from other machines; set token=<a "
+                     f"long random secret> (or bind host=127.0.0.1)")]
         return []
 
 

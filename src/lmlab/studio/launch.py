@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import typing
 from pathlib import Path
 
 import yaml
 
-from lmlab.config import _type_name, build_config, describe, json_schema, read_yaml, unused
+from lmlab.config import build_config, describe, json_schema, read_yaml, unused
 from lmlab.errors import ConfigError, UserError
 from lmlab.studio.jobs import launchable
 from lmlab.studio.paths import resolve_run
-
-_RECIPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def configs_dir() -> Path:
@@ -69,7 +66,7 @@ def _recipe_values(stage: str, recipe: str | None, folder: Path | None) -> dict:
     return values
 
 
-def _kind(schema: dict, tp) -> str:
+def _kind(schema: dict) -> str:
     """How the page draws a field: checkbox, select, number or text (lists/mappings: text)."""
     part = next((p for p in schema.get("anyOf", [schema]) if p.get("type") != "null"), schema)
     if part.get("enum"):
@@ -84,7 +81,7 @@ def form(stage: str, recipe: str | None = None, folder: Path | None = None) -> d
     module = _config(stage)
     cls = module.Config
     schema = json_schema(cls)["properties"]
-    hints = typing.get_type_hints(cls)
+    types = {r[0]: r[1] for r in describe(cls)}  # the type names --help shows
     values = _recipe_values(stage, recipe, folder)
     fields = []
     for f in dataclasses.fields(cls):
@@ -95,8 +92,8 @@ def form(stage: str, recipe: str | None = None, folder: Path | None = None) -> d
         value = values.get(f.name, default)
         if f.name == "output_dir" and value:
             value = Path(str(value)).name  # a recipe's runs/<name>: the name under the root
-        fields.append({"key": f.name, "type": _type_name(hints[f.name]),
-                       "kind": _kind(s, hints[f.name]), "help": m.get("help", ""),
+        fields.append({"key": f.name, "type": types[f.name],
+                       "kind": _kind(s), "help": m.get("help", ""),
                        "default": as_text(default), "value": as_text(value),
                        "choices": [as_text(c) for c in m.get("choices") or ()],
                        "min": m.get("min"), "max": m.get("max"),

@@ -136,10 +136,11 @@ def read_rows(path: Path, after: int = 0, limit_bytes: int = 8 << 20) -> dict:
         if line.strip():
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError
-                out["rows"].append(finite(row))
             except ValueError:
+                row = None
+            if isinstance(row, dict):
+                out["rows"].append(finite(row))
+            else:
                 out["problems"].append(f"metrics.jsonl: the line at byte {pos} is not a JSON "
                                        f"row: {line[:40].decode('utf-8', 'replace')!r}")
         pos += len(line) + 1
