@@ -147,7 +147,7 @@ def _pages(ctx: StudioContext) -> APIRouter:
 
     @r.get("/run/{name:path}", response_class=HTMLResponse)
     def run_page(name: str):
-        _run_path(ctx, name)
+        resolve_name(ctx.root, name)  # a launched job's folder may not exist yet: it waits
         return pages.run_page(name)
 
     return r

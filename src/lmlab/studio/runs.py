@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ STALE_S = 120.0  # a run whose metrics.jsonl is older than this is not running (
 MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "final")
 # the headline metric: the first of these in the last metrics row, else its first number
 HEADLINE = ("eval/loss", "train/loss", "loss", "train/reward", "train/return")
+_STEP = re.compile(r"^step-(\d+)$")
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
 
 
@@ -188,13 +190,15 @@ def _read_json(path: Path) -> tuple[dict | None, str]:
 
 
 def _checkpoints(path: Path) -> int:
-    from lmlab.runs import checkpoint_steps
-
+    """The newest complete checkpoint's step (as ``lmlab.runs.checkpoint_steps`` counts them;
+    that module imports torch, which the table does not need)."""
     try:
-        steps = checkpoint_steps(path / "checkpoints")
+        names = os.listdir(path / "checkpoints")
     except OSError:
         return 0
-    return steps[-1] if steps else 0
+    steps = [int(m.group(1)) for n in names if (m := _STEP.match(n))
+             and os.path.exists(path / "checkpoints" / n / "state.pt")]
+    return max(steps, default=0)
 
 
 def headline(row: dict) -> tuple[str, float] | None:

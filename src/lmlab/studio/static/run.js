@@ -46,7 +46,14 @@ async function pollJob() {
 }
 
 async function load() {
-  const d = await studio.get(API + "/details");
+  let d;
+  for (;;) {  // a job just launched: its folder appears once the stage has started
+    try { d = await studio.get(API + "/details"); break; } catch (e) {
+      document.getElementById("problem").textContent = e.message + " (waiting for it)";
+      await new Promise(r => setTimeout(r, 1000));
+    }
+  }
+  document.getElementById("problem").textContent = "";
   document.getElementById("where").textContent = d.path;
   if (d.problems.length) document.getElementById("problem").textContent = d.problems.join("; ");
   showRow(d.row);
