@@ -96,8 +96,8 @@ FAKE = textwrap.dedent("""\
 """)
 
 
-@pytest.fixture()
-def fake_python(tmp_path):
+@contextlib.contextmanager
+def fake_queue(tmp_path: Path):
     """(queue over tmp_path/runs whose 'python' is the stand-in, folder of the stand-in)."""
     folder = tmp_path / "fake"
     folder.mkdir()
@@ -110,6 +110,12 @@ def fake_python(tmp_path):
     yield q, folder
     (folder / "release").touch()
     q.close(timeout=10)
+
+
+@pytest.fixture()
+def fake_python(tmp_path):
+    with fake_queue(tmp_path) as out:
+        yield out
 
 
 def started(folder: Path) -> list[list[str]]:
