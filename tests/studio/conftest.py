@@ -76,6 +76,7 @@ def live(app):
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        app.state.ctx.extra["closing"] = True  # event streams end (as on Ctrl-C)
         server.should_exit = True
         t.join(timeout=30)
 

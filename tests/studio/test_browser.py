@@ -136,14 +136,16 @@ def test_runs_live_curve_compare_and_form_error(browser, tmp_path):
         browser.find_element(By.ID, "check").click()
         err = wait(browser, lambda d: d.find_element(By.ID, "err-max_steps").text or None)
         assert err == "max_steps: -1 is out of range (must be >= 0)"
-        browser.execute_script("document.getElementById('f-model').scrollIntoView()")
+        browser.execute_script("window.scrollTo(0, 0)")
         shot(browser, "launch")
 
 
 @pytest.mark.slow
 def test_launch_watch_stop_resume_and_compare_a_tiny_run(browser, tmp_path):
     """A real `lmlab sft` on tiny:llama from the form: its curve grows, Stop saves a checkpoint
-    (the run is interrupted), Resume finishes it, and it compares with a second run."""
+    (the run is interrupted), Resume continues it from there, and it compares with a second
+    run."""
+    import httpx
     from selenium.webdriver.common.by import By
 
     make_run(tmp_path, "other", summary=True, rows=30)
@@ -170,7 +172,7 @@ def test_launch_watch_stop_resume_and_compare_a_tiny_run(browser, tmp_path):
         assert ctx.queue.wait(job, timeout=120)["status"] == "stopped"
         resume = wait(browser, lambda d: d.find_element(By.ID, "resume").is_displayed()
                       and d.find_element(By.ID, "resume"), timeout=30)
-        ckpt = ctx.extra["index"].row("tiny-run", (tmp_path / "tiny-run").resolve())
+        ckpt = httpx.get(url + "/api/runs/tiny-run/details").json()["row"]
         assert ckpt["status"] == "interrupted" and ckpt["checkpoint"] >= 2
         resume.click()
         again = wait(browser, lambda d: len(ctx.queue.jobs) == 2 and list(ctx.queue.jobs)[1])

@@ -43,6 +43,19 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
+def _Server(config, ctx):
+    """uvicorn's server, telling the app's event streams to end as soon as Ctrl-C comes (else
+    uvicorn waits for every open browser tab's stream before it shuts down)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            ctx.extra["closing"] = True
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
 def run(cfg: Config) -> dict:
     from pathlib import Path
 
@@ -60,7 +73,7 @@ def run(cfg: Config) -> dict:
     link = f"http://{shown}:{cfg.port}/" + (f"?token={cfg.token}" if cfg.token else "")
     print(f"[lmlab] studio over {root}: {link} (Ctrl-C stops it; a running job saves a "
           f"checkpoint first)", flush=True)
-    # open event streams end within a second of Ctrl-C (timeout_graceful_shutdown)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
-                timeout_graceful_shutdown=2)
+    server = _Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
+                                    timeout_graceful_shutdown=5), ctx)
+    server.run()
     return {"root": str(root), "host": cfg.host, "port": cfg.port}

@@ -31,8 +31,7 @@ function showRow(row) {
     !(row.status === "interrupted" || row.status === "failed") || !row.checkpoint;
   const rep = document.getElementById("report");
   rep.hidden = !row.report; rep.href = "/report/" + NAME;
-  jobId = row.job ? row.job.id : null;
-  if (jobId) pollJob();
+  if (row.job) { jobId = row.job.id; pollJob(); }  // (else keep a report job being shown)
 }
 
 async function pollJob() {
