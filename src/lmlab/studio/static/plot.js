@@ -2,6 +2,10 @@
 "use strict";
 const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d"];
 
+function tickText(t) {
+  return t !== 0 && Math.abs(t) < 1e-3 ? t.toExponential(1) : String(+t.toPrecision(4));
+}
+
 function niceTicks(lo, hi, n) {
   if (!(hi > lo)) { hi = lo + 1; }
   const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -37,10 +41,10 @@ function linePlot(title, series, w = 360, h = 200) {
   add("rect", {x: L, y: T, width: w - L - R, height: h - T - B, fill: "none", stroke: "#ccc"});
   for (const t of niceTicks(y0, y1, 4)) {
     add("line", {x1: L, x2: w - R, y1: Y(t), y2: Y(t), stroke: "#eee"});
-    add("text", {x: L - 4, y: Y(t) + 3, "text-anchor": "end"}, studio.num(+t.toPrecision(6)));
+    add("text", {x: L - 4, y: Y(t) + 3, "text-anchor": "end"}, tickText(t));
   }
   for (const t of niceTicks(x0, x1, 5)) {
-    add("text", {x: X(t), y: h - 8, "text-anchor": "middle"}, studio.num(+t.toPrecision(6)));
+    add("text", {x: X(t), y: h - 8, "text-anchor": "middle"}, tickText(t));
   }
   series.forEach((s, i) => {
     const good = s.points.filter(p => Number.isFinite(p[1]));
