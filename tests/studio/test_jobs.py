@@ -69,3 +69,27 @@ def test_log_tail_shows_the_progress_bar_as_a_terminal_would(tmp_path):
     log = tmp_path / "x.log"
     log.write_text("$ lmlab sft\nsft:  10%|#  | 1/10\rsft:  20%|## | 2/10\rsft:  30%|### | 3/10")
     assert log_tail(log, 5) == ["$ lmlab sft", "sft:  30%|### | 3/10"]
+
+
+def test_a_run_is_resumed_from_its_saved_config(fake_python):
+    from fastapi.testclient import TestClient
+
+    from lmlab.studio.app import create_app
+    from lmlab.studio.context import StudioContext
+
+    from .conftest import make_run
+
+    q, folder = fake_python
+    path = make_run(q.root, "old", checkpoint=5, lr=0.001, overwrite=True, lora_targets=["q"])
+    c = TestClient(create_app(StudioContext(root=q.root, queue=q)), base_url="http://127.0.0.1")
+    job = c.post("/api/runs/old/resume", json={}).json()["job"]
+    wait_for(lambda: started(folder), what="the resumed job")
+    # the saved keys that differ from the defaults, the folder itself, resume=auto; never
+    # overwrite (it would delete the checkpoint being resumed)
+    assert started(folder)[0] == ["-m", "lmlab", "sft", "model=tiny:llama", "max_steps=10",
+                                  "lr=0.001", "lora_targets=q", f"output_dir={path}",
+                                  "resume=auto"]
+    assert c.get("/api/runs").json()["rows"][0]["status"] == "running"
+    assert c.get(f"/api/jobs/{job['id']}").json()["status"] == "running"
+    r = c.post("/api/runs/nothing-here/resume", json={})
+    assert r.status_code == 404

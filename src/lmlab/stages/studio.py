@@ -75,5 +75,9 @@ def run(cfg: Config) -> dict:
           f"checkpoint first)", flush=True)
     server = _Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
                                     timeout_graceful_shutdown=5), ctx)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: the normal way out
+        pass
+    print("[lmlab] studio stopped", flush=True)
     return {"root": str(root), "host": cfg.host, "port": cfg.port}
