@@ -115,3 +115,21 @@ def test_a_link_that_leads_outside_is_refused(tmp_path):
     with pytest.raises(UserError, match="leads outside"):
         resolve_name(root, "link")
     assert resolve_name(root, "pipe/sft") == (root / "pipe" / "sft").resolve()
+
+
+def test_a_second_scan_reads_no_config_again(tmp_path, monkeypatch):
+    import lmlab.studio.runs as runs
+
+    for i in range(5):
+        make_run(tmp_path, f"r{i}")
+    pipe = make_run(tmp_path, "pipe", stage="pipeline", rows=0)
+    make_run(pipe, "sft")
+    index = RunIndex(tmp_path)
+    calls = []
+    real = runs._read_yaml
+    monkeypatch.setattr(runs, "_read_yaml", lambda p: calls.append(p) or real(p))
+    assert len(index.scan()) == 7 and len(calls) == 7
+    assert len(index.scan()) == 7 and len(calls) == 7  # cached under the files' mtimes
+    (tmp_path / "r0" / "config.yaml").write_text("stage: dpo\nmodel: x\n")
+    assert {r["name"]: r["stage"] for r in index.scan()}["r0"] == "dpo"
+    assert len(calls) == 8

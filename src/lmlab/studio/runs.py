@@ -244,18 +244,22 @@ class RunIndex:
             top_is_run = is_run(top)
             if top_is_run:
                 out.append((top.name, top))
-            if not top_is_run or _is_pipeline(top):
+            if not top_is_run or self._static_of(top)["stage"] == "pipeline":
                 out += [(f"{top.name}/{sub.name}", sub) for sub in _subdirs(top) if is_run(sub)]
         return out
 
-    def row(self, name: str, path: Path, job: dict | None = None) -> dict:
+    def _static_of(self, path: Path) -> dict:
         with self._lock:
             stamp = _stamp(path)
             cached = self._static.get(path)
             if cached is None or cached[0] != stamp:
                 cached = (stamp, _static_part(path))
                 self._static[path] = cached
-            static = cached[1]
+            return cached[1]
+
+    def row(self, name: str, path: Path, job: dict | None = None) -> dict:
+        static = self._static_of(path)
+        with self._lock:
             tail = update_tail(path / "metrics.jsonl", self._tails.get(path, Tail()))
             self._tails[path] = tail
         problems = list(static["problems"]) + ([tail.problem] if tail.problem else [])
@@ -292,11 +296,6 @@ def _subdirs(folder: Path) -> list[Path]:
                       if not p.name.startswith((".", "_")) and p.is_dir())
     except OSError:
         return []
-
-
-def _is_pipeline(path: Path) -> bool:
-    cfg, _ = _read_yaml(path / "config.yaml")
-    return cfg.get("stage") == "pipeline"
 
 
 def _age(path: Path) -> float:
