@@ -161,6 +161,7 @@ def test_launch_watch_stop_resume_and_compare_a_tiny_run(browser, tmp_path):
         browser.find_element(By.ID, "launch").click()
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR,
                                                 "#jobs tr[data-status=running]"), timeout=30)
+        browser.execute_script("window.scrollTo(0, 0)")
         shot(browser, "launch-job")
         browser.get(url + "/run/tiny-run")  # before the stage has made the folder: it waits
         wait(browser, lambda d: rows_shown(d) >= 2, timeout=180)

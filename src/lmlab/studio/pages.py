@@ -61,15 +61,16 @@ def compare_page() -> str:
 
 
 def launch_page() -> str:
-    body = ("<h1>Launch</h1><form id=form onsubmit='return false'>"
+    body = ("<h1>Launch</h1>"
+            "<h2>Jobs <small class=muted>(one runs at a time; the rest wait)</small></h2>"
+            "<table id=jobs class=grid><thead><tr><th>job</th><th>status</th><th>run</th>"
+            "<th>progress</th><th></th></tr></thead><tbody></tbody></table>"
+            "<h2>New run</h2><form id=form onsubmit='return false'>"
             "<p><label>stage <select id=stage></select></label> "
             "<label>recipe <select id=recipe></select></label> "
             "<span id=stage-help class=muted></span></p>"
-            "<div id=fields class=fields></div><p id=general class=problem></p>"
             "<p><button id=check type=button>Check</button> "
             "<button id=launch type=button>Launch</button> "
-            "<code id=command class=muted></code></p></form>"
-            "<h2>Jobs <small class=muted>(one runs at a time; the rest wait)</small></h2>"
-            "<table id=jobs class=grid><thead><tr><th>job</th><th>status</th><th>run</th>"
-            "<th>progress</th><th></th></tr></thead><tbody></tbody></table>")
+            "<code id=command class=muted></code></p><p id=general class=problem></p>"
+            "<div id=fields class=fields></div></form>")
     return page("Launch", body, ("launch.js",), active="/launch")
