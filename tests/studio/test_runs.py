@@ -118,7 +118,7 @@ def test_a_link_that_leads_outside_is_refused(tmp_path):
 
 
 def test_a_second_scan_reads_no_config_again(tmp_path, monkeypatch):
-    import lmlab.studio.runs as runs
+    from lmlab.studio import runs
 
     for i in range(5):
         make_run(tmp_path, f"r{i}")
