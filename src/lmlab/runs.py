@@ -119,23 +119,7 @@ def prepare_run(cfg, stage: str) -> Run:
     if not cfg.output_dir:
         cfg.output_dir = default_output_dir(stage, cfg.model)
     path = Path(cfg.output_dir)
-    existing = path / "config.yaml"
-    replace = None  # the stage of a run that overwrite=true deletes
-    if path.exists() and not path.is_dir():
-        raise UserError(f"output_dir {path} is a file, not a folder; choose another output_dir")
-    if existing.exists():
-        old_stage = saved_stage(existing)
-        if cfg.overwrite:
-            replace = old_stage
-        elif old_stage != stage:
-            raise UserError(f"{path} holds a '{old_stage}' run, not '{stage}': choose another "
-                            f"output_dir or pass overwrite=true to replace it")
-        elif cfg.resume == "no":
-            raise UserError(f"{path} already holds a {stage} run: pass resume=auto to continue "
-                            f"it or overwrite=true to replace it (or choose another output_dir)")
-    elif path.exists() and any(path.iterdir()) and not cfg.overwrite:
-        raise UserError(f"{path} exists and is not an lmlab run folder; choose another "
-                        f"output_dir or pass overwrite=true")
+    replace = check_run_folder(path, stage, resume=cfg.resume, overwrite=cfg.overwrite)
     # under torchrun every rank checks the folder as it was before the main rank changes it
     # (else a slower rank finds the new config.yaml and refuses its own run), and none goes on
     # before the folder exists
@@ -149,6 +133,32 @@ def prepare_run(cfg, stage: str) -> Run:
         (path / "config.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     barrier()
     return Run(path=path, stage=stage)
+
+
+def check_run_folder(path: Path, stage: str, *, resume: str, overwrite: bool) -> str | None:
+    """The CLI's rule for a run's ``output_dir`` (``prepare_run``; ``lmlab studio``'s launch form
+    checks it too): a folder that holds another run is refused unless ``resume`` continues it or
+    ``overwrite`` replaces it; another *stage's* run only with ``overwrite``. Returns the stage of
+    the run that ``overwrite`` would delete (None: nothing is deleted)."""
+    path = Path(path)
+    existing = path / "config.yaml"
+    replace = None
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output_dir {path} is a file, not a folder; choose another output_dir")
+    if existing.exists():
+        old_stage = saved_stage(existing)
+        if overwrite:
+            replace = old_stage
+        elif old_stage != stage:
+            raise UserError(f"{path} holds a '{old_stage}' run, not '{stage}': choose another "
+                            f"output_dir or pass overwrite=true to replace it")
+        elif resume == "no":
+            raise UserError(f"{path} already holds a {stage} run: pass resume=auto to continue "
+                            f"it or overwrite=true to replace it (or choose another output_dir)")
+    elif path.exists() and any(path.iterdir()) and not overwrite:
+        raise UserError(f"{path} exists and is not an lmlab run folder; choose another "
+                        f"output_dir or pass overwrite=true")
+    return replace
 
 
 def saved_stage(config: Path) -> str:

@@ -163,7 +163,7 @@ def test_pages_and_their_files_are_served(client):
     for url in ("/chat", "/arena"):
         r = client.get(url)
         assert r.status_code == 200 and "<html" in r.text
-        for src in ("/ui/chat.css", "/ui/sse.js", "/ui/studio.js", "/ui/studio.css"):
+        for src in ("/ui/chat.css", "/ui/sse.js", "/ui/talk.js", "/ui/talk.css"):
             assert src in r.text
     assert "readEvents" in client.get("/ui/sse.js").text
     assert client.get("/ui/../app.py").status_code == 404

@@ -31,8 +31,8 @@ MAX_TOKENS = 1024
 # reader are lmlab serve's own, so the two chat pages can't drift apart
 ASSETS = {"chat.css": ("lmlab.serve", "chat.css", "text/css"),
           "sse.js": ("lmlab.serve", "sse.js", "text/javascript"),
-          "studio.css": ("lmlab.studio", "studio.css", "text/css"),
-          "studio.js": ("lmlab.studio", "studio.js", "text/javascript")}
+          "talk.css": ("lmlab.studio", "talk.css", "text/css"),
+          "talk.js": ("lmlab.studio", "talk.js", "text/javascript")}
 
 
 class Decoding(BaseModel):

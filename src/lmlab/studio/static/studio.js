@@ -1,62 +1,43 @@
-/* What lmlab studio's chat, arena and deploy pages share: element lookup, JSON calls (with the
-   studio's token when one is set: ?token=... once, then kept in this browser), the model
-   suggestions and the decoding knobs. */
+// Shared helpers of every studio page: JSON calls, formatting, the query string.
 "use strict";
-const $ = (id) => document.getElementById(id);
-
-(function keepToken() {
-  const t = new URLSearchParams(location.search).get("token");
-  if (t) localStorage.setItem("lmlab_studio_token", t);
-})();
-
-function headers() {
-  const h = { "Content-Type": "application/json" };
-  const t = localStorage.getItem("lmlab_studio_token");
-  if (t) h["Authorization"] = "Bearer " + t;
-  return h;
-}
-
-async function failure(r) {
-  const j = await r.json().catch(() => ({}));
-  const d = j.detail !== undefined ? j.detail : j.error;
-  return new Error(typeof d === "string" ? d : (d ? JSON.stringify(d) : "HTTP " + r.status));
-}
-
-async function api(url, body) {
-  const r = await fetch(url, body === undefined ? { headers: headers() }
-    : { method: "POST", headers: headers(), body: JSON.stringify(body) });
-  if (!r.ok) throw await failure(r);
-  return r.json();
-}
-
-async function fillModels(listId) {   // <datalist> of base + the runs with a saved model
-  try {
-    const j = await api("/api/models");
-    $(listId).innerHTML = "";
-    for (const m of j.models) { const o = document.createElement("option"); o.value = m; $(listId).appendChild(o); }
-    return j;
-  } catch (e) { return null; }
-}
-
-function showKnobs() {
-  for (const id of ["temperature", "top_p"]) {
-    const show = () => { $(id + "-v").textContent = $(id).value; };
-    $(id).addEventListener("input", show); show();
-  }
-}
-
-function knobs() {
-  const k = { temperature: Number($("temperature").value), top_p: Number($("top_p").value),
-              max_tokens: Number($("max_tokens").value) || 128 };
-  if ($("seed").value !== "") k.seed = Number($("seed").value);
-  return k;
-}
-
-function bubble(parent, role, text) {
-  const div = document.createElement("div");
-  div.className = "msg " + role;
-  div.textContent = text;
-  parent.appendChild(div);
-  parent.scrollTop = parent.scrollHeight;
-  return div;
-}
+const studio = {
+  async get(url) {
+    const r = await fetch(url, {credentials: "same-origin"});
+    const body = await r.json();
+    if (!r.ok && r.status !== 422) throw new Error(body.error || r.statusText);
+    return body;
+  },
+  async post(url, data) {
+    const r = await fetch(url, {method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json"}, body: JSON.stringify(data || {})});
+    const body = await r.json();
+    if (!r.ok && r.status !== 422) throw new Error(body.error || r.statusText);
+    return body;
+  },
+  el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v; else if (k === "text") e.textContent = v;
+      else e.setAttribute(k, v);
+    }
+    for (const c of children) e.append(c instanceof Node ? c : String(c));
+    return e;
+  },
+  num(v) {
+    if (typeof v !== "number") return v === null || v === undefined ? "" : String(v);
+    if (Number.isInteger(v)) return String(v);
+    const a = Math.abs(v);
+    return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : v.toFixed(4);
+  },
+  age(s) {
+    if (s === null || s === undefined) return "";
+    if (s < 60) return Math.round(s) + " s";
+    if (s < 3600) return Math.round(s / 60) + " min";
+    if (s < 86400) return (s / 3600).toFixed(1) + " h";
+    return (s / 86400).toFixed(1) + " d";
+  },
+  runUrl(name) { return "/run/" + name.split("/").map(encodeURIComponent).join("/"); },
+  apiRun(name) { return "/api/runs/" + name.split("/").map(encodeURIComponent).join("/"); },
+  param(k) { return new URLSearchParams(location.search).get(k) || ""; },
+  badge(status) { return studio.el("span", {class: "badge " + status, text: status}); },
+};
