@@ -6,6 +6,7 @@ view go to docs/studio/ (docs/studio.md shows them)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -27,7 +28,8 @@ DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROME and DRIVER),
     reason="needs a headless browser: apt-get install -y chromium chromium-driver")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "studio"
+SHOTS = Path(os.environ.get("LMLAB_STUDIO_SHOTS") or
+             Path(__file__).resolve().parents[2] / "docs" / "studio")
 
 
 @pytest.fixture(scope="module")

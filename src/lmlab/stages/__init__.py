@@ -12,7 +12,7 @@ import pkgutil
 NOT_STAGES = {"setup"}
 # lifecycle order for ``lmlab --help``; stages not listed follow alphabetically
 ORDER = ["tokenizer", "pretrain", "sft", "reward", "dpo", "preferences", "ppo", "grpo", "distill",
-         "quantize", "qat", "evaluate", "generate", "bench", "serve", "report", "pipeline",
+         "quantize", "qat", "evaluate", "generate", "bench", "serve", "studio", "report", "pipeline",
          "embed", "index", "scratch", "vision", "agent", "plan"]
 
 
