@@ -5,8 +5,14 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmlab.train.logging import step_line
-from lmlab.train.mfu import FlopCounter, matmul_params, mfu, seq_len_of, shape_of, \
-    train_flops_per_token
+from lmlab.train.mfu import (
+    FlopCounter,
+    matmul_params,
+    mfu,
+    seq_len_of,
+    shape_of,
+    train_flops_per_token,
+)
 
 
 def test_flops_per_token_by_hand():

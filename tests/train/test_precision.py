@@ -7,8 +7,13 @@ import pytest
 import torch
 import yaml
 
-from lmlab.common import BF16_MIN_SPEEDUP, Precision, decide_auto, pick_dtype, \
-    resolve_precision
+from lmlab.common import (
+    BF16_MIN_SPEEDUP,
+    Precision,
+    decide_auto,
+    pick_dtype,
+    resolve_precision,
+)
 from lmlab.errors import ConfigError
 from lmlab.losses.objectives import LMObjective
 from lmlab.models import load_model
@@ -106,7 +111,7 @@ def _train(tmp_path, dtype):
 
 
 def test_bf16_autocast_trains_fp32_weights_close_to_fp32(tmp_path):
-    m32, r32, run = _train(tmp_path / "fp32", torch.float32)
+    _, r32, run = _train(tmp_path / "fp32", torch.float32)
     m16, r16, _ = _train(tmp_path / "bf16", torch.bfloat16)
     assert all(p.dtype == torch.float32 for p in m16.parameters())
     first32, first16 = r32.metrics[0]["train/loss"], r16.metrics[0]["train/loss"]
