@@ -127,3 +127,19 @@ def test_lmlab_env_prints_the_table_and_the_auto_choice(tmp_path, monkeypatch, c
     assert "dtype=auto for training: bf16 autocast (bf16 matmul 8.0x fp32" in out
     assert json.loads(out_json.read_text())["auto"] == "bf16 autocast"
     assert list((tmp_path / "hardware").glob("*.json"))  # cached for the next run
+
+
+def test_the_report_table_lists_runs_that_logged_mfu(tmp_path):
+    from lmlab.report.collect import RunData
+    from lmlab.report.hardware import hardware_tables
+
+    cfg = {"dtype": "auto", "resolved": {"dtype": "bf16 autocast", "dtype_reason": "fast"}}
+    runs = [RunData(tmp_path, "sft", cfg, metrics=[
+                {"train/tokens_per_s": 100.0, "train/mfu": 0.2},
+                {"train/tokens_per_s": 300.0, "train/mfu": 0.4}], label="a"),
+            RunData(tmp_path, "vision", {"dtype": "fp32"}, metrics=[{"train/loss": 1.0}],
+                    label="b")]
+    (table,) = hardware_tables(runs)
+    assert table.rows == [["a", "sft", "auto", "bf16 autocast", 200.0, pytest.approx(0.3),
+                           "fast"]]
+    assert hardware_tables(runs[1:]) == []
