@@ -35,6 +35,10 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 # dtype=auto trains under bf16 autocast on a CPU whose bf16 matmul is at least this much faster
 # than its fp32 one (the probe's best rates); below it the casts cost what bf16 saves
 BF16_MIN_SPEEDUP = 1.3
+# ... and only for models at least this wide: below it the per-step casts cost more than the
+# bf16 matmuls save (RESULTS.md: a 128-wide GPT trains at 0.76-0.80x fp32 under bf16 autocast
+# on an AMX Xeon; SmolLM2-135M, 576 wide, at 1.6x in bf16). 256 lies between the two.
+AUTOCAST_MIN_WIDTH = 256
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -97,12 +101,13 @@ def probe_table(device: torch.device, *, refresh: bool = False) -> dict:
 
 
 def resolve_precision(name: str, device: torch.device, *, autocast_ok: bool = True,
-                      table_fn=probe_table) -> Precision:
+                      width: int | None = None, table_fn=None) -> Precision:
     """A training stage's ``dtype`` key -> Precision. Explicit names keep their meaning (on a
     CPU, bf16/fp16 are the weights' dtype; on a GPU, autocast over fp32 weights). ``auto`` asks
     the probe (``table_fn(device)``); ``LMLAB_AUTO_DTYPE=fp32|bf16`` pins what auto means on a
     CPU (the test suite pins fp32, so its numbers do not depend on the CPU kind);
-    ``autocast_ok=False`` (a stage that would hold bf16 weights) keeps fp32 on a CPU."""
+    ``autocast_ok=False`` (a stage that would hold bf16 weights) and a model ``width`` below
+    AUTOCAST_MIN_WIDTH keep fp32 on a CPU."""
     if name != "auto":
         dtype = pick_dtype(name, device)
         amp = device.type == "cuda" and dtype != torch.float32
@@ -116,7 +121,10 @@ def resolve_precision(name: str, device: torch.device, *, autocast_ok: bool = Tr
                          f"LMLAB_AUTO_DTYPE={pinned} pins it")
     if not autocast_ok:
         return Precision(torch.float32, False, "this stage trains in fp32 on a CPU under auto")
-    return decide_auto(device, table_fn(device))
+    if width is not None and width < AUTOCAST_MIN_WIDTH:
+        return Precision(torch.float32, False, f"the model is {width} wide (< "
+                         f"{AUTOCAST_MIN_WIDTH}): bf16 casts would cost more than they save")
+    return decide_auto(device, (table_fn or probe_table)(device))
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float | None:

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from lmlab.common import (
+    AUTOCAST_MIN_WIDTH,
     BF16_MIN_SPEEDUP,
     Precision,
     decide_auto,
@@ -139,17 +140,36 @@ def test_config_yaml_records_what_auto_became(tmp_path):
     assert load_config(TrainConfig, run.path / "config.yaml", stage="sft") == cfg
 
 
-@pytest.mark.parametrize("stage,label", [("sft", "bf16 autocast"), ("distill", "fp32")])
-def test_a_stage_prints_and_records_its_choice(tmp_path, monkeypatch, capsys, stage, label):
+@pytest.mark.parametrize("stage,width,label,why", [
+    ("sft", 576, "bf16 autocast", "bf16 matmul 8.0x fp32 on Fake CPU"),
+    ("sft", None, "fp32", "the model is 64 wide (< 256)"),  # tiny:llama's own width
+    ("distill", 576, "fp32", "this stage trains in fp32")])
+def test_a_stage_prints_and_records_its_choice(tmp_path, monkeypatch, capsys, stage, width,
+                                               label, why):
     from lmlab.stages.setup import start_stage
     from lmlab.train.config import TrainConfig
 
     monkeypatch.setattr("lmlab.common.probe_table", lambda device, **kw: table(100.0, 800.0))
+    if width is not None:
+        monkeypatch.setattr("lmlab.stages.setup.model_width", lambda cfg: width)
     monkeypatch.delenv("LMLAB_AUTO_DTYPE", raising=False)
     cfg = TrainConfig(model="tiny:llama", output_dir=str(tmp_path / stage))
     ctx = start_stage(cfg, stage)
     assert ctx.autocast == (label != "fp32") and ctx.weights_dtype == torch.float32
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith(f"[lmlab] dtype auto -> {label}: ")
+    assert first.startswith(f"[lmlab] dtype auto -> {label}: {why}")
     saved = yaml.safe_load((ctx.run.path / "config.yaml").read_text())
-    assert saved["resolved"]["dtype"] == label and saved["resolved"]["dtype_reason"]
+    assert saved["resolved"]["dtype"] == label and why in saved["resolved"]["dtype_reason"]
+
+
+def test_narrow_models_stay_fp32_under_auto(monkeypatch):
+    monkeypatch.delenv("LMLAB_AUTO_DTYPE", raising=False)
+
+    def fast(device):
+        return table(100.0, 800.0)
+
+    assert resolve_precision("auto", CPU, width=128, table_fn=fast).label == "fp32"
+    assert resolve_precision("auto", CPU, width=AUTOCAST_MIN_WIDTH,
+                             table_fn=fast).label == "bf16 autocast"
+    assert resolve_precision("auto", CPU, width=None, table_fn=fast).label == "bf16 autocast"
+    assert resolve_precision("bf16", CPU, width=64).dtype == torch.bfloat16  # asked for

@@ -56,12 +56,31 @@ def start_stage(cfg, stage: str, *, check_model: bool = True) -> StageContext:
     if world_size() > 1 and device.type == "cuda":
         device = torch.device("cuda", rank() % torch.cuda.device_count())
     init_distributed(device)
-    prec = resolve_precision(cfg.dtype, device, autocast_ok=stage in CPU_AUTOCAST)
+    autocast_ok = stage in CPU_AUTOCAST
+    width = model_width(cfg) if cfg.dtype == "auto" and autocast_ok and device.type == "cpu" \
+        else None
+    prec = resolve_precision(cfg.dtype, device, autocast_ok=autocast_ok, width=width)
     print0(f"[lmlab] dtype {cfg.dtype} -> {prec.label}: {prec.reason}")
     run = prepare_run(cfg, stage, resolved={"dtype": prec.label, "dtype_reason": prec.reason})
     seed_everything(cfg.seed)
     return StageContext(run=run, device=device, dtype=prec.dtype, autocast=prec.autocast,
                         dtype_reason=prec.reason)
+
+
+def model_width(cfg) -> int | None:
+    """The hidden width of the model a stage will train, from its config alone (a scratch
+    preset's size, or the reference's config); None when it cannot be told."""
+    try:
+        if getattr(cfg, "model", "") == "scratch":
+            from lmlab.models.scratch_presets import size
+
+            return size(cfg.preset, layers=cfg.layers, heads=cfg.heads, width=cfg.width,
+                        context=cfg.context).width
+        from lmlab.plan import shape_for
+
+        return shape_for(cfg.model).hidden
+    except Exception:  # noqa: BLE001 - unknown width: the probe alone decides
+        return None
 
 
 def eval_task_names(cfg) -> list[str]:
