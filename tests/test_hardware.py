@@ -48,6 +48,9 @@ def test_the_key_names_device_model_torch_and_threads():
     assert hardware.probe_key("AMD EPYC 7B13 64-Core", "2.14.0+cpu", 2) != k
     assert hardware.probe_key("Intel(R) Xeon(R) Processor", "2.13.0+cpu", 2) != k
     assert "/" not in hardware.probe_key("a/b (c)", "1", 1)
+    limited = hardware.probe_key("AMD EPYC 7B13 64-Core", "2.13.0+cpu", 2,
+                                 isa="ONEDNN_MAX_CPU_ISA=AVX2")
+    assert limited == "cpu-AMD_EPYC_7B13_64-Core-torch2.13.0+cpu-t2-ONEDNN_MAX_CPU_ISA_AVX2-v1"
 
 
 def test_the_second_call_reads_the_cache(tmp_path):
@@ -80,7 +83,10 @@ def test_another_cpu_torch_version_or_thread_count_misses(tmp_path, monkeypatch)
     finally:
         torch.set_num_threads(threads)
     assert measure.calls == 4
-    assert len(list((tmp_path / "hardware").glob("*.json"))) == 4
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN's bf16 kernels limited: a miss
+    hardware.probe(tmp_path, measure=measure)
+    assert measure.calls == 5
+    assert len(list((tmp_path / "hardware").glob("*.json"))) == 5
 
 
 def test_a_damaged_cache_file_is_measured_again(tmp_path):

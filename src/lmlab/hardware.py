@@ -71,9 +71,20 @@ def device_model(device: torch.device) -> str:
     return cpu_model()
 
 
-def probe_key(model: str, torch_version: str, threads: int, device: str = "cpu") -> str:
-    """The cache file's name: one table per device model, torch version, threads, device."""
-    text = f"{device}-{model}-torch{torch_version}-t{threads}-v{VERSION}"
+def kernel_isa() -> str:
+    """The instruction set torch's CPU kernels were limited to, when it was: ATEN_CPU_CAPABILITY
+    (torch's own kernels) and ONEDNN_MAX_CPU_ISA (oneDNN's bf16/int8 matmuls) change the rates
+    on the same CPU; '' when neither is set."""
+    parts = [f"{v}={os.environ[v]}" for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+             if os.environ.get(v)]
+    return ",".join(parts)
+
+
+def probe_key(model: str, torch_version: str, threads: int, device: str = "cpu",
+              isa: str = "") -> str:
+    """The cache file's name: one table per device model, torch version, threads, device and
+    kernel limit (``kernel_isa``)."""
+    text = f"{device}-{model}-torch{torch_version}-t{threads}{'-' + isa if isa else ''}-v{VERSION}"
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_")
 
 
@@ -84,7 +95,7 @@ def probe(cache: str | Path | None, *, device: str | torch.device = "cpu", refre
     keep nothing."""
     device = torch.device(device)
     key = probe_key(device_model(device), torch.__version__, torch.get_num_threads(),
-                    device.type)
+                    device.type, kernel_isa() if device.type == "cpu" else "")
     path = Path(cache) / "hardware" / f"{key}.json" if cache is not None else None
     if path is not None and path.is_file() and not refresh:
         try:
