@@ -30,6 +30,7 @@ DTYPES = ("fp32", "bf16", "fp16", "int8")
 # (M, K, N): 512 tokens through SmolLM2-135M's attention projection (576 -> 576) and its MLP
 # (576 -> 1536); a 1024 cube for comparison with published numbers
 SHAPES = ((512, 576, 576), (512, 576, 1536), (1024, 1024, 1024))
+GPU_SHAPES = ((4096, 4096, 4096),)  # a GPU reaches its peak only on large products
 BUDGET_S = 0.06  # timing per shape and dtype after one warm-up product
 SLOW_S = 0.3  # a warm-up product slower than this: the dtype is emulated; skip larger shapes
 BANDWIDTH_MB = 256  # bytes read per pass: far beyond any L3
@@ -165,7 +166,7 @@ def _matmul_row(dtype: str, device: torch.device) -> dict:
     """{"gflops": the best rate over the shapes, "shapes": {"MxKxN": GFLOP/s | why not}}."""
     shapes: dict[str, float | str] = {}
     slow = False
-    for m, k, n in SHAPES:
+    for m, k, n in SHAPES + (GPU_SHAPES if device.type == "cuda" else ()):
         name = f"{m}x{k}x{n}"
         if slow:
             shapes[name] = "skipped (slow)"
@@ -220,7 +221,8 @@ def format_table(table: dict) -> list[str]:
               f"CPU capability {table.get('capability', '?')}"),
              f"flags      {' '.join(table.get('flags') or []) or '(none known)'}",
              ""]
-    names = [f"{m}x{k}x{n}" for m, k, n in SHAPES]
+    names = [f"{m}x{k}x{n}" for m, k, n in SHAPES + (GPU_SHAPES if table.get("device") == "cuda"
+                                                      else ())]
     lines.append("matmul GFLOP/s  " + "".join(f"{n:>16}" for n in names) + f"{'best':>10}"
                  + f"{'vs fp32':>9}")
     for dt in DTYPES:

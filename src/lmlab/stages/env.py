@@ -28,7 +28,7 @@ def run(cfg: Config) -> dict:
 
     import torch
 
-    from lmlab.common import decide_auto, probe_table
+    from lmlab.common import AUTOCAST_MIN_WIDTH, decide_auto, probe_table
     from lmlab.hardware import format_table
 
     if cfg.threads:
@@ -43,6 +43,9 @@ def run(cfg: Config) -> dict:
     for line in format_table(table):
         print(line)
     print(f"\ndtype=auto for training: {choice.label} ({choice.reason})")
+    if choice.autocast and device.type == "cpu":
+        print(f"  (sft, reward, dpo, pretrain on models >= {AUTOCAST_MIN_WIDTH} wide; fp32 "
+              f"otherwise: docs/hardware.md)")
     if cfg.output:
         Path(cfg.output).write_text(json.dumps({**table, "auto": choice.label,
                                                 "auto_reason": choice.reason}, indent=1))
