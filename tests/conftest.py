@@ -2,6 +2,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# dtype=auto asks the hardware probe on a CPU (bf16 autocast where bf16 matmuls are fast); the
+# suite pins it to fp32 so that no test's numbers depend on the CPU kind (docs/hardware.md)
+os.environ.setdefault("LMLAB_AUTO_DTYPE", "fp32")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

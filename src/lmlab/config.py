@@ -392,9 +392,11 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     """YAML file (optional) + ``key=value`` overrides -> a validated ``cls`` instance.
 
     A run folder's ``config.yaml`` carries ``stage:``; it is accepted when it names ``stage``,
-    so a saved config can be passed back with ``--config``."""
+    so a saved config can be passed back with ``--config`` (its ``resolved:`` record is
+    skipped)."""
     values = read_yaml(path) if path else {}
     ov, problems = parse_overrides(overrides or [])
+    values.pop("resolved", None)  # what a run made of its auto keys: a record, not a key
     if "stage" in values:
         saved = values.pop("stage")
         if stage is not None and saved != stage:

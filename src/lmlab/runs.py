@@ -107,8 +107,9 @@ def default_output_dir(stage: str, model: str) -> str:
     return str(Path("runs") / f"{stage}-{name.strip('-') or 'model'}")
 
 
-def prepare_run(cfg, stage: str) -> Run:
-    """Create (or reopen, when resuming) the run folder and write the resolved config.
+def prepare_run(cfg, stage: str, *, resolved: dict | None = None) -> Run:
+    """Create (or reopen, when resuming) the run folder and write the resolved config;
+    ``resolved`` (what ``auto`` keys became, and why) goes under ``resolved:``.
 
     A folder that holds another run is refused unless ``resume`` continues it or
     ``overwrite=true`` replaces it; a folder that holds another *stage's* run is always refused
@@ -129,7 +130,7 @@ def prepare_run(cfg, stage: str) -> Run:
             print(f"[lmlab] overwrite=true: deleting the existing {replace} run in {path}")
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
-        body = {"stage": stage, **to_dict(cfg)}
+        body = {"stage": stage, **to_dict(cfg), **({"resolved": resolved} if resolved else {})}
         (path / "config.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     barrier()
     return Run(path=path, stage=stage)

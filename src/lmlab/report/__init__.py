@@ -24,6 +24,7 @@ AREA_SECTIONS = [
     ("Vision", "vision", "vision_items"),
     ("Agents", "agents", "agent_items"),
     ("Arena", "arena", "arena_tables"),
+    ("Precision and hardware", "hardware", "hardware_tables"),
 ]
 
 

@@ -13,7 +13,7 @@ NOT_STAGES = {"setup"}
 # lifecycle order for ``lmlab --help``; stages not listed follow alphabetically
 ORDER = ["tokenizer", "pretrain", "sft", "reward", "dpo", "preferences", "ppo", "grpo", "distill",
          "quantize", "qat", "evaluate", "generate", "bench", "serve", "studio", "report", "pipeline",
-         "embed", "index", "scratch", "vision", "agent", "plan"]
+         "embed", "index", "scratch", "vision", "agent", "plan", "env"]
 
 
 def _discover() -> dict[str, str]:

@@ -21,7 +21,9 @@ class TrainConfig(RunConfig):
     grad_accum: int = opt(1, "micro-batches per optimizer step", min=1)
     max_len: int = opt(256, "maximum tokens per sequence", min=8)
     clip_grad: float = opt(1.0, "clip the gradient norm to this (0 = off)", min=0)
-    dtype: str = opt("auto", "compute dtype: auto = fp32 on CPU, bf16/fp16 on GPU",
+    dtype: str = opt("auto", "compute dtype: auto = bf16 autocast over fp32 weights on a CPU "
+                     "whose bf16 matmul is >= 1.3x fp32 (the hardware probe, `lmlab env`), "
+                     "else fp32; bf16/fp16 autocast on GPU (docs/hardware.md)",
                      choices=("auto", "fp32", "bf16", "fp16"))
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps")
     log_every: int = opt(1, "steps between log lines / metrics.jsonl rows", min=1)

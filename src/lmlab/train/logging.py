@@ -73,12 +73,14 @@ def format_duration(seconds: float) -> str:
 
 
 def step_line(step: int, total: int, m: dict, eta: float) -> str:
-    """One dense line: step, loss, lr, grad norm, tok/s, memory, ETA."""
+    """One dense line: step, loss, lr, grad norm, tok/s, MFU, memory, ETA."""
     parts = [f"step {step}/{total}", f"loss {m.get('train/loss', float('nan')):.4f}",
              f"lr {m.get('train/lr', 0):.2e}"]
     if "train/grad_norm" in m:
         parts.append(f"gnorm {m['train/grad_norm']:.2f}")
     parts.append(f"tok/s {m.get('train/tokens_per_s', 0):.0f}")
+    if "train/mfu" in m:
+        parts.append(f"mfu {100 * m['train/mfu']:.1f}%")
     if "train/mem_gb" in m:
         parts.append(f"mem {m['train/mem_gb']:.2f}G")
     parts.append(f"eta {format_duration(eta)}")

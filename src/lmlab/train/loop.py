@@ -66,11 +66,52 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def amp_context(device: torch.device, dtype: torch.dtype):
-    """Autocast only where it pays: on GPUs for bf16/fp16. On CPU we train in the model dtype."""
+def amp_context(device: torch.device, dtype: torch.dtype, weights: torch.dtype | None = None):
+    """Autocast where the compute dtype is half and the weights are not: on GPUs for bf16/fp16
+    (their weights are fp32 masters); on a CPU for bf16 over fp32 weights (dtype=auto on a CPU
+    with fast bf16 matmuls, see common.resolve_precision). An explicit dtype=bf16 on a CPU holds
+    the weights in bf16 and needs none."""
     if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
         return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu" and dtype == torch.bfloat16 and weights == torch.float32:
+        return torch.autocast("cpu", dtype=dtype)
     return contextlib.nullcontext()
+
+
+def _weights_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The dtype of the trained weights (the first trainable floating parameter)."""
+    return next((p.dtype for p in model.parameters()
+                 if p.requires_grad and p.is_floating_point()), None)
+
+
+class _Mfu:
+    """Model FLOPs of each step over the probe's matmul rate for the dtype the matmuls run in
+    (lmlab.train.mfu); the probe is read (or run, once per machine) at the first step with
+    tokens."""
+
+    def __init__(self, model, device: torch.device, dtype: torch.dtype, amp: bool):
+        from lmlab.train.mfu import FlopCounter
+
+        self.counter = FlopCounter(model)
+        self.device, self.compute = device, dtype if amp else (_weights_dtype(model) or dtype)
+        self.peak: float | None = None
+        self.asked = False
+
+    def flops(self, batch: dict, tokens: int) -> float:
+        from lmlab.train.mfu import seq_len_of
+
+        return tokens * self.counter.per_token(seq_len_of(batch))
+
+    def of(self, flops: float, seconds: float, world: int) -> float | None:
+        from lmlab.common import matmul_peak
+        from lmlab.train.mfu import mfu
+
+        if flops <= 0:
+            return None
+        if not self.asked:
+            self.asked, self.peak = True, matmul_peak(self.device, self.compute)
+        # the step's FLOPs x steps per second
+        return mfu(flops, 1.0 / seconds, self.peak, world) if seconds > 0 else None
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -158,6 +199,9 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
         print0(f"[lmlab] resumed from {resume} (step {result.step})")
     ddp_model = model if sharded else wrap_ddp(model, device)
     world = world_size()
+    weights = _weights_dtype(model)
+    amp = not isinstance(amp_context(device, dtype, weights), contextlib.nullcontext)
+    meter = _Mfu(model, device, dtype, amp)
     loggers = loggers or []
     model.train()
 
@@ -182,11 +226,11 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
             if total_units <= 0:
                 raise UserError(f"step {step}: the batch has nothing to train on "
                                 f"(all labels masked)")
-            loss_sum, metric_sums, tokens = 0.0, {}, 0
+            loss_sum, metric_sums, tokens, flops = 0.0, {}, 0, 0.0
             for i, batch in enumerate(micro):
                 sync = i == len(micro) - 1 or (ddp_model is model and not sharded)
                 ctx = _no_sync(ddp_model, sharded) if not sync else contextlib.nullcontext()
-                with ctx, amp_context(device, dtype):
+                with ctx, amp_context(device, dtype, weights):
                     loss, metrics = objective(ddp_model, batch)
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
@@ -197,7 +241,9 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                     scaled = loss * (world / total_units)
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 loss_sum += float(loss.detach())
-                tokens += _useful_tokens(batch)
+                n = _useful_tokens(batch)
+                tokens += n
+                flops += meter.flops(batch, n)
                 for k, v in metrics.items():
                     metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
             killpoint("step")  # gradients accumulated, weights not yet stepped
@@ -224,6 +270,9 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                    "train/tokens": all_reduce_sum(tokens, device),
                    "train/step_s": dt}
             row["train/tokens_per_s"] = row["train/tokens"] / max(dt, 1e-9)
+            util = meter.of(all_reduce_sum(flops, device), dt, world)
+            if util is not None:
+                row["train/mfu"] = util
             for k, v in metric_sums.items():
                 row[f"train/{k}"] = all_reduce_sum(v, device) / total_units
             mem = _memory_gb(device)

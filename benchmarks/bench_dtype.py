@@ -1,0 +1,153 @@
+"""Training precision: `dtype=fp32` vs `dtype=auto` side by side for SFT (full, LoRA) and DPO.
+
+Same model, data, steps, batch and seed; only ``dtype`` differs. ``auto`` is what the hardware
+probe picks here (bf16 autocast over fp32 weights where bf16 matmuls are >= 1.3x fp32, else
+fp32; ``lmlab env`` shows the table). Reported per mode and dtype: useful tokens/s (non-pad
+input tokens per second of optimizer steps after ``--warmup`` steps), mean MFU over the same
+steps (model FLOPs / the probe's matmul rate for the dtype in use), the first and final loss,
+and the loss gap (largest |loss_auto - loss_fp32| over all steps). ``--eval-n`` adds the
+held-out task accuracy after training (SFT only). Each run alone under /tmp/lmlab-heavy.lock.
+
+    .venv/bin/python benchmarks/bench_dtype.py --steps 12 --warmup 2
+    .venv/bin/python benchmarks/bench_dtype.py --model tiny:llama --steps 2 --warmup 1  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+MODEL = "smollm2-135m-instruct"
+TASKS = ["add", "sort"]
+LOCK = "/tmp/lmlab-heavy.lock"
+MODES = ("sft-full", "sft-lora", "dpo-lora", "dpo-full")
+
+
+@contextlib.contextmanager
+def heavy_lock(path: str):
+    with open(path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[bench] waiting for {path} (another heavy run holds it)", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def write_data(folder: Path, n: int) -> dict[str, Path]:
+    from lmlab.data.tasks import task_rows
+
+    chat = folder / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": r["messages"]}) + "\n"
+                            for r in task_rows(TASKS, "chat", "train", n=n, seed=0)))
+    prefs = folder / "pairs.jsonl"
+    prefs.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")})
+                             + "\n" for r in task_rows(TASKS, "preference", "train", n=n,
+                                                       seed=0)))
+    return {"sft": chat, "dpo": prefs}
+
+
+def overrides(mode: str, dtype: str, args, data: dict[str, Path], out: Path) -> list[str]:
+    stage, method = mode.split("-")
+    common = [f"model={args.model}", f"device={args.device}", f"dtype={dtype}",
+              f"output_dir={out}", f"method={method}", f"max_steps={args.steps}",
+              f"batch_size={args.batch}", f"max_len={args.max_len}", "progress=false",
+              "save_every=0", "schedule=constant", "warmup_steps=0", "seed=0", "overwrite=true",
+              f"data={data[stage]}"]
+    if method == "lora":
+        common += ["merge_on_save=false", "lora_dropout=0.0"]
+    if stage == "sft":
+        return common + [f"lr={2e-4 if method == 'lora' else 2e-5}", f"eval_n={args.eval_n}",
+                         f"eval_tasks={','.join(TASKS)}"]
+    return common + ["loss=dpo", "beta=0.1", "lr=5e-5", "eval_n=0", "kl_n=0", "task_eval_n=0"]
+
+
+def run_one(mode: str, dtype: str, args, data, out: Path) -> dict:
+    from lmlab.config import load_config
+    from lmlab.stages import load_stage
+
+    module = load_stage(mode.split("-")[0])
+    cfg = load_config(module.Config, None, overrides(mode, dtype, args, data, out))
+    with heavy_lock(LOCK):
+        summary = module.run(cfg)
+    import yaml
+
+    resolved = (yaml.safe_load((out / "config.yaml").read_text()).get("resolved") or {})
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    timed = metrics[args.warmup:] or metrics
+    seconds = sum(m["train/step_s"] for m in timed)
+    mfus = [m["train/mfu"] for m in timed if "train/mfu" in m]
+    return {"resolved": resolved.get("dtype", dtype), "reason": resolved.get("dtype_reason"),
+            "tokens_per_s": sum(m["train/tokens"] for m in timed) / seconds,
+            "step_s": seconds / len(timed), "mfu": sum(mfus) / len(mfus) if mfus else None,
+            "losses": [m["train/loss"] for m in metrics],
+            "eval_after": summary.get("eval_after") if isinstance(summary, dict) else None}
+
+
+def compare(fp32: dict, auto: dict) -> dict:
+    gaps = [abs(a - b) for a, b in zip(auto["losses"], fp32["losses"])]
+    return {"speedup": auto["tokens_per_s"] / fp32["tokens_per_s"],
+            "loss_gap_max": max(gaps) if gaps else None,
+            "final_loss_gap": auto["losses"][-1] - fp32["losses"][-1]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--rows", type=int, default=400)
+    p.add_argument("--modes", nargs="+", default=list(MODES[:3]), choices=MODES)
+    p.add_argument("--eval-n", type=int, default=0, help="SFT: held-out prompts per task")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--model", default=MODEL)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", default="benchmarks/results/dtype.json")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from lmlab.common import probe_table
+    from lmlab.hardware import format_table, speedup
+
+    table = probe_table(torch.device(args.device))
+    print("\n".join(format_table(table)), flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_data(Path(tmp), args.rows)
+        for mode in args.modes:
+            r = {d: run_one(mode, d, args, data, Path(tmp) / f"{mode}-{d}")
+                 for d in ("fp32", "auto")}
+            results[mode] = {**r, **compare(r["fp32"], r["auto"])}
+    env = {"python": sys.version.split()[0], "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "cpu": table.get("model"),
+           "flags": table.get("flags"), "bf16_over_fp32_matmul": speedup(table, "bf16"),
+           "cores": os.cpu_count(), "LMLAB_AUTO_DTYPE": os.environ.get("LMLAB_AUTO_DTYPE")}
+    report = {"args": vars(args), "env": env, "probe": table, "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{env['cpu']}, {env['threads']} threads, torch {env['torch']}")
+    print("| mode | auto = | fp32 tok/s | auto tok/s | speed-up | fp32 MFU | auto MFU "
+          "| final loss fp32 | final loss auto | max loss gap |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for mode, r in results.items():
+        f, a = r["fp32"], r["auto"]
+        pct = [f"{100 * x['mfu']:.1f}%" if x["mfu"] is not None else "-" for x in (f, a)]
+        print(f"| {mode} | {a['resolved']} | {f['tokens_per_s']:.0f} | {a['tokens_per_s']:.0f} "
+              f"| {r['speedup']:.2f}x | {pct[0]} | {pct[1]} | {f['losses'][-1]:.4f} "
+              f"| {a['losses'][-1]:.4f} | {r['loss_gap_max']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
