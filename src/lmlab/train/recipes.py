@@ -122,10 +122,12 @@ class Sources:
 
 def load_sources(cfg) -> Sources | None:
     """Each data source's rows (and the replay rows), read before anything is written; None
-    when no recipe key asks for more than sft's plain data."""
+    when no recipe key asks for more than sft's plain data. Checks continual_from first."""
     from lmlab.data import load_rows
     from lmlab.data.mixture import split_sources
 
+    if cfg.continual != "none":
+        check_previous_run(cfg)
     if not active(cfg):
         return None
     names = split_sources(cfg.data)
@@ -141,6 +143,21 @@ def load_sources(cfg) -> Sources | None:
         replay = load_rows(replay_source(cfg.replay_from), "chat", split="train",
                            limit=cfg.data_limit, on_error=cfg.on_error)
     return Sources(names, read, replay)
+
+
+def check_previous_run(cfg) -> None:
+    """continual_from must be a finished run; continual=ewc needs its fisher.safetensors."""
+    a_dir = Path(cfg.continual_from)
+    if not a_dir.is_dir():
+        raise DataError("continual_from: no such run folder", file=str(a_dir))
+    for name in ("config.yaml", "summary.json"):
+        if not (a_dir / name).is_file():
+            raise DataError(f"continual_from: not a finished run folder (no {name})",
+                            file=str(a_dir))
+    if cfg.continual == "ewc" and not (a_dir / FISHER_FILE).is_file():
+        raise DataError(f"no {FISHER_FILE}: continual=ewc needs the phase-A run to have "
+                        "estimated it (run it with fisher_n=64 or more)",
+                        file=str(a_dir / FISHER_FILE))
 
 
 def replay_source(ref: str) -> str:
