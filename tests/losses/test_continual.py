@@ -15,12 +15,10 @@ from tests.tolerance import approx_fp32
 
 
 def test_ewc_penalty_by_hand():
-    p = {"w": torch.tensor([1.0, 2.0], dtype=torch.float64), "b": torch.tensor([3.0],
-                                                                                dtype=torch.float64)}
-    anchor = {"w": torch.zeros(2, dtype=torch.float64), "b": torch.tensor([1.0],
-                                                                          dtype=torch.float64)}
-    fisher = {"w": torch.tensor([0.5, 2.0], dtype=torch.float64),
-              "b": torch.tensor([0.25], dtype=torch.float64)}
+    f64 = torch.float64
+    p = {"w": torch.tensor([1.0, 2.0], dtype=f64), "b": torch.tensor([3.0], dtype=f64)}
+    anchor = {"w": torch.zeros(2, dtype=f64), "b": torch.tensor([1.0], dtype=f64)}
+    fisher = {"w": torch.tensor([0.5, 2.0], dtype=f64), "b": torch.tensor([0.25], dtype=f64)}
     # lam/2 * (0.5*1 + 2*4 + 0.25*(3-1)^2) = 1 * (0.5 + 8 + 1) with lam = 2
     assert float(ewc_penalty(p, anchor, fisher, 2.0)) == pytest.approx(9.5, abs=1e-12)
     # gradient: lam * F * (p - anchor)

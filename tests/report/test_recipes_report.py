@@ -32,6 +32,6 @@ def test_recipe_tables():
     assert [row[:3] for row in cur.rows] == [["random", "task:add", "random"],
                                              ["curr", "task:add", "params / linear"]]
     assert cur.columns[-1] == "sort" and cur.rows[1][-2] == 0.5
-    mixed = [row for row in mix.rows if row[0] == "mixed"][0]
+    mixed = next(row for row in mix.rows if row[0] == "mixed")
     assert mixed[2] == "add 75%, sort 25%" and mixed[-2:] == [0.3, 0.6]
     assert cont.rows == [["b-ewc", "ewc", "add", "sort", 0.5, 0.1, 0.45, 0.7, 0.9]]
