@@ -16,7 +16,7 @@ HELP = "supervised fine-tuning (full or LoRA) on chat / prompt-completion / task
 
 
 @dataclass
-class Config(TrainConfig, RecipeOptions):
+class Config(RecipeOptions, TrainConfig):
     method: str = opt("lora", "what to train (qlora: LoRA on a frozen 4/8-bit bitsandbytes base)",
                       choices=("full", "lora", "qlora"))
     qlora_bits: int = opt(4, "method=qlora: base weights as NF4 (4) or LLM.int8() (8)",
