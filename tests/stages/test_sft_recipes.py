@@ -33,7 +33,7 @@ def test_curriculum_smoke_and_exact_resume(tmp_path, monkeypatch, scoring):
     from lmlab.train import loop
 
     common = ("data=task:add,sort", f"curriculum={scoring}", "method=full", "eval_n=0",
-              "save_every=1", "max_steps=4")  # the pacing follows max_steps: the same in both
+              "save_every=2", "max_steps=4")  # the pacing follows max_steps: the same in both
     full = _sft(tmp_path, "full", *common)
     train = loop.train
     with monkeypatch.context() as m:  # stopped after 2 of the 4 steps, as if interrupted
