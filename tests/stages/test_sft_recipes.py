@@ -28,11 +28,19 @@ def _losses(out):
     return [json.loads(x)["train/loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("scoring", ["params", pytest.param("loss", marks=pytest.mark.slow)])
-def test_curriculum_smoke_and_exact_resume(tmp_path, monkeypatch, scoring):
+RESUMABLE = {
+    "params": ["curriculum=params"],
+    "loss": ["curriculum=loss"],
+    "mixture": ["mixture_weights=[3,1]", "replay_from=task:reverse", "replay_fraction=0.25"],
+}
+
+
+@pytest.mark.parametrize("recipe", ["params", pytest.param("loss", marks=pytest.mark.slow),
+                                    "mixture"])
+def test_recipe_smoke_and_exact_resume(tmp_path, monkeypatch, recipe):
     from lmlab.train import loop
 
-    common = ("data=task:add,sort", f"curriculum={scoring}", "method=full", "eval_n=0",
+    common = ("data=task:add,sort", *RESUMABLE[recipe], "method=full", "eval_n=0",
               "save_every=2", "max_steps=4")  # the pacing follows max_steps: the same in both
     full = _sft(tmp_path, "full", *common)
     train = loop.train
@@ -42,8 +50,10 @@ def test_curriculum_smoke_and_exact_resume(tmp_path, monkeypatch, scoring):
     assert len(_losses(part)) == 2
     part = _sft(tmp_path, "part", *common, "resume=auto")
     assert _losses(full) == _losses(part)
+    if recipe == "mixture":
+        return
     rec = _summary(full)["recipe"]["curriculum"]
-    assert rec["scoring"] == scoring and rec["examples"] == 24
+    assert rec["scoring"] == recipe and rec["examples"] == 24
     scores = json.loads((full / "curriculum.json").read_text())["scores"]
     assert len(scores) == 24 and min(scores) < max(scores)
 
