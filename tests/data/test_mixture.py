@@ -19,6 +19,9 @@ def test_split_sources():
     assert split_sources("a.jsonl,task:add,sort,b.csv") == ["a.jsonl", "task:add", "task:sort",
                                                              "b.csv"]
     assert split_sources("org/name") == ["org/name"]
+    from lmlab.data.tasks import task_names
+
+    assert split_sources("task:all") == [f"task:{t}" for t in task_names()]
 
 
 def test_mixture_probs_by_hand():

@@ -23,7 +23,10 @@ import torch
 
 def split_sources(data: str) -> list[str]:
     """``task:add,sort`` -> [task:add, task:sort]; ``a.jsonl,task:add,sort,b.csv`` ->
-    [a.jsonl, task:add, task:sort, b.csv]: a bare name right after a task is a task too."""
+    [a.jsonl, task:add, task:sort, b.csv]: a bare name right after a task is a task too;
+    ``task:all`` is one source per built-in task."""
+    from lmlab.data.tasks import task_names
+
     out: list[str] = []
     in_tasks = False
     for part in (p.strip() for p in data.split(",")):
@@ -37,7 +40,8 @@ def split_sources(data: str) -> list[str]:
         else:
             in_tasks = False
             out.append(part)
-    return out
+    expanded = [[f"task:{t}" for t in task_names()] if s == "task:all" else [s] for s in out]
+    return list(dict.fromkeys(s for group in expanded for s in group))
 
 
 def mixture_probs(sizes: list[int], weights: list[float] | None = None,
