@@ -25,7 +25,7 @@ EXPECTED_CONFIGS = {
     "preferences": 5,
     "evaluate": 2,
     "serve": 1,
-    "pipelines": 2,
+    "pipelines": 5,
     "distill": 7,
     "quantize": 7,
     "qat": 3,

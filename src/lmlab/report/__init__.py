@@ -25,6 +25,7 @@ AREA_SECTIONS = [
     ("Agents", "agents", "agent_items"),
     ("Arena", "arena", "arena_tables"),
     ("Precision and hardware", "hardware", "hardware_tables"),
+    ("Training recipes", "recipes", "recipe_items"),
 ]
 
 

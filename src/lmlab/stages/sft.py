@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 from lmlab.config import opt, row_fields
 from lmlab.train.config import TrainConfig
+from lmlab.train.recipes import RecipeOptions
 
 HELP = "supervised fine-tuning (full or LoRA) on chat / prompt-completion / task data"
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(RecipeOptions, TrainConfig):
     method: str = opt("lora", "what to train (qlora: LoRA on a frozen 4/8-bit bitsandbytes base)",
                       choices=("full", "lora", "qlora"))
     qlora_bits: int = opt(4, "method=qlora: base weights as NF4 (4) or LLM.int8() (8)",
@@ -46,8 +47,9 @@ class Config(TrainConfig):
 
     def validate(self) -> list[str]:
         from lmlab.eval.tasks import split_problems
+        from lmlab.train import recipes
 
-        problems = split_problems(self.eval_splits)
+        problems = split_problems(self.eval_splits) + recipes.problems(self)
         if self.lora_targets and self.method not in ("lora", "qlora"):
             problems.append("lora_targets: only used with method=lora or qlora")
         return problems
@@ -67,14 +69,17 @@ def run(cfg: Config) -> dict:
     from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
     from lmlab.models.adapters import add_lora, count_parameters
     from lmlab.stages.setup import eval_task_names, start_stage
+    from lmlab.train import recipes
     from lmlab.train.data import BatchStream
     from lmlab.train.distributed import barrier
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
 
     # --- data: read before the run folder is touched, so a bad file loses nothing
-    rows = load_rows(cfg.data, "chat", mapping=cfg.mapping or None, split="train",
-                     limit=cfg.data_limit, on_error=cfg.on_error)
+    sources = recipes.load_sources(cfg)  # curriculum / mixture / replay: rows per source
+    rows = sources.rows if sources else load_rows(
+        cfg.data, "chat", mapping=cfg.mapping or None, split="train", limit=cfg.data_limit,
+        on_error=cfg.on_error)
     ctx = start_stage(cfg, "sft")
     run_, device, dtype = ctx.run, ctx.device, ctx.dtype
     tokenizer = load_tokenizer(cfg.model)
@@ -85,9 +90,6 @@ def run(cfg: Config) -> dict:
     print0(f"[lmlab] data: {stats['rows']} rows, {len(examples)} sequences, "
            f"{stats['trained_tokens']} trained tokens, {stats['skipped_long']} skipped as longer "
            f"than max_len={cfg.max_len}")
-    stream = BatchStream(examples, cfg.batch_size,
-                         lambda ex: collate(ex, tokenizer.pad_token_id),
-                         seed=cfg.seed, rank=rank(), world=world_size())
 
     # --- model
     if cfg.method == "qlora":
@@ -103,6 +105,16 @@ def run(cfg: Config) -> dict:
     print0(f"[lmlab] model {cfg.model}: {total / 1e6:.1f}M parameters, "
            f"{trainable / 1e6:.2f}M trainable ({cfg.method}), {dtype}, {device}")
 
+    def collate_fn(ex: list) -> dict:
+        return collate(ex, tokenizer.pad_token_id)
+
+    recipe = None
+    if sources:
+        stream, recipe = recipes.build_stream(sources, cfg, tokenizer, model, run_, collate_fn,
+                                              rank=rank(), world=world_size())
+    else:
+        stream = BatchStream(examples, cfg.batch_size, collate_fn, seed=cfg.seed, rank=rank(),
+                             world=world_size())
     tasks = eval_task_names(cfg)
 
     def evaluate(m) -> tuple[dict, dict]:
@@ -118,7 +130,8 @@ def run(cfg: Config) -> dict:
             print0("[lmlab] " + line)
 
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
-    result = train(model, LMObjective(), stream, cfg, run_, dtype=dtype, loggers=loggers,
+    objective = recipes.objective(cfg, model, LMObjective())  # + an EWC / L2 pull if asked
+    result = train(model, objective, stream, cfg, run_, dtype=dtype, loggers=loggers,
                    eval_fn=(lambda m: evaluate(m)[0]) if tasks and cfg.eval_n else None)
     for lg in loggers:
         lg.close()
@@ -141,6 +154,7 @@ def run(cfg: Config) -> dict:
                 summary["eval_before"] = before
                 _print_samples(before_res["samples"], after_res["samples"])
             run_.write_jsonl("samples.jsonl", after_res["samples"])
+        recipes.after_training(cfg, model, examples, collate_fn, run_, summary, recipe)
         run_.write_json("summary.json", summary)
         print0(f"[lmlab] wrote {run_.path}/ (final/, metrics.jsonl, summary.json)")
     barrier()
