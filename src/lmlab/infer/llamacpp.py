@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,7 +132,7 @@ def gguf_tokenizer(path: Path):
 
 
 def open_model(ref: str, ftype: str = "q8_0", *, prompts: list | None = None,
-               max_new_tokens: int = 0, **kw) -> tuple["LlamaCpp", object]:
+               max_new_tokens: int = 0, **kw) -> tuple[LlamaCpp, object]:
     """(LlamaCpp, tokenizer) for a model reference (see the module docstring). With
     ``prompts``, the KV cache is sized for ``n_seq`` of the longest prompt plus
     ``max_new_tokens`` (not the model's whole context per sequence)."""
@@ -201,10 +200,8 @@ class LlamaCpp:
             self.ctx = None
 
     def __del__(self):  # pragma: no cover - interpreter shutdown order varies
-        try:
+        if getattr(self, "lc", None) is not None and getattr(self.lc, "llama_free", None):
             self.close()
-        except Exception:
-            pass
 
     def clear(self) -> None:
         """Forget every sequence's cache."""
@@ -283,8 +280,14 @@ def generate(llm: LlamaCpp, tokenizer, prompts: list, params=None, *, batch_size
     """``infer.decode.generate`` with llama.cpp's forward: each prompt completed under
     ``params`` (our transforms, sampler and stop rules), ``batch_size`` prompts decoded
     together (one llama.cpp sequence each, every step one batched ``llama_decode``)."""
-    from lmlab.infer.decode import Completion, StopStrings, check_context, completion_text, \
-        encode_prompts, eos_ids
+    from lmlab.infer.decode import (
+        Completion,
+        StopStrings,
+        check_context,
+        completion_text,
+        encode_prompts,
+        eos_ids,
+    )
     from lmlab.infer.sampling import SamplingParams, make_generator
 
     params = params or SamplingParams()
