@@ -132,15 +132,18 @@ def gguf_tokenizer(path: Path):
 
 
 def open_model(ref: str, ftype: str = "q8_0", *, prompts: list | None = None,
-               max_new_tokens: int = 0, **kw) -> tuple[LlamaCpp, object]:
-    """(LlamaCpp, tokenizer) for a model reference (see the module docstring). With
-    ``prompts``, the KV cache is sized for ``n_seq`` of the longest prompt plus
-    ``max_new_tokens`` (not the model's whole context per sequence)."""
-    require()  # before a slow export
+               max_new_tokens: int = 0, tokenizer=None, **kw) -> tuple[LlamaCpp, object]:
+    """(LlamaCpp, tokenizer) for a model reference (see the module docstring); ``tokenizer``
+    instead of the model's own (a caller that has it loaded). With ``prompts``, the KV cache
+    is sized for ``n_seq`` of the longest prompt plus ``max_new_tokens`` (not the model's
+    whole context per sequence)."""
+    if not is_gguf(ref):
+        require()  # before a slow export
     path = gguf_file(ref, ftype)
-    if is_gguf(ref):
+    require()
+    if tokenizer is None and is_gguf(ref):
         tokenizer = gguf_tokenizer(path)
-    else:
+    elif tokenizer is None:
         from lmlab.models import load_tokenizer
 
         tokenizer = load_tokenizer(ref)

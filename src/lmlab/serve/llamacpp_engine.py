@@ -15,8 +15,9 @@ raises a ``UserError`` naming the ``llamacpp`` extra.
 from __future__ import annotations
 
 
-def build_engine(cfg):
-    """(Engine, tokenizer) for a serve ``Config`` with ``engine=llama.cpp``."""
+def build_engine(cfg, tokenizer=None):
+    """(Engine, tokenizer) for a serve ``Config`` with ``engine=llama.cpp`` (``tokenizer``:
+    the model's, when the caller has it loaded)."""
     from lmlab.infer import llamacpp
     from lmlab.serve.engine import Engine
     from lmlab.serve.runner import Runner
@@ -24,7 +25,8 @@ def build_engine(cfg):
 
     # the KV budget is llama.cpp's cache size: one cache shared by max_batch_size sequences
     llm, tokenizer = llamacpp.open_model(cfg.model, cfg.gguf, n_seq=cfg.max_batch_size,
-                                         n_ctx=cfg.kv_budget_tokens, threads=cfg.threads)
+                                         n_ctx=cfg.kv_budget_tokens, threads=cfg.threads,
+                                         tokenizer=tokenizer)
     ctx = llm.config.max_position_embeddings
     max_len = min(cfg.max_model_len or ctx, ctx, cfg.kv_budget_tokens)
     sched = SchedulerConfig(max_batch_size=llm.n_seq, max_waiting=cfg.max_waiting,

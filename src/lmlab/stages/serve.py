@@ -83,7 +83,7 @@ def build(cfg: Config, model=None, tokenizer=None):
     elif cfg.engine == "llama.cpp":
         from lmlab.serve.llamacpp_engine import build_engine
 
-        engine, tokenizer = build_engine(cfg)
+        engine, tokenizer = build_engine(cfg, tokenizer)
     else:
         engine, tokenizer = _our_engine(cfg, model, tokenizer)
     from lmlab.serve.app import build_app

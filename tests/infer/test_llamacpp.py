@@ -1,0 +1,134 @@
+"""engine=llama.cpp: llama.cpp loads every GGUF type we export, computes what our model
+computes (within the file's precision), and our batched loop over it decodes what ours decodes.
+
+Needs the ``llamacpp`` extra (skipped without it). The model is the varied tiny llama
+(peaked next-token distributions, so greedy agreement means something)."""
+
+import pytest
+import torch
+
+from lmlab.infer.decode import generate
+from lmlab.infer.sampling import SamplingParams
+from lmlab.quant.export import export_gguf, load_gguf
+
+from ..tiny import varied
+
+pytest.importorskip("llama_cpp")
+from lmlab.infer import llamacpp
+
+PROMPTS = ["What is 2 + 3?", "Name a colour.", "Write one word about the sea, please."]
+IDS = [1, 17, 300, 4000, 42, 7, 9, 11, 250, 31]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tokenizer):
+    """(our fp32 model, {type: exported GGUF path})."""
+    model = varied()
+    d = tmp_path_factory.mktemp("gguf")
+    return model, {t: export_gguf(model, tokenizer, d / f"m.{t}.gguf", t)
+                   for t in llamacpp.GGUF_TYPES}
+
+
+def llama_logits(path, ids=IDS, **kw) -> torch.Tensor:
+    """llama.cpp's logits at every position of one sequence: (T, V)."""
+    llm = llamacpp.LlamaCpp(path, n_seq=1, n_ctx=256, threads=1, **kw)
+    try:
+        return llm.run([(t, p, 0, True) for p, t in enumerate(ids)])
+    finally:
+        llm.close()
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_f16_file_computes_our_logits(files):
+    """llama.cpp on the f16 file vs our fp32 forward. Its f16 matmuls round the weights and
+    the activations to f16 (relative 2^-11 each) over 2 layers: measured 1.3e-3; bound 1e-2."""
+    model, paths = files
+    with torch.no_grad():
+        ref = model(torch.tensor([IDS])).logits[0]
+    out = llama_logits(paths["f16"])
+    assert out.shape == ref.shape
+    assert 0 < rel(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("ftype", ["q8_0", "q4_0", "q4_1"])
+def test_quantized_files_mean_to_llama_cpp_what_they_mean_to_gguf(files, ftype):
+    """llama.cpp reads our q8_0 / q4 blocks as the same numbers the gguf library decodes them
+    to: its logits match transformers running the dequantized file (a wrongly packed block
+    gives unrelated logits, relative error ~1). What is left is llama.cpp quantizing the
+    activations to 8 bits for its integer dot products (2^-8 relative): measured <= 1.5e-2;
+    bound 5e-2."""
+    _, paths = files
+    again, _ = load_gguf(paths[ftype], tokenizer=False)
+    with torch.no_grad():
+        ref = again(torch.tensor([IDS])).logits[0]
+    assert rel(llama_logits(paths[ftype]), ref) < 5e-2
+
+
+def test_greedy_agrees_with_ours_and_batching_changes_nothing(files, tokenizer):
+    model, paths = files
+    p = SamplingParams(temperature=0, max_new_tokens=12)
+    ours = generate(model, tokenizer, PROMPTS, p, batch_size=3)
+    llm = llamacpp.LlamaCpp(paths["f16"], n_seq=3, n_ctx=512, threads=1)
+    one = llamacpp.generate(llm, tokenizer, PROMPTS, p, batch_size=1)
+    three = llamacpp.generate(llm, tokenizer, PROMPTS, p, batch_size=3)
+    llm.close()
+    assert [c.token_ids for c in one] == [c.token_ids for c in three]
+    assert [c.token_ids for c in one] == [c.token_ids for c in ours]
+    assert [c.text for c in one] == [c.text for c in ours]
+    assert [c.finish_reason for c in one] == [c.finish_reason for c in ours]
+
+
+def test_sampling_stop_strings_and_logprobs_follow_our_rules(files, tokenizer):
+    _, paths = files
+    llm = llamacpp.LlamaCpp(paths["f16"], n_seq=2, n_ctx=512, threads=1)
+    p = SamplingParams(temperature=0.8, top_k=20, max_new_tokens=10, seed=3, logprobs=True)
+    a = llamacpp.generate(llm, tokenizer, PROMPTS, p, batch_size=2)
+    b = llamacpp.generate(llm, tokenizer, PROMPTS, p, batch_size=2)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]  # the seed decides
+    assert all(len(c.logprobs) == len(c.token_ids) and max(c.logprobs) <= 0 for c in a)
+    greedy = llamacpp.generate(llm, tokenizer, PROMPTS[:1],
+                               SamplingParams(temperature=0, max_new_tokens=12))[0]
+    stop = tokenizer.decode(greedy.token_ids[3:5])
+    cut = llamacpp.generate(llm, tokenizer, PROMPTS[:1], SamplingParams(
+        temperature=0, max_new_tokens=12, stop=[stop]))[0]
+    llm.close()
+    assert cut.finish_reason == "stop" and stop not in cut.text
+    assert greedy.text.startswith(cut.text) and len(cut.token_ids) <= 5
+
+
+def test_serve_engine_llamacpp(files, tokenizer):
+    """`lmlab serve engine=llama.cpp` on a .gguf file: concurrent greedy chat requests get what
+    ``llamacpp.generate`` gives each alone (continuous batching over llama.cpp sequences)."""
+    import httpx
+
+    from lmlab.serve.bench import live_server
+    from lmlab.stages.serve import Config, build
+
+    _, paths = files
+    cfg = Config(model=str(paths["q8_0"]), engine="llama.cpp", max_batch_size=4, threads=1,
+                 kv_budget_tokens=1024, max_tokens=64, log_level="error")
+    app, engine = build(cfg, tokenizer=tokenizer)
+    msgs = [[{"role": "user", "content": q}] for q in PROMPTS]
+    with live_server(app, start_timeout=30) as url:
+        import asyncio
+
+        async def ask(m):
+            async with httpx.AsyncClient(timeout=60) as ac:
+                r = await ac.post(f"{url}/v1/chat/completions", json={
+                    "model": cfg.model, "messages": m, "max_tokens": 10, "temperature": 0})
+                return r.json()["choices"][0]["message"]["content"]
+
+        async def all_at_once():
+            return await asyncio.gather(*[ask(m) for m in msgs])
+
+        got = asyncio.run(all_at_once())
+    assert engine.runner.kv.llm.n_seq == 4
+    engine.shutdown()
+    ref = llamacpp.LlamaCpp(paths["q8_0"], n_seq=1, n_ctx=512, threads=1)
+    alone = [c.text for c in llamacpp.generate(
+        ref, tokenizer, msgs, SamplingParams(temperature=0, max_new_tokens=10), batch_size=1)]
+    ref.close()
+    assert got == alone and any(got)
