@@ -132,3 +132,22 @@ def test_serve_engine_llamacpp(files, tokenizer):
         ref, tokenizer, msgs, SamplingParams(temperature=0, max_new_tokens=10), batch_size=1)]
     ref.close()
     assert got == alone and any(got)
+
+
+def test_generate_stage_engine_llamacpp(tmp_path, monkeypatch):
+    """`lmlab generate engine=llama.cpp` end to end: exports the model once (cached), writes
+    samples and a summary naming the engine and the file."""
+    import json
+
+    from lmlab.cli import main
+
+    monkeypatch.setenv("LMLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "g"
+    rc = main(["generate", "engine=llama.cpp", "model=tiny:llama", "gguf=q4_0", "data=task:add",
+               "limit=3", "strategy=greedy", "max_new_tokens=4", "batch_size=2",
+               f"output_dir={out}"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["engine"] == "llama.cpp" and s["gguf_file"].endswith("model.q4_0.gguf")
+    assert s["prompts"] == 3 and 0 < s["new_tokens"] <= 12
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 3
