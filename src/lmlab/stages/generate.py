@@ -71,16 +71,16 @@ class Config(RunConfig):
     retrieve: str = opt("", "RAG: an `lmlab index` run folder; each prompt is answered from its "
                             "retrieve_k best chunks, cited as [n]")
     retrieve_k: int = opt(3, "RAG: chunks put in each prompt", min=1)
-    batch_size: int = opt(8, "prompts decoded together", min=1)
-    chunk: int = opt(32, "prompts per chunk: decoded (in batches of batch_size), then appended "
-                         "to samples.jsonl; resume=auto continues a stopped run after its last "
-                         "finished chunk", min=1)
     engine: str = opt("lmlab", "lmlab (ours) | llama.cpp (a GGUF file or the model exported to "
                                "one: fixed-weight CPU decoding; sample / greedy; needs the "
                                "llamacpp extra)", choices=("lmlab", "llama.cpp"))
     gguf: str = opt("q8_0", "engine=llama.cpp: the GGUF type a model that is not a .gguf file "
                             "is exported to, once (cached)",
                     choices=("f16", "q8_0", "q4_0", "q4_1"))
+    batch_size: int = opt(8, "prompts decoded together", min=1)
+    chunk: int = opt(32, "prompts per chunk: decoded (in batches of batch_size), then appended "
+                         "to samples.jsonl; resume=auto continues a stopped run after its last "
+                         "finished chunk", min=1)
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(faster; equal to the plain step up to fp32 rounding; "
                                     "every strategy)")
