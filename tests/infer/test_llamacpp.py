@@ -9,7 +9,7 @@ import torch
 
 from lmlab.infer.decode import generate
 from lmlab.infer.sampling import SamplingParams
-from lmlab.quant.export import export_gguf, load_gguf
+from lmlab.quant.export import export_gguf
 
 from ..tiny import varied
 
@@ -42,29 +42,62 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+def dequantized(model, path):
+    """A copy of ``model`` holding the weights of a GGUF file as the gguf library decodes them
+    (q / k rows back from llama.cpp's rotary layout)."""
+    import copy
+
+    from gguf import GGUFReader, dequantize
+
+    t = {x.name: torch.from_numpy(dequantize(x.data, x.tensor_type).copy())
+         for x in GGUFReader(str(path)).tensors}
+    cfg = model.config
+
+    def unpermute(w, n_head):
+        return w.reshape(n_head, w.shape[0] // n_head // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
+
+    sd = {"model.embed_tokens.weight": t["token_embd.weight"],
+          "model.norm.weight": t["output_norm.weight"]}
+    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for i in range(cfg.num_hidden_layers):
+        p, g = f"model.layers.{i}.", f"blk.{i}."
+        sd.update({f"{p}{k}.weight": t[f"{g}{v}.weight"] for k, v in names.items()})
+        sd[p + "self_attn.q_proj.weight"] = unpermute(t[g + "attn_q.weight"],
+                                                      cfg.num_attention_heads)
+        sd[p + "self_attn.k_proj.weight"] = unpermute(t[g + "attn_k.weight"],
+                                                      cfg.num_key_value_heads)
+    out = copy.deepcopy(model)
+    missing, unexpected = out.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k == "lm_head.weight" for k in missing)  # tied
+    return out.eval()
+
+
 def test_f16_file_computes_our_logits(files):
-    """llama.cpp on the f16 file vs our fp32 forward. Its f16 matmuls round the weights and
-    the activations to f16 (relative 2^-11 each) over 2 layers: measured 1.3e-3; bound 1e-2."""
+    """llama.cpp on the f16 file vs our fp32 forward. Measured 6.9e-3 relative, nearly all of
+    it the file's f16 weights (our forward over the same file: 6.9e-3 too); bound 2e-2."""
     model, paths = files
     with torch.no_grad():
         ref = model(torch.tensor([IDS])).logits[0]
     out = llama_logits(paths["f16"])
     assert out.shape == ref.shape
-    assert 0 < rel(out, ref) < 1e-2
+    assert 0 < rel(out, ref) < 2e-2
 
 
-@pytest.mark.parametrize("ftype", ["q8_0", "q4_0", "q4_1"])
-def test_quantized_files_mean_to_llama_cpp_what_they_mean_to_gguf(files, ftype):
-    """llama.cpp reads our q8_0 / q4 blocks as the same numbers the gguf library decodes them
-    to: its logits match transformers running the dequantized file (a wrongly packed block
-    gives unrelated logits, relative error ~1). What is left is llama.cpp quantizing the
-    activations to 8 bits for its integer dot products (2^-8 relative): measured <= 1.5e-2;
-    bound 5e-2."""
-    _, paths = files
-    again, _ = load_gguf(paths[ftype], tokenizer=False)
+@pytest.mark.parametrize("ftype,bound", [("f16", 1e-2), ("q8_0", 8e-2), ("q4_0", 8e-2),
+                                         ("q4_1", 8e-2)])
+def test_files_mean_to_llama_cpp_what_they_mean_to_gguf(files, ftype, bound):
+    """llama.cpp reads each type we write as the same numbers the gguf library decodes it to:
+    its logits match our forward over the dequantized file. A wrongly packed block gives
+    unrelated logits (this random model's q4 files are 0.45-0.6 away from fp32, the rounding
+    alone). What is left is llama.cpp's own arithmetic: f16 activations and KV cache (measured
+    2.6e-3), 8-bit activations for the integer dot products of q8_0 / q4 (2.4e-2)."""
+    model, paths = files
+    again = dequantized(model, paths[ftype])
     with torch.no_grad():
         ref = again(torch.tensor([IDS])).logits[0]
-    assert rel(llama_logits(paths[ftype]), ref) < 5e-2
+    assert rel(llama_logits(paths[ftype]), ref) < bound
 
 
 def test_greedy_agrees_with_ours_and_batching_changes_nothing(files, tokenizer):
@@ -101,14 +134,16 @@ def test_sampling_stop_strings_and_logprobs_follow_our_rules(files, tokenizer):
 
 def test_serve_engine_llamacpp(files, tokenizer):
     """`lmlab serve engine=llama.cpp` on a .gguf file: concurrent greedy chat requests get what
-    ``llamacpp.generate`` gives each alone (continuous batching over llama.cpp sequences)."""
+    ``llamacpp.generate`` gives each alone (continuous batching over llama.cpp sequences).
+    f16: llama.cpp's q8_0 / q4 matmuls pick kernels by the number of tokens in a batch, which
+    round differently (measured: a batched prefill moves greedy tokens of this random model)."""
     import httpx
 
     from lmlab.serve.bench import live_server
     from lmlab.stages.serve import Config, build
 
     _, paths = files
-    cfg = Config(model=str(paths["q8_0"]), engine="llama.cpp", max_batch_size=4, threads=1,
+    cfg = Config(model=str(paths["f16"]), engine="llama.cpp", max_batch_size=4, threads=1,
                  kv_budget_tokens=1024, max_tokens=64, log_level="error")
     app, engine = build(cfg, tokenizer=tokenizer)
     msgs = [[{"role": "user", "content": q}] for q in PROMPTS]
@@ -127,7 +162,7 @@ def test_serve_engine_llamacpp(files, tokenizer):
         got = asyncio.run(all_at_once())
     assert engine.runner.kv.llm.n_seq == 4
     engine.shutdown()
-    ref = llamacpp.LlamaCpp(paths["q8_0"], n_seq=1, n_ctx=512, threads=1)
+    ref = llamacpp.LlamaCpp(paths["f16"], n_seq=1, n_ctx=512, threads=1)
     alone = [c.text for c in llamacpp.generate(
         ref, tokenizer, msgs, SamplingParams(temperature=0, max_new_tokens=10), batch_size=1)]
     ref.close()
@@ -151,3 +186,28 @@ def test_generate_stage_engine_llamacpp(tmp_path, monkeypatch):
     assert s["engine"] == "llama.cpp" and s["gguf_file"].endswith("model.q4_0.gguf")
     assert s["prompts"] == 3 and 0 < s["new_tokens"] <= 12
     assert len((out / "samples.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_real_model_f16_greedy_agrees_with_ours(tokenizer):
+    """SmolLM2-135M: llama.cpp on our f16 export vs our fp32 model, greedy, 8 chat prompts x 32
+    tokens. f16 rounding can flip a near-tie and the two continuations part from there; the
+    opening tokens must agree (measured 2026-12-07: AGREEMENT)."""
+    from lmlab.models import load_model
+
+    qs = ["What is the capital of France?", "Write a haiku about the sea.",
+          "Explain photosynthesis in one sentence.", "Give three tips for learning Python.",
+          "What is 17 times 3?", "Name a famous painter and one of their works.",
+          "Why is the sky blue?", "Describe a cat to someone who has never seen one."]
+    msgs = [[{"role": "user", "content": q}] for q in qs]
+    p = SamplingParams(temperature=0, max_new_tokens=32, ignore_eos=True)
+    model = load_model("smollm2-135m-instruct").eval()
+    ours = [c.token_ids for c in generate(model, tokenizer, msgs, p, batch_size=8)]
+    llm, _ = llamacpp.open_model("smollm2-135m-instruct", "f16", prompts=msgs,
+                                 max_new_tokens=32, n_seq=8, tokenizer=tokenizer)
+    theirs = [c.token_ids for c in llamacpp.generate(llm, tokenizer, msgs, p, batch_size=8)]
+    llm.close()
+    same = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), 32)
+            for x, y in zip(ours, theirs)]
+    print("tokens equal before the first difference, per prompt:", same)
+    assert min(same) >= 8 and sum(same) >= 0.75 * 8 * 32
