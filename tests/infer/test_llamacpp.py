@@ -192,7 +192,7 @@ def test_generate_stage_engine_llamacpp(tmp_path, monkeypatch):
 def test_real_model_f16_greedy_agrees_with_ours(tokenizer):
     """SmolLM2-135M: llama.cpp on our f16 export vs our fp32 model, greedy, 8 chat prompts x 32
     tokens. f16 rounding can flip a near-tie and the two continuations part from there; the
-    opening tokens must agree (measured 2026-12-07: AGREEMENT)."""
+    opening tokens must agree (measured 2026-12-07: all 256 tokens equal)."""
     from lmlab.models import load_model
 
     qs = ["What is the capital of France?", "Write a haiku about the sea.",
