@@ -101,7 +101,8 @@ def ours_rows(model, tok, args, batch: int) -> list[dict]:
     p1 = SamplingParams(temperature=0, max_new_tokens=1, ignore_eos=True)
     rows = []
     for name, kw in map(parse_variant, args.ours):
-        row = {"engine": f"ours {name}", "kwargs": kw, "batch": batch}
+        row = {"engine": f"ours {name}", "keys": ",".join(f"{k}={v}" for k, v in kw.items()),
+               "batch": batch}
 
         def run(params, kw=kw):
             return decode(model, ids, mask, params, **kw)
@@ -317,9 +318,17 @@ def main(argv=None) -> None:
             print(table(result["serve"], ("server", "clients", "requests", "failed", "tok_s",
                                           "ttft_p50", "ttft_p99", "latency_p99", "error")))
         result["total_s"] = round(time.perf_counter() - t0, 1)
+    for key, name in (("decode", "engine"), ("serve", "server")):  # rows by name: what
+        if key in result:  # `lmlab report`'s benchmark table reads (it skips lists)
+            result[key] = {_row_name(r, name): r for r in result[key]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"[bench] wrote {args.out}")
+
+
+def _row_name(r: dict, name: str) -> str:
+    size = f"batch {r['batch']}" if "batch" in r else f"{r.get('clients')} clients"
+    return f"{r[name]}, {size}"
 
 
 def _cpu_model() -> str:

@@ -138,7 +138,7 @@ def test_bench_llamacpp_decode_runs_on_the_tiny_model(tmp_path):
                          check=False, cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads(out_json.read_text())["decode"]
+    rows = list(json.loads(out_json.read_text())["decode"].values())
     assert len(rows) == 2 * 2 + 2 * 2 + 2  # ours x2, llama.cpp x2 per batch; Llama.generate x2
     assert all(r["tok_s"] > 0 and "error" not in r for r in rows)
     assert all(r["same_tokens"].endswith("/2") or r["batch"] == 8 for r in rows)
