@@ -172,6 +172,7 @@ def llama_generate_row(path: Path, ids: list[int], args, ftype: str) -> dict:
     run(1)
     best, med, toks = timed(lambda: run(N), args.repeats)
     ttft, _, _ = timed(lambda: run(1), args.repeats)
+    llm.close()
     return {"engine": f"llama-cpp-python Llama.generate {ftype}", "batch": 1,
             "tok_s": round(N / best, 2), "tok_s_median": round(N / med, 2),
             "ttft_ms": round(1000 * ttft, 1), "tokens": [toks]}
