@@ -123,3 +123,22 @@ def test_bench_embed_runs_on_the_tiny_encoder(tmp_path):
     assert set(r["train"]) >= {"lmlab", "lmlab_group_by_length", "sentence_transformers"}
     assert r["encode"]["texts"] == 40 and r["encode"]["lmlab_serve_texts_per_s"] > 0
     assert "| SentenceTransformerTrainer |" in out.stdout
+
+
+@pytest.mark.slow
+def test_bench_llamacpp_decode_runs_on_the_tiny_model(tmp_path):
+    """Smoke run of the decode section (needs the llamacpp extra): every row measured, the
+    llama.cpp rows compared with ours token by token."""
+    pytest.importorskip("llama_cpp")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LMLAB_CACHE": str(tmp_path / "cache")}
+    out_json = tmp_path / "llamacpp.json"
+    out = subprocess.run([sys.executable, "benchmarks/bench_llamacpp.py", "--model", "tiny:llama",
+                          "--only", "decode", "--new-tokens", "2", "--repeats", "1", "--threads",
+                          "1", "--gguf", "f16", "q4_0", "--smoke", "--out", str(out_json)],
+                         check=False, cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = list(json.loads(out_json.read_text())["decode"].values())
+    assert len(rows) == 2 * 2 + 2 * 2 + 2  # ours x2, llama.cpp x2 per batch; Llama.generate x2
+    assert all(r["tok_s"] > 0 and "error" not in r for r in rows)
+    assert all(r["same_tokens"].endswith("/2") or r["batch"] == 8 for r in rows)

@@ -61,3 +61,30 @@ def test_gguf_refuses_quantized_model(tmp_path, tokenizer):
     with pytest.raises(UserError, match="quantized weights"):
         export_gguf(model, tokenizer, tmp_path / "x.gguf", "q8_0")
     assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize("ftype", ["q4_0", "q4_1"])
+def test_gguf_q4_blocks_hold_each_weight_to_its_rounding_bound(tmp_path, tokenizer, ftype):
+    """Every 32-weight block of a q4 matrix, read back by the gguf library, is within the
+    scheme's rounding of the fp32 weight: q4_0 stores x / d with d = -amax / 8 in [-8, 7]
+    (the side opposite amax may clip: |error| <= |d|); q4_1 stores (x - min) / d with
+    d = (max - min) / 15 in [0, 15] (|error| <= d / 2). Slack: d and min are f16."""
+    from gguf import GGUFReader, dequantize
+
+    model = load_model("tiny:llama").eval()
+    path = export_gguf(model, tokenizer, tmp_path / f"m.{ftype}.gguf", ftype)
+    tensors = {t.name: t for t in GGUFReader(str(path)).tensors}
+    assert tensors["token_embd.weight"].tensor_type.name == "Q8_0"  # as llama.cpp's q4 mixes
+    assert tensors["blk.0.attn_norm.weight"].tensor_type.name == "F32"
+    t = tensors["blk.1.ffn_up.weight"]
+    assert t.tensor_type.name == ftype.upper()
+    w = model.model.layers[1].mlp.up_proj.weight.detach().numpy()
+    back = dequantize(t.data, t.tensor_type).reshape(w.shape)
+    blocks, err = w.reshape(-1, 32), abs(back - w).reshape(-1, 32).max(-1)
+    lo, hi = blocks.min(-1), blocks.max(-1)
+    if ftype == "q4_0":
+        bound = abs(blocks).max(-1) / 8 * (1 + 2 ** -9)
+    else:
+        bound = (hi - lo) / 15 * (0.5 + 15 * 2 ** -11) + abs(lo) * 2 ** -11
+    assert (err <= bound).all() and err.max() > 0
+    assert (err > 0.25 * bound).any()  # 4-bit rounding is there: not stored at full precision

@@ -9,8 +9,9 @@ Folder formats (``lmlab.json`` names the recipe, so ``lmlab.models.load_model`` 
   builds the architecture, applies the same recipe to get the same tensor types, then assigns
   the saved tensors: no re-quantization error.
 
-GGUF: ``export_gguf`` writes a llama-architecture GGUF (f16 or q8_0) with the tokenizer and chat
-template; transformers reads it back with ``from_pretrained(folder, gguf_file=name)``.
+GGUF: ``export_gguf`` writes a llama-architecture GGUF (f16, q8_0, q4_0 or q4_1) with the
+tokenizer and chat template; transformers reads it back with ``from_pretrained(folder,
+gguf_file=name)`` and llama.cpp runs it (``lmlab.infer.llamacpp``).
 """
 
 from __future__ import annotations
@@ -152,7 +153,12 @@ def load_quantized(folder: str | Path):
 
 # ----------------------------------------------------------------------------- GGUF
 
-GGUF_TYPES = ("f16", "q8_0")
+GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1")
+# how each type stores the 2-D matrices; llama.cpp's own q4 mixes keep the (tied) embedding
+# table in more bits, and the shipped SmolLM2 Q4_1 holds it as q8_0: q4 files do the same here
+_MATRIX_TYPE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1"}
+_FILE_TYPE = {"f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0",
+              "q4_1": "MOSTLY_Q4_1"}
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -229,7 +235,9 @@ def _add_tokenizer(w, tokenizer) -> None:
 
 @torch.no_grad()
 def export_gguf(model, tokenizer, path: str | Path, ftype: str = "q8_0") -> Path:
-    """Write a llama GGUF with f16 or q8_0 matrices (norms stay f32), tokenizer included."""
+    """Write a llama GGUF with f16, q8_0, q4_0 or q4_1 matrices, tokenizer included. Norms
+    stay f32; q4 files keep the embedding table in q8_0; a matrix whose rows are not a whole
+    number of 32-value blocks stays f16."""
     import gguf
 
     if ftype not in GGUF_TYPES:
@@ -252,15 +260,17 @@ def export_gguf(model, tokenizer, path: str | Path, ftype: str = "q8_0") -> Path
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_dimension_count(head_dim)
     w.add_vocab_size(cfg.vocab_size)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if ftype == "q8_0" else
-                    gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPE[ftype]))
     _add_tokenizer(w, tokenizer)
     for name, t in _gguf_tensors(model):
         a = t.detach().float().cpu().numpy()
+        qname = _MATRIX_TYPE.get(ftype)
+        if name == "token_embd.weight" and ftype.startswith("q4"):
+            qname = "Q8_0"
         if a.ndim == 1:
             w.add_tensor(name, a)  # norms stay f32, as llama.cpp's converter keeps them
-        elif ftype == "q8_0" and a.shape[-1] % 32 == 0:
-            qt = gguf.GGMLQuantizationType.Q8_0
+        elif qname and a.shape[-1] % 32 == 0:
+            qt = getattr(gguf.GGMLQuantizationType, qname)
             w.add_tensor(name, gguf.quants.quantize(a, qt), raw_dtype=qt)
         else:
             w.add_tensor(name, a.astype("float16"))

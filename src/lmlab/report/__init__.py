@@ -26,6 +26,7 @@ AREA_SECTIONS = [
     ("Arena", "arena", "arena_tables"),
     ("Precision and hardware", "hardware", "hardware_tables"),
     ("Training recipes", "recipes", "recipe_items"),
+    ("llama.cpp engine", "llamacpp", "llamacpp_items"),
 ]
 
 

@@ -65,7 +65,11 @@ class StepOutput:
 
 class Runner:
     def __init__(self, model, tokenizer, *, fast: bool | None = None,
-                 prefix_cache_tokens: int = 0, pack_weights: bool = True):
+                 prefix_cache_tokens: int = 0, pack_weights: bool = True, kv=None):
+        if kv is not None:  # a forward that keeps its own cache (llama.cpp: infer/llamacpp.py)
+            self.model, self.tokenizer, self.kv = model, tokenizer, kv
+            self.device, self.eos = torch.device("cpu"), eos_ids(model, tokenizer)
+            return
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)

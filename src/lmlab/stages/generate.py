@@ -71,6 +71,12 @@ class Config(RunConfig):
     retrieve: str = opt("", "RAG: an `lmlab index` run folder; each prompt is answered from its "
                             "retrieve_k best chunks, cited as [n]")
     retrieve_k: int = opt(3, "RAG: chunks put in each prompt", min=1)
+    engine: str = opt("lmlab", "lmlab (ours) | llama.cpp (a GGUF file or the model exported to "
+                               "one: fixed-weight CPU decoding; sample / greedy; needs the "
+                               "llamacpp extra)", choices=("lmlab", "llama.cpp"))
+    gguf: str = opt("q8_0", "engine=llama.cpp: the GGUF type a model that is not a .gguf file "
+                            "is exported to, once (cached)",
+                    choices=("f16", "q8_0", "q4_0", "q4_1"))
     batch_size: int = opt(8, "prompts decoded together", min=1)
     chunk: int = opt(32, "prompts per chunk: decoded (in batches of batch_size), then appended "
                          "to samples.jsonl; resume=auto continues a stopped run after its last "
@@ -92,6 +98,11 @@ class Config(RunConfig):
             problems.append("draft: only used with strategy=speculative")
         if self.draft_vocab and not self.draft:
             problems.append("draft_vocab: only used with a draft model (draft=...)")
+        if self.engine == "llama.cpp" and self.strategy not in ("sample", "greedy"):
+            problems.append(f"strategy: engine=llama.cpp decodes sample / greedy, not "
+                            f"{self.strategy} (use engine=lmlab)")
+        if self.engine == "llama.cpp" and self.stream:
+            problems.append("stream: not with engine=llama.cpp (its text comes per chunk)")
         if self.stream and self.strategy not in STREAMING:
             problems.append(f"stream: strategy={self.strategy} has its text only when it is "
                             f"done; streaming works with {', '.join(STREAMING)}")
@@ -191,6 +202,11 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
     from lmlab.infer.decode import generate
 
     s = cfg.strategy
+    if cfg.engine == "llama.cpp":
+        from lmlab.infer import llamacpp
+
+        return llamacpp.generate(model, tokenizer, prompts, params,
+                                 batch_size=cfg.batch_size), {}
     if s in ("sample", "greedy"):
         return generate(model, tokenizer, prompts, params, batch_size=cfg.batch_size,
                         pack=cfg.pack_weights), {}
@@ -299,8 +315,9 @@ def run(cfg: Config) -> dict:
     from lmlab.models import load_model, load_tokenizer, resolve
     from lmlab.runs import prepare_run, read_done_jsonl
 
-    for ref in filter(None, (cfg.model, cfg.draft)):  # unknown models fail before any work
-        _check_ref(ref, resolve)
+    gguf_ref = cfg.engine == "llama.cpp" and cfg.model.lower().endswith(".gguf")
+    for ref in filter(None, (None if gguf_ref else cfg.model, cfg.draft)):  # unknown models
+        _check_ref(ref, resolve)  # fail before any work
     params = cfg.sampling()  # bad sampling values fail before anything is written
     rows = load_prompts(cfg)
     seed_everything(cfg.seed)
@@ -309,9 +326,16 @@ def run(cfg: Config) -> dict:
         from lmlab.embed.rag import Retriever, augment
 
         rows = augment(rows, Retriever.from_run(cfg.retrieve, device), cfg.retrieve_k)
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, dtype=pick_dtype(cfg.dtype, device), device=device).eval()
     prompts = [_as_input(r["prompt"], cfg.chat) for r in rows]
+    if cfg.engine == "llama.cpp":
+        from lmlab.infer.llamacpp import open_model
+
+        model, tokenizer = open_model(cfg.model, cfg.gguf, prompts=prompts,
+                                      max_new_tokens=cfg.max_new_tokens,
+                                      n_seq=min(cfg.batch_size, cfg.chunk))
+    else:
+        tokenizer = load_tokenizer(cfg.model)
+        model = load_model(cfg.model, dtype=pick_dtype(cfg.dtype, device), device=device).eval()
     # every prompt, before the first chunk and before the run folder is touched: a long one late
     # in the file fails now, naming its line, and leaves an earlier run as it was
     check_context(model, [len(e) for e in encode_prompts(tokenizer, prompts)], cfg.max_new_tokens,
@@ -322,7 +346,7 @@ def run(cfg: Config) -> dict:
     print0(f"[lmlab] generate: {len(prompts)} prompt{'s' * (len(prompts) != 1)}, "
            f"strategy={cfg.strategy}, model={cfg.model}"
            + (f"; {len(done)} already done" if done else ""))
-    if not cfg.pack_weights and _packs(model):
+    if cfg.engine == "lmlab" and not cfg.pack_weights and _packs(model):
         print0("[lmlab] tip: pack_weights=true decodes faster on a CPU (SmolLM2 greedy on 2 "
                "cores: 18 -> 52 tok/s), the same tokens up to fp32 rounding; the default stays "
                "bit for bit HF's")
@@ -356,6 +380,8 @@ def run(cfg: Config) -> dict:
             print0(_progress(idx[-1] + 1 - len(done), len(rows) - len(done), len(rows),
                              idx, seconds, n_new))
     summary = _summary(cfg, samples, extra, seconds, n_new, len(done))
+    if cfg.engine != "lmlab":
+        summary.update(engine=cfg.engine, gguf_file=str(model.path))
     run_.write_json("summary.json", summary)
     if len(done) == len(rows):
         print0(f"[lmlab] all {len(rows)} prompts were done before; wrote {run_.path}/summary.json")

@@ -34,8 +34,9 @@ class Config(RunConfig):
     smooth: float = opt(0.0, "SmoothQuant alpha: move activation outliers into the weights "
                              "before quantizing (for int8-activation methods; 0 = off)",
                         min=0.0, max=1.0)
-    gguf: str = opt("", "also export the float model as GGUF (f16 | q8_0) and check it reloads",
-                    choices=("", "f16", "q8_0"))
+    gguf: str = opt("", "also export the float model as GGUF (f16 | q8_0 | q4_0 | q4_1; for "
+                        "llama.cpp) and check it reloads",
+                    choices=("", "f16", "q8_0", "q4_0", "q4_1"))
     eval_tasks: list[str] = opt([], "tasks for accuracy (default: the tasks in data)")
     eval_n: int = opt(50, "held-out prompts per task (0 = skip accuracy)", min=0)
     eval_max_new_tokens: int = opt(16, "tokens generated per eval prompt", min=1)

@@ -3,7 +3,9 @@
 Setup (model, tokenizer), then the three serving parts of ``lmlab.serve``: the runner (one
 model step), the engine (scheduler + runner in a background thread) and the FastAPI app over
 it, served by uvicorn until Ctrl-C. ``engine=vllm`` swaps our engine for vLLM's (GPU machines;
-same HTTP surface). Nothing is written to disk: the numbers are at ``GET /metrics``.
+same HTTP surface); ``engine=llama.cpp`` keeps our engine and runs its forward passes in
+llama.cpp (a GGUF file; ``serve.llamacpp_engine``). Nothing is written to disk: the numbers are
+at ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ class Config:
     served_model_name: str = opt("", "the name clients send as 'model' (default: model)")
     embed_model: str = opt("", "a sentence encoder served at /v1/embeddings under its own "
                                "name: minilm, an `lmlab embed` run folder, ... (empty = none)")
-    engine: str = opt("lmlab", "lmlab (ours: CPU/GPU) | vllm (GPU, needs the vllm package)",
-                      choices=("lmlab", "vllm"))
+    engine: str = opt("lmlab", "lmlab (ours: CPU/GPU) | vllm (GPU, needs the vllm package) | "
+                               "llama.cpp (CPU, a GGUF file; needs the llamacpp extra)",
+                      choices=("lmlab", "vllm", "llama.cpp"))
+    gguf: str = opt("q8_0", "engine=llama.cpp: the GGUF type a model that is not a .gguf file "
+                            "is exported to, once (cached)", choices=("f16", "q8_0", "q4_0",
+                                                                      "q4_1"))
     host: str = opt("127.0.0.1", "address to listen on (0.0.0.0 = every interface)")
     port: int = opt(8000, "TCP port", min=0, max=65535)
     api_key: str = opt("", "require 'Authorization: Bearer <api_key>' on /v1/* (empty = open)")
@@ -74,6 +80,10 @@ def build(cfg: Config, model=None, tokenizer=None):
 
         engine = VllmEngine(cfg)
         tokenizer = engine.tokenizer
+    elif cfg.engine == "llama.cpp":
+        from lmlab.serve.llamacpp_engine import build_engine
+
+        engine, tokenizer = build_engine(cfg, tokenizer)
     else:
         engine, tokenizer = _our_engine(cfg, model, tokenizer)
     from lmlab.serve.app import build_app
@@ -128,7 +138,9 @@ def run(cfg: Config) -> dict:
     # OpenMP thread so that its idle team does not slow the engine's (see Engine.threads)
     threads = cfg.threads or torch.get_num_threads()
     torch.set_num_threads(1)
-    app, engine = build(dataclasses.replace(cfg, threads=0))
+    # (llama.cpp's own threads are set when its context is made)
+    app, engine = build(dataclasses.replace(cfg, threads=threads if cfg.engine == "llama.cpp"
+                                            else 0))
     engine.threads = threads
     if app.state.embedder is not None:
         app.state.embedder.threads = threads
