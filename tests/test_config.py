@@ -479,7 +479,8 @@ def test_json_schema_of_sft_in_detail():
     assert props["lr"] == {"type": "number", "exclusiveMinimum": 0.0, "default": 2e-4,
                            "description": "peak learning rate"}
     assert props["data_limit"]["anyOf"] == [{"type": "integer", "minimum": 1}, {"type": "null"}]
-    assert props["method"]["enum"] == ["full", "lora", "qlora"]
+    assert props["method"]["enum"] == ["full", "lora", "qlora", "dora", "ia3", "prefix", "prompt",
+                                       "ptuning", "adapter"]
     assert props["lora_targets"]["items"] == {"type": "string"}
     text, table = props["mapping"]["anyOf"]
     assert text == {"type": "string"} and table["type"] == "object"

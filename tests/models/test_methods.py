@@ -33,7 +33,7 @@ HAND = {
     # two adapters per layer, each down (D*r + r) and up (r*D + D)
     "adapter": 2 * LAYERS * (D * ADAPTER + ADAPTER + ADAPTER * D + D),
 }
-SPEC = dict(lora_r=R, num_virtual_tokens=N_VIRTUAL, adapter_dim=ADAPTER)
+SPEC = {"lora_r": R, "num_virtual_tokens": N_VIRTUAL, "adapter_dim": ADAPTER}
 
 
 def _build(method: str, **kw):

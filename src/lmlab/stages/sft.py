@@ -67,7 +67,6 @@ class Config(TrainConfig):
 
     def validate(self) -> list[str]:
         from lmlab.eval.tasks import split_problems
-
         from lmlab.models.methods import problems as method_problems
         from lmlab.models.methods import spec_from
 
@@ -171,9 +170,8 @@ def run(cfg: Config) -> dict:
 
 
 def _save_final(model, tokenizer, cfg, run_, base_reference, write_meta) -> None:
-    from lmlab.runs import commit_folder, temp_folder
-
     from lmlab.models.methods import can_merge, save_method
+    from lmlab.runs import commit_folder, temp_folder
 
     tmp = temp_folder(run_.path)
     # a QLoRA adapter is saved alone: merging into 4-bit weights would round it away
