@@ -125,7 +125,7 @@ def _run_sft(values: dict, config_file: Path, isolate: bool) -> None:
         sft.run(load_config(sft.Config, str(config_file), [], stage="sft"))
         return
     cmd = [sys.executable, "-m", "lmlab", "sft", "--config", str(config_file)]
-    rc = subprocess.run(cmd, env=os.environ.copy()).returncode
+    rc = subprocess.run(cmd, check=False, env=os.environ.copy()).returncode
     if rc != 0:
         raise UserError(f"compare-methods: `{' '.join(cmd[2:])}` failed (exit {rc}); its "
                         f"output is above; rerun with resume=auto to keep the finished methods")
