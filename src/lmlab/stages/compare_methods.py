@@ -29,6 +29,9 @@ class Config(sft.Config):
 
     methods: list[str] = opt(list(DEFAULT_METHODS), "methods to compare, in table order "
                              f"(known: {', '.join(METHODS)}; default: all but qlora)")
+    method_lr: dict[str, float] = opt({}, "learning rate per method, e.g. method_lr.prompt=0.03 "
+                                          "(the others use lr): prompt tuning wants ~100x "
+                                          "LoRA's, full fine-tuning ~10x less")
     isolate: bool = opt(True, "run each method in its own process, so its peak memory (RSS) is "
                               "its own; false: in this process (faster for tests; peak memory "
                               "is then cumulative and left out)")
@@ -45,6 +48,11 @@ class Config(sft.Config):
             problems.append(f"methods: unknown {unknown}; known: {', '.join(METHODS)}")
         if not self.methods:
             problems.append("methods: name at least one method")
+        bad_lr = {m: v for m, v in self.method_lr.items()
+                  if m not in self.methods or not (v > 0 and v < float("inf"))}
+        if bad_lr:
+            problems.append(f"method_lr: {bad_lr}: each key must be a method in methods and "
+                            f"each value a positive, finite learning rate")
         if len(set(self.methods)) != len(self.methods):
             problems.append("methods: a method is listed twice")
         for m in self.methods:
@@ -76,7 +84,8 @@ def sft_values(cfg: Config, method: str, out: Path) -> dict:
     values = {k: v for k, v in asdict(cfg).items() if k in keys}
     spec = _spec(cfg, method)
     values.update(method=method, output_dir=str(out), resume="no", overwrite=True,
-                  merge_on_save=False, lora_targets=spec.lora_targets,
+                  merge_on_save=False, lr=cfg.method_lr.get(method, cfg.lr),
+                  lora_targets=spec.lora_targets,
                   ia3_targets=spec.ia3_targets, ia3_feedforward=spec.ia3_feedforward)
     return values
 
@@ -97,6 +106,7 @@ def run(cfg: Config) -> dict:
         rows.append(method_row(out, method, isolated=cfg.isolate))
     summary = {"stage": "compare-methods", "model": cfg.model, "data": cfg.data,
                "steps": cfg.max_steps, "seed": cfg.seed, "eval_splits": cfg.eval_splits,
+               "lr": {m: cfg.method_lr.get(m, cfg.lr) for m in cfg.methods},
                "memory": "peak RSS of each method's own sft process (ru_maxrss: model load, "
                          "eval and training)" if cfg.isolate else "not measured (isolate=false)",
                "methods": rows}
