@@ -322,7 +322,8 @@ def load_model(ref: str, *, dtype: torch.dtype = torch.float32, device: str | to
         from lmlab.models.virtual import VirtualTokensLM, is_prompt_learning
 
         if is_prompt_learning(model):
-            _refuse_merge(r.path, f"{model.active_peft_config.peft_type} virtual tokens",
+            kind = model.active_peft_config.peft_type
+            _refuse_merge(r.path, f"{getattr(kind, 'value', kind)} virtual tokens",
                           merge_adapter)
             model = VirtualTokensLM(model)
         elif merge_adapter:
