@@ -40,7 +40,7 @@ def test_each_method_gets_the_same_budget_and_one_row(compared):
         s = json.loads((sub / "summary.json").read_text())
         assert row["trainable_params"] == s["trainable_params"]
         assert row["acc_before"] is not None and row["acc_after"] is not None
-        assert row["peak_rss_mb"] is None  # in-process: not the method's own
+        assert row["peak_rss_mb"] is None and row["train_rss_mb"] is None  # in-process
         steps = [json.loads(x)["train/step_s"] for x in
                  (sub / "metrics.jsonl").read_text().splitlines() if "train/step_s" in x]
         assert row["s_per_step"] == pytest.approx(steps[1])  # the first step left out
@@ -80,7 +80,10 @@ def test_report_draws_the_table_and_accuracy_vs_parameters(compared, tmp_path):
 def test_isolated_processes_measure_their_own_peak_memory(tmp_path):
     out = tmp_path / "run"
     assert main(["compare-methods", *ARGS, f"output_dir={out}", "methods=[prompt,full]"]) == 0
-    rows = json.loads((out / "summary.json").read_text())["methods"]
-    by = {r["method"]: r for r in rows}
-    # full fine-tuning keeps AdamW moments and gradients of all 3.2M parameters (~50 MB fp32)
-    assert by["full"]["peak_rss_mb"] > by["prompt"]["peak_rss_mb"]
+    summary = json.loads((out / "summary.json").read_text())
+    base = summary["baseline_rss_mb"]
+    assert base > 100  # torch + the model: a process's peak RSS, in MB
+    assert json.loads((out / "baseline" / "summary.json").read_text())["steps"] == 0
+    for row in summary["methods"]:
+        rss = json.loads((out / row["method"] / "rss.json").read_text())["peak_rss_mb"]
+        assert row["peak_rss_mb"] == rss and row["train_rss_mb"] == round(rss - base, 1)

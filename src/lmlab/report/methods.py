@@ -13,12 +13,12 @@ def methods_table(r: RunData) -> Table:
     s = r.summary or {}
     t = Table(f"{r.label}: fine-tuning methods on {s.get('model')}, {s.get('steps')} steps, "
               f"seed {s.get('seed')}",
-              ["method", "trainable", "% of model", "peak RSS MB", "s/step", "tokens/s",
-               "acc before", "acc after", "adapter MB"],
-              ["text", "int", "num", "num", "num", "num", "pct", "pct", "num"])
+              ["method", "trainable", "% of model", "peak RSS MB", "training RSS MB",
+               "s/step", "tokens/s", "acc before", "acc after", "adapter MB"],
+              ["text", "int", "num", "num", "num", "num", "num", "pct", "pct", "num"])
     for m in s.get("methods", []):
         t.rows.append([m["method"], m.get("trainable_params"), m.get("trainable_pct"),
-                       m.get("peak_rss_mb"), m.get("s_per_step"), m.get("tokens_per_s"),
+                       m.get("peak_rss_mb"), m.get("train_rss_mb"), m.get("s_per_step"), m.get("tokens_per_s"),
                        m.get("acc_before"), m.get("acc_after"), m.get("adapter_mb")])
     t.note = (f"Accuracy on {', '.join(s.get('eval_splits') or [])} prompts (greedy), before = "
               f"at step 0 (prompt/prefix tuning start from random virtual tokens). Memory: "

@@ -2,7 +2,8 @@
 
 Each method in ``methods`` runs `lmlab sft` with the same data, steps, seed, batch and eval
 prompts (its run folder is ``<run>/<method>/``), in its own process by default so that its peak
-memory is its own; then one table: trainable parameters, peak memory, s/step, tokens/s,
+memory is its own (and a baseline process with no training steps gives what training added);
+then one table: trainable parameters, peak memory, s/step, tokens/s,
 held-out task accuracy before/after, and the adapter's size on disk (``summary.json``,
 ``methods.csv``, ``methods.md``; the report draws accuracy against trainable parameters).
 """
@@ -19,7 +20,8 @@ from lmlab.stages import sft
 HELP = "run sft with each fine-tuning method on one budget; one table of cost and accuracy"
 # qlora needs bitsandbytes (the quant extra): listed only when asked for
 DEFAULT_METHODS = [m for m in METHODS if m != "qlora"]
-COLUMNS = ["method", "trainable_params", "trainable_pct", "peak_rss_mb", "s_per_step",
+COLUMNS = ["method", "trainable_params", "trainable_pct", "peak_rss_mb", "train_rss_mb",
+           "s_per_step",
            "tokens_per_s", "acc_before", "acc_after", "adapter_mb", "final_loss"]
 
 
@@ -95,6 +97,7 @@ def run(cfg: Config) -> dict:
     from lmlab.runs import prepare_run
 
     run_ = prepare_run(cfg, "compare-methods")
+    base_rss = _baseline_rss(cfg, run_.path) if cfg.isolate else None
     rows = []
     for i, method in enumerate(cfg.methods):
         out = run_.path / method
@@ -103,13 +106,12 @@ def run(cfg: Config) -> dict:
                f"{' (finished before: kept)' if done else ''}")
         if not done:
             _run_sft(sft_values(cfg, method, out), run_.path / f"{method}.yaml", cfg.isolate)
-        rows.append(method_row(out, method, isolated=cfg.isolate))
+        rows.append(method_row(out, method, base_rss))
     summary = {"stage": "compare-methods", "model": cfg.model, "data": cfg.data,
                "steps": cfg.max_steps, "seed": cfg.seed, "eval_splits": cfg.eval_splits,
                "lr": {m: cfg.method_lr.get(m, cfg.lr) for m in cfg.methods},
-               "memory": "peak RSS of each method's own sft process (ru_maxrss: model load, "
-                         "eval and training)" if cfg.isolate else "not measured (isolate=false)",
-               "methods": rows}
+               "memory": MEMORY if cfg.isolate else "not measured (isolate=false)",
+               "baseline_rss_mb": base_rss, "methods": rows}
     run_.write_json("summary.json", summary)
     (run_.path / "methods.csv").write_text(to_csv(rows))
     (run_.path / "methods.md").write_text(to_markdown(rows) + "\n")
@@ -119,7 +121,29 @@ def run(cfg: Config) -> dict:
     return summary
 
 
-def _run_sft(values: dict, config_file: Path, isolate: bool) -> None:
+MEMORY = ("peak_rss_mb: peak resident memory of the method's own sft process (wait4 ru_maxrss: "
+          "model load, eval before/after, training, save); train_rss_mb: that minus the peak of "
+          "the same process with max_steps=0 (baseline/), i.e. what the training steps added")
+
+
+def _baseline_rss(cfg: Config, root: Path) -> float | None:
+    """Peak RSS (MB) of an sft process that does everything but train: prompt tuning (a few
+    thousand parameters) with max_steps=0, the same evaluation."""
+    import json
+
+    out = root / "baseline"
+    if cfg.resume != "no" and (out / "rss.json").is_file():
+        return json.loads((out / "rss.json").read_text())["peak_rss_mb"]
+    values = sft_values(cfg, "prompt", out)
+    values.update(max_steps=0, num_virtual_tokens=1)
+    return _run_sft(values, root / "baseline.yaml", True, out)
+
+
+def _run_sft(values: dict, config_file: Path, isolate: bool, out: Path | None = None
+             ) -> float | None:
+    """Run sft on ``values``; isolated: in a child process, returning its peak RSS in MB (also
+    kept in ``<out>/rss.json``)."""
+    import json
     import os
     import subprocess
     import sys
@@ -128,20 +152,27 @@ def _run_sft(values: dict, config_file: Path, isolate: bool) -> None:
 
     from lmlab.errors import UserError
 
+    out = Path(values["output_dir"]) if out is None else out
     config_file.write_text(yaml.safe_dump(values, sort_keys=False))
     if not isolate:
         from lmlab.config import load_config
 
         sft.run(load_config(sft.Config, str(config_file), [], stage="sft"))
-        return
+        return None
     cmd = [sys.executable, "-m", "lmlab", "sft", "--config", str(config_file)]
-    rc = subprocess.run(cmd, check=False, env=os.environ.copy()).returncode
+    child = subprocess.Popen(cmd, env=os.environ.copy())
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
+    child.returncode = rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
         raise UserError(f"compare-methods: `{' '.join(cmd[2:])}` failed (exit {rc}); its "
                         f"output is above; rerun with resume=auto to keep the finished methods")
+    # ru_maxrss: kilobytes on Linux, bytes on macOS
+    mb = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    (out / "rss.json").write_text(json.dumps({"peak_rss_mb": round(mb, 1)}) + "\n")
+    return round(mb, 1)
 
 
-def method_row(out: Path, method: str, *, isolated: bool) -> dict:
+def method_row(out: Path, method: str, base_rss: float | None = None) -> dict:
     """One table row from a finished sft run folder."""
     import json
 
@@ -150,10 +181,12 @@ def method_row(out: Path, method: str, *, isolated: bool) -> dict:
                if x.strip()]
     steps = [m for m in metrics if "train/step_s" in m]
     timed = steps[1:] or steps  # the first step pays one-off costs (allocations, kernels)
-    mem = [m["train/mem_gb"] for m in steps if "train/mem_gb" in m]
+    rss = json.loads((out / "rss.json").read_text())["peak_rss_mb"] \
+        if (out / "rss.json").is_file() and base_rss is not None else None
     return {"method": method, "trainable_params": s["trainable_params"],
             "trainable_pct": 100 * s["trainable_params"] / max(1, s["total_params"]),
-            "peak_rss_mb": round(max(mem) * 1024, 1) if mem and isolated else None,
+            "peak_rss_mb": rss,
+            "train_rss_mb": round(rss - base_rss, 1) if rss is not None else None,
             "s_per_step": sum(m["train/step_s"] for m in timed) / max(1, len(timed)),
             "tokens_per_s": s.get("tokens_per_s"),
             "acc_before": _heldout(s.get("task_eval_before")),
