@@ -95,7 +95,9 @@ def _resolve_folder(ref: str, p: Path) -> Resolved:
     if any((p / f).exists() for f in ADAPTER_CONFIGS):
         meta = _read_meta(p)
         if not meta.get("base"):
-            raise ModelRefError(f"{p} holds an adapter but no {LMLAB_META} naming its base")
+            what = "LoRA adapter" if (p / "adapter_config.json").exists() else \
+                "bottleneck adapter"
+            raise ModelRefError(f"{p} holds a {what} but no {LMLAB_META} naming its base")
         if (p / "adapter_model.safetensors").is_file():
             check.check_safetensors(p / "adapter_model.safetensors")
         return Resolved("adapter", ref, str(p), base=meta["base"])
