@@ -21,6 +21,9 @@ SFT = ["sft", "model=tiny:llama", f"data={ASSETS / 'sft' / 'chat.jsonl'}", "max_
     (["method=ia3", "ia3_targets=[k_proj]", "ia3_feedforward=[down_proj]"],
      ["ia3_feedforward", "down_proj", "ia3_targets"]),
     (["method=ptuning", "packing=true"], ["packing", "method=ptuning"]),
+    (["method=prompt", "activation_checkpointing=true"], ["activation_checkpointing",
+                                                          "method=prompt"]),
+    (["method=adapter", "strategy=fsdp"], ["strategy=fsdp", "method=adapter"]),
     (["method=adapter", "adapter_style=lora"], ["adapter_style", "houlsby"]),
     (["method=prompts"], ["method", "prompt"]),
 ])

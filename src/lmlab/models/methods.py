@@ -54,8 +54,8 @@ def spec_from(cfg) -> MethodSpec:
     return MethodSpec(**{k: getattr(cfg, k) for k in names if hasattr(cfg, k)})
 
 
-def problems(spec: MethodSpec, *, merge_on_save: bool | None, packing: bool = False
-             ) -> list[str]:
+def problems(spec: MethodSpec, *, merge_on_save: bool | None, packing: bool = False,
+             activation_checkpointing: bool = False, strategy: str = "ddp") -> list[str]:
     """Combinations that cannot work, each naming its keys (config validation)."""
     m, out = spec.method, []
     if spec.lora_targets and m not in LORA_LIKE:
@@ -73,6 +73,12 @@ def problems(spec: MethodSpec, *, merge_on_save: bool | None, packing: bool = Fa
         out.append(f"merge_on_save=true: method={m} cannot be merged into the base model "
                    f"({why}); leave merge_on_save unset or false (final/ then holds the "
                    f"adapter and names its base)")
+    if activation_checkpointing and m in VIRTUAL:
+        out.append(f"activation_checkpointing=true: not with method={m} (the recomputed "
+                   f"blocks would write the virtual tokens' cache twice)")
+    if strategy == "fsdp" and m in (*VIRTUAL, "adapter"):
+        out.append(f"strategy=fsdp: not with method={m} (its wrapper is not sharded); use "
+                   f"strategy=ddp")
     if packing and m in VIRTUAL:
         out.append(f"packing=true: not with method={m} (only the first example of a packed "
                    f"row would follow the virtual tokens)")

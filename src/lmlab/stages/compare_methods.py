@@ -59,8 +59,10 @@ class Config(sft.Config):
             problems.append("methods: a method is listed twice")
         for m in self.methods:
             if m in METHODS:
-                problems += method_problems(_spec(self, m), merge_on_save=None,
-                                            packing=self.packing)
+                problems += method_problems(
+                    _spec(self, m), merge_on_save=None, packing=self.packing,
+                    activation_checkpointing=self.activation_checkpointing,
+                    strategy=self.strategy)
         return problems
 
 

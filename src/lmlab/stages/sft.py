@@ -71,8 +71,9 @@ class Config(TrainConfig):
         from lmlab.models.methods import spec_from
 
         problems = split_problems(self.eval_splits)
-        problems += method_problems(spec_from(self), merge_on_save=self.merge_on_save,
-                                    packing=self.packing)
+        problems += method_problems(
+            spec_from(self), merge_on_save=self.merge_on_save, packing=self.packing,
+            activation_checkpointing=self.activation_checkpointing, strategy=self.strategy)
         return problems
 
 
