@@ -105,8 +105,9 @@ def test_virtual_tokens_equal_peft_and_the_cached_decode(method):
     tol = fp32_tol(forward_terms(model.config, N_VIRTUAL + 6), ref.abs().max().item())
     assert (ours - ref).abs().max() <= tol
     assert (torch.cat([first, last], 1) - ours).abs().max() <= tol
-    assert not torch.allclose(ours, _build("prompt", num_virtual_tokens=1)(
-        input_ids=IDS).logits)  # the virtual tokens change the output
+    with torch.no_grad():
+        base = load_model("tiny:llama")(input_ids=IDS).logits
+    assert (ours - base).abs().max() > 100 * tol  # the virtual tokens do change the output
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "ia3", "prefix", "prompt", "ptuning",
