@@ -33,7 +33,8 @@ def rows(n: int) -> list[dict]:
     return task_rows(TASKS, "chat", "train", n=n, seed=0)
 
 
-def bench_lmlab(mode: str, args, data_file: Path, out: Path) -> dict:
+def bench_lmlab(mode: str, args, data_file: Path, out: Path, extra: tuple = ()) -> dict:
+    """``mode``: any sft method; ``extra``: more overrides (the method's keys)."""
     from lmlab.config import load_config
     from lmlab.stages import sft
 
@@ -41,8 +42,8 @@ def bench_lmlab(mode: str, args, data_file: Path, out: Path) -> dict:
         f"model={args.model}", f"data={data_file}", f"device={args.device}", f"dtype={args.dtype}", f"output_dir={out}", f"method={mode}",
         f"max_steps={args.steps}", f"batch_size={args.batch}", f"max_len={args.max_len}",
         "eval_n=0", "progress=false", "save_every=0", "schedule=constant", "warmup_steps=0",
-        f"lr={2e-4 if mode == 'lora' else 2e-5}", f"packing={str(args.packing).lower()}",
-        "merge_on_save=false" if mode == "lora" else "seed=0", "overwrite=true"])
+        f"lr={2e-5 if mode == 'full' else 2e-4}", f"packing={str(args.packing).lower()}",
+        "merge_on_save=false", "seed=0", "overwrite=true", *extra])
     sft.run(cfg)
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     timed = metrics[args.warmup:]
@@ -51,9 +52,18 @@ def bench_lmlab(mode: str, args, data_file: Path, out: Path) -> dict:
         timed), "final_loss": metrics[-1]["train/loss"]}
 
 
-def bench_trl(mode: str, args, data: list[dict], out: Path) -> dict:
-    from datasets import Dataset
+def lora_config(**kw):
     from peft import LoraConfig
+
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                      "up_proj", "down_proj"], **kw)
+
+
+def bench_trl(mode: str, args, data: list[dict], out: Path, peft_config=None) -> dict:
+    """``peft_config``: the tuner TRL wraps the model in (default: LoRA r16 for mode=lora,
+    none for full)."""
+    from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -68,15 +78,13 @@ def bench_trl(mode: str, args, data: list[dict], out: Path) -> dict:
                             for r in data])
     config = SFTConfig(
         output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
-        max_length=args.max_len, learning_rate=2e-4 if mode == "lora" else 2e-5,
+        max_length=args.max_len, learning_rate=2e-5 if mode == "full" else 2e-4,
         lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no",
         report_to="none", bf16=args.dtype == "bf16", fp16=args.dtype == "fp16",
         use_cpu=args.device == "cpu", completion_only_loss=True,
         packing=args.packing, dataloader_num_workers=0, seed=0)
-    peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                             "gate_proj", "up_proj", "down_proj"]) \
-        if mode == "lora" else None
+    if peft_config is None and mode == "lora":
+        peft_config = lora_config()
     trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tok,
                          peft_config=peft_config)
     tokens: list[int] = []

@@ -132,6 +132,9 @@ class LlamaStep:
                 getattr(cfg, "mlp_bias", False) or getattr(cfg, "hidden_act", "silu") != "silu":
             return False
         layer = model.model.layers[0]
+        if type(layer.self_attn).__name__ != "LlamaAttention" or \
+                type(layer.mlp).__name__ != "LlamaMLP":  # wrapped blocks (bottleneck adapters)
+            return False
         linears = [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                    layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
                    layer.mlp.down_proj, model.lm_head]

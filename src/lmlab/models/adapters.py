@@ -12,7 +12,9 @@ DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 
 def add_lora(model: torch.nn.Module, *, r: int, alpha: float, dropout: float,
-             targets: list[str]) -> torch.nn.Module:
+             targets: list[str], dora: bool = False) -> torch.nn.Module:
+    """``dora``: weight-decomposed LoRA (a trained magnitude per output channel besides the
+    low-rank direction update)."""
     from peft import LoraConfig, get_peft_model
 
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
@@ -25,7 +27,7 @@ def add_lora(model: torch.nn.Module, *, r: int, alpha: float, dropout: float,
                             f"{sorted(n for n in names if n.endswith('proj'))}")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=targets if targets != ["all-linear"] else "all-linear",
-                        task_type="CAUSAL_LM")
+                        task_type="CAUSAL_LM", use_dora=dora)
     return get_peft_model(model, config)
 
 

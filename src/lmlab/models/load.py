@@ -28,6 +28,8 @@ from lmlab.models import check
 from lmlab.models.registry import ALIASES, GGUFAlias
 
 LMLAB_META = "lmlab.json"  # written next to saved models: base reference, adapter, head
+# a peft adapter (LoRA, DoRA, IA3, prompt/prefix tuning) or our bottleneck adapters
+ADAPTER_CONFIGS = ("adapter_config.json", "bottleneck_config.json")
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,14 @@ def _unknown(ref: str) -> str:
 def _resolve_folder(ref: str, p: Path) -> Resolved:
     if (p / "final").is_dir():
         p = p / "final"
-    elif not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
+    elif not any((p / f).exists() for f in ("config.json", *ADAPTER_CONFIGS)):
         raise ModelRefError(_not_a_model_folder(p))
-    if (p / "adapter_config.json").exists():
+    if any((p / f).exists() for f in ADAPTER_CONFIGS):
         meta = _read_meta(p)
         if not meta.get("base"):
-            raise ModelRefError(f"{p} holds a LoRA adapter but no {LMLAB_META} naming its base")
+            what = "LoRA adapter" if (p / "adapter_config.json").exists() else \
+                "bottleneck adapter"
+            raise ModelRefError(f"{p} holds a {what} but no {LMLAB_META} naming its base")
         if (p / "adapter_model.safetensors").is_file():
             check.check_safetensors(p / "adapter_model.safetensors")
         return Resolved("adapter", ref, str(p), base=meta["base"])
@@ -310,8 +314,21 @@ def load_model(ref: str, *, dtype: torch.dtype = torch.float32, device: str | to
 
         _refuse_head(r.path, _read_meta(Path(r.path)))
         base = load_model(r.base, dtype=dtype, device="cpu")
+        if (Path(r.path) / "bottleneck_config.json").exists():
+            from lmlab.models.bottleneck import load_bottleneck
+
+            _refuse_merge(r.path, "bottleneck adapters (nonlinear)", merge_adapter)
+            model = _from_user_files(lambda p: load_bottleneck(base, p), r.path, "adapter")
+            return model.to(device)
         model = _from_user_files(lambda p: PeftModel.from_pretrained(base, p), r.path, "adapter")
-        if merge_adapter:
+        from lmlab.models.virtual import VirtualTokensLM, is_prompt_learning
+
+        if is_prompt_learning(model):
+            kind = model.active_peft_config.peft_type
+            _refuse_merge(r.path, f"{getattr(kind, 'value', kind)} virtual tokens",
+                          merge_adapter)
+            model = VirtualTokensLM(model)
+        elif merge_adapter:
             model = model.merge_and_unload()
     else:
         path = str(model_folder(ALIASES[r.ref])) if r.kind == "alias" else r.path
@@ -325,6 +342,14 @@ def load_model(ref: str, *, dtype: torch.dtype = torch.float32, device: str | to
         model = _from_user_files(AutoModelForCausalLM.from_pretrained, path, "model",
                                  dtype=dtype)
     return model.to(device)
+
+
+def _refuse_merge(path: str, what: str, merge: bool) -> None:
+    if merge:
+        raise ModelRefError(
+            f"{path} holds {what}, which cannot be merged into the base weights, and this stage "
+            f"starts from a plain model: start it from the adapter's base (its {LMLAB_META}), or "
+            f"from an sft run with method=full, lora, dora or ia3")
 
 
 def base_reference(ref: str) -> str:

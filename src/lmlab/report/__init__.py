@@ -19,6 +19,7 @@ __all__ = ["build_report", "headline_lines"]
 AREA_SECTIONS = [
     ("Tokenizers", "tokenizer", "tables"),
     ("Pretraining", "pretrain", "pretrain_tables"),
+    ("Fine-tuning methods", "methods", "methods_items"),
     ("Neural networks by hand", "scratch", "scratch_tables"),
     ("Embeddings, retrieval and RAG", "embed", "embed_tables"),
     ("Vision", "vision", "vision_items"),

@@ -1,4 +1,5 @@
-"""`lmlab sft`: supervised fine-tuning, full or LoRA, with completion-only loss.
+"""`lmlab sft`: supervised fine-tuning (full, LoRA, QLoRA, DoRA, IA3, prefix/prompt/P-tuning,
+bottleneck adapters; models.methods), with completion-only loss.
 
 Setup (model, data, held-out eval), then the shared loop with the LM objective, then the
 final model, samples and summary.
@@ -9,25 +10,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmlab.config import opt, row_fields
+from lmlab.models.methods import METHODS
 from lmlab.train.config import TrainConfig
 from lmlab.train.recipes import RecipeOptions
 
-HELP = "supervised fine-tuning (full or LoRA) on chat / prompt-completion / task data"
+HELP = "supervised fine-tuning (full, LoRA, DoRA, IA3, prompt/prefix, adapters) on chat / prompt-completion / task data"
 
 
 @dataclass
 class Config(RecipeOptions, TrainConfig):
-    method: str = opt("lora", "what to train (qlora: LoRA on a frozen 4/8-bit bitsandbytes base)",
-                      choices=("full", "lora", "qlora"))
+    method: str = opt("lora", "what to train: full | lora | qlora (LoRA on a frozen 4/8-bit "
+                      "base) | dora | ia3 | prefix | prompt | ptuning | adapter (bottleneck); "
+                      "docs/methods.md", choices=METHODS)
     qlora_bits: int = opt(4, "method=qlora: base weights as NF4 (4) or LLM.int8() (8)",
                           choices=(4, 8))
     lora_r: int = opt(16, "LoRA rank", min=1)
     lora_alpha: float = opt(32.0, "LoRA alpha (scale = alpha / r)", min=0.0, min_exclusive=True)
     lora_dropout: float = opt(0.05, "LoRA dropout", min=0.0, max=1.0)
-    lora_targets: list[str] = opt([], "module names to adapt (default: all attention and MLP "
-                                      "projections; 'all-linear' lets peft pick)")
-    merge_on_save: bool = opt(True, "merge LoRA into the base weights so final/ is a plain "
-                                     "transformers model (false: save the adapter alone)")
+    lora_targets: list[str] = opt([], "lora/qlora/dora: module names to adapt (default: all "
+                                      "attention and MLP projections; 'all-linear' lets peft "
+                                      "pick)")
+    ia3_targets: list[str] = opt([], "ia3: linear layers whose output (or input, see "
+                                     "ia3_feedforward) is scaled (default: peft's for the "
+                                     "architecture; llama: k_proj, v_proj, down_proj)")
+    ia3_feedforward: list[str] = opt([], "ia3: the ia3_targets scaled at their input (MLP "
+                                         "layers; default with default targets: down_proj)")
+    num_virtual_tokens: int = opt(20, "prefix/prompt/ptuning: virtual tokens", min=1)
+    prefix_projection: bool = opt(False, "prefix: produce the prefix through a 2-layer MLP "
+                                         "(more parameters, often steadier training)")
+    ptuning_encoder: str = opt("mlp", "ptuning: the prompt encoder", choices=("mlp", "lstm"))
+    ptuning_hidden: int = opt(0, "ptuning: encoder hidden size (0 = the model's width)", min=0)
+    adapter_dim: int = opt(16, "adapter: bottleneck width r (down D->r, up r->D)", min=1)
+    adapter_style: str = opt("houlsby", "adapter: houlsby = after attention and after MLP; "
+                                        "pfeiffer = after MLP only",
+                             choices=("houlsby", "pfeiffer"))
+    adapter_act: str = opt("relu", "adapter: nonlinearity between down and up",
+                           choices=("relu", "gelu", "silu", "tanh"))
+    merge_on_save: bool | None = opt(None, "fold the update into the base weights so final/ is "
+                                           "a plain transformers model (unset: yes for lora, "
+                                           "dora, ia3; false: save the adapter alone)")
     mapping: str | dict[str, str] = opt("", "data columns: a preset (dolly | alpaca) or "
                                         "{field: column}, e.g. mapping.prompt=question "
                                         "mapping.completion=answer", keys=row_fields("chat"))
@@ -47,11 +68,14 @@ class Config(RecipeOptions, TrainConfig):
 
     def validate(self) -> list[str]:
         from lmlab.eval.tasks import split_problems
+        from lmlab.models.methods import problems as method_problems
+        from lmlab.models.methods import spec_from
         from lmlab.train import recipes
 
         problems = split_problems(self.eval_splits) + recipes.problems(self)
-        if self.lora_targets and self.method not in ("lora", "qlora"):
-            problems.append("lora_targets: only used with method=lora or qlora")
+        problems += method_problems(
+            spec_from(self), merge_on_save=self.merge_on_save, packing=self.packing,
+            activation_checkpointing=self.activation_checkpointing, strategy=self.strategy)
         return problems
 
 
@@ -67,7 +91,8 @@ def run(cfg: Config) -> dict:
     from lmlab.eval.tasks import measure as measure_tasks
     from lmlab.losses.objectives import LMObjective
     from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
-    from lmlab.models.adapters import add_lora, count_parameters
+    from lmlab.models.adapters import count_parameters
+    from lmlab.models.methods import apply_method, spec_from
     from lmlab.stages.setup import eval_task_names, start_stage
     from lmlab.train import recipes
     from lmlab.train.data import BatchStream
@@ -98,9 +123,7 @@ def run(cfg: Config) -> dict:
         model = load_qlora_base(cfg.model, cfg.qlora_bits, device)
     else:
         model = load_model(cfg.model, dtype=ctx.weights_dtype, device=device)
-    if cfg.method in ("lora", "qlora"):
-        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                         targets=cfg.lora_targets)
+    model = apply_method(model, spec_from(cfg))
     trainable, total = count_parameters(model)
     print0(f"[lmlab] model {cfg.model}: {total / 1e6:.1f}M parameters, "
            f"{trainable / 1e6:.2f}M trainable ({cfg.method}), {dtype}, {device}")
@@ -162,15 +185,13 @@ def run(cfg: Config) -> dict:
 
 
 def _save_final(model, tokenizer, cfg, run_, base_reference, write_meta) -> None:
+    from lmlab.models.methods import can_merge, save_method
     from lmlab.runs import commit_folder, temp_folder
 
     tmp = temp_folder(run_.path)
-    if cfg.method == "lora" and cfg.merge_on_save:
-        model = model.merge_and_unload()
-        merged = True
-    else:  # a QLoRA adapter is saved alone: merging into 4-bit weights would round it away
-        merged = cfg.method == "full"
-    model.save_pretrained(tmp)
+    # a QLoRA adapter is saved alone: merging into 4-bit weights would round it away
+    merge = can_merge(cfg.method) if cfg.merge_on_save is None else cfg.merge_on_save
+    merged = save_method(model, tmp, cfg.method, merge)
     tokenizer.save_pretrained(tmp)
     meta = {"stage": "sft", "method": cfg.method, "merged": merged}
     if not merged:
