@@ -17,7 +17,12 @@
  * Results equal the torch step up to fp32 rounding (sums in another order), not bit for bit.
  * A draft model for speculative decoding may instead pass bfloat16 copies of its projections
  * and head (half the bytes per token; a draft's precision only moves its acceptance rate, never
- * the output, which the target checks).
+ * the output, which the target checks). A model decoded with rounded weights (decode_weights
+ * bf16 or int8, lmlab/infer/precision.py) passes bfloat16 copies, or int8 rows with one fp32
+ * scale per row (weight-only: each product dequantizes in the kernel, inputs and sums stay fp32);
+ * the torch step then runs the same rounded weights in fp32, so the two agree up to fp32
+ * rounding. Everything is plain C vectors compiled for the machine (-march=native): the same
+ * source runs on AVX2-only and AVX-512 CPUs (the cache name hashes the CPU's flags).
  *
  * Layouts (all contiguous, row-major): a projection weight is [out, in]; the key/value buffers
  * of a layer are (B, Hkv, T, Dh); tokens and positions are (B, L); M = B * L inputs.
@@ -38,6 +43,10 @@
 typedef float v8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef int8_t i8x8 __attribute__((vector_size(8)));
+
+/* the weight types of the projections and the head (lm_model.wtype) */
+enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2 };
 
 typedef struct {
     int D, H, Hkv, Dh, I, V, n_layers;
@@ -52,7 +61,9 @@ typedef struct {
     int Vh;
     const void *head_x;
     int Vx;
-    int bf16;  /* projections and head are bfloat16 (uint16) instead of fp32 */
+    /* projections and head: W_F32, W_BF16 (uint16), or W_I8: each matrix one block of its
+     * rows' fp32 scales, then its int8 rows (row r = scale[r] * q[r]) */
+    int wtype;
     const void *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
     int att_chunk;  /* keys per attention chunk (see ATT_CHUNK_MIN) */
 } lm_model;
@@ -347,6 +358,63 @@ static inline float bf16_at(const uint16_t *w, int k)
 
 DEFINE_DOT1(dot1_bf16, uint16_t, load_bf8, bf16_at)
 
+/* 8 int8 weights as fp32 (exact). */
+static inline v8 load_i8(const int8_t *p)
+{
+    i8x8 h;
+    memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(__builtin_convertvector(h, i32x8), v8);
+}
+
+static inline float i8_at(const int8_t *w, int k)
+{
+    return (float)w[k];
+}
+
+DEFINE_DOT1(dot1_i8, int8_t, load_i8, i8_at)
+
+/* row_dot over an int8 row (times its scale): four inputs per pass (each weight vector
+ * converted once for four of them: a batch of 8 is bound by the conversions as much as by
+ * memory), then one. */
+static void row_dot_i8(const int8_t *w, float scale, const float *x, int ldx, int K, int M,
+                       float *y, int ldy, int add)
+{
+    int j = 0;
+    for (; j + 4 <= M; j += 4) {
+        const float *x0 = x + (size_t)j * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+        v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            v8 w0 = load_i8(w + k), w1 = load_i8(w + k + 8);
+            a0 += w0 * load8(x0 + k);
+            a1 += w1 * load8(x0 + k + 8);
+            b0 += w0 * load8(x1 + k);
+            b1 += w1 * load8(x1 + k + 8);
+            c0 += w0 * load8(x2 + k);
+            c1 += w1 * load8(x2 + k + 8);
+            d0 += w0 * load8(x3 + k);
+            d1 += w1 * load8(x3 + k + 8);
+        }
+        float s[4];
+        hsum8x4(a0 + a1, b0 + b1, c0 + c1, d0 + d1, s);
+        for (; k < K; k++) {
+            float f = i8_at(w, k);
+            s[0] += f * x0[k];
+            s[1] += f * x1[k];
+            s[2] += f * x2[k];
+            s[3] += f * x3[k];
+        }
+        for (int i = 0; i < 4; i++) {
+            float *yi = y + (size_t)(j + i) * ldy;
+            *yi = add ? *yi + scale * s[i] : scale * s[i];
+        }
+    }
+    for (; j < M; j++) {
+        float s = scale * dot1_i8(w, x + (size_t)j * ldx, K);
+        y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s : s;
+    }
+}
+
 /* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). A draft
  * runs one-token steps, and two-token ones after a round that kept every draft: two inputs
  * per pass, then one. Kept apart from row_dot on purpose: one always-inlined kernel over
@@ -383,15 +451,28 @@ static void row_dot_bf16(const uint16_t *w, const float *x, int ldx, int K, int 
 }
 
 typedef struct {
-    const void *w;  /* fp32, or bfloat16 with the model's bf16 */
+    const void *w;  /* fp32, bfloat16 or int8 rows (the model's wtype) */
     int rows, off;
+    const float *scale;  /* int8: the rows' scales; else NULL */
 } segment;
+
+/* A segment of `rows` rows from a matrix of `total` rows at w (an int8 block: its scales, then
+ * its rows). */
+static inline segment seg_of(const void *w, int rows, int off, int total, int wt)
+{
+    segment s = {w, rows, off, NULL};
+    if (wt == W_I8 && w) {
+        s.scale = (const float *)w;
+        s.w = (const int8_t *)((const float *)w + total);
+    }
+    return s;
+}
 
 /* y[j, off_s + r] (+)= W_s[r] . x_j over the segments' rows one after another (q, k and v as
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
 static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                   float *y, int ldy, int add, int bf16)
+                   float *y, int ldy, int add, int wt)
 {
     int total = 0;
     for (int s = 0; s < n_seg; s++)
@@ -411,7 +492,14 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             int a = lo > base ? lo - base : 0;
             int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
             float *ys = y + seg[s].off;
-            if (bf16) {
+            if (wt == W_I8) {
+                const int8_t *W = (const int8_t *)seg[s].w;
+                const float *sc = seg[s].scale;
+                for (int r = a; r < b; r++) {
+                    float v = sc[r] * dot1_i8(W + (size_t)r * K, x, K);
+                    ys[r] = add ? ys[r] + v : v;
+                }
+            } else if (wt == W_BF16) {
                 const uint16_t *W = (const uint16_t *)seg[s].w;
                 for (int r = a; r < b; r++) {
                     float v = dot1_bf16(W + (size_t)r * K, x, K);
@@ -445,7 +533,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
      * prefetcht0: slower; 2 inputs: 1.06x slower, so they keep the long rows' distance,
      * 2026-12-05). (Three inputs per pass, 5 = 3 + 2: slower than 4 + 1.) */
     const int pf = M >= 3 ? 2048 : K >= 1024 ? 2 * K : 0;
-    const int rows = bf16 ? 0 : block_rows(M);
+    const int rows = wt != W_F32 ? 0 : block_rows(M);
     int by = rows > 0;
     for (int s = 0; by && s < n_seg; s++)
         by = seg[s].rows % rows == 0;
@@ -469,7 +557,10 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             rr -= seg[s].rows;
             s++;
         }
-        if (bf16)
+        if (wt == W_I8)
+            row_dot_i8((const int8_t *)seg[s].w + (size_t)rr * K, seg[s].scale[rr], x, ldx, K,
+                       M, y + seg[s].off + rr, ldy, add);
+        else if (wt == W_BF16)
             row_dot_bf16((const uint16_t *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
                          y + seg[s].off + rr, ldy, add);
         else
@@ -667,9 +758,11 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         float *K = kbuf[l], *Vb = vbuf[l];
 #pragma omp single
         rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, h, D);
-        segment s_qkv[3] = {{w[WQ], HD, 0}, {w[WK], Hkv * Dh, HD},
-                            {w[WV], Hkv * Dh, HD + Hkv * Dh}};
-        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, m->bf16);
+        const int wt = m->wtype;
+        segment s_qkv[3] = {seg_of(w[WQ], HD, 0, HD, wt),
+                            seg_of(w[WK], Hkv * Dh, HD, Hkv * Dh, wt),
+                            seg_of(w[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, wt)};
+        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, wt);
 #pragma omp single
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = input_col(cols, j, n, L);
@@ -798,12 +891,12 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                     o[d] *= inv;
             }
         }
-        segment s_o = {w[WO], D, 0};
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, m->bf16);
+        segment s_o = seg_of(w[WO], D, 0, D, wt);
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt);
 #pragma omp single
         rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, h, D);
-        segment s_gu[2] = {{w[WG], I, 0}, {w[WU], I, I}};
-        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, m->bf16);
+        segment s_gu[2] = {seg_of(w[WG], I, 0, I, wt), seg_of(w[WU], I, I, I, wt)};
+        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, wt);
 #pragma omp for schedule(static)
         for (int c = 0; c < M * I8; c++) {  /* silu(gate) * up, into the gate half */
             int j = c / I8, i = c % I8 * 8, n8 = I - i < 8 ? I - i : 8;
@@ -822,17 +915,19 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             else
                 memcpy(g, &r, sizeof(float) * n8);
         }
-        segment s_d = {w[WD], D, 0};
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, m->bf16);
+        segment s_d = seg_of(w[WD], D, 0, D, wt);
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt);
     }
     /* the final norm over the rows asked for, then the head */
     int R = last_only ? B : M, step = last_only ? L : 1, first = last_only ? L - 1 : 0;
     float *dst = want_hidden ? out : h;
     rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, dst, D);
     if (!want_hidden) {
-        segment s_h[2] = {{m->head, m->Vh, 0}, {m->head_x, m->Vx, m->Vh}};
+        /* (an int8 head block holds all V rows' scales, of which the first Vh are read) */
+        segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, m->wtype),
+                          seg_of(m->head_x, m->Vx, m->Vh, m->Vx, m->wtype)};
 #pragma omp parallel num_threads(nt)
-        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->bf16);
+        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype);
     }
     return 0;
 }
