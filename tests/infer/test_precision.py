@@ -15,8 +15,13 @@ from lmlab.infer import native
 from lmlab.infer.decode import decode
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import can_pack, packed_linears
-from lmlab.infer.precision import dequantize_rows, quantize_rows, rounded, weight_bytes, \
-    weights_of
+from lmlab.infer.precision import (
+    dequantize_rows,
+    quantize_rows,
+    rounded,
+    weight_bytes,
+    weights_of,
+)
 from lmlab.infer.sampling import SamplingParams
 from lmlab.models.tiny import PRESETS
 from tests.tolerance import BF16_U, EPS_FP32, forward_tol, sum_terms
