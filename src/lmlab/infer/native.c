@@ -531,6 +531,34 @@ static inline segment seg_of(const void *w, int rows, int off, int total, int wt
     return s;
 }
 
+/* Rows r0 .. r0 + n - 1 of a bf16 / int8 segment as fp32, into out (n x K): a bf16 weight
+ * exactly, an int8 one as q * scale (one fp32 rounding, as precision.dequantize_rows). */
+static void widen_rows(const segment *sg, int r0, int n, int K, int wt, float *out)
+{
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * K;
+        int k = 0;
+        if (wt == W_I8) {
+            const int8_t *q = (const int8_t *)sg->w + (size_t)(r0 + i) * K;
+            const float sc = sg->scale[r0 + i];
+            for (; k + 8 <= K; k += 8) {
+                v8 v = load_i8(q + k) * sc;
+                memcpy(o + k, &v, sizeof v);
+            }
+            for (; k < K; k++)
+                o[k] = i8_at(q, k) * sc;
+        } else {
+            const uint16_t *b = (const uint16_t *)sg->w + (size_t)(r0 + i) * K;
+            for (; k + 8 <= K; k += 8) {
+                v8 v = load_bf8(b + k);
+                memcpy(o + k, &v, sizeof v);
+            }
+            for (; k < K; k++)
+                o[k] = bf16_at(b, k);
+        }
+    }
+}
+
 /* y[j, off_s + r] (+)= W_s[r] . x_j over the segments' rows one after another (q, k and v as
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
@@ -596,10 +624,29 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
      * prefetcht0: slower; 2 inputs: 1.06x slower, so they keep the long rows' distance,
      * 2026-12-05). (Three inputs per pass, 5 = 3 + 2: slower than 4 + 1.) */
     const int pf = M >= 3 ? 2048 : K >= 1024 ? 2 * K : 0;
-    const int rows = wt != W_F32 ? 0 : block_rows(M);
+    const int rows = block_rows(M);
     int by = rows > 0;
     for (int s = 0; by && s < n_seg; s++)
         by = seg[s].rows % rows == 0;
+    if (by && wt != W_F32) {
+        /* bf16 / int8 rows against 5 or more inputs: each block of rows widened once into fp32
+         * (int8: q * scale, the very values the torch path's dequantized copy holds), then
+         * block_dot over it from L1, as fp32 rows. One row against four inputs per pass had
+         * cost a batch-8 SmolLM2 step 58 (bf16) / 52 (int8) ms of CPU against fp32's 44: the
+         * widening repeated for every four inputs and the sums bound by it (2026-12-07). */
+#pragma omp for schedule(static)
+        for (int r = 0; r < total; r += rows) {
+            int s = 0, rr = r;
+            while (rr >= seg[s].rows) {
+                rr -= seg[s].rows;
+                s++;
+            }
+            float wide[BLOCK_NR * K];
+            widen_rows(&seg[s], rr, rows, K, wt, wide);
+            block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);
+        }
+        return;
+    }
     if (by) {
 #pragma omp for schedule(static)
         for (int r = 0; r < total; r += rows) {
