@@ -24,6 +24,7 @@ from lmlab.infer.precision import (
 )
 from lmlab.infer.sampling import SamplingParams
 from lmlab.models.tiny import PRESETS
+from tests.tiny import varied
 from tests.tolerance import BF16_U, EPS_FP32, forward_tol, sum_terms
 
 oneDNN = pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="no oneDNN in this torch")
@@ -200,3 +201,20 @@ def test_greedy_agreement_with_fp32(model):
                    for a, b in zip(got, ref))
         rate = kept / sum(len(r) for r in ref)
         assert rate >= least, (weights, rate)
+
+
+@oneDNN
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_speculative_greedy_at_a_precision_equals_plain_greedy_at_it(tokenizer, weights):
+    """Prompt lookup over rounded weights: the same tokens as plain greedy decoding over the
+    same rounded weights (speculation never changes the output, at any precision)."""
+    from lmlab.infer.speculative import PromptLookup, speculative_decode
+
+    m = varied(std=0.1)  # repeats itself in runs: lookups hit and miss
+    ids = torch.tensor([tokenizer("The quick brown fox jumps over the lazy dog")["input_ids"]])
+    p = SamplingParams(temperature=0, max_new_tokens=30, ignore_eos=True)
+    ref = decode(m, ids, None, p, pack=weights).tokens[0]
+    o = speculative_decode(m, ids, p, drafter=PromptLookup(max_ngram=3), num_draft_tokens=5,
+                           pack=weights)
+    assert o.tokens == ref
+    assert o.stats.accepted > 0
