@@ -231,6 +231,9 @@ def test_the_decoding_line_says_which_weights_decode(tmp_path, capsys):
                           name="_".join(("run", *args)).replace("=", "-"))
         out = capsys.readouterr().out
         assert rc == 0 and (shown in out if shown else "decoding: packed" not in out), args
+        weights = _read(tmp_path / "_".join(("run", *args)).replace("=", "-"))[1][
+            "decode_weights"]
+        assert weights == {(): "fp32", ("decode_weights=int8",): "int8"}.get(args), args
 
 
 def test_decode_weights_need_pack_weights(tmp_path):

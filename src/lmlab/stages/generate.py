@@ -367,7 +367,8 @@ def run(cfg: Config) -> dict:
         if len(rows) > cfg.chunk:
             print0(_progress(idx[-1] + 1 - len(done), len(rows) - len(done), len(rows),
                              idx, seconds, n_new))
-    summary = _summary(cfg, samples, extra, seconds, n_new, len(done))
+    summary = _summary(cfg, samples, extra, seconds, n_new, len(done),
+                       cfg.decode_weights if cfg.pack_weights and _packs(model) else None)
     run_.write_json("summary.json", summary)
     if len(done) == len(rows):
         print0(f"[lmlab] all {len(rows)} prompts were done before; wrote {run_.path}/summary.json")
@@ -431,11 +432,13 @@ def _check_done(done: list[dict], rows: list[dict], path: Path) -> None:
 
 
 def _summary(cfg: Config, samples: list[dict], extra: dict, seconds: float, n_new: int,
-             resumed: int) -> dict:
+             resumed: int, weights: str | None = None) -> dict:
+    """``weights``: the precision of the packed weights decoding read (None: unpacked)."""
     n_tok = sum(s["new_tokens"] for s in samples)
     summary = {"stage": "generate", "model": cfg.model, "strategy": cfg.strategy,
                "prompts": len(samples), "new_tokens": n_tok, "seconds": round(seconds, 3),
                "tokens_per_s": round(n_new / seconds, 2) if seconds > 0 else None,
+               "decode_weights": weights,
                "finish_reasons": {k: sum(s["finish_reason"] == k for s in samples)
                                   for k in ("eos", "stop", "length")}}
     if resumed:
