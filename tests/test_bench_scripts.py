@@ -83,7 +83,8 @@ def test_bench_draft_runs_on_tiny_models(tmp_path):
                           "--draft-bf16", "both",
                           "--repeats", "2", "--threads", "1", "--read-mib", "8",
                           "--out", str(out_json)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out_json.read_text())["rows"]
     assert all(len(r["read_GB_s_before"]) == 4 and all(g > 0 for g in r["read_GB_s_before"])
@@ -142,3 +143,24 @@ def test_bench_llamacpp_decode_runs_on_the_tiny_model(tmp_path):
     assert len(rows) == 2 * 2 + 2 * 2 + 2  # ours x2, llama.cpp x2 per batch; Llama.generate x2
     assert all(r["tok_s"] > 0 and "error" not in r for r in rows)
     assert all(r["same_tokens"].endswith("/2") or r["batch"] == 8 for r in rows)
+
+
+def test_bench_decode_precision_runs_on_the_tiny_model(tmp_path):
+    """Smoke run: a row per precision and batch size and HF's, the bytes per step falling with
+    the precision (fp32 - bf16 = 2 bytes per matrix weight), the bound and agreement filled."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out_json = tmp_path / "dp.json"
+    out = subprocess.run([sys.executable, "benchmarks/bench_decode_precision.py", "--model",
+                          "tiny:llama", "--threads", "1", "--mib", "8", "--new-tokens", "3",
+                          "--repeats", "1", "--batches", "1", "2", "--out", str(out_json)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out_json.read_text())["rows"]
+    ours = {(r["weights"], r["batch"]): r for r in rows if r["engine"] == "lmlab"}
+    assert set(ours) == {(w, b) for w in ("fp32", "bf16", "int8") for b in (1, 2)}
+    assert [r["batch"] for r in rows if r["engine"] == "hf"] == [1, 2]
+    mb = [ours[(w, 1)]["weight_MB_per_step"] for w in ("fp32", "bf16", "int8")]
+    assert mb[0] > mb[1] > mb[2]
+    assert all(r["bound_tok_s"] > 0 and "agreement_vs_fp32" in r
+               for (w, _), r in ours.items() if w != "fp32")

@@ -156,3 +156,25 @@ def test_reward_functions():
     assert parts["task"] == [1.0, 1.0, 0.0, 1.0]
     assert parts["token:7"] == [2.0, 0.0, 1.0, 0.0]
     assert total == [1 + 0.5 + 4, 1.0, 0.5 + 2, 1.0]
+
+
+def test_rollouts_decode_with_the_weights_asked_for(tokenizer, monkeypatch):
+    """``decode_weights`` reaches the decoder on a CPU (``pack`` = the precision), and a
+    LoRA policy's rollouts at int8 run (the folded W + BA is what gets rounded)."""
+    from lmlab.infer import decode as dec
+    from lmlab.infer.fastpath import unwrap
+    from lmlab.models.adapters import add_lora
+    from tests.tiny import varied
+
+    seen, real = [], dec.decode
+    monkeypatch.setattr("lmlab.rl.rollout.decode",
+                        lambda *a, **kw: seen.append(kw.get("pack")) or real(*a, **kw))
+    policy = add_lora(varied(), r=4, alpha=8, dropout=0.0, targets=[]).eval()
+    _perturb_lora(policy)
+    g = torch.Generator().manual_seed(0)
+    params = SamplingParams(max_new_tokens=4, ignore_eos=True)
+    out, _ = sample(policy, _prompts(tokenizer, 2), 2, params, generator=g,
+                    pad_id=tokenizer.pad_token_id, decode_weights="int8")
+    assert seen == ["int8"] and len(out) == 4 and all(len(r) == 4 for r in out)
+    lin = unwrap(policy)._lmlab_packed  # the folded LoRA layers, packed at int8
+    assert lin.weights == "int8" and lin.count == 7 * policy.config.num_hidden_layers + 1

@@ -199,3 +199,24 @@ def test_native_decode_steps_equal_the_torch_layer_loop(model, tokenizer, monkey
     assert len(set(lens)) == 3
     torch.testing.assert_close(got, want, rtol=0,
                                atol=forward_tol(model.config) * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_rounded_weights_serve_what_decoding_alone_gives(model, tokenizer, weights):
+    """``decode_weights``: rows joining and leaving a batch over bf16 / int8 weights get the
+    greedy tokens each gets decoded alone at that precision (``pack=<weights>``), and the
+    server's packed copies and C step both read that precision."""
+    from lmlab.infer import native
+    from lmlab.infer.packed import can_pack
+
+    if not can_pack(model.lm_head.weight):
+        pytest.skip("this torch build has no oneDNN (torch.backends.mkldnn)")
+    p = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True)
+    runner = Runner(model, tokenizer, pack_weights=True, decode_weights=weights)
+    assert runner.kv.lin.weights == weights
+    assert runner.kv.native is None or runner.kv.native.weights == weights
+    seqs, _ = serve(runner, tokenizer, {0: [0, 1], 3: [2], 5: [3, 4]}, p)
+    for i, s in seqs.items():
+        want = generate(model, tokenizer, [PROMPTS[i]], p, batch_size=1, pack=weights)[0]
+        assert tokens_of(s) == want.token_ids, i
+    assert native.available() is (runner.kv.native is not None)

@@ -154,3 +154,27 @@ def test_shipped_configs_name_known_sets():
     for f in files:
         cfg = load_config(Config, f, stage="evaluate")
         assert cfg.sets
+
+
+def test_decode_keys_reach_the_decoder_and_the_cache_key(monkeypatch):
+    """pack_weights (default true) and decode_weights become ``pack`` for every reply the
+    generating sets decode, and part of their cache key (not of perplexity sets')."""
+    import dataclasses
+
+    from lmlab.eval import sets
+    from lmlab.stages.evaluate import Config, relevant_settings
+
+    assert Config().settings().pack() == "fp32"
+    assert Config(pack_weights=False).settings().pack() is False
+    assert Config(decode_weights="int8").settings().pack() == "int8"
+    assert Config(pack_weights=False, decode_weights="bf16").validate() == [
+        "decode_weights: rounded weights need pack_weights=true"]
+    s = dataclasses.asdict(Config(decode_weights="bf16").settings())
+    assert relevant_settings("chatterbot", s)["decode_weights"] == "bf16"
+    assert relevant_settings("tasks", s)["pack_weights"] is True
+    assert "decode_weights" not in relevant_settings("ppl:shakespeare", s)
+    seen = []
+    monkeypatch.setattr("lmlab.infer.decode.generate",
+                        lambda *a, **kw: seen.append(kw.get("pack")) or [])
+    sets.complete(None, None, [], Config(decode_weights="int8").settings(), 4)
+    assert seen == ["int8"]

@@ -57,7 +57,7 @@ def test_search_strategies_take_pack_weights(tmp_path, monkeypatch, strategy, fn
     monkeypatch.setattr(search, fn, spy)
     rc, out = _generate(tmp_path, f"strategy={strategy}", "pack_weights=true", "num_beams=2",
                         "contrastive_k=2", "n=2")
-    assert rc == 0 and len(_read(out)[0]) == 2 and seen == [True]
+    assert rc == 0 and len(_read(out)[0]) == 2 and seen == ["fp32"]
 
 
 def test_streaming_with_pack_weights_prints_the_unpacked_greedy_text(tmp_path):
@@ -221,9 +221,25 @@ def test_completion_header_shows_a_chats_last_message():
     assert _header("x" * 100) == f"--- {'x' * 70!r}"
 
 
-def test_the_pack_weights_tip_shows_only_where_it_applies(tmp_path, capsys):
-    tip = "tip: pack_weights=true"
-    for args, shown in (((), True), (("pack_weights=true",), False), (("dtype=bf16",), False)):
+def test_the_decoding_line_says_which_weights_decode(tmp_path, capsys):
+    """Packed fp32 weights by default (equal to HF up to fp32 rounding), rounded ones with
+    decode_weights; nothing where packing does not apply (pack_weights=false, a bf16 model)."""
+    for args, shown in (((), "packed fp32 weights (equal to HF's forward up to fp32 rounding"),
+                        (("decode_weights=int8",), "packed int8 weights (rounded to int8"),
+                        (("pack_weights=false",), None), (("dtype=bf16",), None)):
         rc, _ = _generate(tmp_path, "max_new_tokens=2", "limit=1", *args,
                           name="_".join(("run", *args)).replace("=", "-"))
-        assert rc == 0 and (tip in capsys.readouterr().out) == shown, args
+        out = capsys.readouterr().out
+        assert rc == 0 and (shown in out if shown else "decoding: packed" not in out), args
+        weights = _read(tmp_path / "_".join(("run", *args)).replace("=", "-"))[1][
+            "decode_weights"]
+        assert weights == {(): "fp32", ("decode_weights=int8",): "int8"}.get(args), args
+
+
+def test_decode_weights_need_pack_weights(tmp_path):
+    from lmlab.stages.generate import Config
+
+    assert Config(pack_weights=False, decode_weights="bf16").validate() == [
+        "decode_weights: rounded weights need pack_weights=true"]
+    assert Config(decode_weights="int8").pack() == "int8"
+    assert Config(pack_weights=False).pack() is False

@@ -42,6 +42,12 @@ class Settings:
     temperature: float = 0.0
     batch_size: int = 8
     task_splits: tuple[str, ...] = ("test", "heldout", "range")
+    pack_weights: bool = True  # decode through the packed / native step (lmlab.infer.packed)
+    decode_weights: str = "fp32"  # the precision it reads (lmlab.infer.precision)
+
+    def pack(self) -> bool | str:
+        """The ``pack`` argument of ``lmlab.infer``: False, or the weights' precision."""
+        return self.decode_weights if self.pack_weights else False
 
 
 def is_generating(name: str) -> bool:
@@ -151,7 +157,7 @@ def complete(model, tokenizer, prompts: list[str], s: Settings, max_new_tokens: 
     params = SamplingParams(temperature=s.temperature, max_new_tokens=max_new_tokens,
                             seed=s.seed)
     chats = [[{"role": "user", "content": p}] for p in prompts]
-    return generate(model, tokenizer, chats, params, batch_size=s.batch_size)
+    return generate(model, tokenizer, chats, params, batch_size=s.batch_size, pack=s.pack())
 
 
 def _samples(rows: list[dict], comps) -> list[dict]:
@@ -169,7 +175,8 @@ def _tasks(model, tokenizer, s: Settings) -> dict:
     metrics, intervals, samples = {}, {}, []
     for split in s.task_splits:
         _, got = task_accuracy(model, tokenizer, names, n=s.limit or 50, seed=s.seed,
-                               max_new_tokens=s.task_max_new_tokens, split=split)
+                               max_new_tokens=s.task_max_new_tokens, split=split,
+                               pack=s.pack())
         key = METRIC[split]
         groups = {"": got, **{f"{t}/": [x for x in got if x["task"] == t] for t in names}}
         for prefix, xs in groups.items():

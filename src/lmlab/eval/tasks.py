@@ -29,8 +29,9 @@ METRIC = {"test": "accuracy", "heldout": "heldout_accuracy", "range": "range_acc
 
 @torch.no_grad()
 def greedy_complete(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 16,
-                    batch_size: int = 16) -> list[str]:
-    """Greedy chat completions for user prompts with our KV-cache decode loop."""
+                    batch_size: int = 16, pack: bool | str = False) -> list[str]:
+    """Greedy chat completions for user prompts with our KV-cache decode loop (``pack``: see
+    ``lmlab.infer.decode.stream_tokens``)."""
     from lmlab.infer.decode import generate
     from lmlab.infer.sampling import SamplingParams
 
@@ -38,7 +39,8 @@ def greedy_complete(model, tokenizer, prompts: list[str], *, max_new_tokens: int
     model.eval()
     params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
     chats = [[{"role": "user", "content": p}] for p in prompts]
-    outs = [c.text for c in generate(model, tokenizer, chats, params, batch_size=batch_size)]
+    outs = [c.text for c in generate(model, tokenizer, chats, params, batch_size=batch_size,
+                                     pack=pack)]
     if was_training:
         model.train()
     return outs
@@ -60,10 +62,11 @@ def split_budget(split: str, max_new_tokens: int) -> int:
 
 
 def task_accuracy(model, tokenizer, task_names: list[str], *, n: int = 50, seed: int = 0,
-                  max_new_tokens: int = 16, split: str = "test"
+                  max_new_tokens: int = 16, split: str = "test", pack: bool | str = False
                   ) -> tuple[dict[str, float], list[dict]]:
     """Accuracy per task on ``n`` prompts of ``split`` (default: in-template test prompts),
-    and the scored samples (with their ``split``). Tasks without that split are left out."""
+    and the scored samples (with their ``split``). Tasks without that split are left out.
+    ``pack``: see ``greedy_complete``."""
     from lmlab.data.tasks import examples, get_task, has_split
 
     acc, samples = {}, []
@@ -73,7 +76,7 @@ def task_accuracy(model, tokenizer, task_names: list[str], *, n: int = 50, seed:
         task = get_task(name)
         rows = examples(name, split, n, seed)
         outs = greedy_complete(model, tokenizer, [r["prompt"] for r in rows],
-                               max_new_tokens=split_budget(split, max_new_tokens))
+                               max_new_tokens=split_budget(split, max_new_tokens), pack=pack)
         ok = [task.check(o, r["answer"]) for o, r in zip(outs, rows)]
         acc[name] = sum(ok) / max(1, len(ok))
         samples += [{"task": name, "split": split, "prompt": r["prompt"], "answer": r["answer"],

@@ -297,7 +297,7 @@ def _index_rows(st: _State, idx: torch.Tensor) -> None:
 def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   params: SamplingParams, *, eos_token_ids: list[int] | None = None,
                   tokenizer=None, generator: torch.Generator | None = None,
-                  fast: bool | None = None, pack: bool = False,
+                  fast: bool | None = None, pack: bool | str = False,
                   repeat: int = 1, prefix: LastPromptKV | None = None,
                   burst: int = 1) -> Iterator[Step]:
     """Decode left-padded prompts (B, P), yielding one ``Step`` per generated position.
@@ -308,7 +308,8 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     it; False = always the HF forward). ``pack``: the lean step runs oneDNN-packed fp32
     weights (``infer.packed``, kept on the model, faster small batches on a CPU, equal up to
     fp32 rounding) and also serves peft LoRA models (the RL rollouts use this); the prefill
-    then runs through the lean step too. ``repeat``: decode k = ``repeat`` rows per prompt (rows
+    then runs through the lean step too. ``pack`` = "bf16" / "int8" (``infer.precision``): the
+    same, over weights rounded to that precision (True = "fp32"). ``repeat``: decode k = ``repeat`` rows per prompt (rows
     b*k .. b*k+k-1 for prompt b; ``Step.rows`` count B*k rows), the prompt prefilled once and its
     cache copied k times (GRPO's k samples per prompt, best-of-N). ``prefix``: with ``pack``, a
     batch of one unpadded prompt reuses the keys/values of the opening tokens it shares with the
@@ -337,7 +338,8 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
             lean = fast is not False and LlamaStep.supports(model, lora=pack)
             if lean and pack:
                 st, logits = _prefill_lean(model, input_ids, attention_mask,
-                                           params.max_new_tokens, packed_linears(unwrap(model)),
+                                           params.max_new_tokens,
+                                           packed_linears(unwrap(model), pack),
                                            prefix)
             else:
                 st, logits = _prefill(model, input_ids, attention_mask, params.max_new_tokens)
@@ -477,7 +479,7 @@ class TextStream:
 
 def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
              batch_size: int = 8, generator: torch.Generator | None = None,
-             fast: bool | None = None, pack: bool = False, repeat: int = 1,
+             fast: bool | None = None, pack: bool | str = False, repeat: int = 1,
              reuse_prefix: bool = True) -> list[Completion]:
     """Complete each prompt (text, or chat messages -> chat template). Prompts are batched by
     length (less padding); results come back in input order. ``pack``: see ``stream_tokens``.
@@ -518,7 +520,7 @@ def generate(model, tokenizer, prompts: list[Prompt], params: SamplingParams | N
 
 
 def stream(model, tokenizer, prompts: list[Prompt], params: SamplingParams | None = None, *,
-           generator: torch.Generator | None = None, pack: bool = False) -> Iterator[TextDelta]:
+           generator: torch.Generator | None = None, pack: bool | str = False) -> Iterator[TextDelta]:
     """Yield text as it is generated (all prompts in one batch). Text that might be the start
     of a stop string, or half of a multi-byte character, is held back until it is resolved.
     ``pack``: see ``stream_tokens``."""

@@ -145,9 +145,10 @@ class LlamaStep:
         """Buffers of ``length`` tokens, holding an HF prefill ``cache`` (a DynamicCache), or
         nothing when ``cache`` is None (the first ``step`` is then the prefill). ``lin(x,
         module)`` runs the projections (default ``F.linear`` over the module's weight;
-        ``packed.packed_linears(model)`` for oneDNN-packed weights). ``native_bf16``: the C
-        step (packed weights only) reads bfloat16 copies of the weights (a speculative draft:
-        half the bytes; see ``native.NativeStep``)."""
+        ``packed.packed_linears(model, weights)`` for oneDNN-packed weights, rounded to
+        ``weights``, which the C step then reads too). ``native_bf16``: with fp32 packed
+        weights, the C step reads bfloat16 copies of them (a speculative draft: half the
+        bytes; see ``native.NativeStep``)."""
         model = unwrap(model)
         cfg, m = model.config, model.model
         self.model = model
@@ -288,8 +289,11 @@ class LlamaStep:
         it builds here; else None."""
         if self._native is False:
             packed = hasattr(self.lin, "pinned_weight")
-            self._native = native.step_for(self.model, self, self.native_bf16) if packed \
-                else None
+            # the precision of the packed weights (infer.precision); a draft's fp32 in bf16
+            weights = getattr(getattr(self.lin, "lin", None), "weights", "fp32")
+            if weights == "fp32" and self.native_bf16:
+                weights = "bf16"
+            self._native = native.step_for(self.model, self, weights) if packed else None
         return self._native
 
     def _packed_plan(self) -> list | None:

@@ -17,7 +17,12 @@
  * Results equal the torch step up to fp32 rounding (sums in another order), not bit for bit.
  * A draft model for speculative decoding may instead pass bfloat16 copies of its projections
  * and head (half the bytes per token; a draft's precision only moves its acceptance rate, never
- * the output, which the target checks).
+ * the output, which the target checks). A model decoded with rounded weights (decode_weights
+ * bf16 or int8, lmlab/infer/precision.py) passes bfloat16 copies, or int8 rows with one fp32
+ * scale per row (weight-only: each product dequantizes in the kernel, inputs and sums stay fp32);
+ * the torch step then runs the same rounded weights in fp32, so the two agree up to fp32
+ * rounding. Everything is plain C vectors compiled for the machine (-march=native): the same
+ * source runs on AVX2-only and AVX-512 CPUs (the cache name hashes the CPU's flags).
  *
  * Layouts (all contiguous, row-major): a projection weight is [out, in]; the key/value buffers
  * of a layer are (B, Hkv, T, Dh); tokens and positions are (B, L); M = B * L inputs.
@@ -38,6 +43,10 @@
 typedef float v8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef int8_t i8x8 __attribute__((vector_size(8)));
+
+/* the weight types of the projections and the head (lm_model.wtype) */
+enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2 };
 
 typedef struct {
     int D, H, Hkv, Dh, I, V, n_layers;
@@ -52,7 +61,9 @@ typedef struct {
     int Vh;
     const void *head_x;
     int Vx;
-    int bf16;  /* projections and head are bfloat16 (uint16) instead of fp32 */
+    /* projections and head: W_F32, W_BF16 (uint16), or W_I8: each matrix one block of its
+     * rows' fp32 scales, then its int8 rows (row r = scale[r] * q[r]) */
+    int wtype;
     const void *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
     int att_chunk;  /* keys per attention chunk (see ATT_CHUNK_MIN) */
 } lm_model;
@@ -327,13 +338,21 @@ static void block_dot_m(const float *w, int K, const float *x, int ldx, float *y
     }
 }
 
-/* 8 bfloat16 weights as fp32: the upper halves of 8 floats (exact). */
+/* 8 bfloat16 weights as fp32: the upper halves of 8 floats (exact). With AVX2 one widening
+ * load and a shift (GCC 12 compiles the generic conversion below into two widenings, a byte
+ * shift and an insert: four shuffles for 8 weights, the step bound by them instead of by
+ * memory: 38 ms of CPU a SmolLM2 token against fp32's 35, one thread, 2026-12-07). */
 static inline v8 load_bf8(const uint16_t *p)
 {
+#ifdef __AVX2__
+    __m256i i = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return (v8)_mm256_slli_epi32(i, 16);
+#else
     u16x8 h;
     memcpy(&h, p, sizeof h);
     i32x8 i = __builtin_convertvector(h, i32x8) << 16;
     return (v8)i;
+#endif
 }
 
 /* One bfloat16 weight as fp32 (the scalar tails below). */
@@ -345,7 +364,119 @@ static inline float bf16_at(const uint16_t *w, int k)
     return f;
 }
 
+#ifdef __AVX512F__
+/* (defined after the int8 loads below) */
+static inline float dot1_bf16(const uint16_t *w, const float *x, int K);
+#else
 DEFINE_DOT1(dot1_bf16, uint16_t, load_bf8, bf16_at)
+#endif
+
+/* 8 int8 weights as fp32 (exact). With AVX2 one sign-extending load and a conversion; GCC 12
+ * compiles the generic form lane by lane through scalar registers (int8 steps then took twice
+ * fp32's CPU time, 2026-12-07). */
+static inline v8 load_i8(const int8_t *p)
+{
+#ifdef __AVX2__
+    __m256i i = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return (v8)_mm256_cvtepi32_ps(i);
+#else
+    i8x8 h;
+    memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(__builtin_convertvector(h, i32x8), v8);
+#endif
+}
+
+static inline float i8_at(const int8_t *w, int k)
+{
+    return (float)w[k];
+}
+
+#ifdef __AVX512F__
+DEFINE_DOT1(dot1_i8_256, int8_t, load_i8, i8_at)
+DEFINE_DOT1(dot1_bf16_256, uint16_t, load_bf8, bf16_at)
+
+/* One row's product at 16 weights a vector where the CPU has AVX-512: a widened weight costs
+ * two shuffles or conversions besides its FMA, so at 8 a vector the int8 and bf16 rows were
+ * bound by those (one thread, SmolLM2, ms of CPU a token: fp32 35, bf16 22, int8 21, where
+ * their bytes allow 1/2 and 1/4 of fp32's; 2026-12-07). WIDEN16 gives 16 weights as fp32. */
+#define DEFINE_DOT1_512(name, T, WIDEN16, AT)                                                  \
+    static inline float name(const T *w, const float *x, int K)                                \
+    {                                                                                          \
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                            \
+        int k = 0;                                                                             \
+        for (; k + 64 <= K; k += 64) {                                                         \
+            a0 = _mm512_fmadd_ps(WIDEN16(w + k), _mm512_loadu_ps(x + k), a0);                  \
+            a1 = _mm512_fmadd_ps(WIDEN16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);        \
+            a2 = _mm512_fmadd_ps(WIDEN16(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);        \
+            a3 = _mm512_fmadd_ps(WIDEN16(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);        \
+        }                                                                                      \
+        for (; k + 16 <= K; k += 16)                                                           \
+            a0 = _mm512_fmadd_ps(WIDEN16(w + k), _mm512_loadu_ps(x + k), a0);                  \
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1),                    \
+                                                     _mm512_add_ps(a2, a3)));                  \
+        for (; k < K; k++)                                                                     \
+            s += AT(w, k) * x[k];                                                              \
+        return s;                                                                              \
+    }
+
+static inline __m512 widen16_i8(const int8_t *p)
+{
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+
+static inline __m512 widen16_bf16(const uint16_t *p)
+{
+    __m512i i = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(i, 16));
+}
+
+DEFINE_DOT1_512(dot1_i8, int8_t, widen16_i8, i8_at)
+DEFINE_DOT1_512(dot1_bf16, uint16_t, widen16_bf16, bf16_at)
+#else
+DEFINE_DOT1(dot1_i8, int8_t, load_i8, i8_at)
+#endif
+
+/* row_dot over an int8 row (times its scale): four inputs per pass (each weight vector
+ * converted once for four of them: a batch of 8 is bound by the conversions as much as by
+ * memory), then one. */
+static void row_dot_i8(const int8_t *w, float scale, const float *x, int ldx, int K, int M,
+                       float *y, int ldy, int add)
+{
+    int j = 0;
+    for (; j + 4 <= M; j += 4) {
+        const float *x0 = x + (size_t)j * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+        v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            v8 w0 = load_i8(w + k), w1 = load_i8(w + k + 8);
+            a0 += w0 * load8(x0 + k);
+            a1 += w1 * load8(x0 + k + 8);
+            b0 += w0 * load8(x1 + k);
+            b1 += w1 * load8(x1 + k + 8);
+            c0 += w0 * load8(x2 + k);
+            c1 += w1 * load8(x2 + k + 8);
+            d0 += w0 * load8(x3 + k);
+            d1 += w1 * load8(x3 + k + 8);
+        }
+        float s[4];
+        hsum8x4(a0 + a1, b0 + b1, c0 + c1, d0 + d1, s);
+        for (; k < K; k++) {
+            float f = i8_at(w, k);
+            s[0] += f * x0[k];
+            s[1] += f * x1[k];
+            s[2] += f * x2[k];
+            s[3] += f * x3[k];
+        }
+        for (int i = 0; i < 4; i++) {
+            float *yi = y + (size_t)(j + i) * ldy;
+            *yi = add ? *yi + scale * s[i] : scale * s[i];
+        }
+    }
+    for (; j < M; j++) {
+        float s = scale * dot1_i8(w, x + (size_t)j * ldx, K);
+        y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s : s;
+    }
+}
 
 /* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). A draft
  * runs one-token steps, and two-token ones after a round that kept every draft: two inputs
@@ -383,15 +514,56 @@ static void row_dot_bf16(const uint16_t *w, const float *x, int ldx, int K, int 
 }
 
 typedef struct {
-    const void *w;  /* fp32, or bfloat16 with the model's bf16 */
+    const void *w;  /* fp32, bfloat16 or int8 rows (the model's wtype) */
     int rows, off;
+    const float *scale;  /* int8: the rows' scales; else NULL */
 } segment;
+
+/* A segment of `rows` rows from a matrix of `total` rows at w (an int8 block: its scales, then
+ * its rows). */
+static inline segment seg_of(const void *w, int rows, int off, int total, int wt)
+{
+    segment s = {w, rows, off, NULL};
+    if (wt == W_I8 && w) {
+        s.scale = (const float *)w;
+        s.w = (const int8_t *)((const float *)w + total);
+    }
+    return s;
+}
+
+/* Rows r0 .. r0 + n - 1 of a bf16 / int8 segment as fp32, into out (n x K): a bf16 weight
+ * exactly, an int8 one as q * scale (one fp32 rounding, as precision.dequantize_rows). */
+static void widen_rows(const segment *sg, int r0, int n, int K, int wt, float *out)
+{
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * K;
+        int k = 0;
+        if (wt == W_I8) {
+            const int8_t *q = (const int8_t *)sg->w + (size_t)(r0 + i) * K;
+            const float sc = sg->scale[r0 + i];
+            for (; k + 8 <= K; k += 8) {
+                v8 v = load_i8(q + k) * sc;
+                memcpy(o + k, &v, sizeof v);
+            }
+            for (; k < K; k++)
+                o[k] = i8_at(q, k) * sc;
+        } else {
+            const uint16_t *b = (const uint16_t *)sg->w + (size_t)(r0 + i) * K;
+            for (; k + 8 <= K; k += 8) {
+                v8 v = load_bf8(b + k);
+                memcpy(o + k, &v, sizeof v);
+            }
+            for (; k < K; k++)
+                o[k] = bf16_at(b, k);
+        }
+    }
+}
 
 /* y[j, off_s + r] (+)= W_s[r] . x_j over the segments' rows one after another (q, k and v as
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
 static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                   float *y, int ldy, int add, int bf16)
+                   float *y, int ldy, int add, int wt)
 {
     int total = 0;
     for (int s = 0; s < n_seg; s++)
@@ -411,7 +583,14 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             int a = lo > base ? lo - base : 0;
             int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
             float *ys = y + seg[s].off;
-            if (bf16) {
+            if (wt == W_I8) {
+                const int8_t *W = (const int8_t *)seg[s].w;
+                const float *sc = seg[s].scale;
+                for (int r = a; r < b; r++) {
+                    float v = sc[r] * dot1_i8(W + (size_t)r * K, x, K);
+                    ys[r] = add ? ys[r] + v : v;
+                }
+            } else if (wt == W_BF16) {
                 const uint16_t *W = (const uint16_t *)seg[s].w;
                 for (int r = a; r < b; r++) {
                     float v = dot1_bf16(W + (size_t)r * K, x, K);
@@ -445,10 +624,29 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
      * prefetcht0: slower; 2 inputs: 1.06x slower, so they keep the long rows' distance,
      * 2026-12-05). (Three inputs per pass, 5 = 3 + 2: slower than 4 + 1.) */
     const int pf = M >= 3 ? 2048 : K >= 1024 ? 2 * K : 0;
-    const int rows = bf16 ? 0 : block_rows(M);
+    const int rows = block_rows(M);
     int by = rows > 0;
     for (int s = 0; by && s < n_seg; s++)
         by = seg[s].rows % rows == 0;
+    if (by && wt != W_F32) {
+        /* bf16 / int8 rows against 5 or more inputs: each block of rows widened once into fp32
+         * (int8: q * scale, the very values the torch path's dequantized copy holds), then
+         * block_dot over it from L1, as fp32 rows. One row against four inputs per pass had
+         * cost a batch-8 SmolLM2 step 58 (bf16) / 52 (int8) ms of CPU against fp32's 44: the
+         * widening repeated for every four inputs and the sums bound by it (2026-12-07). */
+#pragma omp for schedule(static)
+        for (int r = 0; r < total; r += rows) {
+            int s = 0, rr = r;
+            while (rr >= seg[s].rows) {
+                rr -= seg[s].rows;
+                s++;
+            }
+            float wide[BLOCK_NR * K];
+            widen_rows(&seg[s], rr, rows, K, wt, wide);
+            block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);
+        }
+        return;
+    }
     if (by) {
 #pragma omp for schedule(static)
         for (int r = 0; r < total; r += rows) {
@@ -469,7 +667,10 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             rr -= seg[s].rows;
             s++;
         }
-        if (bf16)
+        if (wt == W_I8)
+            row_dot_i8((const int8_t *)seg[s].w + (size_t)rr * K, seg[s].scale[rr], x, ldx, K,
+                       M, y + seg[s].off + rr, ldy, add);
+        else if (wt == W_BF16)
             row_dot_bf16((const uint16_t *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
                          y + seg[s].off + rr, ldy, add);
         else
@@ -667,9 +868,11 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         float *K = kbuf[l], *Vb = vbuf[l];
 #pragma omp single
         rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, h, D);
-        segment s_qkv[3] = {{w[WQ], HD, 0}, {w[WK], Hkv * Dh, HD},
-                            {w[WV], Hkv * Dh, HD + Hkv * Dh}};
-        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, m->bf16);
+        const int wt = m->wtype;
+        segment s_qkv[3] = {seg_of(w[WQ], HD, 0, HD, wt),
+                            seg_of(w[WK], Hkv * Dh, HD, Hkv * Dh, wt),
+                            seg_of(w[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, wt)};
+        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, wt);
 #pragma omp single
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = input_col(cols, j, n, L);
@@ -798,12 +1001,12 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                     o[d] *= inv;
             }
         }
-        segment s_o = {w[WO], D, 0};
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, m->bf16);
+        segment s_o = seg_of(w[WO], D, 0, D, wt);
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt);
 #pragma omp single
         rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, h, D);
-        segment s_gu[2] = {{w[WG], I, 0}, {w[WU], I, I}};
-        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, m->bf16);
+        segment s_gu[2] = {seg_of(w[WG], I, 0, I, wt), seg_of(w[WU], I, I, I, wt)};
+        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, wt);
 #pragma omp for schedule(static)
         for (int c = 0; c < M * I8; c++) {  /* silu(gate) * up, into the gate half */
             int j = c / I8, i = c % I8 * 8, n8 = I - i < 8 ? I - i : 8;
@@ -822,17 +1025,19 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             else
                 memcpy(g, &r, sizeof(float) * n8);
         }
-        segment s_d = {w[WD], D, 0};
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, m->bf16);
+        segment s_d = seg_of(w[WD], D, 0, D, wt);
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt);
     }
     /* the final norm over the rows asked for, then the head */
     int R = last_only ? B : M, step = last_only ? L : 1, first = last_only ? L - 1 : 0;
     float *dst = want_hidden ? out : h;
     rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, dst, D);
     if (!want_hidden) {
-        segment s_h[2] = {{m->head, m->Vh, 0}, {m->head_x, m->Vx, m->Vh}};
+        /* (an int8 head block holds all V rows' scales, of which the first Vh are read) */
+        segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, m->wtype),
+                          seg_of(m->head_x, m->Vx, m->Vh, m->Vx, m->wtype)};
 #pragma omp parallel num_threads(nt)
-        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->bf16);
+        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype);
     }
     return 0;
 }

@@ -15,7 +15,13 @@ compiler or a failed build prints a one-line notice saying why.
 Used by ``fastpath.LlamaStep`` for steps of at most ``MAX_ROWS`` inputs (batch x block length)
 when it runs with packed weights (``pack=True``), and by the server's ``SlotKV`` decode steps,
 on a plain fp32 CPU ``LlamaForCausalLM`` (``supports``). Results equal the torch step up to
-fp32 rounding (tested), not bit for bit."""
+fp32 rounding (tested), not bit for bit.
+
+``weights`` (``infer.precision``, the ``decode_weights`` key): the step reads bfloat16 copies of
+the projections and the head, or int8 copies with a scale per row, made once and kept on the
+model (``narrow_copies``); the torch step then runs the same rounded values (``infer.packed``).
+Runtime dispatch is the build itself: ``-march=native`` compiles the kernels for this CPU's
+vector width (AVX2, AVX-512), and the cache name includes the CPU's flags."""
 
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import torch
 
 from lmlab.common import cache_dir
 from lmlab.infer import arena
+from lmlab.infer.precision import quantize_rows
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
@@ -67,7 +74,7 @@ class _Model(ctypes.Structure):
                 ("rope_scale", ctypes.c_float), ("inv_freq", ctypes.c_void_p),
                 ("embed", ctypes.c_void_p), ("norm", ctypes.c_void_p),
                 ("head", ctypes.c_void_p), ("Vh", ctypes.c_int), ("head_x", ctypes.c_void_p),
-                ("Vx", ctypes.c_int), ("bf16", ctypes.c_int), ("layer", ctypes.c_void_p),
+                ("Vx", ctypes.c_int), ("wtype", ctypes.c_int), ("layer", ctypes.c_void_p),
                 ("att_chunk", ctypes.c_int)]
 
 
@@ -181,22 +188,25 @@ def supports(model) -> bool:
             and cfg.num_attention_heads % cfg.num_key_value_heads == 0)
 
 
-def step_for(model, step, bf16: bool = False) -> NativeStep | None:
+WTYPE = {"fp32": 0, "bf16": 1, "int8": 2}  # native.c's W_F32, W_BF16, W_I8
+
+
+def step_for(model, step, weights: str = "fp32") -> NativeStep | None:
     """The C step for ``model`` (its constants from the ``LlamaStep`` ``step``), or None where
-    it does not apply: a model ``supports`` rejects, or no library here. ``bf16``: see
+    it does not apply: a model ``supports`` rejects, or no library here. ``weights``: see
     ``NativeStep``. With fp32 weights the model's parameters move first into one buffer in
     the step's read order, on huge pages (``arena.rehome``: same values, faster to stream)."""
     if not (supports(model) and available()):
         return None
     params = arena.step_params(model)
-    if not bf16:
+    if weights == "fp32":
         arena.rehome(model, params)  # (the same Parameter objects, new storage)
-    return NativeStep(model, step, bf16, params)
+    return NativeStep(model, step, weights, params)
 
 
 class _Copies(dict):
-    """A model's bfloat16 weight copies, by source tensor: (tensor's version, weak reference,
-    copy). A copied model makes its own."""
+    """A model's narrow weight copies (bfloat16, or int8 blocks), by source tensor: (tensor's
+    version, weak reference, copy). A copied model makes its own."""
 
     def __deepcopy__(self, memo) -> "_Copies":
         return _Copies()
@@ -211,17 +221,55 @@ def bf16_copy(model, t: torch.Tensor) -> torch.Tensor:
 def bf16_copies(model, ts: list) -> list:
     """``bf16_copy`` of each of ``ts``; the copies made now lie in one buffer in this order
     (``arena.empty``: huge pages, the order a step reads them), unless ``LMLAB_ARENA=0``."""
-    store = getattr(model, "_lmlab_bf16", None)
+    return narrow_copies(model, ts, "bf16")
+
+
+def int8_block(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The int8 block native.c reads for a weight (R, K): R fp32 scales, then R x K int8
+    (``precision.quantize_rows``), as one uint8 tensor (written into ``out`` when given)."""
+    q, scale = quantize_rows(w)
+    R, K = q.shape
+    out = torch.empty(R * 4 + R * K, dtype=torch.uint8) if out is None else out
+    out[:R * 4].view(torch.float32).copy_(scale)
+    out[R * 4:].view(torch.int8).view(R, K).copy_(q)
+    return out
+
+
+def int8_parts(block: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q int8 (rows, K), scale fp32 (rows,)) of an ``int8_block`` of ``rows`` rows."""
+    scale = block[:rows * 4].view(torch.float32)
+    return block[rows * 4:].view(torch.int8).view(rows, -1), scale
+
+
+def _block_bytes(t: torch.Tensor) -> int:
+    return t.shape[0] * 4 + t.numel()
+
+
+def narrow_copies(model, ts: list, weights: str) -> list:
+    """Copies of the weights ``ts`` of ``model`` at ``weights`` ("bf16": bfloat16 tensors;
+    "int8": ``int8_block``s), kept on the model (made once; made again when a tensor changed in
+    place or was replaced); the copies made now lie in one buffer in this order
+    (``arena.empty``: huge pages, the order a step reads them), unless ``LMLAB_ARENA=0``."""
+    attr = "_lmlab_bf16" if weights == "bf16" else "_lmlab_int8"
+    store = getattr(model, attr, None)
     if store is None:
         store = _Copies()
-        object.__setattr__(model, "_lmlab_bf16", store)
+        object.__setattr__(model, attr, store)
 
     def fresh(t):
         have = store.get(t.data_ptr())
         return have is not None and have[0] == t._version and have[1]() is t
 
     todo = list({id(t): t for t in ts if not fresh(t)}.values())
-    if todo:
+    if todo and weights == "int8":
+        if arena.enabled():
+            news = arena.empty([((_block_bytes(t),), torch.uint8) for t in todo])
+            news = [int8_block(t, n) for t, n in zip(todo, news)]
+        else:
+            news = [int8_block(t) for t in todo]
+        for t, n in zip(todo, news):
+            store[t.data_ptr()] = (t._version, weakref.ref(t), n)
+    elif todo:
         if arena.enabled():
             news = arena.empty([(t.shape, torch.bfloat16) for t in todo])
             with torch.no_grad():
@@ -242,18 +290,23 @@ class NativeStep:
     weights (its parameters, not copies: valid while the model lives and is not moved) and a
     workspace; the key/value buffers are the ``LlamaStep``'s, passed at each call."""
 
-    def __init__(self, model, step, bf16: bool = False, params: list | None = None):
-        """``step``: the ``LlamaStep`` (its constants: heads, eps, scale, RoPE). ``bf16``: read
-        bfloat16 copies of the projections and the head (``bf16_copies``: half the bytes per
-        token, results no longer the fp32 step's) - for a speculative draft, whose precision
+    def __init__(self, model, step, weights: str = "fp32", params: list | None = None):
+        """``step``: the ``LlamaStep`` (its constants: heads, eps, scale, RoPE). ``weights``:
+        "bf16" reads bfloat16 copies of the projections and the head (half the bytes per
+        token), "int8" int8 copies with a scale per row (a quarter; ``narrow_copies``) -
+        results then those of the rounded weights (``precision.rounded``), not the fp32
+        step's: a model decoded at that precision, or a speculative draft, whose precision
         only moves its acceptance rate. ``params``: ``arena.step_params(model)`` when the
         caller has it (native.c reads the layers' nine tensors in that order)."""
         self.lib = load()
         cfg, m = model.config, model.model
-        self.bf16 = bf16
+        if weights not in WTYPE:
+            raise ValueError(f"weights: one of {', '.join(WTYPE)}, got {weights!r}")
+        self.weights = weights
+        self.bf16 = weights == "bf16"
         params = arena.step_params(model) if params is None else params
-        if bf16:  # the matrices as bfloat16 copies, made up front in read order (one buffer)
-            low = iter(bf16_copies(model, [t for t in params if t.dim() == 2]))
+        if weights != "fp32":  # the matrices as narrow copies, made up front in read order
+            low = iter(narrow_copies(model, [t for t in params if t.dim() == 2], weights))
             params = [next(low) if t.dim() == 2 else t for t in params]
         *layers, norm, head = params
         # every tensor the pointers refer to, held here (detached: their storage, even if a
@@ -266,13 +319,13 @@ class NativeStep:
         self.cfg = _Model(cfg.hidden_size, step.H, step.Hkv, step.Dh, cfg.intermediate_size,
                           self.V, cfg.num_hidden_layers, step.eps, step.scale, step.rope_scale,
                           self.keep[0].data_ptr(), m.embed_tokens.weight.data_ptr(),
-                          norm.data_ptr(), head.data_ptr(), self.V, None, 0, int(bf16),
+                          norm.data_ptr(), head.data_ptr(), self.V, None, 0, WTYPE[weights],
                           ctypes.cast(self.layer_ptrs, ctypes.c_void_p), ATT_CHUNK)
         self.work = torch.empty(0)
         self._need = (None, 0)  # ((inputs, buffer length), workspace floats) of the last call
         self._cfg_ref = ctypes.byref(self.cfg)
         self._kv = None  # (the buffers' data pointers, pointer arrays), see _kv_ptrs
-        self._rows = (None, None)  # the last head_rows given, and the extra rows as read
+        self._rows = (None, None, 0)  # the last head_rows given, the extra rows as read, count
 
     def _set_head(self, rows) -> int:
         """Point the head at ``rows`` = (first, extra): the LM head's first rows, then the rows
@@ -283,14 +336,18 @@ class NativeStep:
             return self.V
         first, extra = rows
         if self._rows[0] is not rows:
-            x = extra.detach().to(torch.bfloat16 if self.bf16 else torch.float32).contiguous()
-            if x.dim() != 2 or (x.shape[0] and x.shape[1] != self.D) or not 0 <= first <= self.V:
+            if extra.dim() != 2 or (extra.shape[0] and extra.shape[1] != self.D) or \
+                    not 0 <= first <= self.V:
                 raise ValueError(f"head rows: first {first} of {self.V}, extra "
                                  f"{tuple(extra.shape)} (need (E, {self.D}))")
-            self._rows = (rows, x)
-        x = self._rows[1]
-        c.Vh, c.head_x, c.Vx = first, (x.data_ptr() if x.shape[0] else None), x.shape[0]
-        return first + x.shape[0]
+            if self.weights == "int8":
+                x = int8_block(extra) if extra.shape[0] else extra
+            else:
+                x = extra.detach().to(torch.bfloat16 if self.bf16 else torch.float32)
+            self._rows = (rows, x.contiguous(), extra.shape[0])
+        x, E = self._rows[1], self._rows[2]
+        c.Vh, c.head_x, c.Vx = first, (x.data_ptr() if E else None), E
+        return first + E
 
     def _workspace(self, M: int, T: int) -> None:
         """A workspace large enough for a step of ``M`` inputs over buffers of ``T`` tokens

@@ -10,6 +10,10 @@ benchmarks/RESULTS.md "Serving"). The results differ from ``F.linear`` only by f
 Only plain fp32 ``nn.Linear`` weights on the CPU are packed (quantized, half-precision or CUDA
 weights keep ``F.linear``), and only where torch has oneDNN (``torch.backends.mkldnn``). The
 packed copy is taken once: use it on frozen weights (serving), not in training.
+
+``weights`` (``infer.precision``): the packed copies hold the weights rounded to that precision
+(bf16, or int8 per channel, in fp32), so this torch path computes what the C step computes from
+its narrow copies, up to fp32 rounding.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.infer.fastpath import _mm, is_lora, plain_fp32_cpu
+from lmlab.infer.precision import rounded, weights_of
 
 
 # the row count oneDNN picks its blocked layout for; the layout serves any row count. Measured
@@ -37,10 +42,13 @@ class PackedLinears:
     (an optimizer step bumps the tensor's version), so a copy never goes stale. A peft LoRA layer
     (``fastpath.is_lora``) in eval mode runs one packed copy of W + scale * B @ A (folded once,
     refolded after the adapters change: one copy per update in RL, not a low-rank path per
-    token); with its adapters disabled it runs the packed base weight."""
+    token); with its adapters disabled it runs the packed base weight. ``weights``: the
+    precision the packed copies are rounded to (``infer.precision``; the C step reads the same
+    precision)."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, weights: str = "fp32"):
         self.enabled = enabled
+        self.weights = weights_of(weights)
         self.packed: dict[torch.nn.Module, tuple] = {}  # module -> (packed weight, source key)
 
     @staticmethod
@@ -54,7 +62,7 @@ class PackedLinears:
         key = self._key(parts)
         have = self.packed.get(key_of)
         if have is None or have[1] != key:
-            have = self.packed[key_of] = (_reorder(weight()), key)
+            have = self.packed[key_of] = (_reorder(rounded(weight(), self.weights)), key)
         return have[0]
 
     def _weight(self, mod):
@@ -137,10 +145,14 @@ class PackedLinears:
         return Pinned(self)
 
     def __deepcopy__(self, memo) -> "PackedLinears":
-        return PackedLinears(self.enabled)  # a copied model packs its own weights when used
+        # a copied model packs its own weights when used
+        return PackedLinears(self.enabled, self.weights)
 
-    def __getstate__(self) -> dict:
-        return {"enabled": self.enabled, "packed": {}}  # oneDNN tensors do not pickle
+    def __getstate__(self) -> dict:  # oneDNN tensors do not pickle
+        return {"enabled": self.enabled, "weights": self.weights, "packed": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"weights": "fp32", **state})
 
     @property
     def count(self) -> int:
@@ -192,11 +204,13 @@ class Pinned:
         return self._memo(mod, find)
 
 
-def packed_linears(model) -> PackedLinears:
-    """The model's own ``PackedLinears``, kept on it between calls (one packed copy per
-    model; repacked only where weights changed)."""
+def packed_linears(model, weights="fp32") -> PackedLinears:
+    """The model's own ``PackedLinears`` at ``weights`` (a precision, or True for fp32), kept
+    on it between calls (one packed copy per model; repacked only where weights changed, or
+    all of it when another precision is asked for)."""
+    weights = weights_of(weights) or "fp32"
     lin = getattr(model, "_lmlab_packed", None)
-    if lin is None:
-        lin = PackedLinears()
+    if lin is None or lin.weights != weights:
+        lin = PackedLinears(weights=weights)
         object.__setattr__(model, "_lmlab_packed", lin)
     return lin

@@ -88,12 +88,13 @@ def _prefill(model, input_ids, attention_mask, max_new: int, hidden: bool = Fals
     return cache, mask, pos[:, -1:] + 1, out
 
 
-def _lean_step(model, cache, batch: int, length: int, fast: bool | None, pack: bool):
+def _lean_step(model, cache, batch: int, length: int, fast: bool | None,
+               pack: bool | str):
     """The lean decode step over an HF prefill ``cache`` (packed weights with ``pack``), or
     None when ``fast`` is False or the model is not one ``LlamaStep`` supports."""
     if fast is False or not LlamaStep.supports(model, lora=pack):
         return None
-    lin = packed_linears(unwrap(model)) if pack else None
+    lin = packed_linears(unwrap(model), pack) if pack else None
     return LlamaStep(model, cache, batch, length, lin=lin)
 
 
@@ -168,7 +169,7 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
                 early_stopping: bool | str = False, num_return_sequences: int = 1,
                 params: SamplingParams | None = None,
                 eos_token_ids: list[int] | None = None, fast: bool | None = None,
-                pack: bool = False) -> list[list[Hypothesis]]:
+                pack: bool | str = False) -> list[list[Hypothesis]]:
     """Beam search over left-padded prompts (B, P): per prompt, the ``num_return_sequences``
     best hypotheses, best first. ``params`` gives max_new_tokens, stop token ids and the
     penalties (applied to log-probabilities, as HF does); temperature / top-k / top-p are
@@ -270,7 +271,7 @@ def contrastive_search(model, input_ids: torch.Tensor, attention_mask: torch.Ten
                        *, penalty_alpha: float = 0.6, top_k: int = 4,
                        params: SamplingParams | None = None,
                        eos_token_ids: list[int] | None = None, fast: bool | None = None,
-                       pack: bool = False) -> Decoded:
+                       pack: bool | str = False) -> Decoded:
     """Contrastive search over left-padded prompts (B, P). ``penalty_alpha=0`` is greedy.
     ``fast`` / ``pack``: as in ``decode.stream_tokens`` (the lean step; packed weights)."""
     problems = []
@@ -367,7 +368,7 @@ def _text_completions(tokenizer, prompts, encoded, tokens, reasons) -> list[Comp
 def generate_beam(model, tokenizer, prompts: list[Prompt], *, num_beams: int = 4,
                   length_penalty: float = 1.0, early_stopping: bool | str = False,
                   params: SamplingParams | None = None, batch_size: int = 4,
-                  pack: bool = False) -> list[Completion]:
+                  pack: bool | str = False) -> list[Completion]:
     """Beam search on text or chat prompts; the best hypothesis per prompt. ``pack``: packed
     weights (see ``beam_search``)."""
     encoded = encode_prompts(tokenizer, prompts)
@@ -386,7 +387,7 @@ def generate_beam(model, tokenizer, prompts: list[Prompt], *, num_beams: int = 4
 
 def generate_contrastive(model, tokenizer, prompts: list[Prompt], *, penalty_alpha: float = 0.6,
                          top_k: int = 4, params: SamplingParams | None = None,
-                         batch_size: int = 8, pack: bool = False) -> list[Completion]:
+                         batch_size: int = 8, pack: bool | str = False) -> list[Completion]:
     """Contrastive search on text or chat prompts. ``pack``: packed weights (see
     ``contrastive_search``)."""
     encoded = encode_prompts(tokenizer, prompts)
@@ -414,7 +415,7 @@ class BestOfN:
 
 def best_of_n(model, tokenizer, prompts: list[Prompt], n: int, reranker: Reranker,
               params: SamplingParams | None = None, *, batch_size: int = 8,
-              generator: torch.Generator | None = None, pack: bool = False) -> list[BestOfN]:
+              generator: torch.Generator | None = None, pack: bool | str = False) -> list[BestOfN]:
     """Sample ``n`` completions per prompt and keep the one ``reranker(prompt, text)`` scores
     highest (ties: the earliest sample). The reranker may be a task checker (1.0 / 0.0) or a
     reward model wrapped as a callable. ``pack``: packed weights (``decode.generate``)."""

@@ -164,14 +164,14 @@ class Incremental:
     """One sequence's incremental forward with rollback: the lean ``LlamaStep`` buffers when
     the model supports them (grown as needed), else the HF forward with a ``DynamicCache``."""
 
-    def __init__(self, model, fast: bool | None = None, pack: bool = False,
+    def __init__(self, model, fast: bool | None = None, pack: bool | str = False,
                  native_bf16: bool = False, prefix: LastPromptKV | None = None):
         """``prefix``: the first feed (last position only, lean step) reuses the opening tokens
         it shares with the prompt before (``infer.prefix``)."""
         self.model, self.n = model, 0  # n = tokens in the cache
         self.prefix = prefix
         # oneDNN-packed weights (infer.packed), or F.linear but W @ x^T for a check's few rows
-        lin = packed_linears(model) if pack else lin_few_rows
+        lin = packed_linears(model, pack) if pack else lin_few_rows
         self.fast = LlamaStep(model, None, 1, 64, lin=lin, native_bf16=native_bf16) \
             if fast is not False and LlamaStep.supports(model) else None
         self.cache = None
@@ -240,7 +240,7 @@ class DraftModel:
     Exact all the same, for the same reason: only the draft's proposals (and so the
     acceptance rate) can move, and a sampled draft's q is the distribution it drew from."""
 
-    def __init__(self, model, fast: bool | None = None, pack: bool = False,
+    def __init__(self, model, fast: bool | None = None, pack: bool | str = False,
                  vocab: int | None = None, bf16: bool = True,
                  prefix: LastPromptKV | None = None):
         if vocab is not None and (isinstance(vocab, bool) or not isinstance(vocab, int)
@@ -380,7 +380,7 @@ def speculative_decode(model, input_ids: torch.Tensor, params: SamplingParams, *
                        drafter: Drafter, num_draft_tokens: int = 5,
                        eos_token_ids: list[int] | None = None, tokenizer=None,
                        generator: torch.Generator | None = None,
-                       fast: bool | None = None, pack: bool = False,
+                       fast: bool | None = None, pack: bool | str = False,
                        prefix: LastPromptKV | None = None,
                        on_tokens: Callable[[list[int]], None] | None = None) -> SpecOutput:
     """Decode one prompt (1, P) or (P,) with speculative decoding; output follows ``params``
@@ -491,7 +491,7 @@ def generate_speculative(model, tokenizer, prompts: list[Prompt],
                          draft_vocab: int | None = None, prompt_lookup_max_ngram: int = 3,
                          prompt_lookup_prefer: str = "first",
                          generator: torch.Generator | None = None,
-                         pack: bool = False, draft_bf16: bool = True,
+                         pack: bool | str = False, draft_bf16: bool = True,
                          reuse_prefix: bool = True,
                          on_text: Callable[[int, str, str | None], None] | None = None
                          ) -> SpecResult:

@@ -180,7 +180,9 @@ def headline(run: RunData) -> str:
         if s.get("kl_last") is not None:
             parts.append(f"KL {fmt(s['kl_last'])}")
     if run.stage == "generate":
-        parts.append(f"{fmt(s.get('tokens_per_s'))} tok/s")
+        w = s.get("decode_weights")
+        parts.append(f"{fmt(s.get('tokens_per_s'))} tok/s"
+                     + (f" ({w} weights)" if w not in (None, "fp32") else ""))
         if s.get("accuracy") is not None:
             parts.append(f"accuracy {fmt(s['accuracy'], 'pct')}")
     if run.stage == "evaluate":

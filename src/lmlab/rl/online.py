@@ -34,6 +34,11 @@ class OnlineConfig(TrainConfig):
     temperature: float = opt(1.0, "sampling temperature (log-probs use the same)", min=0.0,
                              min_exclusive=True)
     rollout_batch_size: int = opt(64, "sequences decoded together", min=1)
+    decode_weights: str = opt("fp32", "CPU rollouts: the precision of the packed weights they "
+                                      "decode with (bf16 / int8: fewer bytes a token, but the "
+                                      "samples then come from a rounded policy while the "
+                                      "losses score them under the fp32 one)",
+                              choices=("fp32", "bf16", "int8"))
     share_prompts: bool = opt(True, "scoring and update forwards run each distinct prompt once "
                                     "for its k sequences (same result up to fp32 rounding)")
     epochs: int = opt(1, "passes over each rollout batch", min=1)
@@ -185,7 +190,8 @@ def collect(on: Online, rows: list[dict], *, policy_pass: bool = True, reference
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
     prompt_ids = [encode_prompt(on.tokenizer, r["prompt"]) for r in rows]
     resp, finish = sample(on.model.actor, prompt_ids, k, params, generator=on.generator,
-                          pad_id=on.pad_id, eos_ids=on.eos, batch_size=cfg.rollout_batch_size)
+                          pad_id=on.pad_id, eos_ids=on.eos, batch_size=cfg.rollout_batch_size,
+                          decode_weights=cfg.decode_weights)
     stops = StopStrings(on.tokenizer, [])
     texts = [completion_text(on.tokenizer, ids, why, stops) for ids, why in zip(resp, finish)]
     rows_n = [r for r in rows for _ in range(k)]

@@ -57,12 +57,16 @@ class Rollout:
 @torch.no_grad()
 def sample(model, prompt_ids: list[list[int]], k: int, params: SamplingParams, *,
            generator: torch.Generator, pad_id: int, eos_ids: list[int] | None = None,
-           batch_size: int = 64) -> tuple[list[list[int]], list[str]]:
+           batch_size: int = 64, decode_weights: str = "fp32"
+           ) -> tuple[list[list[int]], list[str]]:
     """k completions per prompt (prompt-major) through ``infer.decode.decode``: one left-padded
     prefill of each distinct prompt, its cache copied to its k rows, then one KV-cached forward
     per token (on a CPU: prefill and steps through the lean step over oneDNN-packed weights,
-    LoRA included). ``batch_size`` sequences (whole groups of k) decode together. Returns
-    (response ids, finish reasons)."""
+    LoRA included). ``batch_size`` sequences (whole groups of k) decode together.
+    ``decode_weights``: the precision of those packed weights (``lmlab.infer.precision``);
+    fp32 by default, because the policy-gradient losses score the samples under the fp32
+    policy: samples drawn from rounded weights are slightly off-policy. Returns (response ids,
+    finish reasons)."""
     device = next(model.parameters()).device
     per = max(1, batch_size // k)  # prompts per decode batch
     responses: list[list[int]] = []
@@ -70,7 +74,7 @@ def sample(model, prompt_ids: list[list[int]], k: int, params: SamplingParams, *
     for s in range(0, len(prompt_ids), per):
         ids, mask = left_pad(prompt_ids[s:s + per], pad_id, device)
         out = decode(model, ids, mask, params, eos_token_ids=eos_ids, generator=generator,
-                     pack=device.type == "cpu", repeat=k)
+                     pack=decode_weights if device.type == "cpu" else False, repeat=k)
         responses += out.tokens
         reasons += out.finish_reasons
     return responses, reasons

@@ -65,7 +65,8 @@ class StepOutput:
 
 class Runner:
     def __init__(self, model, tokenizer, *, fast: bool | None = None,
-                 prefix_cache_tokens: int = 0, pack_weights: bool = True, kv=None):
+                 prefix_cache_tokens: int = 0, pack_weights: bool = True,
+                 decode_weights: str = "fp32", kv=None):
         if kv is not None:  # a forward that keeps its own cache (llama.cpp: infer/llamacpp.py)
             self.model, self.tokenizer, self.kv = model, tokenizer, kv
             self.device, self.eos = torch.device("cpu"), eos_ids(model, tokenizer)
@@ -74,7 +75,8 @@ class Runner:
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)
         use_slots = fast is not False and LlamaStep.supports(model)
-        self.kv = SlotKV(model, prefix_cache_tokens, pack_weights) if use_slots else \
+        self.kv = SlotKV(model, prefix_cache_tokens, pack_weights, decode_weights) \
+            if use_slots else \
             PerSeqKV(model)
 
     def new_state(self, params: SamplingParams, top_logprobs: int = 0) -> SeqState:
@@ -188,17 +190,21 @@ class PerSeqKV:
 class SlotKV:
     """Packed per-sequence rows of preallocated KV buffers (see the module docstring)."""
 
-    def __init__(self, model, prefix_cache_tokens: int = 0, pack_weights: bool = True):
+    def __init__(self, model, prefix_cache_tokens: int = 0, pack_weights: bool = True,
+                 decode_weights: str = "fp32"):
         self.model = model
-        # fp32 CPU: oneDNN-packed projections, the model's own copy (shared with `decode`)
-        self.lin = packed_linears(model) if pack_weights else PackedLinears(False)
+        # fp32 CPU: oneDNN-packed projections, the model's own copy (shared with `decode`),
+        # rounded to decode_weights (infer.precision), which the C step reads too
+        self.lin = packed_linears(model, decode_weights) if pack_weights else \
+            PackedLinears(False)
         # served weights do not change: each packed copy is checked once, then reused
         self.pinned = self.lin.pinned()
         self.prefix = PrefixCache(prefix_cache_tokens // PrefixCache.BLOCK)
         self.step = LlamaStep(model, None, 0, 0)  # its constants and attention; no buffers
         # decode steps of up to native.MAX_ROWS rows through the C step (packed mode only: the
         # mode that already trades bit-for-bit equality for speed)
-        self.native = native.step_for(model, self.step) if pack_weights else None
+        self.native = native.step_for(model, self.step, self.lin.weights) if pack_weights \
+            else None
         self.L = model.config.num_hidden_layers
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []

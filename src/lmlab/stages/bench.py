@@ -76,6 +76,9 @@ class Config(RunConfig):
                                  "way: only the acceptance rate can move)")
     pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
                                     "(every strategy; first-token times too)")
+    decode_weights: str = opt("fp32", "with pack_weights: the precision of the weights decoding "
+                                      "reads (see lmlab generate)",
+                              choices=("fp32", "bf16", "int8"))
     clients: list[int] = opt([1, 4, 16, 64], "serve: concurrent streaming clients, one level "
                                              "each")
     requests: int = opt(16, "serve: requests per level at least (each client sends "
@@ -135,7 +138,7 @@ class Config(RunConfig):
 # device, dtype - are shared); validate() refuses them when set for the other one
 ONLY = {"generate": ("data", "strategies", "batch_sizes", "repeats", "temperature", "num_beams",
                      "contrastive_k", "n", "reranker", "quality", "draft", "num_draft_tokens",
-                     "draft_vocab", "draft_bf16", "pack_weights"),
+                     "draft_vocab", "draft_bf16", "pack_weights", "decode_weights"),
         "serve": ("clients", "requests", "peers", "hf_requests", "peer_clients",
                   "max_batch_size", "server", "level_timeout_s")}
 
@@ -155,7 +158,8 @@ def generate_config(cfg: Config, strategy: str, batch_size: int):
         temperature=cfg.temperature, num_beams=cfg.num_beams, contrastive_k=cfg.contrastive_k,
         n=cfg.n, draft=cfg.draft, num_draft_tokens=cfg.num_draft_tokens, reranker=cfg.reranker,
         draft_vocab=cfg.draft_vocab, draft_bf16=cfg.draft_bf16,
-        pack_weights=cfg.pack_weights, limit=None,  # every prompt; rows are picked here
+        pack_weights=cfg.pack_weights, decode_weights=cfg.decode_weights,
+        limit=None,  # every prompt; rows are picked here
         device=cfg.device, dtype=cfg.dtype)
 
 
@@ -204,7 +208,8 @@ def measure(cfg: Config, model, tokenizer, rows: list[dict], strategy: str,
            "seconds": round(best, 6), "tokens_per_s": round(n_tok / best, 2),
            "tokens_per_s_median": round(n_tok / med, 2), "ttft_ms": None}
     if strategy in STREAMING:
-        ttft = [time_to_first_token(model, tokenizer, prompts, params, cfg.pack_weights)
+        ttft = [time_to_first_token(model, tokenizer, prompts, params,
+                                   cfg.pack_weights and cfg.decode_weights)
                 for _ in range(cfg.repeats)]
         row["ttft_ms"] = round(1000 * min(ttft), 1)
     if "speculative" in extra:

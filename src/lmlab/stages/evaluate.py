@@ -125,6 +125,12 @@ class Config(RunConfig):
     temperature: float = opt(0.0, "0 = greedy; > 0 samples with the seed (built-in tasks "
                                   "are always greedy)", min=0.0)
     batch_size: int = opt(8, "rows per forward / decode batch", min=1)
+    pack_weights: bool = opt(True, "decode through packed weight copies and the native step "
+                                   "(fp32 on a CPU; equal to HF's forward up to fp32 "
+                                   "rounding); false: bit for bit HF's forward")
+    decode_weights: str = opt("fp32", "with pack_weights: the precision of the weights decoding "
+                                      "reads (bf16 / int8 per channel; docs/generate.md)",
+                              choices=("fp32", "bf16", "int8"))
     reward_model: str = opt("", "reward model (an `lmlab reward` run) to score every reply "
                                 "and compare models pairwise (empty = off)")
     tie_margin: float = opt(0.0, "reward differences up to this count as ties", min=0.0)
@@ -160,6 +166,8 @@ class Config(RunConfig):
         for s in self.judge_sets:
             if not is_generating(s) or s not in self.sets:
                 problems.append(f"judge_sets: '{s}' must be a generating set listed in sets")
+        if self.decode_weights != "fp32" and not self.pack_weights:
+            problems.append("decode_weights: rounded weights need pack_weights=true")
         if len(set(self.sets)) != len(self.sets):
             problems.append("sets: listed twice")
         from lmlab.data.tasks import EVAL_SPLITS
@@ -178,7 +186,8 @@ class Config(RunConfig):
                         task_max_new_tokens=self.task_max_new_tokens,
                         long_max_new_tokens=self.long_max_new_tokens,
                         temperature=self.temperature, batch_size=self.batch_size,
-                        task_splits=tuple(self.task_splits))
+                        task_splits=tuple(self.task_splits), pack_weights=self.pack_weights,
+                        decode_weights=self.decode_weights)
 
 
 def model_labels(refs: list[str], labels: list[str]) -> list[str]:
@@ -263,7 +272,7 @@ def relevant_settings(name: str, settings: dict) -> dict:
     if name.startswith("ppl:"):
         keep += ["window"] + (["tasks"] if name == "ppl:tasks" else [])
     elif is_generating(name):
-        keep += ["batch_size", "temperature", {"tasks": "task_max_new_tokens", "gsm8k":
+        keep += ["batch_size", "temperature", "pack_weights", "decode_weights", {"tasks": "task_max_new_tokens", "gsm8k":
                  "long_max_new_tokens", "humaneval": "long_max_new_tokens"}.get(
                      name, "max_new_tokens")] + (["tasks", "task_splits"] if name == "tasks"
                                                  else [])

@@ -81,9 +81,14 @@ class Config(RunConfig):
     chunk: int = opt(32, "prompts per chunk: decoded (in batches of batch_size), then appended "
                          "to samples.jsonl; resume=auto continues a stopped run after its last "
                          "finished chunk", min=1)
-    pack_weights: bool = opt(False, "fp32 on a CPU: decode through oneDNN-packed weight copies "
-                                    "(faster; equal to the plain step up to fp32 rounding; "
-                                    "every strategy)")
+    pack_weights: bool = opt(True, "fp32 on a CPU: decode through packed weight copies and "
+                                   "the native step (faster; equal to the plain step up to "
+                                   "fp32 rounding; every strategy); false: bit for bit HF's "
+                                   "forward (parity tests, lessons)")
+    decode_weights: str = opt("fp32", "with pack_weights: the precision of the weights decoding "
+                                      "reads (bf16 / int8 per channel: 1/2 / 1/4 of the bytes; "
+                                      "fp32 arithmetic; docs/generate.md)",
+                              choices=("fp32", "bf16", "int8"))
     stream: bool = opt(False, "print text as it arrives (sample / greedy: one prompt; "
                               "speculative: prompt after prompt)")
     device: str = opt("auto", "cpu | cuda | mps | auto")
@@ -96,6 +101,8 @@ class Config(RunConfig):
             problems.append("reranker: 'task' needs data=task:<name>")
         if self.draft and self.strategy != "speculative":
             problems.append("draft: only used with strategy=speculative")
+        if self.decode_weights != "fp32" and not self.pack_weights:
+            problems.append("decode_weights: rounded weights need pack_weights=true")
         if self.draft_vocab and not self.draft:
             problems.append("draft_vocab: only used with a draft model (draft=...)")
         if self.engine == "llama.cpp" and self.strategy not in ("sample", "greedy"):
@@ -107,6 +114,10 @@ class Config(RunConfig):
             problems.append(f"stream: strategy={self.strategy} has its text only when it is "
                             f"done; streaming works with {', '.join(STREAMING)}")
         return problems
+
+    def pack(self) -> bool | str:
+        """The ``pack`` argument of ``lmlab.infer``: False, or the weights' precision."""
+        return self.decode_weights if self.pack_weights else False
 
     def sampling(self):
         from lmlab.infer.sampling import SamplingParams
@@ -209,30 +220,30 @@ def _decode(cfg: Config, model, tokenizer, prompts: list, rows: list[dict], para
                                  batch_size=cfg.batch_size), {}
     if s in ("sample", "greedy"):
         return generate(model, tokenizer, prompts, params, batch_size=cfg.batch_size,
-                        pack=cfg.pack_weights), {}
+                        pack=cfg.pack()), {}
     if s == "beam":
         es = {"true": True, "false": False, "never": "never"}[cfg.early_stopping]
         return search.generate_beam(model, tokenizer, prompts, num_beams=cfg.num_beams,
                                     length_penalty=cfg.length_penalty, early_stopping=es,
                                     params=params, batch_size=cfg.batch_size,
-                                    pack=cfg.pack_weights), {}
+                                    pack=cfg.pack()), {}
     if s == "contrastive":
         return search.generate_contrastive(model, tokenizer, prompts,
                                            penalty_alpha=cfg.penalty_alpha,
                                            top_k=cfg.contrastive_k, params=params,
                                            batch_size=cfg.batch_size,
-                                           pack=cfg.pack_weights), {}
+                                           pack=cfg.pack()), {}
     if s == "best_of_n":
         rerank = _reranker(cfg, rows, prompts)
         res = search.best_of_n(model, tokenizer, prompts, cfg.n, rerank, params,
-                               batch_size=cfg.batch_size, pack=cfg.pack_weights)
+                               batch_size=cfg.batch_size, pack=cfg.pack())
         return [r.best for r in res], {"best_of_n_scores": [r.scores for r in res]}
     draft_model, draft_tokenizer = draft or (None, None)
     res = speculative.generate_speculative(
         model, tokenizer, prompts, params, draft=draft_model, draft_tokenizer=draft_tokenizer,
         num_draft_tokens=cfg.num_draft_tokens, draft_vocab=cfg.draft_vocab or None,
         prompt_lookup_max_ngram=cfg.prompt_lookup_max_ngram,
-        prompt_lookup_prefer=cfg.prompt_lookup_prefer, pack=cfg.pack_weights,
+        prompt_lookup_prefer=cfg.prompt_lookup_prefer, pack=cfg.pack(),
         draft_bf16=cfg.draft_bf16, on_text=on_text)
     return res.completions, {"speculative": res.stats}
 
@@ -346,10 +357,11 @@ def run(cfg: Config) -> dict:
     print0(f"[lmlab] generate: {len(prompts)} prompt{'s' * (len(prompts) != 1)}, "
            f"strategy={cfg.strategy}, model={cfg.model}"
            + (f"; {len(done)} already done" if done else ""))
-    if cfg.engine == "lmlab" and not cfg.pack_weights and _packs(model):
-        print0("[lmlab] tip: pack_weights=true decodes faster on a CPU (SmolLM2 greedy on 2 "
-               "cores: 18 -> 52 tok/s), the same tokens up to fp32 rounding; the default stays "
-               "bit for bit HF's")
+    if cfg.engine == "lmlab" and cfg.pack_weights and _packs(model):
+        print0(f"[lmlab] decoding: packed {cfg.decode_weights} weights"
+               + (" (equal to HF's forward up to fp32 rounding; pack_weights=false: bit for bit)"
+                  if cfg.decode_weights == "fp32" else
+                  f" (rounded to {cfg.decode_weights}: tokens may differ from fp32)"))
 
     draft = load_draft(cfg, model)  # once, not per chunk
     streamed = cfg.stream and (cfg.strategy == "speculative" or len(rows) == 1)
@@ -361,7 +373,7 @@ def run(cfg: Config) -> dict:
         t0 = time.perf_counter()
         if cfg.stream and cfg.strategy in ("sample", "greedy"):
             comps, more = _stream(model, tokenizer, part_prompts, chunk_params,
-                                  cfg.pack_weights, show=len(rows) == 1), {}
+                                  cfg.pack(), show=len(rows) == 1), {}
         else:
             comps, more = _decode(cfg, model, tokenizer, part_prompts, part, chunk_params,
                                   on_text=_show_text(part) if cfg.stream else None,
@@ -379,7 +391,9 @@ def run(cfg: Config) -> dict:
         if len(rows) > cfg.chunk:
             print0(_progress(idx[-1] + 1 - len(done), len(rows) - len(done), len(rows),
                              idx, seconds, n_new))
-    summary = _summary(cfg, samples, extra, seconds, n_new, len(done))
+    summary = _summary(cfg, samples, extra, seconds, n_new, len(done),
+                       cfg.decode_weights if cfg.engine == "lmlab" and cfg.pack_weights
+                       and _packs(model) else None)
     if cfg.engine != "lmlab":
         summary.update(engine=cfg.engine, gguf_file=str(model.path))
     run_.write_json("summary.json", summary)
@@ -445,11 +459,13 @@ def _check_done(done: list[dict], rows: list[dict], path: Path) -> None:
 
 
 def _summary(cfg: Config, samples: list[dict], extra: dict, seconds: float, n_new: int,
-             resumed: int) -> dict:
+             resumed: int, weights: str | None = None) -> dict:
+    """``weights``: the precision of the packed weights decoding read (None: unpacked)."""
     n_tok = sum(s["new_tokens"] for s in samples)
     summary = {"stage": "generate", "model": cfg.model, "strategy": cfg.strategy,
                "prompts": len(samples), "new_tokens": n_tok, "seconds": round(seconds, 3),
                "tokens_per_s": round(n_new / seconds, 2) if seconds > 0 else None,
+               "decode_weights": weights,
                "finish_reasons": {k: sum(s["finish_reason"] == k for s in samples)
                                   for k in ("eos", "stop", "length")}}
     if resumed:

@@ -42,6 +42,10 @@ class Config:
     pack_weights: bool = opt(True, "fp32 on a CPU: decode through oneDNN-packed copies of the "
                                    "projections (faster small batches, one more copy of the "
                                    "weights in memory)")
+    decode_weights: str = opt("fp32", "with pack_weights: the precision of the weights decoding "
+                                      "reads (bf16 / int8 per channel: 1/2 / 1/4 of the bytes; "
+                                      "fp32 arithmetic; docs/generate.md)",
+                              choices=("fp32", "bf16", "int8"))
     max_model_len: int = opt(0, "prompt + completion limit per sequence (0 = model context)",
                              min=0)
     max_tokens: int = opt(1024, "the largest max_tokens a request may ask for", min=1)
@@ -121,7 +125,7 @@ def _our_engine(cfg: Config, model, tokenizer):
                             kv_budget_tokens=cfg.kv_budget_tokens,
                             max_prefill_tokens=cfg.max_prefill_tokens, max_model_len=max_len)
     runner = Runner(model, tokenizer, prefix_cache_tokens=cfg.prefix_cache_tokens,
-                    pack_weights=cfg.pack_weights)
+                    pack_weights=cfg.pack_weights, decode_weights=cfg.decode_weights)
     return Engine(runner, tokenizer, sched), tokenizer
 
 
