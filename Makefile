@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-portable test-slow bench clean
+.PHONY: setup demo test test-portable test-slow bench studio llamacpp clean
 
 setup: $(VENV)/.lmlab-setup
 
@@ -54,6 +54,20 @@ test-slow: setup
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_sft.py
+
+studio: setup
+	$(VENV)/bin/lmlab studio root=runs
+
+# Optional: llama.cpp as a benchmark peer and as engine=llama.cpp (docs/llamacpp.md). pip builds
+# it from source (6-21 min on 2 cores). Explicit ISA flags, not GGML_NATIVE: a native build on an
+# AMX CPU dies with SIGILL on q8_0/q4 files in a VM that hides the AMX tiles. On an AVX2-only
+# CPU: make llamacpp LLAMACPP_ISA="-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+LLAMACPP_ISA ?= -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+llamacpp: setup
+	CMAKE_ARGS="-DGGML_NATIVE=OFF $(LLAMACPP_ISA) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
+	  -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  $(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[llamacpp]"
 
 clean:
 	rm -rf runs .pytest_cache
