@@ -32,7 +32,8 @@ STEP_KEYS = ("name", "stage", "config", "overrides")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # keys the pipeline sets itself, and keys that do not change what a run computes
 MANAGED = ("output_dir", "overwrite", "resume")
-IGNORED = ("stage", "resume", "overwrite", "progress")
+# resolved: what a run made of its auto keys (dtype=auto -> bf16 autocast ...), a record, not a key
+IGNORED = ("stage", "resume", "overwrite", "progress", "resolved")
 
 
 @dataclass
