@@ -216,6 +216,8 @@ def section_serve(args) -> list[dict]:
     gguf = llamacpp.gguf_file(args.model, args.serve_gguf)  # exported once, before timing
     ours = bench.lmlab_command(s)
     servers = [("lmlab serve (engine=lmlab, fp32)", ours, args.model, bench.start),
+               ("lmlab serve (engine=lmlab, decode_weights=int8)", ours + ["decode_weights=int8"],
+                args.model, bench.start),
                (f"lmlab serve (engine=llama.cpp, {args.serve_gguf})",
                 ours + ["engine=llama.cpp", f"gguf={args.serve_gguf}"], args.model, bench.start),
                (f"llama_cpp.server ({args.serve_gguf})",
