@@ -2,7 +2,8 @@
 ``run(cfg) -> dict`` (the summary). Modules are imported only when their stage is used.
 
 A stage is any module in this package whose name does not start with ``_`` and is not in
-``NOT_STAGES``; adding a command means adding its module, nothing else."""
+``NOT_STAGES``; adding a command means adding its module, nothing else. An underscore in the
+module's name is a hyphen in the command's (``self_instruct.py``: ``lmlab self-instruct``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pkgutil
 
 NOT_STAGES = {"setup"}
 # lifecycle order for ``lmlab --help``; stages not listed follow alphabetically
-ORDER = ["tokenizer", "pretrain", "sft", "reward", "dpo", "preferences", "ppo", "grpo", "distill",
+ORDER = ["tokenizer", "pretrain", "sft", "reward", "dpo", "preferences", "self-instruct", "ppo", "grpo", "distill",
          "quantize", "qat", "evaluate", "generate", "bench", "serve", "report", "pipeline",
          "embed", "index", "scratch", "vision", "agent", "plan"]
 
@@ -20,8 +21,9 @@ def _discover() -> dict[str, str]:
     names = [m.name for m in pkgutil.iter_modules(__path__)
              if not m.name.startswith("_") and m.name not in NOT_STAGES and not m.ispkg]
     rank = {n: i for i, n in enumerate(ORDER)}
-    names.sort(key=lambda n: (rank.get(n, len(ORDER)), n))
-    return {n: f"{__name__}.{n}" for n in names}
+    names.sort(key=lambda n: (rank.get(n.replace("_", "-"), len(ORDER)), n))
+    # a module self_instruct.py is the command self-instruct
+    return {n.replace("_", "-"): f"{__name__}.{n}" for n in names}
 
 
 STAGES: dict[str, str] = _discover()

@@ -71,9 +71,12 @@ def phrases(name: str) -> Phrasings:
 
 def split_prompt(name: str, prompt: str) -> tuple[str, bool]:
     """(the question without its answer-format instruction, whether that instruction was a
-    held-out one). Raises UserError for a prompt the task's phrasings did not write."""
+    held-out one); a show-your-work instruction counts too. Raises UserError for a prompt the
+    task's phrasings did not write."""
     ph = phrases(name)
-    for held, instructions in ((False, ph.train_instructions), (True, ph.eval_instructions)):
+    train_cot, eval_cot = _COT_INSTRUCTIONS[_FAMILY[name]]
+    for held, instructions in ((False, ph.train_instructions + train_cot),
+                               (True, ph.eval_instructions + eval_cot)):
         for ins in instructions:
             if prompt.endswith(" " + ins):
                 return prompt[:-len(ins) - 1], held
