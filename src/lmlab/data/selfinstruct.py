@@ -53,7 +53,7 @@ SEED_TASKS = (  # written for lmlab: a few built-in task shapes and a few open o
 _GENERATE = ("Here are some tasks for an assistant:\n\n{examples}\n\nWrite one new task that is "
              "different from all of these. Reply with a line that starts with \"Task:\" (and a "
              "line \"Input:\" if the task needs one), nothing else.")
-_LABEL = re.compile(r"^\W*(task|instruction|input|answer|output)\s*\d*\s*[:.]\s*", re.I)
+_LABEL = re.compile(r"^\W*(task|instruction|input|answer|output)\s*\d*\s*[:.]\s*", re.IGNORECASE)
 _NUM = re.compile(r"\d+")
 
 
@@ -140,10 +140,10 @@ def parse_generation(text: str) -> Candidate | None:
     if not lines:
         return None
     start = next((i for i, ln in enumerate(lines) if re.match(r"^\W*(task|instruction)\b", ln,
-                                                               re.I)), 0)
+                                                               re.IGNORECASE)), 0)
     instruction = _unlabel(lines[start])
     inp = ""
-    if start + 1 < len(lines) and re.match(r"^\W*input\s*:", lines[start + 1], re.I):
+    if start + 1 < len(lines) and re.match(r"^\W*input\s*:", lines[start + 1], re.IGNORECASE):
         inp = _unlabel(lines[start + 1])
         inp = "" if inp.lower().strip(".") in ("none", "n/a", "no input", "-") else inp
     return Candidate(instruction, inp) if instruction else None
@@ -201,7 +201,7 @@ def instruction_reason(c: Candidate, pool: list[list[str]], limits: Limits) -> s
     if len(words) > limits.max_words:
         return "too_long"
     if not c.instruction[0].isalpha() or "\n" in c.instruction or _LABEL.search(
-            c.instruction) or re.search(r"\b(task|answer|output)\s*:", c.instruction, re.I):
+            c.instruction) or re.search(r"\b(task|answer|output)\s*:", c.instruction, re.IGNORECASE):
         return "format"
     low = " " + re.sub(r"[^a-z ]", " ", c.instruction.lower()) + " "
     if any(f" {w} " in low for w in BLACKLIST):

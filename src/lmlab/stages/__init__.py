@@ -12,9 +12,9 @@ import pkgutil
 
 NOT_STAGES = {"setup"}
 # lifecycle order for ``lmlab --help``; stages not listed follow alphabetically
-ORDER = ["tokenizer", "pretrain", "sft", "reward", "dpo", "preferences", "self-instruct", "ppo", "grpo", "distill",
-         "quantize", "qat", "evaluate", "generate", "bench", "serve", "report", "pipeline",
-         "embed", "index", "scratch", "vision", "agent", "plan"]
+ORDER = ["tokenizer", "pretrain", "sft", "reward", "dpo", "preferences", "self-instruct", "ppo",
+         "grpo", "distill", "quantize", "qat", "evaluate", "generate", "bench", "serve", "report",
+         "pipeline", "embed", "index", "scratch", "vision", "agent", "plan"]
 
 
 def _discover() -> dict[str, str]:
