@@ -16,7 +16,8 @@ def test_tokens_like_rouge_score():
 
 def test_hand_computed():
     # "the cat sat on the mat" vs "the cat lay on a mat": LCS the cat on mat = 4 of 6 and 6
-    assert lcs_length(["the", "cat", "sat", "on", "the", "mat"], ["the", "cat", "lay", "on", "a", "mat"]) == 4
+    assert lcs_length(["the", "cat", "sat", "on", "the", "mat"],
+                      ["the", "cat", "lay", "on", "a", "mat"]) == 4
     assert rouge_l("the cat sat on the mat", "the cat lay on a mat") == pytest.approx(4 / 6)
     # 3 tokens vs 5 tokens, LCS 3: P = 1, R = 3/5, F = 2 * 0.6 / 1.6 = 0.75
     assert rouge_l("name a colour", "please name a warm colour") == pytest.approx(0.75)
