@@ -34,7 +34,8 @@ def test_equal_to_rouge_score():
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     rng = random.Random(0)
-    words = ["the", "a", "cat", "dog", "sat", "on", "mat", "12", "x-ray", "Sort", "ADD", "numbers", ",", "."]
+    words = ["the", "a", "cat", "dog", "sat", "on", "mat", "12", "x-ray", "Sort", "ADD",
+             "numbers", ",", "."]
     for _ in range(300):
         a = " ".join(rng.choice(words) for _ in range(rng.randint(0, 9)))
         b = " ".join(rng.choice(words) for _ in range(rng.randint(0, 9)))

@@ -200,8 +200,9 @@ def instruction_reason(c: Candidate, pool: list[list[str]], limits: Limits) -> s
         return "too_short"
     if len(words) > limits.max_words:
         return "too_long"
-    if not c.instruction[0].isalpha() or "\n" in c.instruction or _LABEL.search(
-            c.instruction) or re.search(r"\b(task|answer|output)\s*:", c.instruction, re.IGNORECASE):
+    labelled = _LABEL.search(c.instruction) or re.search(r"\b(task|answer|output)\s*:",
+                                                          c.instruction, re.IGNORECASE)
+    if not c.instruction[0].isalpha() or "\n" in c.instruction or labelled:
         return "format"
     low = " " + re.sub(r"[^a-z ]", " ", c.instruction.lower()) + " "
     if any(f" {w} " in low for w in BLACKLIST):

@@ -7,7 +7,7 @@
 | ``ppl:<file.txt>`` | perplexity on a text file | perplexity, bits_per_byte, tokens |
 | ``tasks`` | built-in tasks: in-template, held-out template and out-of-range prompts, greedy, task checker | accuracy, heldout_accuracy, range_accuracy (+ per task) |
 | ``gsm8k`` | GSM8K test, last number in the reply | accuracy |
-| ``gsm8k-strict`` | GSM8K test, the number the final line states ("#### 72", "Answer: 72") | accuracy |
+| ``gsm8k-strict`` | GSM8K test, the number the final line states ("#### 7") | accuracy |
 | ``humaneval`` | HumanEval, tests run in a subprocess | pass@1 |
 | ``chatterbot`` | replies vs the corpus' references | rougeL, bleu, bertscore_* |
 | ``ref:<file.jsonl>`` | your rows {prompt, reference or references} | rougeL, bleu, bertscore_* |
@@ -91,8 +91,8 @@ def run_set(name: str, model, tokenizer, s: Settings) -> dict:
     elif name.startswith("ref:"):
         out = _references(read_reference_rows(name[4:], s), model, tokenizer, s)
     else:
-        out = {"gsm8k": _gsm8k, "gsm8k-strict": _gsm8k_strict, "humaneval": _humaneval, "chatterbot": _chatterbot,
-               "safety": _safety}[name](model, tokenizer, s)
+        out = {"gsm8k": _gsm8k, "gsm8k-strict": _gsm8k_strict, "humaneval": _humaneval,
+               "chatterbot": _chatterbot, "safety": _safety}[name](model, tokenizer, s)
     if is_generating(name):
         toks = [x["new_tokens"] for x in out["samples"] if "new_tokens" in x]
         out["metrics"]["mean_new_tokens"] = sum(toks) / len(toks) if toks else None
