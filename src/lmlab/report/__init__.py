@@ -23,6 +23,7 @@ AREA_SECTIONS = [
     ("Embeddings, retrieval and RAG", "embed", "embed_tables"),
     ("Vision", "vision", "vision_items"),
     ("Agents", "agents", "agent_items"),
+    ("Chain of thought and self-instruct", "recipes_cot", "recipe_tables"),
 ]
 
 
