@@ -267,7 +267,7 @@ def cot_rows(names, kind: str, split: str, n: int | None = None, seed: int = 0) 
         elif kind == "preference":
             work = "\n".join(steps(name, row["prompt"]))
             wrong = work + "\n" + answer_line(name, row["rejected"])
-            assert not get_task(name).check(wrong, answer)
+            assert not cot_check(get_task(name), wrong, answer)  # wrong_answer's promise
             out.append({"prompt": ex["prompt"], "chosen": ex["rationale"], "rejected": wrong,
                         "task": name})
         else:
