@@ -29,8 +29,9 @@ def _main_help() -> str:
     from lmlab.stages import STAGES, load_stage
 
     lines = ["lmlab: the LLM lifecycle on the hardware you have.", "", USAGE, "", "stages:"]
+    width = max(12, *map(len, STAGES))
     for name in STAGES:
-        lines.append(f"  {name:<12} {load_stage(name).HELP}")
+        lines.append(f"  {name:<{width}} {load_stage(name).HELP}")
     lines += ["", ("Every stage writes a run folder (config.yaml, metrics.jsonl, checkpoints/, "
                    "final/, summary.json)."), "See docs/ for one page per stage."]
     return "\n".join(lines)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from lmlab.config import RunConfig, opt
 
 STOP = ("\n\n", "\nAnswer", "\nOutput")  # a generated task ends before a blank line or an answer
-HELP = "self-instruct: the model writes new tasks from seed tasks; novelty, format, checker " \
-       "and judge filters; SFT rows out"
+HELP = "the model writes new tasks from a few seeds; novelty, format and checker filters; " \
+       "SFT rows out"
 
 
 @dataclass
