@@ -45,6 +45,9 @@ def test_filters_on_hand_made_rows():
         "format"  # the answer repeats the instruction
     assert _why("123 write something clever now") == "format"
     assert _why("List three fruits. Answer: apple") == "format"
+    assert _why("I'm ready to help. What can I do for you today?") == "format"
+    assert _why("Here's a little custom: write it down") == "format"
+    assert _why("Identify the verb in the sentence.") is None  # "I" only as a whole word
     assert _why("Draw a picture of a tree for me.") == "blacklist"
     assert _why("Describe the image of a sunset.") == "blacklist"
     assert _why("Summarize the attached file in one line.") == "blacklist"

@@ -8,7 +8,7 @@ each with the reason a rejected candidate is counted under:
 - ``too_short`` / ``too_long``: instruction words outside ``[min_words, max_words]``, an
   answer longer than ``max_output_words``, a task or an answer cut off by the token budget;
 - ``format``: the instruction does not start with a letter, holds format labels ("Task:",
-  "Answer:") or several lines; the answer is empty or repeats the instruction;
+  "Answer:") or several lines, or speaks as the assistant ("I'm ready to help..."); the answer is empty or repeats the instruction;
 - ``blacklist``: asks for what a text model cannot do (images, files, audio, ...), as in the
   paper;
 - ``not_novel``: ROUGE-L with some instruction already in the pool >= ``novelty``
@@ -53,6 +53,11 @@ SEED_TASKS = (  # written for lmlab: a few built-in task shapes and a few open o
 _GENERATE = ("Here are some tasks for an assistant:\n\n{examples}\n\nWrite one new task that is "
              "different from all of these. Reply with a line that starts with \"Task:\" (and a "
              "line \"Input:\" if the task needs one), nothing else.")
+# A "task" in the assistant's own voice ("I'm ready to help. What can I do for you?") is the
+# model chatting, not an instruction. SmolLM2-135M at T=1.0, 16 candidates (2026-12-07): of the
+# 6 the other filters kept, 2 spoke as the assistant, 3 were gibberish, 1 was a real task.
+_ASSISTANT_VOICE = re.compile(r"^(i|i'm|i am|i'll|i will|sure|here's|here is|hello|hi|thanks?|"
+                              r"thank you|can i|may i|let me|as an)\b", re.IGNORECASE)
 _LABEL = re.compile(r"^\W*(task|instruction|input|answer|output)\s*\d*\s*[:.]\s*", re.IGNORECASE)
 _NUM = re.compile(r"\d+")
 
@@ -202,7 +207,8 @@ def instruction_reason(c: Candidate, pool: list[list[str]], limits: Limits) -> s
         return "too_long"
     labelled = _LABEL.search(c.instruction) or re.search(r"\b(task|answer|output)\s*:",
                                                           c.instruction, re.IGNORECASE)
-    if not c.instruction[0].isalpha() or "\n" in c.instruction or labelled:
+    if not c.instruction[0].isalpha() or "\n" in c.instruction or labelled \
+            or _ASSISTANT_VOICE.match(c.instruction):
         return "format"
     low = " " + re.sub(r"[^a-z ]", " ", c.instruction.lower()) + " "
     if any(f" {w} " in low for w in BLACKLIST):

@@ -38,9 +38,9 @@ class Config(RunConfig):
     max_new_tokens: int = opt(48, "tokens per generated task", min=1)
     answer_max_new_tokens: int = opt(96, "tokens per answer (an answer cut off is rejected)",
                                      min=1)
-    temperature: float = opt(1.0, "sampling temperature for new tasks (answers are greedy)",
+    temperature: float = opt(0.7, "sampling temperature for new tasks (answers are greedy)",
                              min=0.0, min_exclusive=True)
-    top_p: float = opt(0.95, "nucleus sampling mass for new tasks", min=0.0, max=1.0,
+    top_p: float = opt(0.9, "nucleus sampling mass for new tasks", min=0.0, max=1.0,
                        min_exclusive=True)
     judge_min_score: float = opt(0.0, "keep an answer only when the rubric judge scores it at "
                                       "least this (1-5; 0 = no judge)", min=0.0, max=5.0)
