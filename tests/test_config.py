@@ -15,7 +15,7 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 # configs/<folder>: how many YAML files ship there. Update when a config is added, so that a
 # file the glob stops finding (renamed folder, wrong suffix) fails here instead of going unchecked.
 EXPECTED_CONFIGS = {
-    "sft": 5,
+    "sft": 7,
     "compare-methods": 1,
     "reward": 2,
     "dpo": 3,
@@ -26,7 +26,7 @@ EXPECTED_CONFIGS = {
     "preferences": 5,
     "evaluate": 2,
     "serve": 1,
-    "pipelines": 5,
+    "pipelines": 7,
     "distill": 7,
     "quantize": 7,
     "qat": 3,
@@ -37,6 +37,7 @@ EXPECTED_CONFIGS = {
     "index": 1,
     "agent": 11,
     "vision": 6,
+    "self-instruct": 2,
 }
 
 

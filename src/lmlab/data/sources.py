@@ -50,8 +50,9 @@ def load_rows(source: str, kind: str, *, mapping: str | dict | None = None, spli
               limit: int | None = None, on_error: str = "raise") -> list[dict]:
     """Rows of ``kind`` from ``source``, validated; at most ``limit`` of them.
 
-    source: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file, ``task:<name>[,<name>...]``,
-    or a Hugging Face dataset id ``org/name`` (``split`` picks its split; files have one split).
+    source: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file, ``task:<name>[,<name>...]``
+    (``?cot=1`` after the names: worked solutions, ``lmlab.data.tasks.cot``), or a Hugging Face
+    dataset id ``org/name`` (``split`` picks its split; files have one split).
     mapping: ``{target_field: source_column}`` or a preset name (see ``PRESETS``); without one,
     a source whose first record fits a preset's columns instead of ``kind``'s is read with it.
     on_error: "raise" (the first bad row raises DataError) or "skip" (count, warn once).
@@ -223,10 +224,16 @@ def _task_records(source: str, kind: str, split: str, limit: int | None
                   ) -> Iterator[tuple[str, int, object]]:
     from lmlab.data.tasks import task_rows  # lazy: tasks import generators we rarely need
 
-    names = [n.strip() for n in source.split(":", 1)[1].split(",") if n.strip()]
+    body, _, query = source.split(":", 1)[1].partition("?")
+    names = [n.strip() for n in body.split(",") if n.strip()]
+    make = task_rows
+    if query:  # "task:add,sort?cot=1": options; cot = worked solutions (lmlab.data.tasks.cot)
+        from lmlab.data.tasks.cot import cot_rows, split_source
+
+        make = cot_rows if split_source(source)[1].get("cot") else task_rows
     if not names:
         raise DataError("no task names after 'task:'", file=source)
-    for i, record in enumerate(task_rows(names, kind, split, limit, 0)):
+    for i, record in enumerate(make(names, kind, split, limit, 0)):
         yield source, i + 1, record
 
 

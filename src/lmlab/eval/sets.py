@@ -7,6 +7,7 @@
 | ``ppl:<file.txt>`` | perplexity on a text file | perplexity, bits_per_byte, tokens |
 | ``tasks`` | built-in tasks: in-template, held-out template and out-of-range prompts, greedy, task checker | accuracy, heldout_accuracy, range_accuracy (+ per task) |
 | ``gsm8k`` | GSM8K test, last number in the reply | accuracy |
+| ``gsm8k-strict`` | GSM8K test, the number the final line states ("#### 7") | accuracy |
 | ``humaneval`` | HumanEval, tests run in a subprocess | pass@1 |
 | ``chatterbot`` | replies vs the corpus' references | rougeL, bleu, bertscore_* |
 | ``ref:<file.jsonl>`` | your rows {prompt, reference or references} | rougeL, bleu, bertscore_* |
@@ -24,8 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-FIXED = ("tasks", "gsm8k", "humaneval", "chatterbot", "safety", "ppl:shakespeare", "ppl:tasks")
-GENERATING = ("tasks", "gsm8k", "humaneval", "chatterbot", "safety")
+FIXED = ("tasks", "gsm8k", "gsm8k-strict", "humaneval", "chatterbot", "safety",
+         "ppl:shakespeare", "ppl:tasks")
+GENERATING = ("tasks", "gsm8k", "gsm8k-strict", "humaneval", "chatterbot", "safety")
 
 
 @dataclass
@@ -84,7 +86,7 @@ def source_of(name: str) -> str:
         return "lmlab.eval.safety (written for lmlab)"
     if name.startswith(("ppl:", "ref:")) and name.endswith((".txt", ".jsonl")):
         return name[4:]
-    return SOURCES[name.split(":")[-1]]
+    return SOURCES[name.split(":")[-1].removesuffix("-strict")]
 
 
 def run_set(name: str, model, tokenizer, s: Settings) -> dict:
@@ -95,8 +97,8 @@ def run_set(name: str, model, tokenizer, s: Settings) -> dict:
     elif name.startswith("ref:"):
         out = _references(read_reference_rows(name[4:], s), model, tokenizer, s)
     else:
-        out = {"gsm8k": _gsm8k, "humaneval": _humaneval, "chatterbot": _chatterbot,
-               "safety": _safety}[name](model, tokenizer, s)
+        out = {"gsm8k": _gsm8k, "gsm8k-strict": _gsm8k_strict, "humaneval": _humaneval,
+               "chatterbot": _chatterbot, "safety": _safety}[name](model, tokenizer, s)
     if is_generating(name):
         toks = [x["new_tokens"] for x in out["samples"] if "new_tokens" in x]
         out["metrics"]["mean_new_tokens"] = sum(toks) / len(toks) if toks else None
@@ -196,17 +198,29 @@ def _tasks(model, tokenizer, s: Settings) -> dict:
     return {"metrics": metrics, "samples": samples, "intervals": intervals}
 
 
-def _gsm8k(model, tokenizer, s: Settings) -> dict:
+def _gsm8k_strict(model, tokenizer, s: Settings) -> dict:
+    from lmlab.data.tasks.extract import stated_final_number
+
+    return _gsm8k(model, tokenizer, s, read=stated_final_number)
+
+
+def _last_number(completion: str) -> float | None:
     from lmlab.data.tasks.extract import last_numbers
+
+    got = last_numbers(completion, 1)
+    return None if got is None else got[0]
+
+
+def _gsm8k(model, tokenizer, s: Settings, read=_last_number) -> dict:
     from lmlab.eval.sources import gsm8k
 
     rows = gsm8k(s.limit, s.seed)
     samples = _samples(rows, complete(model, tokenizer, [r["prompt"] for r in rows], s,
                                       s.long_max_new_tokens))
     for x, r in zip(samples, rows):
-        got = last_numbers(x["completion"], 1)
+        got = read(x["completion"])
         x["answer"] = r["answer"]
-        x["correct"] = got is not None and abs(got[0] - float(r["answer"])) < 1e-6
+        x["correct"] = got is not None and abs(got - float(r["answer"])) < 1e-6
     return {"metrics": {"accuracy": _mean([x["correct"] for x in samples])}, "samples": samples,
             "intervals": _interval("accuracy", [x["correct"] for x in samples], s.seed)}
 

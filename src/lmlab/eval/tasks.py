@@ -24,6 +24,7 @@ import torch
 from lmlab.eval.intervals import N_BOOT, accuracy, paired_gain
 
 RANGE_EXTRA_TOKENS = 8  # 6-number lists and 4-digit sums need more tokens than the 4-number ones
+COT_EXTRA_TOKENS = 16  # cot: decode budget = the longest reference working + this
 METRIC = {"test": "accuracy", "heldout": "heldout_accuracy", "range": "range_accuracy"}
 
 
@@ -62,12 +63,15 @@ def split_budget(split: str, max_new_tokens: int) -> int:
 
 
 def task_accuracy(model, tokenizer, task_names: list[str], *, n: int = 50, seed: int = 0,
-                  max_new_tokens: int = 16, split: str = "test", pack: bool | str = False
-                  ) -> tuple[dict[str, float], list[dict]]:
+                  max_new_tokens: int = 16, split: str = "test", pack: bool | str = False,
+                  cot: bool = False) -> tuple[dict[str, float], list[dict]]:
     """Accuracy per task on ``n`` prompts of ``split`` (default: in-template test prompts),
     and the scored samples (with their ``split``). Tasks without that split are left out.
-    ``pack``: see ``greedy_complete``."""
+    ``pack``: see ``greedy_complete``. ``cot``: the same questions asking for the working
+    (``lmlab.data.tasks.cot``), a budget that fits the reference working, the final line scored
+    by the strict checker."""
     from lmlab.data.tasks import examples, get_task, has_split
+    from lmlab.data.tasks.cot import cot_check, cot_example
 
     acc, samples = {}, []
     for name in task_names:
@@ -75,9 +79,16 @@ def task_accuracy(model, tokenizer, task_names: list[str], *, n: int = 50, seed:
             continue
         task = get_task(name)
         rows = examples(name, split, n, seed)
+        budget = split_budget(split, max_new_tokens)
+        check = task.check
+        if cot:
+            rows = [cot_example(name, r) for r in rows]
+            budget = max(budget, COT_EXTRA_TOKENS + max(
+                (len(tokenizer(r["rationale"])["input_ids"]) for r in rows), default=0))
+            check = lambda c, a, t=task: cot_check(t, c, a)
         outs = greedy_complete(model, tokenizer, [r["prompt"] for r in rows],
-                               max_new_tokens=split_budget(split, max_new_tokens), pack=pack)
-        ok = [task.check(o, r["answer"]) for o, r in zip(outs, rows)]
+                               max_new_tokens=budget, pack=pack)
+        ok = [check(o, r["answer"]) for o, r in zip(outs, rows)]
         acc[name] = sum(ok) / max(1, len(ok))
         samples += [{"task": name, "split": split, "prompt": r["prompt"], "answer": r["answer"],
                      "completion": o, "correct": c} for r, o, c in zip(rows, outs, ok)]
@@ -85,15 +96,16 @@ def task_accuracy(model, tokenizer, task_names: list[str], *, n: int = 50, seed:
 
 
 def measure(model, tokenizer, task_names: list[str], *, n: int = 50, seed: int = 0,
-            max_new_tokens: int = 16, splits=None) -> dict:
-    """``{"flags": {split: {task: [correct, ...]}}, "samples": [...]}`` on every eval split."""
+            max_new_tokens: int = 16, splits=None, cot: bool = False) -> dict:
+    """``{"flags": {split: {task: [correct, ...]}}, "samples": [...]}`` on every eval split
+    (``cot``: show-your-work prompts, see ``task_accuracy``)."""
     from lmlab.data.tasks import EVAL_SPLITS
 
     flags: dict = {}
     samples: list[dict] = []
     for split in splits or EVAL_SPLITS:
         _, got = task_accuracy(model, tokenizer, task_names, n=n, seed=seed,
-                               max_new_tokens=max_new_tokens, split=split)
+                               max_new_tokens=max_new_tokens, split=split, cot=cot)
         for x in got:
             flags.setdefault(split, {}).setdefault(x["task"], []).append(bool(x["correct"]))
         samples += got

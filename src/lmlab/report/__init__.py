@@ -28,6 +28,7 @@ AREA_SECTIONS = [
     ("Precision and hardware", "hardware", "hardware_tables"),
     ("Training recipes", "recipes", "recipe_items"),
     ("llama.cpp engine", "llamacpp", "llamacpp_items"),
+    ("Chain of thought and self-instruct", "recipes_cot", "recipe_tables"),
 ]
 
 

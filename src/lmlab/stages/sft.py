@@ -93,7 +93,7 @@ def run(cfg: Config) -> dict:
     from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
     from lmlab.models.adapters import count_parameters
     from lmlab.models.methods import apply_method, spec_from
-    from lmlab.stages.setup import eval_task_names, start_stage
+    from lmlab.stages.setup import eval_cot, eval_task_names, start_stage
     from lmlab.train import recipes
     from lmlab.train.data import BatchStream
     from lmlab.train.distributed import barrier
@@ -142,7 +142,8 @@ def run(cfg: Config) -> dict:
 
     def evaluate(m) -> tuple[dict, dict]:
         res = measure_tasks(m, tokenizer, tasks, n=cfg.eval_n,
-                            max_new_tokens=cfg.eval_max_new_tokens, splits=cfg.eval_splits)
+                            max_new_tokens=cfg.eval_max_new_tokens, splits=cfg.eval_splits,
+                            cot=eval_cot(cfg))
         return flat_metrics(res["flags"]), res
 
     before = after = before_res = None

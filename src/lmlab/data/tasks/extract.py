@@ -7,7 +7,8 @@ about WHERE the answer is: ``stated_numbers`` and ``stated_word`` read only the 
 only when that line is the answer alone or ends in it right after an answer cue ("The answer is
 936.", "347 + 589 = 936", "Sorted: 7, 19, 42, 83"). A reply that merely mentions the right value
 ("856 is a multiple of 18, and 865 is not.") states no answer. ``last_numbers`` (the lenient
-last-number rule, as GSM8K graders use) stays for the gsm8k eval set.
+last-number rule, as GSM8K graders use) stays for the gsm8k eval set; ``stated_final_number``
+is its strict twin (set gsm8k-strict).
 """
 
 from __future__ import annotations
@@ -86,6 +87,16 @@ def stated_numbers(completion: str) -> list[float] | None:
     if m is None or not _states(m.group("lead")):
         return None
     return numbers(m.group("nums"))
+
+
+def stated_final_number(completion: str) -> float | None:
+    """The one number the final line states (``stated_numbers``), or GSM8K's own answer
+    line "#### 72"; None otherwise ("#### 72\nI hope this helps", "72 or 73" state none)."""
+    m = re.fullmatch(rf"#+\s*(?P<num>{_NUM})", final_line(completion))
+    if m:
+        return numbers(m.group("num"))[0]
+    found = stated_numbers(completion)
+    return found[0] if found and len(found) == 1 else None
 
 
 def stated_word(completion: str) -> str | None:
