@@ -141,7 +141,7 @@ def test_sft_eval_asks_for_and_scores_the_working(monkeypatch):
 
     calls = []
 
-    def fake(model, tokenizer, prompts, *, max_new_tokens, batch_size=16):
+    def fake(model, tokenizer, prompts, *, max_new_tokens, batch_size=16, pack=False):
         calls.append((prompts, max_new_tokens))
         refs = {cot_example(n, e)["prompt"]: cot_example(n, e)["rationale"]
                 for n in ("add", "json") for e in examples(n, "range", 4)}
