@@ -47,7 +47,7 @@ def test_ia3_on_a_module_it_cannot_scale(fail, tmp_path, target, says):
     (["methods=[lora,lora]"], ["methods", "twice"]),
     (["method=dora"], ["method"]),  # one key for one method: compare-methods runs a list
     (["methods=[ptuning]", "packing=true"], ["packing", "method=ptuning"]),
-    (["methods=[lora]", "method_lr.prompt=0.03"], ["method_lr", "prompt"]),
+    (["methods=[lora]", "method_lr.lorra=0.03"], ["method_lr", "lorra"]),
     (["methods=[lora]", "method_lr.lora=nan"], ["method_lr", "finite"]),
     (["methods=[lora]", "method_lr.lora=-1"], ["method_lr", "positive"]),
 ])

@@ -51,10 +51,11 @@ class Config(sft.Config):
         if not self.methods:
             problems.append("methods: name at least one method")
         bad_lr = {m: v for m, v in self.method_lr.items()
-                  if m not in self.methods or not (v > 0 and v < float("inf"))}
+                  if m not in METHODS or not (v > 0 and v < float("inf"))}
         if bad_lr:
-            problems.append(f"method_lr: {bad_lr}: each key must be a method in methods and "
-                            f"each value a positive, finite learning rate")
+            problems.append(f"method_lr: {bad_lr}: each key must be a method (keys of methods "
+                            f"not in methods are unused) and each value a positive, finite "
+                            f"learning rate")
         if len(set(self.methods)) != len(self.methods):
             problems.append("methods: a method is listed twice")
         for m in self.methods:
