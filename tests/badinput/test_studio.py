@@ -86,22 +86,20 @@ def test_a_form_cannot_overwrite_a_run_without_overwrite(tmp_path):
 
 
 def test_a_second_launch_is_queued_not_run_beside_the_first(tmp_path):
-    with fake_queue(tmp_path) as (q, folder):
-        _second_is_queued(q, folder)
-
-
-def _second_is_queued(q, folder):
     from fastapi.testclient import TestClient
 
     from lmlab.studio.app import create_app
     from lmlab.studio.context import StudioContext
 
-    c = TestClient(create_app(StudioContext(root=q.root, queue=q)), base_url="http://127.0.0.1")
-    first = c.post("/api/launch/sft", json={"values": {"output_dir": "one"}}).json()["job"]
-    second = c.post("/api/launch/sft", json={"values": {"output_dir": "two"}}).json()["job"]
-    wait_for(lambda: started(folder), what="the first job")
-    jobs = {j["id"]: j["status"] for j in c.get("/api/jobs").json()["jobs"]}
-    assert jobs == {first["id"]: "running", second["id"]: "queued"}
-    assert len(started(folder)) == 1
-    again = c.post("/api/launch/sft", json={"values": {"output_dir": "one", "resume": "auto"}})
-    assert again.status_code == 422 and "already writes to" in again.json()["general"][0]
+    with fake_queue(tmp_path) as (q, folder):
+        c = TestClient(create_app(StudioContext(root=q.root, queue=q)),
+                       base_url="http://127.0.0.1")
+        first = c.post("/api/launch/sft", json={"values": {"output_dir": "one"}}).json()["job"]
+        second = c.post("/api/launch/sft", json={"values": {"output_dir": "two"}}).json()["job"]
+        wait_for(lambda: started(folder), what="the first job")
+        jobs = {j["id"]: j["status"] for j in c.get("/api/jobs").json()["jobs"]}
+        assert jobs == {first["id"]: "running", second["id"]: "queued"}
+        assert len(started(folder)) == 1
+        again = c.post("/api/launch/sft",
+                       json={"values": {"output_dir": "one", "resume": "auto"}})
+        assert again.status_code == 422 and "already writes to" in again.json()["general"][0]

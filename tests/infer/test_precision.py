@@ -163,6 +163,7 @@ def test_int8_head_rows_of_a_draft(model):
         nat.step(ids[:, :5], pos[:, :5], 5, None)
         r = ref.step(ids[:, 5:], pos[:, 5:], 6, None)
         o = nat.step(ids[:, 5:], pos[:, 5:], 6, None, head=Rows())
+    assert o.shape[-1] == 7 + len(extra_ids)  # the first 7 ids, then the 2 extra rows
     _close(o, torch.cat([r[..., :7], r[..., extra_ids]], -1))
 
 
