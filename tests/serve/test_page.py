@@ -2,33 +2,18 @@
 by selenium): a streamed reply appears, the conversation history is sent back, tokens/s shows."""
 
 import json
-import shutil
 
 import pytest
 
+from ..browser import needs_browser, start_browser
 from .conftest import live_server, make_app
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-
-CHROME = shutil.which("chromium") or shutil.which("chromium-browser") or \
-    shutil.which("google-chrome")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROME and DRIVER),
-    reason="needs a headless browser: apt-get install -y chromium chromium-driver")
+pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROME
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1100,700"):
-        opts.add_argument(a)
-    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    drv.set_script_timeout(60)
+    drv = start_browser()
     yield drv
     drv.quit()
 

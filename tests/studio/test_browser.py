@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -18,31 +17,17 @@ from lmlab.studio.app import create_app
 from lmlab.studio.context import StudioContext
 from lmlab.studio.jobs import JobQueue
 
+from ..browser import needs_browser, start_browser
 from .conftest import age, live, make_run
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-
-CHROME = shutil.which("chromium") or shutil.which("chromium-browser") or \
-    shutil.which("google-chrome")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROME and DRIVER),
-    reason="needs a headless browser: apt-get install -y chromium chromium-driver")
+pytestmark = needs_browser
 SHOTS = Path(os.environ.get("LMLAB_STUDIO_SHOTS") or
              Path(__file__).resolve().parents[2] / "docs" / "studio")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROME
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1280,900"):
-        opts.add_argument(a)
-    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    drv.set_script_timeout(30)
+    drv = start_browser("1280,900", script_timeout=30)
     yield drv
     drv.quit()
 

@@ -5,24 +5,17 @@ docs/studio/ (or $LMLAB_STUDIO_SHOTS)."""
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from lmlab.serve import bench
 
+from ..browser import needs_browser, start_browser
 from .fakes import make_app, studio_ctx
 from .test_deploy import FakeProc
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-
-CHROME = shutil.which("chromium") or shutil.which("chromium-browser") or \
-    shutil.which("google-chrome")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROME and DRIVER),
-    reason="needs a headless browser: apt-get install -y chromium chromium-driver")
+pytestmark = needs_browser
 SHOTS = Path(os.environ.get("LMLAB_STUDIO_SHOTS") or
              Path(__file__).resolve().parents[2] / "docs" / "studio")
 
@@ -35,15 +28,7 @@ def ctx(tmp_path, tokenizer):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROME
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1100,700"):
-        opts.add_argument(a)
-    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    drv.set_script_timeout(60)
+    drv = start_browser()
     yield drv
     drv.quit()
 
