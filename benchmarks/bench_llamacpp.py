@@ -247,27 +247,9 @@ def section_serve(args) -> list[dict]:
 
 def start_llama_server(cmd: list[str], url: str, env: dict, log: Path, timeout: float = 300):
     """``python -m llama_cpp.server`` has no /health: wait until /v1/models answers."""
-    import subprocess
+    from lmlab.serve import bench
 
-    import httpx
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited (code {proc.returncode}); see {log}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    from lmlab.serve.bench import stop
-
-    stop(proc)
-    raise RuntimeError(f"llama_cpp.server did not start in {timeout} s; see {log}")
+    return bench.start(cmd, url, env, log, timeout, ready_path="/v1/models")
 
 
 # ----------------------------------------------------------------------------- main

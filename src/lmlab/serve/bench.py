@@ -110,8 +110,10 @@ def hf_sequential(model_ref: str, n: int, max_tokens: int, threads: int = 0,
 # ----------------------------------------------------------------------------- servers
 
 
-def start(cmd: list[str], url: str, env: dict, log: Path, timeout: float = 300):
-    """Start a server process and wait until its ``/health`` answers 200."""
+def start(cmd: list[str], url: str, env: dict, log: Path, timeout: float = 300,
+          ready_path: str = "/health"):
+    """Start a server process and wait until ``ready_path`` (``/health``; a server without
+    one: e.g. ``/v1/models``) answers 200."""
     import httpx
 
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +124,7 @@ def start(cmd: list[str], url: str, env: dict, log: Path, timeout: float = 300):
         if proc.poll() is not None:
             raise RuntimeError(f"{Path(cmd[0]).name} exited (code {proc.returncode}); see {log}")
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
+            if httpx.get(url + ready_path, timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
