@@ -48,17 +48,30 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class Encoder(torch.nn.Module):
-    """A transformers encoder, pooled (and L2-normalised): ``forward`` gives (B, H)."""
+    """A transformers encoder, pooled (and L2-normalised): ``forward`` gives (B, H).
 
-    def __init__(self, backbone, pooling: str = "mean", normalize: bool = True):
+    A BertModel (MiniLM, BERT) runs on the batch's real tokens only (``unpad``, see
+    embed/unpadded.py: the same outputs, 2-4x less work on short texts); other encoders, or
+    ``unpad=False``, take their own transformers forward."""
+
+    def __init__(self, backbone, pooling: str = "mean", normalize: bool = True,
+                 unpad: bool = True):
+        from lmlab.embed import unpadded
+
         super().__init__()
         if pooling not in POOLING:
             raise ValueError(f"unknown pooling {pooling!r}")
         self.backbone, self.pooling, self.normalize = backbone, pooling, normalize
+        self.unpad = unpad and unpadded.supports(backbone)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids,
-                               attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        if self.unpad:
+            from lmlab.embed import unpadded
+
+            hidden = unpadded.forward(self.backbone, input_ids, attention_mask)  # (B, T, H)
+        else:
+            hidden = self.backbone(input_ids=input_ids,
+                                   attention_mask=attention_mask).last_hidden_state
         emb = pool(hidden, attention_mask, self.pooling)
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
