@@ -144,7 +144,7 @@ def run(cfg: Config) -> dict:
 
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
     result = train(model, ContrastiveObjective(cfg.scale), stream, cfg, run_, dtype=dtype,
-                   loggers=loggers, eval_fn=(lambda m: {
+                   loggers=loggers, make_optimizer=_optimizer, eval_fn=(lambda m: {
                        f"eval/{k}": v for k, v in evaluate(m).items()}) if collection else None)
     for lg in loggers:
         lg.close()
@@ -172,6 +172,15 @@ def run(cfg: Config) -> dict:
         print0(f"[lmlab] wrote {run_.path}/ (final/ encoder, metrics.jsonl, summary.json)")
     barrier()
     return summary
+
+
+def _optimizer(model, cfg: Config):
+    """The loop's AdamW, fused where torch has the kernel (CPU, CUDA): on MiniLM's 22M
+    parameters clipping + the per-tensor loop took ~0.17 s a step on one core, fused ~0.05 s."""
+    from lmlab.train.loop import build_optimizer
+
+    device = next(model.parameters()).device
+    return build_optimizer(model, cfg, fused=True if device.type in ("cpu", "cuda") else None)
 
 
 def _collection(cfg: Config, rows: list[dict]):

@@ -54,7 +54,10 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, *, fused: bool | None = None
+                    ) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; ``fused=True`` takes torch's one-kernel AdamW
+    (CPU and CUDA; None = torch's default, a loop over the tensors on a CPU)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -63,7 +66,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
               {"params": no_decay, "weight_decay": 0.0}]
     if not decay and not no_decay:
         raise UserError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
 def amp_context(device: torch.device, dtype: torch.dtype, weights: torch.dtype | None = None):
