@@ -3,18 +3,25 @@
 
 Training: the same encoder (all-MiniLM-L6-v2 by default), the same ChatterBot training pairs,
 the same loss (in-batch negatives InfoNCE = MultipleNegativesRankingLoss, scale 20), batch,
-max length, constant lr, fp32 on CPU, dropout on; pairs/s over the steps after ``--warmup``.
-``lmlab (group_by_length)`` is our side with length-grouped batches (less padding; the in-batch
-negatives then share a length range), shown beside, not instead.
+max length, constant lr, fp32 on CPU (dtype=fp32 on ours: no bf16 autocast), dropout on,
+gradient clipping at 1.0 on both. Pairs/s = batch / the wall-clock time from one step's end to
+the next (data, logging and all), over the steps after ``--warmup``. The sides alternate in
+``--rounds`` rounds (ours first in even rounds, theirs first in odd ones); each side's figure
+is its median round, the speedup the median of the per-round ratios. Extra sides
+(``--extra``): ``lmlab_padded`` (ours with unpad=false: transformers' padded forward, to show
+what unpadding gives) and ``lmlab_grouped`` (group_by_length=true: other batches, less
+padding; not a like-for-like comparison).
 
 Embedding: the same texts (the collection's documents) in requests of ``--encode-batch``:
 our server through the real `openai` client (base64, as the client asks by default), and
-``SentenceTransformer.encode`` called on the same batches; plus ``encode`` on the whole list
-at once (it sorts every text by length first). Texts/s.
+``SentenceTransformer.encode`` called on the same batches, alternating per round; plus
+``encode`` on the whole list at once (it sorts every text by length first) for reference.
+Texts/s. Note ST truncates at its folder's max_seq_length (256 for MiniLM) while our server
+embeds every input whole up to the encoder's context (512), so a longer text costs us more.
 
 Takes the shared heavy-work lock (/tmp/lmlab-heavy.lock) so nothing else runs beside it.
 
-    .venv/bin/python benchmarks/bench_embed.py --steps 20 --warmup 3 --batch 32
+    .venv/bin/python benchmarks/bench_embed.py --steps 20 --warmup 3 --batch 32 --rounds 3
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import fcntl
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -67,22 +75,50 @@ def pairs(args) -> list[dict]:
     return load_collection(args.collection).train_pairs[:args.rows]
 
 
-def bench_lmlab(args, data_file: Path, out: Path, group: bool) -> dict:
+class _Stamps:
+    """A metric logger that only notes when each step's row arrives (after the step)."""
+
+    def __init__(self):
+        self.t: list[float] = []
+
+    def log(self, row, step):
+        self.t.append(time.perf_counter())
+
+    def close(self):
+        pass
+
+
+def per_step(stamps: list[float], warmup: int) -> float:
+    """Mean wall seconds per step from the end of step ``warmup`` to the end of the last."""
+    t = stamps[warmup - 1:] if warmup else stamps
+    return (t[-1] - t[0]) / (len(t) - 1)
+
+
+def bench_lmlab(args, data_file: Path, out: Path, *, group: bool = False,
+                unpad: bool = True) -> dict:
+    import lmlab.train.logging as logging_mod
     from lmlab.config import load_config
     from lmlab.stages import embed
 
     cfg = load_config(embed.Config, None, [
         f"model={args.folder}", f"data={data_file}", f"output_dir={out}", "device=cpu",
-        f"max_steps={args.steps}", f"batch_size={args.batch}", f"max_len={args.max_len}",
-        f"scale={args.scale}", "lr=2e-5", "schedule=constant", "warmup_steps=0",
-        "eval_collection=none", "progress=false", "save_every=0", "overwrite=true",
-        f"group_by_length={str(group).lower()}"])
-    embed.run(cfg)
+        "dtype=fp32", f"max_steps={args.steps}", f"batch_size={args.batch}",
+        f"max_len={args.max_len}", f"scale={args.scale}", "lr=2e-5", "schedule=constant",
+        "warmup_steps=0", "clip_grad=1.0", "eval_collection=none", "progress=false",
+        "save_every=0", "overwrite=true", f"group_by_length={str(group).lower()}",
+        f"unpad={str(unpad).lower()}"])
+    stamps, build = _Stamps(), logging_mod.build_loggers
+    logging_mod.build_loggers = lambda *a, **k: build(*a, **k) + [stamps]
+    try:
+        embed.run(cfg)
+    finally:
+        logging_mod.build_loggers = build
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    timed = metrics[args.warmup:]
-    step_s = sum(m["train/step_s"] for m in timed) / len(timed)
+    step_s = per_step(stamps.t, args.warmup)
+    inner = [m["train/step_s"] for m in metrics[args.warmup:]]
     return {"pairs_per_s": args.batch / step_s, "step_s": step_s,
-            "tokens_per_s": sum(m["train/tokens"] for m in timed) / (step_s * len(timed)),
+            "loop_step_s": sum(inner) / len(inner),
+            "tokens_per_step": sum(m["train/tokens"] for m in metrics) / len(metrics),
             "final_loss": metrics[-1]["train/loss"]}
 
 
@@ -104,28 +140,62 @@ def bench_st_trainer(args, rows: list[dict], out: Path) -> dict:
     config = SentenceTransformerTrainingArguments(
         output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
         learning_rate=2e-5, lr_scheduler_type="constant", warmup_steps=0, logging_steps=1,
-        save_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0, seed=0,
-        bf16=False, fp16=False)
-    times: list[float] = []
+        max_grad_norm=1.0, save_strategy="no", report_to="none", use_cpu=True,
+        dataloader_num_workers=0, seed=0, bf16=False, fp16=False)
+    stamps: list[float] = []
 
     class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
         def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t0)
+            stamps.append(time.perf_counter())
 
     trainer = SentenceTransformerTrainer(model=model, args=config,
                                          train_dataset=Dataset.from_list(rows), loss=loss,
                                          callbacks=[Timer()])
     trainer.train()
-    timed = times[args.warmup:]
-    step_s = sum(timed) / len(timed)
+    step_s = per_step(stamps, args.warmup)
     return {"pairs_per_s": args.batch / step_s, "step_s": step_s,
             "optimizer": str(config.optim)}
 
 
+def summarise(rounds: list[dict], sides: list[str], ref: str, key: str = "pairs_per_s"
+              ) -> dict:
+    """Each side's median round, and the median over rounds of its ratio to ``ref``."""
+    out = {}
+    for side in sides:
+        out[side] = {key: statistics.median(r[side][key] for r in rounds),
+                     "rounds": [r[side] for r in rounds]}
+        if side != ref:
+            out[side]["speedup"] = statistics.median(r[side][key] / r[ref][key] for r in rounds)
+    return out
+
+
+def bench_train(args, tmp: str) -> dict:
+    rows = pairs(args)
+    data_file = Path(tmp) / "pairs.jsonl"
+    data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs = {"lmlab": lambda: bench_lmlab(args, data_file, Path(tmp) / "lmlab"),
+            "lmlab_padded": lambda: bench_lmlab(args, data_file, Path(tmp) / "pad", unpad=False),
+            "lmlab_grouped": lambda: bench_lmlab(args, data_file, Path(tmp) / "grp", group=True),
+            "sentence_transformers": lambda: bench_st_trainer(args, rows, Path(tmp) / "st")}
+    sides = ["lmlab", *args.extra, "sentence_transformers"]
+    rounds = []
+    for r in range(args.rounds):
+        got = {}
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            print(f"[bench] round {r + 1}/{args.rounds}: {side}", flush=True)
+            got[side] = runs[side]()
+        rounds.append(got)
+    return summarise(rounds, sides, "sentence_transformers")
+
+
+def _timed(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - t0)
+
+
 def bench_encode(args, texts: list[str]) -> dict:
+    import numpy as np
     import openai
     from sentence_transformers import SentenceTransformer
 
@@ -134,31 +204,42 @@ def bench_encode(args, texts: list[str]) -> dict:
 
     batches = [texts[i:i + args.encode_batch] for i in range(0, len(texts), args.encode_batch)]
     st = SentenceTransformer(args.folder, device="cpu")
-    st.encode(batches[0], batch_size=args.encode_batch)  # warm up
-    t0 = time.perf_counter()
-    for b in batches:
-        st.encode(b, batch_size=args.encode_batch)
-    st_batches = len(texts) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    st.encode(texts, batch_size=args.encode_batch)
-    st_all = len(texts) / (time.perf_counter() - t0)
-
     app, _ = build(Config(model="tiny:llama", embed_model=args.folder,
                           served_model_name="llm", log_level="error",
                           threads=torch.get_num_threads()))
-    app.state.embedder.threads = torch.get_num_threads()
+    embedder = app.state.embedder
+    embedder.threads = torch.get_num_threads()
+    sides = ["lmlab", *(["lmlab_padded"] if "lmlab_padded" in args.extra else []),
+             "st_same_batches"]
+    rounds: list[dict] = []
     with live_server(app) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0,
                                timeout=600)
-        client.embeddings.create(model=args.folder, input=batches[0])  # warm up
-        t0 = time.perf_counter()
-        for b in batches:
-            client.embeddings.create(model=args.folder, input=b)
-        ours = len(texts) / (time.perf_counter() - t0)
-    return {"texts": len(texts), "batch": args.encode_batch, "lmlab_serve_texts_per_s": ours,
-            "st_encode_same_batches_texts_per_s": st_batches,
-            "st_encode_all_at_once_texts_per_s": st_all, "speedup_vs_same_batches":
-                ours / st_batches, "speedup_vs_all_at_once": ours / st_all}
+
+        def serve(unpad: bool):
+            embedder.encoder.unpad = unpad
+            return [np.asarray(d.embedding) for b in batches
+                    for d in client.embeddings.create(model=args.folder, input=b).data]
+
+        runs = {"lmlab": lambda: serve(True), "lmlab_padded": lambda: serve(False),
+                "st_same_batches": lambda: [st.encode(b, batch_size=args.encode_batch)
+                                            for b in batches]}
+        client.embeddings.create(model=args.folder, input=batches[0])
+        st.encode(batches[0], batch_size=args.encode_batch)
+        for r in range(args.rounds):
+            got = {}
+            for side in (sides if r % 2 == 0 else sides[::-1]):
+                got[side] = {"texts_per_s": _timed(runs[side], len(texts))}
+            got["st_all_at_once"] = {"texts_per_s": _timed(
+                lambda: st.encode(texts, batch_size=args.encode_batch), len(texts))}
+            rounds.append(got)
+        ours = np.stack(serve(True))
+    theirs = st.encode(texts, batch_size=args.encode_batch)
+    whole = [len(x) <= st.max_seq_length for x in embedder.tokenize(texts)]  # ST cuts the rest
+    return {"texts": len(texts), "batch": args.encode_batch,
+            "texts_st_truncates": len(texts) - sum(whole),
+            "max_abs_diff_vs_st": float(np.abs(ours[whole] - theirs[whole]).max()),
+            **summarise(rounds, [*sides, "st_all_at_once"], "st_same_batches", "texts_per_s")}
 
 
 def main() -> None:
@@ -166,7 +247,8 @@ def main() -> None:
     p.add_argument("--model", default="minilm", help="encoder reference (both sides)")
     p.add_argument("--collection", default="chatterbot", choices=["chatterbot", "gsm8k"])
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3, help="steps not timed (>= 1)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--scale", type=float, default=20.0)
@@ -174,27 +256,21 @@ def main() -> None:
     p.add_argument("--texts", type=int, default=512, help="texts embedded at most")
     p.add_argument("--encode-batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--extra", nargs="*", default=[], choices=["lmlab_padded", "lmlab_grouped"],
+                   help="extra rows for ours (see the docstring)")
     p.add_argument("--parts", nargs="+", default=["train", "encode"],
                    choices=["train", "encode"])
     p.add_argument("--out", default="benchmarks/results/embed.json")
     args = p.parse_args()
+    if args.warmup < 1 or args.steps < args.warmup + 2:
+        p.error("need --warmup >= 1 and --steps >= warmup + 2 (two timed step ends)")
     if args.threads:
         torch.set_num_threads(args.threads)
     results: dict = {}
     with heavy_lock(), tempfile.TemporaryDirectory() as tmp:
         args.folder = folder_of(args.model, tmp)
         if "train" in args.parts:
-            rows = pairs(args)
-            data_file = Path(tmp) / "pairs.jsonl"
-            data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            ours = bench_lmlab(args, data_file, Path(tmp) / "lmlab", group=False)
-            grouped = bench_lmlab(args, data_file, Path(tmp) / "lmlab-grouped", group=True)
-            theirs = bench_st_trainer(args, rows, Path(tmp) / "st")
-            results["train"] = {"lmlab": ours, "lmlab_group_by_length": grouped,
-                                "sentence_transformers": theirs,
-                                "speedup": ours["pairs_per_s"] / theirs["pairs_per_s"],
-                                "speedup_grouped": grouped["pairs_per_s"] /
-                                theirs["pairs_per_s"]}
+            results["train"] = bench_train(args, tmp)
         if "encode" in args.parts:
             from lmlab.embed.collections import load_collection
 
@@ -207,23 +283,33 @@ def main() -> None:
               "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print_tables(results, args)
+
+
+def print_tables(results: dict, args) -> None:
+    names = {"lmlab": "lmlab embed", "lmlab_padded": "lmlab embed unpad=false",
+             "lmlab_grouped": "lmlab embed group_by_length=true",
+             "sentence_transformers": "SentenceTransformerTrainer"}
     if "train" in results:
-        r = results["train"]
-        print("| training | pairs/s | s/step | vs ST |\n|---|---|---|---|")
-        for name, key in (("lmlab embed", "lmlab"), ("lmlab embed group_by_length",
-                                                     "lmlab_group_by_length"),
-                          ("SentenceTransformerTrainer", "sentence_transformers")):
-            print(f"| {name} | {r[key]['pairs_per_s']:.1f} | {r[key]['step_s']:.3f} | "
-                  f"{r[key]['pairs_per_s'] / r['sentence_transformers']['pairs_per_s']:.2f}x |")
+        print(f"| training (batch {args.batch}, median of {args.rounds} rounds) | pairs/s | "
+              "s/step | vs ST |\n|---|---|---|---|")
+        for key, r in results["train"].items():
+            step = statistics.median(x["step_s"] for x in r["rounds"])
+            print(f"| {names[key]} | {r['pairs_per_s']:.1f} | {step:.3f} | "
+                  f"{r.get('speedup', 1.0):.2f}x |")
     if "encode" in results:
         e = results["encode"]
-        print(f"| embedding ({e['texts']} texts, batch {e['batch']}) | texts/s |\n|---|---|")
-        print(f"| lmlab serve /v1/embeddings (openai client) | "
-              f"{e['lmlab_serve_texts_per_s']:.1f} |")
-        print(f"| SentenceTransformer.encode, same batches | "
-              f"{e['st_encode_same_batches_texts_per_s']:.1f} |")
-        print(f"| SentenceTransformer.encode, all at once | "
-              f"{e['st_encode_all_at_once_texts_per_s']:.1f} |")
+        print(f"| embedding ({e['texts']} texts, batch {e['batch']}) | texts/s | vs ST same "
+              "batches |\n|---|---|---|")
+        for key, name in (("lmlab", "lmlab serve /v1/embeddings (openai client, base64)"),
+                          ("lmlab_padded", "lmlab serve, unpad off"),
+                          ("st_same_batches", "SentenceTransformer.encode, same batches"),
+                          ("st_all_at_once", "SentenceTransformer.encode, all at once")):
+            if key in e:
+                print(f"| {name} | {e[key]['texts_per_s']:.1f} | "
+                      f"{e[key].get('speedup', 1.0):.2f}x |")
+        print(f"max |ours - ST| over the embeddings of the texts ST does not truncate: "
+              f"{e['max_abs_diff_vs_st']:.2e} ({e['texts_st_truncates']} truncated by ST)")
 
 
 if __name__ == "__main__":

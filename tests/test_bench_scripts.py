@@ -115,14 +115,17 @@ def test_bench_embed_runs_on_the_tiny_encoder(tmp_path):
     out_json = tmp_path / "embed.json"
     out = subprocess.run([sys.executable, "benchmarks/bench_embed.py", "--model", "tiny:bert",
                           "--steps", "3", "--warmup", "1", "--batch", "4", "--rows", "40",
-                          "--texts", "40", "--encode-batch", "8", "--threads", "1", "--out",
-                          str(out_json)], check=False, cwd=ROOT, env=env, capture_output=True,
-                         text=True,
-                         timeout=600)
+                          "--texts", "40", "--encode-batch", "8", "--threads", "1", "--rounds",
+                          "2", "--extra", "lmlab_padded", "--out", str(out_json)], check=False,
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out_json.read_text())["results"]
-    assert set(r["train"]) >= {"lmlab", "lmlab_group_by_length", "sentence_transformers"}
-    assert r["encode"]["texts"] == 40 and r["encode"]["lmlab_serve_texts_per_s"] > 0
+    assert list(r["train"]) == ["lmlab", "lmlab_padded", "sentence_transformers"]
+    assert all(len(v["rounds"]) == 2 for v in r["train"].values())
+    assert r["train"]["lmlab"]["speedup"] > 0
+    e = r["encode"]
+    assert e["texts"] == 40 and e["lmlab"]["texts_per_s"] > 0 and e["lmlab"]["speedup"] > 0
+    assert e["max_abs_diff_vs_st"] < 1e-4  # the served vectors are sentence-transformers' own
     assert "| SentenceTransformerTrainer |" in out.stdout
 
 

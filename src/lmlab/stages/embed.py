@@ -42,6 +42,8 @@ class Config(TrainConfig):
     max_len: int = opt(128, "tokens per text (longer ones are truncated and counted)", min=8)
     group_by_length: bool = opt(False, "batch texts of similar length together (less padding, "
                                        "faster; negatives then share a length range)")
+    unpad: bool = opt(True, "BERT-family encoders compute on the batch's real tokens only (the "
+                            "same result; false = transformers' padded forward)")
     data_limit: int | None = opt(None, "use at most this many training rows", min=1)
     on_error: str = opt("raise", "bad data rows", choices=("raise", "skip"))
     eval_collection: str = opt("auto", "held-out retrieval eval (auto: the data's collection, "
@@ -114,6 +116,7 @@ def run(cfg: Config) -> dict:
     seed(cfg.seed)
 
     model, tokenizer = load_encoder(cfg.model, pooling=cfg.pooling, device=device)
+    model.unpad = model.unpad and cfg.unpad
     if cfg.learn_scale:  # a parameter of the encoder, so the optimizer and checkpoints hold it
         import math
 
@@ -129,7 +132,7 @@ def run(cfg: Config) -> dict:
     trainable, total = count_parameters(model)
     print0(f"[lmlab] encoder {cfg.model}: {total / 1e6:.1f}M parameters, pooling="
            f"{model.pooling}, {cfg.objective}, scale={cfg.scale}, batch={stream.batch_size}, "
-           f"{device}")
+           f"{device}{', real tokens only (unpad)' if model.unpad else ''}")
 
     collection = _collection(cfg, rows)
     evaluate = _evaluator(cfg, tokenizer, collection)
