@@ -5,6 +5,7 @@ import httpx
 import pytest
 import torch
 
+from ..tolerance import forward_tol
 from .conftest import live_server, make_app
 
 openai = pytest.importorskip("openai")
@@ -48,3 +49,22 @@ def test_bad_embedding_requests(url, body, status, frag):
     r = httpx.post(f"{base}/v1/embeddings", json=body, timeout=60)
     assert r.status_code == status, r.text
     assert frag in r.json()["error"]["message"]
+
+
+def test_vectors_come_back_in_input_order(url):
+    """The embedder batches longest first; each returned vector is its own input's (each text
+    encoded alone), at its own index, across several batches."""
+    from lmlab.embed.model import encode
+
+    base, embedder = url
+    c = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=60)
+    texts = ["b " * n + "end" for n in (1, 9, 3, 14, 0, 6, 11, 2, 5)]  # lengths out of order
+    size, embedder.batch_size = embedder.batch_size, 2
+    try:
+        res = c.embeddings.create(model="tiny:bert", input=texts)
+    finally:
+        embedder.batch_size = size
+    assert [d.index for d in res.data] == list(range(len(texts)))
+    got = torch.tensor([d.embedding for d in res.data])
+    alone = torch.cat([encode(embedder.encoder, embedder.tokenizer, [t]) for t in texts])
+    assert (got - alone).abs().max() <= forward_tol(embedder.encoder.backbone.config, 16)
