@@ -2,6 +2,8 @@
 the same hidden states at every real token, the same gradients, and a padded batch giving
 each text the embedding it has alone."""
 
+import warnings
+
 import torch
 
 from lmlab.embed import unpadded
@@ -19,10 +21,12 @@ def _batch(vocab: int, lengths: list[int], seed: int = 0):
 
 
 def test_hidden_states_equal_the_transformers_forward():
+    """18 texts: three attention groups of 8, 8 and 2 texts by length (the last two of one
+    length, attended without a mask); each group's outputs must land on its own tokens."""
     enc, tok = load_encoder("tiny:bert")
     enc.eval()
     assert enc.unpad
-    ids, mask = _batch(len(tok), [3, 17, 1, 9, 17, 5])
+    ids, mask = _batch(len(tok), [3, 17, 1, 9, 17, 5, 12, 2, 8, 17, 4, 6, 1, 16, 3, 10, 7, 9])
     with torch.no_grad():
         ours = unpadded.forward(enc.backbone, ids, mask)  # (B, T, H)
         theirs = enc.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -35,8 +39,8 @@ def test_hidden_states_equal_the_transformers_forward():
 def test_gradients_equal_the_transformers_forward():
     enc, tok = load_encoder("tiny:bert")
     enc.eval()  # dropout off, so both paths compute the same function
-    ids, mask = _batch(len(tok), [4, 11, 2, 11], seed=1)
-    w = torch.randn(4, enc.dim, generator=torch.Generator().manual_seed(2))
+    ids, mask = _batch(len(tok), [4, 11, 2, 11, 5, 7, 1, 9, 3, 10, 6], seed=1)
+    w = torch.randn(11, enc.dim, generator=torch.Generator().manual_seed(2))
     grads = []
     for unpad in (True, False):
         enc.unpad = unpad
@@ -86,8 +90,10 @@ def test_activation_checkpointing_gives_the_same_gradients():
     grads = []
     for ckpt in (False, True):
         if ckpt:
-            enc.backbone.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            with warnings.catch_warnings():  # transformers 5 renames it; fsdp.py calls this one
+                warnings.simplefilter("ignore", FutureWarning)
+                enc.backbone.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
             assert unpadded._checkpointing(enc.backbone)
         enc.zero_grad(set_to_none=True)
         enc(ids, mask).sum().backward()

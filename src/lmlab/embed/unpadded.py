@@ -29,6 +29,9 @@ def supports(backbone) -> bool:
             and getattr(cfg, "position_embedding_type", "absolute") == "absolute")
 
 
+GROUP = 8  # texts per attention call: sorted by length, each group padded to its own longest
+
+
 def forward(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T, H) last hidden states of ``backbone`` (a BertModel) for a padded batch, computed
     on the real tokens only; padded positions hold zeros (pooling never reads them)."""
@@ -39,14 +42,41 @@ def forward(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
     pos = torch.arange(t, device=input_ids.device).expand(b, t).reshape(-1)[flat]
     h = backbone.embeddings(input_ids=input_ids.reshape(-1)[flat][None],
                             position_ids=pos[None])[0]  # (N, H)
-    key_mask = keep[:, None, None, :]  # (B, 1, 1, T): every query sees the real keys
+    plan = _plan(keep)
     grad_ckpt = _checkpointing(backbone) and torch.is_grad_enabled()
     for layer in backbone.encoder.layer:
         if grad_ckpt:
-            h = checkpoint(_layer, layer, h, flat, key_mask, use_reentrant=False)
+            h = checkpoint(_layer, layer, h, plan, use_reentrant=False)
         else:
-            h = _layer(layer, h, flat, key_mask)
+            h = _layer(layer, h, plan)
     return h.new_zeros(b * t, h.shape[-1]).index_copy(0, flat, h).view(b, t, -1)
+
+
+def _plan(keep: torch.Tensor) -> tuple[list, torch.Tensor]:
+    """How attention visits the packed tokens, the same for every layer: the texts sorted by
+    length in groups of GROUP, each group as (gather (n*Tg,) indices into the packed tokens,
+    key mask (n, 1, 1, Tg) or None when no text in it is shorter, n, Tg, its real positions in
+    n*Tg), and the permutation that puts the groups' outputs back in packed order. Grouping by
+    length cuts the padded T x T attention work (with dropout on, the CPU runs attention on its
+    math path over every padded score) to about each group's own longest."""
+    lengths = keep.sum(dim=1)  # (B,)
+    starts = torch.cumsum(lengths, 0) - lengths  # each text's first packed token
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    groups, targets = [], []
+    for i in range(0, len(order), GROUP):
+        rows = torch.tensor(order[i:i + GROUP], device=keep.device)
+        n, tg = len(rows), int(lengths[rows[0]])
+        cols = torch.arange(tg, device=keep.device)
+        valid = cols[None] < lengths[rows][:, None]  # (n, Tg)
+        idx = torch.where(valid, starts[rows][:, None] + cols[None], 0).reshape(-1)
+        real = valid.reshape(-1).nonzero().squeeze(1)
+        mask = None if bool(valid.all()) else valid[:, None, None, :]
+        groups.append((idx, mask, n, tg, real))
+        targets.append(idx[real])
+    order_out = torch.cat(targets)  # packed position of each row of the groups' outputs
+    back = torch.empty_like(order_out).scatter_(
+        0, order_out, torch.arange(len(order_out), device=keep.device))
+    return groups, back
 
 
 def _checkpointing(backbone) -> bool:
@@ -58,23 +88,25 @@ def _checkpointing(backbone) -> bool:
     return bool(flag)
 
 
-def _layer(layer, h: torch.Tensor, flat: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+def _layer(layer, h: torch.Tensor, plan) -> torch.Tensor:
     """One BertLayer on packed tokens (N, H) -> (N, H)."""
     att = layer.attention.self
-    ctx = _attend(att, att.query(h), att.key(h), att.value(h), flat, key_mask)  # (N, H)
+    ctx = _attend(att, att.query(h), att.key(h), att.value(h), plan)  # (N, H)
     a = layer.attention.output(ctx, h)  # dense, dropout, LayerNorm(x + h)
     return layer.output(layer.intermediate(a), a)
 
 
-def _attend(att, q, k, v, flat: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-    """Masked multi-head attention of packed q, k, v (N, H), padded to (B, h, T, d) for
-    ``scaled_dot_product_attention`` and packed back to (N, H)."""
-    b, t = key_mask.shape[0], key_mask.shape[-1]
+def _attend(att, q, k, v, plan) -> torch.Tensor:
+    """Masked multi-head attention of packed q, k, v (N, H), group by group padded to
+    (n, h, Tg, d) for ``scaled_dot_product_attention``, packed back to (N, H)."""
+    groups, back = plan
     heads, d = att.num_attention_heads, att.attention_head_size
+    p = att.dropout.p if att.training else 0.0
     qkv = torch.stack([q, k, v])  # (3, N, H)
-    padded = qkv.new_zeros(3, b * t, qkv.shape[-1]).index_copy(1, flat, qkv)
-    q, k, v = padded.view(3, b, t, heads, d).transpose(2, 3).unbind(0)  # (B, h, T, d) each
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=key_mask, dropout_p=att.dropout.p if att.training else 0.0,
-        scale=att.scaling)  # (B, h, T, d)
-    return out.transpose(1, 2).reshape(b * t, -1).index_select(0, flat)  # (N, H)
+    outs = []
+    for idx, mask, n, tg, real in groups:
+        gq, gk, gv = qkv.index_select(1, idx).view(3, n, tg, heads, d).transpose(2, 3).unbind(0)
+        out = F.scaled_dot_product_attention(gq, gk, gv, attn_mask=mask, dropout_p=p,
+                                             scale=att.scaling)  # (n, h, Tg, d)
+        outs.append(out.transpose(1, 2).reshape(n * tg, -1).index_select(0, real))
+    return torch.cat(outs).index_select(0, back)  # (N, H)
