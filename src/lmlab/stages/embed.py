@@ -116,7 +116,9 @@ def run(cfg: Config) -> dict:
     seed(cfg.seed)
 
     model, tokenizer = load_encoder(cfg.model, pooling=cfg.pooling, device=device)
-    model.unpad = model.unpad and cfg.unpad
+    # fsdp gathers each BertLayer's weights in its forward hook, which unpadded.py's direct
+    # calls into the layer's parts would skip
+    model.unpad = model.unpad and cfg.unpad and cfg.strategy != "fsdp"
     if cfg.learn_scale:  # a parameter of the encoder, so the optimizer and checkpoints hold it
         import math
 
