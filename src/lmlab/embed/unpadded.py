@@ -3,14 +3,15 @@
 A batch of short texts padded to its longest is mostly padding (ChatterBot pairs at batch 32:
 21% of the padded positions are real tokens), and BERT's cost is in its per-token pieces
 (embeddings, Q/K/V and output projections, the feed-forward, LayerNorms, dropout). Here those
-run on the N real tokens packed as (N, H); only attention itself is padded back to
-(B, h, T, d), masked and packed again (at T of a few dozen tokens it is a small share of the
-FLOPs). The batch, the weights (the transformers modules' own) and the outputs are those of
+run on the N real tokens packed as (N, H); only attention itself is padded, in groups of
+GROUP texts sorted by length, each to its own longest (n, h, Tg, d), masked and packed again.
+The batch, the weights (the transformers modules' own) and the outputs are those of
 ``BertModel.forward`` (up to float rounding; tests/embed/test_unpadded.py); only the wasted
 work on padding goes. This is the "unpadding" of packed BERT/FlashAttention varlen kernels,
 done with plain index_copy / index_select so it runs on any device and in autocast.
 
-Legend: B texts, T the longest text, N real tokens, H hidden width, h heads, d = H / h.
+Legend: B texts, T the longest text, N real tokens, H hidden width, h heads, d = H / h,
+n texts in an attention group and Tg its longest.
 """
 
 from __future__ import annotations
