@@ -1,6 +1,7 @@
 """dtype=auto for `lmlab vision`: bf16 autocast + channels-last only where the probe finds fast
-bf16 AND the model is a convolution net wide enough to gain; fp32 on an AVX2-only CPU (a faked
-probe table) and for the MLP, the ViT and narrow CNNs; explicit dtypes keep their meaning."""
+bf16 AND the model is a dense convolution net wide enough to gain; fp32 on an AVX2-only CPU (a
+faked probe table) and for the MLP, the ViT, EfficientNet and narrow CNNs; explicit dtypes keep
+their meaning."""
 
 import json
 
@@ -31,6 +32,7 @@ def _cfg(*overrides):
     (("model=resnet20",), True, "bf16 autocast"),
     (("model=mlp",), True, "fp32"),  # measured 0.84x in bf16
     (("model=vit",), True, "fp32"),
+    (("model=efficientnet-lite0",), True, "fp32"),  # depthwise: bf16 steps pathologically slow
     (("model=cnn", "dtype=fp32"), True, "fp32"),
     (("model=cnn", "dtype=bf16"), False, "bf16")])  # asked for: bf16 weights
 def test_auto_follows_the_probe_and_the_model(monkeypatch, overrides, fast, label):

@@ -81,19 +81,19 @@ def start(cfg):
 # least this many channels. Measured on an AMX Xeon, 2 threads, one training step interleaved
 # (bf16 autocast + channels-last vs fp32): cnn 32/64/128 1.30x, cnn 64/128/256 1.44x; cnn
 # 16/32 on 8x8 digits 0.94x, the MLP 0.84x (casts and elementwise work outweigh the faster
-# convolutions). The probe's bf16-vs-fp32 ratio still decides first (AVX2-only CPUs: fp32).
+# convolutions); resnet20 2.16x. EfficientNet-Lite0 stays fp32: its depthwise convolutions
+# bf16 backward took over 40 s a step where fp32 took 0.5 s (torch 2.13, oneDNN). The probe's
+# bf16-vs-fp32 ratio still decides first (AVX2-only CPUs: fp32).
 VISION_MIN_CONV_WIDTH = 64
 
 
 def conv_width(cfg) -> int:
     """The widest convolution (output channels) of the model ``cfg`` builds; 0 for models
-    without convolution stages (mlp, vit: their patch embedding is one conv)."""
-    if cfg.model in ("mlp", "vit"):
-        return 0
+    without dense convolution stages (mlp; vit: its patch embedding is one conv;
+    efficientnet-lite0: depthwise)."""
     if cfg.model == "cnn":
         return max(cfg.widths)
-    return {"resnet8": 64, "resnet20": 64, "resnet18": 512, "resnet50": 2048,
-            "efficientnet-lite0": 1280}.get(cfg.model, 0)
+    return {"resnet8": 64, "resnet20": 64, "resnet18": 512, "resnet50": 2048}.get(cfg.model, 0)
 
 
 def precision(cfg, device):
@@ -105,7 +105,7 @@ def precision(cfg, device):
     if cfg.dtype == "auto" and device.type == "cpu":
         width = conv_width(cfg)
         if width < VISION_MIN_CONV_WIDTH:
-            why = "no convolution stages" if not width else f"convolutions {width} wide"
+            why = "no dense convolution stages" if not width else f"convolutions {width} wide"
             return Precision(torch.float32, False, f"{cfg.model}: {why} (< "
                              f"{VISION_MIN_CONV_WIDTH}), bf16 casts cost more than they save")
         prec = resolve_precision("auto", device, autocast_ok=True)
