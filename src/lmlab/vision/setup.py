@@ -105,9 +105,14 @@ def precision(cfg, device):
     if cfg.dtype == "auto" and device.type == "cpu":
         width = conv_width(cfg)
         if width < VISION_MIN_CONV_WIDTH:
-            why = "no dense convolution stages" if not width else f"convolutions {width} wide"
-            return Precision(torch.float32, False, f"{cfg.model}: {why} (< "
-                             f"{VISION_MIN_CONV_WIDTH}), bf16 casts cost more than they save")
+            if cfg.model == "efficientnet-lite0":
+                why = "depthwise convolutions: bf16 measured far slower than fp32"
+            elif not width:
+                why = "no convolution stages: bf16 casts cost more than they save"
+            else:
+                why = (f"convolutions {width} wide (< {VISION_MIN_CONV_WIDTH}): bf16 casts "
+                       f"cost more than they save")
+            return Precision(torch.float32, False, f"{cfg.model}: {why}")
         prec = resolve_precision("auto", device, autocast_ok=True)
         return prec
     return resolve_precision(cfg.dtype, device)
