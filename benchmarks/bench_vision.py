@@ -119,7 +119,7 @@ def bench_reference(args) -> dict:
                 break
     timed = times[args.warmup:]
     return {"images_per_s": len(timed) * args.batch / sum(timed),
-            "step_s": sum(timed) / len(timed), "final_loss": float(loss)}
+            "step_s": sum(timed) / len(timed), "final_loss": loss.item()}
 
 
 def main() -> None:
