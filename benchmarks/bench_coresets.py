@@ -25,7 +25,9 @@ def one(args, method: str, fraction: float, seed: int, out: Path) -> dict:
     from lmlab.config import load_config
     from lmlab.stages import vision
 
-    subset = [] if method == "full" else [f"subset={method}", f"subset_fraction={fraction}"]
+    # the recipe may name a subset (coreset.yaml does): the full-set reference overrides it
+    subset = ["subset=none"] if method == "full" else [f"subset={method}",
+                                                        f"subset_fraction={fraction}"]
     cfg = load_config(vision.Config, args.config, [
         f"data={args.data}", f"model={args.model}", f"epochs={args.epochs}",
         f"output_dir={out}", f"seed={seed}", "overwrite=true", "progress=false",

@@ -25,8 +25,11 @@ def test_bench_vision_side_by_side(tmp_path):
     stdout = _run("benchmarks/bench_vision.py", "--data", "digits", "--steps", "4", "--warmup",
                   "1", "--batch", "16", "--threads", "1", "--no-lock", "--out", str(tmp_path / "v.json"))
     r = json.loads((tmp_path / "v.json").read_text())["results"]
-    assert r["lmlab"]["images_per_s"] > 0 and r["reference"]["images_per_s"] > 0
-    assert r["speedup"] > 0 and "| lmlab |" in stdout and "| reference |" in stdout
+    assert r["lmlab_fp32"]["images_per_s"] > 0 and r["reference"]["images_per_s"] > 0
+    assert r["lmlab_fp32"]["precision"] == "fp32"  # the fp32-vs-fp32 row really is fp32
+    assert r["speedup_fp32"] > 0 and r["speedup_auto"] > 0
+    for row in ("| lmlab dtype=fp32 |", "| lmlab dtype=auto |", "| reference (DataLoader) |"):
+        assert row in stdout, row
 
 
 @pytest.mark.slow

@@ -75,3 +75,14 @@ def test_flops_match_a_hand_count():
     cnn = build_model("cnn", in_channels=1, n_classes=10, image_size=28)
     convs = 1 * 32 * 9 * 28 * 28 + 32 * 64 * 9 * 14 * 14 + 64 * 128 * 9 * 7 * 7
     assert forward_flops(cnn, (1, 28, 28)) == 2 * (convs + 128 * 10)
+
+
+def test_cnn_depth_per_stage():
+    # widths (32, 64, 128), depths (1, 2, 2): the 94K net + a 64->64 and a 128->128 conv-BN
+    model = build_model("cnn", in_channels=1, n_classes=10, image_size=28, depth=(1, 2, 2))
+    extra = (64 * 64 * 9 + 2 * 64) + (128 * 128 * 9 + 2 * 128)
+    assert count_parameters(model) == 94_186 + extra == 278_890
+    assert [len(s) for s in model.stages] == [2, 3, 2]  # conv blocks (+ a max-pool)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(Exception, match="2 depths for 3 widths"):
+        build_model("cnn", in_channels=1, n_classes=10, image_size=28, depth=(1, 2))

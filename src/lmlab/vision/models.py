@@ -38,13 +38,17 @@ def conv_bn(c_in: int, c_out: int, stride: int = 1, k: int = 3) -> nn.Sequential
 class CNN(nn.Module):
     """Stages of ``depth`` conv-BN-ReLU blocks, each stage but the last followed by a 2x2
     max-pool; then global average pool and a linear head. widths (32, 64, 128), depth 1 on
-    28x28: 94K parameters, 28x28 -> 14x14 -> 7x7."""
+    28x28: 94K parameters, 28x28 -> 14x14 -> 7x7. ``depth`` may be one count per stage (extra
+    blocks at the low resolutions cost little memory traffic)."""
 
-    def __init__(self, in_channels: int, n_classes: int, widths=(32, 64, 128), depth: int = 1):
+    def __init__(self, in_channels: int, n_classes: int, widths=(32, 64, 128), depth=1):
         super().__init__()
+        depths = [depth] * len(widths) if isinstance(depth, int) else list(depth)
+        if len(depths) != len(widths):
+            raise ConfigError(f"cnn: {len(depths)} depths for {len(widths)} widths")
         stages, c = [], in_channels
-        for i, w in enumerate(widths):
-            blocks = [conv_bn(c if j == 0 else w, w) for j in range(depth)]
+        for i, (w, d) in enumerate(zip(widths, depths)):
+            blocks = [conv_bn(c if j == 0 else w, w) for j in range(d)]
             if i < len(widths) - 1:
                 blocks.append(nn.MaxPool2d(2))
             stages.append(nn.Sequential(*blocks))
@@ -155,7 +159,7 @@ class ViT(nn.Module):
 
 
 def build_model(name: str, *, in_channels: int, n_classes: int, image_size: int,
-                widths=(32, 64, 128), depth: int = 1, pretrained: bool = False) -> nn.Module:
+                widths=(32, 64, 128), depth=1, pretrained: bool = False) -> nn.Module:
     """A fresh model by name (``widths``/``depth`` shape ``cnn``; ``pretrained`` loads
     ImageNet weights into ``efficientnet-lite0``, the one model that has them)."""
     if pretrained and name != "efficientnet-lite0":
@@ -167,7 +171,8 @@ def build_model(name: str, *, in_channels: int, n_classes: int, image_size: int,
     if name == "mlp":
         return MLP(in_channels * image_size * image_size, n_classes)
     if name == "cnn":
-        return CNN(in_channels, n_classes, tuple(widths), depth)
+        return CNN(in_channels, n_classes, tuple(widths), depth if isinstance(depth, int)
+                   else tuple(depth))
     if name in ("resnet8", "resnet20"):  # CIFAR ResNets: 6n+2 layers, widths 16/32/64
         n = {"resnet8": 1, "resnet20": 3}[name]
         return ResNet(BasicBlock, (n, n, n), (16, 32, 64), in_channels, n_classes)
