@@ -2,8 +2,9 @@
 
 On first use it times fp32, bf16, fp16 and int8 matmuls at the shapes a 135M model trains and
 decodes with, and the memory read bandwidth (``read_bandwidth``: passes over a buffer far
-larger than the caches), with the current torch thread count; a few seconds. The table is cached as JSON per
-CPU (or GPU) model, torch version, thread count and device, so every later run reads it.
+larger than the caches), with the current torch thread count; a few seconds. The table is
+cached as JSON per CPU (or GPU) model, torch version, thread count and device, so every later
+run reads it.
 ``lmlab.common.resolve_precision`` decides ``dtype=auto`` from it and the training loop divides
 by its matmul rate for MFU; ``lmlab env`` prints it.
 
