@@ -10,9 +10,11 @@ and batch size (same chat prompt in every row, exactly ``--new-tokens`` tokens, 
   steps; the prefill through oneDNN over the same rounded weights), greedy, best of
   ``--repeats``; end-to-end tok/s, and the decode-step rate (prefill and first token taken out
   by timing a 1-token run too);
-- the bound: read bandwidth (a ``sum`` over ``--mib`` MiB, best of the runs before and after
-  decoding) / ``precision.weight_bytes(model, precision)``; at batch B the bound is B times it
-  (the weights are read once per step for all rows); % of bound = step rate / bound;
+- the bound: read bandwidth (``lmlab.hardware.read_bandwidth`` over ``--mib`` MiB: the
+  faster of the C streaming read and a torch ``sum``, the probe's figure; best of the runs
+  before and after decoding) / ``precision.weight_bytes(model, precision)``; at batch B the
+  bound is B times it (``hardware.decode_bound``: the weights are read once per step for all
+  rows); % of bound = step rate / bound;
 - agreement: the greedy tokens of each precision against fp32's, position by position (the
   first ``--new-tokens`` of row 0; the first position where they differ);
 - HF ``generate`` (fp32, greedy, ``min_new_tokens`` = ``max_new_tokens``) at each batch size.
@@ -71,10 +73,12 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def read_bandwidth(mib: int, repeats: int) -> float:
-    """GB/s of ``src.sum()`` over ``mib`` MiB of fp32 (far larger than the caches)."""
-    src = torch.randn(mib * 2**20 // 4)
-    return src.numel() * 4 / best_time(lambda: src.sum(), repeats) / GB
+def read_bandwidth(mib: int) -> dict:
+    """The probe's read bandwidth over ``mib`` MiB (far larger than the caches): GB/s and how
+    (the C streaming read, else a torch sum; each reader's figure)."""
+    from lmlab.hardware import read_bandwidth as probe_read
+
+    return probe_read(mib * 2**20)
 
 
 def cpu_name() -> str:
@@ -154,6 +158,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from lmlab.hardware import decode_bound
     from lmlab.infer.decode import encode_prompts
     from lmlab.infer.precision import weight_bytes
     from lmlab.models import load_model, load_tokenizer
@@ -162,7 +167,7 @@ def main() -> None:
         tok = load_tokenizer(args.model)
         model = load_model(args.model, dtype=torch.float32, device=torch.device("cpu")).eval()
         prompt = encode_prompts(tok, [[{"role": "user", "content": PROMPT}]])[0]
-        bw = [read_bandwidth(args.mib, args.repeats)]
+        bw = [read_bandwidth(args.mib)]
         rows: list[dict] = []
         fp32_tokens: dict[int, list[int]] = {}
         for B in args.batches:
@@ -183,17 +188,17 @@ def main() -> None:
                 rows.append({"engine": "hf", "weights": "fp32", "batch": B,
                              **hf(model, ids, args.new_tokens, args.repeats)})
                 print(f"[bench] hf batch {B}: {rows[-1]['tok_s']} tok/s", flush=True)
-        bw.append(read_bandwidth(args.mib, args.repeats))
-    read = max(bw)
+        bw.append(read_bandwidth(args.mib))
+    read = max(b["bandwidth_gbs"] for b in bw)
     for row in rows:
         if row["engine"] == "lmlab":
-            bound = row["batch"] * read * GB / (row["weight_MB_per_step"] * 1e6)
+            bound = decode_bound(read, row["weight_MB_per_step"] * 1e6, row["batch"])
             row["bound_tok_s"] = round(bound, 2)
             row["pct_of_bound"] = round(100 * row["step_tok_s"] / bound, 1) \
                 if row["step_tok_s"] else None
     env = {"python": sys.version.split()[0], "torch": torch.__version__,
            "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
-           "cores": os.cpu_count(), "read_GB_s": [round(b, 2) for b in bw]}
+           "cores": os.cpu_count(), "read_GB_s": [b["bandwidth_gbs"] for b in bw], "read": bw}
     report = {"args": vars(args), "env": env, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

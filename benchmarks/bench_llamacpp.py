@@ -24,8 +24,12 @@ Sections:
 - ``serve``: ``lmlab serve`` (engine=lmlab, and engine=llama.cpp at ``--serve-gguf``) vs
   ``python -m llama_cpp.server`` on the same GGUF, under ``--levels`` concurrent streaming
   clients (``serve.bench``'s load generator): aggregate tok/s, TTFT and latency p50 / p99.
-  llama_cpp.server has no ``ignore_eos``, so every server here ends replies at EOS (greedy:
-  the same replies up to the weights' precision).
+  Every reply is ``--new-tokens`` tokens: ours get ``ignore_eos``, llama_cpp.server
+  ``min_tokens`` (its logits processor masks EOS until then). llama_cpp.server runs with
+  ``--interrupt_requests false``: by default a queued request ends the one streaming (a
+  ``[DONE]`` after its next chunk), so 16 clients got 18 tokens in all (session 17). It
+  serves one request at a time (no batching across clients). A row's ``reply_tokens``
+  is the reply length, or its range (chunks for llama_cpp.server, which sends no usage).
 
 Writes ``--out`` (JSON); prints a markdown table per section.
 """
@@ -223,7 +227,8 @@ def section_serve(args) -> list[dict]:
                (f"llama_cpp.server ({args.serve_gguf})",
                 [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port",
                  "{port}", "--n_threads", str(args.threads), "--n_threads_batch",
-                 str(args.threads), "--n_ctx", "4096", "--verbose", "false"], str(gguf),
+                 str(args.threads), "--n_ctx", "4096", "--verbose", "false",
+                 "--interrupt_requests", "false"], str(gguf),
                 start_llama_server)]
     rows = []
     for name, cmd, model_name, starter in servers:
@@ -238,7 +243,7 @@ def section_serve(args) -> list[dict]:
             continue
         try:
             rows += bench.measure_levels(name, f"http://127.0.0.1:{port}", model_name, s,
-                                         args.levels, ignore_eos=False,
+                                         args.levels, ignore_eos=True,
                                          log=lambda m: print(m, flush=True))
         finally:
             bench.stop(proc)
@@ -300,7 +305,8 @@ def main(argv=None) -> None:
                                            "ttft_ms", "agreement", "error")))
         if "serve" in args.only:
             result["serve"] = section_serve(args)
-            print(table(result["serve"], ("server", "clients", "requests", "failed", "tok_s",
+            print(table(result["serve"], ("server", "clients", "requests", "failed",
+                                          "reply_tokens", "tok_s",
                                           "ttft_p50", "ttft_p99", "latency_p99", "error")))
         result["total_s"] = round(time.perf_counter() - t0, 1)
     for key, name in (("decode", "engine"), ("serve", "server")):  # rows by name: what

@@ -43,14 +43,14 @@ def test_cpu_flags_read_the_first_flags_line_in_our_order():
 
 def test_the_key_names_device_model_torch_and_threads():
     k = hardware.probe_key("AMD EPYC 7B13 64-Core", "2.13.0+cpu", 2)
-    assert k == "cpu-AMD_EPYC_7B13_64-Core-torch2.13.0+cpu-t2-v1"
+    assert k == "cpu-AMD_EPYC_7B13_64-Core-torch2.13.0+cpu-t2-v2"
     assert hardware.probe_key("AMD EPYC 7B13 64-Core", "2.13.0+cpu", 1) != k
     assert hardware.probe_key("AMD EPYC 7B13 64-Core", "2.14.0+cpu", 2) != k
     assert hardware.probe_key("Intel(R) Xeon(R) Processor", "2.13.0+cpu", 2) != k
     assert "/" not in hardware.probe_key("a/b (c)", "1", 1)
     limited = hardware.probe_key("AMD EPYC 7B13 64-Core", "2.13.0+cpu", 2,
                                  isa="ONEDNN_MAX_CPU_ISA=AVX2")
-    assert limited == "cpu-AMD_EPYC_7B13_64-Core-torch2.13.0+cpu-t2-ONEDNN_MAX_CPU_ISA_AVX2-v1"
+    assert limited == "cpu-AMD_EPYC_7B13_64-Core-torch2.13.0+cpu-t2-ONEDNN_MAX_CPU_ISA_AVX2-v2"
 
 
 def test_the_second_call_reads_the_cache(tmp_path):
@@ -149,3 +149,53 @@ def test_the_report_table_lists_runs_that_logged_mfu(tmp_path):
     assert table.rows == [["a", "sft", "auto", "bf16 autocast", 200.0, pytest.approx(0.3),
                            "fast"]]
     assert hardware_tables(runs[1:]) == []
+
+
+def test_a_cache_from_an_older_probe_format_is_measured_again(tmp_path, monkeypatch):
+    measure = Counter()
+    monkeypatch.setattr(hardware, "VERSION", 1)  # a file the session-17 probe wrote
+    hardware.probe(tmp_path, measure=measure)
+    monkeypatch.setattr(hardware, "VERSION", 2)
+    table = hardware.probe(tmp_path, measure=measure)
+    assert measure.calls == 2 and table["cached"] is None and table["key"].endswith("-v2")
+
+
+def test_read_bandwidth_takes_the_faster_reader_and_falls_back_to_the_sum(monkeypatch):
+    from lmlab.infer import native
+
+    monkeypatch.setattr(hardware, "_sum_bandwidth", lambda nbytes, device: 20.0)
+    monkeypatch.setattr(native, "read_gbs", lambda nbytes, threads: 27.5)
+    r = hardware.read_bandwidth(2**20)
+    assert (r["bandwidth_gbs"], r["bandwidth_method"]) == (27.5, "C streaming read")
+    assert (r["bandwidth_c_read_gbs"], r["bandwidth_sum_gbs"]) == (27.5, 20.0)
+    monkeypatch.setattr(native, "read_gbs", lambda nbytes, threads: 15.0)
+    assert hardware.read_bandwidth(2**20)["bandwidth_gbs"] == 20.0  # the sum was faster
+    monkeypatch.setattr(native, "read_gbs", lambda nbytes, threads: None)  # no compiler
+    r = hardware.read_bandwidth(2**20)
+    assert (r["bandwidth_gbs"], r["bandwidth_method"]) == (20.0, "torch sum")
+    assert "bandwidth_c_read_gbs" not in r
+
+    def broken(nbytes, threads):
+        raise RuntimeError("lm_read summed 1024 ones to 0.0")
+
+    monkeypatch.setattr(native, "read_gbs", broken)
+    r = hardware.read_bandwidth(2**20)
+    assert r["bandwidth_gbs"] == 20.0 and "summed" in r["bandwidth_c_read_error"]
+    assert "C read" not in "\n".join(hardware.format_table({**_fake_table(), **r}))
+    text = "\n".join(hardware.format_table({**_fake_table(), **hardware.read_bandwidth(8)}))
+    assert "20.0 GB/s (256 MB, torch sum; torch sum 20.0 GB/s)" in text
+
+
+def test_read_bandwidth_measures_both_readers_for_real():
+    r = hardware.read_bandwidth(4 * 2**20)
+    assert r["bandwidth_sum_gbs"] > 0 and r["bandwidth_gbs"] >= r["bandwidth_sum_gbs"]
+    from lmlab.infer import native
+
+    if native.load() is not None:
+        assert r["bandwidth_c_read_gbs"] > 0
+
+
+def test_the_decode_bound_by_hand():
+    # SmolLM2-135M in fp32 reads 538 MB a step; at 22.0 GB/s that is 22e9 / 538e6 = 40.89 tok/s
+    assert hardware.decode_bound(22.0, 538e6) == pytest.approx(40.892, abs=1e-3)
+    assert hardware.decode_bound(22.0, 269e6, batch=8) == pytest.approx(8 * 81.784, abs=1e-2)

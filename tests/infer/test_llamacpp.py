@@ -100,6 +100,49 @@ def test_files_mean_to_llama_cpp_what_they_mean_to_gguf(files, ftype, bound):
     assert rel(llama_logits(paths[ftype]), ref) < bound
 
 
+TEXTS = ["don't I'll we've they're", "Hello world 12345 and 3.14159!",
+         "  leading   spaces\n\n\ttabs  ", "café naïve 日本語 x² ½ 🙂", "x=1234567;y=99",
+         "<|im_start|>user\nHi<|im_end|>\n"]
+
+
+def test_llama_cpp_tokenises_as_our_tokenizer(files, tokenizer):
+    """The file's tokenizer (vocabulary, merges, pre-tokenizer label, special tokens) splits
+    text as ours does: llama_cpp.server tokenises prompts with it, not with ours. With the
+    label ``default`` (before session 18) "don't" came out as three tokens, not two."""
+    import llama_cpp
+
+    _, paths = files
+    llm = llama_cpp.Llama(model_path=str(paths["f16"]), vocab_only=True, verbose=False)
+    assert llm.metadata["tokenizer.ggml.pre"] == "gpt-2"
+    for text in TEXTS:
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == \
+            tokenizer(text, add_special_tokens=False)["input_ids"], text
+    assert (llm.token_eos(), llm.token_bos()) == (tokenizer.eos_token_id,
+                                                  tokenizer.bos_token_id)
+
+
+def test_chat_template_round_trips_through_llama_cpp(files, tokenizer):
+    """llama_cpp.server formats chat requests with the file's template: the prompt it builds
+    is the one our tokenizer builds, and it stops at our EOS token."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    _, paths = files
+    meta = Llama(model_path=str(paths["q4_0"]), vocab_only=True, verbose=False).metadata
+    assert meta["tokenizer.chat_template"] == tokenizer.chat_template
+    fmt = Jinja2ChatFormatter(meta["tokenizer.chat_template"], eos_token=tokenizer.eos_token,
+                              bos_token=tokenizer.bos_token)
+    for msgs in ([{"role": "user", "content": PROMPTS[0]}],
+                 [{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": PROMPTS[1]},
+                  {"role": "assistant", "content": "Blue."},
+                  {"role": "user", "content": PROMPTS[2]}]):
+        out = fmt(messages=msgs)
+        assert out.prompt == tokenizer.apply_chat_template(msgs, tokenize=False,
+                                                           add_generation_prompt=True)
+        assert tokenizer.eos_token in out.stop
+
+
 def test_greedy_agrees_with_ours_and_batching_changes_nothing(files, tokenizer):
     model, paths = files
     p = SamplingParams(temperature=0, max_new_tokens=12)

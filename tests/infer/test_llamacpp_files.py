@@ -30,3 +30,24 @@ def test_a_changed_folder_gets_a_new_export(tmp_path, monkeypatch, tiny_model, t
     os.utime(weights, (later, later))  # retrained in place (same size, new time)
     second = llamacpp.gguf_file(str(folder), "f16")
     assert second != first and second.is_file()
+
+
+def test_pre_tokenizer_label_names_llama_cpps_pattern(tokenizer):
+    import json
+
+    from lmlab.quant.export import pre_tokenizer_label
+
+    byte = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+    assert pre_tokenizer_label({"pre_tokenizer": byte}) == "gpt-2"
+    digits = {"type": "Digits", "individual_digits": True}
+    assert pre_tokenizer_label({"pre_tokenizer": {"type": "Sequence",
+                                                  "pretokenizers": [digits, byte]}}) == "smollm"
+    for other in ({**byte, "add_prefix_space": True}, {**byte, "use_regex": False},
+                  {"type": "Sequence", "pretokenizers": [{**digits, "individual_digits": False},
+                                                         byte]},
+                  {"type": "Split", "pattern": {"Regex": "\\s+"}}, None):
+        assert pre_tokenizer_label({"pre_tokenizer": other}) == "default", other
+    assert pre_tokenizer_label({"pre_tokenizer": byte, "normalizer": {"type": "NFC"}}) == \
+        "default"
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())  # SmolLM2's: plain byte-level
+    assert pre_tokenizer_label(spec) == "gpt-2"

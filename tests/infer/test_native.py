@@ -14,7 +14,7 @@ from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import can_pack, packed_linears
 from lmlab.infer.sampling import SamplingParams
 from lmlab.models.tiny import PRESETS
-from tests.tolerance import BF16_U, forward_tol
+from tests.tolerance import BF16_U, approx_fp32, forward_tol, sum_terms
 
 PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then", "A"]
 
@@ -414,3 +414,13 @@ def test_contrastive_search_takes_the_native_step(model, tokenizer, monkeypatch)
     assert calls == []
     assert contrastive_search(model, ids, mask, pack=True, **kw).tokens == ref
     assert len(calls) == 8 and all(calls)  # one candidates step per token, hidden states out
+
+
+@pytest.mark.parametrize("n,threads", [(32, 1), (96 * 32, 2), (1000 * 32, 3)])
+def test_the_read_kernel_reads_every_value_once(n, threads):
+    """``lm_read`` (the probe's bandwidth reader): its sum is the buffer's, whatever the split
+    of blocks over threads (1,000 blocks do not divide by 3)."""
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float32)
+    got = native.load().lm_read(x.data_ptr(), n, threads)
+    assert got == approx_fp32(float(x.double().sum()), sum_terms(n), float(x.abs().sum()))
+    assert native.read_gbs(n * 4, threads, repeats=2) > 0

@@ -219,3 +219,21 @@ def test_speculative_greedy_at_a_precision_equals_plain_greedy_at_it(tokenizer, 
                            pack=weights)
     assert o.tokens == ref
     assert o.stats.accepted > 0
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_rounded_model_holds_what_the_decode_steps_compute_with(model, weights):
+    """``rounded_model`` (the quantize stage's perplexity for decode_weights rows) holds the
+    rounded projections and head of the twin the step tests compare with; the embedding and
+    norms stay fp32 and the original model is left as it was."""
+    from lmlab.infer.precision import rounded_model
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    got, twin = rounded_model(model, weights), _rounded_twin(model, weights)
+    assert got.lm_head.weight.data_ptr() != got.model.embed_tokens.weight.data_ptr()
+    g, t = got.state_dict(), twin.state_dict()
+    assert set(g) == set(t) and all(torch.equal(g[k], t[k]) for k in g)
+    assert torch.equal(g["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    assert not torch.equal(g["model.layers.0.mlp.up_proj.weight"],
+                           before["model.layers.0.mlp.up_proj.weight"])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -36,6 +36,24 @@ def test_int8_run_writes_a_smaller_model_that_reloads(tmp_path):
     assert type(model.model.layers[0].mlp.up_proj.weight).__name__ != "Parameter"
 
 
+def test_decode_weights_rows_measure_the_float_model_as_our_decode_reads_it(tmp_path):
+    """method=fp32 decode_weights=[bf16,int8]: a row per precision with the table's columns,
+    bytes read per step falling with the precision, perplexity of the rounded weights beside
+    fp32's (int8 per row moves a tiny model's perplexity a little, not a lot)."""
+    rc, out = _quantize(tmp_path, "method=fp32", "decode_weights=[bf16,int8]")
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    rows = s["decode_weights"]
+    assert list(rows) == ["bf16", "int8"]
+    for row in rows.values():
+        for key in ("perplexity", "perplexity_change", "accuracy", "decode_tok_s",
+                    "decode_speedup", "weight_bytes"):
+            assert key in row, key
+        assert abs(row["perplexity_change"]) < 0.05
+    assert s["weight_bytes"] > rows["bf16"]["weight_bytes"] > rows["int8"]["weight_bytes"]
+    assert rows["int8"]["perplexity_change"] != 0.0  # the rounding shows
+
+
 def test_refuses_an_already_quantized_model(tmp_path, capsys):
     rc, out = _quantize(tmp_path, "method=int4-weight", "compare_fp32=false", "eval_n=0",
                         "decode_tokens=0", "ppl_windows=0")
@@ -77,6 +95,7 @@ def test_gguf_option(tmp_path):
     (["method=int4-weight", "group_size=48"], "group_size"),
     (["prune=unstructured"], "sparsity"),
     (["prune=magnitude", "sparsity=0.5"], "prune"),
+    (["decode_weights=[fp16]"], "decode_weights: 'fp16' is not one of bf16, int8"),
 ])
 def test_bad_settings_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     rc, out = _quantize(tmp_path, *args)

@@ -173,3 +173,44 @@ def test_narrow_models_stay_fp32_under_auto(monkeypatch):
                              table_fn=fast).label == "bf16 autocast"
     assert resolve_precision("auto", CPU, width=None, table_fn=fast).label == "bf16 autocast"
     assert resolve_precision("bf16", CPU, width=64).dtype == torch.bfloat16  # asked for
+
+
+def _avx2_table(bf16: float) -> dict:
+    """What the probe measures on an AVX2-only CPU (no bf16 units: torch emulates bf16
+    matmuls, ~0.03x fp32; the larger shapes skipped as slow), with ``bf16`` as its bf16 rate."""
+    return {"device": "cpu", "model": "AMD EPYC 7B13 (faked)", "torch": torch.__version__,
+            "threads": 2, "flags": ["avx2", "fma"], "capability": "AVX2",
+            "bandwidth_gbs": 20.0, "probe_s": 1.0,
+            "matmul": {"fp32": {"gflops": 120.0, "shapes": {"512x576x576": 120.0}},
+                       "bf16": {"gflops": bf16, "shapes": {"512x576x576": bf16,
+                                                           "512x576x1536": "skipped (slow)"}},
+                       "fp16": {"gflops": 3.0, "shapes": {"512x576x576": 3.0}},
+                       "int8": {"gflops": 60.0, "shapes": {"512x576x576": 60.0}}}}
+
+
+def test_on_an_avx2_only_cpu_auto_trains_in_fp32_from_the_measured_bf16_rate(
+        tmp_path, monkeypatch, capsys):
+    """Issue 31's rule "on an AVX2-only CPU auto is never slower than fp32": through the real
+    probe (cache file and all, the measurement faked) a stage under auto trains in fp32 and
+    says why. The measured rate decides, not the flags: the same flags with bf16 measured
+    1.5x fp32 (a CPU whose torch has a fast bf16 path) pick bf16."""
+    from lmlab import hardware
+    from lmlab.stages.setup import start_stage
+    from lmlab.train.config import TrainConfig
+
+    monkeypatch.delenv("LMLAB_AUTO_DTYPE", raising=False)
+    monkeypatch.setenv("LMLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hardware, "device_model", lambda device: "AMD EPYC 7B13 (faked)")
+    monkeypatch.setattr(hardware, "measure_table", lambda device: _avx2_table(4.0))
+    monkeypatch.setattr("lmlab.stages.setup.model_width", lambda cfg: 576)
+    ctx = start_stage(TrainConfig(model="tiny:llama", output_dir=str(tmp_path / "r")), "sft")
+    assert not ctx.autocast and ctx.weights_dtype == torch.float32
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("[lmlab] dtype auto -> fp32: bf16 matmul only 0.03x fp32 on AMD")
+    saved = yaml.safe_load((ctx.run.path / "config.yaml").read_text())
+    assert saved["resolved"]["dtype"] == "fp32"
+    assert list((tmp_path / "cache" / "hardware").glob("*.json"))  # the probe's own cache
+    monkeypatch.setattr(hardware, "measure_table", lambda device: _avx2_table(180.0))
+    fast = resolve_precision("auto", CPU, width=576,
+                             table_fn=lambda d: hardware.probe(None, device=d))
+    assert fast.label == "bf16 autocast" and "1.5x fp32" in fast.reason

@@ -39,7 +39,7 @@ INSTALL_HINT = (
     "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF\" pip install "
     f"'lmlab[{EXTRA}]' (docs/llamacpp.md lists the flags per CPU); or use engine=lmlab")
 GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1")
-_EXPORT_VERSION = "1"  # part of the cache key: bump when export_gguf writes different files
+_EXPORT_VERSION = "2"  # cache key part: bump when export_gguf writes other files (2: pre label)
 
 
 def require():

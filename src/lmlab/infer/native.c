@@ -1094,3 +1094,31 @@ int lm_greedy(const lm_model *m, int64_t tok, int64_t pos, int n, int steps,
     }
     return steps;
 }
+
+/* The memory read bandwidth probe (lmlab.hardware.read_bandwidth): the sum of x[0 .. n-1],
+ * n a multiple of 32, read as the decode step reads its weights: nt threads, each over its
+ * own contiguous share, four independent vector sums each. The sum is returned so that the
+ * reads cannot be left out. */
+double lm_read(const float *x, int64_t n, int nt)
+{
+    double total = 0;
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+    {
+        int t = 0, T = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        T = omp_get_num_threads();
+#endif
+        int64_t blocks = n / 32, a = blocks * t / T * 32, e = blocks * (t + 1) / T * 32;
+        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        for (int64_t i = a; i < e; i += 32) {
+            s0 += load8(x + i);
+            s1 += load8(x + i + 8);
+            s2 += load8(x + i + 16);
+            s3 += load8(x + i + 24);
+        }
+        for (int k = 0; k < 8; k++)  /* (in double: exact for counts of ones below 2^24) */
+            total += ((double)s0[k] + (double)s1[k]) + ((double)s2[k] + (double)s3[k]);
+    }
+    return total;
+}

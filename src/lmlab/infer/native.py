@@ -142,6 +142,8 @@ def load():
                                       p, p, p, i]
             lib.lm_work_floats.restype = ctypes.c_int64
             lib.lm_work_floats.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            lib.lm_read.restype = ctypes.c_double
+            lib.lm_read.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
             _lib = lib
         except (OSError, RuntimeError) as e:
             _why_not = str(e)
@@ -169,6 +171,30 @@ def off():
         yield
     finally:
         _off -= 1
+
+
+def read_gbs(nbytes: int, threads: int, repeats: int = 4) -> float | None:
+    """GB/s of the fastest of ``repeats`` reads of one ``nbytes`` fp32 buffer by ``lm_read``:
+    ``threads`` OpenMP threads, each streaming its share with the vector sums the decode
+    step's row products use, from an ``arena`` buffer (huge pages, as the weights sit). The
+    probe's read bandwidth (``lmlab.hardware``); None where the library does not load."""
+    import time
+
+    lib = load()
+    if lib is None:
+        return None
+    n = max(32, nbytes // 4 // 32 * 32)
+    (x,) = arena.empty([((n,), torch.float32)])
+    x.fill_(1.0)  # every page touched (and faulted in) before timing
+    lib.lm_read(x.data_ptr(), n, threads)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        total = lib.lm_read(x.data_ptr(), n, threads)
+        best = min(best, time.perf_counter() - t)
+    if n < 2**24 * 32 and total != n:  # each float read once: n ones sum to n exactly
+        raise RuntimeError(f"lm_read summed {n} ones to {total}")
+    return n * 4 / best / 1e9
 
 
 def supports(model) -> bool:

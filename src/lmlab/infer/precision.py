@@ -81,3 +81,27 @@ def weight_bytes(model, weights: str) -> int:
     for w in mats:
         total += int(w.numel() * BYTES[weights]) + (4 * w.shape[0] if weights == "int8" else 0)
     return total + 4 * (m.norm.weight.numel() + m.embed_tokens.weight.shape[1])
+
+
+@torch.no_grad()
+def rounded_model(model, weights: str):
+    """A copy of ``model`` whose projections and LM head hold their ``weights``-rounded values
+    in fp32 (``rounded``): what every decode step at ``weights`` computes with, as a plain
+    model (perplexity over whole windows, tests). The input embedding and the norms stay fp32;
+    a head tied to the embedding becomes its own rounded copy."""
+    import copy
+
+    out = copy.deepcopy(model)
+    m = out.model
+    for layer in m.layers:
+        a, mlp = layer.self_attn, layer.mlp
+        for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj,
+                    mlp.down_proj):
+            lin.weight.copy_(rounded(lin.weight, weights))
+    head = out.lm_head
+    w = rounded(head.weight, weights)
+    if head.weight.data_ptr() == m.embed_tokens.weight.data_ptr():
+        head.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
+    else:
+        head.weight.copy_(w)
+    return out

@@ -207,6 +207,28 @@ def _check_exportable(model) -> None:
                         + ", ".join(problems))
 
 
+def pre_tokenizer_label(spec: dict) -> str:
+    """``tokenizer.ggml.pre`` for a tokenizers JSON spec: the name under which llama.cpp keeps
+    the same word-splitting pattern. A plain byte-level pre-tokenizer with its regex (SmolLM2's)
+    splits with GPT-2's pattern, llama.cpp's ``gpt-2``; single digits split off first and then
+    GPT-2's pattern is llama.cpp's ``smollm``. Anything else gets ``default`` (llama.cpp's own
+    pattern, which splits ``don't`` unlike GPT-2's)."""
+    def byte_level(p):
+        return (p.get("type") == "ByteLevel" and p.get("use_regex", True)
+                and not p.get("add_prefix_space", False))
+
+    if spec.get("normalizer"):
+        return "default"
+    pre = spec.get("pre_tokenizer") or {}
+    if byte_level(pre):
+        return "gpt-2"
+    seq = pre.get("pretokenizers") or []
+    if (pre.get("type") == "Sequence" and len(seq) == 2 and seq[0].get("type") == "Digits"
+            and seq[0].get("individual_digits") and byte_level(seq[1])):
+        return "smollm"
+    return "default"
+
+
 def _add_tokenizer(w, tokenizer) -> None:
     import gguf
 
@@ -215,12 +237,19 @@ def _add_tokenizer(w, tokenizer) -> None:
     special = set(tokenizer.all_special_ids) | {
         i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(n)]
-    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = spec["model"]
     if model.get("type") != "BPE":
         raise UserError(f"GGUF export supports byte-level BPE tokenizers, not {model.get('type')}")
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    pre = pre_tokenizer_label(spec)
+    if pre == "default":
+        from lmlab.common import print0
+
+        print0("[lmlab] gguf: this tokenizer's pre-tokenizer has no llama.cpp name; llama.cpp "
+               "will split text with its default pattern and may tokenise unlike this tokenizer")
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
+    w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)

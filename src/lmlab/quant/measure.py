@@ -63,19 +63,22 @@ def perplexity(model, tokenizer, text: str, *, window: int = 256, max_windows: i
 
 @torch.no_grad()
 def decode_speed(model, tokenizer, *, new_tokens: int = 32, repeats: int = 2,
-                 prompt: str = DECODE_PROMPT) -> dict:
-    """Batch-1 greedy decode tok/s (best of ``repeats``, after a warm-up) with our decode loop."""
+                 prompt: str = DECODE_PROMPT, pack: bool | str = False) -> dict:
+    """Batch-1 greedy decode tok/s (best of ``repeats``, after a warm-up) with our decode loop
+    (``pack``: ``generate``'s, e.g. "int8" for decode_weights=int8)."""
     from lmlab.infer.decode import generate
     from lmlab.infer.sampling import SamplingParams
 
     chat = [[{"role": "user", "content": prompt}]]
     model.eval()
-    generate(model, tokenizer, chat, SamplingParams(temperature=0.0, max_new_tokens=2))
+    generate(model, tokenizer, chat, SamplingParams(temperature=0.0, max_new_tokens=2),
+             pack=pack)
     best, text = 0.0, ""
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = generate(model, tokenizer, chat,
-                       SamplingParams(temperature=0.0, max_new_tokens=new_tokens))[0]
+                       SamplingParams(temperature=0.0, max_new_tokens=new_tokens),
+                       pack=pack)[0]
         dt = time.perf_counter() - t0
         best, text = max(best, len(out.token_ids) / dt), out.text
     return {"decode_tok_s": best, "decode_text": text}
@@ -97,23 +100,34 @@ def prefill_speed(model, tokens: int = 128, repeats: int = 2) -> dict:
 
 
 def measure_all(model, tokenizer, *, tasks: list[str], eval_n: int, max_new_tokens: int,
-                ppl_text: str, ppl_windows: int, decode_tokens: int) -> tuple[dict, list[dict]]:
-    """The quantization table's columns for one model: (metrics, task samples)."""
+                ppl_text: str, ppl_windows: int, decode_tokens: int,
+                decode_weights: str | None = None) -> tuple[dict, list[dict]]:
+    """The quantization table's columns for one model: (metrics, task samples).
+    ``decode_weights`` (bf16 | int8): the fp32 ``model`` as ``decode_weights=`` decodes it:
+    accuracy and decode speed through that decode path (``pack``), perplexity over the same
+    rounded weights (``precision.rounded_model``), ``weight_bytes`` the bytes a decode step
+    reads (``precision.weight_bytes``) instead of the stored state's."""
     from lmlab.eval.tasks import task_accuracy
+    from lmlab.infer import precision
     from lmlab.quant.export import state_bytes
 
-    out: dict = {"weight_bytes": state_bytes(model.state_dict())}
+    pack: bool | str = decode_weights or False
+    out: dict = {"weight_bytes": precision.weight_bytes(model, decode_weights) if pack
+                 else state_bytes(model.state_dict())}
     samples: list[dict] = []
     if ppl_text and ppl_windows:
         t0 = time.perf_counter()
-        out.update(perplexity(model, tokenizer, heldout_text(ppl_text), max_windows=ppl_windows))
+        scored = precision.rounded_model(model, decode_weights) if pack else model
+        out.update(perplexity(scored, tokenizer, heldout_text(ppl_text), max_windows=ppl_windows))
+        del scored
         out["perplexity_s"] = round(time.perf_counter() - t0, 1)
     if tasks and eval_n:
         acc, samples = task_accuracy(model, tokenizer, tasks, n=eval_n,
-                                     max_new_tokens=max_new_tokens)
+                                     max_new_tokens=max_new_tokens, pack=pack)
         out["accuracy"] = sum(acc.values()) / len(acc)
         out.update({f"accuracy/{k}": v for k, v in acc.items()})
     if decode_tokens:
-        out.update(decode_speed(model, tokenizer, new_tokens=decode_tokens))
-        out.update(prefill_speed(model))
+        out.update(decode_speed(model, tokenizer, new_tokens=decode_tokens, pack=pack))
+        if not pack:
+            out.update(prefill_speed(model))
     return out, samples

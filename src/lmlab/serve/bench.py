@@ -223,8 +223,9 @@ async def one_request(ac, url: str, model: str, i: int, max_tokens: int,
                                           "content": QUESTIONS[i % len(QUESTIONS)]}],
             "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
-    if ignore_eos:  # an extension transformers serve refuses (422)
-        body["ignore_eos"] = True
+    if ignore_eos:  # extensions transformers serve refuses (422); llama_cpp.server has no
+        body["ignore_eos"] = True  # ignore_eos but masks EOS for min_tokens (vLLM has both)
+        body["min_tokens"] = max_tokens
     t0 = time.perf_counter()
     try:
         return await _stream(ac, url, body, t0)
@@ -286,9 +287,11 @@ async def level(url: str, model: str, clients: int, rounds: int, max_tokens: int
     ttft = [x["ttft"] for x in good if x["ttft"] is not None]
     lat = [x["latency"] for x in good]
     toks = sum(x["tokens"] for x in good)
+    lens = sorted({x["tokens"] for x in good}) or [0]
     return {"clients": clients, "requests": len(flat), "failed": len(flat) - len(good),
             "counted": ",".join(sorted({x["counted"] for x in good})),
-            "tokens": toks, "seconds": round(wall, 3), "tok_s": round(toks / wall, 2),
+            "tokens": toks, "reply_tokens": f"{lens[0]}-{lens[-1]}" if len(lens) > 1 else lens[0],
+            "seconds": round(wall, 3), "tok_s": round(toks / wall, 2),
             "ttft_p50": round(pct(ttft, 50), 3), "ttft_p99": round(pct(ttft, 99), 3),
             "latency_p50": round(pct(lat, 50), 3), "latency_p99": round(pct(lat, 99), 3)}
 

@@ -46,6 +46,8 @@ class Config(RunConfig):
     decode_tokens: int = opt(32, "batch-1 greedy tokens timed for decode speed (0 = skip)",
                              min=0)
     compare_fp32: bool = opt(True, "also measure the fp32 model, for ratios in the summary")
+    decode_weights: list[str] = opt([], "also measure the fp32 model as decode_weights=bf16 | "
+                                        "int8 decodes it (rounded weights, our decode step)")
     device: str = opt("cpu", "cpu | cuda | auto (bitsandbytes int4 on CUDA needs cuda)")
 
     def validate(self) -> list[str]:
@@ -54,6 +56,9 @@ class Config(RunConfig):
             problems.append("sparsity: set a value > 0 with prune")
         if self.sparsity and not self.prune:
             problems.append("prune: choose unstructured or structured to use sparsity")
+        for w in self.decode_weights:
+            if w not in ("bf16", "int8"):
+                problems.append(f"decode_weights: '{w}' is not one of bf16, int8")
         return problems
 
 
@@ -88,11 +93,12 @@ def run(cfg: Config) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     tasks = eval_task_names(cfg)
 
-    def measure(m, label: str) -> tuple[dict, list]:
+    def measure(m, label: str, decode_weights: str | None = None) -> tuple[dict, list]:
         print0(f"[lmlab] measuring {label} ...")
         res = measure_all(m, tokenizer, tasks=tasks, eval_n=cfg.eval_n,
                           max_new_tokens=cfg.eval_max_new_tokens, ppl_text=cfg.ppl_text,
-                          ppl_windows=cfg.ppl_windows, decode_tokens=cfg.decode_tokens)
+                          ppl_windows=cfg.ppl_windows, decode_tokens=cfg.decode_tokens,
+                          decode_weights=decode_weights)
         print0(f"[lmlab] {label}: {_fmt(res[0])}")
         return res
 
@@ -101,6 +107,9 @@ def run(cfg: Config) -> dict:
                      "smooth": cfg.smooth}
     if cfg.compare_fp32 and cfg.method != "fp32":
         summary["fp32"] = measure(model, "fp32")[0]
+    for w in cfg.decode_weights:  # the float model as our decode step reads it, rounded
+        summary.setdefault("decode_weights", {})[w] = measure(model, f"decode_weights={w}",
+                                                              w)[0]
     if cfg.prune:
         summary["prune"] = prune(model, cfg.prune, cfg.sparsity)
     if cfg.gguf:
@@ -133,6 +142,12 @@ def run(cfg: Config) -> dict:
             summary["decode_speedup"] = summary["decode_tok_s"] / fp["decode_tok_s"]
         if "perplexity" in fp:
             summary["perplexity_change"] = summary["perplexity"] / fp["perplexity"] - 1
+    fp = summary.get("fp32", summary if cfg.method == "fp32" else None)
+    for row in (summary.get("decode_weights") or {}).values():
+        if fp and "perplexity" in fp and "perplexity" in row:
+            row["perplexity_change"] = row["perplexity"] / fp["perplexity"] - 1
+        if fp and "decode_tok_s" in fp and "decode_tok_s" in row:
+            row["decode_speedup"] = row["decode_tok_s"] / fp["decode_tok_s"]
     run_.write_jsonl("samples.jsonl", samples)
     run_.write_json("summary.json", summary)
     print0(f"[lmlab] wrote {run_.path}/ (final/, summary.json, samples.jsonl)")
@@ -173,6 +188,7 @@ def _fmt(m: dict) -> str:
     if "accuracy" in m:
         parts.append(f"accuracy {m['accuracy']:.0%}")
     if "decode_tok_s" in m:
-        parts.append(f"decode {m['decode_tok_s']:.1f} tok/s, prefill {m['prefill_tok_s']:.0f} "
-                     "tok/s")
+        parts.append(f"decode {m['decode_tok_s']:.1f} tok/s")
+    if "prefill_tok_s" in m:
+        parts.append(f"prefill {m['prefill_tok_s']:.0f} tok/s")
     return ", ".join(parts)
