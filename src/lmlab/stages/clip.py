@@ -140,7 +140,7 @@ def run(cfg: Config) -> dict:
     if result.metrics:
         timed = result.metrics[1:] or result.metrics  # the first step pays one-off costs
         summary.update(final_loss=result.metrics[-1]["train/loss"],
-                       learned_scale=float(model.scale()),
+                       learned_scale=float(model.scale().detach()),
                        pairs_per_s=round(images.global_batch * len(timed) / max(
                            1e-9, sum(m["train/step_s"] for m in timed)), 1))
     if is_main():
