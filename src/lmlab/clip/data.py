@@ -81,9 +81,9 @@ def _to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2)
 
 
-def _split(rows, index: dict[str, int]) -> Split:
+def _split(rows, index: dict[str, int], size: int) -> Split:
     images, captions, names = zip(*rows) if rows else ((), (), ())
-    x = _to_tensor(images) if rows else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+    x = _to_tensor(images) if rows else torch.zeros(0, 3, size, size, dtype=torch.uint8)
     return Split(x.contiguous(), list(captions),
                  torch.tensor([index[n] for n in names], dtype=torch.long))
 
@@ -109,9 +109,9 @@ def _drawn(cfg) -> ClipData:
         return [(*modules[owner[c]].draw(c, rng, cfg.image_size), c) for c in picks]
 
     index = {c: i for i, c in enumerate(seen + held)}
-    train = _split(rows(seen, cfg.train_images), index)
-    test_seen = _split(rows(seen, cfg.test_per_class * len(seen)), index)
-    test_held = _split(rows(held, cfg.test_per_class * len(held)), index)
+    train = _split(rows(seen, cfg.train_images), index, cfg.image_size)
+    test_seen = _split(rows(seen, cfg.test_per_class * len(seen)), index, cfg.image_size)
+    test_held = _split(rows(held, cfg.test_per_class * len(held)), index, cfg.image_size)
     print0(f"[lmlab] data: {cfg.data}: {len(classes)} classes ({len(held)} held out, every "
            f"word of each seen in training); {len(train):,} training pairs, "
            f"{len(test_seen):,} + {len(test_held):,} test images")
@@ -130,12 +130,12 @@ def _folder(cfg) -> ClipData:
     kept = [r for r in rows if r[2] not in held]
     random.Random(cfg.seed).shuffle(kept)
     cut = max(1, len(kept) // 5) if len(kept) > 1 else 0
-    train = _split(kept[cut:], index)
+    train = _split(kept[cut:], index, cfg.image_size)
     if len(train) < 2:
         raise DataError(f"{len(rows)} captioned images: CLIP needs at least 2 to train on "
                         "(each batch contrasts its pairs)", file=path)
-    return ClipData(train, _split(kept[:cut], index),
-                    _split([r for r in rows if r[2] in held], index),
+    return ClipData(train, _split(kept[:cut], index, cfg.image_size),
+                    _split([r for r in rows if r[2] in held], index, cfg.image_size),
                     list(index), len(seen))
 
 

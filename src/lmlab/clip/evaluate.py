@@ -27,6 +27,9 @@ def embed_images(model, x: torch.Tensor, batch_size: int = 256) -> tuple[torch.T
         feats.append(f.float().cpu())
         embs.append(torch.nn.functional.normalize(model.image_proj(f), dim=-1).float().cpu())
     model.train(was)
+    if not embs:  # an empty split (a small folder may have no held-out images)
+        return torch.zeros(0, model.image_proj.out_features), torch.zeros(
+            0, model.image_proj.in_features)
     return torch.cat(embs), torch.cat(feats)
 
 
