@@ -52,6 +52,7 @@ def test_three_step_smoke_through_the_shared_loop(tmp_path, monkeypatch):
     from lmlab.clip.model import load_clip
 
     model, meta = load_clip(run)
+    assert not model.training
     assert meta["shape"]["widths"] == [4, 8] and len(meta["mean"]) == 3
 
     from lmlab.report import build_report

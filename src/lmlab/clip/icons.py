@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from lmlab.errors import ConfigError
@@ -22,7 +22,7 @@ def fonts_folder() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("data=icons needs the icon fonts of the qtawesome package: "
                           "`pip install qtawesome` (Qt is not needed)")
-    return Path(list(spec.submodule_search_locations)[0]) / "fonts"
+    return Path(next(iter(spec.submodule_search_locations))) / "fonts"
 
 
 def font_pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -50,14 +50,14 @@ def _glyphs() -> dict:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font(path: Path):
     from PIL import ImageFont
 
     return ImageFont.truetype(str(path), RENDER_SIZE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _glyph(name: str):
     from lmlab.clip.glyphs import render
 

@@ -72,8 +72,8 @@ def probe_table(runs: list[RunData]) -> Table | None:
 
 
 def examples_table(runs: list[RunData]) -> Table | None:
-    t = Table("Retrieved examples (held-out class prompts)", ["run", "query", "top images' "
-                                                              "captions"],
+    t = Table("Retrieved examples (held-out class prompts)", ["run", "query",
+                                                              "top images' captions"],
               ["text", "text", "text"])
     for r in runs:
         for ex in r.summary["clip"].get("examples", [])[:6]:
