@@ -104,14 +104,21 @@ def _drawn(cfg) -> ClipData:
     seen = [c for c in classes if c not in set(held)]
     rng = random.Random(cfg.seed)
 
-    def rows(names: list[str], n: int):
+    def rows(names: list[str], n: int, what: str):
+        import sys
+
+        from tqdm.auto import tqdm
+
         picks = [names[i % len(names)] for i in range(n)]
-        return [(*modules[owner[c]].draw(c, rng, cfg.image_size), c) for c in picks]
+        bar = tqdm(picks, desc=f"render {what}", unit="img", file=sys.stderr, leave=False,
+                   disable=n < 2000 or not getattr(cfg, "progress", True))
+        return [(*modules[owner[c]].draw(c, rng, cfg.image_size), c) for c in bar]
 
     index = {c: i for i, c in enumerate(seen + held)}
-    train = _split(rows(seen, cfg.train_images), index, cfg.image_size)
-    test_seen = _split(rows(seen, cfg.test_per_class * len(seen)), index, cfg.image_size)
-    test_held = _split(rows(held, cfg.test_per_class * len(held)), index, cfg.image_size)
+    per, side = cfg.test_per_class, cfg.image_size
+    train = _split(rows(seen, cfg.train_images, "training pairs"), index, side)
+    test_seen = _split(rows(seen, per * len(seen), "test"), index, side)
+    test_held = _split(rows(held, per * len(held), "held-out test"), index, side)
     print0(f"[lmlab] data: {cfg.data}: {len(classes)} classes ({len(held)} held out, every "
            f"word of each seen in training); {len(train):,} training pairs, "
            f"{len(test_seen):,} + {len(test_held):,} test images")
