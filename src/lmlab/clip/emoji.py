@@ -25,7 +25,11 @@ def font_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _glyphs() -> dict:
-    from fontTools.ttLib import TTFont
+    try:
+        from fontTools.ttLib import TTFont  # the font's character map (PIL has no reader)
+    except ImportError:
+        raise ConfigError("data=emoji reads the font's character map with fontTools: "
+                          "`pip install fonttools` (or lmlab[clip])") from None
     from PIL import ImageFont
 
     from lmlab.clip.glyphs import render

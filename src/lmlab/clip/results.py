@@ -61,6 +61,11 @@ def probe(model, data, mean, std, n_train: int, seed: int) -> dict:
     on new images of those classes; and on half the held-out images, tested on the other half."""
     from lmlab.clip.data import Split
 
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        print("[lmlab] linear probe skipped: pip install scikit-learn (lmlab[clip])")
+        return {}
     k = min(n_train, len(data.train))
     sub = Split(data.train.x[:k], data.train.captions[:k], data.train.labels[:k])
     _, tr = _embed(model, sub, mean, std)
