@@ -26,7 +26,9 @@ def font_path() -> Path:
 @lru_cache(maxsize=1)
 def _glyphs() -> dict:
     try:
-        from fontTools.ttLib import TTFont  # the font's character map (PIL has no reader)
+        from fontTools.ttLib import (
+            TTFont,  # the font's character map (PIL has no reader)
+        )
     except ImportError:
         raise ConfigError("data=emoji reads the font's character map with fontTools: "
                           "`pip install fonttools` (or lmlab[clip])") from None
