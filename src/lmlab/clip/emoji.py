@@ -25,10 +25,8 @@ def font_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _glyphs() -> dict:
-    try:
-        from fontTools.ttLib import (
-            TTFont,  # the font's character map (PIL has no reader)
-        )
+    try:  # the font's character map (PIL has no reader for it)
+        from fontTools.ttLib import TTFont
     except ImportError:
         raise ConfigError("data=emoji reads the font's character map with fontTools: "
                           "`pip install fonttools` (or lmlab[clip])") from None
