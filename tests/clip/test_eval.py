@@ -54,3 +54,10 @@ def test_character_tokenizer():
     assert eos[1] == 4 and ids[1, 4] == EOS  # cut to max_len: BOS + 3 chars + EOS
     assert decode(ids[1].tolist()) == "a b" and decode(ids[0].tolist()) == "ab"
     assert ids[2, 1] == UNK
+
+
+def test_alternate_split_puts_every_class_in_both_halves():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])  # rows cycle through the classes
+    a, b = E.alternate_split(labels)
+    assert a.tolist() == [0, 1, 2, 6, 7, 8] and b.tolist() == [3, 4, 5, 9]
+    assert set(labels[a].tolist()) == set(labels[b].tolist()) == {0, 1, 2}

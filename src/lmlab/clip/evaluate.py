@@ -95,6 +95,18 @@ def retrieval_scores(images: torch.Tensor, texts: torch.Tensor) -> dict[str, dic
     return out
 
 
+def alternate_split(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (first, second) that split every class's images in turn: its 1st, 3rd, ...
+    image to ``first``, its 2nd, 4th, ... to ``second`` (both halves hold every class)."""
+    seen: dict[int, int] = {}
+    turn = []
+    for y in labels.tolist():
+        turn.append(seen.get(y, 0) % 2)
+        seen[y] = seen.get(y, 0) + 1
+    turn_t = torch.tensor(turn, dtype=torch.long)
+    return (turn_t == 0).nonzero().flatten(), (turn_t == 1).nonzero().flatten()
+
+
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, seed: int = 0) -> float:
     """Accuracy of a logistic regression on frozen features (standardised on train)."""

@@ -42,10 +42,13 @@ def zero_shot(model, data, mean, std, text_len: int, templates) -> dict:
 
 
 def retrieval(model, data, mean, std, text_len: int, limit: int) -> tuple[dict, dict]:
-    """recall@k both ways over distinct captions of the test images (seen and held-out)."""
+    """recall@k both ways over distinct captions of the test images, held-out and seen
+    classes taken in turn (so the pool, and the retrieved examples, hold both)."""
     x = torch.cat([data.test_seen.x, data.test_heldout.x])
     captions = data.test_seen.captions + data.test_heldout.captions
-    pool = E.retrieval_pool(captions, limit)
+    order = _interleave(list(range(len(data.test_seen), len(captions))),
+                        list(range(len(data.test_seen))))
+    pool = [order[i] for i in E.retrieval_pool([captions[j] for j in order], limit)]
     from lmlab.clip.data import normalise
 
     img, _ = E.embed_images(model, normalise(x[pool], mean, std))
@@ -54,6 +57,11 @@ def retrieval(model, data, mean, std, text_len: int, limit: int) -> tuple[dict, 
     scores["pool"] = len(pool)
     return scores, {"x": x[pool], "captions": [captions[i] for i in pool], "img": img,
                     "txt": txt}
+
+
+def _interleave(a: list, b: list) -> list:
+    out = [v for pair in zip(a, b) for v in pair]
+    return out + a[len(b):] + b[len(a):]
 
 
 def probe(model, data, mean, std, n_train: int, seed: int) -> dict:
@@ -78,7 +86,7 @@ def probe(model, data, mean, std, n_train: int, seed: int) -> dict:
     h = data.test_heldout
     if len(h) >= 4 and len(set(h.labels.tolist())) > 1:
         _, f = _embed(model, h, mean, std)
-        a, b = torch.arange(0, len(h), 2), torch.arange(1, len(h), 2)
+        a, b = E.alternate_split(h.labels)
         out["heldout"] = {"accuracy": E.linear_probe(f[a], h.labels[a], f[b], h.labels[b], seed),
                           "chance": 1 / len(data.heldout), "train_images": len(a)}
     return out
