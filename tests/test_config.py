@@ -37,6 +37,7 @@ EXPECTED_CONFIGS = {
     "index": 1,
     "agent": 11,
     "vision": 6,
+    "clip": 2,
     "self-instruct": 2,
 }
 

@@ -39,3 +39,12 @@ def in_batch_accuracy(anchors: torch.Tensor, candidates: torch.Tensor) -> torch.
     """(B,) 1.0 where an anchor's own positive scores highest among all candidates."""
     scores = cosine_scores(anchors, candidates)
     return (scores.argmax(dim=1) == torch.arange(anchors.shape[0], device=scores.device)).float()
+
+
+def clip_loss(images: torch.Tensor, texts: torch.Tensor, scale: float | torch.Tensor
+              ) -> torch.Tensor:
+    """Per-pair symmetric InfoNCE (B,) of CLIP (Radford et al., 2021): image i's positive is
+    text i among the batch's texts and text i's is image i among its images, each direction
+    ``info_nce`` over the other side; the pair's loss is their mean. ``scale`` is CLIP's
+    ``logit_scale.exp()`` (learned; 1 / temperature)."""
+    return (info_nce(images, texts, scale) + info_nce(texts, images, scale)) / 2

@@ -23,6 +23,7 @@ AREA_SECTIONS = [
     ("Neural networks by hand", "scratch", "scratch_tables"),
     ("Embeddings, retrieval and RAG", "embed", "embed_tables"),
     ("Vision", "vision", "vision_items"),
+    ("CLIP", "clip", "clip_items"),
     ("Agents", "agents", "agent_items"),
     ("Arena", "arena", "arena_tables"),
     ("Precision and hardware", "hardware", "hardware_tables"),

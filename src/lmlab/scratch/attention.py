@@ -68,9 +68,11 @@ class Attention(nn.Module):
     ``load_state_dict(llama_layer.self_attn.state_dict())`` copies a Llama layer in."""
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int | None = None,
-                 head_dim: int | None = None, rope_theta: float = 10000.0, bias: bool = False):
+                 head_dim: int | None = None, rope_theta: float = 10000.0, bias: bool = False,
+                 causal: bool = True):
         super().__init__()
         self.n_heads = n_heads
+        self.causal = causal  # False: every token sees every token (a ViT's encoder)
         self.n_kv_heads = n_kv_heads or n_heads
         if n_heads % self.n_kv_heads:
             raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must divide n_heads ({n_heads})")
@@ -98,7 +100,9 @@ class Attention(nn.Module):
         group = self.n_heads // self.n_kv_heads  # GQA: each k/v head serves `group` q heads
         k = k.repeat_interleave(group, dim=1)  # (B, H, T, d)
         v = v.repeat_interleave(group, dim=1)
-        out = attend(q, k, v, causal_mask(t, x.device))  # (B, H, T, d)
+        mask = causal_mask(t, x.device) if self.causal else torch.ones(
+            t, t, dtype=torch.bool, device=x.device)
+        out = attend(q, k, v, mask)  # (B, H, T, d)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
