@@ -10,6 +10,7 @@ loss / bits per byte and samples along the way, and final/ that every later stag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from lmlab.config import opt
 from lmlab.train.config import TrainConfig
@@ -103,7 +104,7 @@ def run(cfg: Config) -> dict:
     from lmlab.stages.setup import start_stage
     from lmlab.train.distributed import barrier
     from lmlab.train.logging import build_loggers
-    from lmlab.train.loop import train
+    from lmlab.train.loop import build_optimizer, train
 
     # --- everything that can fail on the user's input, before the run folder is touched
     data = _read_data(cfg)
@@ -136,7 +137,8 @@ def run(cfg: Config) -> dict:
         model.compile()
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
     result = train(model, paradigm.objective, stream, cfg, run_, dtype=ctx.dtype,
-                   loggers=loggers, eval_fn=lambda m: measure(m, stream.pos // cfg.grad_accum))
+                   loggers=loggers, eval_fn=lambda m: measure(m, stream.pos // cfg.grad_accum),
+                   make_optimizer=partial(build_optimizer, fused=True))
     for lg in loggers:
         lg.close()
 
