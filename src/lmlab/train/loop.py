@@ -297,10 +297,12 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                 row["train/mem_gb"] = mem
             eta = (time.time() - t_start) / steps_done * (cfg.max_steps - result.step)
 
-            if eval_fn is not None and cfg.eval_every and result.step % cfg.eval_every == 0 \
-                    and result.step < cfg.max_steps:
+            evaluated = eval_fn is not None and cfg.eval_every \
+                and result.step % cfg.eval_every == 0 and result.step < cfg.max_steps
+            if evaluated:
                 row.update(_run_eval(eval_fn, model))
-            if result.step % cfg.log_every == 0 or result.step == cfg.max_steps:
+            # an eval's row is always logged (eval_every=250 with log_every=100 lost it)
+            if result.step % cfg.log_every == 0 or result.step == cfg.max_steps or evaluated:
                 run.log_metrics(row)
                 for lg in loggers:
                     lg.log(row, result.step)
