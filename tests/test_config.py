@@ -30,7 +30,7 @@ EXPECTED_CONFIGS = {
     "distill": 7,
     "quantize": 7,
     "qat": 3,
-    "pretrain": 4,
+    "pretrain": 5,
     "scratch": 1,
     "tokenizer": 2,
     "embed": 2,

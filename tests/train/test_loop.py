@@ -38,6 +38,17 @@ def test_three_steps_change_weights_and_log(tmp_path):
     assert (run.checkpoints / "step-3" / "state.pt").exists()
 
 
+def test_an_eval_step_is_logged_off_the_log_cadence(tmp_path):
+    cfg = config(tmp_path, max_steps=6, log_every=4, eval_every=3)
+    run = prepare_run(cfg, "test")
+    stream = BatchStream(random_examples(), cfg.batch_size, pad_collate, seed=cfg.seed)
+    train(load_model("tiny:llama"), LMObjective(), stream, cfg, run,
+          eval_fn=lambda m: {"loss": 1.5})
+    rows = run.read_metrics()
+    assert [r["step"] for r in rows] == [3, 4, 6]
+    assert [r.get("eval/loss") for r in rows] == [1.5, None, None]  # none at the last step
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     full, res_full, _ = _run(tmp_path / "a", max_steps=6, lr=1e-3)
     # "kill" after 2 steps (checkpoint at step 2), then resume in a fresh process-like setup

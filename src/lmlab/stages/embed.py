@@ -185,7 +185,7 @@ def _optimizer(model, cfg: Config):
     from lmlab.train.loop import build_optimizer
 
     device = next(model.parameters()).device
-    return build_optimizer(model, cfg, fused=True if device.type in ("cpu", "cuda") else None)
+    return build_optimizer(model, cfg, fused=device.type in ("cpu", "cuda"))
 
 
 def _collection(cfg: Config, rows: list[dict]):

@@ -10,6 +10,7 @@ loss / bits per byte and samples along the way, and final/ that every later stag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from lmlab.config import opt
 from lmlab.train.config import TrainConfig
@@ -100,10 +101,11 @@ class Config(TrainConfig):
 def run(cfg: Config) -> dict:
     from lmlab.common import is_main, print0, rank, world_size
     from lmlab.data.stream import TokenStream
+    from lmlab.models.amp_attention import fp32_attention
     from lmlab.stages.setup import start_stage
     from lmlab.train.distributed import barrier
     from lmlab.train.logging import build_loggers
-    from lmlab.train.loop import train
+    from lmlab.train.loop import build_optimizer, train
 
     # --- everything that can fail on the user's input, before the run folder is touched
     data = _read_data(cfg)
@@ -129,16 +131,23 @@ def run(cfg: Config) -> dict:
            f"{' (bf16 autocast)' if amp else ''}, {device}")
 
     measure = _Measure(cfg, model, tokenizer, paradigm, tokens, window, run_)
-    before = measure.domains(model) if cfg.model != "scratch" and cfg.resume == "no" else None
-    if before:
-        print0(f"[lmlab] before: {_fmt(before)}")
-    if cfg.compile:
-        model.compile()
-    loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
-    result = train(model, paradigm.objective, stream, cfg, run_, dtype=ctx.dtype,
-                   loggers=loggers, eval_fn=lambda m: measure(m, stream.pos // cfg.grad_accum))
-    for lg in loggers:
-        lg.close()
+    # bf16 autocast on CPU: attention in fp32 (its bf16 kernel is the slow one at these sizes)
+    with fp32_attention(model, enabled=amp is not None):
+        before = measure.domains(model) if cfg.model != "scratch" and cfg.resume == "no" \
+            else None
+        if before:
+            print0(f"[lmlab] before: {_fmt(before)}")
+        if cfg.compile:
+            model.compile()
+        loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
+        result = train(model, paradigm.objective, stream, cfg, run_, dtype=ctx.dtype,
+                       loggers=loggers,
+                       eval_fn=lambda m: measure(m, stream.pos // cfg.grad_accum),
+                       make_optimizer=partial(build_optimizer, fused=True))
+        for lg in loggers:
+            lg.close()
+        final = measure(model, result.step) if is_main() else {}
+        after = measure.domains(model) if is_main() and before else None
 
     summary: dict = {"stage": "pretrain", "model": cfg.model, "objective": cfg.objective,
                      "position": _position(cfg), "preset": cfg.preset, "params": n_params,
@@ -151,10 +160,9 @@ def run(cfg: Config) -> dict:
         summary["tokens_per_s"] = sum(m["train/tokens"] for m in timed) / max(
             1e-9, sum(m["train/step_s"] for m in timed))
     if is_main():
-        final = measure(model, result.step)
         summary["val"] = {k.removeprefix("eval/"): v for k, v in final.items()}
         if before:
-            summary["before"], summary["after"] = before, measure.domains(model)
+            summary["before"], summary["after"] = before, after
             print0(f"[lmlab] after:  {_fmt(summary['after'])}")
         _save_final(model, tokenizer, cfg, run_)
         _tidy_samples(run_)
