@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from lmlab.agents.nets import (
     NumpyMLP,
     adam,
+    clip_grads,
     encode_obs,
     frozen_copy,
     mlp,
@@ -48,7 +49,8 @@ class DQNAgent:
         self.cfg, self.obs_space, self.n_actions = cfg, obs_space, int(act_space.n)
         self.q = mlp([obs_size(obs_space), *cfg.hidden, self.n_actions])
         self.q_target = frozen_copy(self.q)
-        self.opt = adam(self.q.parameters(), cfg.lr)
+        self.params = list(self.q.parameters())
+        self.opt = adam(self.params, cfg.lr)
         self.q_np = NumpyMLP(self.q)
         self.rng = np.random.default_rng([seed, 2])
         self.step = self.updates = 0
@@ -94,7 +96,7 @@ class DQNAgent:
         loss = dqn_loss(q, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
+        clip_grads(self.params, c.max_grad_norm)
         self.opt.step()
         self.updates += 1
         return {"loss": loss.item(), "q": q.mean().item(), "epsilon": self.epsilon()}

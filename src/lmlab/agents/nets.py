@@ -105,9 +105,17 @@ def frozen_copy(net: nn.Module) -> nn.Module:
 
 
 def adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
-    """Adam with the multi-tensor update (on CPU torch otherwise loops over parameters in
-    Python: a cost per update step that small nets notice)."""
-    return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
+    """Adam with the fused update: one kernel per parameter for the whole step (on CPU torch
+    otherwise loops over parameters in Python, and its multi-tensor path falls back to ~20
+    ops per parameter: a cost per update that small nets notice; fused cut the aten ops of a
+    64-wide MLP's forward + backward + step from 338 to 220)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+
+
+def clip_grads(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` with its multi-tensor path (CPU torch defaults to one norm and one
+    multiply per parameter)."""
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
 
 
 def obs_size(space) -> int:
