@@ -300,11 +300,13 @@ def _next(step: int, every: int) -> int:
 def run(cfg: Config, stop_after: int | None = None) -> dict:
     """``stop_after``: stop at the first checkpoint at or past this many env steps (over all
     seeds), as a kill would (tests of resume)."""
+    from lmlab.agents.envs import headless_rendering
     from lmlab.common import print0
     from lmlab.runs import prepare_run
     from lmlab.train.checkpoint import read_checkpoint
     from lmlab.train.loop import resume_path
 
+    headless_rendering()
     resolve(cfg)
     run_ = prepare_run(cfg, "agent")
     threads = set_threads(cfg)
@@ -419,13 +421,12 @@ def load_policy(agent, policy: dict) -> None:
 
 def show_agent(cfg: Config, run_, first: dict) -> dict:
     """The trained agent of the first seed: a frame strip and (grid envs) its policy map."""
-    import os
-
-    from lmlab.agents.envs import make_env
-    from lmlab.agents.evaluation import EVAL_SEED, frame_strip, run_episodes
+    from lmlab.agents.envs import headless_rendering, make_env
+    from lmlab.agents.evaluation import EVAL_SEED, episode_frames, frame_strip
     from lmlab.agents.gridworld import grid_desc, policy_map
+    from lmlab.common import print0
 
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders offscreen, no display
+    headless_rendering()
     out: dict = {}
     agent = build(cfg, first["seed"]).agent
     load_policy(agent, first["policy"])
@@ -435,9 +436,13 @@ def show_agent(cfg: Config, run_, first: dict) -> dict:
         out["policy_map"] = policy_map(desc, agent.q)
         (Path(run_.path) / "policy.txt").write_text(out["policy_map"] + "\n")
     if cfg.frames and "rgb_array" in env.metadata.get("render_modes", []):
-        frames: list = []
-        ret = run_episodes(agent, env, 1, EVAL_SEED, frames)[0]
-        (Path(run_.path) / "frames.png").write_bytes(frame_strip(frames))
-        out.update(frames="frames.png", frames_return=ret, frames_steps=len(frames))
+        try:
+            ret, frames, steps = episode_frames(agent, env, EVAL_SEED)
+        except Exception as e:  # noqa: BLE001 - no OpenGL for MuJoCo, ...: the run is whole
+            print0(f"[lmlab] warning: no frame strip ({cfg.env} could not render: "
+                   f"{type(e).__name__}: {e}); frames=false skips it")
+        else:
+            (Path(run_.path) / "frames.png").write_bytes(frame_strip(frames))
+            out.update(frames="frames.png", frames_return=ret, frames_steps=steps)
     env.close()
     return out
