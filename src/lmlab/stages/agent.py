@@ -376,6 +376,11 @@ def finish(cfg: Config, run_, done: list[dict]) -> dict:
     run_.write_json("summary.json", summary)
     print0(f"[lmlab] {cfg.algo} on {cfg.env}: eval return {mean:.2f} +- {ci:.2f} (95% CI over "
            f"{len(done)} seed(s)); {summary['env_steps_per_s']:,.0f} env steps/s")
+    if any(r["solved"] for r in done):  # time to solve: the first evaluation at the threshold
+        print0("[lmlab] solved (eval return >= the env's reward threshold): " + "; ".join(
+            f"seed {r['seed']} at {r['solved']['env_step']:,} env steps, "
+            f"{r['solved']['seconds']:.1f} s of training" if r["solved"] else
+            f"seed {r['seed']} not solved" for r in done))
     if "policy_map" in extra:
         print0(f"[lmlab] greedy policy and V(s) of seed {done[0]['seed']}:\n"
                f"{extra['policy_map']}")
