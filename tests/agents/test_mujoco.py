@@ -25,7 +25,8 @@ def run_agent(out, algo: str, *extra, stop_after=None) -> dict:
 
 
 @pytest.mark.parametrize("algo", ["sac", "td3"])
-def test_halfcheetah_trains_and_resumes_exactly(tmp_path, capsys, algo):
+def test_halfcheetah_trains_and_resumes_exactly(tmp_path, capsys, monkeypatch, algo):
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to ./MUJOCO_LOG.TXT
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     summary = run_agent(whole, algo)
     assert summary["env"] == "HalfCheetah-v5" and summary["per_seed"][0]["env_steps"] == 160
