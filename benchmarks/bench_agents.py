@@ -4,7 +4,8 @@ hyper-parameters (the configs/agent recipes: rl-baselines3-zoo's), environment a
 Cases (``--algos``): ``ppo`` CartPole-v1, ``dqn`` CartPole-v1, ``sac`` Pendulum-v1. Each side
 trains ``--steps`` environment steps (default: the recipe's budget) for each of ``--seeds``
 seeds; env steps/s = steps over the seconds of training (lmlab: the interaction loop's time,
-without its periodic evaluations; SB3: ``model.learn``, which evaluates nothing). Both trained
+without its periodic evaluations, which also give the time to solve; SB3: ``model.learn``,
+which evaluates nothing). The return is the mean +- 95% CI over seeds. Both trained
 policies are then scored by the same deterministic evaluation (lmlab.agents.evaluation:
 ``--episodes`` episodes on seeds 1_000_000 + i). Timings from a busy machine mean nothing:
 the script takes /tmp/lmlab-heavy.lock so heavy runs go one at a time (not with ``--smoke``).
@@ -49,7 +50,8 @@ def our_config(algo: str, args, out: Path, seed: int):
     if args.threads:
         cfg.threads = args.threads
     agent.resolve(cfg)
-    cfg.eval_every = cfg.max_steps  # one evaluation, at the end
+    if args.smoke:
+        cfg.eval_every = cfg.max_steps  # one evaluation, at the end
     return cfg
 
 
@@ -59,7 +61,8 @@ def run_ours(cfg) -> dict:
     s = agent.run(cfg)
     r = s["per_seed"][0]
     return {"steps_per_s": r["steps_per_s"], "train_seconds": r["train_seconds"],
-            "return": r["eval_return"], "return_std": r["eval_return_std"]}
+            "return": r["eval_return"], "return_std": r["eval_return_std"],
+            "solved": r["solved"]}
 
 
 def sb3_model(algo: str, cfg):
@@ -128,6 +131,8 @@ def run_sb3(algo: str, cfg, threads: int) -> dict:
 
 
 def bench(algo: str, args, tmp: Path) -> dict:
+    from lmlab.agents.evaluation import mean_ci95
+
     out: dict = {"lmlab": [], "sb3": []}
     for seed in range(args.seeds):
         cfg = our_config(algo, args, tmp / f"{algo}-{seed}", seed)
@@ -141,7 +146,7 @@ def bench(algo: str, args, tmp: Path) -> dict:
     for side in args.sides:
         runs = out[side]
         out[f"{side}_steps_per_s"] = statistics.median(r["steps_per_s"] for r in runs)
-        out[f"{side}_return"] = statistics.mean(r["return"] for r in runs)
+        out[f"{side}_return"], out[f"{side}_return_ci95"] = mean_ci95(r["return"] for r in runs)
     if len(args.sides) == 2:
         out["speedup"] = out["lmlab_steps_per_s"] / out["sb3_steps_per_s"]
     return out
@@ -187,8 +192,16 @@ def main() -> None:
                 print(f"| {algo} | {r['env']} | {r['steps']} | {side} | "
                       f"{run['steps_per_s']:,.0f} | {run['return']:.1f} +- "
                       f"{run['return_std']:.1f} | {run['train_seconds']:.1f} |")
+        for side in args.sides:
+            print(f"| {algo} | | | {side}, {len(r[side])} seed(s) | median "
+                  f"{r[f'{side}_steps_per_s']:,.0f} | {r[f'{side}_return']:.1f} +- "
+                  f"{r[f'{side}_return_ci95']:.1f} (95% CI) | |")
         if "speedup" in r:
             print(f"| {algo} | | | lmlab / sb3 | {r['speedup']:.2f}x | | |")
+        solved = [run["solved"] for run in r.get("lmlab", []) if run.get("solved")]
+        if solved:
+            times = ", ".join(f"{x['seconds']:.1f} s ({x['env_step']:,} steps)" for x in solved)
+            print(f"| {algo} | | | lmlab time to solve | | | {times} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The RL lab's pure functions by hand: TD targets, double DQN, clipped double Q, SAC's
 temperature loss, the soft target update, the PPO clip on a flat batch, GAE with episode ends
 and a bootstrap (equal to the LLM side's function and to Stable-Baselines3's), the replay buffer,
-the across-seed confidence interval."""
+the across-seed confidence interval; DQN's hand-derived gradient equal to autograd's."""
 
 from __future__ import annotations
 
@@ -12,8 +12,15 @@ import pytest
 import torch
 
 from lmlab.agents.buffer import ReplayBuffer
+from lmlab.agents.dqn import dqn_loss, huber_grad
 from lmlab.agents.evaluation import mean_ci95
-from lmlab.agents.nets import Ensemble, mlp, soft_update
+from lmlab.agents.nets import (
+    Ensemble,
+    mlp,
+    relu_mlp_backward,
+    relu_mlp_forward,
+    soft_update,
+)
 from lmlab.losses.policy import ppo_policy_loss
 from lmlab.losses.td import clipped_double_q, double_q_target, sac_alpha_loss, td_target
 from lmlab.rl.advantages import gae
@@ -175,3 +182,26 @@ def test_mean_ci95_by_hand():
     # sd 1, t(2) = 4.303, n = 3
     assert m == 2.0 and h == pytest.approx(4.303 / math.sqrt(3), abs=1e-9)
     assert mean_ci95([5.0]) == (5.0, 0.0)
+
+
+def test_huber_grad_by_hand():
+    q, y = torch.tensor([0.0, 0.0, 0.0, 0.0]), torch.tensor([0.5, -3.0, 2.0, -0.25])
+    # errors q - y = -0.5, 3, -2, 0.25: inside |e| < 1 the error, outside its sign; / B = 4
+    assert huber_grad(q, y).tolist() == [-0.125, 0.25, -0.25, 0.0625]
+
+
+def test_dqn_hand_gradient_equals_autograd():
+    torch.manual_seed(0)
+    net = mlp([3, 16, 16, 2])
+    obs, act, y = torch.randn(32, 3), torch.randint(0, 2, (32, 1)), torch.randn(32) * 2
+    dqn_loss(net(obs).gather(1, act).squeeze(1), y).backward()
+    with torch.no_grad():
+        acts = relu_mlp_forward(net, obs)
+        assert torch.allclose(acts[-1], net(obs), rtol=0, atol=fp32_tol(16, scale=4.0))
+        q = acts[-1].gather(1, act).squeeze(1)
+        d_out = torch.zeros_like(acts[-1]).scatter_(1, act, huber_grad(q, y).unsqueeze(1))
+        hand = relu_mlp_backward(net, acts, d_out)
+    params = list(net.parameters())
+    assert [g.shape for g in hand] == [p.shape for p in params]
+    for g, p in zip(hand, params):  # a sum over the batch (32) after two over the width (16)
+        assert torch.allclose(g, p.grad, rtol=0, atol=fp32_tol(32 + 2 * 16, scale=4.0))

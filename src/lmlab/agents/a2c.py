@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lmlab.agents.nets import clip_grads
 from lmlab.agents.policies import (
     ActorCritic,
     agent_state,
@@ -33,7 +34,9 @@ class A2CAgent:
         self.cfg = cfg
         self.net = ActorCritic(obs_space, act_space, cfg.hidden, seed)
         bind_acting(self, self.net)
-        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)
+        self.params = list(self.net.parameters())
+        self.opt = torch.optim.RMSprop(self.params, lr=cfg.lr, alpha=0.99, eps=1e-5,
+                                       foreach=True)
         self.step = 0
 
     def update(self, b: dict) -> dict:
@@ -46,7 +49,7 @@ class A2CAgent:
         loss = pl + c.vf_coef * vl - c.ent_coef * ent.mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), c.max_grad_norm)
+        clip_grads(self.params, c.max_grad_norm)
         self.opt.step()
         return {"policy_loss": pl.item(), "value_loss": vl.item(), "entropy": ent.mean().item(),
                 "explained_variance": explained_variance(b["val"], b["ret"])}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import functools
 
+import numpy as np
+
 from lmlab.errors import UserError
 
 # where a registered env's code lives -> the gymnasium extra that installs its dependency
@@ -61,6 +63,17 @@ def extra_of(spec) -> str | None:
         if f".{part}" in entry:
             return extra
     return None
+
+
+def headless_rendering() -> None:
+    """Without a display, render offscreen: pygame (classic control) to a dummy video driver,
+    MuJoCo through EGL (its default, GLFW, needs a window). Set before MuJoCo is imported;
+    variables the user set win."""
+    import os
+
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = None):
@@ -127,3 +140,35 @@ def check_spaces(algo: str, needs: tuple[str, ...], tabular: bool, env_id: str, 
                         f"space, but {env_id} observes {env.observation_space}; use dqn or ppo "
                         f"(or a toy-text env: FrozenLake-v1, Taxi-v4, CliffWalking-v1, "
                         f"{GRID_ID})")
+
+
+def sim_state(envs) -> list:
+    """What pickling loses of each (vector) env: a MuJoCo env pickles as its constructor
+    arguments (a fresh simulation on load), so its full integration state (time, qpos, qvel,
+    controls, the solver's warm start) and its generator are kept here; None for other envs,
+    which pickle whole."""
+    out = []
+    for e in getattr(envs, "envs", [envs]):
+        u = e.unwrapped
+        if not (hasattr(u, "model") and hasattr(u, "data")):
+            out.append(None)
+            continue
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(u.model, spec))
+        mujoco.mj_getState(u.model, u.data, state, spec)
+        out.append({"sim": state, "rng": u.np_random.bit_generator.state})
+    return out
+
+
+def load_sim_state(envs, states: list) -> None:
+    for e, st in zip(getattr(envs, "envs", [envs]), states):
+        if st is None:
+            continue
+        import mujoco
+
+        u = e.unwrapped
+        mujoco.mj_setState(u.model, u.data, st["sim"], mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(u.model, u.data)
+        u.np_random.bit_generator.state = st["rng"]

@@ -28,22 +28,48 @@ def mean_ci95(xs) -> tuple[float, float]:
     return m, t * sd / math.sqrt(n)
 
 
-def run_episodes(agent, env, episodes: int, seed: int, frames: list | None = None) -> list[float]:
+def run_episodes(agent, env, episodes: int, seed: int, frames: list | None = None,
+                 render_at=None) -> list[float]:
     """Returns of ``episodes`` deterministic episodes (``agent.act(..., explore=False)``);
-    episode i is seeded ``seed + i``. With ``frames``, the rendered frames are appended."""
+    episode i is seeded ``seed + i``. With ``frames``, the rendered frames are appended (only
+    at the steps in ``render_at`` when it is given)."""
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
-        total, done = 0.0, False
+        total, done, t = 0.0, False, 0
         while not done:
-            if frames is not None:
+            if frames is not None and (render_at is None or t in render_at):
                 frames.append(env.render())
+            t += 1
             a = agent.to_env(agent.act(agent.encode(np.asarray([obs])), explore=False))[0]
             obs, r, term, trunc, _ = env.step(a)
             total += float(r)
             done = term or trunc
         returns.append(total)
     return returns
+
+
+def episode_frames(agent, env, seed: int, k: int = 8) -> tuple[float, list, int]:
+    """(return, ``k`` frames spaced evenly over the episode, its length) of one deterministic
+    episode: played once to learn its length, then again (the same seed and greedy actions,
+    so the same episode) rendering only the ``k`` kept frames: a MuJoCo frame rendered in
+    software costs more than a thousand steps."""
+    steps = _episode_length(agent, env, seed)
+    keep = set(np.linspace(0, steps - 1, min(k, steps)).round().astype(int).tolist())
+    frames: list = []
+    ret = run_episodes(agent, env, 1, seed, frames, render_at=keep)[0]
+    return ret, frames, steps
+
+
+def _episode_length(agent, env, seed: int) -> int:
+    obs, _ = env.reset(seed=seed)
+    steps, done = 0, False
+    while not done:
+        a = agent.to_env(agent.act(agent.encode(np.asarray([obs])), explore=False))[0]
+        obs, _, term, trunc, _ = env.step(a)
+        steps += 1
+        done = term or trunc
+    return steps
 
 
 def frame_strip(frames: list[np.ndarray], k: int = 8, height: int = 120) -> bytes:

@@ -8,9 +8,10 @@
 
 Each counts environment steps (``step``, over all envs), tracks finished episodes' returns and
 the update metrics until ``drain()``, and has a ``state_dict`` holding everything a resumed run
-needs to continue exactly: the agent, the pickled environments (mid-episode), the buffer, the
-generators. A time-limit truncation is not an episode end for bootstrapping: off-policy rows
-store only ``terminated``; on-policy rewards get + gamma V(final obs) on truncation.
+needs to continue exactly: the agent, the pickled environments (mid-episode; a MuJoCo env's
+simulation state apart, as pickling drops it), the buffer, the generators. A time-limit
+truncation is not an episode end for bootstrapping: off-policy rows store only
+``terminated``; on-policy rewards get + gamma V(final obs) on truncation.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from lmlab.agents.buffer import ReplayBuffer
+from lmlab.agents.envs import load_sim_state, sim_state
 
 
 class Tracker:
@@ -76,7 +78,8 @@ class _Base:
 
     def state_dict(self) -> dict:
         return {"step": self.step, "agent": self.agent.state_dict(),
-                "envs": pickle.dumps(self.envs), "rng": self.rng.bit_generator.state,
+                "envs": pickle.dumps(self.envs), "sim": sim_state(self.envs),
+                "rng": self.rng.bit_generator.state,
                 "tracker": self.tracker.state_dict(), "torch_rng": torch.get_rng_state(),
                 **self._extra_state()}
 
@@ -84,6 +87,7 @@ class _Base:
         self.step = state["step"]
         self.agent.load_state_dict(state["agent"])
         self.envs = pickle.loads(state["envs"])
+        load_sim_state(self.envs, state["sim"])
         self.rng.bit_generator.state = state["rng"]
         self.tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["torch_rng"])

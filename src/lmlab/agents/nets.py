@@ -62,6 +62,35 @@ def _relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0, out=x)
 
 
+def relu_mlp_forward(net: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The forward pass of a ReLU ``mlp`` without autograd: [input, hidden..., output]."""
+    acts = [x]
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, lin in enumerate(linears):
+        x = torch.addmm(lin.bias, x, lin.weight.t())
+        if i < len(linears) - 1:
+            x = x.clamp_min_(0.0)
+        acts.append(x)
+    return acts
+
+
+def relu_mlp_backward(net: nn.Sequential, acts: list[torch.Tensor],
+                      d_out: torch.Tensor) -> list[torch.Tensor]:
+    """Gradients of sum(d_out * output) for every parameter of a ReLU ``mlp``, in the order of
+    ``net.parameters()``, by hand (the chain rule through out = x W^T + b, h = relu(z)):
+    dW = d^T x, db = sum_rows d, dx = (d W) * (h > 0). About a tenth of the ops autograd
+    records for the same small MLP (tested equal to autograd)."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    grads: list[torch.Tensor] = []
+    d = d_out
+    for i in range(len(linears) - 1, -1, -1):
+        x = acts[i]
+        grads += [d.sum(0), torch.mm(d.t(), x)]
+        if i:
+            d = torch.mm(d, linears[i].weight).mul_(x > 0)
+    return grads[::-1]
+
+
 class Ensemble(nn.Module):
     """K MLPs of the same shape, evaluated together: (B, in) or (K, B, in) -> (K, B, out).
     Each member is initialised like ``nn.Linear`` (uniform in +-1/sqrt(fan_in))."""
@@ -105,9 +134,17 @@ def frozen_copy(net: nn.Module) -> nn.Module:
 
 
 def adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
-    """Adam with the multi-tensor update (on CPU torch otherwise loops over parameters in
-    Python: a cost per update step that small nets notice)."""
-    return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
+    """Adam with the fused update: one kernel per parameter for the whole step (on CPU torch
+    otherwise loops over parameters in Python, and its multi-tensor path falls back to ~20
+    ops per parameter: a cost per update that small nets notice; fused cut the aten ops of a
+    64-wide MLP's forward + backward + step from 338 to 220)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+
+
+def clip_grads(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` with its multi-tensor path (CPU torch defaults to one norm and one
+    multiply per parameter)."""
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
 
 
 def obs_size(space) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from lmlab.agents.nets import adam
+from lmlab.agents.nets import adam, clip_grads
 from lmlab.agents.policies import (
     ActorCritic,
     agent_state,
@@ -42,7 +42,8 @@ class PPOAgent:
         self.cfg = cfg
         self.net = ActorCritic(obs_space, act_space, cfg.hidden, seed)
         bind_acting(self, self.net)
-        self.opt = adam(self.net.parameters(), cfg.lr, eps=1e-5)
+        self.params = list(self.net.parameters())
+        self.opt = adam(self.params, cfg.lr, eps=1e-5)
         self.step = 0
 
     def update(self, b: dict) -> dict:
@@ -70,7 +71,7 @@ class PPOAgent:
                 loss = pl.loss + c.vf_coef * vl - c.ent_coef * ent_mean
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), c.max_grad_norm)
+                clip_grads(self.params, c.max_grad_norm)
                 self.opt.step()
                 for k, v in (("policy_loss", pl.loss), ("value_loss", vl), ("entropy", ent_mean),
                              ("clip_frac", pl.clip_frac), ("approx_kl", pl.approx_kl)):

@@ -300,11 +300,13 @@ def _next(step: int, every: int) -> int:
 def run(cfg: Config, stop_after: int | None = None) -> dict:
     """``stop_after``: stop at the first checkpoint at or past this many env steps (over all
     seeds), as a kill would (tests of resume)."""
+    from lmlab.agents.envs import headless_rendering
     from lmlab.common import print0
     from lmlab.runs import prepare_run
     from lmlab.train.checkpoint import read_checkpoint
     from lmlab.train.loop import resume_path
 
+    headless_rendering()
     resolve(cfg)
     run_ = prepare_run(cfg, "agent")
     threads = set_threads(cfg)
@@ -374,6 +376,11 @@ def finish(cfg: Config, run_, done: list[dict]) -> dict:
     run_.write_json("summary.json", summary)
     print0(f"[lmlab] {cfg.algo} on {cfg.env}: eval return {mean:.2f} +- {ci:.2f} (95% CI over "
            f"{len(done)} seed(s)); {summary['env_steps_per_s']:,.0f} env steps/s")
+    if any(r["solved"] for r in done):  # time to solve: the first evaluation at the threshold
+        print0("[lmlab] solved (eval return >= the env's reward threshold): " + "; ".join(
+            f"seed {r['seed']} at {r['solved']['env_step']:,} env steps, "
+            f"{r['solved']['seconds']:.1f} s of training" if r["solved"] else
+            f"seed {r['seed']} not solved" for r in done))
     if "policy_map" in extra:
         print0(f"[lmlab] greedy policy and V(s) of seed {done[0]['seed']}:\n"
                f"{extra['policy_map']}")
@@ -419,13 +426,12 @@ def load_policy(agent, policy: dict) -> None:
 
 def show_agent(cfg: Config, run_, first: dict) -> dict:
     """The trained agent of the first seed: a frame strip and (grid envs) its policy map."""
-    import os
-
-    from lmlab.agents.envs import make_env
-    from lmlab.agents.evaluation import EVAL_SEED, frame_strip, run_episodes
+    from lmlab.agents.envs import headless_rendering, make_env
+    from lmlab.agents.evaluation import EVAL_SEED, episode_frames, frame_strip
     from lmlab.agents.gridworld import grid_desc, policy_map
+    from lmlab.common import print0
 
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders offscreen, no display
+    headless_rendering()
     out: dict = {}
     agent = build(cfg, first["seed"]).agent
     load_policy(agent, first["policy"])
@@ -435,9 +441,13 @@ def show_agent(cfg: Config, run_, first: dict) -> dict:
         out["policy_map"] = policy_map(desc, agent.q)
         (Path(run_.path) / "policy.txt").write_text(out["policy_map"] + "\n")
     if cfg.frames and "rgb_array" in env.metadata.get("render_modes", []):
-        frames: list = []
-        ret = run_episodes(agent, env, 1, EVAL_SEED, frames)[0]
-        (Path(run_.path) / "frames.png").write_bytes(frame_strip(frames))
-        out.update(frames="frames.png", frames_return=ret, frames_steps=len(frames))
+        try:
+            ret, frames, steps = episode_frames(agent, env, EVAL_SEED)
+        except Exception as e:  # noqa: BLE001 - no OpenGL for MuJoCo, ...: the run is whole
+            print0(f"[lmlab] warning: no frame strip ({cfg.env} could not render: "
+                   f"{type(e).__name__}: {e}); frames=false skips it")
+        else:
+            (Path(run_.path) / "frames.png").write_bytes(frame_strip(frames))
+            out.update(frames="frames.png", frames_return=ret, frames_steps=steps)
     env.close()
     return out
