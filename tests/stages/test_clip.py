@@ -18,19 +18,11 @@ def _clip(out: Path, *extra) -> int:
     return main(["clip", f"output_dir={out}", *TINY, *extra])
 
 
-def test_three_step_smoke_through_the_shared_loop(tmp_path, monkeypatch):
+def test_three_step_smoke_through_the_shared_loop(tmp_path, loop_spy):
     from lmlab.clip.data import CaptionStream
     from lmlab.stages.clip import ClipObjective
-    from lmlab.train import loop
 
-    seen = {}
-    real = loop.train
-
-    def spy(model, objective, stream, cfg, run, **kw):
-        seen.update(objective=objective, stream=stream, kw=kw)
-        return real(model, objective, stream, cfg, run, **kw)
-
-    monkeypatch.setattr(loop, "train", spy)
+    seen = loop_spy
     run = tmp_path / "r"
     assert _clip(run, "max_steps=3", "eval_every=2", "log_every=1", "figures=true") == 0
     assert isinstance(seen["objective"], ClipObjective)

@@ -26,18 +26,10 @@ def _weights(run: Path) -> dict:
     return torch.load(run / "final" / "model.pt", weights_only=True)
 
 
-def test_three_step_smoke_through_the_shared_loop(tmp_path, monkeypatch):
-    from lmlab.train import loop
+def test_three_step_smoke_through_the_shared_loop(tmp_path, loop_spy):
     from lmlab.vision.train import ClassifyObjective, ImageStream
 
-    seen = {}
-    real = loop.train
-
-    def spy(model, objective, stream, cfg, run, **kw):
-        seen.update(objective=objective, stream=stream, kw=kw)
-        return real(model, objective, stream, cfg, run, **kw)
-
-    monkeypatch.setattr(loop, "train", spy)
+    seen = loop_spy
     rc, run = _vision(tmp_path / "r", "max_steps=3", "crop_pad=1", "flip=true", "cutout=2",
                       "label_smoothing=0.1", "channels_last=true", "flops_table=true",
                       "insight=true")
