@@ -1,5 +1,5 @@
-"""Rounded decode weights (``decode_weights`` = bf16 | int8, infer.precision): the int8 per-row
-round trip by hand, the rounding within its dtype's bound, the native and torch steps over the
+"""Rounded decode weights (``decode_weights`` = bf16 | int8, infer.precision): the int8 block
+round trip by hand (weights and inputs), the rounding within its dtype's bound, the native and torch steps over the
 narrow weights equal to the fp32 step over a model holding the rounded values (fp32 rounding
 apart), every product shape the C step has (one input, 2-4, blocks, a draft's head rows),
 greedy agreement of bf16 and int8 with fp32 on a tiny model, and the keys' plumbing."""
@@ -16,8 +16,11 @@ from lmlab.infer.decode import decode
 from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import can_pack, packed_linears
 from lmlab.infer.precision import (
-    dequantize_rows,
-    quantize_rows,
+    acts_hook,
+    blocks,
+    dequantize_blocks,
+    quantize_acts,
+    quantize_blocks,
     rounded,
     weight_bytes,
     weights_of,
@@ -41,22 +44,45 @@ def _close(a, b, tol: float = TOL):
 # ----------------------------------------------------------------------------- the rounding
 
 
-def test_int8_per_row_round_trip_by_hand():
-    w = torch.tensor([[1.27, -0.5, 0.0, 0.25],     # max 1.27: scale 0.01
-                      [0.0, 0.0, 0.0, 0.0],        # all zero: scale 1, q 0
-                      [-3.0, 1.0, 0.01, 0.0]])     # max 3: scale 3/127
-    q, scale = quantize_rows(w)
-    assert q.dtype == torch.int8 and scale.dtype == torch.float32
-    assert q.tolist() == [[127, -50, 0, 25], [0, 0, 0, 0], [-127, 42, 0, 0]]
-    torch.testing.assert_close(scale, torch.tensor([0.01, 1.0, 3 / 127]), rtol=2 * EPS_FP32,
-                               atol=0)
-    back = dequantize_rows(q, scale)
-    # row 0 comes back exactly up to fp32 rounding; row 2 within half a step: 1.0 -> 42 * 3/127
-    torch.testing.assert_close(back[0], w[0], rtol=4 * EPS_FP32, atol=0)
-    assert back[1].tolist() == [0.0] * 4
-    assert back[2, 1].item() == pytest.approx(42 * 3 / 127, rel=4 * EPS_FP32)
-    assert (back - w).abs().le(scale[:, None] / 2 * (1 + 4 * EPS_FP32)).all()
-    assert torch.equal(rounded(w, "int8"), back)
+def test_int8_block_round_trip_by_hand():
+    """Rows of 2 blocks of 32 + a short block of 4: each block its own fp16 scale."""
+    w = torch.zeros(3, 68)
+    w[0, 0], w[0, 1], w[0, 2] = 127 / 64, -0.5, 0.01  # max 127/64: scale 1/64 (exact in fp16)
+    w[0, 32], w[0, 33] = -3.0, 1.0                     # max 3: scale fp16(3/127)
+    w[0, 64], w[0, 65] = 0.25, -0.125                  # the short block: scale fp16(0.25/127)
+    w[2, 40] = 7.0                                     # row 1 all zero: scales 0, q 0
+    q, scale = quantize_blocks(w)
+    assert q.dtype == torch.int8 and q.shape == (3, 68) and scale.shape == (3, blocks(68)) == (3, 3)
+    s3 = torch.tensor(3 / 127).half().float()
+    assert scale[0, 0] == 1 / 64 and scale[0, 1] == s3 and scale[1].tolist() == [0.0] * 3
+    assert scale[0, 2] == torch.tensor(0.25 / 127).half().float()
+    assert scale[2].tolist() == [0.0, torch.tensor(7 / 127).half().item(), 0.0]
+    assert q[0, :3].tolist() == [127, -32, 1]  # 0.01 * 64 = 0.64 -> 1
+    assert q[0, 32:34].tolist() == [-127, round(1.0 / s3.item())]
+    assert q[0, 64:66].tolist() == [127, -64] and q[2, 40] == 127 and q[1].abs().sum() == 0
+    back = dequantize_blocks(q, scale)
+    assert back[0, 0] == 127 / 64 and back[0, 1] == -0.5 and back[0, 2] == 1 / 64
+    assert back[1].abs().sum() == 0 and torch.equal(rounded(w, "int8"), back)
+    assert (back - w).abs().le(scale.repeat_interleave(32, 1)[:, :68] / 2 + 4 * EPS_FP32
+                               * w.abs()).all()
+
+
+def test_int8_inputs_round_per_block_by_hand():
+    x = torch.zeros(2, 40)
+    x[0, 0], x[0, 1], x[0, 2] = 2.54, -1.0, 0.009  # max 2.54: step 0.02
+    x[0, 35] = -0.5                                # the short block: step 0.5/127
+    x[1, 3] = 1e-3                                 # one entry: itself
+    got = quantize_acts(x)
+    s = torch.tensor(2.54) / 127
+    assert got[0, 0] == 127 * s and got[0, 1] == -50 * s and got[0, 2] == 0.0
+    assert got[0, 35] == torch.tensor(-0.5) / 127 * 127 and got[1, 3] == x[1, 3]
+    assert got[0, 3:32].abs().sum() == 0 and got[0, 36:].abs().sum() == 0
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(5, 3, 100, generator=g) * 4
+    amax = torch.nn.functional.pad(y, (0, 28)).view(5, 3, 4, 32).abs().amax(-1)
+    step = (amax / 127).repeat_interleave(32, -1)[..., :100]
+    assert (quantize_acts(y) - y).abs().le(step / 2 * (1 + 4 * EPS_FP32)).all()
+    assert not torch.equal(quantize_acts(y), y)
 
 
 def test_rounding_stays_within_the_dtype_bound():
@@ -66,16 +92,19 @@ def test_rounding_stays_within_the_dtype_bound():
     assert not torch.equal(b, w)
     torch.testing.assert_close(b, w, rtol=BF16_U, atol=0)  # one rounding to nearest
     assert rounded(w, "fp32") is w
-    q, s = quantize_rows(w)
-    assert q.abs().max() == 127 and (q.abs().amax(1) == 127).all()  # each row uses its range
-    assert (rounded(w, "int8") - w).abs().le(s[:, None] * (0.5 + 4 * EPS_FP32)).all()
+    q, s = quantize_blocks(w)
+    assert (q.abs().amax(1) == 127).all()  # each block's largest weight uses the range
+    assert (q.view(64, 3, 32).abs().amax(-1) == 127).all()
+    step = s.repeat_interleave(32, 1)  # the fp16 scale: no clamp (|w| / s <= 127.07 < 127.5)
+    assert (rounded(w, "int8") - w).abs().le(step * 0.5 + 4 * EPS_FP32 * w.abs()).all()
     # a product over K columns: |x . (w - r)| <= sum |x_i| |w_i - r_i|, the dtype's bound per
-    # term (bf16: BF16_U |w_i|; int8: scale / 2), plus the fp32 rounding of two K-term sums
+    # term (bf16: BF16_U |w_i|; int8: its block's step / 2), plus the fp32 rounding of two
+    # K-term sums
     x = torch.randn(96, generator=g)
     K = w.shape[1]
     fp = 2 * 4 * sum_terms(K) * EPS_FP32 * (x.abs() * w.abs()).sum(-1)
     for r, bound in [(b, BF16_U * (x.abs() * w.abs()).sum(-1)),
-                     (rounded(w, "int8"), s / 2 * x.abs().sum())]:
+                     (rounded(w, "int8"), (step / 2 * x.abs()).sum(-1))]:
         assert ((r @ x - w @ x).abs() <= bound + fp).all()
 
 
@@ -89,7 +118,9 @@ def test_weights_of_and_bytes_per_step(model):
     # the projections and the LM head (tied to the embedding here: read in full as the head)
     mats = sum(m.weight.numel() for m in model.modules() if type(m) is torch.nn.Linear)
     assert f - b == 2 * mats  # 4 -> 2 bytes a weight
-    assert b - i > 0.9 * mats  # 2 -> 1 byte, + 4 bytes of scale per row
+    scales = sum(m.weight.shape[0] * blocks(m.weight.shape[1]) for m in model.modules()
+                 if type(m) is torch.nn.Linear)
+    assert b - i == mats - 2 * scales  # 2 -> 1 byte, + 2 bytes of scale per block of 32
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -97,14 +128,25 @@ def test_weights_of_and_bytes_per_step(model):
 
 def _rounded_twin(model, weights):
     """A copy of ``model`` whose projections and LM head hold ``rounded`` values (a new head
-    parameter: the embedding, tied to it, keeps its fp32 rows, as the decode steps read it)."""
+    parameter: the embedding, tied to it, keeps its fp32 rows, as the decode steps read it);
+    at int8 each of them also rounds its input per block (``acts_hook``)."""
     twin = copy.deepcopy(model)
     with torch.no_grad():
         for mod in twin.modules():
             if type(mod) is torch.nn.Linear:
                 mod.weight = torch.nn.Parameter(rounded(mod.weight.detach(), weights))
+                if weights == "int8":
+                    mod.register_forward_pre_hook(acts_hook)
     assert twin.lm_head.weight.data_ptr() != twin.model.embed_tokens.weight.data_ptr()
     return twin
+
+
+def _twin_lin(weights):
+    """The twin's products as LlamaStep runs them (``F.linear`` on the module's weight, which
+    skips module hooks): at int8 on inputs rounded per block, as the int8 steps round them."""
+    if weights != "int8":
+        return None
+    return lambda x, mod: torch.nn.functional.linear(quantize_acts(x), mod.weight)
 
 
 @oneDNN
@@ -126,7 +168,8 @@ def test_narrow_steps_equal_the_rounded_models_step(model, weights, monkeypatch)
             mask[0, :2] = 0
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            ref = LlamaStep(twin, None, B, P + 3)  # F.linear over the rounded weights
+            # F.linear over the rounded weights (and inputs)
+            ref = LlamaStep(twin, None, B, P + 3, lin=_twin_lin(weights))
             lin = packed_linears(model, weights)
             tor = LlamaStep(model, None, B, P + 3, lin=lin)
             tor._native = None  # resolved: the torch packed path
@@ -157,7 +200,7 @@ def test_int8_head_rows_of_a_draft(model):
         native_rows = (7, model.lm_head.weight.detach()[extra_ids].clone())
 
     with torch.inference_mode():
-        ref = LlamaStep(twin, None, 1, 8)
+        ref = LlamaStep(twin, None, 1, 8, lin=_twin_lin("int8"))
         nat = LlamaStep(model, None, 1, 8, lin=packed_linears(model, "int8"))
         ref.step(ids[:, :5], pos[:, :5], 5, None)
         nat.step(ids[:, :5], pos[:, :5], 5, None)

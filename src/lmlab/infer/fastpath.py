@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.infer import native
+from lmlab.infer.precision import quantize_acts
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -82,13 +83,17 @@ def lin_few_rows(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
     return _lin(x, mod)
 
 
+A8 = "_lmlab_a8"  # the attribute marking a packed int8 copy (its inputs rounded per block)
 _MM = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() \
     else None
 
 
 def _mm(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     """x @ W.T over a oneDNN-packed W (``infer.packed``, which runs its products through this
-    too)."""
+    too). A copy packed for int8 decoding (``packed.A8``) rounds x first, as the int8 step
+    does (``precision.quantize_acts``)."""
+    if getattr(packed, A8, False):
+        x = quantize_acts(x)
     return _MM(x, packed, None, "none", [], "")
 
 

@@ -36,17 +36,19 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX__
+#include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#define LM_X86 1
 #endif
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
-typedef int8_t i8x8 __attribute__((vector_size(8)));
 
 /* the weight types of the projections and the head (lm_model.wtype) */
 enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2 };
+enum { QB = 32 };  /* int8: columns per block (one scale each) */
 
 typedef struct {
     int D, H, Hkv, Dh, I, V, n_layers;
@@ -61,11 +63,13 @@ typedef struct {
     int Vh;
     const void *head_x;
     int Vx;
-    /* projections and head: W_F32, W_BF16 (uint16), or W_I8: each matrix one block of its
-     * rows' fp32 scales, then its int8 rows (row r = scale[r] * q[r]) */
+    /* projections and head: W_F32, W_BF16 (uint16), or W_I8: each matrix (R rows of K) one
+     * block of R x NB fp16 scales (NB = ceil(K / 32): a scale per 32 columns of a row), then
+     * its R x K weights q as bytes q ^ 0x80 (q + 128: VNNI's unsigned operand) */
     int wtype;
     const void *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
     int att_chunk;  /* keys per attention chunk (see ATT_CHUNK_MIN) */
+    int isa;  /* the int8 kernel asked for: ISA_AUTO (the best this CPU has), or a lower one */
 } lm_model;
 
 enum { LN1, WQ, WK, WV, WO, LN2, WG, WU, WD, N_PER_LAYER };
@@ -371,28 +375,7 @@ static inline float dot1_bf16(const uint16_t *w, const float *x, int K);
 DEFINE_DOT1(dot1_bf16, uint16_t, load_bf8, bf16_at)
 #endif
 
-/* 8 int8 weights as fp32 (exact). With AVX2 one sign-extending load and a conversion; GCC 12
- * compiles the generic form lane by lane through scalar registers (int8 steps then took twice
- * fp32's CPU time, 2026-12-07). */
-static inline v8 load_i8(const int8_t *p)
-{
-#ifdef __AVX2__
-    __m256i i = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
-    return (v8)_mm256_cvtepi32_ps(i);
-#else
-    i8x8 h;
-    memcpy(&h, p, sizeof h);
-    return __builtin_convertvector(__builtin_convertvector(h, i32x8), v8);
-#endif
-}
-
-static inline float i8_at(const int8_t *w, int k)
-{
-    return (float)w[k];
-}
-
 #ifdef __AVX512F__
-DEFINE_DOT1(dot1_i8_256, int8_t, load_i8, i8_at)
 DEFINE_DOT1(dot1_bf16_256, uint16_t, load_bf8, bf16_at)
 
 /* One row's product at 16 weights a vector where the CPU has AVX-512: a widened weight costs
@@ -419,64 +402,14 @@ DEFINE_DOT1(dot1_bf16_256, uint16_t, load_bf8, bf16_at)
         return s;                                                                              \
     }
 
-static inline __m512 widen16_i8(const int8_t *p)
-{
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
-}
-
 static inline __m512 widen16_bf16(const uint16_t *p)
 {
     __m512i i = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(i, 16));
 }
 
-DEFINE_DOT1_512(dot1_i8, int8_t, widen16_i8, i8_at)
 DEFINE_DOT1_512(dot1_bf16, uint16_t, widen16_bf16, bf16_at)
-#else
-DEFINE_DOT1(dot1_i8, int8_t, load_i8, i8_at)
 #endif
-
-/* row_dot over an int8 row (times its scale): four inputs per pass (each weight vector
- * converted once for four of them: a batch of 8 is bound by the conversions as much as by
- * memory), then one. */
-static void row_dot_i8(const int8_t *w, float scale, const float *x, int ldx, int K, int M,
-                       float *y, int ldy, int add)
-{
-    int j = 0;
-    for (; j + 4 <= M; j += 4) {
-        const float *x0 = x + (size_t)j * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
-        v8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
-        int k = 0;
-        for (; k + 16 <= K; k += 16) {
-            v8 w0 = load_i8(w + k), w1 = load_i8(w + k + 8);
-            a0 += w0 * load8(x0 + k);
-            a1 += w1 * load8(x0 + k + 8);
-            b0 += w0 * load8(x1 + k);
-            b1 += w1 * load8(x1 + k + 8);
-            c0 += w0 * load8(x2 + k);
-            c1 += w1 * load8(x2 + k + 8);
-            d0 += w0 * load8(x3 + k);
-            d1 += w1 * load8(x3 + k + 8);
-        }
-        float s[4];
-        hsum8x4(a0 + a1, b0 + b1, c0 + c1, d0 + d1, s);
-        for (; k < K; k++) {
-            float f = i8_at(w, k);
-            s[0] += f * x0[k];
-            s[1] += f * x1[k];
-            s[2] += f * x2[k];
-            s[3] += f * x3[k];
-        }
-        for (int i = 0; i < 4; i++) {
-            float *yi = y + (size_t)(j + i) * ldy;
-            *yi = add ? *yi + scale * s[i] : scale * s[i];
-        }
-    }
-    for (; j < M; j++) {
-        float s = scale * dot1_i8(w, x + (size_t)j * ldx, K);
-        y[(size_t)j * ldy] = add ? y[(size_t)j * ldy] + s : s;
-    }
-}
 
 /* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). A draft
  * runs one-token steps, and two-token ones after a round that kept every draft: two inputs
@@ -516,46 +449,289 @@ static void row_dot_bf16(const uint16_t *w, const float *x, int ldx, int K, int 
 typedef struct {
     const void *w;  /* fp32, bfloat16 or int8 rows (the model's wtype) */
     int rows, off;
-    const float *scale;  /* int8: the rows' scales; else NULL */
+    const uint16_t *scale;  /* int8: the rows' block scales (fp16), NB a row; else NULL */
 } segment;
 
-/* A segment of `rows` rows from a matrix of `total` rows at w (an int8 block: its scales, then
- * its rows). */
-static inline segment seg_of(const void *w, int rows, int off, int total, int wt)
+/* A segment of `rows` rows (of K columns) from a matrix of `total` rows at w (an int8 block:
+ * its scales, then its rows). */
+static inline segment seg_of(const void *w, int rows, int off, int total, int K, int wt)
 {
     segment s = {w, rows, off, NULL};
     if (wt == W_I8 && w) {
-        s.scale = (const float *)w;
-        s.w = (const int8_t *)((const float *)w + total);
+        s.scale = (const uint16_t *)w;
+        s.w = (const uint8_t *)w + (size_t)total * ((K + QB - 1) / QB) * 2;
     }
     return s;
 }
 
-/* Rows r0 .. r0 + n - 1 of a bf16 / int8 segment as fp32, into out (n x K): a bf16 weight
- * exactly, an int8 one as q * scale (one fp32 rounding, as precision.dequantize_rows). */
-static void widen_rows(const segment *sg, int r0, int n, int K, int wt, float *out)
+/* ---- int8 weights: llama.cpp's q8_0 arithmetic (lmlab/infer/precision.py) ----
+ *
+ * A weight row is blocks of QB = 32 columns, each with an fp16 scale; each product's input
+ * vector is rounded per block of 32 too (quantize_x: scale max|x| / 127, x / scale rounded to
+ * nearest even, as precision.quantize_acts). A row's product is then
+ *     sum over blocks b of (wscale_b * xscale_b) * (exact integer dot of the block's bytes),
+ * so the inner loop multiplies bytes: one VNNI instruction (vpdpbusd) per 64 weights where
+ * the CPU has AVX-512 VNNI, four byte/word instructions per 32 with AVX2, plain C otherwise.
+ * Why: widening each int8 weight to fp32 for an fp32 FMA had cost three vector instructions
+ * per 16 weights, and the int8 step was bound by them at 42% of the memory bound (session 18).
+ * vpdpbusd multiplies unsigned by signed bytes: the weights are stored as q + 128 (q ^ 0x80),
+ * and 128 * sum(x_q) of each block (the input's, computed once per input) is taken off.
+ * The kernel is picked at run time from the CPU's features (lm_q8_isa); a lower one can be
+ * asked for (lm_model.isa, LMLAB_NATIVE_ISA in native.py) to test the fallbacks anywhere. */
+enum { ISA_AUTO = 0, ISA_GENERIC = 1, ISA_AVX2 = 2, ISA_AVX512 = 3 };
+
+/* The int8 kernel that runs for a request `want` (ISA_AUTO: the best this CPU has). */
+int lm_q8_isa(int want)
+{
+    static int best = 0;
+    if (!best) {
+        int b = ISA_GENERIC;
+#if defined(LM_X86) && defined(__GNUC__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            b = ISA_AVX2;
+        if (b == ISA_AVX2 && __builtin_cpu_supports("avx512f")
+            && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512vnni"))
+            b = ISA_AVX512;
+#endif
+        best = b;
+    }
+    return want <= ISA_AUTO || want > best ? best : want;
+}
+
+/* An input vector rounded for the int8 products: q (NB * QB, the last block padded with
+ * zeros), a = |q| (AVX2's unsigned operand), s = the blocks' scales, c = 128 * s * sum(q) per
+ * block (VNNI's correction). */
+typedef struct {
+    int8_t *q;
+    uint8_t *a;
+    float *s, *c;
+} qvec;
+
+static size_t qvec_bytes(int K)
+{
+    int NB = (K + QB - 1) / QB;
+    return (size_t)NB * QB * 2 + (size_t)NB * 2 * sizeof(float);
+}
+
+static qvec qvec_at(void *base, int K)
+{
+    int NB = (K + QB - 1) / QB;
+    float *f = (float *)base;  /* the scales first (aligned), then the bytes */
+    qvec v = {(int8_t *)(f + 2 * NB), NULL, f, f + NB};
+    v.a = (uint8_t *)v.q + (size_t)NB * QB;
+    return v;
+}
+
+static void quantize_x(const float *x, int K, qvec *o)
+{
+    for (int b = 0, k0 = 0; k0 < K; b++, k0 += QB) {
+        int n = K - k0 < QB ? K - k0 : QB;
+        float amax = 0.0f;
+        for (int i = 0; i < n; i++) {
+            float v = fabsf(x[k0 + i]);
+            amax = v > amax ? v : amax;
+        }
+        float s = amax / 127.0f;
+        int sum = 0;
+        for (int i = 0; i < QB; i++) {
+            int v = 0;
+            if (i < n && s > 0.0f) {
+                float r = nearbyintf(x[k0 + i] / s);  /* (the rounding mode: to nearest even) */
+                v = r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r;
+            }
+            o->q[k0 + i] = (int8_t)v;
+            o->a[k0 + i] = (uint8_t)(v < 0 ? -v : v);
+            sum += v;
+        }
+        o->s[b] = s;
+        o->c[b] = 128.0f * s * (float)sum;
+    }
+}
+
+/* fp16 bits as fp32 (exact) */
+static inline float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
+    if (e == 0) {  /* zero or subnormal: m * 2^-24 */
+        float f = (float)m * (1.0f / 16777216.0f);
+        return sign ? -f : f;
+    }
+    u = e == 31 ? sign | 0x7f800000u | (m << 13) : sign | ((e + 112) << 23) | (m << 13);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Blocks b0 .. of one row in plain C (the kernel of CPUs without AVX2, and every kernel's
+ * last blocks) */
+static float q8_dot_c(const uint8_t *w, const uint16_t *ws, const qvec *x, int b0, int K)
+{
+    float acc = 0.0f;
+    for (int b = b0, k0 = b0 * QB; k0 < K; b++, k0 += QB) {
+        int n = K - k0 < QB ? K - k0 : QB;
+        /* (sum (q + 128) x - 128 sum x: GCC 12.2 at -O3 with AVX512-VNNI compiled
+         * sum ((w ^ 0x80) as signed) * x and sum (w - 128) * x into vpdpbusd and dropped the
+         * 128s, wrong by 128 sum x; this form it compiles right, and the kernel tests hold it) */
+        int32_t d = 0, sx = 0;
+        for (int i = 0; i < n; i++) {
+            d += (int32_t)w[k0 + i] * (int32_t)x->q[k0 + i];
+            sx += x->q[k0 + i];
+        }
+        acc += (half_to_float(ws[b]) * x->s[b]) * (float)(d - 128 * sx);
+    }
+    return acc;
+}
+
+#ifdef LM_X86
+/* AVX2: a block's 32 products by vpmaddubsw(|x|, w * sign(x)) (pairs of at most 2 * 127 * 127:
+ * no saturation), pairs added to 8 int32 by vpmaddwd. */
+__attribute__((target("avx2,fma,f16c"))) static float
+q8_dot_avx2(const uint8_t *w, const uint16_t *ws, const qvec *x, int K)
+{
+    const int NB = K / QB;
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int b = 0;
+    for (; b < NB; b++) {
+        const int k = b * QB;
+        __m256i wq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k)), flip);
+        __m256i sw = _mm256_sign_epi8(wq, _mm256_loadu_si256((const __m256i *)(x->q + k)));
+        __m256i p = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x->a + k)), sw), ones);
+        __m256 sc = _mm256_set1_ps(_cvtsh_ss(ws[b]) * x->s[b]);
+        if (b & 1)
+            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, a1);
+        else
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, a0);
+    }
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h) + q8_dot_c(w, ws, x, b, K);
+}
+
+/* AVX-512 VNNI: two blocks (64 weights) per vpdpbusd; the blocks' scales (up to 16 at a time)
+ * multiplied once, each pair's spread over its 8 + 8 lanes by one permute. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))) static float
+q8_dot_vnni(const uint8_t *w, const uint16_t *ws, const qvec *x, int K)
+{
+    const int NB = K / QB;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), corr = _mm512_setzero_ps();
+    const __m512i pair0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i two = _mm512_set1_epi32(2);
+    int b = 0;
+    while (b + 2 <= NB) {
+        int g = (NB - b < 16 ? NB - b : 16) & ~1;  /* blocks in this group: even, <= 16 */
+        __mmask16 mk = (__mmask16)((1u << g) - 1);
+        __m512 wsv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, ws + b));
+        __m512 sc = _mm512_mul_ps(wsv, _mm512_maskz_loadu_ps(mk, x->s + b));
+        corr = _mm512_fmadd_ps(wsv, _mm512_maskz_loadu_ps(mk, x->c + b), corr);
+        __m512i idx = pair0;
+        for (int p = 0; p < g; p += 2) {
+            const int k = (b + p) * QB;
+            __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w + k),
+                                            _mm512_loadu_si512(x->q + k));
+            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(idx, sc));
+            if (p & 2)
+                a1 = _mm512_add_ps(a1, f);
+            else
+                a0 = _mm512_add_ps(a0, f);
+            idx = _mm512_add_epi32(idx, two);
+        }
+        b += g;
+    }
+    float s = _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(a0, a1), corr));
+    return s + q8_dot_c(w, ws, x, b, K);
+}
+#endif
+
+static inline float q8_dot(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, int isa)
+{
+#ifdef LM_X86
+    if (isa == ISA_AVX512)
+        return q8_dot_vnni(w, ws, x, K);
+    if (isa == ISA_AVX2)
+        return q8_dot_avx2(w, ws, x, K);
+#endif
+    return q8_dot_c(w, ws, x, 0, K);
+}
+
+/* Each thread's rounded inputs (grown as needed, kept: a few KB) */
+static _Thread_local void *q8_buf;
+static _Thread_local size_t q8_cap;
+
+/* matvec over int8 segments: every thread rounds the M inputs itself (a few microseconds; no
+ * barrier to share them), then takes its contiguous run of rows, each row against every
+ * input while it is in L1; then one barrier. */
+static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
+                      float *y, int ldy, int add, int isa)
+{
+    int total = 0;
+    for (int s = 0; s < n_seg; s++)
+        total += seg[s].rows;
+    const size_t per = (qvec_bytes(K) + 63) / 64 * 64;
+    if (q8_cap < per * M) {
+        free(q8_buf);
+        q8_cap = per * M;
+        q8_buf = aligned_alloc(64, q8_cap);
+    }
+    qvec xq[M];
+    for (int j = 0; j < M; j++) {
+        xq[j] = qvec_at((char *)q8_buf + per * j, K);
+        quantize_x(x + (size_t)j * ldx, K, &xq[j]);
+    }
+    const int NB = (K + QB - 1) / QB;
+    int tid = 0, nt = 1;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+    nt = omp_get_num_threads();
+#endif
+    int lo = (int)((int64_t)total * tid / nt), hi = (int)((int64_t)total * (tid + 1) / nt);
+    for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
+        int a = lo > base ? lo - base : 0;
+        int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+        float *ys = y + seg[s].off;
+        const uint8_t *W = (const uint8_t *)seg[s].w;
+        for (int r = a; r < b; r++) {
+            const uint8_t *wr = W + (size_t)r * K;
+            const uint16_t *sr = seg[s].scale + (size_t)r * NB;
+            for (int j = 0; j < M; j++) {
+                float v = q8_dot(wr, sr, &xq[j], K, isa);
+                float *yj = ys + (size_t)j * ldy + r;
+                *yj = add ? *yj + v : v;
+            }
+        }
+    }
+#pragma omp barrier
+}
+
+/* The int8 product alone (tests): y[j * R + r] = W[r] . x_j for M inputs x_j = x + j * K over
+ * an int8 block of R rows of K (scales, then bytes, as native.py's int8_block), with the
+ * kernel `isa` (lm_q8_isa's choice for it); one thread. Returns the kernel used. */
+int lm_q8_matvec(const void *block, int R, int K, const float *x, int M, float *y, int isa)
+{
+    isa = lm_q8_isa(isa);
+    segment s = seg_of(block, R, 0, R, K, W_I8);
+    matvec_q8(&s, 1, x, K, K, M, y, R, 0, isa);
+    return isa;
+}
+
+/* Rows r0 .. r0 + n - 1 of a bf16 segment as fp32 (exact), into out (n x K). */
+static void widen_rows(const segment *sg, int r0, int n, int K, float *out)
 {
     for (int i = 0; i < n; i++) {
         float *o = out + (size_t)i * K;
         int k = 0;
-        if (wt == W_I8) {
-            const int8_t *q = (const int8_t *)sg->w + (size_t)(r0 + i) * K;
-            const float sc = sg->scale[r0 + i];
-            for (; k + 8 <= K; k += 8) {
-                v8 v = load_i8(q + k) * sc;
-                memcpy(o + k, &v, sizeof v);
-            }
-            for (; k < K; k++)
-                o[k] = i8_at(q, k) * sc;
-        } else {
-            const uint16_t *b = (const uint16_t *)sg->w + (size_t)(r0 + i) * K;
-            for (; k + 8 <= K; k += 8) {
-                v8 v = load_bf8(b + k);
-                memcpy(o + k, &v, sizeof v);
-            }
-            for (; k < K; k++)
-                o[k] = bf16_at(b, k);
+        const uint16_t *b = (const uint16_t *)sg->w + (size_t)(r0 + i) * K;
+        for (; k + 8 <= K; k += 8) {
+            v8 v = load_bf8(b + k);
+            memcpy(o + k, &v, sizeof v);
         }
+        for (; k < K; k++)
+            o[k] = bf16_at(b, k);
     }
 }
 
@@ -563,8 +739,12 @@ static void widen_rows(const segment *sg, int r0, int n, int K, int wt, float *o
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
 static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                   float *y, int ldy, int add, int wt)
+                   float *y, int ldy, int add, int wt, int isa)
 {
+    if (wt == W_I8) {
+        matvec_q8(seg, n_seg, x, ldx, K, M, y, ldy, add, isa);
+        return;
+    }
     int total = 0;
     for (int s = 0; s < n_seg; s++)
         total += seg[s].rows;
@@ -583,14 +763,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             int a = lo > base ? lo - base : 0;
             int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
             float *ys = y + seg[s].off;
-            if (wt == W_I8) {
-                const int8_t *W = (const int8_t *)seg[s].w;
-                const float *sc = seg[s].scale;
-                for (int r = a; r < b; r++) {
-                    float v = sc[r] * dot1_i8(W + (size_t)r * K, x, K);
-                    ys[r] = add ? ys[r] + v : v;
-                }
-            } else if (wt == W_BF16) {
+            if (wt == W_BF16) {
                 const uint16_t *W = (const uint16_t *)seg[s].w;
                 for (int r = a; r < b; r++) {
                     float v = dot1_bf16(W + (size_t)r * K, x, K);
@@ -642,7 +815,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 s++;
             }
             float wide[BLOCK_NR * K];
-            widen_rows(&seg[s], rr, rows, K, wt, wide);
+            widen_rows(&seg[s], rr, rows, K, wide);
             block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);
         }
         return;
@@ -667,10 +840,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             rr -= seg[s].rows;
             s++;
         }
-        if (wt == W_I8)
-            row_dot_i8((const int8_t *)seg[s].w + (size_t)rr * K, seg[s].scale[rr], x, ldx, K,
-                       M, y + seg[s].off + rr, ldy, add);
-        else if (wt == W_BF16)
+        if (wt == W_BF16)
             row_dot_bf16((const uint16_t *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
                          y + seg[s].off + rr, ldy, add);
         else
@@ -822,6 +992,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     const int D = m->D, H = m->H, Hkv = m->Hkv, Dh = m->Dh, I = m->I, M = B * L;
     const int G = H / Hkv, QKV = (H + 2 * Hkv) * Dh, HD = H * Dh, half = Dh / 2;
     const int I8 = (I + 7) / 8;  /* SiLU in chunks of 8 */
+    const int isa = lm_q8_isa(m->isa);
     if (n < L || n > T)
         return -2;
     for (int j = 0; cols && j < M; j++)
@@ -869,10 +1040,10 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
 #pragma omp single
         rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, h, D);
         const int wt = m->wtype;
-        segment s_qkv[3] = {seg_of(w[WQ], HD, 0, HD, wt),
-                            seg_of(w[WK], Hkv * Dh, HD, Hkv * Dh, wt),
-                            seg_of(w[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, wt)};
-        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, wt);
+        segment s_qkv[3] = {seg_of(w[WQ], HD, 0, HD, D, wt),
+                            seg_of(w[WK], Hkv * Dh, HD, Hkv * Dh, D, wt),
+                            seg_of(w[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, D, wt)};
+        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, wt, isa);
 #pragma omp single
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = input_col(cols, j, n, L);
@@ -1001,12 +1172,12 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                     o[d] *= inv;
             }
         }
-        segment s_o = seg_of(w[WO], D, 0, D, wt);
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt);
+        segment s_o = seg_of(w[WO], D, 0, D, HD, wt);
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa);
 #pragma omp single
         rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, h, D);
-        segment s_gu[2] = {seg_of(w[WG], I, 0, I, wt), seg_of(w[WU], I, I, I, wt)};
-        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, wt);
+        segment s_gu[2] = {seg_of(w[WG], I, 0, I, D, wt), seg_of(w[WU], I, I, I, D, wt)};
+        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, wt, isa);
 #pragma omp for schedule(static)
         for (int c = 0; c < M * I8; c++) {  /* silu(gate) * up, into the gate half */
             int j = c / I8, i = c % I8 * 8, n8 = I - i < 8 ? I - i : 8;
@@ -1025,8 +1196,8 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             else
                 memcpy(g, &r, sizeof(float) * n8);
         }
-        segment s_d = seg_of(w[WD], D, 0, D, wt);
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt);
+        segment s_d = seg_of(w[WD], D, 0, D, I, wt);
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa);
     }
     /* the final norm over the rows asked for, then the head */
     int R = last_only ? B : M, step = last_only ? L : 1, first = last_only ? L - 1 : 0;
@@ -1034,10 +1205,10 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, dst, D);
     if (!want_hidden) {
         /* (an int8 head block holds all V rows' scales, of which the first Vh are read) */
-        segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, m->wtype),
-                          seg_of(m->head_x, m->Vx, m->Vh, m->Vx, m->wtype)};
+        segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, D, m->wtype),
+                          seg_of(m->head_x, m->Vx, m->Vh, m->Vx, D, m->wtype)};
 #pragma omp parallel num_threads(nt)
-        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype);
+        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype, isa);
     }
     return 0;
 }

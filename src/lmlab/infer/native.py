@@ -18,10 +18,13 @@ on a plain fp32 CPU ``LlamaForCausalLM`` (``supports``). Results equal the torch
 fp32 rounding (tested), not bit for bit.
 
 ``weights`` (``infer.precision``, the ``decode_weights`` key): the step reads bfloat16 copies of
-the projections and the head, or int8 copies with a scale per row, made once and kept on the
-model (``narrow_copies``); the torch step then runs the same rounded values (``infer.packed``).
-Runtime dispatch is the build itself: ``-march=native`` compiles the kernels for this CPU's
-vector width (AVX2, AVX-512), and the cache name includes the CPU's flags."""
+the projections and the head, or int8 copies in blocks of 32 with an fp16 scale each (q8_0),
+made once and kept on the model (``narrow_copies``); the torch step then runs the same rounded
+values (``infer.packed``). Dispatch: ``-march=native`` compiles the fp32 / bf16 kernels for this
+CPU's vector width (AVX2, AVX-512; the cache name includes the CPU's flags); the int8 products
+pick their kernel at run time (``int8_kernel``: AVX-512 VNNI, AVX2 byte products, or plain C),
+and ``LMLAB_NATIVE_ISA=generic|avx2|avx512`` asks for a lower one (tests of the fallbacks on any
+CPU; a kernel the CPU lacks falls back to the best it has)."""
 
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ import torch
 
 from lmlab.common import cache_dir
 from lmlab.infer import arena
-from lmlab.infer.precision import quantize_rows
+from lmlab.infer.precision import blocks, quantize_blocks
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
@@ -75,7 +78,7 @@ class _Model(ctypes.Structure):
                 ("embed", ctypes.c_void_p), ("norm", ctypes.c_void_p),
                 ("head", ctypes.c_void_p), ("Vh", ctypes.c_int), ("head_x", ctypes.c_void_p),
                 ("Vx", ctypes.c_int), ("wtype", ctypes.c_int), ("layer", ctypes.c_void_p),
-                ("att_chunk", ctypes.c_int)]
+                ("att_chunk", ctypes.c_int), ("isa", ctypes.c_int)]
 
 
 def _compiler() -> str | None:
@@ -142,6 +145,10 @@ def load():
                                       p, p, p, i]
             lib.lm_work_floats.restype = ctypes.c_int64
             lib.lm_work_floats.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            lib.lm_q8_isa.restype = ctypes.c_int
+            lib.lm_q8_isa.argtypes = [i]
+            lib.lm_q8_matvec.restype = ctypes.c_int
+            lib.lm_q8_matvec.argtypes = [p, i, i, p, i, p, i]
             lib.lm_read.restype = ctypes.c_double
             lib.lm_read.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
             _lib = lib
@@ -215,6 +222,39 @@ def supports(model) -> bool:
 
 
 WTYPE = {"fp32": 0, "bf16": 1, "int8": 2}  # native.c's W_F32, W_BF16, W_I8
+ISA = {"auto": 0, "generic": 1, "avx2": 2, "avx512": 3}  # native.c's int8 kernels (ISA_*)
+
+
+def isa_wanted() -> str:
+    """The int8 kernel ``LMLAB_NATIVE_ISA`` asks for (default ``auto``: the best this CPU has)."""
+    want = os.environ.get("LMLAB_NATIVE_ISA", "auto").strip().lower() or "auto"
+    if want not in ISA:
+        raise ValueError(f"LMLAB_NATIVE_ISA: one of {', '.join(ISA)}, got {want!r}")
+    return want
+
+
+def int8_kernel(want: str | None = None) -> str | None:
+    """The int8 kernel that runs here for ``want`` (default: ``isa_wanted()``): "avx512" (VNNI),
+    "avx2" or "generic"; None without the library."""
+    lib = load()
+    if lib is None:
+        return None
+    got = lib.lm_q8_isa(ISA[isa_wanted() if want is None else want])
+    return next(k for k, v in ISA.items() if v == got)
+
+
+def q8_matvec(block: torch.Tensor, rows: int, x: torch.Tensor, isa: str = "auto"
+              ) -> tuple[torch.Tensor, str]:
+    """The C int8 product alone: ``x`` (M, K) fp32 times the ``int8_block`` ``block`` of
+    ``rows`` rows -> ((M, rows), the kernel that ran); one thread (kernel tests)."""
+    lib = load()
+    x = x.detach().float().contiguous()
+    M, K = x.shape
+    if block.numel() != rows * (K + 2 * blocks(K)):
+        raise ValueError(f"int8 block of {block.numel()} bytes is not {rows} rows of {K}")
+    y = torch.empty(M, rows)
+    got = lib.lm_q8_matvec(block.data_ptr(), rows, K, x.data_ptr(), M, y.data_ptr(), ISA[isa])
+    return y, next(k for k, v in ISA.items() if v == got)
 
 
 def step_for(model, step, weights: str = "fp32") -> NativeStep | None:
@@ -251,24 +291,27 @@ def bf16_copies(model, ts: list) -> list:
 
 
 def int8_block(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The int8 block native.c reads for a weight (R, K): R fp32 scales, then R x K int8
-    (``precision.quantize_rows``), as one uint8 tensor (written into ``out`` when given)."""
-    q, scale = quantize_rows(w)
+    """The int8 block native.c reads for a weight (R, K): R x blocks(K) fp16 scales, then the
+    R x K weights q (``precision.quantize_blocks``) as bytes q ^ 0x80 (q + 128, the unsigned
+    operand of VNNI's byte products), as one uint8 tensor (written into ``out`` when given)."""
+    q, scale = quantize_blocks(w)
     R, K = q.shape
-    out = torch.empty(R * 4 + R * K, dtype=torch.uint8) if out is None else out
-    out[:R * 4].view(torch.float32).copy_(scale)
-    out[R * 4:].view(torch.int8).view(R, K).copy_(q)
+    nb = 2 * R * blocks(K)
+    out = torch.empty(nb + R * K, dtype=torch.uint8) if out is None else out
+    out[:nb].view(torch.float16).view(R, -1).copy_(scale)
+    out[nb:].view(R, K).copy_(q.view(torch.uint8) ^ 0x80)
     return out
 
 
-def int8_parts(block: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q int8 (rows, K), scale fp32 (rows,)) of an ``int8_block`` of ``rows`` rows."""
-    scale = block[:rows * 4].view(torch.float32)
-    return block[rows * 4:].view(torch.int8).view(rows, -1), scale
+def int8_parts(block: torch.Tensor, rows: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q int8 (rows, K), scale fp32 (rows, blocks(K))) of an ``int8_block`` of ``rows`` x ``K``."""
+    nb = 2 * rows * blocks(K)
+    scale = block[:nb].view(torch.float16).view(rows, -1).float()
+    return (block[nb:].view(rows, K) ^ 0x80).view(torch.int8), scale
 
 
 def _block_bytes(t: torch.Tensor) -> int:
-    return t.shape[0] * 4 + t.numel()
+    return t.shape[0] * (t.shape[1] + 2 * blocks(t.shape[1]))
 
 
 def narrow_copies(model, ts: list, weights: str) -> list:
@@ -319,7 +362,7 @@ class NativeStep:
     def __init__(self, model, step, weights: str = "fp32", params: list | None = None):
         """``step``: the ``LlamaStep`` (its constants: heads, eps, scale, RoPE). ``weights``:
         "bf16" reads bfloat16 copies of the projections and the head (half the bytes per
-        token), "int8" int8 copies with a scale per row (a quarter; ``narrow_copies``) -
+        token), "int8" int8 copies in blocks of 32 (~a quarter; ``narrow_copies``) -
         results then those of the rounded weights (``precision.rounded``), not the fp32
         step's: a model decoded at that precision, or a speculative draft, whose precision
         only moves its acceptance rate. ``params``: ``arena.step_params(model)`` when the
@@ -346,7 +389,8 @@ class NativeStep:
                           self.V, cfg.num_hidden_layers, step.eps, step.scale, step.rope_scale,
                           self.keep[0].data_ptr(), m.embed_tokens.weight.data_ptr(),
                           norm.data_ptr(), head.data_ptr(), self.V, None, 0, WTYPE[weights],
-                          ctypes.cast(self.layer_ptrs, ctypes.c_void_p), ATT_CHUNK)
+                          ctypes.cast(self.layer_ptrs, ctypes.c_void_p), ATT_CHUNK,
+                          ISA[isa_wanted()])
         self.work = torch.empty(0)
         self._need = (None, 0)  # ((inputs, buffer length), workspace floats) of the last call
         self._cfg_ref = ctypes.byref(self.cfg)

@@ -12,7 +12,8 @@ weights keep ``F.linear``), and only where torch has oneDNN (``torch.backends.mk
 packed copy is taken once: use it on frozen weights (serving), not in training.
 
 ``weights`` (``infer.precision``): the packed copies hold the weights rounded to that precision
-(bf16, or int8 per channel, in fp32), so this torch path computes what the C step computes from
+(bf16, or int8 in blocks of 32, in fp32; an int8 copy's products also round their inputs per
+block, ``precision.quantize_acts``), so this torch path computes what the C step computes from
 its narrow copies, up to fp32 rounding.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lmlab.infer.fastpath import _mm, is_lora, plain_fp32_cpu
+from lmlab.infer.fastpath import A8, _mm, is_lora, plain_fp32_cpu
 from lmlab.infer.precision import rounded, weights_of
 
 
@@ -62,7 +63,10 @@ class PackedLinears:
         key = self._key(parts)
         have = self.packed.get(key_of)
         if have is None or have[1] != key:
-            have = self.packed[key_of] = (_reorder(rounded(weight(), self.weights)), key)
+            packed = _reorder(rounded(weight(), self.weights))
+            if self.weights == "int8":  # its products round their inputs (fastpath._mm)
+                setattr(packed, A8, True)
+            have = self.packed[key_of] = (packed, key)
         return have[0]
 
     def _weight(self, mod):
