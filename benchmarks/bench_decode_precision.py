@@ -3,7 +3,9 @@ memory-bandwidth bound, with HF ``generate`` beside it.
 
 On demand, not a test. Batch-1 decoding reads every weight once per token, so the fastest a
 CPU can decode is (read bandwidth) / (bytes of weights read per token); rounding the weights to
-bf16 or int8 (one fp32 scale per output row) cuts the bytes to 1/2 or ~1/4. For each precision
+bf16 or int8 (q8_0: blocks of 32 weights with an fp16 scale; inputs rounded per block at run
+time) cuts the bytes to 1/2 or ~1/4. The int8 products run the kernel ``env.int8_kernel`` names
+(avx512 = VNNI, avx2, generic; ``LMLAB_NATIVE_ISA=avx2`` measures a fallback). For each precision
 and batch size (same chat prompt in every row, exactly ``--new-tokens`` tokens, EOS ignored):
 
 - ours: ``lmlab.infer.decode.decode`` with ``pack=<precision>`` (the C step for one-token
@@ -160,6 +162,7 @@ def main() -> None:
 
     from lmlab.hardware import decode_bound
     from lmlab.infer.decode import encode_prompts
+    from lmlab.infer.native import int8_kernel
     from lmlab.infer.precision import weight_bytes
     from lmlab.models import load_model, load_tokenizer
 
@@ -198,12 +201,13 @@ def main() -> None:
                 if row["step_tok_s"] else None
     env = {"python": sys.version.split()[0], "torch": torch.__version__,
            "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
-           "cores": os.cpu_count(), "read_GB_s": [b["bandwidth_gbs"] for b in bw], "read": bw}
+           "cores": os.cpu_count(), "read_GB_s": [b["bandwidth_gbs"] for b in bw], "read": bw,
+           "int8_kernel": int8_kernel()}
     report = {"args": vars(args), "env": env, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{env['cpu']} ({', '.join(env['cpu_flags'])}), {env['threads']} threads, "
-          f"read {read:.1f} GB/s")
+          f"read {read:.1f} GB/s, int8 kernel {env['int8_kernel']}")
     print("| engine | weights | batch | tok/s | step tok/s | bound tok/s | % of bound | "
           "MB/step | agreement vs fp32 |")
     print("|---|---|---|---|---|---|---|---|---|")
