@@ -605,19 +605,37 @@ q8_dot_avx2(const uint8_t *w, const uint16_t *ws, const qvec *x, int K)
     const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int b = 0;
+    for (; b + 8 <= NB; b += 8) {  /* eight blocks' scales in one vector, each spread by a permute */
+        __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + b))),
+                                  _mm256_loadu_ps(x->s + b));
+        for (int i = 0; i < 8; i += 2) {
+            const int k = (b + i) * QB;
+            _mm_prefetch((const char *)w + k + Q8_PF, _MM_HINT_T0);
+            __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k)), flip);
+            __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k + QB)),
+                                          flip);
+            __m256i s0 = _mm256_sign_epi8(w0, _mm256_loadu_si256((const __m256i *)(x->q + k)));
+            __m256i s1 = _mm256_sign_epi8(w1,
+                                          _mm256_loadu_si256((const __m256i *)(x->q + k + QB)));
+            __m256i p0 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x->a + k)), s0), ones);
+            __m256i p1 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x->a + k + QB)), s1),
+                ones);
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
+                                 _mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i)), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1),
+                                 _mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i + 1)), a1);
+        }
+    }
     for (; b < NB; b++) {
         const int k = b * QB;
-        if (b & 1)
-            _mm_prefetch((const char *)w + k + Q8_PF, _MM_HINT_T0);
         __m256i wq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k)), flip);
         __m256i sw = _mm256_sign_epi8(wq, _mm256_loadu_si256((const __m256i *)(x->q + k)));
         __m256i p = _mm256_madd_epi16(
             _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x->a + k)), sw), ones);
-        __m256 sc = _mm256_set1_ps(_cvtsh_ss(ws[b]) * x->s[b]);
-        if (b & 1)
-            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, a1);
-        else
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, a0);
+        a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(_cvtsh_ss(ws[b]) * x->s[b]),
+                             a0);
     }
     __m256 a = _mm256_add_ps(a0, a1);
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
