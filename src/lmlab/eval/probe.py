@@ -5,19 +5,34 @@ words shuffled; a logistic regression on the frozen model's mean-pooled last hid
 tells real lines from shuffled ones. Every paradigm (decoder or encoder) yields hidden states,
 so one probe compares them on equal terms; knowing word order is what pretraining should
 teach (a bag-of-characters model scores ~50%).
+
+``plain=True`` lowercases the lines and drops punctuation first: otherwise a shuffle leaves
+shallow cues (a capital or a full stop in mid-line, no punctuation at the end) that even an
+untrained model's features expose, so the probe measures those instead of word order.
 """
 
 from __future__ import annotations
 
 import random
+import re
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+
+def plain_words(line: str) -> list[str]:
+    """Lowercased words, punctuation dropped (apostrophes inside a word kept)."""
+    return _WORD.findall(line.lower())
 
 import torch
 
 
 def word_order_task(texts: list[str], n: int, *, seed: int = 0, min_words: int = 6,
-                    max_chars: int = 200) -> tuple[list[str], list[int]]:
-    """``n`` lines (1 = words shuffled, 0 = as written), balanced, in a seeded order."""
+                    max_chars: int = 200, plain: bool = False) -> tuple[list[str], list[int]]:
+    """``n`` lines (1 = words shuffled, 0 = as written), balanced, in a seeded order;
+    ``plain``: lowercase words only (see the module docstring)."""
     lines = [ln.strip() for t in texts for ln in t.splitlines()]
+    if plain:
+        lines = [" ".join(plain_words(ln)) for ln in lines]
     lines = [ln[:max_chars] for ln in lines if len(ln.split()) >= min_words]
     lines = [ln for ln in lines if len(set(ln.split())) >= 2]  # a shuffle can differ
     rng = random.Random(seed)
