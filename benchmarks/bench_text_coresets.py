@@ -6,8 +6,9 @@ training part) is embedded once (`lmlab select`, embeddings.pt reused by every l
 selection); each (method, fraction, seed) selects with `lmlab select`, then `lmlab pretrain`
 trains the same model for the same steps on the kept rows and is scored on the same held-out
 text (the corpus's held-out part). Random subsets run once per seed; k-center (deterministic)
-and facility location (its stochastic greedy varies little with the seed) once. JSON in ``--out``; the runs under ``--runs`` (each pretrain run gets a coreset.json that
-the report reads); all under ``/tmp/lmlab-heavy.lock``.
+and facility location (its stochastic greedy varies little with the seed) once. JSON in
+``--out``; the runs under ``--runs`` (each pretrain run gets a coreset.json that the report
+reads); all under ``/tmp/lmlab-heavy.lock``.
 
     .venv/bin/python benchmarks/bench_text_coresets.py
     .venv/bin/python benchmarks/bench_text_coresets.py --fractions 0.5 --seeds 0 \\

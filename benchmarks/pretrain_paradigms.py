@@ -1,11 +1,15 @@
 """The pretraining paradigms (and position schemes) compared on one corpus and budget.
 
 Each cell trains `lmlab pretrain` with a recipe (default
-``configs/pretrain/paradigms-tiny.yaml``) and one objective / position, then probes the frozen model: a logistic regression on its
-mean-pooled hidden states tells real held-out lines from word-shuffled ones
-(``lmlab.eval.probe``). One table: objective, position, parameters, train time, val loss,
-bits per byte (causal objectives), probe accuracy; JSON in ``--out``; each cell runs alone
-under ``/tmp/lmlab-heavy.lock``.
+``configs/pretrain/paradigms-tiny.yaml``) and one objective / position, then probes the frozen
+model: a logistic regression on its mean-pooled hidden states tells real held-out lines from
+word-shuffled ones (``lmlab.eval.probe``), on raw lines and on plain ones (lowercase, no
+punctuation: word order only), for each ``--probe-seeds`` seed (which lines, which shuffles).
+The same architecture untrained (0 steps) is probed too: what the probe reads without any
+pretraining, the baseline a trained model must beat (chance is 50%). Generating objectives
+(clm, prefix) also sample ``--samples`` texts, scored by the share of real words. One table;
+JSON in ``--out`` (with the val-loss curves); ``probe.json`` in each run folder for the report;
+each cell trains alone under ``/tmp/lmlab-heavy.lock``.
 
     .venv/bin/python benchmarks/pretrain_paradigms.py
     .venv/bin/python benchmarks/pretrain_paradigms.py --objectives clm \
