@@ -3,8 +3,10 @@
 Each cell trains `lmlab pretrain` with a recipe (default
 ``configs/pretrain/paradigms-tiny.yaml``) and one objective / position, then probes the frozen
 model: a logistic regression on its mean-pooled hidden states tells real held-out lines from
-word-shuffled ones (``lmlab.eval.probe``), on raw lines and on plain ones (lowercase, no
-punctuation: word order only), for each ``--probe-seeds`` seed (which lines, which shuffles).
+corrupted ones (``lmlab.eval.probe``): words shuffled in raw lines and in plain ones
+(lowercase, no punctuation: word order only), letters shuffled inside words (spelling); for
+each ``--probe-seeds`` seed (which lines, which corruptions). ``--reuse`` probes finished runs
+again without training.
 The same architecture untrained (0 steps) is probed too: what the probe reads without any
 pretraining, the baseline a trained model must beat (chance is 50%). Generating objectives
 (clm, prefix) also sample ``--samples`` texts, scored by the share of real words. One table;
@@ -37,6 +39,10 @@ def train_cell(a, objective: str, position: str, out: Path, *extra: str) -> dict
     cfg = load_config(pretrain.Config, a.config, [
         f"objective={objective}", f"position={position}", f"output_dir={out}",
         "overwrite=true", "progress=false", *a.set, *extra])
+    done = out / "summary.json"
+    if a.reuse and done.is_file() and (out / "final").is_dir():
+        print(f"[paradigms] reusing {out} (--reuse)", flush=True)
+        return {"cfg": cfg, "summary": json.loads(done.read_text())}
     summary = pretrain.run(cfg)
     return {"cfg": cfg, "summary": summary}
 
@@ -50,23 +56,27 @@ def probe_texts(cfg) -> list[str]:
     return pretrain._read_data(replace(cfg, eval_chars=0))["val"]
 
 
+TASKS = ("raw", "plain", "spelling")
+
+
 def probe_cell(cfg, final: Path, n: int, seeds: list[int]) -> dict:
-    """Probe accuracy per task (raw lines, plain = lowercase without punctuation) and seed.
-    The seed draws the lines, their shuffles and the train / test halves; the same seed gives
-    every model the same lines."""
+    """Probe accuracy per task and seed: word order on raw lines and on plain ones (lowercase,
+    no punctuation), spelling (letters shuffled inside words). The seed draws the lines, their
+    corruption and the train / test halves; the same seed gives every model the same lines."""
     from transformers import AutoModel, AutoTokenizer
 
-    from lmlab.eval.probe import features, linear_probe, word_order_task
+    from lmlab.eval.probe import features, linear_probe, spelling_task, word_order_task
 
     tok = AutoTokenizer.from_pretrained(final)
     model = AutoModel.from_pretrained(final)
     ctx = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     val = probe_texts(cfg)
     out: dict = {}
-    for task in ("raw", "plain"):
+    for task in TASKS:
         accs, lines = [], 0
         for seed in seeds:
-            texts, labels = word_order_task(val, n, seed=seed, plain=task == "plain")
+            texts, labels = (spelling_task(val, n, seed=seed) if task == "spelling" else
+                             word_order_task(val, n, seed=seed, plain=task == "plain"))
             if len(texts) < 20:
                 raise SystemExit(f"only {len(texts)} probe lines in the val text")
             x = features(model, tok, texts, max_len=min(ctx, 256))
@@ -116,16 +126,18 @@ def measure_cell(a, objective: str, position: str) -> dict:
     from bench_pretrain import heavy_lock
 
     out = Path(a.runs) / f"{objective}-{position}"
+    zero = out.with_name(out.name + "-untrained")
     with heavy_lock(a.lock):
         r = train_cell(a, objective, position, out)
-        base = train_cell(a, objective, position, out.with_name(out.name + "-untrained"),
-                          "max_steps=0", "sample_tokens=0")
+        base = train_cell(a, objective, position, zero, "max_steps=0", "sample_tokens=0")
     s, cfg = r["summary"], r["cfg"]
     probe = probe_cell(cfg, out / "final", a.probe_n, a.probe_seeds)
-    untrained = probe_cell(base["cfg"], out.with_name(out.name + "-untrained") / "final",
-                           a.probe_n, a.probe_seeds)
-    gen = sample_cell(cfg, out / "final", a.samples) \
-        if objective in ("clm", "prefix") and a.samples else {}
+    untrained = probe_cell(base["cfg"], zero / "final", a.probe_n, a.probe_seeds)
+    gen = {}
+    if objective in ("clm", "prefix") and a.samples:
+        gen = sample_cell(cfg, out / "final", a.samples)
+        gen["untrained_known_word_rate"] = sample_cell(cfg, zero / "final",
+                                                       a.samples)["known_word_rate"]
     result = {"objective": objective, "position": s["position"], "params": s["params"],
               "steps": s["steps"], "input_tokens_per_step": input_tokens_per_step(out),
               "train_s": s["train_seconds"], "val_loss": s["val"]["loss"],
@@ -137,7 +149,8 @@ def measure_cell(a, objective: str, position: str) -> dict:
     # the report reads this beside summary.json (nothing recomputed there)
     (out / "probe.json").write_text(json.dumps(
         {k: result[k] for k in ("probe", "untrained_probe", "chance", "input_tokens_per_step")}
-        | {k: gen[k] for k in ("known_word_rate", "heldout_known_word_rate") if k in gen},
+        | {k: gen[k] for k in ("known_word_rate", "heldout_known_word_rate",
+                               "untrained_known_word_rate") if k in gen},
         indent=2) + "\n")
     return result
 
@@ -149,8 +162,9 @@ def pct(xs: list[float]) -> str:
 
 def print_table(cells: list[dict]) -> None:
     print("| objective | position | params | steps | tokens/step | val loss | bits/byte | "
-          "probe plain | untrained plain | probe raw | untrained raw | real words |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "probe plain | untrained plain | probe raw | untrained raw | probe spelling | "
+          "untrained spelling | real words |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cells:
         bpb = f"{c['bits_per_byte']:.3f}" if c["bits_per_byte"] else "-"
         words = f"{c['known_word_rate']:.1%}" if c.get("known_word_rate") is not None else "-"
@@ -158,7 +172,8 @@ def print_table(cells: list[dict]) -> None:
         print(f"| {c['objective']} | {c['position']} | {c['params'] / 1e6:.2f}M | {c['steps']} "
               f"| {c['input_tokens_per_step']} | {c['val_loss']:.3f} | {bpb} | "
               f"{pct(p['plain']['accuracy'])} | {pct(u['plain']['accuracy'])} | "
-              f"{pct(p['raw']['accuracy'])} | {pct(u['raw']['accuracy'])} | {words} |")
+              f"{pct(p['raw']['accuracy'])} | {pct(u['raw']['accuracy'])} | "
+              f"{pct(p['spelling']['accuracy'])} | {pct(u['spelling']['accuracy'])} | {words} |")
 
 
 def main() -> None:
@@ -171,6 +186,9 @@ def main() -> None:
     p.add_argument("--probe-n", type=int, default=1000, help="probe lines at most (half train)")
     p.add_argument("--probe-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--samples", type=int, default=16, help="samples per generating model")
+    p.add_argument("--reuse", action="store_true",
+                   help="probe the finished runs already in --runs again, no retraining "
+                        "(same settings: the caller's responsibility)")
     p.add_argument("--runs", default="runs/paradigms")
     p.add_argument("--lock", default="/tmp/lmlab-heavy.lock")
     p.add_argument("--out", default="benchmarks/results/pretrain_paradigms.json")

@@ -41,3 +41,16 @@ def test_known_word_rate_by_hand():
     # 5 words: the, cat, xqz, dog, sat -> 4 known
     assert known_word_rate(["The cat xqz,", "dog SAT"], vocab) == 4 / 5
     assert known_word_rate(["!!", ""], vocab) is None
+
+
+def test_spelling_task_scrambles_letters_inside_words_only():
+    from lmlab.eval.probe import spelling_task
+
+    texts, labels = spelling_task([TEXT], 4, seed=2)
+    assert labels == [0, 1, 0, 1]
+    lines = {" ".join(plain_words(ln)) for ln in TEXT.splitlines() if len(ln.split()) >= 6}
+    for t, y in zip(texts, labels):
+        assert (t in lines) == (y == 0)
+        # same word count and each word an anagram of a word of one real line, in place
+        assert any([sorted(w) for w in t.split()] == [sorted(w) for w in ln.split()]
+                   for ln in lines)
