@@ -59,7 +59,7 @@ def probe_texts(cfg) -> list[str]:
 TASKS = ("raw", "plain", "spelling")
 
 
-def probe_cell(cfg, final: Path, n: int, seeds: list[int]) -> dict:
+def probe_cell(cfg, final: Path, n: int, seeds: list[int], tasks=TASKS) -> dict:
     """Probe accuracy per task and seed: word order on raw lines and on plain ones (lowercase,
     no punctuation), spelling (letters shuffled inside words). The seed draws the lines, their
     corruption and the train / test halves; the same seed gives every model the same lines."""
@@ -72,7 +72,7 @@ def probe_cell(cfg, final: Path, n: int, seeds: list[int]) -> dict:
     ctx = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     val = probe_texts(cfg)
     out: dict = {}
-    for task in TASKS:
+    for task in tasks:
         accs, lines = [], 0
         for seed in seeds:
             texts, labels = (spelling_task(val, n, seed=seed) if task == "spelling" else
@@ -131,8 +131,8 @@ def measure_cell(a, objective: str, position: str) -> dict:
         r = train_cell(a, objective, position, out)
         base = train_cell(a, objective, position, zero, "max_steps=0", "sample_tokens=0")
     s, cfg = r["summary"], r["cfg"]
-    probe = probe_cell(cfg, out / "final", a.probe_n, a.probe_seeds)
-    untrained = probe_cell(base["cfg"], zero / "final", a.probe_n, a.probe_seeds)
+    probe = probe_cell(cfg, out / "final", a.probe_n, a.probe_seeds, a.probe_tasks)
+    untrained = probe_cell(base["cfg"], zero / "final", a.probe_n, a.probe_seeds, a.probe_tasks)
     gen = {}
     if objective in ("clm", "prefix") and a.samples:
         gen = sample_cell(cfg, out / "final", a.samples)
@@ -143,7 +143,8 @@ def measure_cell(a, objective: str, position: str) -> dict:
               "train_s": s["train_seconds"], "val_loss": s["val"]["loss"],
               "untrained_val_loss": base["summary"]["val"]["loss"],
               "bits_per_byte": s["val"].get("bits_per_byte"),
-              "probe_accuracy": probe["plain"]["mean"], "probe": probe,
+              "probe_accuracy": probe.get("plain", next(iter(probe.values())))["mean"],
+              "probe": probe,
               "untrained_probe": untrained, "chance": 0.5, **gen, "curve": curve(out),
               "run": str(out)}
     # the report reads this beside summary.json (nothing recomputed there)
@@ -156,6 +157,8 @@ def measure_cell(a, objective: str, position: str) -> dict:
 
 
 def pct(xs: list[float]) -> str:
+    if not xs:
+        return "-"
     m = sum(xs) / len(xs)
     return f"{m:.1%}" if len(xs) == 1 else f"{m:.1%} ({min(xs):.0%}-{max(xs):.0%})"
 
@@ -169,6 +172,8 @@ def print_table(cells: list[dict]) -> None:
         bpb = f"{c['bits_per_byte']:.3f}" if c["bits_per_byte"] else "-"
         words = f"{c['known_word_rate']:.1%}" if c.get("known_word_rate") is not None else "-"
         p, u = c["probe"], c["untrained_probe"]
+        p = {t: p.get(t, {"accuracy": []}) for t in TASKS}
+        u = {t: u.get(t, {"accuracy": []}) for t in TASKS}
         print(f"| {c['objective']} | {c['position']} | {c['params'] / 1e6:.2f}M | {c['steps']} "
               f"| {c['input_tokens_per_step']} | {c['val_loss']:.3f} | {bpb} | "
               f"{pct(p['plain']['accuracy'])} | {pct(u['plain']['accuracy'])} | "
@@ -185,6 +190,7 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every cell")
     p.add_argument("--probe-n", type=int, default=1000, help="probe lines at most (half train)")
     p.add_argument("--probe-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--probe-tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--samples", type=int, default=16, help="samples per generating model")
     p.add_argument("--reuse", action="store_true",
                    help="probe the finished runs already in --runs again, no retraining "
