@@ -12,6 +12,8 @@ from lmlab.report.collect import RunData
 from lmlab.report.render import Figure
 from lmlab.report.tables import Table
 
+TASKS = ("spelling", "plain", "raw")  # the probe tasks of benchmarks/pretrain_paradigms.py
+
 
 def _read(path: Path):
     try:
@@ -27,25 +29,25 @@ def _mean(xs: list[float]) -> float | None:
 def paradigm_table(runs: list[tuple[RunData, dict]]) -> Table:
     t = Table("Pretraining paradigms and position schemes: one corpus, one budget, one probe",
               ["run", "objective", "position", "params", "steps", "tokens/step", "val loss",
-               "bits/byte", "probe (plain)", "untrained (plain)", "probe (raw)",
-               "untrained (raw)", "real words in samples"],
-              ["text", "text", "text", "int", "int", "int", "num", "num", "pct", "pct", "pct",
-               "pct", "pct"])
+               "bits/byte", *[f"{who} ({task})" for task in TASKS
+                              for who in ("probe", "untrained")],
+               "real words in samples", "untrained"],
+              ["text", "text", "text", "int", "int", "int", "num", "num",
+               *["pct"] * (2 * len(TASKS)), "pct", "pct"])
     for r, p in runs:
         s, val = r.summary, r.summary.get("val") or {}
-        acc = {}
-        for key in ("probe", "untrained_probe"):
-            for task in ("plain", "raw"):
-                acc[key, task] = _mean(p.get(key, {}).get(task, {}).get("accuracy", []))
+        acc = [_mean(p.get(key, {}).get(task, {}).get("accuracy", []))
+               for task in TASKS for key in ("probe", "untrained_probe")]
         t.rows.append([r.label, s.get("objective"), s.get("position"), s.get("params"),
                        s.get("steps"), p.get("input_tokens_per_step"), val.get("loss"),
-                       val.get("bits_per_byte"), acc["probe", "plain"],
-                       acc["untrained_probe", "plain"], acc["probe", "raw"],
-                       acc["untrained_probe", "raw"], p.get("known_word_rate")])
-    t.note = ("Probe: logistic regression on mean-pooled hidden states, real vs word-shuffled "
-              "held-out lines (chance 50%), mean over probe seeds; plain = lowercase without "
-              "punctuation (word order only); untrained = the same architecture at step 0. "
-              "Val loss of mlm, span and electra is their own objective's.")
+                       val.get("bits_per_byte"), *acc, p.get("known_word_rate"),
+                       p.get("untrained_known_word_rate")])
+    t.note = ("Probe: logistic regression on mean-pooled hidden states, real vs corrupted "
+              "held-out lines (chance 50%), mean over probe seeds. spelling: letters shuffled "
+              "inside words; plain: words shuffled, lowercase without punctuation; raw: words "
+              "shuffled in the text as written. untrained = the same architecture at step 0, "
+              "the baseline that matters. Val loss of mlm, span and electra is their own "
+              "objective's.")
     return t
 
 
