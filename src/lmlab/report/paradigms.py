@@ -57,6 +57,10 @@ def curves_png(runs: list[RunData]) -> bytes:
     def draw(ax):
         for i, r in enumerate(runs):
             pts = [(m["step"], m["eval/loss"]) for m in r.metrics if "eval/loss" in m]
+            end = (r.summary.get("val") or {}).get("loss")
+            if end is not None and r.summary.get("steps") and (
+                    not pts or pts[-1][0] < r.summary["steps"]):
+                pts.append((r.summary["steps"], end))  # the final eval is in summary.json
             if pts:
                 ax.plot(*zip(*pts), marker="o", markersize=3, color=f"C{i % 10}",
                         label=f"{r.summary.get('objective')} {r.summary.get('position')}")
@@ -96,8 +100,12 @@ def paradigm_items(runs: list[RunData]) -> list:
     items: list = []
     if probed:
         items.append(paradigm_table(probed))
-        items.append(Figure("pretrain-paradigm-curves", curves_png([r for r, _ in probed]),
-                            "val loss of the probed pretraining runs (each its own objective)"))
+        # electra's loss (generator + 50 x discriminator) is on another scale: left out
+        drawn = [r for r, _ in probed if r.summary.get("objective") != "electra"]
+        if drawn:
+            items.append(Figure("pretrain-paradigm-curves", curves_png(drawn),
+                                "val loss of the probed pretraining runs (each its own "
+                                "objective; electra left out: another scale)"))
     if chosen:
         items.append(coreset_table(chosen))
     return items
