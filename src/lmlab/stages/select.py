@@ -20,6 +20,7 @@ HELP = "keep a fraction of the training rows: k-center / facility location cores
 @dataclass
 class Config(RunConfig):
     UNUSED = ("max_steps", "resume")  # no optimizer steps: selection runs in one go
+    output_dir: str = opt("", "run folder (default: runs/select-<method>-<fraction>)")
     model: str = opt("minilm", "encoder that embeds the rows: minilm, tiny:bert, an encoder "
                                "folder or an `lmlab embed` run")
     data: str = opt("corpus:shakespeare", "rows: corpus:<name> or text files (cut into "
