@@ -38,4 +38,6 @@ def pretrain_tables(runs: list[RunData]) -> list[Table]:
                            a.get("general", {}).get("bits_per_byte")])
         c.note = "General text: general_data=; what the domain training made the model forget."
         tables.append(c)
-    return tables
+    from lmlab.report.paradigms import paradigm_items
+
+    return tables + paradigm_items(done)
