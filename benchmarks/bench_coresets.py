@@ -99,13 +99,15 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for every run")
     p.add_argument("--runs", default="runs/coresets", help="folder for the run folders")
+    p.add_argument("--no-full", action="store_true", help="skip the full-set reference runs")
     p.add_argument("--no-lock", action="store_true", help="don't wait for the heavy-run lock")
     p.add_argument("--out", default="benchmarks/results/coresets.json")
     args = p.parse_args()
     rows = []
     with heavy_lock(not args.no_lock):
         for seed in args.seeds:
-            rows.append(one(args, "full", 1.0, seed, Path(args.runs) / f"full-s{seed}"))
+            if not args.no_full:
+                rows.append(one(args, "full", 1.0, seed, Path(args.runs) / f"full-s{seed}"))
             for frac in args.fractions:
                 for m in args.methods:
                     rows.append(one(args, m, frac, seed,
