@@ -165,6 +165,10 @@ def run(cfg: Config) -> dict:
                      "params": mine["params"], "forward_flops": mine["forward_flops"],
                      "subset": sub, "precision": S.precision_label(ctx),
                      "channels_last": cfg.channels_last}
+    if cfg.model == "efficientnet-lite0":  # the transfer comparison: where the weights began
+        summary.update(start="init run" if cfg.init else "imagenet" if cfg.pretrained
+                       else "scratch", input_size=cfg.input_size,
+                       train_layers=cfg.train_layers)
     done = result.step - (result.resumed_from or 0)
     if result.seconds > 0 and done:
         summary["images_per_s"] = round(done * stream.global_batch / result.seconds, 1)

@@ -19,7 +19,11 @@ from lmlab.errors import UserError
 # (kernel, stride, expand ratio, out channels, repeats) per stage: EfficientNet-B0's
 STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
           (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
-BN = {"eps": 1e-3, "momentum": 0.01}  # the TF defaults the weights were trained with
+# eps: TF's, which the weights were trained with. Momentum: PyTorch's 0.1, not TF's 0.01 (decay
+# 0.99): fine-tuning runs a few hundred steps, and with 0.01 the running statistics still held
+# the early steps' (and ImageNet's): 200 steps fine-tuned on Fashion-MNIST scored 81.3% on 1,000
+# test images with the running statistics and 88.6% with batch statistics.
+BN = {"eps": 1e-3, "momentum": 0.1}
 # The ImageNet weights' input scale: TF EfficientNet-Lite feeds (pixel - 127) / 128, i.e.
 # (x - 0.498) / 0.502 on the 0..1 scale (not torchvision's per-channel ImageNet mean/std).
 # Checked against the stem's BN statistics: Fashion-MNIST at this scale gives stem outputs
