@@ -69,6 +69,8 @@ def test_stage_fine_tunes_the_head_then_all(tmp_path):
                            before["_blocks.3._depthwise_conv.weight"])
     s = json.loads((tmp_path / "all/summary.json").read_text())
     assert s["steps"] == 2 and s["params"] > 3_000_000
+    assert s["start"] == "init run" and s["train_layers"] == "all"
+    assert json.loads((head / "summary.json").read_text())["start"] == "imagenet"
 
 
 def test_set_input_maps_the_data_scale_to_the_weights_and_resizes():
