@@ -26,8 +26,11 @@ def one(args, method: str, fraction: float, seed: int, out: Path) -> dict:
     from lmlab.stages import vision
 
     # the recipe may name a subset (coreset.yaml does): the full-set reference overrides it
-    subset = ["subset=none"] if method == "full" else [f"subset={method}",
-                                                        f"subset_fraction={fraction}"]
+    # "kcenter-proxy" / "facility-proxy": those methods on the proxy run's features
+    base, proxy = method.removesuffix("-proxy"), method.endswith("-proxy")
+    subset = ["subset=none"] if method == "full" else [
+        f"subset={base}", f"subset_fraction={fraction}",
+        *(["subset_features=proxy"] if proxy else [])]
     cfg = load_config(vision.Config, args.config, [
         f"data={args.data}", f"model={args.model}", f"epochs={args.epochs}",
         f"output_dir={out}", f"seed={seed}", "overwrite=true", "progress=false",
@@ -63,7 +66,9 @@ def plot(table: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
-    for i, method in enumerate(("random", "kcenter", "facility")):
+    methods = ("random", "kcenter", "facility", "ccs", "el2n", "moderate", "kcenter-proxy",
+               "facility-proxy")
+    for i, method in enumerate(methods):
         pts = [r for r in table if r["method"] == method]
         if pts:
             ax.plot([r["fraction"] for r in pts], [r["accuracy_mean"] for r in pts], marker="o",
@@ -88,17 +93,21 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=6)
     p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5])
-    p.add_argument("--methods", nargs="+", default=["random", "kcenter", "facility"])
+    p.add_argument("--methods", nargs="+", default=["random", "kcenter", "facility"],
+                   help="random kcenter facility ccs el2n moderate kcenter-proxy "
+                        "facility-proxy")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for every run")
     p.add_argument("--runs", default="runs/coresets", help="folder for the run folders")
+    p.add_argument("--no-full", action="store_true", help="skip the full-set reference runs")
     p.add_argument("--no-lock", action="store_true", help="don't wait for the heavy-run lock")
     p.add_argument("--out", default="benchmarks/results/coresets.json")
     args = p.parse_args()
     rows = []
     with heavy_lock(not args.no_lock):
         for seed in args.seeds:
-            rows.append(one(args, "full", 1.0, seed, Path(args.runs) / f"full-s{seed}"))
+            if not args.no_full:
+                rows.append(one(args, "full", 1.0, seed, Path(args.runs) / f"full-s{seed}"))
             for frac in args.fractions:
                 for m in args.methods:
                     rows.append(one(args, m, frac, seed,

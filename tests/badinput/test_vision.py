@@ -85,3 +85,9 @@ def test_idx_folder_missing_files_and_unknown_source(fail, tmp_path):
 def test_unknown_model_is_a_config_error(fail, tmp_path):
     f = fail("vision", "model=resnet34", f"output_dir={tmp_path / 'r'}", *TINY)
     assert f.rc == 2 and f.says("model", "resnet34")
+
+
+def test_input_size_on_a_model_that_cannot_resize_is_a_config_error(fail, tmp_path):
+    f = fail("vision", "data=digits", "model=cnn", "input_size=32", f"output_dir={tmp_path}/r",
+             *TINY)
+    assert f.rc == 2 and f.says("input_size", "efficientnet-lite0")

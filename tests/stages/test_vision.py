@@ -123,3 +123,17 @@ def test_ddp_two_ranks_equal_one_process(tmp_path):
     for k, v in one["weights"].items():
         assert two["weights"][k].flatten().tolist() == approx_fp32(v.flatten().tolist(),
                                                                     TERMS), k
+
+
+def test_subset_on_a_proxy_run(tmp_path):
+    """ccs: a short proxy CNN scores every image, then half of each class is chosen."""
+    rc, run = _vision(tmp_path / "c", "max_steps=1", "subset=ccs", "subset_fraction=0.5",
+                      "subset_proxy_epochs=0.2")
+    assert rc == 0
+    s = json.loads((run / "summary.json").read_text())["subset"]
+    assert s["method"] == "ccs" and s["features"] == "proxy" and not s["weighted"]
+    assert abs(s["images"] - 0.5 * s["of"]) <= 10  # half of each of the 10 classes, rounded
+    rc, run = _vision(tmp_path / "k", "max_steps=1", "subset=kcenter", "subset_features=proxy",
+                      "subset_proxy_epochs=0.2")
+    assert rc == 0
+    assert json.loads((run / "summary.json").read_text())["subset"]["method"] == "kcenter-proxy"

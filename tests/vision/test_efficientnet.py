@@ -69,3 +69,23 @@ def test_stage_fine_tunes_the_head_then_all(tmp_path):
                            before["_blocks.3._depthwise_conv.weight"])
     s = json.loads((tmp_path / "all/summary.json").read_text())
     assert s["steps"] == 2 and s["params"] > 3_000_000
+    assert s["start"] == "init run" and s["train_layers"] == "all"
+    assert json.loads((head / "summary.json").read_text())["start"] == "imagenet"
+
+
+def test_set_input_maps_the_data_scale_to_the_weights_and_resizes():
+    import torch.nn.functional as F
+
+    from lmlab.vision.efficientnet import INPUT_MEAN, INPUT_STD
+
+    torch.manual_seed(0)
+    model = efficientnet_lite0(10, 1, pretrained=False).eval()
+    x01 = torch.rand(2, 1, 28, 28)  # pixels on the 0..1 scale
+    mean, std = torch.tensor([0.3]), torch.tensor([0.35])
+    with torch.no_grad():
+        plain = model((F.interpolate(x01, size=(56, 56), mode="bilinear") - INPUT_MEAN)
+                      / INPUT_STD)  # (x01 - 0.498) / 0.502 at 56x56, by hand
+        model.set_input(mean, std, 56)
+        adapted = model((x01 - 0.3) / 0.35)  # the stage's normalisation, at 28x28
+    assert torch.allclose(adapted, plain, atol=1e-5)
+    assert "in_scale" not in model.state_dict()  # not saved: the data recomputes it

@@ -97,3 +97,93 @@ def select(method: str, features: torch.Tensor, labels: torch.Tensor, fraction: 
         out_w.append(w.double())
     idx, w = torch.cat(out_idx), torch.cat(out_w)
     return idx, (w / w.mean()).float()
+
+
+# --- selections on a trained proxy's scores and features (issue 28: coreset >= random) --------
+# Pixel-space k-center and facility location lost to a random half (they chase outliers and
+# background shades). These use what a short proxy run learned: how hard each image is, and
+# its penultimate features. All pure: (scores or features, k, generator) -> indices.
+
+SCORED_METHODS = ("ccs", "el2n", "moderate")
+
+
+def el2n_scores(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N,) EL2N (Paul et al. 2021): ||softmax - onehot(label)||_2 of each example early in
+    training. 0 = confidently right (easy), sqrt(2) = confidently wrong (hard or mislabelled)."""
+    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).to(probs.dtype)
+    return (probs - onehot).norm(dim=1)
+
+
+def margin_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N,) true-class logit minus the largest other logit: < 0 misclassified, large = easy."""
+    true = logits.gather(1, labels[:, None])[:, 0]
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return true - other
+
+
+def stratified_by_score(scores: torch.Tensor, k: int, *, strata: int = 50,
+                        prune_hard: float = 0.1,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Coverage-centric selection (CCS, Zheng et al. 2023): indices (k,) sorted.
+
+    Drop the hardest ``prune_hard`` of the points (highest score; never below k points left),
+    cut the remaining score range into ``strata`` equal-width bins, and share the budget over
+    the non-empty bins: the smallest bins first, each takes min(its size, budget left // bins
+    left) at random, so sparse difficulty levels are covered and the last (largest) bins take
+    what the small ones could not. The total is exactly k."""
+    n = len(scores)
+    k = min(k, n)
+    g = generator or torch.Generator().manual_seed(0)
+    keep = max(k, n - int(prune_hard * n))
+    pool = scores.argsort(stable=True)[:keep]  # the easiest `keep`
+    s = scores[pool].double()
+    width = float(s.max() - s.min()) / strata or 1.0
+    bins = ((s - s.min()) / width).long().clamp(max=strata - 1)
+    groups = [pool[bins == b] for b in range(strata) if bool((bins == b).any())]
+    groups.sort(key=len)
+    chosen, budget = [], k
+    for i, grp in enumerate(groups):
+        take = min(len(grp), budget // (len(groups) - i))
+        chosen.append(grp[torch.randperm(len(grp), generator=g)[:take]])
+        budget -= take
+    return torch.cat(chosen).sort().values
+
+
+def moderate_select(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Moderate coreset (Xia et al. 2023): indices (k,) of the points whose distance to the
+    features' mean is closest to the median distance: neither the prototypical centre nor
+    the outliers. Ties go to the lower index."""
+    x = features.double()
+    d = (x - x.mean(0)).norm(dim=1)
+    gap = (d - d.median()).abs()
+    return gap.argsort(stable=True)[:min(k, len(x))].sort().values
+
+
+def select_scored(method: str, labels: torch.Tensor, fraction: float, *,
+                  scores: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                  seed: int = 0, prune_hard: float = 0.1,
+                  strata: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, weights = 1) of ``fraction`` of each class, by a proxy's per-example
+    ``scores`` (EL2N: high = hard) or ``features``: ``ccs`` (stratified over difficulty
+    after dropping the hardest ``prune_hard``), ``el2n`` (the hardest, as in Paul et al.),
+    ``moderate`` (median distance to the class mean in feature space)."""
+    if method not in SCORED_METHODS:
+        raise ValueError(f"unknown scored method {method!r}; choose one of {SCORED_METHODS}")
+    need = features if method == "moderate" else scores
+    if need is None:
+        raise ValueError(f"{method}: needs {'features' if method == 'moderate' else 'scores'}")
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for c in labels.unique(sorted=True).tolist():
+        rows = (labels == c).nonzero()[:, 0]
+        k = max(1, round(fraction * len(rows)))
+        if method == "ccs":
+            local = stratified_by_score(scores[rows], k, strata=strata, prune_hard=prune_hard,
+                                        generator=g)
+        elif method == "el2n":
+            local = scores[rows].argsort(descending=True, stable=True)[:k]
+        else:
+            local = moderate_select(features[rows], k)
+        out.append(rows[local])
+    idx = torch.cat(out)
+    return idx, torch.ones(len(idx))

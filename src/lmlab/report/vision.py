@@ -34,7 +34,11 @@ def runs_table(runs: list[RunData]) -> Table:
         method = sub.get("method", "none")
         subset = "full" if method == "none" else f"{method} {sub.get('fraction', 0):.0%}"
         flops = s.get("forward_flops")
-        t.rows.append([r.label, s.get("model"), s.get("data"), subset, s.get("train_images"),
+        model = s.get("model")
+        if s.get("start"):  # efficientnet-lite0: imagenet / scratch / a run, and its input side
+            side = f", {s['input_size']}px" if s.get("input_size") else ""
+            model = f"{model} ({s['start']}{side})"
+        t.rows.append([r.label, model, s.get("data"), subset, s.get("train_images"),
                        s.get("params"), flops / 1e6 if flops else None, s.get("test_accuracy"),
                        s.get("images_per_s"), s.get("train_seconds")])
     return t

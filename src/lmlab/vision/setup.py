@@ -126,23 +126,51 @@ def precision_label(ctx) -> str:
 
 def training_set(cfg, data: VisionData):
     """(x, y, weights or None, subset info): all training images, or a coreset / random
-    subset of ``subset_fraction`` of them chosen per class on pooled-pixel features."""
+    subset of ``subset_fraction`` of them chosen per class: on pooled-pixel features, or on
+    a short proxy run's EL2N scores / penultimate features (ccs, el2n, moderate, and
+    kcenter / facility with ``subset_features=proxy``; the proxy's time is selection time)."""
     import time
 
-    from lmlab.data.coresets import select
+    from lmlab.data.coresets import SCORED_METHODS, el2n_scores, select, select_scored
+    from lmlab.vision.proxy import proxy_probs
     from lmlab.vision.train import pixel_features
 
     x, y = data.train.x, data.train.y
     if cfg.subset == "none":
         return x, y, None, {"method": "none", "images": len(y)}
     t0 = time.time()
-    idx, w = select(cfg.subset, pixel_features(x), y, cfg.subset_fraction, seed=cfg.seed)
+    proxy = None
+    if cfg.subset in SCORED_METHODS or (cfg.subset in ("kcenter", "facility")
+                                        and cfg.subset_features == "proxy"):
+        proxy = _proxy(cfg, x, y, len(data.train.classes))
+    if cfg.subset in SCORED_METHODS:
+        idx, w = select_scored(cfg.subset, y, cfg.subset_fraction, seed=cfg.seed,
+                               scores=el2n_scores(proxy_probs(proxy), y),
+                               features=proxy.features, prune_hard=cfg.subset_prune_hard)
+    else:
+        feats = proxy.features if proxy is not None else pixel_features(x)
+        idx, w = select(cfg.subset, feats, y, cfg.subset_fraction, seed=cfg.seed)
     secs = time.time() - t0
     weighted = cfg.subset == "facility" and cfg.subset_weighted
-    info = {"method": cfg.subset, "fraction": cfg.subset_fraction, "images": len(idx),
+    method = cfg.subset + ("-proxy" if proxy is not None and cfg.subset in ("kcenter",
+                                                                          "facility") else "")
+    info = {"method": method, "fraction": cfg.subset_fraction, "images": len(idx),
             "of": len(y), "select_seconds": round(secs, 1), "weighted": weighted,
-            "note": f" (subset={cfg.subset}: {len(idx):,} of {len(y):,}, {secs:.1f} s)"}
+            "features": "proxy" if proxy is not None else "pixels",
+            "note": f" (subset={method}: {len(idx):,} of {len(y):,}, {secs:.1f} s)"}
     return x[idx], y[idx], (w if weighted else None), info
+
+
+def _proxy(cfg, x, y, n_classes: int):
+    """The short proxy run the scored selections read (on the CPU, before the run's model)."""
+    from lmlab.common import print0
+    from lmlab.vision.proxy import train_proxy
+
+    out = train_proxy(x, y, n_classes, epochs=cfg.subset_proxy_epochs, seed=cfg.seed)
+    acc = float((out.logits.argmax(1) == y).float().mean())
+    print0(f"[lmlab] subset: proxy CNN {cfg.subset_proxy_epochs:g} epochs ({out.steps} steps) "
+           f"over {len(y):,} images, train accuracy {acc:.2%}")
+    return out
 
 
 def build(cfg, data: VisionData, device, dtype):
@@ -152,6 +180,8 @@ def build(cfg, data: VisionData, device, dtype):
     model = build_model(cfg.model, in_channels=c, n_classes=len(data.train.classes),
                         image_size=h, widths=cfg.widths, depth=cfg.depths or cfg.depth,
                         pretrained=cfg.pretrained)
+    if cfg.model == "efficientnet-lite0":  # the data's scale -> the weights' (and a size)
+        model.set_input(data.mean, data.std, cfg.input_size)
     if cfg.init:
         _load_init(model, cfg.init)
     if cfg.train_layers == "head":
@@ -206,6 +236,14 @@ def own_size(model, data: VisionData) -> dict:
     from lmlab.vision.flops import count_parameters
 
     return {"params": count_parameters(model), "forward_flops": None}
+
+
+def resized_size(model, data: VisionData) -> dict:
+    """Parameters and FLOPs of a model that resizes its input (``input_size``), counted on
+    one image of the data's shape, so the resize is inside the count."""
+    from lmlab.vision.flops import count_parameters, forward_flops
+
+    return {"params": count_parameters(model), "forward_flops": forward_flops(model, data.shape)}
 
 
 def find_lr(cfg, run, model, objective, stream, build_opt) -> dict:
