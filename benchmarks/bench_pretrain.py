@@ -6,8 +6,9 @@ torch.compile off). Before timing, the reference is loaded with the lmlab model'
 weights and both losses on one batch are compared (``same_model``). Tokens/s = input tokens
 per second of optimizer steps after ``--warmup`` steps, each side alone under
 ``/tmp/lmlab-heavy.lock``. lmlab runs in each ``--variants`` setting (fp32 | bf16 autocast |
-compile | bf16+compile | auto+compile | compile-model | bf16+compile-model; ``compile`` compiles
-each decoder block, ``-model`` the whole forward); the reference in fp32 (its CPU recipe).
+compile | bf16+compile | auto+compile | compile-blocks | bf16+compile-blocks; ``compile``
+compiles the whole forward, ``-blocks`` each decoder block); the reference in fp32 (its CPU
+recipe).
 Compiling happens in the first step: tokens/s are steady state (after ``--warmup``) and each
 variant also reports ``first_step_s`` (the cold compile, with a fresh
 ``TORCHINDUCTOR_CACHE_DIR``) so the compile cost is read separately.
@@ -45,8 +46,8 @@ LOCK = "/tmp/lmlab-heavy.lock"
 VARIANTS = {"fp32": [], "bf16": ["dtype=bf16"], "compile": ["compile=true"],
             "bf16+compile": ["dtype=bf16", "compile=true"],
             "auto+compile": ["dtype=auto", "compile=true"],
-            "compile-model": ["compile=true", "compile_scope=model"],
-            "bf16+compile-model": ["dtype=bf16", "compile=true", "compile_scope=model"]}
+            "compile-blocks": ["compile=true", "compile_scope=blocks"],
+            "bf16+compile-blocks": ["dtype=bf16", "compile=true", "compile_scope=blocks"]}
 
 
 @contextlib.contextmanager

@@ -63,9 +63,9 @@ class Config(TrainConfig):
     compile: bool = opt(False, "torch.compile for training (inductor; the first step compiles); "
                                "under dtype=auto on a CPU with fast bf16 it trains in bf16 "
                                "autocast at any width")
-    compile_scope: str = opt("blocks", "compile=true: blocks (each repeated layer, compiled "
-                                       "once: a short cold compile) or model (the whole "
-                                       "forward)", choices=("blocks", "model"))
+    compile_scope: str = opt("model", "compile=true: model (the whole forward) or blocks "
+                                      "(each repeated layer, compiled once and reused: "
+                                      "less tracing, slower steps)", choices=("model", "blocks"))
     # pretraining defaults (nanoGPT's char recipe), not the fine-tuning ones of TrainConfig
     lr: float = opt(1e-3, "peak learning rate", min=0.0, min_exclusive=True)
     warmup_steps: int = opt(100, "linear warmup steps", min=0)
