@@ -37,7 +37,10 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 BF16_MIN_SPEEDUP = 1.3
 # ... and only for models at least this wide: below it the per-step casts cost more than the
 # bf16 matmuls save (RESULTS.md: a 128-wide GPT trains at 0.76-0.80x fp32 under bf16 autocast
-# on an AMX Xeon; SmolLM2-135M, 576 wide, at 1.6x in bf16). 256 lies between the two.
+# on an AMX Xeon; SmolLM2-135M, 576 wide, at 1.6x in bf16). 256 lies between the two. A
+# compiled model has no such floor: inductor fuses the casts into the elementwise kernels
+# around each matmul (128 wide, Llama body, one thread of the AMX Xeon: compiled bf16 autocast
+# 1.70x eager fp32 where compiled fp32 was 1.38x; eager bf16 ~0.8-1.2x).
 AUTOCAST_MIN_WIDTH = 256
 
 
@@ -101,13 +104,15 @@ def probe_table(device: torch.device, *, refresh: bool = False) -> dict:
 
 
 def resolve_precision(name: str, device: torch.device, *, autocast_ok: bool = True,
-                      width: int | None = None, table_fn=None) -> Precision:
+                      width: int | None = None, compiled: bool = False,
+                      table_fn=None) -> Precision:
     """A training stage's ``dtype`` key -> Precision. Explicit names keep their meaning (on a
     CPU, bf16/fp16 are the weights' dtype; on a GPU, autocast over fp32 weights). ``auto`` asks
     the probe (``table_fn(device)``); ``LMLAB_AUTO_DTYPE=fp32|bf16`` pins what auto means on a
     CPU (the test suite pins fp32, so its numbers do not depend on the CPU kind);
     ``autocast_ok=False`` (a stage that would hold bf16 weights) and a model ``width`` below
-    AUTOCAST_MIN_WIDTH keep fp32 on a CPU."""
+    AUTOCAST_MIN_WIDTH keep fp32 on a CPU, the width only when the model runs eagerly
+    (``compiled=False``); the probe's bf16 rate decides in every case."""
     if name != "auto":
         dtype = pick_dtype(name, device)
         amp = device.type == "cuda" and dtype != torch.float32
@@ -121,10 +126,14 @@ def resolve_precision(name: str, device: torch.device, *, autocast_ok: bool = Tr
                          f"LMLAB_AUTO_DTYPE={pinned} pins it")
     if not autocast_ok:
         return Precision(torch.float32, False, "this stage trains in fp32 on a CPU under auto")
-    if width is not None and width < AUTOCAST_MIN_WIDTH:
+    if width is not None and width < AUTOCAST_MIN_WIDTH and not compiled:
         return Precision(torch.float32, False, f"the model is {width} wide (< "
                          f"{AUTOCAST_MIN_WIDTH}): bf16 casts would cost more than they save")
-    return decide_auto(device, (table_fn or probe_table)(device))
+    prec = decide_auto(device, (table_fn or probe_table)(device))
+    if compiled and prec.autocast and width is not None and width < AUTOCAST_MIN_WIDTH:
+        return Precision(prec.dtype, True, f"{prec.reason}; compiled, so at {width} wide too "
+                         f"(the casts fuse into its kernels)")
+    return prec
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float | None:

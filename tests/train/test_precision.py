@@ -175,6 +175,43 @@ def test_narrow_models_stay_fp32_under_auto(monkeypatch):
     assert resolve_precision("bf16", CPU, width=64).dtype == torch.bfloat16  # asked for
 
 
+def test_a_compiled_narrow_model_takes_bf16_where_the_probe_says_it_is_fast(monkeypatch):
+    """compile=true lifts the width floor (inductor fuses the casts); the probe still decides:
+    the same 128-wide model stays fp32 where bf16 matmuls are slow, and eagerly."""
+    monkeypatch.delenv("LMLAB_AUTO_DTYPE", raising=False)
+
+    def fast(device):
+        return table(100.0, 800.0)
+
+    compiled = resolve_precision("auto", CPU, width=128, compiled=True, table_fn=fast)
+    assert compiled.label == "bf16 autocast"
+    assert "8.0x fp32" in compiled.reason and "compiled, so at 128 wide too" in compiled.reason
+    assert resolve_precision("auto", CPU, width=128, table_fn=fast).label == "fp32"
+    slow = resolve_precision("auto", CPU, width=128, compiled=True,
+                             table_fn=lambda d: table(100.0, 110.0))
+    assert slow.label == "fp32" and "only 1.10x" in slow.reason
+    wide = resolve_precision("auto", CPU, width=576, compiled=True, table_fn=fast)
+    assert wide.label == "bf16 autocast" and "compiled" not in wide.reason  # as before
+    assert resolve_precision("auto", CPU, width=128, compiled=True, autocast_ok=False,
+                             table_fn=fast).label == "fp32"  # a stage that keeps fp32 does
+
+
+def test_pretrain_with_compile_passes_it_to_auto(tmp_path, monkeypatch, capsys):
+    """start_stage tells resolve_precision that a pretrain run compiles (nano: 128 wide);
+    stages without a compile key resolve as before."""
+    from lmlab.stages import pretrain
+    from lmlab.stages.setup import start_stage
+
+    monkeypatch.delenv("LMLAB_AUTO_DTYPE", raising=False)
+    monkeypatch.setattr("lmlab.common.probe_table", lambda device, **kw: table(100.0, 800.0))
+    for flag, label in ((True, "bf16 autocast"), (False, "fp32")):
+        cfg = pretrain.Config(preset="nano", compile=flag, output_dir=str(tmp_path / str(flag)))
+        ctx = start_stage(cfg, "pretrain", check_model=False)
+        assert ctx.autocast == flag and ctx.weights_dtype == torch.float32
+        assert capsys.readouterr().out.splitlines()[0].startswith(
+            f"[lmlab] dtype auto -> {label}")
+
+
 def _avx2_table(bf16: float) -> dict:
     """What the probe measures on an AVX2-only CPU (no bf16 units: torch emulates bf16
     matmuls, ~0.03x fp32; the larger shapes skipped as slow), with ``bf16`` as its bf16 rate."""

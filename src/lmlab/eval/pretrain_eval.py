@@ -13,7 +13,6 @@ every token but the first is predicted exactly once.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 
@@ -60,16 +59,13 @@ def val_metrics(model, make_batch, objective, tokens: torch.Tensor, window: int,
     return out
 
 
-@contextmanager
 def eager(model):
-    """Run a model compiled with ``Module.compile()`` uncompiled inside the block (sampling
-    varies the shapes every token; compiling each would take longer than decoding)."""
-    compiled = getattr(model, "_compiled_call_impl", None)
-    model._compiled_call_impl = None
-    try:
-        yield model
-    finally:
-        model._compiled_call_impl = compiled
+    """Run a model compiled with ``Module.compile()`` (whole or per block) uncompiled inside
+    the block (sampling varies the shapes every token; compiling each would take longer than
+    decoding)."""
+    from lmlab.models.compiling import eager as _eager
+
+    return _eager(model)
 
 
 @torch.no_grad()

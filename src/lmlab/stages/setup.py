@@ -59,7 +59,8 @@ def start_stage(cfg, stage: str, *, check_model: bool = True) -> StageContext:
     autocast_ok = stage in CPU_AUTOCAST
     width = model_width(cfg) if cfg.dtype == "auto" and autocast_ok and device.type == "cpu" \
         else None
-    prec = resolve_precision(cfg.dtype, device, autocast_ok=autocast_ok, width=width)
+    prec = resolve_precision(cfg.dtype, device, autocast_ok=autocast_ok, width=width,
+                             compiled=bool(getattr(cfg, "compile", False)))
     print0(f"[lmlab] dtype {cfg.dtype} -> {prec.label}: {prec.reason}")
     run = prepare_run(cfg, stage, resolved={"dtype": prec.label, "dtype_reason": prec.reason})
     seed_everything(cfg.seed)

@@ -1,0 +1,72 @@
+"""``compile=true`` for training: compile the whole model, or its repeated blocks.
+
+``scope="model"`` compiles the whole forward (fuses across blocks; dynamo traces every
+block). ``scope="blocks"`` (regional compilation) compiles each block of the model's largest
+list of identical blocks (a decoder's layers) with ``Module.compile()``; torch traces the first
+block and reuses its code for the others (since torch 2.5 parameters are graph inputs, not
+constants); the embedding, final norm and head stay eager. Both keep the module tree and
+``state_dict`` keys unchanged (``Module.compile`` compiles in place), so checkpoints, resume
+and ``final/`` are the same as uncompiled; ``eager(model)`` switches every compiled module off
+for a block.
+
+Measured at the nano preset (4 layers, 128 wide, batch 12 x 64) on one thread of the 2-core
+AMX Xeon under load (CPU time; ratios against eager fp32 interleaved in one process): the Llama
+body compiled whole ran 1.44x (fp32) and 1.82x (bf16 autocast: the casts fuse into the
+elementwise kernels around each matmul), per block 1.38x and 1.70x. A cold compile (empty
+inductor cache) of the bf16 step took 47 s of CPU whole (12 s tracing in the process, 35 s in
+the compile workers) and 36 s per block (5 + 30). The GPT-2 body has little to fuse (LayerNorm
+and GELU are one kernel each): bf16 compiled whole 1.56x, per block 0.91x. Hence ``model`` is
+the default; ``blocks`` trades slower steps for less tracing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+SCOPES = ("model", "blocks")
+
+
+def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The longest ``ModuleList`` whose members all have one class (a decoder's layers);
+    empty if the model has none with two or more members."""
+    best: list[torch.nn.Module] = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) > max(1, len(best)) \
+                and len({type(c) for c in m}) == 1:
+            best = list(m)
+    return best
+
+
+def compile_model(model: torch.nn.Module, scope: str = "model") -> str:
+    """Compile ``model`` in place for training; returns a short description for the log.
+    A model without repeated blocks is compiled whole."""
+    if scope not in SCOPES:
+        raise ValueError(f"compile scope {scope!r} is not one of {SCOPES}")
+    blocks = repeated_blocks(model) if scope == "blocks" else []
+    if not blocks:
+        model.compile()
+        return "the whole model"
+    for b in blocks:
+        b.compile()
+    return f"{len(blocks)} {type(blocks[0]).__name__} blocks (compiled once, reused)"
+
+
+def compiled_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules of ``model`` (itself included) that ``Module.compile()`` switched on."""
+    return [m for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+
+
+@contextlib.contextmanager
+def eager(model: torch.nn.Module):
+    """Every compiled module of ``model`` runs uncompiled inside the block (evals and sampling
+    vary the shapes; compiling each would take longer than running them eagerly)."""
+    saved = [(m, m._compiled_call_impl) for m in compiled_modules(model)]
+    for m, _ in saved:
+        m._compiled_call_impl = None
+    try:
+        yield model
+    finally:
+        for m, impl in saved:
+            m._compiled_call_impl = impl
