@@ -65,6 +65,10 @@ class Config(RecipeOptions, TrainConfig):
                                  "task eval prompts: test (in-template), heldout (phrasings never "
                                  "trained on), range (larger numbers, longer lists)")
     eval_max_new_tokens: int = opt(16, "tokens generated per eval prompt", min=1)
+    eval_cache: str = opt("", "folder caching the before-training task eval per (weights, "
+                              "method, dtype, eval settings), so runs that start from the same "
+                              "weights measure them once; 'auto' = <output_dir>/../eval-cache; "
+                              "empty = off")
 
     def validate(self) -> list[str]:
         from lmlab.eval.tasks import split_problems
@@ -148,7 +152,8 @@ def run(cfg: Config) -> dict:
 
     before = after = before_res = None
     if tasks and cfg.eval_n and is_main() and cfg.resume == "no":
-        before, before_res = evaluate(model)
+        before_res = _before_eval(cfg, tasks, dtype, lambda: evaluate(model)[1])
+        before = flat_metrics(before_res["flags"])
         print0("[lmlab] task accuracy before (greedy; 95% bootstrap CI):")
         for line in accuracy_lines(task_summary(None, before_res)["task_eval_after"]):
             print0("[lmlab] " + line)
@@ -183,6 +188,40 @@ def run(cfg: Config) -> dict:
         print0(f"[lmlab] wrote {run_.path}/ (final/, metrics.jsonl, summary.json)")
     barrier()
     return summary
+
+
+# methods whose model at step 0 computes exactly what the loaded weights do (zero-init LoRA /
+# DoRA / adapter up-projection, IA3 scales of one): their before-eval is the weights' eval
+UNCHANGED_AT_START = ("full", "lora", "dora", "ia3", "adapter")
+
+
+def _before_eval(cfg, tasks: list[str], dtype, measure) -> dict:
+    """``measure()`` (the before-training eval), or its cached result when ``eval_cache`` is on
+    and a run with the same weights, method, dtype and eval settings measured it before. Only
+    for methods that leave the model unchanged at step 0 (prompt/prefix start random)."""
+    from pathlib import Path
+
+    from lmlab.common import print0
+    from lmlab.eval.cache import Cache, fingerprint, key
+    from lmlab.stages.setup import eval_cot
+
+    folder = cfg.eval_cache
+    if not folder or cfg.method not in UNCHANGED_AT_START:
+        return measure()
+    if folder == "auto":
+        folder = Path(cfg.output_dir).resolve().parent / "eval-cache"
+    cache = Cache(folder)
+    k = key(what="sft-before-eval", v=1, model=fingerprint(cfg.model), method=cfg.method,
+            dtype=str(dtype), device=cfg.device, seed=cfg.seed, tasks=list(tasks), n=cfg.eval_n,
+            splits=list(cfg.eval_splits), max_new_tokens=cfg.eval_max_new_tokens,
+            cot=bool(eval_cot(cfg)))
+    got = cache.get(k)
+    if got is not None:
+        print0(f"[lmlab] before-training eval: cached ({Path(folder) / (k + '.json')})")
+        return got
+    res = measure()
+    cache.put(k, res)
+    return res
 
 
 def _save_final(model, tokenizer, cfg, run_, base_reference, write_meta) -> None:
