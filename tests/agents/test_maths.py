@@ -298,3 +298,26 @@ def test_sac_hand_update_gradients_equal_autograd():
     for mine, theirs in zip(agent.actor.parameters(), actor_grads):
         assert torch.allclose(mine.grad, theirs, rtol=0, atol=tol)
     assert any(g.abs().max() > 100 * tol for g in actor_grads)  # not all (near) zero
+
+
+@pytest.mark.parametrize("n_envs, syncs", [(1, [10, 20, 30, 40]), (4, [8, 16, 24, 32, 40]),
+                                           (16, [16, 32])])
+def test_dqn_target_sync_every_target_update_env_steps_as_sb3_counts_them(n_envs, syncs):
+    """SB3 syncs every max(target_update // n_envs, 1) vector steps; so does DQNAgent."""
+    from types import SimpleNamespace
+
+    import gymnasium as gym
+
+    from lmlab.agents.dqn import DQNAgent
+
+    cfg = SimpleNamespace(hidden=[4], lr=1e-3, n_envs=n_envs, target_update=10, tau=1.0)
+    agent = DQNAgent(gym.spaces.Box(-1.0, 1.0, (2,)), gym.spaces.Discrete(2), cfg, seed=0)
+    seen = []
+    for step in range(n_envs, 41, n_envs):
+        agent.step = step
+        with torch.no_grad():
+            agent.q[0].bias.add_(1.0)  # the online net moves every step
+        agent.on_step()
+        if torch.equal(agent.q_target[0].bias, agent.q[0].bias):
+            seen.append(step)
+    assert seen == syncs
