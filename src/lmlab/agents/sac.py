@@ -4,8 +4,9 @@ Gaussian actor a = tanh(u), u ~ N(mu(s), sigma(s)), twin critics and their Polya
 critic: 0.5 sum_k MSE(Q_k(s, a), r + gamma (1 - d) [min_k Q_k'(s', a') - alpha log pi(a'|s')])
 actor:  mean(alpha log pi(a|s) - min_k Q_k(s, a)), a ~ pi(.|s) reparameterised
 alpha:  sac_alpha_loss(log alpha, log pi(a|s), target entropy = -dim(A)) unless ``alpha`` is
-        fixed. Update order and alpha handling as in Stable-Baselines3 (alpha first; the old
-        alpha is used in this step's critic and actor losses).
+        fixed. Alpha handling as in Stable-Baselines3: the alpha from before this update's
+        temperature step is used in its critic and actor losses (log alpha steps with the
+        actor's optimizer at the end, which is the same update as SB3's step before them).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from lmlab.agents.nets import (
     relu_grad,
     relu_mlp_backward,
     relu_mlp_forward,
-    soft_update,
 )
 from lmlab.losses.td import clipped_double_q, sac_alpha_loss, td_target
 
@@ -118,9 +118,11 @@ class SACAgent:
         if not self.learn_alpha:
             self.log_alpha.data.fill_(math.log(cfg.alpha))
         self.target_entropy = -float(A)
-        self.opt = {"actor": adam(self.actor.parameters(), cfg.lr),
-                    "critic": adam(self.critic.parameters(), cfg.lr),
-                    "alpha": adam([self.log_alpha], cfg.lr)}
+        # log alpha steps with the actor, at the end of an update (this update's losses use
+        # the alpha from before its step, as SB3's do): one optimizer call less per update
+        self.opt = {"actor": adam([*self.actor.parameters(), self.log_alpha], cfg.lr),
+                    "critic": adam(self.critic.parameters(), cfg.lr)}
+        self._polyak = (list(self.critic_t.parameters()), list(self.critic.parameters()))
         self.actor_np = NumpyMLP(self.actor)
         self.rng = np.random.default_rng([seed, 2])
         self.step = self.updates = 0
@@ -158,7 +160,6 @@ class SACAgent:
             metrics["alpha_loss"] = sac_alpha_loss(self.log_alpha.detach(), logp,
                                                    self.target_entropy)
             self.log_alpha.grad = -(logp.mean() + self.target_entropy).reshape(1)
-            self.opt["alpha"].step()
         q_t = ensemble_forward(self.critic_t, critic_input(b["next_obs"], a2))[-1].squeeze(-1)
         y = td_target(b["rew"], clipped_double_q(q_t[0], q_t[1], logp2, alpha), b["term"],
                       c.gamma)
@@ -173,8 +174,8 @@ class SACAgent:
         d_mu, d_ls = squashed_grads(a_pi, noise[:n], log_std[:n], g_a, alpha / n)
         _set_grads(self.actor, relu_mlp_backward(self.actor, [x[:n] for x in acts],
                                                  torch.cat([d_mu, d_ls], dim=1)))
-        self.opt["actor"].step()
-        soft_update(self.critic_t, self.critic, c.tau)
+        self.opt["actor"].step()  # and log alpha
+        torch._foreach_lerp_(*self._polyak, c.tau)  # nets.soft_update on cached lists
         self.updates += 1
         metrics.update(critic_loss=0.5 * (q - y).square().mean(1).sum(),
                        actor_loss=(alpha * logp - q_pi.min(0).values).mean(),
