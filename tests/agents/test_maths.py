@@ -1,7 +1,8 @@
 """The RL lab's pure functions by hand: TD targets, double DQN, clipped double Q, SAC's
 temperature loss, the soft target update, the PPO clip on a flat batch, GAE with episode ends
 and a bootstrap (equal to the LLM side's function and to Stable-Baselines3's), the replay buffer,
-the across-seed confidence interval; DQN's hand-derived gradient equal to autograd's."""
+the across-seed confidence interval; DQN's and SAC's hand-derived gradients (and the critic
+ensemble's) equal to autograd's."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmlab.agents.buffer import ReplayBuffer
 from lmlab.agents.dqn import dqn_loss, huber_grad
 from lmlab.agents.evaluation import mean_ci95
 from lmlab.agents.nets import (
     Ensemble,
+    ensemble_backward,
+    ensemble_forward,
     mlp,
     relu_mlp_backward,
     relu_mlp_forward,
     soft_update,
 )
+from lmlab.agents.sac import critic_grad, min_q_action_grad, min_q_grad, squashed_grads
 from lmlab.losses.policy import ppo_policy_loss
 from lmlab.losses.td import clipped_double_q, double_q_target, sac_alpha_loss, td_target
 from lmlab.rl.advantages import gae
@@ -205,3 +210,114 @@ def test_dqn_hand_gradient_equals_autograd():
     assert [g.shape for g in hand] == [p.shape for p in params]
     for g, p in zip(hand, params):  # a sum over the batch (32) after two over the width (16)
         assert torch.allclose(g, p.grad, rtol=0, atol=fp32_tol(32 + 2 * 16, scale=4.0))
+
+
+def test_ensemble_hand_gradient_equals_autograd():
+    torch.manual_seed(0)
+    ens = Ensemble(2, [5, 16, 16, 1])
+    x, d_out = torch.randn(32, 5, requires_grad=True), torch.randn(2, 32, 1)
+    (ens(x) * d_out).sum().backward()
+    with torch.no_grad():
+        acts = ensemble_forward(ens, x.detach())
+        assert torch.allclose(acts[-1], ens(x), rtol=0, atol=fp32_tol(2 * 16, scale=4.0))
+        grads, dx = ensemble_backward(ens, acts, d_out, input_cols=slice(3, None))
+        none, dx_only = ensemble_backward(ens, acts, d_out, params=False, input_cols=slice(3, 5))
+    params = list(ens.parameters())
+    assert [g.shape for g in grads] == [p.shape for p in params] and none is None
+    tol = fp32_tol(32 + 2 * 16, scale=4.0)  # a sum over the batch after two over the width
+    for g, p in zip(grads, params):
+        assert torch.allclose(g, p.grad, rtol=0, atol=tol)
+    assert torch.allclose(dx, x.grad[:, 3:], rtol=0, atol=tol) and torch.equal(dx, dx_only)
+    # the actor's d/d action of -mean min_k Q_k: each row through its smaller critic only
+    for sizes in ([5, 16, 16, 1], [5, 16, 1], [5, 1]):
+        ens = Ensemble(2, sizes)
+        acts = ensemble_forward(ens, x.detach())
+        dense = ensemble_backward(ens, acts, min_q_grad(acts[-1].squeeze(-1)).unsqueeze(-1),
+                                  params=False, input_cols=slice(3, None))[1]
+        sparse = min_q_action_grad(ens, acts, slice(3, None))
+        assert torch.allclose(sparse, dense, rtol=0, atol=tol) and sparse.abs().sum() > 0
+
+
+def test_sac_gradient_pieces_by_hand():
+    q, y = torch.tensor([[1.0, 5.0], [3.0, 2.0]]), torch.tensor([2.0, 2.0])
+    # (q - y) / B with B = 2
+    assert critic_grad(q, y).tolist() == [[-0.5, 1.5], [0.5, 0.0]]
+    # -1/B on each column's smaller critic: row 0 for column 0, row 1 for column 1
+    assert min_q_grad(q).tolist() == [[-0.5, 0.0], [0.0, -0.5]]
+    # a = 0.5, noise 0.2, g_a = 1, w = 0.1: d_u = 1 * 0.75 + 2 * 0.1 * 0.5 = 0.85;
+    # d_log_std = 0.85 * 0.2 - 0.1 = 0.07 inside the clamp, 0 outside it
+    a, noise, g = torch.tensor([[0.5], [0.5]]), torch.tensor([[0.2], [0.2]]), torch.ones(2, 1)
+    d_mu, d_ls = squashed_grads(a, noise, torch.tensor([[0.0], [3.0]]), g, 0.1)
+    assert d_mu.flatten().tolist() == pytest.approx([0.85, 0.85], abs=1e-6)
+    assert d_ls.flatten().tolist() == pytest.approx([0.07, 0.0], abs=1e-6)
+
+
+def test_sac_hand_update_gradients_equal_autograd():
+    """One SAC update with lr 0 (the nets stay put, the gradients stay in .grad) against the
+    same losses differentiated by autograd, on the same batch and the same noise."""
+    import copy
+    from types import SimpleNamespace
+
+    import gymnasium as gym
+
+    from lmlab.agents.sac import LOG_STD, SACAgent, squashed_logp
+
+    obs_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    act_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+    cfg = SimpleNamespace(hidden=[16, 16], lr=0.0, alpha=None, gamma=0.9, tau=0.005)
+    torch.manual_seed(0)
+    agent = SACAgent(obs_space, act_space, cfg, seed=0)
+    for p in agent.critic_t.parameters():  # targets apart from the critics
+        p.data.add_(0.1 * torch.randn_like(p))
+    ref = copy.deepcopy(agent)
+    n = 32
+    b = {"obs": torch.randn(n, 3), "act": torch.rand(n, 2) * 2 - 1, "rew": torch.randn(n),
+         "next_obs": torch.randn(n, 3), "term": (torch.rand(n) < 0.2).float()}
+    torch.manual_seed(1)
+    agent.update(b)
+    torch.manual_seed(1)
+    mu, ls = ref.actor(torch.cat([b["obs"], b["next_obs"]])).chunk(2, dim=-1)
+    ls = ls.clamp(*LOG_STD)
+    u = mu + ls.exp() * torch.randn_like(mu)
+    a, logp = torch.tanh(u), squashed_logp(u, mu, ls)
+    alpha = ref.log_alpha.detach().exp()
+    sac_alpha_loss(ref.log_alpha, logp[:n], ref.target_entropy).backward()
+    with torch.no_grad():
+        q_t = ref.critic_t(torch.cat([b["next_obs"], a[n:]], 1)).squeeze(-1)
+        y = td_target(b["rew"], clipped_double_q(q_t[0], q_t[1], logp[n:], alpha), b["term"],
+                      cfg.gamma)
+    q = ref.critic(torch.cat([b["obs"], b["act"]], 1)).squeeze(-1)
+    (0.5 * (F.mse_loss(q[0], y) + F.mse_loss(q[1], y))).backward()
+    q_pi = ref.critic(torch.cat([b["obs"], a[:n]], 1)).squeeze(-1)
+    actor_loss = (alpha * logp[:n] - torch.min(q_pi[0], q_pi[1])).mean()
+    actor_grads = torch.autograd.grad(actor_loss, list(ref.actor.parameters()))
+    tol = fp32_tol(2 * n + 4 * 16, scale=8.0)  # sums over the batch, the widths, two nets
+    assert torch.allclose(agent.log_alpha.grad, ref.log_alpha.grad, rtol=0, atol=tol)
+    for mine, theirs in zip(agent.critic.parameters(), ref.critic.parameters()):
+        assert torch.allclose(mine.grad, theirs.grad, rtol=0, atol=tol)
+    for mine, theirs in zip(agent.actor.parameters(), actor_grads):
+        assert torch.allclose(mine.grad, theirs, rtol=0, atol=tol)
+    assert any(g.abs().max() > 100 * tol for g in actor_grads)  # not all (near) zero
+
+
+@pytest.mark.parametrize("n_envs, syncs", [(1, [10, 20, 30, 40]), (4, [8, 16, 24, 32, 40]),
+                                           (16, [16, 32])])
+def test_dqn_target_sync_every_target_update_env_steps_as_sb3_counts_them(n_envs, syncs):
+    """SB3 syncs every max(target_update // n_envs, 1) vector steps; so does DQNAgent."""
+    from types import SimpleNamespace
+
+    import gymnasium as gym
+
+    from lmlab.agents.dqn import DQNAgent
+
+    cfg = SimpleNamespace(hidden=[4], lr=1e-3, n_envs=n_envs, target_update=10, tau=1.0)
+    agent = DQNAgent(gym.spaces.Box(-1.0, 1.0, (2,)), gym.spaces.Discrete(2), cfg, seed=0)
+    seen = []
+    for step in range(n_envs, 41, n_envs):
+        agent.step = step
+        with torch.no_grad():
+            agent.q[0].bias.add_(1.0)  # the online net moves every step
+        agent.on_step()
+        if torch.equal(agent.q_target[0].bias, agent.q[0].bias):
+            seen.append(step)
+    assert seen == syncs

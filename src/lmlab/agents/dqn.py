@@ -79,8 +79,11 @@ class DQNAgent:
 
     def on_step(self) -> None:
         """After each vector step (before that step's training, as Stable-Baselines3 does):
-        sync the target network every ``target_update`` environment steps."""
-        if self.step - self.last_sync >= self.cfg.target_update:
+        sync the target network every ``target_update`` environment steps, counted as SB3
+        counts them: every max(target_update // n_envs, 1) vector steps (n_envs 4,
+        target_update 10: every 8 env steps)."""
+        n = self.cfg.n_envs
+        if (self.step // n) % max(self.cfg.target_update // n, 1) == 0:
             soft_update(self.q_target, self.q, self.cfg.tau)
             self.last_sync = self.step
 

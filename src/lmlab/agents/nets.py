@@ -74,6 +74,12 @@ def relu_mlp_forward(net: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
     return acts
 
 
+def relu_grad(d: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """d where the ReLU's output h > 0, else 0: one kernel (autograd's own ``ReluBackward``),
+    where ``d * (h > 0)`` makes a bool mask and then a float copy of it."""
+    return torch.ops.aten.threshold_backward(d, h, 0.0)
+
+
 def relu_mlp_backward(net: nn.Sequential, acts: list[torch.Tensor],
                       d_out: torch.Tensor) -> list[torch.Tensor]:
     """Gradients of sum(d_out * output) for every parameter of a ReLU ``mlp``, in the order of
@@ -87,7 +93,7 @@ def relu_mlp_backward(net: nn.Sequential, acts: list[torch.Tensor],
         x = acts[i]
         grads += [d.sum(0), torch.mm(d.t(), x)]
         if i:
-            d = torch.mm(d, linears[i].weight).mul_(x > 0)
+            d = relu_grad(torch.mm(d, linears[i].weight), x)
     return grads[::-1]
 
 
@@ -114,6 +120,45 @@ class Ensemble(nn.Module):
             if i < last:
                 x = torch.relu(x)
         return x
+
+
+def ensemble_forward(ens: Ensemble, x: torch.Tensor) -> list[torch.Tensor]:
+    """``ens(x)`` without autograd for a (B, in) input: [x, hidden..., output], hidden
+    (K, B, width) after the ReLU, output (K, B, out)."""
+    acts = [x]
+    h = x.unsqueeze(0).expand(ens.k, *x.shape)
+    last = len(ens.weights) - 1
+    for i, (w, b) in enumerate(zip(ens.weights, ens.biases)):
+        h = torch.baddbmm(b, h, w)
+        if i < last:
+            h = h.clamp_min_(0.0)
+        acts.append(h)
+    return acts
+
+
+def ensemble_backward(ens: Ensemble, acts: list[torch.Tensor], d_out: torch.Tensor,
+                      params: bool = True, input_cols: slice | None = None):
+    """By hand, for ``sum(d_out * ens(x))`` (d_out: (K, B, out)) through ``ensemble_forward``'s
+    ``acts``: (the gradients of every parameter in the order of ``ens.parameters()`` - all
+    weights, then all biases - or None without ``params``; the gradient of the input's columns
+    ``input_cols`` summed over the K members, (B, cols), or None). Per layer out = h W + b:
+    dW = h^T d, db = sum_rows d, dh = (d W^T) * (h > 0); nothing more is computed than asked
+    (the actor's loss needs only d/d action, not the critics' weight gradients)."""
+    n = len(ens.weights)
+    dw: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    db: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    d, dx = d_out, None
+    for i in range(n - 1, -1, -1):
+        w = ens.weights[i]
+        if params:
+            h = acts[i] if i else acts[0].t().unsqueeze(0).expand(ens.k, *acts[0].t().shape)
+            dw[i] = torch.bmm(h.transpose(1, 2), d) if i else torch.bmm(h, d)
+            db[i] = d.sum(1, keepdim=True)
+        if i:
+            d = relu_grad(torch.bmm(d, w.transpose(1, 2)), acts[i])
+        elif input_cols is not None:
+            dx = torch.bmm(d, w[:, input_cols].transpose(1, 2)).sum(0)
+    return (dw + db if params else None), dx
 
 
 @torch.no_grad()

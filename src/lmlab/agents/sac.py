@@ -4,8 +4,9 @@ Gaussian actor a = tanh(u), u ~ N(mu(s), sigma(s)), twin critics and their Polya
 critic: 0.5 sum_k MSE(Q_k(s, a), r + gamma (1 - d) [min_k Q_k'(s', a') - alpha log pi(a'|s')])
 actor:  mean(alpha log pi(a|s) - min_k Q_k(s, a)), a ~ pi(.|s) reparameterised
 alpha:  sac_alpha_loss(log alpha, log pi(a|s), target entropy = -dim(A)) unless ``alpha`` is
-        fixed. Update order and alpha handling as in Stable-Baselines3 (alpha first; the old
-        alpha is used in this step's critic and actor losses).
+        fixed. Alpha handling as in Stable-Baselines3: the alpha from before this update's
+        temperature step is used in its critic and actor losses (log alpha steps with the
+        actor's optimizer at the end, which is the same update as SB3's step before them).
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ import torch.nn.functional as F
 
 from lmlab.agents.continuous import (
     BoxActions,
-    first_q_frozen,
+    critic_input,
     load_optim_state,
     optim_state,
-    q_of,
 )
 from lmlab.agents.nets import (
     Ensemble,
     NumpyMLP,
     adam,
+    ensemble_backward,
+    ensemble_forward,
     frozen_copy,
     mlp,
     obs_size,
-    soft_update,
+    relu_grad,
+    relu_mlp_backward,
+    relu_mlp_forward,
 )
 from lmlab.losses.td import clipped_double_q, sac_alpha_loss, td_target
 
@@ -51,6 +55,54 @@ def squashed_logp(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) -> t
     return (normal - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
 
 
+def critic_grad(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d/dq of the critics' loss 0.5 sum_k mean_b (q_kb - y_b)^2: (q - y) / B, (K, B)."""
+    return (q - y).div_(q.shape[1])
+
+
+def min_q_grad(q: torch.Tensor) -> torch.Tensor:
+    """d/dq of -mean_b min_k q_kb (the actor's loss without its entropy term): -1/B on each
+    row's smallest critic, 0 on the others. (K, B). ``min_q_action_grad`` uses it sparsely."""
+    pick = q.argmin(0, keepdim=True)  # (1, B)
+    return torch.zeros_like(q).scatter_(0, pick, -1.0 / q.shape[1])
+
+
+def min_q_action_grad(ens: Ensemble, acts: list[torch.Tensor], cols: slice) -> torch.Tensor:
+    """d/d input[:, cols] of -mean_b min_k Q_k(x_b) from ``ensemble_forward``'s ``acts``: what
+    ``ensemble_backward(ens, acts, min_q_grad(q), params=False, input_cols=cols)`` gives, with
+    each row taken back through its smallest critic only (the others' gradient there is 0):
+    half the backward matmuls for twin critics."""
+    q = acts[-1].squeeze(-1)  # (K, B)
+    n, last = q.shape[1], len(ens.weights) - 1
+    pick = q.argmin(0)
+    out = torch.empty(n, len(range(*cols.indices(acts[0].shape[1]))))
+    for k in range(ens.k):
+        rows = (pick == k).nonzero().squeeze(1)
+        d = ens.weights[last][k].t().expand(len(rows), -1) * (-1.0 / n)  # (R, width)
+        for i in range(last, 0, -1):
+            d = relu_grad(d if i == last else torch.mm(d, ens.weights[i][k].t()),
+                          acts[i][k].index_select(0, rows))
+        out.index_copy_(0, rows, torch.mm(d, ens.weights[0][k][cols].t()) if last else d[:, cols])
+    return out
+
+
+def squashed_grads(a: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor,
+                   g_a: torch.Tensor, w: float | torch.Tensor):
+    """(d/d mu, d/d log_std) of sum(g_a * a) + w sum_b log pi(a_b) for a = tanh(u),
+    u = mu + noise, noise = exp(clamp(log_std)) eps. With log pi = sum_i [-eps_i^2 / 2 -
+    log_std_i - log sqrt(2 pi) - log(1 - tanh(u_i)^2)]: d log pi / du = 2 tanh(u),
+    d a / du = 1 - a^2, du / d log_std = noise, and the clamp passes no gradient outside
+    ``LOG_STD``."""
+    d_u = g_a * (1.0 - a * a) + 2.0 * w * a
+    inside = (log_std >= LOG_STD[0]) & (log_std <= LOG_STD[1])
+    return d_u, (d_u * noise - w) * inside
+
+
+def _set_grads(net: torch.nn.Module, grads: list[torch.Tensor]) -> None:
+    for p, g in zip(net.parameters(), grads):
+        p.grad = g
+
+
 class SACAgent:
     act_dtype = np.float32
 
@@ -66,9 +118,11 @@ class SACAgent:
         if not self.learn_alpha:
             self.log_alpha.data.fill_(math.log(cfg.alpha))
         self.target_entropy = -float(A)
-        self.opt = {"actor": adam(self.actor.parameters(), cfg.lr),
-                    "critic": adam(self.critic.parameters(), cfg.lr),
-                    "alpha": adam([self.log_alpha], cfg.lr)}
+        # log alpha steps with the actor, at the end of an update (this update's losses use
+        # the alpha from before its step, as SB3's do): one optimizer call less per update
+        self.opt = {"actor": adam([*self.actor.parameters(), self.log_alpha], cfg.lr),
+                    "critic": adam(self.critic.parameters(), cfg.lr)}
+        self._polyak = (list(self.critic_t.parameters()), list(self.critic.parameters()))
         self.actor_np = NumpyMLP(self.actor)
         self.rng = np.random.default_rng([seed, 2])
         self.step = self.updates = 0
@@ -85,44 +139,48 @@ class SACAgent:
         std = np.exp(np.clip(log_std, *LOG_STD))
         return np.tanh(mu + std * self.rng.standard_normal(mu.shape)).astype(np.float32)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(actions in [-1, 1], their log-probs), reparameterised: (B, A), (B,)."""
-        mu, log_std = self.actor(obs).chunk(2, dim=-1)
-        log_std = log_std.clamp(*LOG_STD)
-        u = mu + log_std.exp() * torch.randn_like(mu)
-        return torch.tanh(u), squashed_logp(u, mu, log_std)
-
+    @torch.no_grad()
     def update(self, b: dict) -> dict:
-        c = self.cfg
-        a_pi, logp = self.sample(b["obs"])
+        """One gradient step of the temperature, the critics and the actor, every gradient
+        taken by hand (``ensemble_backward``, ``relu_mlp_backward``, ``critic_grad``,
+        ``min_q_action_grad``, ``squashed_grads``: the same numbers as autograd, tested) - autograd's
+        per-op cost was most of an update; both actor passes (s and s') are one forward."""
+        c, n = self.cfg, len(b["obs"])
+        acts = relu_mlp_forward(self.actor, torch.cat([b["obs"], b["next_obs"]]))
+        mu, log_std = acts[-1].chunk(2, dim=-1)
+        ls = log_std.clamp(*LOG_STD)
+        std = ls.exp()
+        noise = std * torch.randn_like(mu)
+        u = mu + noise
+        a_all, logp_all = torch.tanh(u), squashed_logp(u, mu, ls)
+        a_pi, logp, a2, logp2 = a_all[:n], logp_all[:n], a_all[n:], logp_all[n:]
         alpha = self.log_alpha.detach().exp()
-        out = {"alpha": alpha.item()}
+        metrics = {"alpha": alpha[0]}
         if self.learn_alpha:
-            alpha_loss = sac_alpha_loss(self.log_alpha, logp, self.target_entropy)
-            self.opt["alpha"].zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.opt["alpha"].step()
-            out["alpha_loss"] = alpha_loss.item()
-        with torch.no_grad():
-            a2, logp2 = self.sample(b["next_obs"])
-            q_t = q_of(self.critic_t, b["next_obs"], a2)  # (2, B)
-            y = td_target(b["rew"], clipped_double_q(q_t[0], q_t[1], logp2, alpha), b["term"],
-                          c.gamma)
-        q = q_of(self.critic, b["obs"], b["act"])  # (2, B)
-        critic_loss = 0.5 * (F.mse_loss(q[0], y) + F.mse_loss(q[1], y))
-        self.opt["critic"].zero_grad(set_to_none=True)
-        critic_loss.backward()
+            metrics["alpha_loss"] = sac_alpha_loss(self.log_alpha.detach(), logp,
+                                                   self.target_entropy)
+            self.log_alpha.grad = -(logp.mean() + self.target_entropy).reshape(1)
+        q_t = ensemble_forward(self.critic_t, critic_input(b["next_obs"], a2))[-1].squeeze(-1)
+        y = td_target(b["rew"], clipped_double_q(q_t[0], q_t[1], logp2, alpha), b["term"],
+                      c.gamma)
+        ca = ensemble_forward(self.critic, critic_input(b["obs"], b["act"]))
+        q = ca[-1].squeeze(-1)  # (2, B)
+        grads, _ = ensemble_backward(self.critic, ca, critic_grad(q, y).unsqueeze(-1))
+        _set_grads(self.critic, grads)
         self.opt["critic"].step()
-        q_pi = first_q_frozen(self.critic, b["obs"], a_pi, k=2)  # (2, B)
-        actor_loss = (alpha * logp - torch.min(q_pi[0], q_pi[1])).mean()
-        self.opt["actor"].zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.opt["actor"].step()
-        soft_update(self.critic_t, self.critic, c.tau)
+        pa = ensemble_forward(self.critic, critic_input(b["obs"], a_pi))  # the new critics
+        q_pi = pa[-1].squeeze(-1)  # (2, B)
+        g_a = min_q_action_grad(self.critic, pa, slice(-self.box.dim, None))
+        d_mu, d_ls = squashed_grads(a_pi, noise[:n], log_std[:n], g_a, alpha / n)
+        _set_grads(self.actor, relu_mlp_backward(self.actor, [x[:n] for x in acts],
+                                                 torch.cat([d_mu, d_ls], dim=1)))
+        self.opt["actor"].step()  # and log alpha
+        torch._foreach_lerp_(*self._polyak, c.tau)  # nets.soft_update on cached lists
         self.updates += 1
-        out.update(critic_loss=critic_loss.item(), actor_loss=actor_loss.item(),
-                   q=q[0].mean().item(), entropy=-logp.mean().item())
-        return out
+        metrics.update(critic_loss=0.5 * (q - y).square().mean(1).sum(),
+                       actor_loss=(alpha * logp - q_pi.min(0).values).mean(),
+                       q=q[0].mean(), entropy=-logp.mean())
+        return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
