@@ -309,3 +309,17 @@ def test_evaluate_intervals_and_flagged_contamination(tmp_path):
     assert "| sft | tasks/heldout | 40 | 6 | 15.0% | YES |" in md
     assert ("CONTAMINATION (evaluate): 6 of 40 items of tasks/heldout share a word 13-gram "
             "with sft's training data") in " ".join(result["findings"])
+
+
+def test_runs_table_names_an_agents_environment_not_a_language_model(tmp_path):
+    from lmlab.report.collect import RunData
+    from lmlab.report.tables import runs_table
+
+    agent = RunData(tmp_path, "agent", {"model": "smollm2-135m-instruct", "algo": "dqn",
+                                        "env": "CartPole-v1"},
+                    {"stage": "agent", "algo": "dqn", "env": "CartPole-v1"}, label="agent")
+    sft = RunData(tmp_path, "sft", {"model": "smollm2-135m-instruct", "method": "lora"}, {},
+                  label="sft")
+    rows = runs_table([agent, sft]).rows
+    assert rows[0][2:4] == ["CartPole-v1", "dqn"]
+    assert rows[1][2:4] == ["smollm2-135m-instruct", "lora"]

@@ -65,3 +65,12 @@ def test_mfu_and_the_log_line():
     assert "| tok/s 100 | mfu 12.3% |" in step_line(1, 3, row, 1.0)
     assert "mfu" not in step_line(1, 3, {k: v for k, v in row.items() if k != "train/mfu"}, 1.0)
     assert seq_len_of({"input_ids": torch.zeros(3, 17)}) == 17 and seq_len_of({}) == 0
+
+
+def test_the_log_line_shows_images_not_zero_tokens():
+    row = {"train/loss": 1.0, "train/lr": 1e-3, "train/tokens_per_s": 0.0,
+           "train/img_per_s": 2048.4}
+    line = step_line(1, 3, row, 1.0)
+    assert "| img/s 2048 |" in line and "tok/s" not in line
+    # a language model's line keeps tok/s even with another rate beside it
+    assert "| tok/s 10 | img/s 2048 |" in step_line(1, 3, {**row, "train/tokens_per_s": 10.0}, 1.0)

@@ -166,7 +166,9 @@ def corpus_texts(source: str, part: str = "train") -> list[str]:
     return [split(t)[0 if part == "train" else 1] for _, t in documents(source)]
 
 
-def _chunks(text: str, chars: int) -> list[str]:
+def line_chunks(text: str, chars: int) -> list[str]:
+    """Whole lines gathered into pieces of at least ``chars`` characters (the last may be
+    shorter), blank lines at a piece's start dropped."""
     out, cur = [], []
     size = 0
     for line in text.splitlines():
@@ -186,7 +188,7 @@ def corpus_rows(source: str, *, chars: int = 1000, limit: int | None = None) -> 
     """``{"text": ...}`` rows from the training part of ``corpus:<name>``, in document order."""
     rows: list[dict] = []
     for text in corpus_texts(source, "train"):
-        rows += [{"text": c} for c in _chunks(text, chars)]
+        rows += [{"text": c} for c in line_chunks(text, chars)]
         if limit is not None and len(rows) >= limit:
             return rows[:limit]
     return rows

@@ -213,9 +213,12 @@ def runs_table(runs: list[RunData]) -> Table:
         s = r.summary or {}
         method = " ".join(str(x) for x in (s.get("loss") if r.stage == "dpo" else None,
                                            s.get("method") or r.config.get("method")
-                                           or r.config.get("strategy")) if x)
+                                           or r.config.get("strategy")
+                                           or r.config.get("algo")) if x)
         models = r.config.get("models") if r.stage == "evaluate" else None
         model = ", ".join(model_name(m, runs) for m in (models or [r.model]))
+        if r.stage == "agent":  # no language model: the agent's input is its environment
+            model = str(s.get("env") or r.config.get("env") or MISSING)
         t.rows.append([r.label, r.stage, model, method or MISSING, s.get("steps"),
                        s.get("final_loss"), headline(r)])
     return t

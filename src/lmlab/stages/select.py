@@ -99,10 +99,10 @@ def read_rows(cfg: Config) -> list[dict]:
 
         rows = load_rows(src, cfg.kind)
     else:
-        from lmlab.data.corpora import _chunks
+        from lmlab.data.corpora import line_chunks
         from lmlab.data.documents import load_documents
 
-        rows = [{"text": c} for d in load_documents(src) for c in _chunks(d, cfg.chunk_chars)]
+        rows = [{"text": c} for d in load_documents(src) for c in line_chunks(d, cfg.chunk_chars)]
     if not rows:
         raise DataError("no rows to select from", file=src)
     if cfg.limit and cfg.limit < len(rows):

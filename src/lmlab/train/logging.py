@@ -78,7 +78,11 @@ def step_line(step: int, total: int, m: dict, eta: float) -> str:
              f"lr {m.get('train/lr', 0):.2e}"]
     if "train/grad_norm" in m:
         parts.append(f"gnorm {m['train/grad_norm']:.2f}")
-    parts.append(f"tok/s {m.get('train/tokens_per_s', 0):.0f}")
+    rates = {k[len("train/"):-len("_per_s")]: v for k, v in m.items()
+             if k.startswith("train/") and k.endswith("_per_s") and k != "train/tokens_per_s"}
+    if m.get("train/tokens_per_s", 0) or not rates:
+        parts.append(f"tok/s {m.get('train/tokens_per_s', 0):.0f}")
+    parts += [f"{unit}/s {v:.0f}" for unit, v in rates.items()]
     if "train/mfu" in m:
         parts.append(f"mfu {100 * m['train/mfu']:.1f}%")
     if "train/mem_gb" in m:

@@ -287,6 +287,9 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                    "train/tokens": all_reduce_sum(tokens, device),
                    "train/step_s": dt}
             row["train/tokens_per_s"] = row["train/tokens"] / max(dt, 1e-9)
+            unit = getattr(objective, "unit", None)  # e.g. "img": what count() counts
+            if unit:
+                row[f"train/{unit}_per_s"] = total_units / max(dt, 1e-9)
             util = meter.of(all_reduce_sum(flops, device), dt, world)
             if util is not None:
                 row["train/mfu"] = util

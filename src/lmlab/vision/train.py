@@ -84,6 +84,8 @@ class ClassifyObjective:
     """Summed cross-entropy (with label smoothing, optionally weighted per image by ``w``)
     over a batch of images; the loop divides by the image count."""
 
+    unit = "img"  # the loop logs img/s (there are no tokens)
+
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
 
