@@ -115,3 +115,36 @@ def test_resume_under_autocast_is_exact(tmp_path):
         assert torch.equal(a, b), n
     assert [r["train/loss"] for r in run_b.read_metrics()] == pytest.approx(
         [r["train/loss"] for r in res_full.metrics], abs=0, rel=0)
+
+
+def _count_weight_casts(monkeypatch) -> list[int]:
+    """Patch the loop so each training run appends how many fp32 -> bf16 (and back) casts of
+    the model's matrices it made (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    counts, real = [], loop._train
+
+    def profiled(model, *a, **k):
+        shapes = {tuple(p.shape) for p in model.parameters() if p.ndim == 2}
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            out = real(model, *a, **k)
+        counts.append(sum(1 for e in prof.events() if e.name == "aten::_to_copy"
+                          and e.input_shapes and tuple(e.input_shapes[0]) in shapes))
+        return out
+
+    monkeypatch.setattr(loop, "_train", profiled)
+    return counts
+
+
+def test_autocast_casts_each_weight_once_per_step_across_micro_batches(tmp_path, monkeypatch):
+    """grad_accum=3: one autocast region per optimizer step, so its cache casts each matrix
+    once for all three micro-batches (the backward's casts of the gradients back to fp32 are
+    per micro-batch either way)."""
+    counts = _count_weight_casts(monkeypatch)
+    _train(tmp_path / "1", torch.bfloat16, steps=1, grad_accum=1, batch_size=4)
+    _train(tmp_path / "3", torch.bfloat16, steps=1, grad_accum=3, batch_size=4)
+    one, three = counts
+    # per micro-batch: n forward casts + n gradient casts; per step: n + 3 n, not 3 n + 3 n
+    n = one // 2
+    assert one == 2 * n and n > 0
+    assert three == n + 3 * n

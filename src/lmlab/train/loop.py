@@ -264,25 +264,31 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                 raise UserError(f"step {step}: the batch has nothing to train on "
                                 f"(all labels masked)")
             loss_sum, metric_sums, tokens, flops = 0.0, {}, 0, 0.0
-            for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1 or (ddp_model is model and not sharded)
-                ctx = _no_sync(ddp_model, sharded) if not sync else contextlib.nullcontext()
-                with ctx, amp_context(device, dtype, weights):
-                    loss, metrics = objective(ddp_model, batch)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"loss became {loss.item()} at step {step + 1} (micro-batch {i}); "
-                            f"stopped without saving. The last good checkpoint is "
-                            f"{run.latest_checkpoint() or '(none yet)'}; lower lr or check the "
-                            f"data.")
-                    scaled = loss * (world / total_units)
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_sum += float(loss.detach())
-                n = _useful_tokens(batch)
-                tokens += n
-                flops += meter.flops(batch, n)
-                for k, v in metrics.items():
-                    metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+            # CPU autocast: one autocast region per optimizer step, so its cache casts each
+            # fp32 weight to bf16 once per step, not once per micro-batch (grad_accum > 1)
+            step_amp = amp_context(device, dtype, weights) if cpu_amp \
+                else contextlib.nullcontext()
+            with step_amp:
+                for i, batch in enumerate(micro):
+                    sync = i == len(micro) - 1 or (ddp_model is model and not sharded)
+                    ctx = _no_sync(ddp_model, sharded) if not sync else contextlib.nullcontext()
+                    with ctx, (contextlib.nullcontext() if cpu_amp
+                               else amp_context(device, dtype, weights)):
+                        loss, metrics = objective(ddp_model, batch)
+                        if not torch.isfinite(loss):
+                            raise TrainingDiverged(
+                                f"loss became {loss.item()} at step {step + 1} (micro-batch {i}); "
+                                f"stopped without saving. The last good checkpoint is "
+                                f"{run.latest_checkpoint() or '(none yet)'}; lower lr or check the "
+                                f"data.")
+                        scaled = loss * (world / total_units)
+                        (scaler.scale(scaled) if scaler else scaled).backward()
+                    loss_sum += float(loss.detach())
+                    n = _useful_tokens(batch)
+                    tokens += n
+                    flops += meter.flops(batch, n)
+                    for k, v in metrics.items():
+                        metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
             killpoint("step")  # gradients accumulated, weights not yet stepped
             if scaler:
                 scaler.unscale_(optimizer)
