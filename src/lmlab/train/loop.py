@@ -99,10 +99,10 @@ def amp_context(device: torch.device, dtype: torch.dtype, weights: torch.dtype |
 def cpu_amp_attention(model: torch.nn.Module, enabled: bool):
     """Under CPU bf16 autocast a transformers model attends in fp32 for the block
     (models.amp_attention): torch 2.13's bf16 flash-attention backward on a CPU is the slow
-    kernel. SmolLM2-135M, batch 8 x 74, one thread of the AMX Xeon: its backward took ~60 ms
-    a layer in bf16 against ~7 ms in fp32 (torch.profiler), ~1.8 s of a 12 s autocast step;
-    with fp32 attention the autocast step went from 1.29x to ~2.0x the fp32 step (interleaved,
-    under load). Models without ``sdpa`` attention are left alone."""
+    kernel. SmolLM2-135M's shapes, one thread of the AMX Xeon: forward + backward took 2-2.6x
+    the fp32 time alone (101 vs 52 ms a layer at 8 x 128 tokens), 17.5% of an autocast SFT
+    step in a profile; with fp32 attention the autocast step went from 1.29x to ~2.0x the
+    fp32 step (interleaved, under load). Models without ``sdpa`` attention are left alone."""
     from lmlab.models.amp_attention import fp32_attention
 
     return fp32_attention(model, enabled=enabled)
