@@ -2,7 +2,10 @@
 
 Same model, data, steps, batch and seed; only ``dtype`` differs. ``auto`` is what the hardware
 probe picks here (bf16 autocast over fp32 weights where bf16 matmuls are >= 1.3x fp32, else
-fp32; ``lmlab env`` shows the table). Reported per mode and dtype: useful tokens/s (non-pad
+fp32; ``lmlab env`` shows the table); under CPU autocast the loop attends in fp32, steps a
+fused AdamW and casts each weight once per optimizer step (docs/hardware.md). ``--dtypes``
+adds ``bf16`` (weights held in bf16, no master copy: a reference, not what auto picks);
+``--grad-accum`` > 1 shows the once-per-step cast. Reported per mode and dtype: useful tokens/s (non-pad
 input tokens per second of optimizer steps after ``--warmup`` steps), mean MFU over the same
 steps (model FLOPs / the probe's matmul rate for the dtype in use), the first and final loss,
 and the loss gap (largest |loss_auto - loss_fp32| over all steps). ``--eval-n`` adds the
@@ -10,6 +13,7 @@ held-out task accuracy after training (SFT only). Each run alone under /tmp/lmla
 
     .venv/bin/python benchmarks/bench_dtype.py --steps 12 --warmup 2
     .venv/bin/python benchmarks/bench_dtype.py --model tiny:llama --steps 2 --warmup 1  # smoke
+    .venv/bin/python benchmarks/bench_dtype.py --steps 12 --warmup 2 --dtypes fp32 auto bf16
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def overrides(mode: str, dtype: str, args, data: dict[str, Path], out: Path) -> 
     common = [f"model={args.model}", f"device={args.device}", f"dtype={dtype}",
               f"output_dir={out}", f"method={method}", f"max_steps={args.steps}",
               f"batch_size={args.batch}", f"max_len={args.max_len}", "progress=false",
+              f"grad_accum={args.grad_accum}",
               "save_every=0", "schedule=constant", "warmup_steps=0", "seed=0", "overwrite=true",
               f"data={data[stage]}"]
     if method == "lora":
@@ -107,6 +112,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "auto"],
+                   choices=["fp32", "auto", "bf16"],
+                   help="dtypes to run (fp32 first: the others are compared with it)")
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--rows", type=int, default=400)
     p.add_argument("--modes", nargs="+", default=list(MODES[:3]), choices=MODES)
@@ -128,8 +137,10 @@ def main() -> None:
         data = write_data(Path(tmp), args.rows)
         for mode in args.modes:
             r = {d: run_one(mode, d, args, data, Path(tmp) / f"{mode}-{d}")
-                 for d in ("fp32", "auto")}
-            results[mode] = {**r, **compare(r["fp32"], r["auto"])}
+                 for d in dict.fromkeys(["fp32", *args.dtypes])}
+            results[mode] = {**r, **(compare(r["fp32"], r["auto"]) if "auto" in r else {}),
+                             "vs_fp32": {d: compare(r["fp32"], x) for d, x in r.items()
+                                         if d != "fp32"}}
     env = {"python": sys.version.split()[0], "torch": torch.__version__,
            "threads": torch.get_num_threads(), "cpu": table.get("model"),
            "flags": table.get("flags"), "bf16_over_fp32_matmul": speedup(table, "bf16"),
@@ -138,15 +149,15 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{env['cpu']}, {env['threads']} threads, torch {env['torch']}")
-    print("| mode | auto = | fp32 tok/s | auto tok/s | speed-up | fp32 MFU | auto MFU "
-          "| final loss fp32 | final loss auto | max loss gap |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| mode | dtype | = | tok/s | vs fp32 | MFU | final loss | max loss gap vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode, r in results.items():
-        f, a = r["fp32"], r["auto"]
-        pct = [f"{100 * x['mfu']:.1f}%" if x["mfu"] is not None else "-" for x in (f, a)]
-        print(f"| {mode} | {a['resolved']} | {f['tokens_per_s']:.0f} | {a['tokens_per_s']:.0f} "
-              f"| {r['speedup']:.2f}x | {pct[0]} | {pct[1]} | {f['losses'][-1]:.4f} "
-              f"| {a['losses'][-1]:.4f} | {r['loss_gap_max']:.4f} |")
+        for d in dict.fromkeys(["fp32", *args.dtypes]):
+            x, c = r[d], r["vs_fp32"].get(d)
+            pct = f"{100 * x['mfu']:.1f}%" if x["mfu"] is not None else "-"
+            print(f"| {mode} | {d} | {x['resolved']} | {x['tokens_per_s']:.0f} "
+                  f"| {c['speedup'] if c else 1.0:.2f}x | {pct} | {x['losses'][-1]:.4f} "
+                  f"| {c['loss_gap_max'] if c else 0.0:.4f} |")
 
 
 if __name__ == "__main__":

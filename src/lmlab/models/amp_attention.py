@@ -7,6 +7,10 @@ Intel AMX Xeon, one thread), enough to make bf16 autocast slower than fp32 at na
 model (bench_pretrain, session 16: 0.76x). Casting q/k/v up for the attention alone keeps the
 bf16 matmuls (AMX) and the fast fp32 attention kernel; its outputs are also more accurate.
 
+The training loop (``train.loop.cpu_amp_attention``) applies it to every stage it runs under
+CPU bf16 autocast: at SmolLM2-135M's shapes (head size 64) bf16 SDPA forward + backward took
+2-2.6x the fp32 time alone, one thread (docs/hardware.md). ``pretrain`` also wraps its evals in it.
+
 The model stays a stock transformers class: ``fp32_attention(model)`` only points its config
 at the registered name for the block and puts ``sdpa`` back after (before ``save_pretrained``,
 so ``final/config.json`` is unchanged).

@@ -12,9 +12,10 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -93,6 +94,18 @@ def amp_context(device: torch.device, dtype: torch.dtype, weights: torch.dtype |
     if device.type == "cpu" and dtype == torch.bfloat16 and weights == torch.float32:
         return torch.autocast("cpu", dtype=dtype)
     return contextlib.nullcontext()
+
+
+def cpu_amp_attention(model: torch.nn.Module, enabled: bool):
+    """Under CPU bf16 autocast a transformers model attends in fp32 for the block
+    (models.amp_attention): torch 2.13's bf16 flash-attention backward on a CPU is the slow
+    kernel. SmolLM2-135M's shapes, one thread of the AMX Xeon: forward + backward took 2-2.6x
+    the fp32 time alone (101 vs 52 ms a layer at 8 x 128 tokens), 17.5% of an autocast SFT
+    step in a profile; with fp32 attention the autocast step went from 1.29x to ~2.0x the
+    fp32 step (interleaved, under load). Models without ``sdpa`` attention are left alone."""
+    from lmlab.models.amp_attention import fp32_attention
+
+    return fp32_attention(model, enabled=enabled)
 
 
 def _weights_dtype(model: torch.nn.Module) -> torch.dtype | None:
@@ -186,7 +199,8 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
     model is sharded while it trains and plain again when this returns.
 
     ``make_optimizer(model, cfg)`` replaces the default AdamW (the loop sets each group's lr
-    every step); ``save_buffers`` also checkpoints persistent buffers (BatchNorm statistics)."""
+    every step; the default is fused under CPU bf16 autocast, where its one pass over the
+    weights replaces the per-parameter loop's ~10, and torch's loop otherwise); ``save_buffers`` also checkpoints persistent buffers (BatchNorm statistics)."""
     try:
         return _train(model, objective, stream, cfg, run, dtype=dtype, eval_fn=eval_fn,
                       loggers=loggers, stop_after=stop_after, make_optimizer=make_optimizer,
@@ -201,7 +215,15 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
     device = next(model.parameters()).device
     # fsdp shards before the optimizer is built (it must hold the sharded parameters)
     sharded = prepare_model(model, cfg, device, dtype)
-    optimizer = (make_optimizer or build_optimizer)(model, cfg)
+    weights = _weights_dtype(model)
+    amp = not isinstance(amp_context(device, dtype, weights), contextlib.nullcontext)
+    # bf16 autocast on a CPU (dtype=auto on a fast-bf16 CPU): the fastest variant that keeps
+    # fp32 master weights, see cpu_amp_speedups; fp32 and GPU runs are unchanged
+    cpu_amp = amp and device.type == "cpu"
+    if make_optimizer is None and cpu_amp:
+        optimizer = build_optimizer(model, cfg, fused=True)
+    else:
+        optimizer = (make_optimizer or build_optimizer)(model, cfg)
     result = TrainResult(step=0)
     # fp16 gradients underflow without loss scaling; the scale is state, checkpointed with the rest
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and dtype == torch.float16 \
@@ -216,8 +238,6 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
         print0(f"[lmlab] resumed from {resume} (step {result.step})")
     ddp_model = model if sharded else wrap_ddp(model, device)
     world = world_size()
-    weights = _weights_dtype(model)
-    amp = not isinstance(amp_context(device, dtype, weights), contextlib.nullcontext)
     meter = _Mfu(model, device, dtype, amp)
     loggers = loggers or []
     model.train()
@@ -230,7 +250,7 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                    dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
     t_start, steps_done = time.time(), 0
     last = cfg.max_steps if stop_after is None else min(cfg.max_steps, result.step + stop_after)
-    with StopRequest(run.latest_checkpoint) as stop:
+    with StopRequest(run.latest_checkpoint) as stop, cpu_amp_attention(model, cpu_amp):
         while result.step < last:
             step = result.step
             t0 = time.time()
@@ -244,25 +264,31 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                 raise UserError(f"step {step}: the batch has nothing to train on "
                                 f"(all labels masked)")
             loss_sum, metric_sums, tokens, flops = 0.0, {}, 0, 0.0
-            for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1 or (ddp_model is model and not sharded)
-                ctx = _no_sync(ddp_model, sharded) if not sync else contextlib.nullcontext()
-                with ctx, amp_context(device, dtype, weights):
-                    loss, metrics = objective(ddp_model, batch)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"loss became {loss.item()} at step {step + 1} (micro-batch {i}); "
-                            f"stopped without saving. The last good checkpoint is "
-                            f"{run.latest_checkpoint() or '(none yet)'}; lower lr or check the "
-                            f"data.")
-                    scaled = loss * (world / total_units)
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_sum += float(loss.detach())
-                n = _useful_tokens(batch)
-                tokens += n
-                flops += meter.flops(batch, n)
-                for k, v in metrics.items():
-                    metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+            # CPU autocast: one autocast region per optimizer step, so its cache casts each
+            # fp32 weight to bf16 once per step, not once per micro-batch (grad_accum > 1)
+            step_amp = amp_context(device, dtype, weights) if cpu_amp \
+                else contextlib.nullcontext()
+            with step_amp:
+                for i, batch in enumerate(micro):
+                    sync = i == len(micro) - 1 or (ddp_model is model and not sharded)
+                    ctx = _no_sync(ddp_model, sharded) if not sync else contextlib.nullcontext()
+                    with ctx, (contextlib.nullcontext() if cpu_amp
+                               else amp_context(device, dtype, weights)):
+                        loss, metrics = objective(ddp_model, batch)
+                        if not torch.isfinite(loss):
+                            raise TrainingDiverged(
+                                f"loss became {loss.item()} at step {step + 1} (micro-batch {i}); "
+                                f"stopped without saving. The last good checkpoint is "
+                                f"{run.latest_checkpoint() or '(none yet)'}; lower lr or check the "
+                                f"data.")
+                        scaled = loss * (world / total_units)
+                        (scaler.scale(scaled) if scaler else scaled).backward()
+                    loss_sum += float(loss.detach())
+                    n = _useful_tokens(batch)
+                    tokens += n
+                    flops += meter.flops(batch, n)
+                    for k, v in metrics.items():
+                        metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
             killpoint("step")  # gradients accumulated, weights not yet stepped
             if scaler:
                 scaler.unscale_(optimizer)
