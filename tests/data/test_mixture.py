@@ -24,6 +24,18 @@ def test_split_sources():
     assert split_sources("task:all") == [f"task:{t}" for t in task_names()]
 
 
+def test_split_sources_gives_a_groups_options_to_every_task_of_it():
+    # read as one source, "task:add,sort?cot=1" is add and sort with worked solutions; split
+    # into mixture sources it must stay that, not add plain and sort with CoT
+    assert split_sources("task:add,sort?cot=1") == ["task:add?cot=1", "task:sort?cot=1"]
+    assert split_sources("task:add,task:sort?cot=1") == ["task:add", "task:sort?cot=1"]
+    assert split_sources("a.jsonl,task:add,sort?cot=0,b.csv") == [
+        "a.jsonl", "task:add?cot=0", "task:sort?cot=0", "b.csv"]
+    from lmlab.data.tasks import task_names
+
+    assert split_sources("task:all?cot=1") == [f"task:{t}?cot=1" for t in task_names()]
+
+
 def test_mixture_probs_by_hand():
     assert mixture_probs([100, 400]) == pytest.approx([0.2, 0.8], abs=1e-12)
     # T = 2: sqrt(100) = 10, sqrt(400) = 20

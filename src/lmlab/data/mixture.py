@@ -24,23 +24,35 @@ import torch
 def split_sources(data: str) -> list[str]:
     """``task:add,sort`` -> [task:add, task:sort]; ``a.jsonl,task:add,sort,b.csv`` ->
     [a.jsonl, task:add, task:sort, b.csv]: a bare name right after a task is a task too;
-    ``task:all`` is one source per built-in task."""
+    ``task:all`` is one source per built-in task. Options after a task group's last name apply
+    to the whole group, as they do when the string is read as one source:
+    ``task:add,sort?cot=1`` -> [task:add?cot=1, task:sort?cot=1]."""
     from lmlab.data.tasks import task_names
 
     out: list[str] = []
-    in_tasks = False
+    group: list[int] = []  # indices in out of the current task group's names
     for part in (p.strip() for p in data.split(",")):
         if not part:
             continue
         if part.startswith("task:"):
-            in_tasks = True
+            group = [len(out)]
             out.append(part)
-        elif in_tasks and "." not in part and "/" not in part:
+        elif group and "." not in part and "/" not in part:
+            group.append(len(out))
             out.append("task:" + part)
         else:
-            in_tasks = False
+            group = []
             out.append(part)
-    expanded = [[f"task:{t}" for t in task_names()] if s == "task:all" else [s] for s in out]
+        if group and "?" in out[-1]:  # the group's options: every name of it gets them
+            query = out[-1].split("?", 1)[1]
+            for i in group[:-1]:
+                out[i] += "?" + query
+            group = []
+    expanded = []
+    for s in out:
+        name, mark, query = s.partition("?")
+        expanded.append([f"task:{t}{mark}{query}" for t in task_names()]
+                        if name == "task:all" else [s])
     return list(dict.fromkeys(s for group in expanded for s in group))
 
 
