@@ -38,3 +38,10 @@ def test_final_weights_are_the_average(tmp_path):
     for k, v in avg.items():
         assert torch.equal(final[k], v), k
     assert any(not torch.equal(final[k], last[k]) for k in last)  # not the last weights
+
+    from pathlib import Path
+
+    from lmlab.report import build_report
+
+    md = Path(build_report([tmp_path / "r"], tmp_path / "report")["md"]).read_text()
+    assert "test accuracy by weights" in md
