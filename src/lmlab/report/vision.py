@@ -44,6 +44,22 @@ def runs_table(runs: list[RunData]) -> Table:
     return t
 
 
+def weights_table(runs: list[RunData]) -> Table | None:
+    """Test accuracy of each run's last weights and weight average (ema), with and without
+    flip averaging (summary.json's accuracy_by_weights); None when no run has them."""
+    rows = [(r, (r.summary or {}).get("accuracy_by_weights")) for r in runs]
+    rows = [(r, acc) for r, acc in rows if acc]
+    if not rows:
+        return None
+    t = Table("Vision: test accuracy by weights (last / weight average, without / with flip "
+              "averaging)", ["run", "ema decay", "last", "last+flip", "ema", "ema+flip"],
+              ["text", "num", "pct", "pct", "pct", "pct"])
+    for r, acc in rows:
+        t.rows.append([r.label, r.summary.get("ema") or None, acc.get("last"),
+                       acc.get("last+flip"), acc.get("ema"), acc.get("ema+flip")])
+    return t
+
+
 def coreset_table(runs: list[RunData]) -> Table | None:
     """Mean test accuracy per (method, fraction) over the runs (seeds) that share them."""
     groups: dict[tuple, list] = {}
@@ -158,6 +174,8 @@ def vision_items(runs: list[RunData]) -> list:
     if not vis:
         return []
     items: list = [runs_table(vis)]
+    if weights_table(vis):
+        items.append(weights_table(vis))
     for t in (coreset_table(vis), next((flops_table(r) for r in vis if flops_table(r)), None)):
         if t:
             items.append(t)

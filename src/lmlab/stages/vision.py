@@ -9,6 +9,7 @@ and the summary.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -53,6 +54,8 @@ class Config(TrainConfig):
     cutout: int = opt(0, "augment: zero one square of this side per image", min=0)
     channels_last: bool = opt(False, "NHWC memory format (faster convs on some CPUs/GPUs)")
     tta_flip: bool = opt(False, "test time: average the logits of each image and its mirror")
+    ema: float = opt(0.0, "keep a moving average of the weights with this decay per step (e.g. "
+                          "0.999; 0 = off): evaluation and final/ use the average", min=0, max=1)
     eval_batch_size: int = opt(1000, "images per forward pass when evaluating", min=1)
     subset: str = opt("none", "train on a subset: a coreset (kcenter, facility = CRAIG; ccs, "
                               "el2n, moderate: on a short proxy run) or random, of "
@@ -105,6 +108,9 @@ class Config(TrainConfig):
         if self.eval_every and self.eval_every % self.log_every:
             problems.append(f"eval_every={self.eval_every}: must be a multiple of log_every="
                             f"{self.log_every} (evaluations are written with the logged rows)")
+        if self.ema and not 0.5 <= self.ema < 1:
+            problems.append(f"ema={self.ema}: a decay in [0.5, 1) (0.999 ~ the last 1,000 "
+                            f"steps), or 0 for none")
         return problems
 
 
@@ -114,6 +120,7 @@ def run(cfg: Config) -> dict:
     from lmlab.train.logging import build_loggers
     from lmlab.train.loop import train
     from lmlab.vision import setup as S
+    from lmlab.vision.ema import WeightEMA
     from lmlab.vision.train import ClassifyObjective, ImageStream, make_optimizer
 
     data = S.load_data(cfg)  # read before the run folder is touched
@@ -150,12 +157,21 @@ def run(cfg: Config) -> dict:
     if cfg.lr_find and is_main() and cfg.resume == "no":
         lr_range = S.find_lr(cfg, run_, model, objective, stream_for(cfg.seed + 1), build_opt)
 
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
+
+    def train_opt(m, c):  # the run's optimizer; the weight average follows its steps
+        opt_ = build_opt(m, c)
+        return ema.attach(opt_) if ema else opt_
+
+    def eval_fn(m):
+        with ema.swapped() if ema else contextlib.nullcontext():
+            return S.evaluate(cfg, m, data.test)
+
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
     probe = S.probe(cfg, run_, model) if is_main() and cfg.probe_every else None
     result = train(model, objective, stream, cfg, run_, dtype=ctx.dtype,
                    loggers=loggers + ([probe] if probe else []),
-                   eval_fn=lambda m: S.evaluate(cfg, m, data.test),
-                   make_optimizer=build_opt, save_buffers=True)
+                   eval_fn=eval_fn, make_optimizer=train_opt, save_buffers=True)
     for lg in loggers + ([probe] if probe else []):
         lg.close()
 
@@ -177,10 +193,11 @@ def run(cfg: Config) -> dict:
     if lr_range:
         summary["suggested_lr"] = lr_range["suggested_lr"]
     if is_main():
-        summary.update(S.finish(cfg, run_, model, data, table))
+        summary.update(S.finish(cfg, run_, model, data, table, ema))
         run_.write_json("summary.json", summary)
         print0(f"[lmlab] test accuracy {summary['test_accuracy']:.2%} ({len(data.test):,} "
-               f"images); {summary.get('images_per_s', 0):,.0f} images/s")
+               f"images); {summary.get('images_per_s', 0):,.0f} images/s; by weights: "
+               + ", ".join(f"{k} {v:.2%}" for k, v in summary["accuracy_by_weights"].items()))
         print0(f"[lmlab] wrote {run_.path}/ (final/, insight/, metrics.jsonl, summary.json)")
     barrier()
     return summary

@@ -273,13 +273,34 @@ def evaluate(cfg, model, test: ImageSet, tta: bool = False) -> dict:
     return accuracy_and_loss(logits, test.y)
 
 
-def finish(cfg, run, model, data: VisionData, table: list[dict]) -> dict:
-    """Test accuracy, the insight files and final/; returns the summary's numbers."""
-    from lmlab.vision.train import accuracy_and_loss, confusion_matrix, predict
+def test_logits(cfg, model, test: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of the test images as they are, and averaged with their mirrors' (tta_flip)."""
+    from lmlab.vision.train import predict
+
+    kw = {"batch_size": cfg.eval_batch_size, "channels_last": cfg.channels_last}
+    plain = predict(model, test.x, **kw)
+    return plain, (plain + predict(model, test.x.flip(3), **kw)) / 2
+
+
+def finish(cfg, run, model, data: VisionData, table: list[dict], ema=None) -> dict:
+    """Test accuracy (of the weight average when ``ema`` is given: it becomes the final
+    weights), the insight files and final/; returns the summary's numbers. Every run also
+    records the accuracy of each choice of weights with and without flip averaging."""
+    import contextlib
+
+    from lmlab.vision.train import accuracy_and_loss, confusion_matrix
 
     test = data.test
-    logits = predict(model, test.x, cfg.eval_batch_size, tta_flip=cfg.tta_flip,
-                     channels_last=cfg.channels_last)
+    variants, logits = {}, None
+    for name, ctx in [("last", contextlib.nullcontext())] + ([("ema", ema.swapped())]
+                                                              if ema else []):
+        with ctx:
+            plain, mirrored = test_logits(cfg, model, test)
+        for key, lg in ((name, plain), (f"{name}+flip", mirrored)):
+            variants[key] = round(float((lg.argmax(1) == test.y).float().mean()), 4)
+        logits = mirrored if cfg.tta_flip else plain
+    if ema:
+        ema.copy_to()
     pred = logits.argmax(1)
     cm = confusion_matrix(pred, test.y, len(test.classes))
     folder = run.path / "insight"
@@ -294,6 +315,7 @@ def finish(cfg, run, model, data: VisionData, table: list[dict]) -> dict:
     if cfg.insight:
         _draw(folder, model, test, pred, cm)
     return {"test_accuracy": m["accuracy"], "test_loss": m["loss"], "tta_flip": cfg.tta_flip,
+            "ema": cfg.ema, "accuracy_by_weights": variants,
             "per_class_accuracy": {c: round(a, 4) for c, a in zip(test.classes, per_class)}}
 
 
