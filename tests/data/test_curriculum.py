@@ -7,6 +7,7 @@ import torch
 
 from lmlab.data.curriculum import (
     CurriculumStream,
+    accuracy_by_difficulty,
     competence,
     easy_first,
     task_difficulty,
@@ -37,6 +38,27 @@ def test_task_difficulty_by_hand():
                            '{"answer": 71}') == 5
     assert task_difficulty("convert", "Convert 7 hours to minutes. Give the number only.",
                            "420") == 3
+
+
+def test_accuracy_by_difficulty_counts_by_hand():
+    def row(prompt, correct, split="heldout", task="compare"):
+        return {"task": task, "split": split, "prompt": prompt, "answer": "0", "correct": correct}
+
+    samples = [
+        row("Pick the greater number: 482 or 428.", True),    # 3 digits + same digits: 4
+        row("Pick the greater number: 517 or 571.", False),   # 4
+        row("Pick the greater number: 905 or 901.", False),   # 3 digits + within 10: 4
+        row("Pick the greater number: 640 or 615.", True),    # 3 digits, 25 apart: 3
+        row("Pick the greater number: 31 or 35.", True),      # 2 digits + within 10: 3
+        row("Pick the greater number: 13 or 31.", False),     # 2 + same digits: 3
+        row("Pick the greater number: 640 or 615.", False, split="test"),  # another split
+        row("Sort 83, 7, 19, 42.", True, task="sort"),        # 3 inversions + 4 numbers: 7
+    ]
+    got = accuracy_by_difficulty(samples)
+    assert got == {"compare": {3.0: (2, 3), 4.0: (1, 3)}, "sort": {7.0: (1, 1)}}
+    assert list(got["compare"]) == [3.0, 4.0]  # increasing scores
+    assert accuracy_by_difficulty(samples, split="test") == {"compare": {3.0: (0, 1)}}
+    assert accuracy_by_difficulty([]) == {}
 
 
 def test_difficulty_of_generated_rows_spans_a_range():

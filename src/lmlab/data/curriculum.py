@@ -89,6 +89,22 @@ def task_difficulty(task: str, prompt: str, answer: str) -> float:
     return float(len(prompt))  # style tasks and anything unparsed: longer is harder
 
 
+def accuracy_by_difficulty(samples: list[dict], split: str = "heldout"
+                           ) -> dict[str, dict[float, tuple[int, int]]]:
+    """{task: {score: (correct, n)}} of eval ``samples`` (sft's samples.jsonl rows: task,
+    split, prompt, answer, correct) of one ``split``, each scored by ``task_difficulty``;
+    scores in increasing order. Splits beyond the training range score on their own scale."""
+    out: dict[str, dict[float, list[int]]] = {}
+    for x in samples:
+        if x.get("split") != split or "task" not in x:
+            continue
+        score = task_difficulty(x["task"], x["prompt"], str(x.get("answer", "")))
+        cell = out.setdefault(x["task"], {}).setdefault(score, [0, 0])
+        cell[0] += bool(x["correct"])
+        cell[1] += 1
+    return {t: {k: (c[0], c[1]) for k, c in sorted(per.items())} for t, per in out.items()}
+
+
 # --- difficulty from the model's own loss ------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """The report's training-recipes section: curriculum vs random order, single-task vs mixed
 training, and continual learning (task A and B accuracy after each phase). Every number is read
-from the sft runs' summary.json (its ``recipe``, ``continual`` and ``eval_after`` keys)."""
+from the sft runs' summary.json (its ``recipe``, ``continual`` and ``eval_after`` keys); the
+accuracy by difficulty from their samples.jsonl."""
 
 from __future__ import annotations
 
@@ -53,6 +54,36 @@ def curriculum_table(runs: list[RunData]) -> Table | None:
     return t
 
 
+def curriculum_difficulty_table(runs: list[RunData]) -> Table | None:
+    """Held-out accuracy per difficulty score (``task_difficulty``) of each curriculum-table
+    run, from its samples.jsonl; None when no such run kept held-out samples."""
+    from lmlab.data.curriculum import accuracy_by_difficulty
+
+    runs = _task_runs(runs)
+    if not any("curriculum" in (r.summary.get("recipe") or {}) for r in runs):
+        return None
+    runs = [r for r in runs if "mixture" not in (r.summary.get("recipe") or {})]
+    per_run = [(r, accuracy_by_difficulty(r.samples)) for r in runs]
+    buckets = sorted({(t, k) for _, acc in per_run for t, per in acc.items() for k in per})
+    if not buckets:
+        return None
+    t = Table("Curriculum: held-out accuracy by difficulty",
+              ["run", "order", *[f"{task} score {k:g}" for task, k in buckets]],
+              ["text"] * (2 + len(buckets)),
+              note="score: the task's difficulty from its parameters (data/curriculum.py "
+                   "task_difficulty; compare: digits, +1 same digits, +1 within 10); cells: "
+                   "accuracy (correct/n) of the held-out prompts with that score.")
+    for r, acc in per_run:
+        cur = (r.summary.get("recipe") or {}).get("curriculum")
+        cells = []
+        for task, k in buckets:
+            c, n = acc.get(task, {}).get(k, (0, 0))
+            cells.append(f"{100 * c / n:.0f}% ({c}/{n})" if n else "")
+        t.rows.append([r.label, f"{cur['scoring']} / {cur['pacing']}" if cur else "random",
+                       *cells])
+    return t
+
+
 def mixture_table(runs: list[RunData]) -> Table | None:
     runs = [r for r in _task_runs(runs) if "curriculum" not in (r.summary.get("recipe") or {})]
     if not any("mixture" in (r.summary.get("recipe") or {}) for r in runs):
@@ -101,4 +132,5 @@ def continual_table(runs: list[RunData]) -> Table | None:
 
 def recipe_items(runs: list[RunData]) -> list:
     """Tables for the report's "Training recipes" section ([] without recipe runs)."""
-    return [t for t in (curriculum_table(runs), mixture_table(runs), continual_table(runs)) if t]
+    return [t for t in (curriculum_table(runs), curriculum_difficulty_table(runs),
+                        mixture_table(runs), continual_table(runs)) if t]
