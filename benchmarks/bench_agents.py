@@ -60,9 +60,12 @@ def run_ours(cfg) -> dict:
 
     s = agent.run(cfg)
     r = s["per_seed"][0]
-    return {"steps_per_s": r["steps_per_s"], "train_seconds": r["train_seconds"],
-            "return": r["eval_return"], "return_std": r["eval_return_std"],
-            "solved": r["solved"]}
+    out = {"steps_per_s": r["steps_per_s"], "train_seconds": r["train_seconds"],
+           "return": r["eval_return"], "return_std": r["eval_return_std"],
+           "solved": r["solved"]}
+    if "best" in r:  # keep_best recipes: the kept policy, scored again on held-out episodes
+        out["kept"] = r["best"]
+    return out
 
 
 def sb3_model(algo: str, cfg):

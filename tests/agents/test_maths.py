@@ -321,3 +321,77 @@ def test_dqn_target_sync_every_target_update_env_steps_as_sb3_counts_them(n_envs
         if torch.equal(agent.q_target[0].bias, agent.q[0].bias):
             seen.append(step)
     assert seen == syncs
+
+
+def test_mse_loss_and_grad_by_hand():
+    from lmlab.agents.dqn import mse_grad
+
+    q, y = torch.tensor([0.0, 0.0, 0.0, 0.0]), torch.tensor([0.5, -3.0, 2.0, -0.25])
+    # errors -0.5, 3, -2, 0.25: mean of squares (0.25 + 9 + 4 + 0.0625) / 4; grad 2 e / 4
+    assert dqn_loss(q, y, "mse").item() == pytest.approx(13.3125 / 4, rel=1e-7)
+    assert mse_grad(q, y).tolist() == [-0.25, 1.5, -1.0, 0.125]
+    assert dqn_loss(q, y, "huber").item() == pytest.approx((0.125 + 2.5 + 1.5 + 0.03125) / 4)
+
+
+def _dqn(**kw):
+    from types import SimpleNamespace
+
+    import gymnasium as gym
+
+    from lmlab.agents.dqn import DQNAgent
+
+    cfg = SimpleNamespace(**{"hidden": [4], "lr": 1e-3, "n_envs": 1, "target_update": 1,
+                             "tau": 1.0, "max_steps": 1000, "schedule": "constant", **kw})
+    return DQNAgent(gym.spaces.Box(-1.0, 1.0, (2,)), gym.spaces.Discrete(2), cfg, seed=0)
+
+
+@pytest.mark.parametrize("schedule, lrs", [("linear", [1e-3, 7.5e-4, 1e-4, 0.0]),
+                                           ("constant", [1e-3, 1e-3, 1e-3, 1e-3])])
+def test_dqn_lr_schedule_values(schedule, lrs):
+    """lr x the fraction of steps left, set before each training round (SB3's lin schedule)."""
+    agent = _dqn(schedule=schedule)
+    seen = []
+    for step in (0, 250, 900, 1000):
+        agent.step = step
+        agent.round_start()
+        seen.append(agent.opt.param_groups[0]["lr"])
+    assert seen == pytest.approx(lrs, abs=1e-12)
+
+
+def test_dqn_polyak_target_update_by_hand():
+    agent = _dqn(tau=0.25)
+    with torch.no_grad():
+        for p in agent.q_target.parameters():
+            p.fill_(2.0)
+        for p in agent.q.parameters():
+            p.fill_(6.0)
+    agent.step = 1
+    agent.on_step()  # 0.75 * 2 + 0.25 * 6 = 3, then 0.75 * 3 + 0.25 * 6 = 3.75
+    assert all(torch.all(p == 3.0) for p in agent.q_target.parameters())
+    agent.step = 2
+    agent.on_step()
+    assert all(torch.all(p == 3.75) for p in agent.q_target.parameters())
+
+
+class _Coins:
+    """A stand-in generator: ``random`` gives the listed coins, ``integers`` always 7."""
+
+    def __init__(self, coins):
+        self.coins = np.array(coins)
+
+    def random(self, n=None):
+        return self.coins[0] if n is None else self.coins[:n]
+
+    def integers(self, lo, hi, n):
+        return np.full(n, 7)
+
+
+def test_epsilon_greedy_one_coin_per_env_or_per_step():
+    from lmlab.agents.dqn import epsilon_greedy
+
+    greedy = np.array([0, 1, 0])
+    # per env: coins 0.3, 0.7, 0.1 against eps 0.5 -> envs 0 and 2 explore
+    assert epsilon_greedy(greedy, 0.5, 8, _Coins([0.3, 0.7, 0.1]), "env").tolist() == [7, 1, 7]
+    # one coin for the step (SB3): 0.3 < 0.5 -> every env explores; 0.7 -> none does
+    assert epsilon_greedy(greedy, 0.5, 8, _Coins([0.3]), "step").tolist() == [7, 7, 7]
+    assert epsilon_greedy(greedy, 0.5, 8, _Coins([0.7]), "step").tolist() == [0, 1, 0]

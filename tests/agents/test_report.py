@@ -19,13 +19,16 @@ def _run(out, *overrides):
 
 
 def test_agents_section(tmp_path):
-    _run(tmp_path / "runs/ql", "algo=qlearning", "env=FrozenLake-v1", "seeds=2")
+    _run(tmp_path / "runs/ql", "algo=qlearning", "env=FrozenLake-v1", "seeds=2",
+         "keep_best=true")
     _run(tmp_path / "runs/pg", "algo=vpg", "env=FrozenLake-v1", "n_steps=50", "n_envs=2",
          "hidden=8", "frames=false")
     runs, _, _ = discover([tmp_path / "runs"])
     t = returns_table([r for r in runs if r.stage == "agent"])
     assert [row[2] for row in t.rows] == ["qlearning", "vpg"]
     assert t.rows[0][4] == 2  # seeds
+    assert 0.0 <= t.rows[0][-1] <= 1.0 and t.rows[1][-1] is None  # kept policy: keep_best only
+    assert (tmp_path / "runs/ql/final/seed-1/last.npy").is_file()
     p = paradigm_table([r for r in runs if r.stage == "agent"])
     assert p.rows[0][0] == "FrozenLake-v1" and p.rows[0][1] == "qlearning" \
         and p.rows[0][4] == "vpg"

@@ -111,3 +111,29 @@ def test_frame_strip_of_the_trained_agent(tmp_path):
     img = Image.open(out / "frames.png")
     assert img.height == 120 and img.width > 4 * 120
     assert summary["frames"] == "frames.png" and summary["frames_steps"] >= 8
+
+
+def test_dqn_keep_best_and_its_stabilisers_resume_exactly(tmp_path, capsys):
+    """keep_best: final/seed-N/policy.pt is the policy of the best evaluation (the latest of
+    ties), last.pt the last one, both scored again on held-out episodes; the kept policy and
+    the lr schedule, Polyak target, MSE loss and one-coin exploration survive a resume."""
+    extra = ("keep_best=true", "schedule=linear", "tau=0.5", "loss=mse", "n_envs=2",
+             "epsilon_draw=step", "eval_every=60", "save_every=60")
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    s = run_agent(whole, "dqn", *extra)
+    assert run_agent(cut, "dqn", *extra, stop_after=120)["stopped_at"] == 120
+    run_agent(cut, "dqn", *extra, "resume=auto")
+    assert metrics(cut) == metrics(whole)
+    r = s["per_seed"][0]
+    curve = [e["return"] for e in r["curve"]]
+    latest_best = max(i for i, x in enumerate(curve) if x == max(curve))
+    assert r["best"]["env_step"] == r["curve"][latest_best]["env_step"]
+    assert r["best"]["select_return"] == max(curve)
+    assert {"best_heldout_return_mean", "last_heldout_return_mean"} <= s.keys()
+    for out in (whole, cut):
+        assert (out / "final/seed-0/last.pt").is_file()
+    a, b = policy(whole), policy(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "keep_best, held-out episodes: kept policies" in capsys.readouterr().out
+    rows = [x for x in metrics(whole) if "train/lr" in x]
+    assert rows[-1]["train/lr"] < rows[0]["train/lr"]  # the linear schedule decays

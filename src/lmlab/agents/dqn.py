@@ -4,7 +4,10 @@ et al. 2016; ``double=true``).
 loss = Huber(Q(s, a) - y), y = r + gamma (1 - terminated) max_a' Q_target(s', a')
 (double: Q_target(s', argmax_a' Q(s', a'))); the target network is copied (``tau`` = 1) or
 Polyak-averaged every ``target_update`` environment steps; epsilon-greedy acting with epsilon
-decaying linearly from 1 to ``epsilon_end`` over ``exploration_fraction`` of the steps.
+decaying linearly from 1 to ``epsilon_end`` over ``exploration_fraction`` of the steps
+(``epsilon_draw=env``: one coin per env; ``step``: one coin for the whole vector step, as
+Stable-Baselines3 draws it). Stabilisers: ``schedule=linear`` (lr decays to 0 over the run,
+set before each training round as SB3 does), ``tau`` < 1 (Polyak target), ``loss=mse``.
 Defaults are Stable-Baselines3's (Huber loss, Adam, grad-norm clip 10).
 """
 
@@ -26,6 +29,7 @@ from lmlab.agents.nets import (
     relu_mlp_forward,
     soft_update,
 )
+from lmlab.agents.policies import linear, set_lr
 from lmlab.agents.tabular import linear_epsilon
 from lmlab.losses.td import double_q_target, td_target
 
@@ -38,15 +42,33 @@ DEFAULTS = {"lr": 1e-4, "gamma": 0.99, "batch_size": 32, "buffer_size": 1_000_00
             "epsilon_end": 0.05, "max_grad_norm": 10.0, "hidden": [64, 64], "n_envs": 1}
 
 
-def dqn_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Huber (smooth L1, delta 1) between Q(s, a) and its TD target, averaged: (B,), (B,)."""
-    return F.smooth_l1_loss(q, target)
+def dqn_loss(q: torch.Tensor, target: torch.Tensor, kind: str = "huber") -> torch.Tensor:
+    """Huber (smooth L1, delta 1) or squared error between Q(s, a) and its TD target,
+    averaged: (B,), (B,)."""
+    return F.smooth_l1_loss(q, target) if kind == "huber" else F.mse_loss(q, target)
 
 
 def huber_grad(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """d dqn_loss / d q: clip(q - target, -1, 1) / B (the Huber loss is quadratic inside
     |error| < 1 and linear outside)."""
     return (q - target).clamp_(-1.0, 1.0).div_(len(q))
+
+
+def mse_grad(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """d dqn_loss(kind="mse") / d q: 2 (q - target) / B."""
+    return (q - target).mul_(2.0 / len(q))
+
+
+def epsilon_greedy(greedy: np.ndarray, eps: float, n_actions: int, rng, draw: str) -> np.ndarray:
+    """Epsilon-greedy over a vector step's greedy actions. ``draw="env"``: one coin per env
+    (``rng.random(n)``, then ``rng.integers`` for all n); ``"step"``: one coin for the whole
+    step (``rng.random()``; heads: every env gets a random action), as Stable-Baselines3's
+    ``DQN.predict`` does."""
+    n = len(greedy)
+    if draw == "step":
+        return rng.integers(0, n_actions, n) if rng.random() < eps else greedy
+    rand = rng.random(n) < eps
+    return np.where(rand, rng.integers(0, n_actions, n), greedy)
 
 
 class DQNAgent:
@@ -91,8 +113,15 @@ class DQNAgent:
         greedy = self.q_np(obs).argmax(axis=1)
         if not explore:
             return greedy
-        rand = self.rng.random(len(obs)) < self.epsilon()
-        return np.where(rand, self.rng.integers(0, self.n_actions, len(obs)), greedy)
+        return epsilon_greedy(greedy, self.epsilon(), self.n_actions, self.rng,
+                              getattr(self.cfg, "epsilon_draw", "env"))
+
+    def round_start(self) -> None:
+        """Before a training round: the learning rate at this step (``schedule=linear``: lr x
+        the fraction of steps left, as SB3's schedule sets it once per ``train()``)."""
+        c = self.cfg
+        if getattr(c, "schedule", "constant") != "constant":
+            set_lr(self.opt, linear(c.lr, self.step / c.max_steps, c.schedule))
 
     def update(self, b: dict) -> dict:
         """One gradient step. The gradient of the Huber loss through the ReLU MLP is taken by
@@ -109,14 +138,17 @@ class DQNAgent:
             acts = relu_mlp_forward(self.q, b["obs"])
             a = b["act"].long().unsqueeze(1)
             q = acts[-1].gather(1, a).squeeze(1)  # (B,)
-            loss = dqn_loss(q, y)
-            d_out = torch.zeros_like(acts[-1]).scatter_(1, a, huber_grad(q, y).unsqueeze(1))
+            kind = getattr(c, "loss", "huber")
+            loss = dqn_loss(q, y, kind)
+            grad = huber_grad(q, y) if kind == "huber" else mse_grad(q, y)
+            d_out = torch.zeros_like(acts[-1]).scatter_(1, a, grad.unsqueeze(1))
             for p, g in zip(self.params, relu_mlp_backward(self.q, acts, d_out)):
                 p.grad = g
         clip_grads(self.params, c.max_grad_norm)
         self.opt.step()
         self.updates += 1
-        return {"loss": loss.item(), "q": q.mean().item(), "epsilon": self.epsilon()}
+        return {"loss": loss.item(), "q": q.mean().item(), "epsilon": self.epsilon(),
+                "lr": self.opt.param_groups[0]["lr"]}
 
     def state_dict(self) -> dict:
         return {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),

@@ -14,6 +14,7 @@ T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 EVAL_SEED = 1_000_000  # evaluation episodes are seeded apart from every training seed
+HELDOUT_SEED = 2_000_000  # keep_best: the kept policy is scored again on these episodes
 
 
 def mean_ci95(xs) -> tuple[float, float]:

@@ -158,6 +158,8 @@ class OffPolicyLoop(_Base):
         agent.on_step()
         self.tracker.add(r, done)
         if self.step > cfg.learning_starts and self.calls % cfg.train_freq == 0:
+            if hasattr(agent, "round_start"):  # DQN: the lr schedule's value for this round
+                agent.round_start()
             for _ in range(cfg.gradient_steps):
                 self.tracker.metrics(agent.update(self.buffer.sample(cfg.batch_size, self.rng)))
 

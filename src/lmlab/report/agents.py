@@ -18,19 +18,21 @@ def agent_runs(runs: list[RunData]) -> list[RunData]:
 def returns_table(runs: list[RunData]) -> Table:
     t = Table("Agents: deterministic evaluation return", [
         "run", "env", "algo", "kind", "seeds", "env steps / seed", "return (mean)", "95% CI +-",
-        "env steps/s", "solved after (s)"],
-        ["text", "text", "text", "text", "int", "int", "num", "num", "num", "num"],
+        "env steps/s", "solved after (s)", "kept policy, held-out (mean)"],
+        ["text", "text", "text", "text", "int", "int", "num", "num", "num", "num", "num"],
         note="Mean over seeds of each seed's final evaluation (eval_episodes deterministic "
              "episodes on fixed evaluation seeds, apart from training); CI: Student t. "
              "Solved: the first evaluation at or above the env's reward threshold "
-             "(mean over seeds of the training seconds it took).")
+             "(mean over seeds of the training seconds it took). Kept policy (keep_best=true "
+             "only): each seed's best-evaluated policy scored again on held-out episodes.")
     for r in sorted(runs, key=lambda r: (r.summary["env"], r.summary["algo"])):
         s = r.summary
         solved = [p["solved"]["seconds"] for p in s.get("per_seed", []) if p.get("solved")]
         t.rows.append([r.label, s["env"], s["algo"], s.get("kind", MISSING), len(s["seeds"]),
                        s.get("env_steps_per_seed"), s["eval_return_mean"],
                        s["eval_return_ci95"], s.get("env_steps_per_s"),
-                       sum(solved) / len(solved) if len(solved) == len(s["seeds"]) else None])
+                       sum(solved) / len(solved) if len(solved) == len(s["seeds"]) else None,
+                       s.get("best_heldout_return_mean")])
     return t
 
 

@@ -66,6 +66,10 @@ class Config(RunConfig):
     target_update: int | None = opt(None, "DQN: env steps between target-network syncs", min=1)
     tau: float | None = opt(None, "target network Polyak rate (1: copy)", min=0.0, max=1.0)
     double: bool = opt(True, "DQN: double DQN target")
+    loss: str = opt("huber", "DQN: TD loss (huber: smooth L1, delta 1; mse: squared error)",
+                    choices=("huber", "mse"))
+    epsilon_draw: str = opt("env", "DQN: epsilon-greedy coin per env, or one per vector step "
+                                   "(step: Stable-Baselines3's)", choices=("env", "step"))
     exploration_fraction: float | None = opt(None, "epsilon decays over this fraction of "
                                                    "steps (tabular, DQN)", min=0.0, max=1.0)
     epsilon_end: float | None = opt(None, "final epsilon (tabular, DQN)", min=0.0, max=1.0)
@@ -79,6 +83,8 @@ class Config(RunConfig):
     # evaluation, logging, checkpoints
     eval_every: int = opt(0, "env steps between evaluations (0: max_steps / 10)", min=0)
     eval_episodes: int = opt(10, "deterministic evaluation episodes each time", min=1)
+    keep_best: bool = opt(False, "keep each seed's policy of its best evaluation (the latest of "
+                                 "ties) in final/ and score it again on held-out episodes")
     log_every: int = opt(1000, "env steps between training-metric rows", min=1)
     save_every: int = opt(0, "env steps between checkpoints (0: at each evaluation)", min=0)
     keep_checkpoints: int = opt(1, "checkpoints kept", min=1)
@@ -214,6 +220,7 @@ class SeedRun:
         self.evals: list[dict] = []
         self.seconds = 0.0
         self.solved: dict | None = None
+        self.best: dict | None = None  # keep_best: the best evaluation and its policy
 
     @property
     def offset(self) -> int:
@@ -229,6 +236,11 @@ class SeedRun:
         row = {"env_step": self.loop.step, "return": float(np.mean(returns)),
                "return_std": float(np.std(returns))}
         self.evals.append(row)
+        if self.cfg.keep_best and (self.best is None or row["return"] >= self.best["return"]):
+            import copy
+
+            self.best = {"env_step": self.loop.step, "return": row["return"],
+                         "policy": copy.deepcopy(self.loop.agent.policy_state())}
         if self.solved is None and self.spec_threshold is not None \
                 and row["return"] >= self.spec_threshold:
             self.solved = {"env_step": self.loop.step, "seconds": round(self.seconds, 2)}
@@ -273,21 +285,49 @@ class SeedRun:
 
     def state(self) -> dict:
         return {"done": self.done, "index": self.index, "loop": self.loop.state_dict(),
-                "evals": self.evals, "seconds": self.seconds, "solved": self.solved}
+                "evals": self.evals, "seconds": self.seconds, "solved": self.solved,
+                "best": self.best}
 
     def load(self, state: dict) -> None:
         self.loop.load_state_dict(state["loop"])
         self.evals, self.seconds, self.solved = state["evals"], state["seconds"], \
             state["solved"]
+        self.best = state.get("best")
 
     def result(self) -> dict:
         final = self.evals[-1]
-        return {"seed": self.seed, "eval_return": final["return"],
-                "eval_return_std": final["return_std"], "env_steps": self.loop.step,
-                "train_seconds": round(self.seconds, 2),
-                "steps_per_s": round(self.loop.step / max(self.seconds, 1e-9), 1),
-                "solved": self.solved, "curve": self.evals,
-                "policy": self.loop.agent.policy_state()}
+        out = {"seed": self.seed, "eval_return": final["return"],
+               "eval_return_std": final["return_std"], "env_steps": self.loop.step,
+               "train_seconds": round(self.seconds, 2),
+               "steps_per_s": round(self.loop.step / max(self.seconds, 1e-9), 1),
+               "solved": self.solved, "curve": self.evals,
+               "policy": self.loop.agent.policy_state()}
+        if self.best is not None:
+            out.update(self.best_result())
+        return out
+
+    def best_result(self) -> dict:
+        """keep_best: the last and the kept (best-evaluated) policy, both scored again on
+        ``eval_episodes`` held-out episodes (seeds apart from the selecting ones, so the kept
+        policy's score is not the maximum it was chosen by)."""
+        import copy
+
+        import numpy as np
+
+        from lmlab.agents.evaluation import HELDOUT_SEED, run_episodes
+
+        agent, n = self.loop.agent, self.cfg.eval_episodes
+        last = copy.deepcopy(agent.policy_state())
+        last_returns = run_episodes(agent, self.eval_env, n, HELDOUT_SEED)
+        load_policy(agent, self.best["policy"])
+        best_returns = run_episodes(agent, self.eval_env, n, HELDOUT_SEED)
+        load_policy(agent, last)
+        return {"policy": self.best["policy"], "last_policy": last,
+                "best": {"env_step": self.best["env_step"],
+                         "select_return": self.best["return"],
+                         "heldout_return": float(np.mean(best_returns)),
+                         "heldout_return_std": float(np.std(best_returns)),
+                         "last_heldout_return": float(np.mean(last_returns))}}
 
 
 def _next(step: int, every: int) -> int:
@@ -334,6 +374,11 @@ def run(cfg: Config, stop_after: int | None = None) -> dict:
         print0(f"[lmlab] seed {r['seed']}: eval return {r['eval_return']:.2f} +- "
                f"{r['eval_return_std']:.2f} over {cfg.eval_episodes} episodes, "
                f"{r['steps_per_s']:,.0f} env steps/s")
+        if "best" in r:
+            b = r["best"]
+            print0(f"[lmlab] seed {r['seed']}: kept the policy of env step {b['env_step']:,} "
+                   f"(eval {b['select_return']:.2f}); held-out episodes: kept "
+                   f"{b['heldout_return']:.2f}, last {b['last_heldout_return']:.2f}")
         if index + 1 < cfg.seeds:  # the next seed resumes from here if killed
             save_state(run_, (index + 1) * cfg.max_steps,
                        {"done": done, "index": index + 1}, cfg.keep_checkpoints)
@@ -370,12 +415,25 @@ def finish(cfg: Config, run_, done: list[dict]) -> dict:
                "eval_episodes": cfg.eval_episodes, "eval_return_mean": mean,
                "eval_return_ci95": ci, "train_seconds": round(seconds, 1),
                "env_steps_per_s": round(steps / max(seconds, 1e-9), 1),
-               "per_seed": [{k: v for k, v in r.items() if k != "policy"} for r in done]}
+               "per_seed": [{k: v for k, v in r.items() if k not in ("policy", "last_policy")}
+                            for r in done]}
+    if cfg.keep_best:  # the kept policies, scored on held-out episodes (not the selecting ones)
+        summary["best_heldout_return_mean"], summary["best_heldout_return_ci95"] = mean_ci95(
+            [r["best"]["heldout_return"] for r in done])
+        summary["last_heldout_return_mean"], summary["last_heldout_return_ci95"] = mean_ci95(
+            [r["best"]["last_heldout_return"] for r in done])
     extra = save_final(cfg, run_, done)
     summary.update(extra)
     run_.write_json("summary.json", summary)
     print0(f"[lmlab] {cfg.algo} on {cfg.env}: eval return {mean:.2f} +- {ci:.2f} (95% CI over "
            f"{len(done)} seed(s)); {summary['env_steps_per_s']:,.0f} env steps/s")
+    if cfg.keep_best:
+        print0(f"[lmlab] keep_best, held-out episodes: kept policies "
+               f"{summary['best_heldout_return_mean']:.2f} +- "
+               f"{summary['best_heldout_return_ci95']:.2f}, last policies "
+               f"{summary['last_heldout_return_mean']:.2f} +- "
+               f"{summary['last_heldout_return_ci95']:.2f} (final/seed-N/policy.pt is the "
+               f"kept one, last.pt the last)")
     if any(r["solved"] for r in done):  # time to solve: the first evaluation at the threshold
         print0("[lmlab] solved (eval return >= the env's reward threshold): " + "; ".join(
             f"seed {r['seed']} at {r['solved']['env_step']:,} env steps, "
@@ -408,6 +466,12 @@ def save_final(cfg: Config, run_, done: list[dict]) -> dict:
             np.save(d / "q.npy", r["policy"]["q"])
         else:
             torch.save(r["policy"], d / "policy.pt")
+        if "last_policy" in r:  # keep_best: policy.* is the kept policy, last.* the last one
+            last = r["last_policy"]
+            if "q" in last and isinstance(last["q"], np.ndarray):
+                np.save(d / "last.npy", last["q"])
+            else:
+                torch.save(last, d / "last.pt")
     (tmp / "agent.json").write_text(json.dumps(
         {"algo": cfg.algo, "env": cfg.env, "env_kwargs": env_kwargs(cfg), "hidden": cfg.hidden,
          "seeds": [r["seed"] for r in done]}, indent=2) + "\n")
