@@ -27,10 +27,11 @@ def one(args, method: str, fraction: float, seed: int, out: Path) -> dict:
 
     # the recipe may name a subset (coreset.yaml does): the full-set reference overrides it
     # "kcenter-proxy" / "facility-proxy": those methods on the proxy run's features
-    base, proxy = method.removesuffix("-proxy"), method.endswith("-proxy")
+    # "facility-gradient": CRAIG on the proxy's per-image last-layer gradients
+    base, _, feats = method.partition("-")
     subset = ["subset=none"] if method == "full" else [
         f"subset={base}", f"subset_fraction={fraction}",
-        *(["subset_features=proxy"] if proxy else [])]
+        *([f"subset_features={feats}"] if feats else [])]
     cfg = load_config(vision.Config, args.config, [
         f"data={args.data}", f"model={args.model}", f"epochs={args.epochs}",
         f"output_dir={out}", f"seed={seed}", "overwrite=true", "progress=false",
@@ -66,8 +67,8 @@ def plot(table: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
-    methods = ("random", "kcenter", "facility", "ccs", "el2n", "moderate", "kcenter-proxy",
-               "facility-proxy")
+    methods = ("random", "kcenter", "facility", "ccs", "el2n", "moderate", "hardclass",
+               "kcenter-proxy", "facility-proxy", "facility-gradient")
     for i, method in enumerate(methods):
         pts = [r for r in table if r["method"] == method]
         if pts:
@@ -94,8 +95,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     p.add_argument("--methods", nargs="+", default=["random", "kcenter", "facility"],
-                   help="random kcenter facility ccs el2n moderate kcenter-proxy "
-                        "facility-proxy")
+                   help="random kcenter facility ccs el2n moderate hardclass kcenter-proxy "
+                        "facility-proxy facility-gradient")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for every run")
     p.add_argument("--runs", default="runs/coresets", help="folder for the run folders")
