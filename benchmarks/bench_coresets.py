@@ -67,7 +67,7 @@ def plot(table: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
-    methods = ("random", "kcenter", "facility", "ccs", "el2n", "moderate", "hardclass",
+    methods = ("random", "kcenter", "facility", "ccs", "el2n", "moderate", "trimmed",
                "kcenter-proxy", "facility-proxy", "facility-gradient")
     for i, method in enumerate(methods):
         pts = [r for r in table if r["method"] == method]
@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     p.add_argument("--methods", nargs="+", default=["random", "kcenter", "facility"],
-                   help="random kcenter facility ccs el2n moderate hardclass kcenter-proxy "
+                   help="random kcenter facility ccs el2n moderate trimmed kcenter-proxy "
                         "facility-proxy facility-gradient")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for every run")

@@ -1,5 +1,5 @@
 """Class budgets by difficulty, trimmed random selection and last-layer gradient features
-(the hardclass and CRAIG-on-gradients selections) on toy inputs worked out by hand."""
+(the trimmed and CRAIG-on-gradients selections) on toy inputs worked out by hand."""
 
 import torch
 
@@ -50,11 +50,11 @@ def test_trimmed_random_drops_the_easiest_and_the_hardest():
     assert len(set(pick)) == 3 and all(3 <= i <= 7 for i in pick)
 
 
-def test_hardclass_gives_the_hard_class_more_and_skips_its_easiest():
+def test_trimmed_with_class_power_gives_the_hard_class_more_and_skips_its_easiest():
     labels = torch.tensor([0] * 10 + [1] * 10)
     # class 0 easy (EL2N 0.1 each), class 1 hard (0.3 .. 0.39)
     scores = torch.cat([torch.full((10,), 0.1), 0.3 + torch.arange(10) / 100]).double()
-    idx, w = select_scored("hardclass", labels, 0.5, scores=scores, prune_easy=0.2,
+    idx, w = select_scored("trimmed", labels, 0.5, scores=scores, prune_easy=0.2,
                            prune_hard=0.0, class_power=1.0)
     # quotas: 10 shared by mean EL2N 0.1 : 0.345 -> 2.24 and 7.76 -> 2 and 8
     assert int((labels[idx] == 0).sum()) == 2 and int((labels[idx] == 1).sum()) == 8
@@ -87,5 +87,18 @@ def test_facility_on_gradients_weights_the_easy_cluster():
     g = torch.tensor([[0.0, 0.0], [0.01, 0.0], [0.0, 0.01], [0.01, 0.01], [0.005, 0.0],
                       [0.0, 0.005], [1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64)
     idx, w = facility_location(g, 3, exact=True)
-    assert sorted(idx.tolist())[1:] == [6, 7] and int(sorted(idx.tolist())[0]) < 6
+    assert sorted(idx.tolist())[1:] == [6, 7] and min(idx.tolist()) < 6
     assert sorted(w.tolist()) == [1.0, 1.0, 6.0]
+
+
+def test_trimmed_at_power_0_keeps_the_fraction_of_every_class():
+    labels = torch.tensor([0] * 10 + [1] * 20)
+    scores = torch.arange(30, dtype=torch.float64)
+    idx, _ = select_scored("trimmed", labels, 0.5, scores=scores, prune_easy=0.2,
+                           prune_hard=0.0, seed=3)
+    # 5 of class 0 from its 8 hardest (2..9), 10 of class 1 from its 16 hardest (14..29)
+    c0, c1 = [i for i in idx.tolist() if i < 10], [i for i in idx.tolist() if i >= 10]
+    assert len(c0) == 5 and min(c0) >= 2 and len(c1) == 10 and min(c1) >= 14
+    again, _ = select_scored("trimmed", labels, 0.5, scores=scores, prune_easy=0.2,
+                             prune_hard=0.0, seed=3)
+    assert again.tolist() == idx.tolist()

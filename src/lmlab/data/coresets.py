@@ -104,7 +104,7 @@ def select(method: str, features: torch.Tensor, labels: torch.Tensor, fraction: 
 # background shades). These use what a short proxy run learned: how hard each image is, and
 # its penultimate features. All pure: (scores or features, k, generator) -> indices.
 
-SCORED_METHODS = ("ccs", "el2n", "moderate", "hardclass")
+SCORED_METHODS = ("ccs", "el2n", "moderate", "trimmed")
 
 
 def el2n_scores(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -225,15 +225,15 @@ def trimmed_random(scores: torch.Tensor, k: int, *, prune_easy: float = 0.0,
 def select_scored(method: str, labels: torch.Tensor, fraction: float, *,
                   scores: torch.Tensor | None = None, features: torch.Tensor | None = None,
                   seed: int = 0, prune_hard: float = 0.1, strata: int = 50,
-                  prune_easy: float = 0.0,
-                  class_power: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                  prune_easy: float = 0.2,
+                  class_power: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, weights = 1) of ``fraction`` of each class, by a proxy's per-example
     ``scores`` (EL2N: high = hard) or ``features``: ``ccs`` (stratified over difficulty
     after dropping the hardest ``prune_hard``), ``el2n`` (the hardest, as in Paul et al.),
-    ``moderate`` (median distance to the class mean in feature space), ``hardclass``
-    (per-class budgets by ``class_quotas`` of the class's mean score ** ``class_power``, each
-    class's easiest ``prune_easy`` and hardest ``prune_hard`` dropped, random among the
-    rest)."""
+    ``moderate`` (median distance to the class mean in feature space), ``trimmed`` (each
+    class's easiest ``prune_easy`` and hardest ``prune_hard`` dropped, random among the rest;
+    the per-class budgets are ``class_quotas`` of the class's mean score ** ``class_power``,
+    0 = ``fraction`` of each class)."""
     if method not in SCORED_METHODS:
         raise ValueError(f"unknown scored method {method!r}; choose one of {SCORED_METHODS}")
     need = features if method == "moderate" else scores
@@ -242,14 +242,14 @@ def select_scored(method: str, labels: torch.Tensor, fraction: float, *,
     g = torch.Generator().manual_seed(seed)
     classes = labels.unique(sorted=True).tolist()
     members = [(labels == c).nonzero()[:, 0] for c in classes]
-    if method == "hardclass":
+    if method == "trimmed":  # power 0: the same fraction of every class, the total exact
         quotas = class_quotas(torch.tensor([len(r) for r in members]),
                               torch.stack([scores[r].double().mean() for r in members]),
                               fraction, power=class_power).tolist()
     out = []
     for i, rows in enumerate(members):
         k = max(1, round(fraction * len(rows)))
-        if method == "hardclass":
+        if method == "trimmed":
             local = trimmed_random(scores[rows], quotas[i], prune_easy=prune_easy,
                                    prune_hard=prune_hard, generator=g)
         elif method == "ccs":

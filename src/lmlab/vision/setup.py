@@ -128,7 +128,7 @@ def training_set(cfg, data: VisionData):
     """(x, y, weights or None, subset info): all training images, or a coreset / random
     subset of ``subset_fraction`` of them chosen per class: on pooled-pixel features, or on
     a short proxy run's EL2N scores / penultimate features (ccs, el2n, moderate, and
-    hardclass, and kcenter / facility with ``subset_features=proxy|gradient``; the proxy's
+    trimmed, and kcenter / facility with ``subset_features=proxy|gradient``; the proxy's
     time is selection time)."""
     import time
 
@@ -171,6 +171,7 @@ def training_set(cfg, data: VisionData):
             "of": len(y), "select_seconds": round(secs, 1), "weighted": weighted,
             "features": "pixels" if proxy is None else cfg.subset_features if on_proxy
             else "proxy",
+            "per_class": torch.bincount(y[idx], minlength=int(y.max()) + 1).tolist(),
             "note": f" (subset={method}: {len(idx):,} of {len(y):,}, {secs:.1f} s)"}
     return x[idx], y[idx], (w if weighted else None), info
 
