@@ -1,9 +1,10 @@
 """CoreSets: test accuracy and wall time vs training-set fraction, coreset vs random vs full.
 
 Each (method, fraction, seed) trains `lmlab vision` for the same number of epochs over its
-subset (so a half-size subset takes half the steps: the time a coreset saves), methods
-kcenter / facility (CRAIG) / random per class on pooled-pixel features, and the full set as the
-reference; mean over ``--seeds``. Writes a JSON table, a markdown table and a plot. Holds
+subset (so a half-size subset takes half the steps: the time a coreset saves; with
+``--full-epochs`` = epochs x fraction the full set trains the same steps instead), methods
+random / kcenter / facility (CRAIG) / ccs / el2n / moderate / trimmed per class, and the full
+set as the reference; mean over ``--seeds``. Writes a JSON table, a markdown table and a plot. Holds
 /tmp/lmlab-heavy.lock while it runs.
 
     .venv/bin/python benchmarks/bench_coresets.py --fractions 0.1 0.3 0.5 --seeds 0 1 2
@@ -33,7 +34,8 @@ def one(args, method: str, fraction: float, seed: int, out: Path) -> dict:
         f"subset={base}", f"subset_fraction={fraction}",
         *([f"subset_features={feats}"] if feats else [])]
     cfg = load_config(vision.Config, args.config, [
-        f"data={args.data}", f"model={args.model}", f"epochs={args.epochs}",
+        f"data={args.data}", f"model={args.model}",
+        f"epochs={args.full_epochs if method == 'full' and args.full_epochs else args.epochs}",
         f"output_dir={out}", f"seed={seed}", "overwrite=true", "progress=false",
         "insight=false", "flops_table=false", "probe_every=0", "save_every=0",
         *subset, *([f"data_limit={args.limit}"] if args.limit else []), *args.set])
@@ -92,6 +94,9 @@ def main() -> None:
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--model", default="cnn")
     p.add_argument("--epochs", type=float, default=6)
+    p.add_argument("--full-epochs", type=float, default=0,
+                   help="epochs of the full-set runs (0 = --epochs); --epochs 12 --full-epochs 6 "
+                        "compares 50%% subsets with the full set at equal steps")
     p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     p.add_argument("--methods", nargs="+", default=["random", "kcenter", "facility"],
