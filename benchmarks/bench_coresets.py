@@ -1,9 +1,10 @@
 """CoreSets: test accuracy and wall time vs training-set fraction, coreset vs random vs full.
 
 Each (method, fraction, seed) trains `lmlab vision` for the same number of epochs over its
-subset (so a half-size subset takes half the steps: the time a coreset saves), methods
-kcenter / facility (CRAIG) / random per class on pooled-pixel features, and the full set as the
-reference; mean over ``--seeds``. Writes a JSON table, a markdown table and a plot. Holds
+subset (so a half-size subset takes half the steps: the time a coreset saves; with
+``--full-epochs`` = epochs x fraction the full set trains the same steps instead), methods
+random / kcenter / facility (CRAIG) / ccs / el2n / moderate / trimmed per class, and the full
+set as the reference; mean over ``--seeds``. Writes a JSON table, a markdown table and a plot. Holds
 /tmp/lmlab-heavy.lock while it runs.
 
     .venv/bin/python benchmarks/bench_coresets.py --fractions 0.1 0.3 0.5 --seeds 0 1 2
@@ -27,12 +28,14 @@ def one(args, method: str, fraction: float, seed: int, out: Path) -> dict:
 
     # the recipe may name a subset (coreset.yaml does): the full-set reference overrides it
     # "kcenter-proxy" / "facility-proxy": those methods on the proxy run's features
-    base, proxy = method.removesuffix("-proxy"), method.endswith("-proxy")
+    # "facility-gradient": CRAIG on the proxy's per-image last-layer gradients
+    base, _, feats = method.partition("-")
     subset = ["subset=none"] if method == "full" else [
         f"subset={base}", f"subset_fraction={fraction}",
-        *(["subset_features=proxy"] if proxy else [])]
+        *([f"subset_features={feats}"] if feats else [])]
     cfg = load_config(vision.Config, args.config, [
-        f"data={args.data}", f"model={args.model}", f"epochs={args.epochs}",
+        f"data={args.data}", f"model={args.model}",
+        f"epochs={args.full_epochs if method == 'full' and args.full_epochs else args.epochs}",
         f"output_dir={out}", f"seed={seed}", "overwrite=true", "progress=false",
         "insight=false", "flops_table=false", "probe_every=0", "save_every=0",
         *subset, *([f"data_limit={args.limit}"] if args.limit else []), *args.set])
@@ -66,8 +69,8 @@ def plot(table: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
-    methods = ("random", "kcenter", "facility", "ccs", "el2n", "moderate", "kcenter-proxy",
-               "facility-proxy")
+    methods = ("random", "kcenter", "facility", "ccs", "el2n", "moderate", "trimmed",
+               "kcenter-proxy", "facility-proxy", "facility-gradient")
     for i, method in enumerate(methods):
         pts = [r for r in table if r["method"] == method]
         if pts:
@@ -91,11 +94,14 @@ def main() -> None:
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--model", default="cnn")
     p.add_argument("--epochs", type=float, default=6)
+    p.add_argument("--full-epochs", type=float, default=0,
+                   help="epochs of the full-set runs (0 = --epochs); --epochs 12 --full-epochs 6 "
+                        "compares 50%% subsets with the full set at equal steps")
     p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     p.add_argument("--methods", nargs="+", default=["random", "kcenter", "facility"],
-                   help="random kcenter facility ccs el2n moderate kcenter-proxy "
-                        "facility-proxy")
+                   help="random kcenter facility ccs el2n moderate trimmed kcenter-proxy "
+                        "facility-proxy facility-gradient")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for every run")
     p.add_argument("--runs", default="runs/coresets", help="folder for the run folders")

@@ -137,3 +137,10 @@ def test_subset_on_a_proxy_run(tmp_path):
                       "subset_proxy_epochs=0.2")
     assert rc == 0
     assert json.loads((run / "summary.json").read_text())["subset"]["method"] == "kcenter-proxy"
+    # trimmed (coreset.yaml's choice): the same fraction of every class, exact total
+    rc, run = _vision(tmp_path / "t", "max_steps=1", "subset=trimmed", "subset_fraction=0.5",
+                      "subset_proxy_epochs=0.2", "subset_prune_easy=0.2")
+    assert rc == 0
+    s = json.loads((run / "summary.json").read_text())["subset"]
+    assert s["method"] == "trimmed" and s["images"] == round(0.5 * s["of"])
+    assert sum(s["per_class"]) == s["images"] and len(s["per_class"]) == 10

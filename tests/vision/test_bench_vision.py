@@ -34,11 +34,18 @@ def test_bench_vision_side_by_side(tmp_path):
 
 @pytest.mark.slow
 def test_bench_coresets_grid(tmp_path):
+    # equal steps: the full set trains half the epochs of the half subsets
     stdout = _run("benchmarks/bench_coresets.py", "--data", "digits", "--epochs", "0.5",
-                  "--fractions", "0.5", "--methods", "random", "facility", "--seeds", "0",
-                  "--set", "batch_size=32", "widths=[8,16]", "--runs", str(tmp_path / "runs"),
-                  "--no-lock", "--out", str(tmp_path / "c.json"))
-    table = json.loads((tmp_path / "c.json").read_text())["table"]
-    assert {(r["method"], r["fraction"]) for r in table} == {
-        ("full", 1.0), ("random", 0.5), ("facility", 0.5)}
+                  "--full-epochs", "0.25", "--fractions", "0.5", "--methods", "random",
+                  "facility", "trimmed", "facility-gradient", "--seeds", "0",
+                  "--set", "batch_size=32", "widths=[8,16]", "subset_proxy_epochs=0.2",
+                  "--runs", str(tmp_path / "runs"), "--no-lock", "--out", str(tmp_path / "c.json"))
+    out = json.loads((tmp_path / "c.json").read_text())
+    assert {(r["method"], r["fraction"]) for r in out["table"]} == {
+        ("full", 1.0), ("random", 0.5), ("facility", 0.5), ("trimmed", 0.5),
+        ("facility-gradient", 0.5)}
+    steps = {r["method"]: r["steps"] for r in out["runs"]}
+    # 1,438 training images: full 0.25 x (1438 // 32) = 11 steps of 32, a half
+    # 0.5 x (719 // 32) = 11
+    assert steps["full"] == steps["random"] == steps["trimmed"] == 11
     assert (tmp_path / "c.png").is_file() and "| facility | 50% |" in stdout

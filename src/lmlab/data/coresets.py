@@ -104,7 +104,7 @@ def select(method: str, features: torch.Tensor, labels: torch.Tensor, fraction: 
 # background shades). These use what a short proxy run learned: how hard each image is, and
 # its penultimate features. All pure: (scores or features, k, generator) -> indices.
 
-SCORED_METHODS = ("ccs", "el2n", "moderate")
+SCORED_METHODS = ("ccs", "el2n", "moderate", "trimmed")
 
 
 def el2n_scores(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -159,25 +159,100 @@ def moderate_select(features: torch.Tensor, k: int) -> torch.Tensor:
     return gap.argsort(stable=True)[:min(k, len(x))].sort().values
 
 
+def gradient_features(probs: torch.Tensor, labels: torch.Tensor,
+                      features: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, K) or (N, K * (D + 1)): each example's gradient of the cross-entropy with respect
+    to the last layer (CRAIG's cheap proxy for the full gradient). For the logits it is
+    softmax - onehot; for the head's weights and bias it is that outer [features, 1]."""
+    g = probs - torch.nn.functional.one_hot(labels, probs.shape[1]).to(probs.dtype)
+    if features is None:
+        return g
+    h = torch.cat([features.to(g.dtype), torch.ones(len(g), 1, dtype=g.dtype)], 1)
+    return (g[:, :, None] * h[:, None, :]).flatten(1)
+
+
+def class_quotas(sizes: torch.Tensor, difficulty: torch.Tensor, fraction: float, *,
+                 power: float = 1.0) -> torch.Tensor:
+    """(C,) images to keep per class: ``round(fraction * sum(sizes))`` in all, shared in
+    proportion to ``sizes * difficulty ** power`` (power 0: the same fraction of every class),
+    no class above its size nor below 1. Water-filling: a class whose share exceeds its size
+    keeps all of it and the rest is re-shared; the remainders go to the largest fractions
+    (ties to the lower class index)."""
+    sizes = sizes.long()
+    n_classes = len(sizes)
+    total = min(int(sizes.sum()), max(n_classes, round(fraction * float(sizes.sum()))))
+    w = sizes.double() * difficulty.double().clamp_min(1e-12) ** power
+    share = torch.zeros(n_classes, dtype=torch.float64)
+    capped = torch.zeros(n_classes, dtype=torch.bool)
+    while True:
+        left = total - float(sizes[capped].sum())
+        free = ~capped
+        share[free] = left * w[free] / w[free].sum()
+        share[capped] = sizes[capped].double()
+        over = free & (share > sizes.double())
+        if not bool(over.any()):
+            break
+        capped |= over
+    k = share.floor().long().clamp(min=1)
+    k = torch.minimum(k, sizes)
+    rest = total - int(k.sum())
+    frac = share - share.floor()
+    for c in sorted(range(n_classes), key=lambda c: (-float(frac[c]), c)):
+        if rest <= 0:
+            break
+        if k[c] < sizes[c]:
+            k[c] += 1
+            rest -= 1
+    return k
+
+
+def trimmed_random(scores: torch.Tensor, k: int, *, prune_easy: float = 0.0,
+                   prune_hard: float = 0.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices (k,) sorted: drop the easiest ``prune_easy`` and the hardest ``prune_hard`` of
+    the points (by score, high = hard; fewer when fewer than k would be left: easy ones come
+    back first, hardest first among them), then k at random among the rest."""
+    n = len(scores)
+    k = min(k, n)
+    g = generator or torch.Generator().manual_seed(0)
+    order = scores.argsort(descending=True, stable=True)  # hardest first
+    hard = min(int(prune_hard * n), n - k)
+    easy = min(int(prune_easy * n), n - k - hard)
+    pool = order[hard:n - easy]
+    return pool[torch.randperm(len(pool), generator=g)[:k]].sort().values
+
+
 def select_scored(method: str, labels: torch.Tensor, fraction: float, *,
                   scores: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                  seed: int = 0, prune_hard: float = 0.1,
-                  strata: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+                  seed: int = 0, prune_hard: float = 0.1, strata: int = 50,
+                  prune_easy: float = 0.2,
+                  class_power: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, weights = 1) of ``fraction`` of each class, by a proxy's per-example
     ``scores`` (EL2N: high = hard) or ``features``: ``ccs`` (stratified over difficulty
     after dropping the hardest ``prune_hard``), ``el2n`` (the hardest, as in Paul et al.),
-    ``moderate`` (median distance to the class mean in feature space)."""
+    ``moderate`` (median distance to the class mean in feature space), ``trimmed`` (each
+    class's easiest ``prune_easy`` and hardest ``prune_hard`` dropped, random among the rest;
+    the per-class budgets are ``class_quotas`` of the class's mean score ** ``class_power``,
+    0 = ``fraction`` of each class)."""
     if method not in SCORED_METHODS:
         raise ValueError(f"unknown scored method {method!r}; choose one of {SCORED_METHODS}")
     need = features if method == "moderate" else scores
     if need is None:
         raise ValueError(f"{method}: needs {'features' if method == 'moderate' else 'scores'}")
     g = torch.Generator().manual_seed(seed)
+    classes = labels.unique(sorted=True).tolist()
+    members = [(labels == c).nonzero()[:, 0] for c in classes]
+    if method == "trimmed":  # power 0: the same fraction of every class, the total exact
+        quotas = class_quotas(torch.tensor([len(r) for r in members]),
+                              torch.stack([scores[r].double().mean() for r in members]),
+                              fraction, power=class_power).tolist()
     out = []
-    for c in labels.unique(sorted=True).tolist():
-        rows = (labels == c).nonzero()[:, 0]
+    for i, rows in enumerate(members):
         k = max(1, round(fraction * len(rows)))
-        if method == "ccs":
+        if method == "trimmed":
+            local = trimmed_random(scores[rows], quotas[i], prune_easy=prune_easy,
+                                   prune_hard=prune_hard, generator=g)
+        elif method == "ccs":
             local = stratified_by_score(scores[rows], k, strata=strata, prune_hard=prune_hard,
                                         generator=g)
         elif method == "el2n":

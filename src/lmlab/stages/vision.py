@@ -61,16 +61,23 @@ class Config(TrainConfig):
                               "el2n, moderate: on a short proxy run) or random, of "
                               "subset_fraction of the images per class",
                       choices=("none", "random", "kcenter", "facility", "ccs", "el2n",
-                               "moderate"))
-    subset_features: str = opt("pixels", "subset=kcenter|facility: select on pooled pixels or "
-                                         "on the proxy run's penultimate features",
-                               choices=("pixels", "proxy"))
+                               "moderate", "trimmed"))
+    subset_features: str = opt("pixels", "subset=kcenter|facility: select on pooled pixels, "
+                                         "on the proxy run's penultimate features, or on its "
+                                         "per-image last-layer gradients (CRAIG)",
+                               choices=("pixels", "proxy", "gradient"))
     subset_proxy_epochs: float = opt(2.0, "subset=ccs|el2n|moderate or subset_features=proxy: "
                                           "epochs of the proxy CNN (its time is selection "
                                           "time)", min=0, min_exclusive=True)
-    subset_prune_hard: float = opt(0.1, "subset=ccs: drop this fraction of each class's "
+    subset_prune_hard: float = opt(0.1, "subset=ccs|trimmed: drop this fraction of each class's "
                                         "hardest (highest-EL2N) images before stratifying",
                                    min=0, max=1)
+    subset_prune_easy: float = opt(0.2, "subset=trimmed: drop this fraction of each class's "
+                                        "easiest (lowest-EL2N) images, then pick at random",
+                                   min=0, max=1)
+    subset_class_power: float = opt(0.0, "subset=trimmed: class budgets in proportion to "
+                                         "class size x (mean EL2N) ** this (0 = the same "
+                                         "fraction of every class)", min=0)
     subset_fraction: float = opt(0.5, "subset: fraction of the training images kept",
                                  min=0, max=1, min_exclusive=True)
     subset_weighted: bool = opt(True, "subset=facility: weight each image's loss by how many "

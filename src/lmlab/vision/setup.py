@@ -128,10 +128,17 @@ def training_set(cfg, data: VisionData):
     """(x, y, weights or None, subset info): all training images, or a coreset / random
     subset of ``subset_fraction`` of them chosen per class: on pooled-pixel features, or on
     a short proxy run's EL2N scores / penultimate features (ccs, el2n, moderate, and
-    kcenter / facility with ``subset_features=proxy``; the proxy's time is selection time)."""
+    trimmed, and kcenter / facility with ``subset_features=proxy|gradient``; the proxy's
+    time is selection time)."""
     import time
 
-    from lmlab.data.coresets import SCORED_METHODS, el2n_scores, select, select_scored
+    from lmlab.data.coresets import (
+        SCORED_METHODS,
+        el2n_scores,
+        gradient_features,
+        select,
+        select_scored,
+    )
     from lmlab.vision.proxy import proxy_probs
     from lmlab.vision.train import pixel_features
 
@@ -140,23 +147,31 @@ def training_set(cfg, data: VisionData):
         return x, y, None, {"method": "none", "images": len(y)}
     t0 = time.time()
     proxy = None
-    if cfg.subset in SCORED_METHODS or (cfg.subset in ("kcenter", "facility")
-                                        and cfg.subset_features == "proxy"):
+    on_proxy = cfg.subset in ("kcenter", "facility") and cfg.subset_features != "pixels"
+    if cfg.subset in SCORED_METHODS or on_proxy:
         proxy = _proxy(cfg, x, y, len(data.train.classes))
     if cfg.subset in SCORED_METHODS:
         idx, w = select_scored(cfg.subset, y, cfg.subset_fraction, seed=cfg.seed,
                                scores=el2n_scores(proxy_probs(proxy), y),
-                               features=proxy.features, prune_hard=cfg.subset_prune_hard)
+                               features=proxy.features, prune_hard=cfg.subset_prune_hard,
+                               prune_easy=cfg.subset_prune_easy,
+                               class_power=cfg.subset_class_power)
     else:
-        feats = proxy.features if proxy is not None else pixel_features(x)
+        if proxy is None:
+            feats = pixel_features(x)
+        elif cfg.subset_features == "proxy":
+            feats = proxy.features
+        else:  # CRAIG: each image's last-layer gradient, (softmax - onehot) x [features, 1]
+            feats = gradient_features(proxy_probs(proxy), y, proxy.features.double()).float()
         idx, w = select(cfg.subset, feats, y, cfg.subset_fraction, seed=cfg.seed)
     secs = time.time() - t0
     weighted = cfg.subset == "facility" and cfg.subset_weighted
-    method = cfg.subset + ("-proxy" if proxy is not None and cfg.subset in ("kcenter",
-                                                                          "facility") else "")
+    method = cfg.subset + (f"-{cfg.subset_features}" if on_proxy else "")
     info = {"method": method, "fraction": cfg.subset_fraction, "images": len(idx),
             "of": len(y), "select_seconds": round(secs, 1), "weighted": weighted,
-            "features": "proxy" if proxy is not None else "pixels",
+            "features": "pixels" if proxy is None else cfg.subset_features if on_proxy
+            else "proxy",
+            "per_class": torch.bincount(y[idx], minlength=int(y.max()) + 1).tolist(),
             "note": f" (subset={method}: {len(idx):,} of {len(y):,}, {secs:.1f} s)"}
     return x[idx], y[idx], (w if weighted else None), info
 
