@@ -36,3 +36,28 @@ def test_a_batch_equals_its_inputs_one_at_a_time(isa, R, K, M):
     assert torch.equal(together, alone), float((together - alone).abs().max())
     # and the products are not all zero (an empty kernel would pass the equality)
     assert together.abs().min() > 0
+
+
+@C
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("K", [576, 100])
+def test_inputs_are_rounded_as_quantize_acts_bit_for_bit(isa, K):
+    """One-hot weight rows (each row's block: 127 at one column, scale fp16(1/127)) give
+    out_r = (w_scale x s) x (127 q_r), one rounding of a product, from the C kernel's own
+    rounded input q_r = round(x_r / s): equal bit for bit to the same product of
+    precision.quantize_acts' q and s (vectors for whole blocks, scalars for a short last one:
+    K = 100)."""
+    if native.int8_kernel(isa) != isa:
+        pytest.skip(f"this CPU has no {isa} int8 kernel (best: {native.int8_kernel()})")
+    g = torch.Generator().manual_seed(K)
+    x = torch.randn(3, K, generator=g) * 3
+    x[1, 7] = -50.0
+    x[2, :QBLOCK] = 0.0
+    block = native.int8_block(torch.eye(K))
+    got, _ = native.q8_matvec(block, K, x, isa)
+    v = torch.nn.functional.pad(x, (0, -K % QBLOCK)).view(3, -1, QBLOCK)
+    s = v.abs().amax(-1, keepdim=True) / 127.0
+    q = torch.round(v / torch.where(s > 0, s, 1)).clamp(-127, 127)
+    h = torch.tensor(1 / 127).half().float()
+    want = ((h * s) * (127 * q)).view(3, -1)[:, :K]
+    assert torch.equal(got, want), float((got - want).abs().max())

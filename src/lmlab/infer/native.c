@@ -532,9 +532,48 @@ static qvec qvec_at(void *base, int K)
     return v;
 }
 
+/* The per-block tail of quantize_x: the lanes' sums (cz) and the spread scale (sp) */
+static inline void quantize_lanes(qvec *o, int b, float s)
+{
+    for (int l = 0; l < 8; l++) {
+        const int8_t *q4 = o->q + b * QB + 4 * l;
+        o->cz[8 * b + l] = -128 * (q4[0] + q4[1] + q4[2] + q4[3]);
+        o->sp[8 * b + l] = s;
+    }
+}
+
+/* x rounded per block of 32 (precision.quantize_acts, bit for bit: the same division and
+ * rounding to nearest even, in vectors where the CPU has AVX-512: one input had cost 20% of
+ * a batch-8 int8 step's CPU time in scalar divisions, perf, 2026-12-07). */
 static void quantize_x(const float *x, int K, qvec *o)
 {
-    for (int b = 0, k0 = 0; k0 < K; b++, k0 += QB) {
+    int b = 0, k0 = 0;
+#ifdef __AVX512F__
+    for (; k0 + QB <= K; b++, k0 += QB) {
+        __m512 v0 = _mm512_loadu_ps(x + k0), v1 = _mm512_loadu_ps(x + k0 + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float s = amax / 127.0f;
+        __m512i q0 = _mm512_setzero_si512(), q1 = q0;
+        if (s > 0.0f) {
+            const __m512 sv = _mm512_set1_ps(s), hi = _mm512_set1_ps(127.0f);
+            const __m512 lo = _mm512_set1_ps(-127.0f);
+            const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            __m512 r0 = _mm512_roundscale_ps(_mm512_div_ps(v0, sv), rn);
+            __m512 r1 = _mm512_roundscale_ps(_mm512_div_ps(v1, sv), rn);
+            q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r0, lo), hi));
+            q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r1, lo), hi));
+        }
+        _mm_storeu_si128((__m128i *)(o->q + k0), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(o->q + k0 + 16), _mm512_cvtepi32_epi8(q1));
+        _mm_storeu_si128((__m128i *)(o->a + k0), _mm512_cvtepi32_epi8(_mm512_abs_epi32(q0)));
+        _mm_storeu_si128((__m128i *)(o->a + k0 + 16),
+                         _mm512_cvtepi32_epi8(_mm512_abs_epi32(q1)));
+        o->s[b] = s;
+        o->sum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        quantize_lanes(o, b, s);
+    }
+#endif
+    for (; k0 < K; b++, k0 += QB) {
         int n = K - k0 < QB ? K - k0 : QB;
         float amax = 0.0f;
         for (int i = 0; i < n; i++) {
@@ -555,11 +594,7 @@ static void quantize_x(const float *x, int K, qvec *o)
         }
         o->s[b] = s;
         o->sum[b] = sum;
-        for (int l = 0; l < 8; l++) {
-            const int8_t *q4 = o->q + k0 + 4 * l;
-            o->cz[8 * b + l] = -128 * (q4[0] + q4[1] + q4[2] + q4[3]);
-            o->sp[8 * b + l] = s;
-        }
+        quantize_lanes(o, b, s);
     }
 }
 
