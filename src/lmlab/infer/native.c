@@ -500,45 +500,64 @@ int lm_q8_isa(int want)
     return want <= ISA_AUTO || want > best ? best : want;
 }
 
-/* An input vector rounded for the int8 products (quantize_x), in the forms the kernels read:
- * q (NB * QB bytes, the last block padded with zeros), a = |q| (AVX2's unsigned operand),
- * s = the blocks' scales, sum = each block's sum of q (plain C takes 128 * sum off), and for
- * VNNI, per block 8 lanes: cz = -128 x the sum of the lane's 4 bytes of q (the start of the
- * block's byte products, so that they add (q_w + 128) x_q - 128 x_q = q_w x_q exactly) and
- * sp = the block's scale (two blocks' scales over 16 lanes in one load). */
+/* An input vector rounded for the int8 products (quantize_x), in the forms the kernels read.
+ * v: per pair of blocks 192 bytes, what VNNI reads for the pair side by side (one pointer an
+ * input: eight inputs' three pointers each had not fitted the registers): cz (16 int32, 8 a
+ * block: -128 x the sum of each 4 bytes of q, the start of the block's byte products, so that
+ * they add (q_w + 128) x_q - 128 x_q = q_w x_q exactly), then q (the 64 bytes, the last block
+ * padded with zeros), then sp (16 floats: each block's scale 8 times). a = |q| (AVX2's
+ * unsigned operand), s = the blocks' scales, sum = each block's sum of q (plain C takes
+ * 128 * sum off). */
 typedef struct {
-    int32_t *cz, *sum;
-    float *sp, *s;
-    int8_t *q;
-    uint8_t *a;
+    uint8_t *v, *a;
+    float *s;
+    int32_t *sum;
 } qvec;
+
+enum { QV_PAIR = 192, QV_Q = 64, QV_SP = 128 };
+
+/* block b's 32 rounded inputs, its 8 lanes' cz, its 8 spread scales */
+static inline int8_t *qv_q(const qvec *x, int b)
+{
+    return (int8_t *)(x->v + (size_t)(b >> 1) * QV_PAIR + QV_Q + (b & 1) * QB);
+}
+
+static inline int32_t *qv_cz(const qvec *x, int b)
+{
+    return (int32_t *)(x->v + (size_t)(b >> 1) * QV_PAIR + (b & 1) * 32);
+}
+
+static inline float *qv_sp(const qvec *x, int b)
+{
+    return (float *)(x->v + (size_t)(b >> 1) * QV_PAIR + QV_SP + (b & 1) * 32);
+}
 
 static size_t qvec_bytes(int K)
 {
-    size_t NB = (size_t)(K + QB - 1) / QB;
-    return NB * (2 * QB + 2 * 8 * 4 + 2 * 4);
+    size_t NB = (size_t)(K + QB - 1) / QB, NP = (NB + 1) / 2;
+    return NP * (QV_PAIR + 2 * QB) + NB * 2 * 4;
 }
 
 static qvec qvec_at(void *base, int K)
 {
-    int NB = (K + QB - 1) / QB;
-    qvec v;
-    v.cz = (int32_t *)base;
-    v.sp = (float *)(v.cz + 8 * NB);
-    v.s = v.sp + 8 * NB;
-    v.sum = (int32_t *)(v.s + NB);
-    v.q = (int8_t *)(v.sum + NB);
-    v.a = (uint8_t *)(v.q + (size_t)NB * QB);
-    return v;
+    int NB = (K + QB - 1) / QB, NP = (NB + 1) / 2;
+    qvec x;
+    x.v = (uint8_t *)base;
+    x.a = x.v + (size_t)NP * QV_PAIR;
+    x.s = (float *)(x.a + (size_t)NP * 2 * QB);
+    x.sum = (int32_t *)(x.s + NB);
+    return x;
 }
 
 /* The per-block tail of quantize_x: the lanes' sums (cz) and the spread scale (sp) */
 static inline void quantize_lanes(qvec *o, int b, float s)
 {
+    const int8_t *q = qv_q(o, b);
+    int32_t *cz = qv_cz(o, b);
+    float *sp = qv_sp(o, b);
     for (int l = 0; l < 8; l++) {
-        const int8_t *q4 = o->q + b * QB + 4 * l;
-        o->cz[8 * b + l] = -128 * (q4[0] + q4[1] + q4[2] + q4[3]);
-        o->sp[8 * b + l] = s;
+        cz[l] = -128 * (q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
+        sp[l] = s;
     }
 }
 
@@ -563,8 +582,8 @@ static void quantize_x(const float *x, int K, qvec *o)
             q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r0, lo), hi));
             q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r1, lo), hi));
         }
-        _mm_storeu_si128((__m128i *)(o->q + k0), _mm512_cvtepi32_epi8(q0));
-        _mm_storeu_si128((__m128i *)(o->q + k0 + 16), _mm512_cvtepi32_epi8(q1));
+        _mm_storeu_si128((__m128i *)qv_q(o, b), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(qv_q(o, b) + 16), _mm512_cvtepi32_epi8(q1));
         _mm_storeu_si128((__m128i *)(o->a + k0), _mm512_cvtepi32_epi8(_mm512_abs_epi32(q0)));
         _mm_storeu_si128((__m128i *)(o->a + k0 + 16),
                          _mm512_cvtepi32_epi8(_mm512_abs_epi32(q1)));
@@ -588,7 +607,7 @@ static void quantize_x(const float *x, int K, qvec *o)
                 float r = nearbyintf(x[k0 + i] / s);  /* (the rounding mode: to nearest even) */
                 v = r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r;
             }
-            o->q[k0 + i] = (int8_t)v;
+            qv_q(o, b)[i] = (int8_t)v;
             o->a[k0 + i] = (uint8_t)(v < 0 ? -v : v);
             sum += v;
         }
@@ -636,7 +655,7 @@ q8_rows_c(const uint8_t *w, const uint16_t *ws, const qvec *x, int b0, int K, co
         int n = K - k0 < QB ? K - k0 : QB;
         float h = half_to_float(ws[b]);
         for (int i = 0; i < NI; i++) {
-            const int8_t *xq = x[i].q + k0;
+            const int8_t *xq = qv_q(&x[i], b);
             int32_t d = 0;
             for (int t = 0; t < n; t++)
                 d += (int32_t)w[k0 + t] * (int32_t)xq[t];
@@ -691,9 +710,9 @@ q8_pair_avx2(const uint8_t *w, const qvec *x, int b, __m256 ws0, __m256 ws1, con
     __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k)), flip);
     __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k + QB)), flip);
     for (int i = 0; i < NI; i++) {
-        __m256i s0 = _mm256_sign_epi8(w0, _mm256_loadu_si256((const __m256i *)(x[i].q + k)));
-        __m256i s1 = _mm256_sign_epi8(w1,
-                                      _mm256_loadu_si256((const __m256i *)(x[i].q + k + QB)));
+        const int8_t *q = qv_q(&x[i], b);  /* (b even: blocks b and b + 1 side by side) */
+        __m256i s0 = _mm256_sign_epi8(w0, _mm256_loadu_si256((const __m256i *)q));
+        __m256i s1 = _mm256_sign_epi8(w1, _mm256_loadu_si256((const __m256i *)(q + QB)));
         __m256i p0 = _mm256_madd_epi16(
             _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x[i].a + k)), s0), ones);
         __m256i p1 = _mm256_madd_epi16(
@@ -766,14 +785,16 @@ q8_rows_vnni(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, const i
         __m512 wsv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, ws + b));
         __m512i idx = pair0;
         for (int p = 0; p < g; p += 2) {
-            const int k = (b + p) * QB, l = 8 * (b + p);
+            const int k = (b + p) * QB;
+            const size_t at = (size_t)((b + p) >> 1) * QV_PAIR;
             _mm_prefetch((const char *)w + k + Q8_PF, _MM_HINT_T0);
             __m512i wv = _mm512_loadu_si512(w + k);
             __m512 wsp = _mm512_permutexvar_ps(idx, wsv);
             for (int i = 0; i < NI; i++) {
-                __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[i].cz + l), wv,
-                                                _mm512_loadu_si512(x[i].q + k));
-                __m512 sc = _mm512_mul_ps(wsp, _mm512_loadu_ps(x[i].sp + l));
+                const uint8_t *v = x[i].v + at;
+                __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(v), wv,
+                                                _mm512_loadu_si512(v + QV_Q));
+                __m512 sc = _mm512_mul_ps(wsp, _mm512_loadu_ps(v + QV_SP));
                 if (p & 2)
                     a1[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, a1[i]);
                 else
