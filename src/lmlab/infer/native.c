@@ -700,11 +700,13 @@ static void q8_generic(const uint8_t *w, const uint16_t *ws, const qvec *x, int 
  * turns at computing and reading, and the hardware prefetcher alone kept too few lines in
  * flight: SmolLM2's head (28 MB int8), one thread, GB/s read by the VNNI kernel ahead 0 / 2 /
  * 4 / 8 / 16 KB, three rounds alternating builds under load: 16.0 / 13.8 / 16.1 / 19.5 / 24.7,
- * 12.4 / 17.1 / 21.3 / 28.1 / 27.2, 13.5 / 16.3 / 18.1 / 20.2 / 23.2 (2026-12-07). Beyond the
+ * 12.4 / 17.1 / 21.3 / 28.1 / 27.2, 13.5 / 16.3 / 18.1 / 20.2 / 23.2 (2026-12-07). With the
+ * kernels of session 20 (fewer instructions a pair), a whole batch-1 step, one thread, ms of
+ * CPU under load (a direction): 8 / 16 / 32 KB 10.4 / 10.9 / 11.5 (2026-12-07). Beyond the
  * end of a matrix it asks for the next one's first lines, which the step reads next (arena:
  * the weights lie in read order); a prefetch never faults. */
 #ifndef Q8_PF
-#define Q8_PF 16384
+#define Q8_PF 8192
 #endif
 
 #ifdef LM_X86
