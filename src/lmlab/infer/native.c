@@ -147,6 +147,11 @@ static inline void exp_tail(float *p, int n, float sub)
         p[i] = v[i];
 }
 
+/* bytes of weights a one-input row product asks for ahead of its reads (prefetcht0, every
+ * line): SmolLM2 fp32 batch-1 step, one thread, ms of CPU, A/B in one process under load (a
+ * direction): none 36.5, 8 KB 35.3 (2026-12-07; bf16 with AVX-512: BF16_PF) */
+#define DOT1_PF 8192
+
 /* w . x over K for one row of weights of type T read by LOAD (8 at a time) and AT (one): four
  * accumulators, a row at full read speed. One definition for fp32 (dot1) and bfloat16
  * (dot1_bf16) weights, each compiled with its own loads. */
@@ -156,6 +161,9 @@ static inline void exp_tail(float *p, int n, float sub)
         v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                             \
         int k = 0;                                                                             \
         for (; k + 32 <= K; k += 32) {                                                         \
+            __builtin_prefetch((const char *)(w + k) + DOT1_PF, 0, 3);                         \
+            if (sizeof(T) * 32 > 64)                                                           \
+                __builtin_prefetch((const char *)(w + k) + DOT1_PF + 64, 0, 3);                \
             a0 += LOAD(w + k) * load8(x + k);                                                  \
             a1 += LOAD(w + k + 8) * load8(x + k + 8);                                          \
             a2 += LOAD(w + k + 16) * load8(x + k + 16);                                        \
@@ -382,12 +390,13 @@ DEFINE_DOT1(dot1_bf16_256, uint16_t, load_bf8, bf16_at)
  * two shuffles or conversions besides its FMA, so at 8 a vector the int8 and bf16 rows were
  * bound by those (one thread, SmolLM2, ms of CPU a token: fp32 35, bf16 22, int8 21, where
  * their bytes allow 1/2 and 1/4 of fp32's; 2026-12-07). WIDEN16 gives 16 weights as fp32. */
-#define DEFINE_DOT1_512(name, T, WIDEN16, AT)                                                  \
+#define DEFINE_DOT1_512(name, T, WIDEN16, AT, PREFETCH)                                        \
     static inline float name(const T *w, const float *x, int K)                                \
     {                                                                                          \
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                            \
         int k = 0;                                                                             \
         for (; k + 64 <= K; k += 64) {                                                         \
+            PREFETCH(w + k);                                                                   \
             a0 = _mm512_fmadd_ps(WIDEN16(w + k), _mm512_loadu_ps(x + k), a0);                  \
             a1 = _mm512_fmadd_ps(WIDEN16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);        \
             a2 = _mm512_fmadd_ps(WIDEN16(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);        \
@@ -408,7 +417,21 @@ static inline __m512 widen16_bf16(const uint16_t *p)
     return _mm512_castsi512_ps(_mm512_slli_epi32(i, 16));
 }
 
-DEFINE_DOT1_512(dot1_bf16, uint16_t, widen16_bf16, bf16_at)
+/* bytes of bf16 weights asked for ahead of a one-input product's reads (prefetcht0, the two
+ * lines of each 64 weights): as for the int8 kernels (Q8_PF), the hardware prefetcher alone
+ * kept too few lines in flight. SmolLM2 bf16 batch-1 step, one thread, ms of CPU (A/B in one
+ * process, under load: a direction): none 20.4, 4 KB 19.0, 8 KB 18.8, 16 KB 19.2 (2026-12-07) */
+#ifndef BF16_PF
+#define BF16_PF 8192
+#endif
+
+static inline void prefetch_bf16(const uint16_t *w)
+{
+    _mm_prefetch((const char *)w + BF16_PF, _MM_HINT_T0);
+    _mm_prefetch((const char *)w + BF16_PF + 64, _MM_HINT_T0);
+}
+
+DEFINE_DOT1_512(dot1_bf16, uint16_t, widen16_bf16, bf16_at, prefetch_bf16)
 #endif
 
 /* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). A draft
@@ -500,33 +523,99 @@ int lm_q8_isa(int want)
     return want <= ISA_AUTO || want > best ? best : want;
 }
 
-/* An input vector rounded for the int8 products: q (NB * QB, the last block padded with
- * zeros), a = |q| (AVX2's unsigned operand), s = the blocks' scales, c = 128 * s * sum(q) per
- * block (VNNI's correction). */
+/* An input vector rounded for the int8 products (quantize_x), in the forms the kernels read.
+ * v: per pair of blocks 192 bytes, what VNNI reads for the pair side by side (one pointer an
+ * input: eight inputs' three pointers each had not fitted the registers): cz (16 int32, 8 a
+ * block: -128 x the sum of each 4 bytes of q, the start of the block's byte products, so that
+ * they add (q_w + 128) x_q - 128 x_q = q_w x_q exactly), then q (the 64 bytes, the last block
+ * padded with zeros), then sp (16 floats: each block's scale 8 times). a = |q| (AVX2's
+ * unsigned operand), s = the blocks' scales, sum = each block's sum of q (plain C takes
+ * 128 * sum off). */
 typedef struct {
-    int8_t *q;
-    uint8_t *a;
-    float *s, *c;
+    uint8_t *v, *a;
+    float *s;
+    int32_t *sum;
 } qvec;
+
+enum { QV_PAIR = 192, QV_Q = 64, QV_SP = 128 };
+
+/* block b's 32 rounded inputs, its 8 lanes' cz, its 8 spread scales */
+static inline int8_t *qv_q(const qvec *x, int b)
+{
+    return (int8_t *)(x->v + (size_t)(b >> 1) * QV_PAIR + QV_Q + (b & 1) * QB);
+}
+
+static inline int32_t *qv_cz(const qvec *x, int b)
+{
+    return (int32_t *)(x->v + (size_t)(b >> 1) * QV_PAIR + (b & 1) * 32);
+}
+
+static inline float *qv_sp(const qvec *x, int b)
+{
+    return (float *)(x->v + (size_t)(b >> 1) * QV_PAIR + QV_SP + (b & 1) * 32);
+}
 
 static size_t qvec_bytes(int K)
 {
-    int NB = (K + QB - 1) / QB;
-    return (size_t)NB * QB * 2 + (size_t)NB * 2 * sizeof(float);
+    size_t NB = (size_t)(K + QB - 1) / QB, NP = (NB + 1) / 2;
+    return NP * (QV_PAIR + 2 * QB) + NB * 2 * 4;
 }
 
 static qvec qvec_at(void *base, int K)
 {
-    int NB = (K + QB - 1) / QB;
-    float *f = (float *)base;  /* the scales first (aligned), then the bytes */
-    qvec v = {(int8_t *)(f + 2 * NB), NULL, f, f + NB};
-    v.a = (uint8_t *)v.q + (size_t)NB * QB;
-    return v;
+    int NB = (K + QB - 1) / QB, NP = (NB + 1) / 2;
+    qvec x;
+    x.v = (uint8_t *)base;
+    x.a = x.v + (size_t)NP * QV_PAIR;
+    x.s = (float *)(x.a + (size_t)NP * 2 * QB);
+    x.sum = (int32_t *)(x.s + NB);
+    return x;
 }
 
+/* The per-block tail of quantize_x: the lanes' sums (cz) and the spread scale (sp) */
+static inline void quantize_lanes(qvec *o, int b, float s)
+{
+    const int8_t *q = qv_q(o, b);
+    int32_t *cz = qv_cz(o, b);
+    float *sp = qv_sp(o, b);
+    for (int l = 0; l < 8; l++) {
+        cz[l] = -128 * (q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
+        sp[l] = s;
+    }
+}
+
+/* x rounded per block of 32 (precision.quantize_acts, bit for bit: the same division and
+ * rounding to nearest even, in vectors where the CPU has AVX-512: one input had cost 20% of
+ * a batch-8 int8 step's CPU time in scalar divisions, perf, 2026-12-07). */
 static void quantize_x(const float *x, int K, qvec *o)
 {
-    for (int b = 0, k0 = 0; k0 < K; b++, k0 += QB) {
+    int b = 0, k0 = 0;
+#ifdef __AVX512F__
+    for (; k0 + QB <= K; b++, k0 += QB) {
+        __m512 v0 = _mm512_loadu_ps(x + k0), v1 = _mm512_loadu_ps(x + k0 + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float s = amax / 127.0f;
+        __m512i q0 = _mm512_setzero_si512(), q1 = q0;
+        if (s > 0.0f) {
+            const __m512 sv = _mm512_set1_ps(s), hi = _mm512_set1_ps(127.0f);
+            const __m512 lo = _mm512_set1_ps(-127.0f);
+            const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            __m512 r0 = _mm512_roundscale_ps(_mm512_div_ps(v0, sv), rn);
+            __m512 r1 = _mm512_roundscale_ps(_mm512_div_ps(v1, sv), rn);
+            q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r0, lo), hi));
+            q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r1, lo), hi));
+        }
+        _mm_storeu_si128((__m128i *)qv_q(o, b), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(qv_q(o, b) + 16), _mm512_cvtepi32_epi8(q1));
+        _mm_storeu_si128((__m128i *)(o->a + k0), _mm512_cvtepi32_epi8(_mm512_abs_epi32(q0)));
+        _mm_storeu_si128((__m128i *)(o->a + k0 + 16),
+                         _mm512_cvtepi32_epi8(_mm512_abs_epi32(q1)));
+        o->s[b] = s;
+        o->sum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        quantize_lanes(o, b, s);
+    }
+#endif
+    for (; k0 < K; b++, k0 += QB) {
         int n = K - k0 < QB ? K - k0 : QB;
         float amax = 0.0f;
         for (int i = 0; i < n; i++) {
@@ -541,12 +630,13 @@ static void quantize_x(const float *x, int K, qvec *o)
                 float r = nearbyintf(x[k0 + i] / s);  /* (the rounding mode: to nearest even) */
                 v = r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r;
             }
-            o->q[k0 + i] = (int8_t)v;
+            qv_q(o, b)[i] = (int8_t)v;
             o->a[k0 + i] = (uint8_t)(v < 0 ? -v : v);
             sum += v;
         }
         o->s[b] = s;
-        o->c[b] = 128.0f * s * (float)sum;
+        o->sum[b] = sum;
+        quantize_lanes(o, b, s);
     }
 }
 
@@ -564,93 +654,153 @@ static inline float half_to_float(uint16_t h)
     return f;
 }
 
-/* Blocks b0 .. of one row in plain C (the kernel of CPUs without AVX2, and every kernel's
- * last blocks) */
-static float q8_dot_c(const uint8_t *w, const uint16_t *ws, const qvec *x, int b0, int K)
+/* The products of one int8 row (w: bytes q + 128, ws: its fp16 block scales) with NI rounded
+ * inputs x[0 .. NI-1]: out[i] = w . x_i. Every kernel below takes NI <= Q8_NI inputs at once,
+ * each weight block loaded (and its scale converted) once for all of them (batch-8 decoding,
+ * speculative checks: one input at a time had read and re-widened the row per input, and
+ * batch 8 ran at 1.26x llama.cpp's q8_0 against 1.61x at batch 1, session 19). Each input's
+ * arithmetic is the same sequence of operations whatever NI is (its own accumulators, the
+ * blocks in the same order), so a product in a batch equals the product alone, bit for bit
+ * (tests/infer/test_int8_kernels.py), and batching never changes tokens. NI is a constant at
+ * each call (the switches below): the accumulators stay in registers. */
+enum { Q8_NI = 8 };
+
+/* Blocks b0 .. in plain C: the kernel of CPUs without AVX2, and every kernel's last blocks.
+ * (sum (q + 128) x - 128 sum x: GCC 12.2 at -O3 with AVX512-VNNI compiled
+ * sum ((w ^ 0x80) as signed) * x and sum (w - 128) * x into vpdpbusd and dropped the 128s,
+ * wrong by 128 sum x; this form it compiles right, and the kernel tests hold it) */
+static inline __attribute__((always_inline)) void
+q8_rows_c(const uint8_t *w, const uint16_t *ws, const qvec *x, int b0, int K, const int NI,
+          float *out)
 {
-    float acc = 0.0f;
+    float acc[Q8_NI] = {0};
     for (int b = b0, k0 = b0 * QB; k0 < K; b++, k0 += QB) {
         int n = K - k0 < QB ? K - k0 : QB;
-        /* (sum (q + 128) x - 128 sum x: GCC 12.2 at -O3 with AVX512-VNNI compiled
-         * sum ((w ^ 0x80) as signed) * x and sum (w - 128) * x into vpdpbusd and dropped the
-         * 128s, wrong by 128 sum x; this form it compiles right, and the kernel tests hold it) */
-        int32_t d = 0, sx = 0;
-        for (int i = 0; i < n; i++) {
-            d += (int32_t)w[k0 + i] * (int32_t)x->q[k0 + i];
-            sx += x->q[k0 + i];
+        float h = half_to_float(ws[b]);
+        for (int i = 0; i < NI; i++) {
+            const int8_t *xq = qv_q(&x[i], b);
+            int32_t d = 0;
+            for (int t = 0; t < n; t++)
+                d += (int32_t)w[k0 + t] * (int32_t)xq[t];
+            acc[i] = fmaf(h * x[i].s[b], (float)(d - 128 * x[i].sum[b]), acc[i]);
         }
-        acc += (half_to_float(ws[b]) * x->s[b]) * (float)(d - 128 * sx);
     }
-    return acc;
+    for (int i = 0; i < NI; i++)
+        out[i] = acc[i];
+}
+
+static void q8_generic(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, int NI,
+                       float *out)
+{
+    switch (NI) {
+    case 1: q8_rows_c(w, ws, x, 0, K, 1, out); break;
+    case 2: q8_rows_c(w, ws, x, 0, K, 2, out); break;
+    case 3: q8_rows_c(w, ws, x, 0, K, 3, out); break;
+    case 4: q8_rows_c(w, ws, x, 0, K, 4, out); break;
+    case 5: q8_rows_c(w, ws, x, 0, K, 5, out); break;
+    case 6: q8_rows_c(w, ws, x, 0, K, 6, out); break;
+    case 7: q8_rows_c(w, ws, x, 0, K, 7, out); break;
+    default: q8_rows_c(w, ws, x, 0, K, 8, out); break;
+    }
 }
 
 /* bytes of weights asked for ahead of the int8 kernels' reads (prefetcht0): the kernels take
  * turns at computing and reading, and the hardware prefetcher alone kept too few lines in
  * flight: SmolLM2's head (28 MB int8), one thread, GB/s read by the VNNI kernel ahead 0 / 2 /
  * 4 / 8 / 16 KB, three rounds alternating builds under load: 16.0 / 13.8 / 16.1 / 19.5 / 24.7,
- * 12.4 / 17.1 / 21.3 / 28.1 / 27.2, 13.5 / 16.3 / 18.1 / 20.2 / 23.2 (2026-12-07). Beyond the
+ * 12.4 / 17.1 / 21.3 / 28.1 / 27.2, 13.5 / 16.3 / 18.1 / 20.2 / 23.2 (2026-12-07). With the
+ * kernels of session 20 (fewer instructions a pair), a whole batch-1 step, one thread, ms of
+ * CPU under load (a direction): 8 / 16 / 32 KB 10.4 / 10.9 / 11.5 (2026-12-07). Beyond the
  * end of a matrix it asks for the next one's first lines, which the step reads next (arena:
  * the weights lie in read order); a prefetch never faults. */
 #ifndef Q8_PF
-#define Q8_PF 16384
+#define Q8_PF 8192
 #endif
 
 #ifdef LM_X86
+#define Q8_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define Q8_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+enum { Q8_NI_AVX2 = 3 };  /* 16 vector registers: two accumulators an input, and the block */
+
 /* AVX2: a block's 32 products by vpmaddubsw(|x|, w * sign(x)) (pairs of at most 2 * 127 * 127:
- * no saturation), pairs added to 8 int32 by vpmaddwd. */
-__attribute__((target("avx2,fma,f16c"))) static float
-q8_dot_avx2(const uint8_t *w, const uint16_t *ws, const qvec *x, int K)
+ * no saturation), pairs added to 8 int32 by vpmaddwd; two blocks a pass, into two
+ * accumulators an input. */
+static inline __attribute__((always_inline)) Q8_AVX2 void
+q8_pair_avx2(const uint8_t *w, const qvec *x, int b, __m256 ws0, __m256 ws1, const int NI,
+             __m256 *a0, __m256 *a1)
 {
-    const int NB = K / QB;
     const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int b = 0;
-    for (; b + 8 <= NB; b += 8) {  /* eight blocks' scales in one vector, each spread by a permute */
-        __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + b))),
-                                  _mm256_loadu_ps(x->s + b));
-        for (int i = 0; i < 8; i += 2) {
-            const int k = (b + i) * QB;
-            _mm_prefetch((const char *)w + k + Q8_PF, _MM_HINT_T0);
-            __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k)), flip);
-            __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k + QB)),
-                                          flip);
-            __m256i s0 = _mm256_sign_epi8(w0, _mm256_loadu_si256((const __m256i *)(x->q + k)));
-            __m256i s1 = _mm256_sign_epi8(w1,
-                                          _mm256_loadu_si256((const __m256i *)(x->q + k + QB)));
-            __m256i p0 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x->a + k)), s0), ones);
-            __m256i p1 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x->a + k + QB)), s1),
-                ones);
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
-                                 _mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i)), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1),
-                                 _mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i + 1)), a1);
-        }
+    const int k = b * QB;
+    _mm_prefetch((const char *)w + k + Q8_PF, _MM_HINT_T0);
+    __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k)), flip);
+    __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k + QB)), flip);
+    for (int i = 0; i < NI; i++) {
+        const int8_t *q = qv_q(&x[i], b);  /* (b even: blocks b and b + 1 side by side) */
+        __m256i s0 = _mm256_sign_epi8(w0, _mm256_loadu_si256((const __m256i *)q));
+        __m256i s1 = _mm256_sign_epi8(w1, _mm256_loadu_si256((const __m256i *)(q + QB)));
+        __m256i p0 = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x[i].a + k)), s0), ones);
+        __m256i p1 = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x[i].a + k + QB)), s1),
+            ones);
+        a0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
+                                _mm256_mul_ps(ws0, _mm256_broadcast_ss(x[i].s + b)), a0[i]);
+        a1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1),
+                                _mm256_mul_ps(ws1, _mm256_broadcast_ss(x[i].s + b + 1)), a1[i]);
     }
-    for (; b < NB; b++) {
-        const int k = b * QB;
-        __m256i wq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + k)), flip);
-        __m256i sw = _mm256_sign_epi8(wq, _mm256_loadu_si256((const __m256i *)(x->q + k)));
-        __m256i p = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(x->a + k)), sw), ones);
-        a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(_cvtsh_ss(ws[b]) * x->s[b]),
-                             a0);
-    }
-    __m256 a = _mm256_add_ps(a0, a1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h) + q8_dot_c(w, ws, x, b, K);
 }
 
-/* AVX-512 VNNI: two blocks (64 weights) per vpdpbusd; the blocks' scales (up to 16 at a time)
- * multiplied once, each pair's spread over its 8 + 8 lanes by one permute. */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))) static float
-q8_dot_vnni(const uint8_t *w, const uint16_t *ws, const qvec *x, int K)
+static inline __attribute__((always_inline)) Q8_AVX2 void
+q8_rows_avx2(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, const int NI,
+             float *out)
 {
     const int NB = K / QB;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), corr = _mm512_setzero_ps();
+    __m256 a0[Q8_NI_AVX2], a1[Q8_NI_AVX2];
+    for (int i = 0; i < NI; i++)
+        a0[i] = a1[i] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 8 <= NB; b += 8) {  /* eight blocks' scales converted at once */
+        __m256 wsv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + b)));
+        for (int p = 0; p < 8; p += 2)
+            q8_pair_avx2(w, x, b + p, _mm256_permutevar8x32_ps(wsv, _mm256_set1_epi32(p)),
+                         _mm256_permutevar8x32_ps(wsv, _mm256_set1_epi32(p + 1)), NI, a0, a1);
+    }
+    for (; b + 2 <= NB; b += 2)
+        q8_pair_avx2(w, x, b, _mm256_set1_ps(_cvtsh_ss(ws[b])),
+                     _mm256_set1_ps(_cvtsh_ss(ws[b + 1])), NI, a0, a1);
+    float tail[Q8_NI_AVX2];
+    q8_rows_c(w, ws, x, b, K, NI, tail);
+    for (int i = 0; i < NI; i++) {
+        __m256 a = _mm256_add_ps(a0[i], a1[i]);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        out[i] = _mm_cvtss_f32(h) + tail[i];
+    }
+}
+
+Q8_AVX2 static void q8_avx2(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, int NI,
+                            float *out)
+{
+    switch (NI) {
+    case 1: q8_rows_avx2(w, ws, x, K, 1, out); break;
+    case 2: q8_rows_avx2(w, ws, x, K, 2, out); break;
+    default: q8_rows_avx2(w, ws, x, K, 3, out); break;
+    }
+}
+
+/* AVX-512 VNNI: two blocks (64 weights) per vpdpbusd, started at the input's cz (the 128s
+ * taken off in the integer sums, exactly); the pair's two weight scales spread over their
+ * 8 + 8 lanes by one permute of up to 16 converted at once, times the input's spread scales
+ * (sp), one FMA per pair into one of two accumulators an input. */
+static inline __attribute__((always_inline)) Q8_VNNI void
+q8_rows_vnni(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, const int NI,
+             float *out)
+{
+    const int NB = K / QB;
+    __m512 a0[Q8_NI], a1[Q8_NI];
+    for (int i = 0; i < NI; i++)
+        a0[i] = a1[i] = _mm512_setzero_ps();
     const __m512i pair0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i two = _mm512_set1_epi32(2);
     int b = 0;
@@ -658,37 +808,75 @@ q8_dot_vnni(const uint8_t *w, const uint16_t *ws, const qvec *x, int K)
         int g = (NB - b < 16 ? NB - b : 16) & ~1;  /* blocks in this group: even, <= 16 */
         __mmask16 mk = (__mmask16)((1u << g) - 1);
         __m512 wsv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, ws + b));
-        __m512 sc = _mm512_mul_ps(wsv, _mm512_maskz_loadu_ps(mk, x->s + b));
-        corr = _mm512_fmadd_ps(wsv, _mm512_maskz_loadu_ps(mk, x->c + b), corr);
         __m512i idx = pair0;
         for (int p = 0; p < g; p += 2) {
             const int k = (b + p) * QB;
+            const size_t at = (size_t)((b + p) >> 1) * QV_PAIR;
             _mm_prefetch((const char *)w + k + Q8_PF, _MM_HINT_T0);
-            __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w + k),
-                                            _mm512_loadu_si512(x->q + k));
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(idx, sc));
-            if (p & 2)
-                a1 = _mm512_add_ps(a1, f);
-            else
-                a0 = _mm512_add_ps(a0, f);
+            __m512i wv = _mm512_loadu_si512(w + k);
+            __m512 wsp = _mm512_permutexvar_ps(idx, wsv);
+            for (int i = 0; i < NI; i++) {
+                const uint8_t *v = x[i].v + at;
+                __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(v), wv,
+                                                _mm512_loadu_si512(v + QV_Q));
+                __m512 sc = _mm512_mul_ps(wsp, _mm512_loadu_ps(v + QV_SP));
+                if (p & 2)
+                    a1[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, a1[i]);
+                else
+                    a0[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, a0[i]);
+            }
             idx = _mm512_add_epi32(idx, two);
         }
         b += g;
     }
-    float s = _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(a0, a1), corr));
-    return s + q8_dot_c(w, ws, x, b, K);
+    float tail[Q8_NI];
+    q8_rows_c(w, ws, x, b, K, NI, tail);
+    for (int i = 0; i < NI; i++)
+        out[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0[i], a1[i])) + tail[i];
+}
+
+Q8_VNNI static void q8_vnni(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, int NI,
+                            float *out)
+{
+    switch (NI) {
+    case 1: q8_rows_vnni(w, ws, x, K, 1, out); break;
+    case 2: q8_rows_vnni(w, ws, x, K, 2, out); break;
+    case 3: q8_rows_vnni(w, ws, x, K, 3, out); break;
+    case 4: q8_rows_vnni(w, ws, x, K, 4, out); break;
+    case 5: q8_rows_vnni(w, ws, x, K, 5, out); break;
+    case 6: q8_rows_vnni(w, ws, x, K, 6, out); break;
+    case 7: q8_rows_vnni(w, ws, x, K, 7, out); break;
+    default: q8_rows_vnni(w, ws, x, K, 8, out); break;
+    }
 }
 #endif
 
-static inline float q8_dot(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, int isa)
+/* The inputs a kernel takes at once */
+static inline int q8_ni(int isa)
 {
 #ifdef LM_X86
-    if (isa == ISA_AVX512)
-        return q8_dot_vnni(w, ws, x, K);
     if (isa == ISA_AVX2)
-        return q8_dot_avx2(w, ws, x, K);
+        return Q8_NI_AVX2;
 #endif
-    return q8_dot_c(w, ws, x, 0, K);
+    (void)isa;
+    return Q8_NI;
+}
+
+/* out[i] = w . x_i for NI <= q8_ni(isa) inputs through the kernel isa */
+static inline void q8_rows(const uint8_t *w, const uint16_t *ws, const qvec *x, int K, int NI,
+                           int isa, float *out)
+{
+#ifdef LM_X86
+    if (isa == ISA_AVX512) {
+        q8_vnni(w, ws, x, K, NI, out);
+        return;
+    }
+    if (isa == ISA_AVX2) {
+        q8_avx2(w, ws, x, K, NI, out);
+        return;
+    }
+#endif
+    q8_generic(w, ws, x, K, NI, out);
 }
 
 /* This thread's contiguous run of rows, total * t / nt .. total * (t + 1) / nt (the int8 and
@@ -728,7 +916,7 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
         xq[j] = qvec_at((char *)q8_buf + per * j, K);
         quantize_x(x + (size_t)j * ldx, K, &xq[j]);
     }
-    const int NB = (K + QB - 1) / QB;
+    const int NB = (K + QB - 1) / QB, cap = q8_ni(isa), groups = (M + cap - 1) / cap;
     int lo, hi;
     thread_rows(total, &lo, &hi);
     for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
@@ -739,10 +927,15 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
         for (int r = a; r < b; r++) {
             const uint8_t *wr = W + (size_t)r * K;
             const uint16_t *sr = seg[s].scale + (size_t)r * NB;
-            for (int j = 0; j < M; j++) {
-                float v = q8_dot(wr, sr, &xq[j], K, isa);
-                float *yj = ys + (size_t)j * ldy + r;
-                *yj = add ? *yj + v : v;
+            for (int g = 0, j = 0; g < groups; g++) {  /* balanced groups of inputs */
+                int n = (M - j) / (groups - g);
+                float v[Q8_NI];
+                q8_rows(wr, sr, xq + j, K, n, isa, v);
+                for (int i = 0; i < n; i++) {
+                    float *yj = ys + (size_t)(j + i) * ldy + r;
+                    *yj = add ? *yj + v[i] : v[i];
+                }
+                j += n;
             }
         }
     }
