@@ -18,10 +18,10 @@
  * A draft model for speculative decoding may instead pass bfloat16 copies of its projections
  * and head (half the bytes per token; a draft's precision only moves its acceptance rate, never
  * the output, which the target checks). A model decoded with rounded weights (decode_weights
- * bf16 or int8, lmlab/infer/precision.py) passes bfloat16 copies, or int8 rows with one fp32
- * scale per row (weight-only: each product dequantizes in the kernel, inputs and sums stay fp32);
- * the torch step then runs the same rounded weights in fp32, so the two agree up to fp32
- * rounding. Everything is plain C vectors compiled for the machine (-march=native): the same
+ * bf16 or int8, lmlab/infer/precision.py) passes bfloat16 copies, or int8 rows in llama.cpp's
+ * q8_0 layout (blocks of 32 weights with one fp16 scale each; the inputs are rounded to int8 per
+ * block too, and the products are integer dot products, matvec_q8); the torch step then runs
+ * the same rounded weights and inputs in fp32, so the two agree up to fp32 rounding. Everything is plain C vectors compiled for the machine (-march=native): the same
  * source runs on AVX2-only and AVX-512 CPUs (the cache name hashes the CPU's flags).
  *
  * Layouts (all contiguous, row-major): a projection weight is [out, in]; the key/value buffers
@@ -1032,9 +1032,8 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
     for (int s = 0; by && s < n_seg; s++)
         by = seg[s].rows % rows == 0;
     if (by && wt != W_F32) {
-        /* bf16 / int8 rows against 5 or more inputs: each block of rows widened once into fp32
-         * (int8: q * scale, the very values the torch path's dequantized copy holds), then
-         * block_dot over it from L1, as fp32 rows. One row against four inputs per pass had
+        /* bf16 rows against 5 or more inputs (int8 never gets here: matvec_q8): each block of
+         * rows widened once into fp32 (exact), then block_dot over it from L1, as fp32 rows. One row against four inputs per pass had
          * cost a batch-8 SmolLM2 step 58 (bf16) / 52 (int8) ms of CPU against fp32's 44: the
          * widening repeated for every four inputs and the sums bound by it (2026-12-07). */
 #pragma omp for schedule(static)
