@@ -148,3 +148,102 @@ def test_autocast_casts_each_weight_once_per_step_across_micro_batches(tmp_path,
     n = one // 2
     assert one == 2 * n and n > 0
     assert three == n + 3 * n
+
+
+def _train_lora(tmp_path, *, steps=3, method="lora", **kw):
+    from lmlab.models.adapters import add_lora
+
+    cfg = config(tmp_path, max_steps=steps, lr=1e-2, **kw)
+    run = prepare_run(cfg, "test")
+    torch.manual_seed(0)
+    model = add_lora(load_model("tiny:llama"), r=4, alpha=8,
+                     dropout=0.1, targets=["q_proj", "v_proj", "up_proj"],
+                     dora=method == "dora")
+    stream = BatchStream(random_examples(), cfg.batch_size, pad_collate, seed=0)
+    res = train(model, LMObjective(), stream, cfg, run, dtype=torch.bfloat16)
+    return model, [r["train/loss"] for r in res.metrics]
+
+
+def _truncate(t):
+    """A cast to bf16 that drops the low 16 bits (rounds toward zero), unlike autocast's."""
+    return (t.view(torch.int32) & -65536).view(torch.float32).to(torch.bfloat16)
+
+
+def test_lora_frozen_bf16_copies_equal_plain_autocast(tmp_path, monkeypatch):
+    """LoRA under CPU autocast: the frozen base weights swapped to bf16 copies made once give
+    the plain autocast run's losses and weights to the bit; a copy rounded otherwise
+    (truncated) does not; every weight is fp32 after training; the tied lm_head/embedding
+    is not swapped."""
+    made = []
+
+    def recording(model, cast=None):
+        f = loop_frozen(model, cast)
+        made.append(f)
+        return f
+
+    loop_frozen = loop.FrozenBf16
+    monkeypatch.setattr(loop, "FrozenBf16", recording)
+    ours, l_ours = _train_lora(tmp_path / "ours")
+    monkeypatch.setattr(loop, "FrozenBf16", lambda model: None)
+    plain, l_plain = _train_lora(tmp_path / "plain")
+    monkeypatch.setattr(loop, "FrozenBf16", lambda model: loop_frozen(model, _truncate))
+    _, l_trunc = _train_lora(tmp_path / "trunc")
+
+    (f,) = made
+    linears = [m for m in ours.modules() if type(m) is torch.nn.Linear
+               and not m.weight.requires_grad]
+    tied = ours.get_output_embeddings().weight
+    assert tied is ours.get_input_embeddings().weight
+    assert {id(p) for p in f.params} == {id(m.weight) for m in linears} - {id(tied)}
+    assert len(f.params) > 0 and f.made == len(f.params)  # one copy each, for all steps
+    assert l_ours == l_plain  # exact
+    for (n, a), b in zip(ours.named_parameters(), plain.parameters()):
+        assert a.dtype == torch.float32 and torch.equal(a, b), n
+    assert l_trunc[0] != l_plain[0]  # the test sees a cast that rounds differently
+    assert all(p.abs().sum() > 0 for n, p in ours.named_parameters() if "lora_B" in n)  # trained
+
+
+def test_dora_base_weights_stay_fp32_under_autocast(tmp_path, monkeypatch):
+    """DoRA reads its base weight outside a matmul (the weight norm): not swapped."""
+    from lmlab.train.frozen_bf16 import eligible
+
+    made = []
+    real = loop.FrozenBf16
+    monkeypatch.setattr(loop, "FrozenBf16", lambda m: made.append(real(m)) or made[-1])
+    model, _ = _train_lora(tmp_path, steps=1, method="dora")
+    bases = {id(m.base_layer.weight) for m in model.modules()
+             if hasattr(m, "lora_magnitude_vector") and hasattr(m, "base_layer")}
+    assert bases and not bases & {id(p) for p in made[0].params}
+    assert made[0].params == eligible(model)
+
+
+def test_frozen_copy_is_refreshed_when_the_weight_changes():
+    from lmlab.train.frozen_bf16 import FrozenBf16
+
+    lin = torch.nn.Linear(4, 3, bias=False).requires_grad_(False)
+    f = FrozenBf16(lin)
+    with f.swapped():
+        assert lin.weight.dtype == torch.bfloat16
+        first = lin(torch.ones(1, 4, dtype=torch.bfloat16))
+    assert lin.weight.dtype == torch.float32 and f.made == 1
+    with f.swapped():
+        pass
+    assert f.made == 1  # unchanged: the same copy
+    lin.load_state_dict({"weight": torch.full((3, 4), 2.0)})
+    with f.swapped():
+        assert torch.equal(lin(torch.ones(1, 4, dtype=torch.bfloat16)),
+                           torch.full((1, 3), 8.0, dtype=torch.bfloat16))
+    assert f.made == 2 and not torch.equal(first, torch.full((1, 3), 8.0))
+
+
+def test_lora_autocast_casts_frozen_weights_once_per_run(tmp_path, monkeypatch):
+    """Three LoRA steps: plain autocast casts each frozen weight at every forward; with the
+    copies, once for the run (the trainable LoRA matrices' casts are the same either way)."""
+    counts = _count_weight_casts(monkeypatch)
+    ours, _ = _train_lora(tmp_path / "ours", steps=3)
+    real = loop.FrozenBf16
+    monkeypatch.setattr(loop, "FrozenBf16", lambda model: None)
+    _train_lora(tmp_path / "plain", steps=3)
+    with_copies, plain = counts
+    n = len(real(ours).params)
+    assert n > 0 and plain - with_copies == 2 * n  # steps 2 and 3 cast nothing frozen

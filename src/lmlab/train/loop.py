@@ -26,6 +26,7 @@ from lmlab.train.checkpoint import load_checkpoint, save_checkpoint, save_sharde
 from lmlab.train.config import TrainConfig
 from lmlab.train.data import BatchStream
 from lmlab.train.distributed import all_reduce_sum, barrier, wrap_ddp
+from lmlab.train.frozen_bf16 import FrozenBf16
 from lmlab.train.fsdp import leave_alone, prepare_model, release_model
 from lmlab.train.interrupt import StopRequest, TrainingInterrupted
 from lmlab.train.killpoints import killpoint
@@ -239,6 +240,9 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
     ddp_model = model if sharded else wrap_ddp(model, device)
     world = world_size()
     meter = _Mfu(model, device, dtype, amp)
+    # CPU autocast: frozen linear weights (LoRA's base layers) as bf16 copies made once, swapped
+    # in for each step's forward/backward (autocast re-casts frozen weights at every call)
+    frozen = FrozenBf16(model) if cpu_amp and not sharded else None
     loggers = loggers or []
     model.train()
 
@@ -268,7 +272,7 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
             # fp32 weight to bf16 once per step, not once per micro-batch (grad_accum > 1)
             step_amp = amp_context(device, dtype, weights) if cpu_amp \
                 else contextlib.nullcontext()
-            with step_amp:
+            with step_amp, (frozen.swapped() if frozen else contextlib.nullcontext()):
                 for i, batch in enumerate(micro):
                     sync = i == len(micro) - 1 or (ddp_model is model and not sharded)
                     ctx = _no_sync(ddp_model, sharded) if not sync else contextlib.nullcontext()

@@ -1,0 +1,90 @@
+"""Frozen linear weights held as bf16 copies for the forward/backward of each CPU autocast step.
+
+Under ``torch.autocast("cpu", bfloat16)`` a matmul casts its fp32 weight to bf16 on every call;
+the autocast cache keeps the cast only for leaf tensors that require grad, so the frozen base
+weights of LoRA (and of the other parameter-efficient methods) are cast again at every forward
+of every step. ``FrozenBf16`` makes each eligible weight's bf16 copy once (``Tensor.to``, the
+same round-to-nearest-even cast autocast makes, so the numbers are identical) and, inside
+``swapped()``, points the parameter's ``.data`` at it; on leaving, back at the fp32 tensor
+(pointer swaps, no copies): evals, checkpoints and final/ only ever see fp32.
+
+Eligible: the ``weight`` of a plain ``nn.Linear`` (exact type: quantized subclasses are left
+alone) that is frozen, fp32, a plain tensor (no DTensor), held by no other module (SmolLM2 ties
+``lm_head`` to ``embed_tokens``: an embedding lookup on a bf16 table would change the numbers)
+and is not the base layer of a DoRA layer (its weight norm reads the base weight outside a
+matmul). A weight changed in place between steps (``load_state_dict``, a merge) gets a fresh
+copy at the next swap (its version counter or storage moved); in SFT/DPO nothing writes a frozen
+weight, so the copies are made once per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def _dora_bases(model: torch.nn.Module) -> set[int]:
+    """ids of the base layers of peft LoRA layers with DoRA on for any adapter."""
+    out = set()
+    for m in model.modules():
+        dora = getattr(m, "use_dora", None)
+        base = getattr(m, "base_layer", None)
+        if isinstance(dora, dict) and any(dora.values()) and base is not None:
+            out.add(id(base))
+    return out
+
+
+def eligible(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The frozen fp32 nn.Linear weights whose only use is that Linear's matmul."""
+    holders: dict[int, list[torch.nn.Module]] = {}
+    params: dict[int, torch.nn.Parameter] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            holders.setdefault(id(p), []).append(m)
+            params[id(p)] = p
+    dora = _dora_bases(model)
+    out = []
+    for key, mods in holders.items():
+        p = params[key]
+        if (len(mods) == 1 and type(mods[0]) is torch.nn.Linear and mods[0].weight is p
+                and id(mods[0]) not in dora and not p.requires_grad
+                and p.dtype == torch.float32 and type(p.data) is torch.Tensor):
+            out.append(p)
+    return out
+
+
+class FrozenBf16:
+    """bf16 copies of a model's eligible frozen linear weights, swapped in per step."""
+
+    def __init__(self, model: torch.nn.Module, cast=None):
+        self.params = eligible(model)
+        # the cast: Tensor.to (round to nearest even, as autocast); a test passes another
+        self.cast = cast or (lambda t: t.to(torch.bfloat16))
+        self.copies: dict[int, tuple[tuple, torch.Tensor]] = {}
+        self.made = 0  # copies made (once per weight unless it changed)
+
+    def _copy(self, p: torch.nn.Parameter) -> torch.Tensor:
+        key = (p._version, p.data_ptr(), p.dtype, tuple(p.shape))
+        held = self.copies.get(id(p))
+        if held is None or held[0] != key:
+            held = (key, self.cast(p.data).detach())
+            self.copies[id(p)] = held
+            self.made += 1
+        return held[1]
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """Inside: each eligible weight's ``.data`` is its bf16 copy; fp32 again on exit."""
+        fp32 = []
+        try:
+            for p in self.params:
+                if p.requires_grad or p.dtype != torch.float32:
+                    continue  # unfrozen (or cast) since the model was read: left alone
+                low = self._copy(p)
+                fp32.append((p, p.data))
+                p.data = low
+            yield
+        finally:
+            for p, w in fp32:
+                p.data = w
