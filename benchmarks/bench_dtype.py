@@ -3,7 +3,8 @@
 Same model, data, steps, batch and seed; only ``dtype`` differs. ``auto`` is what the hardware
 probe picks here (bf16 autocast over fp32 weights where bf16 matmuls are >= 1.3x fp32, else
 fp32; ``lmlab env`` shows the table); under CPU autocast the loop attends in fp32, steps a
-fused AdamW and casts each weight once per optimizer step (docs/hardware.md). ``--dtypes``
+fused AdamW, casts each weight once per optimizer step and frozen (LoRA base)
+weights once per run (docs/hardware.md). ``--dtypes``
 adds ``bf16`` (weights held in bf16, no master copy: a reference, not what auto picks);
 ``--grad-accum`` > 1 shows the once-per-step cast. Reported per mode and dtype: useful tokens/s (non-pad
 input tokens per second of optimizer steps after ``--warmup`` steps), mean MFU over the same
