@@ -150,15 +150,23 @@ def test_autocast_casts_each_weight_once_per_step_across_micro_batches(tmp_path,
     assert three == n + 3 * n
 
 
-def _train_lora(tmp_path, *, steps=3, method="lora", **kw):
-    from lmlab.models.adapters import add_lora
+def _init_model(method):
+    from lmlab.models.methods import MethodSpec, apply_method
 
+    torch.manual_seed(0)
+    spec = MethodSpec(method, lora_r=4, lora_alpha=8, lora_dropout=0.1,
+                      lora_targets=["q_proj", "v_proj", "up_proj"])
+    return apply_method(load_model("tiny:llama"), spec)
+
+
+def _init_params(method):
+    return [p.detach() for p in _init_model(method).parameters()]
+
+
+def _train_lora(tmp_path, *, steps=3, method="lora", **kw):
     cfg = config(tmp_path, max_steps=steps, lr=1e-2, **kw)
     run = prepare_run(cfg, "test")
-    torch.manual_seed(0)
-    model = add_lora(load_model("tiny:llama"), r=4, alpha=8,
-                     dropout=0.1, targets=["q_proj", "v_proj", "up_proj"],
-                     dora=method == "dora")
+    model = _init_model(method)
     stream = BatchStream(random_examples(), cfg.batch_size, pad_collate, seed=0)
     res = train(model, LMObjective(), stream, cfg, run, dtype=torch.bfloat16)
     return model, [r["train/loss"] for r in res.metrics]
@@ -169,11 +177,12 @@ def _truncate(t):
     return (t.view(torch.int32) & -65536).view(torch.float32).to(torch.bfloat16)
 
 
-def test_lora_frozen_bf16_copies_equal_plain_autocast(tmp_path, monkeypatch):
-    """LoRA under CPU autocast: the frozen base weights swapped to bf16 copies made once give
-    the plain autocast run's losses and weights to the bit; a copy rounded otherwise
-    (truncated) does not; every weight is fp32 after training; the tied lm_head/embedding
-    is not swapped."""
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_lora_frozen_bf16_copies_equal_plain_autocast(tmp_path, monkeypatch, method):
+    """LoRA (and IA3, whose forward reads its base weight only in the base matmul) under CPU
+    autocast: the frozen base weights swapped to bf16 copies made once give the plain autocast
+    run's losses and weights to the bit; a copy rounded otherwise (truncated) does not; every
+    weight is fp32 after training; the tied lm_head/embedding is not swapped."""
     made = []
 
     def recording(model, cast=None):
@@ -183,11 +192,11 @@ def test_lora_frozen_bf16_copies_equal_plain_autocast(tmp_path, monkeypatch):
 
     loop_frozen = loop.FrozenBf16
     monkeypatch.setattr(loop, "FrozenBf16", recording)
-    ours, l_ours = _train_lora(tmp_path / "ours")
+    ours, l_ours = _train_lora(tmp_path / "ours", method=method)
     monkeypatch.setattr(loop, "FrozenBf16", lambda model: None)
-    plain, l_plain = _train_lora(tmp_path / "plain")
+    plain, l_plain = _train_lora(tmp_path / "plain", method=method)
     monkeypatch.setattr(loop, "FrozenBf16", lambda model: loop_frozen(model, _truncate))
-    _, l_trunc = _train_lora(tmp_path / "trunc")
+    _, l_trunc = _train_lora(tmp_path / "trunc", method=method)
 
     (f,) = made
     linears = [m for m in ours.modules() if type(m) is torch.nn.Linear
@@ -200,7 +209,8 @@ def test_lora_frozen_bf16_copies_equal_plain_autocast(tmp_path, monkeypatch):
     for (n, a), b in zip(ours.named_parameters(), plain.parameters()):
         assert a.dtype == torch.float32 and torch.equal(a, b), n
     assert l_trunc[0] != l_plain[0]  # the test sees a cast that rounds differently
-    assert all(p.abs().sum() > 0 for n, p in ours.named_parameters() if "lora_B" in n)  # trained
+    trained = [(p, q) for (n, p), q in zip(ours.named_parameters(), _init_params(method))]
+    assert any(not torch.equal(p, q) for p, q in trained)  # the adapters moved
 
 
 def test_dora_base_weights_stay_fp32_under_autocast(tmp_path, monkeypatch):
