@@ -6,11 +6,12 @@ fp32; ``lmlab env`` shows the table); under CPU autocast the loop attends in fp3
 fused AdamW, casts each weight once per optimizer step and frozen (LoRA base)
 weights once per run (docs/hardware.md). ``--dtypes``
 adds ``bf16`` (weights held in bf16, no master copy: a reference, not what auto picks);
-``--grad-accum`` > 1 shows the once-per-step cast. Reported per mode and dtype: useful tokens/s (non-pad
-input tokens per second of optimizer steps after ``--warmup`` steps), mean MFU over the same
-steps (model FLOPs / the probe's matmul rate for the dtype in use), the first and final loss,
-and the loss gap (largest |loss_auto - loss_fp32| over all steps). ``--eval-n`` adds the
-held-out task accuracy after training (SFT only). Each run alone under /tmp/lmlab-heavy.lock.
+``--grad-accum`` > 1 shows the once-per-step cast. Reported per mode and dtype: useful
+tokens/s (non-pad input tokens per second of optimizer steps after ``--warmup`` steps), mean
+MFU over the same steps (model FLOPs / the probe's matmul rate for the dtype in use), the
+first and final loss, and the loss gap (largest |loss_auto - loss_fp32| over all steps).
+``--eval-n`` adds the held-out task accuracy after training (SFT only). Each run alone under
+/tmp/lmlab-heavy.lock.
 
     .venv/bin/python benchmarks/bench_dtype.py --steps 12 --warmup 2
     .venv/bin/python benchmarks/bench_dtype.py --model tiny:llama --steps 2 --warmup 1  # smoke

@@ -447,13 +447,21 @@ def finish(cfg: Config, run_, done: list[dict]) -> dict:
     return summary
 
 
+def save_policy(policy: dict, folder: Path, npy_name: str, pt_name: str) -> None:
+    """A tabular policy's Q table as ``folder/npy_name``, any other as ``folder/pt_name``."""
+    import numpy as np
+    import torch
+
+    if "q" in policy and isinstance(policy["q"], np.ndarray):
+        np.save(folder / npy_name, policy["q"])
+    else:
+        torch.save(policy, folder / pt_name)
+
+
 def save_final(cfg: Config, run_, done: list[dict]) -> dict:
     """final/seed-N/ (policy.pt or q.npy), final/agent.json; frames.png; the policy map of a
     grid env. Returns what the summary adds."""
     import json
-
-    import numpy as np
-    import torch
 
     from lmlab.runs import commit_folder, temp_folder
 
@@ -462,16 +470,9 @@ def save_final(cfg: Config, run_, done: list[dict]) -> dict:
     for r in done:
         d = tmp / f"seed-{r['seed']}"
         d.mkdir()
-        if "q" in r["policy"] and isinstance(r["policy"]["q"], np.ndarray):
-            np.save(d / "q.npy", r["policy"]["q"])
-        else:
-            torch.save(r["policy"], d / "policy.pt")
+        save_policy(r["policy"], d, "q.npy", "policy.pt")
         if "last_policy" in r:  # keep_best: policy.* is the kept policy, last.* the last one
-            last = r["last_policy"]
-            if "q" in last and isinstance(last["q"], np.ndarray):
-                np.save(d / "last.npy", last["q"])
-            else:
-                torch.save(last, d / "last.pt")
+            save_policy(r["last_policy"], d, "last.npy", "last.pt")
     (tmp / "agent.json").write_text(json.dumps(
         {"algo": cfg.algo, "env": cfg.env, "env_kwargs": env_kwargs(cfg), "hidden": cfg.hidden,
          "seeds": [r["seed"] for r in done]}, indent=2) + "\n")

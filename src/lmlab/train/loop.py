@@ -201,7 +201,8 @@ def train(model: torch.nn.Module, objective: Objective, stream: BatchStream, cfg
 
     ``make_optimizer(model, cfg)`` replaces the default AdamW (the loop sets each group's lr
     every step; the default is fused under CPU bf16 autocast, where its one pass over the
-    weights replaces the per-parameter loop's ~10, and torch's loop otherwise); ``save_buffers`` also checkpoints persistent buffers (BatchNorm statistics)."""
+    weights replaces the per-parameter loop's ~10, and torch's loop otherwise);
+    ``save_buffers`` also checkpoints persistent buffers (BatchNorm statistics)."""
     try:
         return _train(model, objective, stream, cfg, run, dtype=dtype, eval_fn=eval_fn,
                       loggers=loggers, stop_after=stop_after, make_optimizer=make_optimizer,
