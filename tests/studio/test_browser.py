@@ -1,12 +1,14 @@
 """The studio in a real headless Chromium (selenium, as tests/serve/test_page.py): the runs
 table, a curve that grows while a run writes metrics, compare, a form error beside its field;
 and a tiny run launched from the form, stopped, resumed and compared. Screenshots of each
-view go to docs/studio/ (docs/studio.md shows them)."""
+view go to $LMLAB_STUDIO_SHOTS (docs/studio refreshes the images docs/studio.md shows) or a
+temporary folder."""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,8 +23,10 @@ from ..browser import needs_browser, start_browser
 from .conftest import age, live, make_run
 
 pytestmark = needs_browser
+# A test run must not rewrite tracked files: the shots go to a temporary folder unless
+# LMLAB_STUDIO_SHOTS names one (LMLAB_STUDIO_SHOTS=docs/studio refreshes the docs' images).
 SHOTS = Path(os.environ.get("LMLAB_STUDIO_SHOTS") or
-             Path(__file__).resolve().parents[2] / "docs" / "studio")
+             Path(tempfile.gettempdir()) / "lmlab-studio-shots")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """The chat, arena and deploy pages in a real headless Chromium (selenium; skipped without a
 browser): a chat reply streams in, an arena vote lands as a pair in the preference file, the
 deploy page starts a (fake) server and queues a quantize job. Screenshots of each view go to
-docs/studio/ (or $LMLAB_STUDIO_SHOTS)."""
+$LMLAB_STUDIO_SHOTS (docs/studio to refresh the docs) or a temporary folder."""
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ from .fakes import make_app, studio_ctx
 from .test_deploy import FakeProc
 
 pytestmark = needs_browser
+# A test run must not rewrite tracked files: the shots go to a temporary folder unless
+# LMLAB_STUDIO_SHOTS names one (LMLAB_STUDIO_SHOTS=docs/studio refreshes the docs' images).
 SHOTS = Path(os.environ.get("LMLAB_STUDIO_SHOTS") or
-             Path(__file__).resolve().parents[2] / "docs" / "studio")
+             Path(tempfile.gettempdir()) / "lmlab-studio-shots")
 
 
 @pytest.fixture()
