@@ -33,6 +33,9 @@ class Config(TrainConfig):
     channels: int = opt(3, "data=folder: 1 = grayscale, 3 = RGB (images are converted)",
                         choices=(1, 3))
     data_limit: int | None = opt(None, "use at most this many training images", min=1)
+    val_fraction: float = opt(0.0, "hold this fraction of each class's training images out "
+                              "as a validation set: eval_every scores it instead of the test "
+                              "set, which is then scored once at the end", min=0, max=0.5)
     widths: list[int] = opt([32, 64, 128], "model=cnn: channels of each stage (other models "
                                            "ignore it)")
     depth: int = opt(1, "model=cnn: conv blocks per stage", min=1)
@@ -173,9 +176,9 @@ def run(cfg: Config) -> dict:
         opt_ = build_opt(m, c)
         return ema.attach(opt_) if ema else opt_
 
-    def eval_fn(m):
+    def eval_fn(m):  # the validation set when there is one: the test set is for the end
         with ema.swapped() if ema else contextlib.nullcontext():
-            return S.evaluate(cfg, m, data.test)
+            return S.evaluate(cfg, m, data.val if data.val is not None else data.test)
 
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
     probe = S.probe(cfg, run_, model) if is_main() and cfg.probe_every else None
@@ -187,6 +190,7 @@ def run(cfg: Config) -> dict:
 
     summary: dict = {"stage": "vision", "model": cfg.model, "data": cfg.data,
                      "train_images": len(y), "test_images": len(data.test),
+                     "val_images": len(data.val) if data.val is not None else 0,
                      "steps": result.step, "train_seconds": round(result.seconds, 1),
                      "params": mine["params"], "forward_flops": mine["forward_flops"],
                      "subset": sub, "precision": S.precision_label(ctx),
@@ -204,6 +208,8 @@ def run(cfg: Config) -> dict:
         summary["suggested_lr"] = lr_range["suggested_lr"]
     if is_main():
         summary.update(S.finish(cfg, run_, model, data, table, ema))
+        if data.val is not None:
+            summary["val_accuracy"] = round(S.evaluate(cfg, model, data.val)["accuracy"], 4)
         run_.write_json("summary.json", summary)
         print0(f"[lmlab] test accuracy {summary['test_accuracy']:.2%} ({len(data.test):,} "
                f"images); {summary.get('images_per_s', 0):,.0f} images/s; by weights: "

@@ -24,6 +24,7 @@ class VisionData:
     test: ImageSet
     mean: torch.Tensor  # (C,) on the 0..1 scale
     std: torch.Tensor
+    val: ImageSet | None = None  # held out of train by val_fraction: what eval_every scores
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -46,11 +47,40 @@ def load_data(cfg) -> VisionData:
     if cfg.data_limit and cfg.data_limit < len(train):
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
         train = train.subset(keep[:cfg.data_limit].sort().values)
+    train, val = split_validation(train, cfg.val_fraction, cfg.seed)
     mean, std = channel_stats(train.x)
-    print0(f"[lmlab] data: {cfg.data}, {len(train):,} train / {len(test):,} test images of "
-           f"{tuple(train.x.shape[1:])}, {len(train.classes)} classes")
-    return VisionData(ImageSet(normalise(train.x, mean, std), train.y, train.classes),
-                      ImageSet(normalise(test.x, mean, std), test.y, train.classes), mean, std)
+    held = f" / {len(val):,} validation" if val is not None else ""
+    print0(f"[lmlab] data: {cfg.data}, {len(train):,} train{held} / {len(test):,} test images "
+           f"of {tuple(train.x.shape[1:])}, {len(train.classes)} classes")
+
+    def norm(part: ImageSet) -> ImageSet:  # every split by the training images' statistics
+        return ImageSet(normalise(part.x, mean, std), part.y, train.classes)
+
+    return VisionData(norm(train), norm(test), mean, std,
+                      norm(val) if val is not None else None)
+
+
+def split_validation(train: ImageSet, fraction: float, seed: int
+                     ) -> tuple[ImageSet, ImageSet | None]:
+    """Hold ``fraction`` of each class's training images out as a validation set (seeded,
+    at least one image a class), so that ``eval_every`` and model choices never see the test
+    set. Returns (the rest, the held-out images) in their original order."""
+    if not fraction:
+        return train, None
+    g = torch.Generator().manual_seed(seed + 7919)  # not the data_limit draw's permutation
+    held = []
+    for c in torch.unique(train.y).tolist():
+        idx = (train.y == c).nonzero().flatten()
+        n = max(1, round(fraction * len(idx)))
+        if n >= len(idx):
+            raise DataError(f"val_fraction={fraction}: class {train.classes[c]!r} has only "
+                            f"{len(idx)} training images, too few to hold some out",
+                            file="val_fraction")
+        held.append(idx[torch.randperm(len(idx), generator=g)[:n]])
+    out = torch.zeros(len(train), dtype=torch.bool)
+    out[torch.cat(held)] = True
+    return train.subset(out.logical_not().nonzero().flatten()), train.subset(
+        out.nonzero().flatten())
 
 
 def start(cfg):
