@@ -46,6 +46,95 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 
+/* Phase timing (the decode step's time by phase, benchmarks/profile_decode_phases.py): built
+ * only with -DLM_PROF (native.py adds it under LMLAB_NATIVE_PROF=1, a separate cached library);
+ * without it every PROF_ macro is empty and SYNC is the plain barrier. Each thread adds the
+ * wall time since its last mark to its phase's sum (CLOCK_MONOTONIC); the time a thread waits
+ * at a barrier goes to P_WAIT; thread 0 counts the barriers and parallel regions. */
+enum { P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATT, P_MERGE, P_O, P_GU, P_SILU, P_DOWN, P_FNORM,
+       P_HEAD, P_ARGMAX, P_WAIT, P_N };
+enum { PROF_THREADS = 64 };
+#ifdef LM_PROF
+#include <time.h>
+static double prof_acc[PROF_THREADS][P_N], prof_tok[PROF_THREADS][P_N];
+static double prof_min[PROF_THREADS][P_N];  /* the least of any step that ran it (0: none) */
+static int64_t prof_count[3];  /* barriers, parallel regions (thread 0's), steps */
+static _Thread_local double prof_last;
+
+static inline double prof_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline int prof_tid(void)
+{
+#ifdef _OPENMP
+    int t = omp_get_thread_num();
+    return t < PROF_THREADS ? t : PROF_THREADS - 1;
+#else
+    return 0;
+#endif
+}
+
+#define PROF_BEGIN() (prof_last = prof_now())
+#define PROF_MARK(p)                                                                           \
+    do {                                                                                       \
+        double t_ = prof_now();                                                                \
+        prof_tok[prof_tid()][p] += t_ - prof_last;                                             \
+        prof_last = t_;                                                                        \
+    } while (0)
+#define PROF_REGION() (prof_tid() == 0 ? (void)prof_count[1]++ : (void)0)
+#define SYNC(p)                                                                                \
+    do {                                                                                       \
+        PROF_MARK(p);                                                                          \
+        _Pragma("omp barrier");                                                                \
+        PROF_MARK(P_WAIT);                                                                     \
+        if (prof_tid() == 0)                                                                   \
+            prof_count[0]++;                                                                   \
+    } while (0)
+
+/* the end of a step (thread 0, outside the parallel regions): each thread's times of this
+ * step added to the sums and kept where they are the least yet (a step's phase that no other
+ * process preempted: the least over steps on a shared machine) */
+static void prof_step(void)
+{
+    for (int t = 0; t < PROF_THREADS; t++)
+        for (int p = 0; p < P_N; p++) {
+            double v = prof_tok[t][p];
+            prof_acc[t][p] += v;
+            if (v > 0.0 && (prof_min[t][p] == 0.0 || v < prof_min[t][p]))
+                prof_min[t][p] = v;
+            prof_tok[t][p] = 0.0;
+        }
+    prof_count[2]++;
+}
+
+/* the sums so far into out and the least per step into least (PROF_THREADS x P_N seconds),
+ * counts: barriers, regions, steps; then zero them all when reset */
+int lm_prof(double *out, double *least, int64_t *counts, int reset)
+{
+    memcpy(out, prof_acc, sizeof prof_acc);
+    memcpy(least, prof_min, sizeof prof_min);
+    memcpy(counts, prof_count, sizeof prof_count);
+    if (reset) {
+        memset(prof_acc, 0, sizeof prof_acc);
+        memset(prof_min, 0, sizeof prof_min);
+        memset(prof_tok, 0, sizeof prof_tok);
+        memset(prof_count, 0, sizeof prof_count);
+    }
+    return P_N;
+}
+#define PROF_STEP() prof_step()
+#else
+#define PROF_BEGIN() ((void)0)
+#define PROF_MARK(p) ((void)0)
+#define PROF_REGION() ((void)0)
+#define PROF_STEP() ((void)0)
+#define SYNC(p) _Pragma("omp barrier")
+#endif
+
 /* the weight types of the projections and the head (lm_model.wtype) */
 enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2 };
 enum { QB = 32 };  /* int8: columns per block (one scale each) */
@@ -900,7 +989,7 @@ static _Thread_local size_t q8_cap;
  * barrier to share them), then takes its contiguous run of rows, each row against every
  * input while it is in L1; then one barrier. */
 static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                      float *y, int ldy, int add, int isa)
+                      float *y, int ldy, int add, int isa, int ph)
 {
     int total = 0;
     for (int s = 0; s < n_seg; s++)
@@ -939,7 +1028,8 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
             }
         }
     }
-#pragma omp barrier
+    SYNC(ph);
+    (void)ph;
 }
 
 /* The int8 product alone (tests): y[j * R + r] = W[r] . x_j for M inputs x_j = x + j * K over
@@ -949,7 +1039,7 @@ int lm_q8_matvec(const void *block, int R, int K, const float *x, int M, float *
 {
     isa = lm_q8_isa(isa);
     segment s = seg_of(block, R, 0, R, K, W_I8);
-    matvec_q8(&s, 1, x, K, K, M, y, R, 0, isa);
+    matvec_q8(&s, 1, x, K, K, M, y, R, 0, isa, P_HEAD);
     return isa;
 }
 
@@ -973,10 +1063,11 @@ static void widen_rows(const segment *sg, int r0, int n, int K, float *out)
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
 static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                   float *y, int ldy, int add, int wt, int isa)
+                   float *y, int ldy, int add, int wt, int isa, int ph)
 {
+    (void)ph;  /* the phase the time goes to (LM_PROF) */
     if (wt == W_I8) {
-        matvec_q8(seg, n_seg, x, ldx, K, M, y, ldy, add, isa);
+        matvec_q8(seg, n_seg, x, ldx, K, M, y, ldy, add, isa, ph);
         return;
     }
     int total = 0;
@@ -1007,7 +1098,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 }
             }
         }
-#pragma omp barrier
+        SYNC(ph);
         return;
     }
     /* several inputs. 5 or more: blocks of 2 rows (in groups of at most 12 inputs; 5-6 inputs took
@@ -1036,7 +1127,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
          * rows widened once into fp32 (exact), then block_dot over it from L1, as fp32 rows. One row against four inputs per pass had
          * cost a batch-8 SmolLM2 step 58 (bf16) / 52 (int8) ms of CPU against fp32's 44: the
          * widening repeated for every four inputs and the sums bound by it (2026-12-07). */
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int r = 0; r < total; r += rows) {
             int s = 0, rr = r;
             while (rr >= seg[s].rows) {
@@ -1047,10 +1138,11 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             widen_rows(&seg[s], rr, rows, K, wide);
             block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);
         }
+        SYNC(ph);
         return;
     }
     if (by) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int r = 0; r < total; r += rows) {
             int s = 0, rr = r;
             while (rr >= seg[s].rows) {
@@ -1060,9 +1152,10 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             block_dot_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,
                         y + seg[s].off + rr, ldy, add, M, pf);
         }
+        SYNC(ph);
         return;
     }
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int r = 0; r < total; r++) {
         int s = 0, rr = r;
         while (rr >= seg[s].rows) {
@@ -1076,6 +1169,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             row_dot((const float *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
                     y + seg[s].off + rr, ldy, add, pf);
     }
+    SYNC(ph);
 }
 
 /* LlamaRMSNorm of M rows of D: out = w * x / sqrt(mean(x^2) + eps). */
@@ -1252,6 +1346,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     float *part = sc + (size_t)M * H * T;
     float cs[M][half > 0 ? half : 1], sn[M][half > 0 ? half : 1];
 
+    PROF_BEGIN();
     for (int j = 0; j < M; j++) {
         memcpy(x + (size_t)j * D, m->embed + (size_t)tok[j] * D, sizeof(float) * D);
         for (int i = 0; i < half; i++) {
@@ -1261,19 +1356,24 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         }
     }
     /* one parallel region for all the layers (the head has its own): loops split across the
-     * threads (an implicit barrier after each), the small serial parts on one thread */
+     * threads (a barrier after each), the small serial parts on one thread */
+    PROF_MARK(P_EMBED);
 #pragma omp parallel num_threads(nt)
+    {
+    PROF_BEGIN();
+    PROF_REGION();
     for (int l = 0; l < m->n_layers; l++) {
         const void *const *w = m->layer + (size_t)l * N_PER_LAYER;
         float *K = kbuf[l], *Vb = vbuf[l];
-#pragma omp single
+#pragma omp single nowait
         rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, h, D);
+        SYNC(P_NORM);
         const int wt = m->wtype;
         segment s_qkv[3] = {seg_of(w[WQ], HD, 0, HD, D, wt),
                             seg_of(w[WK], Hkv * Dh, HD, Hkv * Dh, D, wt),
                             seg_of(w[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, D, wt)};
-        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, wt, isa);
-#pragma omp single
+        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, wt, isa, P_QKV);
+#pragma omp single nowait
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = input_col(cols, j, n, L);
             float *q = qkv + (size_t)j * QKV;
@@ -1284,8 +1384,9 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 memcpy(Vb + at, q + HD + (size_t)(Hkv + g) * Dh, sizeof(float) * Dh);
             }
         }
+        SYNC(P_ROPE);
         /* attention in chunks of keys (see ATT_CHUNK_MIN): each chunk's part ... */
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int t = 0; t < B * Hkv * NC * HP; t++) {
             int b = t / (Hkv * NC * HP), g = t / (NC * HP) % Hkv, c0 = t / HP % NC * CS;
             int h_lo = g * G + G * (t % HP) / HP, h_hi = g * G + G * (t % HP + 1) / HP;
@@ -1376,10 +1477,11 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 }
             }
         }
+        SYNC(P_ATT);
         /* ... merged per (input, head): out = sum_c e^(max_c - max) o_c / sum_c e^(max_c - max)
          * sum_c over the chunks that saw a key */
         if (NC > 1) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
             for (int t = 0; t < M * H; t++) {
                 const float *st = part + (size_t)t * NC * (Dh + 2);
                 float mx = -INFINITY, sum = 0.0f, *o = att + (size_t)t * Dh;
@@ -1400,14 +1502,16 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 for (int d = 0; d < Dh; d++)
                     o[d] *= inv;
             }
+            SYNC(P_MERGE);
         }
         segment s_o = seg_of(w[WO], D, 0, D, HD, wt);
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa);
-#pragma omp single
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa, P_O);
+#pragma omp single nowait
         rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, h, D);
+        SYNC(P_NORM);
         segment s_gu[2] = {seg_of(w[WG], I, 0, I, D, wt), seg_of(w[WU], I, I, I, D, wt)};
-        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, wt, isa);
-#pragma omp for schedule(static)
+        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, wt, isa, P_GU);
+#pragma omp for schedule(static) nowait
         for (int c = 0; c < M * I8; c++) {  /* silu(gate) * up, into the gate half */
             int j = c / I8, i = c % I8 * 8, n8 = I - i < 8 ? I - i : 8;
             float *g = gu + (size_t)j * 2 * I + i;
@@ -1425,9 +1529,12 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             else
                 memcpy(g, &r, sizeof(float) * n8);
         }
+        SYNC(P_SILU);
         segment s_d = seg_of(w[WD], D, 0, D, I, wt);
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa);
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa, P_DOWN);
     }
+    }
+    PROF_MARK(P_WAIT);  /* the region's end */
     /* the final norm over the rows asked for, then the head */
     int R = last_only ? B : M, step = last_only ? L : 1, first = last_only ? L - 1 : 0;
     float *dst = want_hidden ? out : h;
@@ -1436,9 +1543,17 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         /* (an int8 head block holds all V rows' scales, of which the first Vh are read) */
         segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, D, m->wtype),
                           seg_of(m->head_x, m->Vx, m->Vh, m->Vx, D, m->wtype)};
+        PROF_MARK(P_FNORM);
 #pragma omp parallel num_threads(nt)
-        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype, isa);
+        {
+            PROF_BEGIN();
+            PROF_REGION();
+            matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype, isa,
+                   P_HEAD);
+        }
+        PROF_MARK(P_WAIT);
     }
+    PROF_STEP();
     return 0;
 }
 
@@ -1485,6 +1600,7 @@ int lm_greedy(const lm_model *m, int64_t tok, int64_t pos, int n, int steps,
         tok = argmax_f32(row, W);
         if (tok >= m->Vh)
             tok = xid[tok - m->Vh];
+        PROF_MARK(P_ARGMAX);
         out[i] = tok;
         pos++;
         n++;
