@@ -132,7 +132,7 @@ int lm_prof(double *out, double *least, int64_t *counts, int reset)
 #define PROF_MARK(p) ((void)0)
 #define PROF_REGION() ((void)0)
 #define PROF_STEP() ((void)0)
-#define SYNC(p) _Pragma("omp barrier")
+#define SYNC(p) do { _Pragma("omp barrier") } while (0)
 #endif
 
 /* the weight types of the projections and the head (lm_model.wtype) */
@@ -981,15 +981,93 @@ static inline void thread_rows(int total, int *lo, int *hi)
     *hi = (int)((int64_t)total * (tid + 1) / nt);
 }
 
+/* How a matvec splits its rows between the threads (the one-input and int8 products):
+ * MV_EACH: each thread takes its share of each segment (rows seg.rows * t / nt .. of every
+ * segment: gate and up, so that a thread's SiLU needs only its own rows), else its share of
+ * the segments' rows one after another (total * t / nt ..: q, k and v as one run).
+ * MV_NOSYNC: no barrier at the end (the caller has more to do on its own rows first). */
+enum { MV_EACH = 1, MV_NOSYNC = 2 };
+
+/* This thread's rows [*a, *b) of segment s (its rows from base on) for a split `how` over
+ * `total` rows in all */
+static inline void own_rows(const segment *seg, int s, int base, int total, int how, int *a,
+                            int *b)
+{
+    int lo, hi;
+    if (how & MV_EACH) {
+        thread_rows(seg[s].rows, a, b);
+        return;
+    }
+    thread_rows(total, &lo, &hi);
+    *a = lo > base ? lo - base : 0;
+    *b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+    *b = *b > *a ? *b : *a;
+}
+
+/* The product a thread runs next (its first rows are asked for ahead while it waits at a
+ * barrier, see PF_NEXT). */
+typedef struct {
+    const segment *seg;
+    int n_seg, K, how;
+} mv_next;
+
+/* bytes of a thread's first weights of the next product asked for into L2 (prefetcht1) before
+ * the barrier ahead of it: after a barrier a thread's stream starts cold (its in-loop
+ * prefetches run DOT1_PF / BF16_PF / Q8_PF ahead of its reads, not at its start), and
+ * between products the memory is idle while the threads meet and do the small parts. */
+#ifndef PF_NEXT
+#define PF_NEXT 8192
+#endif
+
+static inline void prefetch_next(const mv_next *nx, int wt)
+{
+    if (!nx || PF_NEXT <= 0)
+        return;
+    int total = 0;
+    for (int s = 0; s < nx->n_seg; s++)
+        total += nx->seg[s].rows;
+    const size_t row = wt == W_I8 ? (size_t)nx->K : wt == W_BF16 ? 2 * (size_t)nx->K
+                                                                 : 4 * (size_t)nx->K;
+    for (int s = 0, base = 0; s < nx->n_seg; base += nx->seg[s].rows, s++) {
+        int a, b;
+        own_rows(nx->seg, s, base, total, nx->how, &a, &b);
+        if (b <= a || !nx->seg[s].w)
+            continue;
+        const char *p = (const char *)nx->seg[s].w + (size_t)a * row;
+        size_t n = (size_t)(b - a) * row;
+        n = n < PF_NEXT ? n : PF_NEXT;
+        for (size_t o = 0; o < n; o += 64)
+            __builtin_prefetch(p + o, 0, 2);  /* (prefetcht1) */
+        if (!(nx->how & MV_EACH))
+            break;  /* one run: its start */
+    }
+}
+
+/* Each thread's own normed inputs (grown as needed, kept: M x D floats): every thread norms
+ * the residual stream itself, so no barrier waits for one thread's norm. */
+static _Thread_local float *own_buf;
+static _Thread_local size_t own_cap;
+
+static float *own_floats(size_t n)
+{
+    if (own_cap < n) {
+        free(own_buf);
+        own_cap = (n + 15) / 16 * 16;
+        own_buf = aligned_alloc(64, own_cap * sizeof(float));
+    }
+    return own_buf;
+}
+
 /* Each thread's rounded inputs (grown as needed, kept: a few KB) */
 static _Thread_local void *q8_buf;
 static _Thread_local size_t q8_cap;
 
 /* matvec over int8 segments: every thread rounds the M inputs itself (a few microseconds; no
- * barrier to share them), then takes its contiguous run of rows, each row against every
- * input while it is in L1; then one barrier. */
+ * barrier to share them), then takes its rows (`how`), each row against every input while it
+ * is in L1; asks for its first rows of the next product (nx, or NULL); then one barrier
+ * (none with MV_NOSYNC). */
 static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                      float *y, int ldy, int add, int isa, int ph)
+                      float *y, int ldy, int add, int isa, int ph, int how, const mv_next *nx)
 {
     int total = 0;
     for (int s = 0; s < n_seg; s++)
@@ -1006,11 +1084,9 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
         quantize_x(x + (size_t)j * ldx, K, &xq[j]);
     }
     const int NB = (K + QB - 1) / QB, cap = q8_ni(isa), groups = (M + cap - 1) / cap;
-    int lo, hi;
-    thread_rows(total, &lo, &hi);
     for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
-        int a = lo > base ? lo - base : 0;
-        int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+        int a, b;
+        own_rows(seg, s, base, total, how, &a, &b);
         float *ys = y + seg[s].off;
         const uint8_t *W = (const uint8_t *)seg[s].w;
         for (int r = a; r < b; r++) {
@@ -1028,7 +1104,11 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
             }
         }
     }
-    SYNC(ph);
+    prefetch_next(nx, W_I8);
+    if (!(how & MV_NOSYNC))
+        SYNC(ph);
+    else
+        PROF_MARK(ph);
     (void)ph;
 }
 
@@ -1039,7 +1119,7 @@ int lm_q8_matvec(const void *block, int R, int K, const float *x, int M, float *
 {
     isa = lm_q8_isa(isa);
     segment s = seg_of(block, R, 0, R, K, W_I8);
-    matvec_q8(&s, 1, x, K, K, M, y, R, 0, isa, P_HEAD);
+    matvec_q8(&s, 1, x, K, K, M, y, R, 0, isa, P_HEAD, 0, NULL);
     return isa;
 }
 
@@ -1063,11 +1143,12 @@ static void widen_rows(const segment *sg, int r0, int n, int K, float *out)
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
 static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                   float *y, int ldy, int add, int wt, int isa, int ph)
+                   float *y, int ldy, int add, int wt, int isa, int ph, int how,
+                   const mv_next *nx)
 {
     (void)ph;  /* the phase the time goes to (LM_PROF) */
     if (wt == W_I8) {
-        matvec_q8(seg, n_seg, x, ldx, K, M, y, ldy, add, isa, ph);
+        matvec_q8(seg, n_seg, x, ldx, K, M, y, ldy, add, isa, ph, how, nx);
         return;
     }
     int total = 0;
@@ -1078,11 +1159,9 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
          * total * (t + 1) / nt) with the dot product inlined, then one barrier (the step
          * alone read 51.1 -> 53.7 GB/s for fp32 against an omp-for loop calling row_dot per
          * row, alternating builds, 2026-12-05) */
-        int lo, hi;
-        thread_rows(total, &lo, &hi);
         for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
-            int a = lo > base ? lo - base : 0;
-            int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+            int a, b;
+            own_rows(seg, s, base, total, how, &a, &b);
             float *ys = y + seg[s].off;
             if (wt == W_BF16) {
                 const uint16_t *W = (const uint16_t *)seg[s].w;
@@ -1098,7 +1177,11 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 }
             }
         }
-        SYNC(ph);
+        prefetch_next(nx, wt);
+        if (!(how & MV_NOSYNC))
+            SYNC(ph);
+        else
+            PROF_MARK(ph);
         return;
     }
     /* several inputs. 5 or more: blocks of 2 rows (in groups of at most 12 inputs; 5-6 inputs took
@@ -1270,6 +1353,24 @@ weigh_values(const float *p, const float *V, int last, float inv, float *o, cons
         memcpy(o + 8 * i, &acc[i], sizeof acc[i]);
 }
 
+/* silu(gate) * up for n <= 8 gate values at g (their up values I further on), into g */
+static inline void silu_mul8(float *g, int I, int n)
+{
+    v8 gv = {0}, uv = {0};
+    if (n == 8) {  /* (constant-size copies: inlined; a variable size calls memcpy) */
+        gv = load8(g);
+        uv = load8(g + I);
+    } else {
+        memcpy(&gv, g, sizeof(float) * n);
+        memcpy(&uv, g + I, sizeof(float) * n);
+    }
+    v8 r = gv / (1.0f + exp8(-gv)) * uv;
+    if (n == 8)
+        memcpy(g, &r, sizeof r);
+    else
+        memcpy(g, &r, sizeof(float) * n);
+}
+
 /* Attention runs in chunks of keys: one task per (row, key/value head, chunk) takes every
  * query of the row and every query head that shares the key/value head, so the chunk's keys and
  * values are read from memory once per step and then from the caches, not once per (query,
@@ -1355,24 +1456,46 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             sn[j][i] = sinf(f) * m->rope_scale;
         }
     }
+    /* the head's rows (an int8 head block holds all V rows' scales, of which the first Vh are
+     * read) */
+    segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, D, m->wtype),
+                      seg_of(m->head_x, m->Vx, m->Vh, m->Vx, D, m->wtype)};
+    const int n_h = m->Vx > 0 ? 2 : 1;
     /* one parallel region for all the layers (the head has its own): loops split across the
-     * threads (a barrier after each), the small serial parts on one thread */
+     * threads (a barrier after each), the small serial parts on one thread; the norms on every
+     * thread (each its own copy); with the one-input and int8 products, which split rows by
+     * thread (own_rows), each thread's SiLU on its own gate/up rows, and each thread asks for
+     * its first rows of the next product before the barrier ahead of it (prefetch_next).
+     * Barriers a layer: 6 (7 with merged attention chunks); 9 (10) before 2026-12-07. */
     PROF_MARK(P_EMBED);
 #pragma omp parallel num_threads(nt)
     {
     PROF_BEGIN();
     PROF_REGION();
+    const int wt = m->wtype, own = wt == W_I8 || M == 1;
+    float *hn = own_floats((size_t)M * D);
     for (int l = 0; l < m->n_layers; l++) {
         const void *const *w = m->layer + (size_t)l * N_PER_LAYER;
         float *K = kbuf[l], *Vb = vbuf[l];
-#pragma omp single nowait
-        rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, h, D);
-        SYNC(P_NORM);
-        const int wt = m->wtype;
         segment s_qkv[3] = {seg_of(w[WQ], HD, 0, HD, D, wt),
                             seg_of(w[WK], Hkv * Dh, HD, Hkv * Dh, D, wt),
                             seg_of(w[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, D, wt)};
-        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, wt, isa, P_QKV);
+        segment s_o = seg_of(w[WO], D, 0, D, HD, wt);
+        segment s_gu[2] = {seg_of(w[WG], I, 0, I, D, wt), seg_of(w[WU], I, I, I, D, wt)};
+        segment s_d = seg_of(w[WD], D, 0, D, I, wt);
+        segment s_q1[3];  /* the next layer's q, k, v */
+        mv_next nx_o = {&s_o, 1, HD, 0}, nx_gu = {s_gu, 2, D, MV_EACH}, nx_d = {&s_d, 1, I, 0};
+        mv_next nx_l = {s_h, n_h, D, 0};  /* after the last layer: the head */
+        if (l + 1 < m->n_layers) {
+            const void *const *w1 = w + N_PER_LAYER;
+            s_q1[0] = seg_of(w1[WQ], HD, 0, HD, D, wt);
+            s_q1[1] = seg_of(w1[WK], Hkv * Dh, HD, Hkv * Dh, D, wt);
+            s_q1[2] = seg_of(w1[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, D, wt);
+            nx_l = (mv_next){s_q1, 3, D, 0};
+        }
+        rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, hn, D);
+        PROF_MARK(P_NORM);
+        matvec(s_qkv, 3, hn, D, D, M, qkv, QKV, 0, wt, isa, P_QKV, 0, own ? &nx_o : NULL);
 #pragma omp single nowait
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = input_col(cols, j, n, L);
@@ -1504,34 +1627,28 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             }
             SYNC(P_MERGE);
         }
-        segment s_o = seg_of(w[WO], D, 0, D, HD, wt);
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa, P_O);
-#pragma omp single nowait
-        rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, h, D);
-        SYNC(P_NORM);
-        segment s_gu[2] = {seg_of(w[WG], I, 0, I, D, wt), seg_of(w[WU], I, I, I, D, wt)};
-        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, wt, isa, P_GU);
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa, P_O, 0, own ? &nx_gu : NULL);
+        rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, hn, D);
+        PROF_MARK(P_NORM);
+        if (own) {  /* each thread's gate and up rows i0 .. i1, then its SiLU over them */
+            int i0, i1;
+            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, MV_EACH | MV_NOSYNC,
+                   NULL);
+            thread_rows(I, &i0, &i1);
+            for (int j = 0; j < M; j++)
+                for (int i = i0; i < i1; i += 8)
+                    silu_mul8(gu + (size_t)j * 2 * I + i, I, i1 - i < 8 ? i1 - i : 8);
+            prefetch_next(&nx_d, wt);
+        } else {
+            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, 0, NULL);
 #pragma omp for schedule(static) nowait
-        for (int c = 0; c < M * I8; c++) {  /* silu(gate) * up, into the gate half */
-            int j = c / I8, i = c % I8 * 8, n8 = I - i < 8 ? I - i : 8;
-            float *g = gu + (size_t)j * 2 * I + i;
-            v8 gv = {0}, uv = {0};
-            if (n8 == 8) {  /* (constant-size copies: inlined; a variable size calls memcpy) */
-                gv = load8(g);
-                uv = load8(g + I);
-            } else {
-                memcpy(&gv, g, sizeof(float) * n8);
-                memcpy(&uv, g + I, sizeof(float) * n8);
+            for (int c = 0; c < M * I8; c++) {
+                int j = c / I8, i = c % I8 * 8;
+                silu_mul8(gu + (size_t)j * 2 * I + i, I, I - i < 8 ? I - i : 8);
             }
-            v8 r = gv / (1.0f + exp8(-gv)) * uv;
-            if (n8 == 8)
-                memcpy(g, &r, sizeof r);
-            else
-                memcpy(g, &r, sizeof(float) * n8);
         }
         SYNC(P_SILU);
-        segment s_d = seg_of(w[WD], D, 0, D, I, wt);
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa, P_DOWN);
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa, P_DOWN, 0, own ? &nx_l : NULL);
     }
     }
     PROF_MARK(P_WAIT);  /* the region's end */
@@ -1540,16 +1657,12 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     float *dst = want_hidden ? out : h;
     rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, dst, D);
     if (!want_hidden) {
-        /* (an int8 head block holds all V rows' scales, of which the first Vh are read) */
-        segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, D, m->wtype),
-                          seg_of(m->head_x, m->Vx, m->Vh, m->Vx, D, m->wtype)};
         PROF_MARK(P_FNORM);
 #pragma omp parallel num_threads(nt)
         {
             PROF_BEGIN();
             PROF_REGION();
-            matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype, isa,
-                   P_HEAD);
+            matvec(s_h, n_h, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype, isa, P_HEAD, 0, NULL);
         }
         PROF_MARK(P_WAIT);
     }
