@@ -158,6 +158,8 @@ def load():
             lib.lm_q8_matvec.argtypes = [p, i, i, p, i, p, i]
             lib.lm_read.restype = ctypes.c_double
             lib.lm_read.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+            lib.lm_argmax.restype = ctypes.c_int64
+            lib.lm_argmax.argtypes = [p, i]
             if profiling():
                 lib.lm_prof.restype = ctypes.c_int
                 lib.lm_prof.argtypes = [p, p, p, i]
