@@ -1013,8 +1013,12 @@ typedef struct {
 
 /* bytes of a thread's first weights of the next product asked for into L2 (prefetcht1) before
  * the barrier ahead of it: after a barrier a thread's stream starts cold (its in-loop
- * prefetches run DOT1_PF / BF16_PF / Q8_PF ahead of its reads, not at its start), and
- * between products the memory is idle while the threads meet and do the small parts. */
+ * prefetches run DOT1_PF / BF16_PF / Q8_PF ahead of its reads, into the rows the next thread
+ * reads, not to its own next start), and between products the memory is idle while the
+ * threads meet and do the small parts. Not measured alone (2026-12-07, a loaded machine: at
+ * one thread, where it is now skipped, the step took 1.006x the median time with it than
+ * without, within the noise); benchmarks/bench_native_ab.py --a-defines PF_NEXT=0 measures
+ * it against the default. */
 #ifndef PF_NEXT
 #define PF_NEXT 8192
 #endif
@@ -1023,6 +1027,11 @@ static inline void prefetch_next(const mv_next *nx, int wt)
 {
     if (!nx || PF_NEXT <= 0)
         return;
+#ifdef _OPENMP
+    if (omp_get_num_threads() == 1)  /* one run through the arena: the in-loop prefetches
+                                      * already run into the next product's first rows */
+        return;
+#endif
     int total = 0;
     for (int s = 0; s < nx->n_seg; s++)
         total += nx->seg[s].rows;
