@@ -78,7 +78,7 @@ def test_native_step_equals_torch_step_padded_blocks_and_single_tokens(model, mo
         o = nat.step(ids[:1, :5], p5, 5, None, last_only=True)
         assert o.shape == r.shape == (1, 1, V)
         _close(o, r)
-        head = lambda x: x[..., :4] * 3.0  # noqa: E731
+        head = lambda x: x[..., :4] * 3.0
         r = ref.step(ids[:1, 5:6], p5[:, :1] + 5, 6, None, head=head)
         o = nat.step(ids[:1, 5:6], p5[:, :1] + 5, 6, None, head=head)
         assert o.shape == r.shape == (1, 1, 4)
@@ -409,7 +409,7 @@ def test_contrastive_search_takes_the_native_step(model, tokenizer, monkeypatch)
                         lambda self, *a, **k: calls.append(k.get("hidden")) or real(self, *a, **k))
     ids, mask = left_pad([tokenizer(PROMPTS[1])["input_ids"]], tokenizer.pad_token_id)
     p = SamplingParams(max_new_tokens=8, ignore_eos=True)
-    kw = dict(penalty_alpha=0.6, top_k=4, params=p)
+    kw = {"penalty_alpha": 0.6, "top_k": 4, "params": p}
     ref = contrastive_search(model, ids, mask, **kw).tokens
     assert calls == []
     assert contrastive_search(model, ids, mask, pack=True, **kw).tokens == ref
@@ -424,3 +424,26 @@ def test_the_read_kernel_reads_every_value_once(n, threads):
     got = native.load().lm_read(x.data_ptr(), n, threads)
     assert got == approx_fp32(float(x.double().sum()), sum_terms(n), float(x.abs().sum()))
     assert native.read_gbs(n * 4, threads, repeats=2) > 0
+
+
+def test_the_greedy_argmax_is_numpys():
+    """lm_greedy's argmax (two vector passes, a NaN handed to the plain loop): numpy's argmax,
+    the first index of the largest value or of the first NaN, on ties, signed zeros, -inf,
+    lengths below and off the vector width, the largest in the tail, and NaNs."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(7)
+    cases = [torch.tensor(v, dtype=torch.float32) for v in (
+        [1.0], [-0.0, 0.0], [0.0, -0.0, 0.0], [float("-inf")] * 9, [2.0, 5.0, 5.0, 1.0],
+        [0.0] * 8 + [3.0], [1.0] * 17, [float("nan"), 4.0], [1.0] * 12 + [float("nan")] * 3,
+        [1.0] * 8 + [float("nan")] + [9.0] * 8)]
+    for n in (7, 8, 9, 63, 1001, 49152):
+        x = torch.randn(n, generator=g)
+        cases += [x, x.round(), x.clone().fill_(-1.0)]
+        tail = x.clone()
+        tail[-1] = 100.0
+        cases.append(tail)
+    lib = native.load()
+    for x in cases:
+        x = x.contiguous()
+        assert lib.lm_argmax(x.data_ptr(), x.numel()) == int(np.argmax(x.numpy())), x[:20]

@@ -17,8 +17,8 @@ out).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Union
 
 import torch
 
@@ -26,11 +26,17 @@ from lmlab.errors import UserError
 from lmlab.infer.fastpath import LlamaStep, unwrap
 from lmlab.infer.packed import packed_linears
 from lmlab.infer.prefix import LastPromptKV, reuse_order
-from lmlab.infer.sampling import History, SamplingParams, apply_transforms, build_transforms, \
-    make_generator, pick
+from lmlab.infer.sampling import (
+    History,
+    SamplingParams,
+    apply_transforms,
+    build_transforms,
+    make_generator,
+    pick,
+)
 from lmlab.models.compat import with_cache
 
-Prompt = Union[str, list[dict]]  # raw text, or chat messages [{role, content}]
+Prompt = str | list[dict]  # raw text, or chat messages [{role, content}]
 
 
 @dataclass
@@ -371,7 +377,8 @@ def stream_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
 def _greedy_run(st: _State, nxt, params, stop_ids, P: int, burst: int) -> list | None:
     """Up to ``burst`` greedy tokens of the one active, unpadded row through the C step in
     one call (``fastpath.LlamaStep.greedy``), recorded as ``_choose`` records them: a list of
-    (Step, keep, next input) per token, or None when this step cannot run that way."""
+    (Step, keep, next input) per token (the next input None but for the last, the only one
+    read), or None when this step cannot run that way."""
     if st.fast is None or st.mask is not None or len(st.rows) != 1:
         return None
     steps = min(burst, params.max_new_tokens - st.t)
@@ -387,8 +394,12 @@ def _greedy_run(st: _State, nxt, params, stop_ids, P: int, burst: int) -> list |
         st.out[r].append(tok)
         finished = {r: "eos"} if tok in stop_ids else \
             {r: "length"} if st.t >= params.max_new_tokens else {}
+        # (the next input: read only after the run's last token; a tensor a token had cost
+        # ~25 us of Python, 2026-12-07)
         done.append((Step([r], [tok], None, finished, logits[i:i + 1]),
-                     [] if finished else [0], torch.tensor([tok])))
+                     [] if finished else [0], None))
+    if done:
+        done[-1] = done[-1][:2] + (torch.tensor([toks[-1]]),)
     return done
 
 

@@ -46,6 +46,95 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 
+/* Phase timing (the decode step's time by phase, benchmarks/profile_decode_phases.py): built
+ * only with -DLM_PROF (native.py adds it under LMLAB_NATIVE_PROF=1, a separate cached library);
+ * without it every PROF_ macro is empty and SYNC is the plain barrier. Each thread adds the
+ * wall time since its last mark to its phase's sum (CLOCK_MONOTONIC); the time a thread waits
+ * at a barrier goes to P_WAIT; thread 0 counts the barriers and parallel regions. */
+enum { P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATT, P_MERGE, P_O, P_GU, P_SILU, P_DOWN, P_FNORM,
+       P_HEAD, P_ARGMAX, P_WAIT, P_N };
+enum { PROF_THREADS = 64 };
+#ifdef LM_PROF
+#include <time.h>
+static double prof_acc[PROF_THREADS][P_N], prof_tok[PROF_THREADS][P_N];
+static double prof_min[PROF_THREADS][P_N];  /* the least of any step that ran it (0: none) */
+static int64_t prof_count[3];  /* barriers, parallel regions (thread 0's), steps */
+static _Thread_local double prof_last;
+
+static inline double prof_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline int prof_tid(void)
+{
+#ifdef _OPENMP
+    int t = omp_get_thread_num();
+    return t < PROF_THREADS ? t : PROF_THREADS - 1;
+#else
+    return 0;
+#endif
+}
+
+#define PROF_BEGIN() (prof_last = prof_now())
+#define PROF_MARK(p)                                                                           \
+    do {                                                                                       \
+        double t_ = prof_now();                                                                \
+        prof_tok[prof_tid()][p] += t_ - prof_last;                                             \
+        prof_last = t_;                                                                        \
+    } while (0)
+#define PROF_REGION() (prof_tid() == 0 ? (void)prof_count[1]++ : (void)0)
+#define SYNC(p)                                                                                \
+    do {                                                                                       \
+        PROF_MARK(p);                                                                          \
+        _Pragma("omp barrier");                                                                \
+        PROF_MARK(P_WAIT);                                                                     \
+        if (prof_tid() == 0)                                                                   \
+            prof_count[0]++;                                                                   \
+    } while (0)
+
+/* the end of a step (thread 0, outside the parallel regions): each thread's times of this
+ * step added to the sums and kept where they are the least yet (a step's phase that no other
+ * process preempted: the least over steps on a shared machine) */
+static void prof_step(void)
+{
+    for (int t = 0; t < PROF_THREADS; t++)
+        for (int p = 0; p < P_N; p++) {
+            double v = prof_tok[t][p];
+            prof_acc[t][p] += v;
+            if (v > 0.0 && (prof_min[t][p] == 0.0 || v < prof_min[t][p]))
+                prof_min[t][p] = v;
+            prof_tok[t][p] = 0.0;
+        }
+    prof_count[2]++;
+}
+
+/* the sums so far into out and the least per step into least (PROF_THREADS x P_N seconds),
+ * counts: barriers, regions, steps; then zero them all when reset */
+int lm_prof(double *out, double *least, int64_t *counts, int reset)
+{
+    memcpy(out, prof_acc, sizeof prof_acc);
+    memcpy(least, prof_min, sizeof prof_min);
+    memcpy(counts, prof_count, sizeof prof_count);
+    if (reset) {
+        memset(prof_acc, 0, sizeof prof_acc);
+        memset(prof_min, 0, sizeof prof_min);
+        memset(prof_tok, 0, sizeof prof_tok);
+        memset(prof_count, 0, sizeof prof_count);
+    }
+    return P_N;
+}
+#define PROF_STEP() prof_step()
+#else
+#define PROF_BEGIN() ((void)0)
+#define PROF_MARK(p) ((void)0)
+#define PROF_REGION() ((void)0)
+#define PROF_STEP() ((void)0)
+#define SYNC(p) do { _Pragma("omp barrier") } while (0)
+#endif
+
 /* the weight types of the projections and the head (lm_model.wtype) */
 enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2 };
 enum { QB = 32 };  /* int8: columns per block (one scale each) */
@@ -892,15 +981,102 @@ static inline void thread_rows(int total, int *lo, int *hi)
     *hi = (int)((int64_t)total * (tid + 1) / nt);
 }
 
+/* How a matvec splits its rows between the threads (the one-input and int8 products):
+ * MV_EACH: each thread takes its share of each segment (rows seg.rows * t / nt .. of every
+ * segment: gate and up, so that a thread's SiLU needs only its own rows), else its share of
+ * the segments' rows one after another (total * t / nt ..: q, k and v as one run).
+ * MV_NOSYNC: no barrier at the end (the caller has more to do on its own rows first). */
+enum { MV_EACH = 1, MV_NOSYNC = 2 };
+
+/* This thread's rows [*a, *b) of segment s (its rows from base on) for a split `how` over
+ * `total` rows in all */
+static inline void own_rows(const segment *seg, int s, int base, int total, int how, int *a,
+                            int *b)
+{
+    int lo, hi;
+    if (how & MV_EACH) {
+        thread_rows(seg[s].rows, a, b);
+        return;
+    }
+    thread_rows(total, &lo, &hi);
+    *a = lo > base ? lo - base : 0;
+    *b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+    *b = *b > *a ? *b : *a;
+}
+
+/* The product a thread runs next (its first rows are asked for ahead while it waits at a
+ * barrier, see PF_NEXT). */
+typedef struct {
+    const segment *seg;
+    int n_seg, K, how;
+} mv_next;
+
+/* bytes of a thread's first weights of the next product asked for into L2 (prefetcht1) before
+ * the barrier ahead of it: after a barrier a thread's stream starts cold (its in-loop
+ * prefetches run DOT1_PF / BF16_PF / Q8_PF ahead of its reads, into the rows the next thread
+ * reads, not to its own next start), and between products the memory is idle while the
+ * threads meet and do the small parts. Not measured alone (2026-12-07, a loaded machine: at
+ * one thread, where it is now skipped, the step took 1.006x the median time with it than
+ * without, within the noise); benchmarks/bench_native_ab.py --a-defines PF_NEXT=0 measures
+ * it against the default. */
+#ifndef PF_NEXT
+#define PF_NEXT 8192
+#endif
+
+static inline void prefetch_next(const mv_next *nx, int wt)
+{
+    if (!nx || PF_NEXT <= 0)
+        return;
+#ifdef _OPENMP
+    if (omp_get_num_threads() == 1)  /* one run through the arena: the in-loop prefetches
+                                      * already run into the next product's first rows */
+        return;
+#endif
+    int total = 0;
+    for (int s = 0; s < nx->n_seg; s++)
+        total += nx->seg[s].rows;
+    const size_t row = wt == W_I8 ? (size_t)nx->K : wt == W_BF16 ? 2 * (size_t)nx->K
+                                                                 : 4 * (size_t)nx->K;
+    for (int s = 0, base = 0; s < nx->n_seg; base += nx->seg[s].rows, s++) {
+        int a, b;
+        own_rows(nx->seg, s, base, total, nx->how, &a, &b);
+        if (b <= a || !nx->seg[s].w)
+            continue;
+        const char *p = (const char *)nx->seg[s].w + (size_t)a * row;
+        size_t n = (size_t)(b - a) * row;
+        n = n < PF_NEXT ? n : PF_NEXT;
+        for (size_t o = 0; o < n; o += 64)
+            __builtin_prefetch(p + o, 0, 2);  /* (prefetcht1) */
+        if (!(nx->how & MV_EACH))
+            break;  /* one run: its start */
+    }
+}
+
+/* Each thread's own normed inputs (grown as needed, kept: M x D floats): every thread norms
+ * the residual stream itself, so no barrier waits for one thread's norm. */
+static _Thread_local float *own_buf;
+static _Thread_local size_t own_cap;
+
+static float *own_floats(size_t n)
+{
+    if (own_cap < n) {
+        free(own_buf);
+        own_cap = (n + 15) / 16 * 16;
+        own_buf = aligned_alloc(64, own_cap * sizeof(float));
+    }
+    return own_buf;
+}
+
 /* Each thread's rounded inputs (grown as needed, kept: a few KB) */
 static _Thread_local void *q8_buf;
 static _Thread_local size_t q8_cap;
 
 /* matvec over int8 segments: every thread rounds the M inputs itself (a few microseconds; no
- * barrier to share them), then takes its contiguous run of rows, each row against every
- * input while it is in L1; then one barrier. */
+ * barrier to share them), then takes its rows (`how`), each row against every input while it
+ * is in L1; asks for its first rows of the next product (nx, or NULL); then one barrier
+ * (none with MV_NOSYNC). */
 static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                      float *y, int ldy, int add, int isa)
+                      float *y, int ldy, int add, int isa, int ph, int how, const mv_next *nx)
 {
     int total = 0;
     for (int s = 0; s < n_seg; s++)
@@ -917,11 +1093,9 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
         quantize_x(x + (size_t)j * ldx, K, &xq[j]);
     }
     const int NB = (K + QB - 1) / QB, cap = q8_ni(isa), groups = (M + cap - 1) / cap;
-    int lo, hi;
-    thread_rows(total, &lo, &hi);
     for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
-        int a = lo > base ? lo - base : 0;
-        int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+        int a, b;
+        own_rows(seg, s, base, total, how, &a, &b);
         float *ys = y + seg[s].off;
         const uint8_t *W = (const uint8_t *)seg[s].w;
         for (int r = a; r < b; r++) {
@@ -939,7 +1113,12 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
             }
         }
     }
-#pragma omp barrier
+    prefetch_next(nx, W_I8);
+    if (!(how & MV_NOSYNC))
+        SYNC(ph);
+    else
+        PROF_MARK(ph);
+    (void)ph;
 }
 
 /* The int8 product alone (tests): y[j * R + r] = W[r] . x_j for M inputs x_j = x + j * K over
@@ -949,7 +1128,7 @@ int lm_q8_matvec(const void *block, int R, int K, const float *x, int M, float *
 {
     isa = lm_q8_isa(isa);
     segment s = seg_of(block, R, 0, R, K, W_I8);
-    matvec_q8(&s, 1, x, K, K, M, y, R, 0, isa);
+    matvec_q8(&s, 1, x, K, K, M, y, R, 0, isa, P_HEAD, 0, NULL);
     return isa;
 }
 
@@ -973,10 +1152,12 @@ static void widen_rows(const segment *sg, int r0, int n, int K, float *out)
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
 static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
-                   float *y, int ldy, int add, int wt, int isa)
+                   float *y, int ldy, int add, int wt, int isa, int ph, int how,
+                   const mv_next *nx)
 {
+    (void)ph;  /* the phase the time goes to (LM_PROF) */
     if (wt == W_I8) {
-        matvec_q8(seg, n_seg, x, ldx, K, M, y, ldy, add, isa);
+        matvec_q8(seg, n_seg, x, ldx, K, M, y, ldy, add, isa, ph, how, nx);
         return;
     }
     int total = 0;
@@ -987,11 +1168,9 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
          * total * (t + 1) / nt) with the dot product inlined, then one barrier (the step
          * alone read 51.1 -> 53.7 GB/s for fp32 against an omp-for loop calling row_dot per
          * row, alternating builds, 2026-12-05) */
-        int lo, hi;
-        thread_rows(total, &lo, &hi);
         for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
-            int a = lo > base ? lo - base : 0;
-            int b = hi - base < seg[s].rows ? hi - base : seg[s].rows;
+            int a, b;
+            own_rows(seg, s, base, total, how, &a, &b);
             float *ys = y + seg[s].off;
             if (wt == W_BF16) {
                 const uint16_t *W = (const uint16_t *)seg[s].w;
@@ -1007,7 +1186,11 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 }
             }
         }
-#pragma omp barrier
+        prefetch_next(nx, wt);
+        if (!(how & MV_NOSYNC))
+            SYNC(ph);
+        else
+            PROF_MARK(ph);
         return;
     }
     /* several inputs. 5 or more: blocks of 2 rows (in groups of at most 12 inputs; 5-6 inputs took
@@ -1036,7 +1219,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
          * rows widened once into fp32 (exact), then block_dot over it from L1, as fp32 rows. One row against four inputs per pass had
          * cost a batch-8 SmolLM2 step 58 (bf16) / 52 (int8) ms of CPU against fp32's 44: the
          * widening repeated for every four inputs and the sums bound by it (2026-12-07). */
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int r = 0; r < total; r += rows) {
             int s = 0, rr = r;
             while (rr >= seg[s].rows) {
@@ -1047,10 +1230,11 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             widen_rows(&seg[s], rr, rows, K, wide);
             block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);
         }
+        SYNC(ph);
         return;
     }
     if (by) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int r = 0; r < total; r += rows) {
             int s = 0, rr = r;
             while (rr >= seg[s].rows) {
@@ -1060,9 +1244,10 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             block_dot_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,
                         y + seg[s].off + rr, ldy, add, M, pf);
         }
+        SYNC(ph);
         return;
     }
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int r = 0; r < total; r++) {
         int s = 0, rr = r;
         while (rr >= seg[s].rows) {
@@ -1076,6 +1261,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             row_dot((const float *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
                     y + seg[s].off + rr, ldy, add, pf);
     }
+    SYNC(ph);
 }
 
 /* LlamaRMSNorm of M rows of D: out = w * x / sqrt(mean(x^2) + eps). */
@@ -1176,6 +1362,24 @@ weigh_values(const float *p, const float *V, int last, float inv, float *o, cons
         memcpy(o + 8 * i, &acc[i], sizeof acc[i]);
 }
 
+/* silu(gate) * up for n <= 8 gate values at g (their up values I further on), into g */
+static inline void silu_mul8(float *g, int I, int n)
+{
+    v8 gv = {0}, uv = {0};
+    if (n == 8) {  /* (constant-size copies: inlined; a variable size calls memcpy) */
+        gv = load8(g);
+        uv = load8(g + I);
+    } else {
+        memcpy(&gv, g, sizeof(float) * n);
+        memcpy(&uv, g + I, sizeof(float) * n);
+    }
+    v8 r = gv / (1.0f + exp8(-gv)) * uv;
+    if (n == 8)
+        memcpy(g, &r, sizeof r);
+    else
+        memcpy(g, &r, sizeof(float) * n);
+}
+
 /* Attention runs in chunks of keys: one task per (row, key/value head, chunk) takes every
  * query of the row and every query head that shares the key/value head, so the chunk's keys and
  * values are read from memory once per step and then from the caches, not once per (query,
@@ -1252,6 +1456,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     float *part = sc + (size_t)M * H * T;
     float cs[M][half > 0 ? half : 1], sn[M][half > 0 ? half : 1];
 
+    PROF_BEGIN();
     for (int j = 0; j < M; j++) {
         memcpy(x + (size_t)j * D, m->embed + (size_t)tok[j] * D, sizeof(float) * D);
         for (int i = 0; i < half; i++) {
@@ -1260,20 +1465,49 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             sn[j][i] = sinf(f) * m->rope_scale;
         }
     }
-    /* one parallel region for all the layers (the head has its own): loops split across the
-     * threads (an implicit barrier after each), the small serial parts on one thread */
+    /* the head's rows (an int8 head block holds all V rows' scales, of which the first Vh are
+     * read) */
+    segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, D, m->wtype),
+                      seg_of(m->head_x, m->Vx, m->Vh, m->Vx, D, m->wtype)};
+    const int n_h = m->Vx > 0 ? 2 : 1;
+    /* the rows whose logits (or hidden states) come out: each row's last, or every input */
+    const int R = last_only ? B : M, step = last_only ? L : 1, first = last_only ? L - 1 : 0;
+    /* one parallel region for all the layers and the head: loops split across the
+     * threads (a barrier after each), the small serial parts on one thread; the norms on every
+     * thread (each its own copy); with the one-input and int8 products, which split rows by
+     * thread (own_rows), each thread's SiLU on its own gate/up rows, and each thread asks for
+     * its first rows of the next product before the barrier ahead of it (prefetch_next).
+     * Barriers a layer: 6 (7 with merged attention chunks); 9 (10) before 2026-12-07. */
+    PROF_MARK(P_EMBED);
 #pragma omp parallel num_threads(nt)
+    {
+    PROF_BEGIN();
+    PROF_REGION();
+    const int wt = m->wtype, own = wt == W_I8 || M == 1;
+    float *hn = own_floats((size_t)M * D);
     for (int l = 0; l < m->n_layers; l++) {
         const void *const *w = m->layer + (size_t)l * N_PER_LAYER;
         float *K = kbuf[l], *Vb = vbuf[l];
-#pragma omp single
-        rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, h, D);
-        const int wt = m->wtype;
         segment s_qkv[3] = {seg_of(w[WQ], HD, 0, HD, D, wt),
                             seg_of(w[WK], Hkv * Dh, HD, Hkv * Dh, D, wt),
                             seg_of(w[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, D, wt)};
-        matvec(s_qkv, 3, h, D, D, M, qkv, QKV, 0, wt, isa);
-#pragma omp single
+        segment s_o = seg_of(w[WO], D, 0, D, HD, wt);
+        segment s_gu[2] = {seg_of(w[WG], I, 0, I, D, wt), seg_of(w[WU], I, I, I, D, wt)};
+        segment s_d = seg_of(w[WD], D, 0, D, I, wt);
+        segment s_q1[3];  /* the next layer's q, k, v */
+        mv_next nx_o = {&s_o, 1, HD, 0}, nx_gu = {s_gu, 2, D, MV_EACH}, nx_d = {&s_d, 1, I, 0};
+        mv_next nx_l = {s_h, n_h, D, 0};  /* after the last layer: the head */
+        if (l + 1 < m->n_layers) {
+            const void *const *w1 = w + N_PER_LAYER;
+            s_q1[0] = seg_of(w1[WQ], HD, 0, HD, D, wt);
+            s_q1[1] = seg_of(w1[WK], Hkv * Dh, HD, Hkv * Dh, D, wt);
+            s_q1[2] = seg_of(w1[WV], Hkv * Dh, HD + Hkv * Dh, Hkv * Dh, D, wt);
+            nx_l = (mv_next){s_q1, 3, D, 0};
+        }
+        rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, hn, D);
+        PROF_MARK(P_NORM);
+        matvec(s_qkv, 3, hn, D, D, M, qkv, QKV, 0, wt, isa, P_QKV, 0, own ? &nx_o : NULL);
+#pragma omp single nowait
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = input_col(cols, j, n, L);
             float *q = qkv + (size_t)j * QKV;
@@ -1284,8 +1518,9 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 memcpy(Vb + at, q + HD + (size_t)(Hkv + g) * Dh, sizeof(float) * Dh);
             }
         }
+        SYNC(P_ROPE);
         /* attention in chunks of keys (see ATT_CHUNK_MIN): each chunk's part ... */
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int t = 0; t < B * Hkv * NC * HP; t++) {
             int b = t / (Hkv * NC * HP), g = t / (NC * HP) % Hkv, c0 = t / HP % NC * CS;
             int h_lo = g * G + G * (t % HP) / HP, h_hi = g * G + G * (t % HP + 1) / HP;
@@ -1376,10 +1611,11 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 }
             }
         }
+        SYNC(P_ATT);
         /* ... merged per (input, head): out = sum_c e^(max_c - max) o_c / sum_c e^(max_c - max)
          * sum_c over the chunks that saw a key */
         if (NC > 1) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
             for (int t = 0; t < M * H; t++) {
                 const float *st = part + (size_t)t * NC * (Dh + 2);
                 float mx = -INFINITY, sum = 0.0f, *o = att + (size_t)t * Dh;
@@ -1400,51 +1636,52 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                 for (int d = 0; d < Dh; d++)
                     o[d] *= inv;
             }
+            SYNC(P_MERGE);
         }
-        segment s_o = seg_of(w[WO], D, 0, D, HD, wt);
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa);
-#pragma omp single
-        rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, h, D);
-        segment s_gu[2] = {seg_of(w[WG], I, 0, I, D, wt), seg_of(w[WU], I, I, I, D, wt)};
-        matvec(s_gu, 2, h, D, D, M, gu, 2 * I, 0, wt, isa);
-#pragma omp for schedule(static)
-        for (int c = 0; c < M * I8; c++) {  /* silu(gate) * up, into the gate half */
-            int j = c / I8, i = c % I8 * 8, n8 = I - i < 8 ? I - i : 8;
-            float *g = gu + (size_t)j * 2 * I + i;
-            v8 gv = {0}, uv = {0};
-            if (n8 == 8) {  /* (constant-size copies: inlined; a variable size calls memcpy) */
-                gv = load8(g);
-                uv = load8(g + I);
-            } else {
-                memcpy(&gv, g, sizeof(float) * n8);
-                memcpy(&uv, g + I, sizeof(float) * n8);
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa, P_O, 0, own ? &nx_gu : NULL);
+        rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, hn, D);
+        PROF_MARK(P_NORM);
+        if (own) {  /* each thread's gate and up rows i0 .. i1, then its SiLU over them */
+            int i0, i1;
+            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, MV_EACH | MV_NOSYNC,
+                   NULL);
+            thread_rows(I, &i0, &i1);
+            for (int j = 0; j < M; j++)
+                for (int i = i0; i < i1; i += 8)
+                    silu_mul8(gu + (size_t)j * 2 * I + i, I, i1 - i < 8 ? i1 - i : 8);
+            prefetch_next(&nx_d, wt);
+        } else {
+            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, 0, NULL);
+#pragma omp for schedule(static) nowait
+            for (int c = 0; c < M * I8; c++) {
+                int j = c / I8, i = c % I8 * 8;
+                silu_mul8(gu + (size_t)j * 2 * I + i, I, I - i < 8 ? I - i : 8);
             }
-            v8 r = gv / (1.0f + exp8(-gv)) * uv;
-            if (n8 == 8)
-                memcpy(g, &r, sizeof r);
-            else
-                memcpy(g, &r, sizeof(float) * n8);
         }
-        segment s_d = seg_of(w[WD], D, 0, D, I, wt);
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa);
+        SYNC(P_SILU);
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa, P_DOWN, 0,
+               own && !want_hidden ? &nx_l : NULL);
     }
-    /* the final norm over the rows asked for, then the head */
-    int R = last_only ? B : M, step = last_only ? L : 1, first = last_only ? L - 1 : 0;
-    float *dst = want_hidden ? out : h;
-    rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, dst, D);
+    /* the final norm over the rows asked for (every thread its own copy), then the head, in
+     * the same region (a second one had cost a fork and a join a token); the region's end
+     * is the head's barrier */
     if (!want_hidden) {
-        /* (an int8 head block holds all V rows' scales, of which the first Vh are read) */
-        segment s_h[2] = {seg_of(m->head, m->Vh, 0, m->V, D, m->wtype),
-                          seg_of(m->head_x, m->Vx, m->Vh, m->Vx, D, m->wtype)};
-#pragma omp parallel num_threads(nt)
-        matvec(s_h, m->Vx > 0 ? 2 : 1, h, D, D, R, out, m->Vh + m->Vx, 0, m->wtype, isa);
+        rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, hn, D);
+        PROF_MARK(P_FNORM);
+        matvec(s_h, n_h, hn, D, D, R, out, m->Vh + m->Vx, 0, wt, isa, P_HEAD, MV_NOSYNC,
+               NULL);
     }
+    }
+    PROF_MARK(P_WAIT);  /* the region's end */
+    if (want_hidden)  /* the final norm over the rows asked for */
+        rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, out, D);
+    PROF_STEP();
     return 0;
 }
 
 /* The first index of the largest of x[0 .. n-1], a NaN counting as largest (numpy's and
- * torch's argmax). */
-static int64_t argmax_f32(const float *x, int n)
+ * torch's argmax): in plain C, and (below) in vectors. */
+static int64_t argmax_scalar(const float *x, int n)
 {
     int64_t best = 0;
     float b = x[0];
@@ -1459,6 +1696,53 @@ static int64_t argmax_f32(const float *x, int n)
         }
     }
     return best;
+}
+
+/* argmax_scalar's answer in two vector passes: the largest value (a NaN anywhere: the scalar
+ * loop decides), then the first index holding a value equal to it (the first the scalar loop
+ * keeps: later equal values, +0 after -0 included, are not larger). A head's 49,152 logits had
+ * taken ~40 us of a token in the scalar loop (2 threads, 2026-12-07). */
+static int64_t argmax_f32(const float *x, int n)
+{
+#ifdef __AVX2__
+    if (n >= 8) {
+        __m256 mx = _mm256_loadu_ps(x), un = _mm256_cmp_ps(mx, mx, _CMP_UNORD_Q);
+        int i = 8;
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
+            un = _mm256_or_ps(un, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            mx = _mm256_max_ps(mx, v);
+        }
+        if (_mm256_movemask_ps(un))
+            return argmax_scalar(x, n);
+        float m[8], top;
+        _mm256_storeu_ps(m, mx);
+        top = m[0];
+        for (int k = 1; k < 8; k++)
+            top = m[k] > top ? m[k] : top;
+        for (; i < n; i++) {
+            if (x[i] != x[i])
+                return argmax_scalar(x, n);
+            top = x[i] > top ? x[i] : top;
+        }
+        const __m256 t = _mm256_set1_ps(top);
+        for (i = 0; i + 8 <= n; i += 8) {
+            int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), t, _CMP_EQ_OQ));
+            if (hit)
+                return i + __builtin_ctz((unsigned)hit);
+        }
+        for (; i < n; i++)
+            if (x[i] == top)
+                return i;
+    }
+#endif
+    return argmax_scalar(x, n);
+}
+
+/* argmax_f32 alone (tests) */
+int64_t lm_argmax(const float *x, int n)
+{
+    return argmax_f32(x, n);
 }
 
 /* Greedy decoding of one row with no padding, `steps` tokens at most, without returning to the
@@ -1485,6 +1769,7 @@ int lm_greedy(const lm_model *m, int64_t tok, int64_t pos, int n, int steps,
         tok = argmax_f32(row, W);
         if (tok >= m->Vh)
             tok = xid[tok - m->Vh];
+        PROF_MARK(P_ARGMAX);
         out[i] = tok;
         pos++;
         n++;

@@ -48,6 +48,11 @@ from lmlab.infer.precision import blocks, quantize_blocks
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
+# the decode step's phases timed (``phase_times``; benchmarks/profile_decode_phases.py): a build
+# of its own with -DLM_PROF, only under LMLAB_NATIVE_PROF=1 (the default build has no timers)
+PHASES = ["embed", "norm", "qkv", "rope", "attention", "merge", "o", "gate_up", "silu", "down",
+          "final_norm", "head", "argmax", "wait"]
+PROF_THREADS = 64  # native.c's
 # the largest step (inputs = batch x block length) the C step runs; larger ones (prefills,
 # wide batches) are compute-bound and go to oneDNN's matrix kernels
 # (2 threads, SmolLM2-135M, ms per step C / torch-packed, best of 5, 2026-12-05, after the
@@ -101,10 +106,12 @@ def _cpu() -> str:
 def _build(cc: str) -> Path:
     """Compile ``native.c`` into the cache (once per source, flags, compiler and CPU)."""
     src = SOURCE.read_bytes()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                             check=False).stdout
     errors = []
+    prof = ["-DLM_PROF"] if profiling() else []
     for extra in (["-fopenmp"], []):  # OpenMP when the compiler has it (not Apple's clang)
-        flags = FLAGS + extra
+        flags = FLAGS + prof + extra
         key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), version.encode(),
                                           _cpu().encode()])).hexdigest()[:16]
         out = cache_dir() / "native" / f"lmlab_native_{key}.so"
@@ -114,7 +121,7 @@ def _build(cc: str) -> Path:
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             tmp_out = Path(tmp) / out.name
             run = subprocess.run([cc, *flags, "-o", str(tmp_out), str(SOURCE), "-lm"],
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, check=False)
             if run.returncode == 0:
                 os.replace(tmp_out, out)  # atomic: a concurrent build never sees half a file
                 return out
@@ -151,6 +158,11 @@ def load():
             lib.lm_q8_matvec.argtypes = [p, i, i, p, i, p, i]
             lib.lm_read.restype = ctypes.c_double
             lib.lm_read.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+            lib.lm_argmax.restype = ctypes.c_int64
+            lib.lm_argmax.argtypes = [p, i]
+            if profiling():
+                lib.lm_prof.restype = ctypes.c_int
+                lib.lm_prof.argtypes = [p, p, p, i]
             _lib = lib
         except (OSError, RuntimeError) as e:
             _why_not = str(e)
@@ -158,6 +170,32 @@ def load():
         print(f"lmlab: the native decode step is off ({_why_not}); decoding uses torch",
               file=sys.stderr)
     return _lib
+
+
+def profiling() -> bool:
+    """LMLAB_NATIVE_PROF=1: the library is the build that times the step's phases."""
+    return os.environ.get("LMLAB_NATIVE_PROF", "0") == "1"
+
+
+def phase_times(reset: bool = True) -> dict | None:
+    """Seconds per phase of the C step since the last reset (``PHASES``; "wait": at barriers),
+    per thread that ran ("threads": a list of dicts, their sums; "least": the least any one
+    step took, per thread and phase: on a shared machine the steps no other process
+    preempted), and the counts of barriers, parallel regions (thread 0's) and steps; None
+    unless ``profiling()``. Zeroes everything when ``reset``."""
+    lib = load()
+    if lib is None or not profiling():
+        return None
+    n = len(PHASES)
+    acc = (ctypes.c_double * (PROF_THREADS * n))()
+    least = (ctypes.c_double * (PROF_THREADS * n))()
+    counts = (ctypes.c_int64 * 3)()
+    if lib.lm_prof(acc, least, counts, int(reset)) != n:
+        raise RuntimeError("native.c's phases differ from native.PHASES")
+    ran = [t for t in range(PROF_THREADS) if any(acc[t * n:(t + 1) * n])]
+    return {"threads": [dict(zip(PHASES, acc[t * n:(t + 1) * n])) for t in ran],
+            "least": [dict(zip(PHASES, least[t * n:(t + 1) * n])) for t in ran],
+            "barriers": counts[0], "regions": counts[1], "steps": counts[2]}
 
 
 def why_not() -> str | None:
@@ -274,7 +312,7 @@ class _Copies(dict):
     """A model's narrow weight copies (bfloat16, or int8 blocks), by source tensor: (tensor's
     version, weak reference, copy). A copied model makes its own."""
 
-    def __deepcopy__(self, memo) -> "_Copies":
+    def __deepcopy__(self, memo) -> _Copies:
         return _Copies()
 
 

@@ -1,0 +1,62 @@
+"""The C decode step gives the same logits, bit for bit, at any thread count (1, 2, 3), at each
+weight precision, for one row (the greedy run in C) and for three rows: each weight row's
+product is the same arithmetic whoever computes it, so how native.c splits rows between
+threads (q/k/v as one run; gate and up each split, with every thread's SiLU over its own rows;
+every thread norming its own copy of the input) must not show in the results. Odd sizes (an
+MLP of 100, a vocabulary of 1001) leave uneven shares and a short last SiLU chunk."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lmlab.infer import native
+from lmlab.infer.decode import left_pad, stream_tokens
+from lmlab.infer.packed import can_pack
+from lmlab.infer.sampling import SamplingParams
+
+pytestmark = [
+    pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="this torch build has no oneDNN"),
+    pytest.mark.skipif(not native.available(), reason=f"no native step: {native.why_not()}"),
+]
+
+
+@pytest.fixture(scope="module")
+def odd_model():
+    cfg = LlamaConfig(vocab_size=1001, hidden_size=96, intermediate_size=100,
+                      num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
+                      max_position_embeddings=64, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for prm in m.parameters():
+            if prm.dim() == 2:
+                prm.normal_(0, 0.5)
+    return m
+
+
+def _logits(model, rows: list[list[int]], weights: str, threads: int) -> torch.Tensor:
+    """Every decode step's logits of greedy decoding (12 tokens) at ``threads`` threads."""
+    ids, mask = left_pad(rows, 0)
+    p = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        steps = list(stream_tokens(model, ids, mask, p, pack=weights, burst=8))
+    finally:
+        torch.set_num_threads(before)
+    return torch.cat([s.logits for s in steps[1:]])  # (the first from the prefill: torch)
+
+
+@pytest.mark.parametrize("weights", ["fp32", "bf16", "int8"])
+def test_the_step_is_the_same_at_any_thread_count(odd_model, weights, monkeypatch):
+    monkeypatch.setattr(native, "MAX_ROWS", 64)
+    g = torch.Generator().manual_seed(3)
+    one = [torch.randint(0, 1001, (9,), generator=g).tolist()]
+    three = one + [torch.randint(0, 1001, (n,), generator=g).tolist() for n in (5, 11)]
+    for rows in (one, three):
+        ref = _logits(odd_model, rows, weights, 1)
+        assert ref.shape[0] == 11 * len(rows) and ref.abs().max() > 0
+        for nt in (2, 3):
+            got = _logits(odd_model, rows, weights, nt)
+            assert torch.equal(got, ref), (weights, len(rows), nt,
+                                           float((got - ref).abs().max()))
