@@ -340,6 +340,14 @@ static void row_dot(const float *w, const float *x, int ldx, int K, int M, float
 
 enum { BLOCK_NR = 2 };  /* the rows block_dot takes together (see block_rows) */
 
+/* An empty asm that pins a vector in a register (GCC 12 would otherwise reload it for every
+ * input). Its "v" constraint needs AVX registers: without AVX (-march=x86-64) it is a no-op. */
+#if defined(__AVX__)
+#define KEEP_IN_REG(x) __asm__("" : "+v"(x))
+#else
+#define KEEP_IN_REG(x) ((void)0)
+#endif
+
 /* BLOCK_NR adjacent rows (w, w + K, ...; out to y[0 .. BLOCK_NR-1] of each input's row of y)
  * against NI inputs in one pass: NI x BLOCK_NR accumulators, each weight and input vector loaded
  * once per 8 columns for all of them; the rows pf floats on asked for into L2 meanwhile. NI is
@@ -365,12 +373,12 @@ block_dot(const float *w, int K, const float *x, int ldx, float *y, int ldy, int
         for (int r = 0; r < BLOCK_NR; r++) {
             wv[r] = load8(w + (size_t)r * K + k);
             /* (held in registers: GCC 12 would otherwise load it again for every input) */
-            __asm__("" : "+v"(wv[r]));
+            KEEP_IN_REG(wv[r]);
         }
 #pragma GCC unroll 12
         for (int i = 0; i < NI; i++) {
             v8 v = load8(x + (size_t)i * ldx + k);
-            __asm__("" : "+v"(v));
+            KEEP_IN_REG(v);
 #pragma GCC unroll 4
             for (int r = 0; r < BLOCK_NR; r++)
                 acc[i][r] += wv[r] * v;
