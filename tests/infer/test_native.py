@@ -447,3 +447,18 @@ def test_the_greedy_argmax_is_numpys():
     for x in cases:
         x = x.contiguous()
         assert lib.lm_argmax(x.data_ptr(), x.numel()) == int(np.argmax(x.numpy())), x[:20]
+
+
+def test_the_source_compiles_for_plain_x86_64(tmp_path):
+    """A CPU without AVX must still get a build (the kernels that need more are picked at run
+    time); the portable run (make test-portable) builds and tests x86-64-v3."""
+    import platform
+    import subprocess
+
+    cc = native._compiler()
+    if cc is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("needs a C compiler on x86-64")
+    flags = ["-march=x86-64" if f == "-march=native" else f for f in native.FLAGS]
+    run = subprocess.run([cc, *flags, "-fopenmp", "-o", str(tmp_path / "n.so"),
+                          str(native.SOURCE), "-lm"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
