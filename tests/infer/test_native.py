@@ -460,5 +460,5 @@ def test_the_source_compiles_for_plain_x86_64(tmp_path):
         pytest.skip("needs a C compiler on x86-64")
     flags = ["-march=x86-64" if f == "-march=native" else f for f in native.FLAGS]
     run = subprocess.run([cc, *flags, "-fopenmp", "-o", str(tmp_path / "n.so"),
-                          str(native.SOURCE), "-lm"], capture_output=True, text=True)
+                          str(native.SOURCE), "-lm"], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
