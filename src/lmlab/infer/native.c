@@ -239,7 +239,9 @@ static inline void exp_tail(float *p, int n, float sub)
 /* bytes of weights a one-input row product asks for ahead of its reads (prefetcht0, every
  * line): SmolLM2 fp32 batch-1 step, one thread, ms of CPU, A/B in one process under load (a
  * direction): none 36.5, 8 KB 35.3 (2026-12-07; bf16 with AVX-512: BF16_PF) */
+#ifndef DOT1_PF
 #define DOT1_PF 8192
+#endif
 
 /* w . x over K for one row of weights of type T read by LOAD (8 at a time) and AT (one): four
  * accumulators, a row at full read speed. One definition for fp32 (dot1) and bfloat16
