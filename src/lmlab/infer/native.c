@@ -1027,10 +1027,13 @@ typedef struct {
  * reads, not to its own next start), and between products the memory is idle while the
  * threads meet and do the small parts. Not measured alone (2026-12-07, a loaded machine: at
  * one thread, where it is now skipped, the step took 1.006x the median time with it than
- * without, within the noise); benchmarks/bench_native_ab.py --a-defines PF_NEXT=0 measures
- * it against the default. */
+ * without, within the noise). Alone at 2 threads (session 21, bench_native_ab.py, SmolLM2,
+ * 8 rounds of 64 tokens, B/A of the least and median ms per token against session 20's step):
+ * with 8 KB fp32 1.039 / 1.028, bf16 1.004 / 0.997, int8 0.952 / 0.980; with 0 fp32 1.005 /
+ * 0.998, bf16 0.977 / 0.999; int8 0 vs 8 KB 0.948 / 0.998. It costs fp32 ~3% and buys
+ * nothing measurable, so it is off by default; -DPF_NEXT=8192 turns it on. */
 #ifndef PF_NEXT
-#define PF_NEXT 8192
+#define PF_NEXT 0
 #endif
 
 static inline void prefetch_next(const mv_next *nx, int wt)
