@@ -4,6 +4,10 @@ autocast, loop.amp_context / cpu_amp_attention), plus the matmuls' achieved GFLO
 count of casts. Shares are the point: on a shared machine the absolute times are not.
 
     .venv/bin/python benchmarks/profile_train_step.py --threads 2
+    .venv/bin/python benchmarks/profile_train_step.py --threads 1 --method lora --only bf16 \
+        --casts-shown 12   # LoRA under autocast: which tensors are still cast, at what cost
+    .venv/bin/python benchmarks/profile_train_step.py --only bf16 --packing --max-len 512 \
+        --rows 400   # full SFT at 8 x 512 packed tokens a step
     .venv/bin/python benchmarks/profile_train_step.py --model tiny:llama --rows 8  # smoke
 """
 
@@ -19,14 +23,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def batch_of(model_name: str, rows: int, batch: int, max_len: int) -> dict:
-    from lmlab.data import collate, encode_rows
+def batch_of(model_name: str, rows: int, batch: int, max_len: int,
+             packing: bool = False) -> dict:
+    from lmlab.data import collate, encode_rows, pack
     from lmlab.data.tasks import task_rows
     from lmlab.models import load_tokenizer
 
     tok = load_tokenizer(model_name)
     chat = list(task_rows(["add", "sort"], "chat", "train", n=rows, seed=0))
     examples, _ = encode_rows(tok, chat, "chat", max_len, on_long="skip", train_on="assistant")
+    if packing:  # SFT's packing=true: short rows packed into max_len rows
+        examples = pack(examples, max_len)
     return collate(examples[:batch], tok.pad_token_id)
 
 
@@ -89,6 +96,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--packing", action="store_true", help="pack the rows as sft packing=true")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--rows-shown", type=int, default=16, help="op table rows")
     p.add_argument("--casts-shown", type=int, default=0, help="copy_ rows by shape")
@@ -100,7 +108,7 @@ def main() -> None:
     from lmlab.train.config import TrainConfig
     from lmlab.train.loop import build_optimizer
 
-    batch = batch_of(args.model, args.rows, args.batch, args.max_len)
+    batch = batch_of(args.model, args.rows, args.batch, args.max_len, args.packing)
     print(f"batch {tuple(batch['input_ids'].shape)}, {torch.get_num_threads()} threads")
     results = {}
     sides = [("fp32", False), ("bf16 autocast", True)]
