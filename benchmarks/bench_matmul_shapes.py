@@ -5,7 +5,9 @@ helps. Per token count T and projection (K=576 -> N=576 / 1536 / 192, the MLP's 
 
     fwd   y = x W^T        (T, K) x (N, K)^T   as F.linear runs it (the weight transposed view)
     dgrad dx = dy W        (T, N) x (N, K)
-    wgrad dW = dy^T x      (N, T)^T-view x (T, K)
+    wgrad dW = dy^T x      (N, T)^T-view x (T, K)   as autograd runs it; ``wgrad_xt`` computes
+                           x^T dy (K, N) and returns its transposed view, ``wgrad_ct`` makes dy^T
+                           contiguous first (the copy timed)
 
 and layouts of the forward: ``fwd_wt`` with W^T made contiguous once (a persistent packed-like
 copy), ``fwd_fresh`` with the bf16 weight cast from fp32 at every call (what autocast does each
@@ -55,7 +57,9 @@ def cases(t: int, k: int, n: int, dtype: torch.dtype) -> dict:
     out = {"fwd": (lambda: torch.nn.functional.linear(x, w), f),
            "fwd_wt": (lambda: x @ wt, f),
            "dgrad": (lambda: dy @ w, f),
-           "wgrad": (lambda: dy.t() @ x, f)}
+           "wgrad": (lambda: dy.t() @ x, f),
+           "wgrad_xt": (lambda: (x.t() @ dy).t(), f),  # dW^T = x^T dy, returned as a view
+           "wgrad_ct": (lambda: dy.t().contiguous() @ x, f)}  # dy^T made contiguous first
     if dtype != torch.float32:
         out["fwd_fresh"] = (lambda: torch.nn.functional.linear(x, w32.to(dtype)), f)
         out["fwd_buf"] = (lambda: torch.nn.functional.linear(x, buf.copy_(w32)), f)
