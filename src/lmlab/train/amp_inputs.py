@@ -14,10 +14,10 @@ those of plain autocast, to the bit.
 
 peft's LoRA layers convert their input to the adapter's dtype before ``lora_A``
 (``_cast_input_dtype``): on down_proj, whose input is bf16 under autocast (o_proj's too where
-attention runs in bf16), that is a cast up to fp32 that autocast casts straight back down (and
-two casts of the gradient in the backward), all exact. Inside ``active()`` it is turned off for layers whose dropout is the
-identity and that have no variant (DoRA): their ``lora_A`` reads the bf16 input as it is. A layer
-with dropout keeps it (dropout in fp32 then rounded is not dropout in bf16).
+attention runs in bf16), that is a cast up to fp32 that autocast casts straight back down (and two
+casts of the gradient in the backward), all exact. Inside ``active()`` it is turned off for layers
+whose dropout is the identity and that have no variant (DoRA): their ``lora_A`` reads the bf16 input
+as it is. A layer with dropout keeps it (dropout in fp32 then rounded is not dropout in bf16).
 """
 
 from __future__ import annotations

@@ -8,17 +8,17 @@ same round-to-nearest-even cast autocast makes, so the numbers are identical) an
 ``swapped()``, points the parameter's ``.data`` at it; on leaving, back at the fp32 tensor
 (pointer swaps, no copies): evals, checkpoints and final/ only ever see fp32.
 
-Eligible: the ``weight`` of a plain ``nn.Linear`` (exact type: quantized subclasses are left
-alone) that is frozen, fp32, a plain tensor (no DTensor), held by no other module (SmolLM2 ties
-``lm_head`` to ``embed_tokens``: an embedding lookup on a bf16 table would change the numbers)
-and is not the base layer of a DoRA layer (its weight norm reads the base weight outside a
-matmul). A frozen output head tied to input embeddings (SmolLM2's lm_head = embed_tokens, 49152
-x 576, cast at every step under LoRA) gets its copy another way: inside ``swapped()`` the head
-module's ``weight`` entry is a separate bf16 parameter, the embeddings keep the fp32 one (a
-lookup in a bf16 table would change the numbers; the head's matmul reads the same bf16 values
-autocast's cast gives). A weight changed in place between steps (``load_state_dict``, a merge) gets a fresh
-copy at the next swap (its version counter or storage moved); in SFT/DPO nothing writes a frozen
-weight, so the copies are made once per run.
+Eligible: the ``weight`` of a plain ``nn.Linear`` (exact type: quantized subclasses are left alone)
+that is frozen, fp32, a plain tensor (no DTensor), held by no other module (SmolLM2 ties ``lm_head``
+to ``embed_tokens``: an embedding lookup on a bf16 table would change the numbers) and is not the
+base layer of a DoRA layer (its weight norm reads the base weight outside a matmul). A frozen output
+head tied to input embeddings (SmolLM2's lm_head = embed_tokens, 49152 x 576, cast at every step
+under LoRA) gets its copy another way: inside ``swapped()`` the head module's ``weight`` entry is a
+separate bf16 parameter, the embeddings keep the fp32 one (a lookup in a bf16 table would change the
+numbers; the head's matmul reads the same bf16 values autocast's cast gives). A weight changed in
+place between steps (``load_state_dict``, a merge) gets a fresh copy at the next swap (its version
+counter or storage moved); in SFT/DPO nothing writes a frozen weight, so the copies are made once
+per run.
 """
 
 from __future__ import annotations
