@@ -342,3 +342,29 @@ def test_shared_input_casts_equal_plain_autocast_full(tmp_path, monkeypatch):
     assert l_ours == l_plain
     for (n, a), b in zip(ours.named_parameters(), plain.parameters()):
         assert torch.equal(a, b), n
+
+
+def test_compiled_models_get_no_input_cast_hooks():
+    """pretrain compile=true: inductor fuses the casts; per-step hooks would force recompiles."""
+    model = load_model("tiny:llama")
+    assert loop.cpu_amp_casts(model).inputs is not None
+    model.model.layers[0].compile()  # compile=true's scope=blocks, in place (nothing traced yet)
+    assert loop.cpu_amp_casts(model).inputs is None
+
+
+def test_input_cast_hooks_stop_where_nothing_is_shared():
+    """One reader per activation: the first step shares nothing, later steps install no hooks
+    (the forward is the same with or without them)."""
+    from lmlab.train.amp_inputs import SharedInputCasts
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    s = SharedInputCasts(net)
+    x = torch.randn(3, 4)
+    outs = []
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16), s.active():
+            outs.append(net(x))
+            hooked = [len(m._forward_pre_hooks) for m in s.linears]
+        assert all(len(m._forward_pre_hooks) == 0 for m in s.linears)
+    assert (s.made, s.shared, s.steps) == (1, 0, 2) and hooked == [0, 0]
+    assert torch.equal(outs[0], outs[1]) and outs[0].dtype == torch.bfloat16

@@ -71,6 +71,7 @@ class SharedInputCasts:
         self.peft = peft_casts_to_skip(model)
         self.cache: list[tuple[torch.Tensor, int, torch.Tensor]] = []  # newest last
         self.made = self.shared = 0  # casts made, casts saved (for tests and profiles)
+        self.steps = 0
 
     def _low(self, x: torch.Tensor) -> torch.Tensor:
         for i, (t, version, low) in enumerate(self.cache):
@@ -96,7 +97,11 @@ class SharedInputCasts:
 
     @contextlib.contextmanager
     def active(self):
-        handles = [m.register_forward_pre_hook(self._hook) for m in self.linears]
+        # a model whose first step shared no cast (one reader per activation, e.g. a fused qkv
+        # projection) gets no hooks after it: they would only add their own overhead
+        hooks = self.linears if self.steps == 0 or self.shared else []
+        self.steps += 1
+        handles = [m.register_forward_pre_hook(self._hook) for m in hooks]
         for m in self.peft:
             m.cast_input_dtype_enabled = False
         try:

@@ -127,7 +127,12 @@ class CpuAmpCasts:
 
 
 def cpu_amp_casts(model: torch.nn.Module) -> CpuAmpCasts:
-    return CpuAmpCasts(FrozenBf16(model), SharedInputCasts(model))
+    """A compiled model (pretrain compile=true) gets no input-cast hooks: inductor fuses those
+    casts itself, and hooks added and removed at every step would make dynamo recompile."""
+    from lmlab.models.compiling import compiled_modules
+
+    inputs = None if compiled_modules(model) else SharedInputCasts(model)
+    return CpuAmpCasts(FrozenBf16(model), inputs)
 
 
 def _weights_dtype(model: torch.nn.Module) -> torch.dtype | None:
