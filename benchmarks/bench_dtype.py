@@ -10,12 +10,16 @@ adds ``bf16`` (weights held in bf16, no master copy: a reference, not what auto 
 tokens/s (non-pad input tokens per second of optimizer steps after ``--warmup`` steps), mean
 MFU over the same steps (model FLOPs / the probe's matmul rate for the dtype in use), the
 first and final loss, and the loss gap (largest |loss_auto - loss_fp32| over all steps).
-``--eval-n`` adds the held-out task accuracy after training (SFT only). Each run alone under
-/tmp/lmlab-heavy.lock.
+``--eval-n`` adds the held-out task accuracy after training (SFT only). ``--packing`` packs SFT's
+short task rows (~74 tokens) into ``--max-len`` rows, so ``--batch 8 --max-len 512 --packing``
+trains ~4,096 tokens a step instead of ~590 (MFU grows with tokens per step, docs/hardware.md).
+Each run alone under /tmp/lmlab-heavy.lock.
 
     .venv/bin/python benchmarks/bench_dtype.py --steps 12 --warmup 2
     .venv/bin/python benchmarks/bench_dtype.py --model tiny:llama --steps 2 --warmup 1  # smoke
     .venv/bin/python benchmarks/bench_dtype.py --steps 12 --warmup 2 --dtypes fp32 auto bf16
+    .venv/bin/python benchmarks/bench_dtype.py --steps 6 --warmup 2 --modes sft-full \
+        --batch 8 --max-len 512 --packing --rows 2000  # MFU at ~4k tokens a step
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def overrides(mode: str, dtype: str, args, data: dict[str, Path], out: Path) -> 
         common += ["merge_on_save=false", "lora_dropout=0.0"]
     if stage == "sft":
         return common + [f"lr={2e-4 if method == 'lora' else 2e-5}", f"eval_n={args.eval_n}",
-                         f"eval_tasks={','.join(TASKS)}"]
+                         f"eval_tasks={','.join(TASKS)}", f"packing={str(args.packing).lower()}"]
     return common + ["loss=dpo", "beta=0.1", "lr=5e-5", "eval_n=0", "kl_n=0", "task_eval_n=0"]
 
 
@@ -97,7 +101,8 @@ def run_one(mode: str, dtype: str, args, data, out: Path) -> dict:
     mfus = [m["train/mfu"] for m in timed if "train/mfu" in m]
     return {"resolved": resolved.get("dtype", dtype), "reason": resolved.get("dtype_reason"),
             "tokens_per_s": sum(m["train/tokens"] for m in timed) / seconds,
-            "step_s": seconds / len(timed), "mfu": sum(mfus) / len(mfus) if mfus else None,
+            "step_s": seconds / len(timed),
+            "tokens_per_step": sum(m["train/tokens"] for m in timed) / len(timed), "mfu": sum(mfus) / len(mfus) if mfus else None,
             "losses": [m["train/loss"] for m in metrics],
             "eval_after": summary.get("eval_after") if isinstance(summary, dict) else None}
 
@@ -119,6 +124,9 @@ def main() -> None:
                    choices=["fp32", "auto", "bf16"],
                    help="dtypes to run (fp32 first: the others are compared with it)")
     p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--packing", action="store_true",
+                   help="SFT: pack the short task rows into --max-len rows (batch x max-len "
+                        "tokens a step, for MFU at more tokens per step)")
     p.add_argument("--rows", type=int, default=400)
     p.add_argument("--modes", nargs="+", default=list(MODES[:3]), choices=MODES)
     p.add_argument("--eval-n", type=int, default=0, help="SFT: held-out prompts per task")
@@ -151,15 +159,16 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{env['cpu']}, {env['threads']} threads, torch {env['torch']}")
-    print("| mode | dtype | = | tok/s | vs fp32 | MFU | final loss | max loss gap vs fp32 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | dtype | = | tok/s | vs fp32 | MFU | final loss | max loss gap vs fp32 "
+          "| tok/step |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode, r in results.items():
         for d in dict.fromkeys(["fp32", *args.dtypes]):
             x, c = r[d], r["vs_fp32"].get(d)
             pct = f"{100 * x['mfu']:.1f}%" if x["mfu"] is not None else "-"
             print(f"| {mode} | {d} | {x['resolved']} | {x['tokens_per_s']:.0f} "
                   f"| {c['speedup'] if c else 1.0:.2f}x | {pct} | {x['losses'][-1]:.4f} "
-                  f"| {c['loss_gap_max'] if c else 0.0:.4f} |")
+                  f"| {c['loss_gap_max'] if c else 0.0:.4f} | {x['tokens_per_step']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ autocast, loop.amp_context / cpu_amp_attention), plus the matmuls' achieved GFLO
 count of casts. Shares are the point: on a shared machine the absolute times are not.
 
     .venv/bin/python benchmarks/profile_train_step.py --threads 2
+    .venv/bin/python benchmarks/profile_train_step.py --threads 1 --method lora --only bf16 \
+        --casts-shown 12   # LoRA under autocast: which tensors are still cast, at what cost
+    .venv/bin/python benchmarks/profile_train_step.py --only bf16 --packing --max-len 512 \
+        --rows 400   # full SFT at 8 x 512 packed tokens a step
     .venv/bin/python benchmarks/profile_train_step.py --model tiny:llama --rows 8  # smoke
 """
 
@@ -19,30 +23,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def batch_of(model_name: str, rows: int, batch: int, max_len: int) -> dict:
-    from lmlab.data import collate, encode_rows
+def batch_of(model_name: str, rows: int, batch: int, max_len: int,
+             packing: bool = False) -> dict:
+    from lmlab.data import collate, encode_rows, pack
     from lmlab.data.tasks import task_rows
     from lmlab.models import load_tokenizer
 
     tok = load_tokenizer(model_name)
     chat = list(task_rows(["add", "sort"], "chat", "train", n=rows, seed=0))
     examples, _ = encode_rows(tok, chat, "chat", max_len, on_long="skip", train_on="assistant")
+    if packing:  # SFT's packing=true: short rows packed into max_len rows
+        examples = pack(examples, max_len)
     return collate(examples[:batch], tok.pad_token_id)
 
 
-def profile_step(model, optimizer, batch: dict, amp: bool, row_limit: int) -> dict:
+def profile_step(model, optimizer, batch: dict, amp: bool, row_limit: int,
+                 casts_shown: int = 0) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from lmlab.losses.objectives import LMObjective
-    from lmlab.train.loop import amp_context, cpu_amp_attention
+    from lmlab.train.loop import amp_context, cpu_amp_attention, cpu_amp_casts
 
     objective, cpu = LMObjective(), torch.device("cpu")
     params = [p for p in model.parameters() if p.requires_grad]
+    casts = cpu_amp_casts(model) if amp else None  # what the loop does under CPU autocast
 
     def step():
         ctx = amp_context(cpu, torch.bfloat16, torch.float32) if amp \
             else contextlib.nullcontext()
-        with cpu_amp_attention(model, amp), ctx:
+        with cpu_amp_attention(model, amp), ctx, \
+                (casts.step() if casts else contextlib.nullcontext()):
             loss, _ = objective(model, batch)
             (loss / objective.count(batch)).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -62,10 +72,18 @@ def profile_step(model, optimizer, batch: dict, amp: bool, row_limit: int) -> di
             (m, k), (_, n) = e.input_shapes[0], e.input_shapes[1]
             flops += 2.0 * m * k * n * e.count
             us += e.self_cpu_time_total
-    casts = {e.key: e.count for e in ops if e.key in ("aten::_to_copy", "aten::copy_")}
+    counts = {e.key: e.count for e in ops if e.key in ("aten::_to_copy", "aten::copy_")}
+    copy_us = sum(e.self_cpu_time_total for e in ops if e.key == "aten::copy_")
+    if casts_shown:  # the copies by shape: which tensors are cast, how often, at what cost
+        rows = sorted((e for e in prof.key_averages(group_by_input_shape=True)
+                       if e.key == "aten::copy_"), key=lambda e: -e.self_cpu_time_total)
+        print("copy_ by input shapes (dst, src): calls, self ms")
+        for e in rows[:casts_shown]:
+            print(f"  {e.input_shapes[:2]!s:<40} {e.count:>5} "
+                  f"{e.self_cpu_time_total / 1e3:8.1f}")
     out = {"step_self_ms": total / 1e3, "mm_gflop": flops / 1e9, "mm_ms": us / 1e3,
            "mm_gflops_per_s": flops / us / 1e3 if us else None,
-           "mm_share": us / total if total else None, **casts}
+           "mm_share": us / total if total else None, "copy_ms": copy_us / 1e3, **counts}
     print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in out.items()), flush=True)
     return out
@@ -78,8 +96,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--packing", action="store_true", help="pack the rows as sft packing=true")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--rows-shown", type=int, default=16, help="op table rows")
+    p.add_argument("--casts-shown", type=int, default=0, help="copy_ rows by shape")
+    p.add_argument("--only", choices=["fp32", "bf16"], help="profile one side only")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,10 +108,11 @@ def main() -> None:
     from lmlab.train.config import TrainConfig
     from lmlab.train.loop import build_optimizer
 
-    batch = batch_of(args.model, args.rows, args.batch, args.max_len)
+    batch = batch_of(args.model, args.rows, args.batch, args.max_len, args.packing)
     print(f"batch {tuple(batch['input_ids'].shape)}, {torch.get_num_threads()} threads")
     results = {}
-    for name, amp in (("fp32", False), ("bf16 autocast", True)):
+    sides = [("fp32", False), ("bf16 autocast", True)]
+    for name, amp in [x for x in sides if args.only in (None, x[0].split()[0])]:
         torch.manual_seed(0)
         model = load_model(args.model, dtype=torch.float32, device=torch.device("cpu"))
         if args.method == "lora":
@@ -101,7 +123,10 @@ def main() -> None:
         # what the loop builds: torch's AdamW loop for fp32, the fused one under CPU autocast
         optimizer = build_optimizer(model, TrainConfig(lr=1e-9), fused=amp)
         print(f"\n== {name} ({args.method})")
-        results[name] = profile_step(model, optimizer, batch, amp, args.rows_shown)
+        results[name] = profile_step(model, optimizer, batch, amp, args.rows_shown,
+                                     args.casts_shown)
+    if len(results) < 2:
+        return
     a, b = results["fp32"], results["bf16 autocast"]
     print(f"\nstep self CPU time, autocast / fp32: {b['step_self_ms'] / a['step_self_ms']:.2f}")
 

@@ -220,3 +220,28 @@ def test_identical_and_long_rows_are_counted(tmp_path, capsys):
     assert rc == 0
     stats = json.loads((out / "summary.json").read_text())["data"]
     assert (stats["skipped_invalid"], stats["skipped_long"], stats["pairs"]) == (1, 1, 8)
+
+
+def test_full_kl_reference_under_auto_is_the_policys_start(tmp_path, monkeypatch):
+    """dtype=auto as bf16 autocast (fp32 master weights): the KL reference reloaded after full
+    DPO is held in fp32 like the policy, so with a learning rate too small to move a weight the
+    KL to it is exactly zero (a bf16 reference would be another model)."""
+    import lmlab.models
+
+    monkeypatch.setenv("LMLAB_AUTO_DTYPE", "bf16")
+    loaded, real = [], lmlab.models.load_model
+
+    def recording(*a, **kw):
+        loaded.append(kw.get("dtype"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(lmlab.models, "load_model", recording)
+    rc, out = _dpo(tmp_path, "method=full", "dtype=auto", "lr=1e-30", "eval_n=0",
+                   "task_eval_n=0")
+    assert rc == 0
+    resolved = (out / "config.yaml").read_text()
+    assert "bf16 autocast" in resolved
+    assert loaded and set(loaded) == {torch.float32}  # the policy and the KL reference
+    assert len(loaded) >= 2
+    kl = json.loads((out / "summary.json").read_text())["kl"]
+    assert kl["kl/prompts"] == 2 and kl["kl/sequence"] == 0.0

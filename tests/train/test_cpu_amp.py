@@ -150,23 +150,24 @@ def test_autocast_casts_each_weight_once_per_step_across_micro_batches(tmp_path,
     assert three == n + 3 * n
 
 
-def _init_model(method):
+def _init_model(method, dropout=0.1, targets=("q_proj", "v_proj", "up_proj")):
     from lmlab.models.methods import MethodSpec, apply_method
 
     torch.manual_seed(0)
-    spec = MethodSpec(method, lora_r=4, lora_alpha=8, lora_dropout=0.1,
-                      lora_targets=["q_proj", "v_proj", "up_proj"])
+    spec = MethodSpec(method, lora_r=4, lora_alpha=8, lora_dropout=dropout,
+                      lora_targets=list(targets))
     return apply_method(load_model("tiny:llama"), spec)
 
 
-def _init_params(method):
-    return [p.detach() for p in _init_model(method).parameters()]
+def _init_params(method, **kw):
+    return [p.detach() for p in _init_model(method, **kw).parameters()]
 
 
-def _train_lora(tmp_path, *, steps=3, method="lora", **kw):
+def _train_lora(tmp_path, *, steps=3, method="lora", dropout=0.1,
+                targets=("q_proj", "v_proj", "up_proj"), **kw):
     cfg = config(tmp_path, max_steps=steps, lr=1e-2, **kw)
     run = prepare_run(cfg, "test")
-    model = _init_model(method)
+    model = _init_model(method, dropout, targets)
     stream = BatchStream(random_examples(), cfg.batch_size, pad_collate, seed=0)
     res = train(model, LMObjective(), stream, cfg, run, dtype=torch.bfloat16)
     return model, [r["train/loss"] for r in res.metrics]
@@ -180,9 +181,10 @@ def _truncate(t):
 @pytest.mark.parametrize("method", ["lora", "ia3"])
 def test_lora_frozen_bf16_copies_equal_plain_autocast(tmp_path, monkeypatch, method):
     """LoRA (and IA3, whose forward reads its base weight only in the base matmul) under CPU
-    autocast: the frozen base weights swapped to bf16 copies made once give the plain autocast
-    run's losses and weights to the bit; a copy rounded otherwise (truncated) does not; every
-    weight is fp32 after training; the tied lm_head/embedding is not swapped."""
+    autocast: the frozen base weights swapped to bf16 copies made once (the tied lm_head
+    through its own bf16 parameter, the embedding keeps fp32) give the plain autocast run's
+    losses and weights to the bit; a copy rounded otherwise (truncated) does not; every weight
+    is fp32 after training."""
     made = []
 
     def recording(model, cast=None):
@@ -193,8 +195,9 @@ def test_lora_frozen_bf16_copies_equal_plain_autocast(tmp_path, monkeypatch, met
     loop_frozen = loop.FrozenBf16
     monkeypatch.setattr(loop, "FrozenBf16", recording)
     ours, l_ours = _train_lora(tmp_path / "ours", method=method)
-    monkeypatch.setattr(loop, "FrozenBf16", lambda model: None)
-    plain, l_plain = _train_lora(tmp_path / "plain", method=method)
+    with monkeypatch.context() as m:  # plain autocast: none of the loop's cast savings
+        m.setattr(loop, "cpu_amp_casts", lambda model: None)
+        plain, l_plain = _train_lora(tmp_path / "plain", method=method)
     monkeypatch.setattr(loop, "FrozenBf16", lambda model: loop_frozen(model, _truncate))
     _, l_trunc = _train_lora(tmp_path / "trunc", method=method)
 
@@ -204,7 +207,9 @@ def test_lora_frozen_bf16_copies_equal_plain_autocast(tmp_path, monkeypatch, met
     tied = ours.get_output_embeddings().weight
     assert tied is ours.get_input_embeddings().weight
     assert {id(p) for p in f.params} == {id(m.weight) for m in linears} - {id(tied)}
-    assert len(f.params) > 0 and f.made == len(f.params)  # one copy each, for all steps
+    assert [(id(h), id(p)) for h, p in f.heads] == [(id(ours.get_output_embeddings()), id(tied))]
+    assert ours.get_output_embeddings().weight is tied  # put back after each step
+    assert len(f.params) > 0 and f.made == len(f.params) + 1  # one copy each, for all steps
     assert l_ours == l_plain  # exact
     for (n, a), b in zip(ours.named_parameters(), plain.parameters()):
         assert a.dtype == torch.float32 and torch.equal(a, b), n
@@ -255,5 +260,111 @@ def test_lora_autocast_casts_frozen_weights_once_per_run(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "FrozenBf16", lambda model: None)
     _train_lora(tmp_path / "plain", steps=3)
     with_copies, plain = counts
-    n = len(real(ours).params)
-    assert n > 0 and plain - with_copies == 2 * n  # steps 2 and 3 cast nothing frozen
+    n = len(real(ours).params) + len(real(ours).heads)  # the base weights, the tied head
+    assert n > 1 and plain - with_copies == 2 * n  # steps 2 and 3 cast nothing frozen
+
+
+def test_tied_head_is_bf16_inside_a_step_and_the_embedding_fp32():
+    from lmlab.train.frozen_bf16 import FrozenBf16
+
+    model = _init_model("lora")
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    f = FrozenBf16(model)
+    with f.swapped():
+        assert head.weight.dtype == torch.bfloat16 and emb.weight.dtype == torch.float32
+        assert torch.equal(head.weight, emb.weight.to(torch.bfloat16))
+        assert not head.weight.requires_grad
+    assert head.weight is emb.weight and emb.weight.dtype == torch.float32
+    full = load_model("tiny:llama")  # a trained (unfrozen) head is left alone
+    assert FrozenBf16(full).heads == []
+
+
+def _train_inputs(tmp_path, monkeypatch, shared, **kw):
+    """LoRA (or full, targets=None) under CPU autocast with the loop's frozen copies and
+    ``shared`` standing in for SharedInputCasts (None: autocast casts every input)."""
+    made = []
+
+    def build(model):
+        made.append(shared(model) if shared else None)
+        return loop.CpuAmpCasts(loop.FrozenBf16(model), made[-1])
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "cpu_amp_casts", build)
+        if kw.pop("full", False):
+            model, res, _ = _train(tmp_path, torch.bfloat16, steps=3)
+            return model, [r["train/loss"] for r in res.metrics], made[0]
+        model, losses = _train_lora(tmp_path, **kw)
+    return model, losses, made[0]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_shared_input_casts_equal_plain_autocast(tmp_path, monkeypatch, dropout):
+    """LoRA on every projection under CPU autocast: each fp32 activation cast once for all
+    the linears reading it (q/k/v and their lora_A; gate/up and theirs) and, without dropout,
+    peft's cast up of o_proj/down_proj inputs skipped, give plain autocast's losses and
+    weights to the bit (the gradients still meet in fp32, in the same order); a cast rounding
+    otherwise (truncating) does not; the casts were shared."""
+    from lmlab.train.amp_inputs import SharedInputCasts
+
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    kw = {"dropout": dropout, "targets": targets}
+    ours, l_ours, s = _train_inputs(tmp_path / "ours", monkeypatch, SharedInputCasts, **kw)
+    plain, l_plain, _ = _train_inputs(tmp_path / "plain", monkeypatch, None, **kw)
+    _, l_trunc, _ = _train_inputs(tmp_path / "trunc", monkeypatch,
+                                  lambda m: SharedInputCasts(m, _truncate), **kw)
+    layers = ours.config.num_hidden_layers
+    # 3 forwards; per layer, dropout off: 3 casts made (attention's input; its output, fp32
+    # under the loop's fp32 attention; the MLP's input) for 12 readers, plus the head's input;
+    # dropout on: only the base layers share (k, v, up)
+    if dropout == 0:
+        assert (s.made, s.shared) == (3 * (3 * layers + 1), 3 * 9 * layers)
+    else:
+        assert s.shared == 3 * 3 * layers
+    assert len(s.peft) == (len(targets) * layers if dropout == 0 else 0)
+    assert l_ours == l_plain
+    for (n, a), b in zip(ours.named_parameters(), plain.parameters()):
+        assert a.dtype == torch.float32 and torch.equal(a, b), n
+    assert l_trunc[0] != l_plain[0]
+    assert all(m.cast_input_dtype_enabled for m in s.peft) and s.cache == []  # put back
+    init = _init_params("lora", **kw)
+    assert any(not torch.equal(p, q) for p, q in zip(ours.parameters(), init))
+
+
+def test_shared_input_casts_equal_plain_autocast_full(tmp_path, monkeypatch):
+    """Full training: q/k/v (and gate/up) share one cast of their input; losses and every
+    weight equal plain autocast's to the bit."""
+    from lmlab.train.amp_inputs import SharedInputCasts
+
+    ours, l_ours, s = _train_inputs(tmp_path / "ours", monkeypatch, SharedInputCasts, full=True)
+    plain, l_plain, _ = _train_inputs(tmp_path / "plain", monkeypatch, None, full=True)
+    layers = ours.config.num_hidden_layers
+    assert s.shared == 3 * layers * 3  # 3 steps, per layer: k, v and up reuse a cast
+    assert l_ours == l_plain
+    for (n, a), b in zip(ours.named_parameters(), plain.parameters()):
+        assert torch.equal(a, b), n
+
+
+def test_compiled_models_get_no_input_cast_hooks():
+    """pretrain compile=true: inductor fuses the casts; per-step hooks would force recompiles."""
+    model = load_model("tiny:llama")
+    assert loop.cpu_amp_casts(model).inputs is not None
+    model.model.layers[0].compile()  # compile=true's scope=blocks, in place (nothing traced yet)
+    assert loop.cpu_amp_casts(model).inputs is None
+
+
+def test_input_cast_hooks_stop_where_nothing_is_shared():
+    """One reader per activation: the first step shares nothing, later steps install no hooks
+    (the forward is the same with or without them)."""
+    from lmlab.train.amp_inputs import SharedInputCasts
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    s = SharedInputCasts(net)
+    x = torch.randn(3, 4)
+    outs = []
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16), s.active():
+            outs.append(net(x))
+            hooked = [len(m._forward_pre_hooks) for m in s.linears]
+        assert all(len(m._forward_pre_hooks) == 0 for m in s.linears)
+    assert (s.made, s.shared, s.steps) == (1, 0, 2) and hooked == [0, 0]
+    assert torch.equal(outs[0], outs[1]) and outs[0].dtype == torch.bfloat16

@@ -413,7 +413,7 @@ def run(cfg: Config) -> dict:
             1e-9, sum(m["train/step_s"] for m in result.metrics))
     if is_main():
         _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, summary,
-                       pairs_before, tasks_before, dtype, device)
+                       pairs_before, tasks_before, ctx.weights_dtype, device)
         _save_final(model, tokenizer, cfg, run_)
         run_.write_json("summary.json", summary)
         print0(f"[lmlab] wrote {run_.path}/ (final/, metrics.jsonl, summary.json)")
@@ -422,7 +422,7 @@ def run(cfg: Config) -> dict:
 
 
 def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, summary,
-                   pairs_before, tasks_before, dtype, device) -> None:
+                   pairs_before, tasks_before, weights_dtype, device) -> None:
     from lmlab.common import print0
     from lmlab.eval.tasks import measure as measure_tasks
     from lmlab.eval.tasks import report_tasks
@@ -438,9 +438,11 @@ def _measure_after(cfg, model, tokenizer, held, kl_prompts, tasks, evaluate, sum
     if kl_prompts:
         if cfg.method == "lora":
             ref_forward = disabled_adapter_forward(model)
-        else:  # the cached log-probs do not cover fresh replies: reload the reference once
-            ref_forward = model_forward(load_model(cfg.model, dtype=dtype, device=device,
-                                                   merge_adapter=True).eval())
+        else:  # the cached log-probs do not cover fresh replies: reload the reference once,
+            # in the policy's weight dtype (fp32 under dtype=auto's autocast), so that it is
+            # the policy's starting point
+            ref = load_model(cfg.model, dtype=weights_dtype, device=device, merge_adapter=True)
+            ref_forward = model_forward(ref.eval())
         summary["kl"] = kl = reference_kl(model, ref_forward, tokenizer, kl_prompts,
                                           cfg.kl_max_new_tokens)
         print0(f"[lmlab] KL(policy || reference) on {kl['kl/prompts']} fixed prompts: "

@@ -8,13 +8,17 @@ same round-to-nearest-even cast autocast makes, so the numbers are identical) an
 ``swapped()``, points the parameter's ``.data`` at it; on leaving, back at the fp32 tensor
 (pointer swaps, no copies): evals, checkpoints and final/ only ever see fp32.
 
-Eligible: the ``weight`` of a plain ``nn.Linear`` (exact type: quantized subclasses are left
-alone) that is frozen, fp32, a plain tensor (no DTensor), held by no other module (SmolLM2 ties
-``lm_head`` to ``embed_tokens``: an embedding lookup on a bf16 table would change the numbers)
-and is not the base layer of a DoRA layer (its weight norm reads the base weight outside a
-matmul). A weight changed in place between steps (``load_state_dict``, a merge) gets a fresh
-copy at the next swap (its version counter or storage moved); in SFT/DPO nothing writes a frozen
-weight, so the copies are made once per run.
+Eligible: the ``weight`` of a plain ``nn.Linear`` (exact type: quantized subclasses are left alone)
+that is frozen, fp32, a plain tensor (no DTensor), held by no other module (SmolLM2 ties ``lm_head``
+to ``embed_tokens``: an embedding lookup on a bf16 table would change the numbers) and is not the
+base layer of a DoRA layer (its weight norm reads the base weight outside a matmul). A frozen output
+head tied to input embeddings (SmolLM2's lm_head = embed_tokens, 49152 x 576, cast at every step
+under LoRA) gets its copy another way: inside ``swapped()`` the head module's ``weight`` entry is a
+separate bf16 parameter, the embeddings keep the fp32 one (a lookup in a bf16 table would change the
+numbers; the head's matmul reads the same bf16 values autocast's cast gives). A weight changed in
+place between steps (``load_state_dict``, a merge) gets a fresh copy at the next swap (its version
+counter or storage moved); in SFT/DPO nothing writes a frozen weight, so the copies are made once
+per run.
 """
 
 from __future__ import annotations
@@ -54,11 +58,34 @@ def eligible(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return out
 
 
+def tied_heads(model: torch.nn.Module) -> list[tuple[torch.nn.Linear, torch.nn.Parameter]]:
+    """(head, weight) for frozen fp32 weights used by one plain nn.Linear and otherwise only as
+    the weight of nn.Embedding lookups (a tied output head)."""
+    holders: dict[int, list[torch.nn.Module]] = {}
+    params: dict[int, torch.nn.Parameter] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            holders.setdefault(id(p), []).append(m)
+            params[id(p)] = p
+    out = []
+    for key, mods in holders.items():
+        p = params[key]
+        heads = [m for m in mods if type(m) is torch.nn.Linear]
+        rest = [m for m in mods if type(m) is not torch.nn.Linear]
+        if (len(mods) > 1 and len(heads) == 1 and heads[0].weight is p
+                and all(isinstance(m, torch.nn.Embedding) and m.weight is p for m in rest)
+                and not p.requires_grad and p.dtype == torch.float32
+                and type(p.data) is torch.Tensor):
+            out.append((heads[0], p))
+    return out
+
+
 class FrozenBf16:
     """bf16 copies of a model's eligible frozen linear weights, swapped in per step."""
 
     def __init__(self, model: torch.nn.Module, cast=None):
         self.params = eligible(model)
+        self.heads = tied_heads(model)
         # the cast: Tensor.to (round to nearest even, as autocast); a test passes another
         self.cast = cast or (lambda t: t.to(torch.bfloat16))
         self.copies: dict[int, tuple[tuple, torch.Tensor]] = {}
@@ -76,7 +103,7 @@ class FrozenBf16:
     @contextlib.contextmanager
     def swapped(self):
         """Inside: each eligible weight's ``.data`` is its bf16 copy; fp32 again on exit."""
-        fp32 = []
+        fp32, heads = [], []
         try:
             for p in self.params:
                 if p.requires_grad or p.dtype != torch.float32:
@@ -84,7 +111,15 @@ class FrozenBf16:
                 low = self._copy(p)
                 fp32.append((p, p.data))
                 p.data = low
+            for head, p in self.heads:
+                if p.requires_grad or p.dtype != torch.float32 or head.weight is not p:
+                    continue
+                low = torch.nn.Parameter(self._copy(p), requires_grad=False)
+                heads.append((head, p))
+                head._parameters["weight"] = low
             yield
         finally:
             for p, w in fp32:
                 p.data = w
+            for head, p in heads:
+                head._parameters["weight"] = p

@@ -22,6 +22,7 @@ import torch
 from lmlab.common import is_main, print0, world_size
 from lmlab.errors import UserError
 from lmlab.runs import Run
+from lmlab.train.amp_inputs import SharedInputCasts
 from lmlab.train.checkpoint import load_checkpoint, save_checkpoint, save_sharded
 from lmlab.train.config import TrainConfig
 from lmlab.train.data import BatchStream
@@ -107,6 +108,31 @@ def cpu_amp_attention(model: torch.nn.Module, enabled: bool):
     from lmlab.models.amp_attention import fp32_attention
 
     return fp32_attention(model, enabled=enabled)
+
+
+class CpuAmpCasts:
+    """The casts plain CPU autocast repeats, made once, with its numbers: frozen linear weights
+    (and a tied frozen head) as bf16 copies made once per run (train.frozen_bf16), and each
+    fp32 activation cast once for all the linear layers that read it (train.amp_inputs).
+    ``step()`` wraps one optimizer step's forwards and backwards."""
+
+    def __init__(self, frozen: FrozenBf16 | None, inputs: SharedInputCasts | None):
+        self.frozen, self.inputs = frozen, inputs
+
+    @contextlib.contextmanager
+    def step(self):
+        with (self.frozen.swapped() if self.frozen else contextlib.nullcontext()), \
+                (self.inputs.active() if self.inputs else contextlib.nullcontext()):
+            yield
+
+
+def cpu_amp_casts(model: torch.nn.Module) -> CpuAmpCasts:
+    """A compiled model (pretrain compile=true) gets no input-cast hooks: inductor fuses those
+    casts itself, and hooks added and removed at every step would make dynamo recompile."""
+    from lmlab.models.compiling import compiled_modules
+
+    inputs = None if compiled_modules(model) else SharedInputCasts(model)
+    return CpuAmpCasts(FrozenBf16(model), inputs)
 
 
 def _weights_dtype(model: torch.nn.Module) -> torch.dtype | None:
@@ -242,8 +268,9 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
     world = world_size()
     meter = _Mfu(model, device, dtype, amp)
     # CPU autocast: frozen linear weights (LoRA's base layers) as bf16 copies made once, swapped
-    # in for each step's forward/backward (autocast re-casts frozen weights at every call)
-    frozen = FrozenBf16(model) if cpu_amp and not sharded else None
+    # in for each step's forward/backward (autocast re-casts frozen weights at every call), and
+    # each activation cast once for all the linears that read it (autocast casts it per layer)
+    casts = cpu_amp_casts(model) if cpu_amp and not sharded else None
     loggers = loggers or []
     model.train()
 
@@ -273,7 +300,7 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
             # fp32 weight to bf16 once per step, not once per micro-batch (grad_accum > 1)
             step_amp = amp_context(device, dtype, weights) if cpu_amp \
                 else contextlib.nullcontext()
-            with step_amp, (frozen.swapped() if frozen else contextlib.nullcontext()):
+            with step_amp, (casts.step() if casts else contextlib.nullcontext()):
                 for i, batch in enumerate(micro):
                     sync = i == len(micro) - 1 or (ddp_model is model and not sharded)
                     ctx = _no_sync(ddp_model, sharded) if not sync else contextlib.nullcontext()
