@@ -39,14 +39,21 @@ def _dora_bases(model: torch.nn.Module) -> set[int]:
     return out
 
 
-def eligible(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The frozen fp32 nn.Linear weights whose only use is that Linear's matmul."""
+def _holders(model: torch.nn.Module) -> tuple[dict[int, list[torch.nn.Module]],
+                                               dict[int, torch.nn.Parameter]]:
+    """For each parameter (by id): the modules that hold it directly, and the parameter."""
     holders: dict[int, list[torch.nn.Module]] = {}
     params: dict[int, torch.nn.Parameter] = {}
     for m in model.modules():
         for p in m.parameters(recurse=False):
             holders.setdefault(id(p), []).append(m)
             params[id(p)] = p
+    return holders, params
+
+
+def eligible(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The frozen fp32 nn.Linear weights whose only use is that Linear's matmul."""
+    holders, params = _holders(model)
     dora = _dora_bases(model)
     out = []
     for key, mods in holders.items():
@@ -61,12 +68,7 @@ def eligible(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 def tied_heads(model: torch.nn.Module) -> list[tuple[torch.nn.Linear, torch.nn.Parameter]]:
     """(head, weight) for frozen fp32 weights used by one plain nn.Linear and otherwise only as
     the weight of nn.Embedding lookups (a tied output head)."""
-    holders: dict[int, list[torch.nn.Module]] = {}
-    params: dict[int, torch.nn.Parameter] = {}
-    for m in model.modules():
-        for p in m.parameters(recurse=False):
-            holders.setdefault(id(p), []).append(m)
-            params[id(p)] = p
+    holders, params = _holders(model)
     out = []
     for key, mods in holders.items():
         p = params[key]
