@@ -16,6 +16,8 @@ from lmlab.infer.sampling import SamplingParams
 from lmlab.models.tiny import PRESETS
 from tests.tolerance import BF16_U, approx_fp32, forward_tol, sum_terms
 
+from ..tiny import odd_llama
+
 PROMPTS = ["Hello there, how are", "The quick brown fox jumps over the lazy dog and then", "A"]
 
 pytestmark = [
@@ -86,21 +88,9 @@ def test_native_step_equals_torch_step_padded_blocks_and_single_tokens(model, mo
 
 
 def _odd_model(vocab: int, inter: int, positions: int = 128):
-    """A 2-layer Llama whose widths are no multiples of 8 (the kernels' scalar tails) and whose
-    row counts need not divide by 4 (the products' fallbacks); heads of 20 (attention's generic
-    value loop)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(3)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=60, intermediate_size=inter,
-                      num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
-                      max_position_embeddings=positions, tie_word_embeddings=False)
-    m = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for prm in m.parameters():
-            if prm.dim() == 2:
-                prm.normal_(0, 0.5)
-    return m
+    """Widths of 60 (heads of 20: attention's generic value loop), no multiples of 8 (the
+    kernels' scalar tails), row counts that need not divide by 4 (the products' fallbacks)."""
+    return odd_llama(vocab, inter, positions=positions)
 
 
 @pytest.mark.parametrize("vocab,inter", [(1000, 100), (1001, 102)])

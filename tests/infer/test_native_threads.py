@@ -7,12 +7,13 @@ MLP of 100, a vocabulary of 1001) leave uneven shares and a short last SiLU chun
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmlab.infer import native
 from lmlab.infer.decode import left_pad, stream_tokens
 from lmlab.infer.packed import can_pack
 from lmlab.infer.sampling import SamplingParams
+
+from ..tiny import odd_llama
 
 pytestmark = [
     pytest.mark.skipif(not can_pack(torch.zeros(2, 2)), reason="this torch build has no oneDNN"),
@@ -22,16 +23,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def odd_model():
-    cfg = LlamaConfig(vocab_size=1001, hidden_size=96, intermediate_size=100,
-                      num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
-                      max_position_embeddings=64, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    m = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for prm in m.parameters():
-            if prm.dim() == 2:
-                prm.normal_(0, 0.5)
-    return m
+    return odd_llama(1001, 100, hidden=96, positions=64, seed=0)
 
 
 def _logits(model, rows: list[list[int]], weights: str, threads: int) -> torch.Tensor:
