@@ -51,6 +51,16 @@ def _holders(model: torch.nn.Module) -> tuple[dict[int, list[torch.nn.Module]],
     return holders, params
 
 
+def _frozen_fp32(p: torch.nn.Parameter) -> bool:
+    """Not trained and still fp32: a weight whose bf16 copy stays valid."""
+    return not p.requires_grad and p.dtype == torch.float32
+
+
+def _copyable(p: torch.nn.Parameter) -> bool:
+    """Frozen, fp32 and a plain tensor (no DTensor)."""
+    return _frozen_fp32(p) and type(p.data) is torch.Tensor
+
+
 def eligible(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The frozen fp32 nn.Linear weights whose only use is that Linear's matmul."""
     holders, params = _holders(model)
@@ -59,8 +69,7 @@ def eligible(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     for key, mods in holders.items():
         p = params[key]
         if (len(mods) == 1 and type(mods[0]) is torch.nn.Linear and mods[0].weight is p
-                and id(mods[0]) not in dora and not p.requires_grad
-                and p.dtype == torch.float32 and type(p.data) is torch.Tensor):
+                and id(mods[0]) not in dora and _copyable(p)):
             out.append(p)
     return out
 
@@ -76,8 +85,7 @@ def tied_heads(model: torch.nn.Module) -> list[tuple[torch.nn.Linear, torch.nn.P
         rest = [m for m in mods if type(m) is not torch.nn.Linear]
         if (len(mods) > 1 and len(heads) == 1 and heads[0].weight is p
                 and all(isinstance(m, torch.nn.Embedding) and m.weight is p for m in rest)
-                and not p.requires_grad and p.dtype == torch.float32
-                and type(p.data) is torch.Tensor):
+                and _copyable(p)):
             out.append((heads[0], p))
     return out
 
@@ -108,13 +116,13 @@ class FrozenBf16:
         fp32, heads = [], []
         try:
             for p in self.params:
-                if p.requires_grad or p.dtype != torch.float32:
+                if not _frozen_fp32(p):
                     continue  # unfrozen (or cast) since the model was read: left alone
                 low = self._copy(p)
                 fp32.append((p, p.data))
                 p.data = low
             for head, p in self.heads:
-                if p.requires_grad or p.dtype != torch.float32 or head.weight is not p:
+                if not _frozen_fp32(p) or head.weight is not p:
                     continue
                 low = torch.nn.Parameter(self._copy(p), requires_grad=False)
                 heads.append((head, p))
