@@ -1065,6 +1065,18 @@ static inline void prefetch_next(const mv_next *nx, int wt)
     }
 }
 
+/* The end of a thread's share of a row-split product: ask for its first rows of the next one
+ * (nx, or NULL), then the barrier, or none with MV_NOSYNC (the time goes to phase ph). */
+static inline void end_product(const mv_next *nx, int wt, int how, int ph)
+{
+    prefetch_next(nx, wt);
+    if (!(how & MV_NOSYNC))
+        SYNC(ph);
+    else
+        PROF_MARK(ph);
+    (void)ph;
+}
+
 /* Each thread's own normed inputs (grown as needed, kept: M x D floats): every thread norms
  * the residual stream itself, so no barrier waits for one thread's norm. */
 static _Thread_local float *own_buf;
@@ -1126,12 +1138,7 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
             }
         }
     }
-    prefetch_next(nx, W_I8);
-    if (!(how & MV_NOSYNC))
-        SYNC(ph);
-    else
-        PROF_MARK(ph);
-    (void)ph;
+    end_product(nx, W_I8, how, ph);
 }
 
 /* The int8 product alone (tests): y[j * R + r] = W[r] . x_j for M inputs x_j = x + j * K over
@@ -1199,11 +1206,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 }
             }
         }
-        prefetch_next(nx, wt);
-        if (!(how & MV_NOSYNC))
-            SYNC(ph);
-        else
-            PROF_MARK(ph);
+        end_product(nx, wt, how, ph);
         return;
     }
     /* several inputs. 5 or more: blocks of 2 rows (in groups of at most 12 inputs; 5-6 inputs took
