@@ -14,6 +14,8 @@ from lmlab.train.data import BatchStream
 from lmlab.train.loop import build_optimizer, train
 from tests.tolerance import BF16_U
 
+BF16 = torch.bfloat16
+
 from .helpers import config, pad_collate, random_examples
 
 
@@ -126,6 +128,7 @@ def _count_weight_casts(monkeypatch) -> list[int]:
 
     def profiled(model, *a, **k):
         shapes = {tuple(p.shape) for p in model.parameters() if p.ndim == 2}
+        shapes |= {s[::-1] for s in shapes}  # LoRA's base matmul casts W^T (amp_adapters)
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             out = real(model, *a, **k)
         counts.append(sum(1 for e in prof.events() if e.name == "aten::_to_copy"
@@ -368,3 +371,106 @@ def test_input_cast_hooks_stop_where_nothing_is_shared():
         assert all(len(m._forward_pre_hooks) == 0 for m in s.linears)
     assert (s.made, s.shared, s.steps) == (1, 0, 2) and hooked == [0, 0]
     assert torch.equal(outs[0], outs[1]) and outs[0].dtype == torch.bfloat16
+
+
+def _lora_linear(scale_b: float):
+    """A peft LoRA layer (256 -> 512, r 4) whose update is ~``scale_b`` of its base output."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(256, 512, bias=False))
+    net = get_peft_model(net, LoraConfig(r=4, lora_alpha=4, target_modules=["0"]))
+    layer = net.base_model.model[0]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_(0, scale_b)
+    return net, layer
+
+
+def _kept(out, base, delta):
+    """How much of the update the output kept, as a least-squares factor
+    (sum (out - base) delta / sum delta^2: 1 kept in full, 0 lost), and that factor's
+    standard deviation when each output carries an independent rounding error uniform within
+    half a bf16 step of itself (variance step^2 / 12)."""
+    d = delta.double()
+    step = torch.finfo(torch.bfloat16).eps * 2.0 ** torch.floor(torch.log2(out.double().abs()))
+    factor = float(((out.double() - base.double()) * d).sum() / (d * d).sum())
+    sd = float(((d * d * step * step / 12).sum()).sqrt() / (d * d).sum())
+    return factor, sd
+
+
+def test_lora_update_is_added_in_the_matmul_under_autocast():
+    """A LoRA update of ~1e-4 of its base output, below a bf16 step of most outputs: plain
+    autocast rounds the base output and then the sum, and keeps almost none of the update;
+    with lora_sums_in_matmul the GEMM adds it before its one rounding, and the output keeps
+    it within 6 standard deviations of that rounding (an unbiased rounding keeps it on
+    average). The output stays bf16; outside autocast and after the block it is peft's."""
+    from lmlab.models.amp_adapters import lora_layers, lora_sums_in_matmul
+
+    net, layer = _lora_linear(5e-5)  # the update's norm ~1e-4 of the output's
+    x = torch.randn(4096, 256)
+    with torch.no_grad():
+        # the base product of the bf16 operands autocast multiplies, in fp32
+        exact = x.to(BF16).float() @ layer.base_layer.weight.to(BF16).float().t()
+        delta = layer.lora_B["default"](layer.lora_A["default"](x)) * layer.scaling["default"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain = net(x)
+            with lora_sums_in_matmul(net) as n:
+                ours = net(x)
+        with lora_sums_in_matmul(net):
+            fp32_ours = net(x)
+        after, fp32_plain = net(x), layer.base_layer(x) + delta
+    assert n == 1 and lora_layers(net) == [layer]
+    assert plain.dtype == ours.dtype == torch.bfloat16
+    kept, sd = _kept(ours, exact, delta)
+    assert abs(kept - 1) < 6 * sd and sd < 0.02, (kept, sd)
+    lost, sd = _kept(plain, exact, delta)
+    assert lost < 0.5, (lost, sd)  # the test sees the rounding it is about
+    assert torch.allclose(fp32_ours, fp32_plain) and torch.equal(after, fp32_ours)
+    assert "forward" not in layer.__dict__ and "forward" not in layer.base_layer.__dict__
+
+
+def test_lora_sums_in_matmul_keep_peft_gradients():
+    """The fused forward's gradients are peft's (addmm's backward hands the upstream gradient
+    to the update and, through W, to x). The two forwards round the sum differently, by at most
+    one bf16 step (2 BF16_U) of an output where they differ at all, and the loss's gradient
+    (2 out) carries that into the same bf16 backward products: within 2 BF16_U of the norm,
+    4 BF16_U with the products' own roundings."""
+    from lmlab.models.amp_adapters import lora_sums_in_matmul
+
+    net, layer = _lora_linear(1e-1)
+    x = torch.randn(64, 256)
+
+    def grads(fused):
+        net.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16), lora_sums_in_matmul(net, fused):
+            net(xi).float().pow(2).sum().backward()
+        return [xi.grad] + [p.grad for p in net.parameters() if p.requires_grad]
+
+    ours, plain = grads(True), grads(False)
+    for a, b in zip(ours, plain):
+        assert a is not None and a.shape == b.shape
+        assert float((a - b).norm() / b.norm()) < 4 * BF16_U
+
+
+def test_the_loop_sums_adapters_in_the_matmul_only_under_cpu_autocast(tmp_path, monkeypatch):
+    """LoRA under CPU autocast: each adapted layer (q, v, up in 2 layers) served for the whole
+    run; in fp32 none."""
+    import contextlib
+
+    seen = []
+    real = loop.lora_sums_in_matmul
+
+    @contextlib.contextmanager
+    def spy(model, enabled=True):
+        with real(model, enabled) as n:
+            seen.append(n)
+            yield n
+
+    monkeypatch.setattr(loop, "lora_sums_in_matmul", spy)
+    _train_lora(tmp_path / "amp", steps=1)
+    cfg = config(tmp_path / "fp32", max_steps=1, lr=1e-2)
+    stream = BatchStream(random_examples(), cfg.batch_size, pad_collate, seed=0)
+    train(_init_model("lora"), LMObjective(), stream, cfg, prepare_run(cfg, "test"),
+          dtype=torch.float32)
+    assert seen == [3 * 2, 0]

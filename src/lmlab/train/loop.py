@@ -21,6 +21,7 @@ import torch
 
 from lmlab.common import is_main, print0, world_size
 from lmlab.errors import UserError
+from lmlab.models.amp_adapters import lora_sums_in_matmul
 from lmlab.runs import Run
 from lmlab.train.amp_inputs import SharedInputCasts
 from lmlab.train.checkpoint import load_checkpoint, save_checkpoint, save_sharded
@@ -282,7 +283,8 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                    dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
     t_start, steps_done = time.time(), 0
     last = cfg.max_steps if stop_after is None else min(cfg.max_steps, result.step + stop_after)
-    with StopRequest(run.latest_checkpoint) as stop, cpu_amp_attention(model, cpu_amp):
+    with StopRequest(run.latest_checkpoint) as stop, cpu_amp_attention(model, cpu_amp), \
+            lora_sums_in_matmul(model, cpu_amp):
         while result.step < last:
             step = result.step
             t0 = time.time()
