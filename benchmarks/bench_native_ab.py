@@ -1,6 +1,8 @@
 """A/B of two builds of the C decode step (native.c) on the same model, alternating: batch-1
 greedy decoding through the C greedy run, per weight precision; ms per token of the C call
 (least and median over rounds) and whether the two builds' logits are equal bit for bit.
+``--batch N`` decodes N copies of the prompt instead, through one C step call per token (ms
+per step of N tokens, the prefill left out).
 
 On demand, not a test. Build A is ``--a`` (a native.c file, e.g. an older commit's), build B
 the working tree's native.c; ``--a-defines`` / ``--b-defines`` add -D flags to either (a knob
@@ -58,13 +60,18 @@ def build(source: Path, defines: list[str], out: Path, like):
 
 
 class Timed:
-    """A library whose ``lm_greedy`` calls are timed (seconds per token, into ``times``)."""
+    """A library whose ``lm_greedy`` calls (seconds per token) and ``lm_step`` calls after the
+    first of a run (seconds per step; the first is the prefill) are timed, into ``times``."""
 
     def __init__(self, lib):
-        self.lib, self.times = lib, []
+        self.lib, self.times, self.calls = lib, [], 0
 
     def __getattr__(self, name):
         return getattr(self.lib, name)
+
+    def clear(self):
+        self.times.clear()
+        self.calls = 0
 
     def lm_greedy(self, *a):
         t = time.perf_counter()
@@ -72,9 +79,17 @@ class Timed:
         self.times.append((time.perf_counter() - t) / max(1, k))
         return k
 
+    def lm_step(self, *a):
+        t = time.perf_counter()
+        out = self.lib.lm_step(*a)
+        if self.calls:
+            self.times.append(time.perf_counter() - t)
+        self.calls += 1
+        return out
+
 
 def run(model, ids, weights: str, new: int, lib) -> torch.Tensor:
-    """One greedy decode through ``lib``: every C step's logits."""
+    """One greedy decode of the rows of ``ids`` through ``lib``: every C step's logits."""
     from lmlab.infer import native
     from lmlab.infer.decode import stream_tokens
     from lmlab.infer.sampling import SamplingParams
@@ -96,6 +111,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=6, help="runs of each build per precision")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--batch", type=int, default=1, help="prompts decoded together (copies)")
     p.add_argument("--out", default="benchmarks/results/native_ab.json")
     args = p.parse_args()
     if args.threads:
@@ -115,6 +131,7 @@ def main() -> None:
         tok = load_tokenizer(args.model)
         model = load_model(args.model, dtype=torch.float32, device=torch.device("cpu")).eval()
         ids = torch.tensor([encode_prompts(tok, [[{"role": "user", "content": PROMPT}]])[0]])
+        ids = ids.repeat(args.batch, 1)
         try:
             for w in args.weights:
                 logits = {k: run(model, ids, w, args.new_tokens, lib)  # warm-up, reference
@@ -122,7 +139,7 @@ def main() -> None:
                 per = {"A": [], "B": []}
                 for r in range(args.rounds):
                     for k in ("AB" if r % 2 == 0 else "BA"):
-                        libs[k].times.clear()
+                        libs[k].clear()
                         got = run(model, ids, w, args.new_tokens, libs[k])
                         if not torch.equal(got, logits[k]):
                             raise SystemExit(f"build {k} changed its own logits between runs")
@@ -142,7 +159,8 @@ def main() -> None:
     report = {"args": vars(args), "threads": torch.get_num_threads(), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nms per token of the C greedy run, {torch.get_num_threads()} threads, "
+    what = "token of the C greedy run" if args.batch == 1 else f"step of {args.batch} tokens"
+    print(f"\nms per {what}, {torch.get_num_threads()} threads, "
           f"A = {args.a} {' '.join(args.a_defines)}, B = native.c {' '.join(args.b_defines)}")
     print("| weights | A least | B least | B/A least | A median | B median | B/A median | "
           "logits equal |")

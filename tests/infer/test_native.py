@@ -26,13 +26,18 @@ pytestmark = [
 ]
 
 
-def _pair(model, B, T):
-    """(torch step, native step) over the same packed weights, empty buffers of T tokens."""
-    lin = packed_linears(model)
-    ref = LlamaStep(model, None, B, T, lin=lin)
+def _pair(model, B, T, rounded=None):
+    """(torch step, native step) over the same packed weights, empty buffers of T tokens;
+    with ``rounded`` (``_rounded_copy(model)``, made outside inference mode) the native step
+    runs over bfloat16 copies and the torch step over the rounded copy (the same products)."""
+    bf16 = rounded is not None
+    twin = rounded if bf16 else model
+    lin = packed_linears(twin)
+    ref = LlamaStep(twin, None, B, T, lin=lin)
     ref._native = None  # resolved: the torch path
-    nat = LlamaStep(model, None, B, T, lin=lin)
-    assert nat._native_step() is not None
+    nat = LlamaStep(model, None, B, T, lin=packed_linears(model) if bf16 else lin,
+                    native_bf16=bf16)
+    assert nat._native_step() is not None and nat._native_step().bf16 is bf16
     return ref, nat
 
 
@@ -93,17 +98,19 @@ def _odd_model(vocab: int, inter: int, positions: int = 128):
     return odd_llama(vocab, inter, positions=positions)
 
 
-@pytest.mark.parametrize("vocab,inter", [(1000, 100), (1001, 102)])
-def test_native_blocks_of_every_size_equal_the_torch_step(vocab, inter, monkeypatch):
+@pytest.mark.parametrize("vocab,inter,bf16", [(1000, 100, False), (1001, 102, False),
+                                              (1001, 102, True)])
+def test_native_blocks_of_every_size_equal_the_torch_step(vocab, inter, bf16, monkeypatch):
     """Blocks of 1-26 tokens (one-input loop, four inputs per pass, blocks of 4 and 2 rows,
     inputs in groups over 12), and 3 padded rows of 5 (15 inputs): the torch step's logits and
-    cache writes."""
+    cache writes; with bfloat16 weights, those of the torch step over the rounded weights."""
     monkeypatch.setattr(native, "MAX_ROWS", 64)
     model = _odd_model(vocab, inter)
+    rounded = _rounded_copy(model) if bf16 else None
     ids = torch.randint(0, vocab, (3, 40), generator=torch.Generator().manual_seed(4))
     with torch.inference_mode():
         for L in range(1, 27):
-            ref, nat = _pair(model, 1, 40)
+            ref, nat = _pair(model, 1, 40, rounded)
             for s in (ref, nat):  # 6 tokens of context first
                 s.step(ids[:1, :6], torch.arange(6)[None], 6, None)
             pos = torch.arange(6, 6 + L)[None]
@@ -112,7 +119,7 @@ def test_native_blocks_of_every_size_equal_the_torch_step(vocab, inter, monkeypa
             assert o.shape == r.shape == (1, L, vocab)
             _close(o, r)
             _same(ref, nat, 6 + L)
-        ref, nat = _pair(model, 3, 40)
+        ref, nat = _pair(model, 3, 40, rounded)
         mask = torch.ones(3, 5, dtype=torch.long)
         mask[1, :2] = 0
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
