@@ -425,7 +425,6 @@ static inline int block_rows(int M)
     return M >= BLOCK_MIN ? BLOCK_NR : 0;
 }
 
-#ifndef __AVX512F__  /* (AVX-512: block_dot_f32_m and block_dot_bf16_m below) */
 /* block_dot against M >= 5 inputs: up to 24 accumulators, so over 12 inputs go in balanced
  * groups of 6-12, each over the rows while they are in L1. */
 static void block_dot_m(const float *w, int K, const float *x, int ldx, float *y, int ldy,
@@ -449,7 +448,6 @@ static void block_dot_m(const float *w, int K, const float *x, int ldx, float *y
         j += m;
     }
 }
-#endif
 
 /* 8 bfloat16 weights as fp32: the upper halves of 8 floats (exact). With AVX2 one widening
  * load and a shift (GCC 12 compiles the generic conversion below into two widenings, a byte
@@ -533,96 +531,6 @@ static inline void prefetch_bf16(const uint16_t *w)
 }
 
 DEFINE_DOT1_512(dot1_bf16, uint16_t, widen16_bf16, bf16_at, prefetch_bf16)
-#endif
-
-#ifdef __AVX512F__
-/* v8 halves of a 16-lane sum added: the 8-lane form hsum8x4 reduces */
-static inline v8 fold16(__m512 a)
-{
-    __m256 lo = _mm512_castps512_ps256(a);
-    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
-    return (v8)_mm256_add_ps(lo, hi);
-}
-
-/* block_dot where the CPU has AVX-512, over fp32 or bfloat16 rows (widened 16 weights at a time
- * in registers: a shift of a zero-extending load, exact): BLOCK_NR rows against NI inputs with
- * fp32 FMAs over 16 lanes, NI x BLOCK_NR accumulators (24 of the 32 registers at 12 inputs),
- * the rows pf weights on asked for into L2 meanwhile (each 64-byte line once). Session 21's
- * forms ran 8-lane FMAs (bf16 widened into an fp32 buffer first): a batch-8 bf16 step was then
- * no faster than fp32's (295.7 vs 304.3 tok/s, 2 threads), bound by FMAs of which the AVX-512
- * units ran half the width. */
-#define DEFINE_BLOCK_DOT_512(name, T, WIDEN16, AT)                                             \
-    static inline __attribute__((always_inline)) void                                          \
-    name(const T *w, int K, const float *x, int ldx, float *y, int ldy, int add, const int NI, \
-         int pf)                                                                               \
-    {                                                                                          \
-        __m512 acc[12][BLOCK_NR];                                                              \
-        _Pragma("GCC unroll 12") for (int i = 0; i < NI; i++)                                  \
-            _Pragma("GCC unroll 4") for (int r = 0; r < BLOCK_NR; r++)                         \
-                acc[i][r] = _mm512_setzero_ps();                                               \
-        int k = 0;                                                                             \
-        for (; k + 16 <= K; k += 16) {                                                         \
-            if (pf)                                                                            \
-                _Pragma("GCC unroll 4") for (int q = 0; q < BLOCK_NR * 16;                     \
-                                             q += 64 / (int)sizeof(T))                         \
-                    __builtin_prefetch(w + pf + BLOCK_NR * k + q, 0, 2);                       \
-            __m512 wv[BLOCK_NR];                                                               \
-            _Pragma("GCC unroll 4") for (int r = 0; r < BLOCK_NR; r++) {                       \
-                wv[r] = WIDEN16(w + (size_t)r * K + k);                                        \
-                KEEP_IN_REG(wv[r]);                                                            \
-            }                                                                                  \
-            _Pragma("GCC unroll 12") for (int i = 0; i < NI; i++) {                            \
-                __m512 v = _mm512_loadu_ps(x + (size_t)i * ldx + k);                           \
-                KEEP_IN_REG(v);                                                                \
-                _Pragma("GCC unroll 4") for (int r = 0; r < BLOCK_NR; r++)                     \
-                    acc[i][r] = _mm512_fmadd_ps(wv[r], v, acc[i][r]);                          \
-            }                                                                                  \
-        }                                                                                      \
-        float sums[12 * BLOCK_NR];                                                             \
-        const __m512 *a = &acc[0][0]; /* sums[i * BLOCK_NR + r] of acc[i][r] */               \
-        _Pragma("GCC unroll 12") for (int q = 0; q + 4 <= NI * BLOCK_NR; q += 4)               \
-            hsum8x4(fold16(a[q]), fold16(a[q + 1]), fold16(a[q + 2]), fold16(a[q + 3]),        \
-                    sums + q);                                                                 \
-        _Pragma("GCC unroll 4") for (int q = NI * BLOCK_NR / 4 * 4; q < NI * BLOCK_NR; q++)    \
-            sums[q] = hsum8(fold16(a[q]));                                                     \
-        _Pragma("GCC unroll 12") for (int i = 0; i < NI; i++) {                                \
-            const float *xi = x + (size_t)i * ldx;                                             \
-            float *yi = y + (size_t)i * ldy;                                                   \
-            _Pragma("GCC unroll 4") for (int r = 0; r < BLOCK_NR; r++) {                       \
-                float s = sums[i * BLOCK_NR + r];                                              \
-                const T *wr = w + (size_t)r * K;                                               \
-                for (int kk = k; kk < K; kk++)                                                 \
-                    s += AT(wr, kk) * xi[kk];                                                  \
-                yi[r] = add ? yi[r] + s : s;                                                   \
-            }                                                                                  \
-        }                                                                                      \
-    }                                                                                          \
-                                                                                               \
-    /* against M >= 5 inputs, in balanced groups of at most 12 (as block_dot_m) */             \
-    static void name##_m(const T *w, int K, const float *x, int ldx, float *y, int ldy,        \
-                         int add, int M, int pf)                                               \
-    {                                                                                          \
-        const int groups = (M + 11) / 12;                                                      \
-        for (int g = 0, j = 0; g < groups; g++) {                                              \
-            int m = (M - j) / (groups - g), p = g ? 0 : pf;                                    \
-            const float *xg = x + (size_t)j * ldx;                                             \
-            float *yg = y + (size_t)j * ldy;                                                   \
-            switch (m) {                                                                       \
-            case 5: name(w, K, xg, ldx, yg, ldy, add, 5, p); break;                            \
-            case 6: name(w, K, xg, ldx, yg, ldy, add, 6, p); break;                            \
-            case 7: name(w, K, xg, ldx, yg, ldy, add, 7, p); break;                            \
-            case 8: name(w, K, xg, ldx, yg, ldy, add, 8, p); break;                            \
-            case 9: name(w, K, xg, ldx, yg, ldy, add, 9, p); break;                            \
-            case 10: name(w, K, xg, ldx, yg, ldy, add, 10, p); break;                          \
-            case 11: name(w, K, xg, ldx, yg, ldy, add, 11, p); break;                          \
-            default: name(w, K, xg, ldx, yg, ldy, add, 12, p); break;                          \
-            }                                                                                  \
-            j += m;                                                                            \
-        }                                                                                      \
-    }
-
-DEFINE_BLOCK_DOT_512(block_dot_bf16, uint16_t, widen16_bf16, bf16_at)
-DEFINE_BLOCK_DOT_512(block_dot_f32, float, _mm512_loadu_ps, f32_at)
 #endif
 
 /* row_dot over a bfloat16 row (a draft model's weights: half the bytes to read). A draft
@@ -1245,7 +1153,6 @@ int lm_q8_matvec(const void *block, int R, int K, const float *x, int M, float *
 }
 
 /* Rows r0 .. r0 + n - 1 of a bf16 segment as fp32 (exact), into out (n x K). */
-#ifndef __AVX512F__  /* (AVX-512 widens in registers: block_dot_bf16) */
 static void widen_rows(const segment *sg, int r0, int n, int K, float *out)
 {
     for (int i = 0; i < n; i++) {
@@ -1260,7 +1167,6 @@ static void widen_rows(const segment *sg, int r0, int n, int K, float *out)
             o[k] = bf16_at(b, k);
     }
 }
-#endif
 
 /* y[j, off_s + r] (+)= W_s[r] . x_j over the segments' rows one after another (q, k and v as
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
@@ -1336,14 +1242,9 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 rr -= seg[s].rows;
                 s++;
             }
-#ifdef __AVX512F__
-            block_dot_bf16_m((const uint16_t *)seg[s].w + (size_t)rr * K, K, x, ldx,
-                             y + seg[s].off + rr, ldy, add, M, 0);
-#else
             float wide[BLOCK_NR * K];
             widen_rows(&seg[s], rr, rows, K, wide);
             block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);
-#endif
         }
         SYNC(ph);
         return;
@@ -1356,13 +1257,8 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 rr -= seg[s].rows;
                 s++;
             }
-#ifdef __AVX512F__
-            block_dot_f32_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,
-                            y + seg[s].off + rr, ldy, add, M, pf);
-#else
             block_dot_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,
                         y + seg[s].off + rr, ldy, add, M, pf);
-#endif
         }
         SYNC(ph);
         return;
