@@ -459,3 +459,71 @@ def test_the_source_compiles_for_plain_x86_64(tmp_path):
     run = subprocess.run([cc, *flags, "-fopenmp", "-o", str(tmp_path / "n.so"),
                           str(native.SOURCE), "-lm"], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def _bf16_tol(K: int, mag: torch.Tensor) -> torch.Tensor:
+    """fp32 sums of K products in some order, elementwise: fp32_tol over |w| |x|."""
+    return 4 * sum_terms(K) * 2.0 ** -23 * mag
+
+
+@pytest.mark.parametrize("K,R", [(64, 48), (96, 32), (60, 40)])
+def test_bf16_products_equal_their_references(K, R):
+    """The bf16 product alone, 1-16 inputs, equals the exact product of the fp32 inputs up to
+    fp32 sums in another order. On AMX tiles (5-16 inputs, K a multiple of 32, rows in 16s,
+    where the CPU and Linux allow) each input enters as two bf16 parts, hi + lo, which is x
+    within BF16_U^2 of |x| (lo's own rounding): that much of |w| |x| more. amx=False never
+    takes tiles."""
+    torch.manual_seed(K + R)
+    w = torch.randn(R, K).bfloat16()
+    wd = w.double()
+    for M in range(1, 17):
+        x = torch.randn(M, K)
+        mag = x.double().abs() @ wd.abs().t()
+        exact = x.double() @ wd.t()
+        y, tiles = native.bf16_matvec(w, x)
+        assert not tiles or (5 <= M <= 16 and K % 32 == 0 and R % 16 == 0)
+        tol = _bf16_tol(K, mag) + (BF16_U ** 2 * mag if tiles else 0)
+        assert torch.all((y.double() - exact).abs() <= tol), (M, tiles)
+        y0, t0 = native.bf16_matvec(w, x, amx=False)
+        assert not t0 and torch.all((y0.double() - exact).abs() <= _bf16_tol(K, mag))
+        # one bf16 part alone would not do: x rounded to bf16 is off by up to BF16_U |x|
+        lone = x.bfloat16().double() @ wd.t()
+        assert not torch.all((lone - exact).abs() <= _bf16_tol(K, mag) + BF16_U ** 2 * mag)
+
+
+def test_bf16_products_take_amx_tiles_where_granted():
+    """8 inputs, K 64, 32 rows run on tiles where this machine grants them; 4 or 17 inputs,
+    K 60, 40 rows, or amx=False do not."""
+    w, x = torch.randn(32, 64).bfloat16(), torch.randn(8, 64)
+    if not native.bf16_matvec(w, x)[1]:
+        pytest.skip("no AMX tiles here (CPU, compiler or Linux)")
+    for ww, xx in [(w, x[:4]), (w, torch.randn(17, 64)), (w[:, :60], x[:, :60]),
+                   (torch.randn(40, 64).bfloat16(), x)]:
+        assert not native.bf16_matvec(ww, xx)[1]
+    assert not native.bf16_matvec(w, x, amx=False)[1]
+
+
+def test_a_bf16_step_on_amx_tiles_equals_the_fma_step(model, monkeypatch):
+    """A bf16 step over 8 tokens (tiny:llama: widths 64 and 128, rows in 16s) with tiles
+    allowed and with LMLAB_NATIVE_AMX=0: logits and cache writes equal up to fp32 rounding
+    (TOL) and the inputs' hi + lo split, BF16_U^2 of each product's magnitude at each of the
+    9 products on the longest path (4 a layer, then the head), in the fp32 bound's form
+    (tests/tolerance.py: 4 x 9 BF16_U^2 of the largest output); not bit for bit."""
+    w, x = torch.randn(32, 64).bfloat16(), torch.randn(8, 64)
+    if not native.bf16_matvec(w, x)[1]:
+        pytest.skip("no AMX tiles here (CPU, compiler or Linux)")
+    ids = torch.randint(0, model.config.vocab_size, (1, 8),
+                        generator=torch.Generator().manual_seed(1))
+    pos = torch.arange(8)[None]
+    out = {}
+    for amx in ("1", "0"):
+        monkeypatch.setenv("LMLAB_NATIVE_AMX", amx)
+        with torch.inference_mode():
+            st = LlamaStep(model, None, 1, 12, lin=packed_linears(model), native_bf16=True)
+            out[amx] = (st.step(ids, pos, 8, None), st)
+    (on, s_on), (off, s_off) = out["1"], out["0"]
+    tol = TOL + 4 * 9 * BF16_U ** 2
+    _close(on, off, tol)
+    for a, b in zip(s_off.k + s_off.v, s_on.k + s_on.v):
+        _close(b[:, :, :8], a[:, :, :8], tol)
+    assert not torch.equal(on, off)

@@ -159,6 +159,7 @@ typedef struct {
     const void *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
     int att_chunk;  /* keys per attention chunk (see ATT_CHUNK_MIN) */
     int isa;  /* the int8 kernel asked for: ISA_AUTO (the best this CPU has), or a lower one */
+    int amx;  /* 1: bf16 products of 5-16 inputs on AMX tiles where the CPU and Linux allow */
 } lm_model;
 
 enum { LN1, WQ, WK, WV, WO, LN2, WG, WU, WD, N_PER_LAYER };
@@ -996,7 +997,7 @@ static inline void thread_rows(int total, int *lo, int *hi)
  * segment: gate and up, so that a thread's SiLU needs only its own rows), else its share of
  * the segments' rows one after another (total * t / nt ..: q, k and v as one run).
  * MV_NOSYNC: no barrier at the end (the caller has more to do on its own rows first). */
-enum { MV_EACH = 1, MV_NOSYNC = 2 };
+enum { MV_EACH = 1, MV_NOSYNC = 2, MV_AMX = 4 };  /* MV_AMX: bf16 rows on AMX tiles */
 
 /* This thread's rows [*a, *b) of segment s (its rows from base on) for a split `how` over
  * `total` rows in all */
@@ -1168,6 +1169,124 @@ static void widen_rows(const segment *sg, int r0, int n, int K, float *out)
     }
 }
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && \
+    defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define AMX_BF16 1
+/* Several inputs against bfloat16 rows on AMX tiles: each 16 rows x 32 columns of weights one
+ * tile read straight from the rows (A); each input split into two bfloat16 parts, hi = x rounded
+ * to nearest even and lo = x - hi rounded, in the pair-interleaved layout the instruction reads
+ * (B: 16 pairs of columns x N inputs); two tdpbf16ps (hi, then lo) a 16 x N x 32 product into
+ * fp32 (C). hi + lo is x within 2^-16 of it (16 significant bits of 24), so the products are
+ * those of the fp32 inputs up to ~BF16_U^2 of their magnitude, below fp32 sums' own error
+ * over these widths: batch sizes that take tiles and those that do not give the same tokens
+ * as before. At batch 8 the 8-lane fp32 FMAs had bound the products (session 22: ~22 of a
+ * ~26 ms step, bf16 no faster than fp32); the tiles' multiply-adds cost next to nothing, the
+ * weights' bytes bound them. Linux hands out the tile state on request (arch_prctl
+ * ARCH_REQ_XCOMP_PERM), once a process; where a VM or kernel refuses, the FMA kernels run. */
+static int amx_state;  /* 0: not asked yet, 1: usable, -1: not */
+static int64_t amx_runs;  /* products run on tiles (thread 0 counts; kernel tests) */
+
+static int amx_ready(void)
+{
+    if (!amx_state) {
+        unsigned a, b, c, d;
+        int ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 22 & 1);
+        /* ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA */
+        amx_state = ok && syscall(SYS_arch_prctl, 0x1023, 18) == 0 ? 1 : -1;
+    }
+    return amx_state > 0;
+}
+
+/* this thread's tile shapes for N inputs: C 16 x N floats, A 16 x 32 bf16, B (hi, lo) 16 x N
+ * pairs each */
+static _Thread_local int amx_n;
+
+static void amx_config(int N)
+{
+    if (amx_n == N)
+        return;
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } __attribute__((packed, aligned(64))) cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    cfg.colsb[0] = (uint16_t)(N * 4);
+    cfg.rows[0] = 16;
+    cfg.colsb[1] = 64;
+    cfg.rows[1] = 16;
+    cfg.colsb[2] = cfg.colsb[3] = (uint16_t)(N * 4);
+    cfg.rows[2] = cfg.rows[3] = 16;
+    _tile_loadconfig(&cfg);
+    amx_n = N;
+}
+
+static _Thread_local uint32_t *amx_buf;
+static _Thread_local size_t amx_cap;
+
+/* 16 bfloat16 (the upper halves of 16 floats) as fp32, exactly */
+static inline __m512 amx_widen(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* N inputs of K (K a multiple of 32) as the hi and lo bf16 parts in B's layout: pair p of
+ * input n at [p * N + n], hi's K/2 x N words then lo's; each thread makes its own (a few KB) */
+static const uint32_t *amx_inputs(const float *x, int ldx, int K, int N)
+{
+    size_t n = (size_t)K / 2 * N;
+    if (amx_cap < 2 * n) {
+        free(amx_buf);
+        amx_cap = (2 * n + 15) / 16 * 16;
+        amx_buf = aligned_alloc(64, amx_cap * sizeof(uint32_t));
+    }
+    const __m512i at = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
+                                                           5, 4, 3, 2, 1, 0),
+                                          _mm512_set1_epi32(N));
+    for (int i = 0; i < N; i++) {
+        const float *xi = x + (size_t)i * ldx;
+        for (int k = 0; k < K; k += 32) {
+            __m512 a = _mm512_loadu_ps(xi + k), b = _mm512_loadu_ps(xi + k + 16);
+            __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+            __m512 ra = _mm512_sub_ps(a, amx_widen(_mm512_castsi512_si256(hi)));
+            __m512 rb = _mm512_sub_ps(b, amx_widen(_mm512_extracti64x4_epi64(hi, 1)));
+            __m512i lo = (__m512i)_mm512_cvtne2ps_pbh(rb, ra);
+            uint32_t *o = amx_buf + (size_t)(k / 2) * N + i;
+            _mm512_i32scatter_epi32(o, at, hi, 4);
+            _mm512_i32scatter_epi32(o + n, at, lo, 4);
+        }
+    }
+    return amx_buf;
+}
+
+/* y[n, r] (+)= row r of the 16 rows w . input n, for the N inputs in xb (amx_inputs: hi
+ * and lo) */
+static void amx_rows(const uint16_t *w, int K, const uint32_t *xb, int N, float *y, int ldy,
+                     int add)
+{
+    const size_t lo = (size_t)K / 2 * N;  /* the lo parts after the hi ones */
+    _tile_zero(0);
+    for (int k = 0; k < K; k += 32) {
+        _tile_loadd(1, w + k, K * 2);
+        _tile_loadd(2, xb + (size_t)(k / 2) * N, N * 4);
+        _tile_loadd(3, xb + lo + (size_t)(k / 2) * N, N * 4);
+        _tile_dpbf16ps(0, 1, 2);
+        _tile_dpbf16ps(0, 1, 3);
+    }
+    float c[16 * 16];
+    _tile_stored(0, c, N * 4);
+    for (int n = 0; n < N; n++) {
+        float *yn = y + (size_t)n * ldy;
+        for (int r = 0; r < 16; r++)
+            yn[r] = add ? yn[r] + c[r * N + n] : c[r * N + n];
+    }
+}
+#endif
+
 /* y[j, off_s + r] (+)= W_s[r] . x_j over the segments' rows one after another (q, k and v as
  * one product: one loop, one barrier). Called by every thread of the step's parallel region:
  * each takes a contiguous run of rows (a stream the hardware prefetcher follows). */
@@ -1225,6 +1344,29 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
      * ahead over every row, a 4-input step got another 0.85x (4 / 16 / 32 KB: 0.87-0.90x;
      * prefetcht0: slower; 2 inputs: 1.06x slower, so they keep the long rows' distance,
      * 2026-12-05). (Three inputs per pass, 5 = 3 + 2: slower than 4 + 1.) */
+#ifdef AMX_BF16
+    int tiles = (how & MV_AMX) && wt == W_BF16 && M >= BLOCK_MIN && M <= 16 && K % 32 == 0;
+    for (int s = 0; tiles && s < n_seg; s++)
+        tiles = seg[s].rows % 16 == 0;
+    if (tiles) {
+        if (omp_get_thread_num() == 0)
+            amx_runs++;
+        amx_config(M);
+        const uint32_t *xb = amx_inputs(x, ldx, K, M);
+#pragma omp for schedule(static) nowait
+        for (int r = 0; r < total; r += 16) {
+            int s = 0, rr = r;
+            while (rr >= seg[s].rows) {
+                rr -= seg[s].rows;
+                s++;
+            }
+            amx_rows((const uint16_t *)seg[s].w + (size_t)rr * K, K, xb, M,
+                     y + seg[s].off + rr, ldy, add);
+        }
+        SYNC(ph);
+        return;
+    }
+#endif
     const int pf = M >= 3 ? 2048 : K >= 1024 ? 2 * K : 0;
     const int rows = block_rows(M);
     int by = rows > 0;
@@ -1278,6 +1420,28 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                     y + seg[s].off + rr, ldy, add, pf);
     }
     SYNC(ph);
+}
+
+/* The bf16 product alone (kernel tests): y (M x R) = x (M x K) times the R bf16 rows of K at w;
+ * amx: let 5-16 inputs run on AMX tiles where the CPU and Linux allow. One thread. Returns 1
+ * where the product ran on tiles. */
+int lm_bf16_matvec(const void *w, int R, int K, const float *x, int M, float *y, int amx)
+{
+    segment s = seg_of(w, R, 0, R, K, W_BF16);
+    int how = 0;
+    int64_t before = 0;
+#ifdef AMX_BF16
+    how = amx && amx_ready() ? MV_AMX : 0;
+    before = amx_runs;
+#else
+    (void)amx;
+#endif
+    matvec(&s, 1, x, K, K, M, y, R, 0, W_BF16, ISA_AUTO, P_HEAD, how, NULL);
+#ifdef AMX_BF16
+    return amx_runs > before;
+#else
+    return (int)before;
+#endif
 }
 
 /* LlamaRMSNorm of M rows of D: out = w * x / sqrt(mean(x^2) + eps). */
@@ -1442,6 +1606,11 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     const int G = H / Hkv, QKV = (H + 2 * Hkv) * Dh, HD = H * Dh, half = Dh / 2;
     const int I8 = (I + 7) / 8;  /* SiLU in chunks of 8 */
     const int isa = lm_q8_isa(m->isa);
+#ifdef AMX_BF16
+    const int amx = m->amx && m->wtype == W_BF16 && M >= BLOCK_MIN && amx_ready() ? MV_AMX : 0;
+#else
+    const int amx = 0;
+#endif
     if (n < L || n > T)
         return -2;
     for (int j = 0; cols && j < M; j++)
@@ -1522,7 +1691,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         }
         rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, hn, D);
         PROF_MARK(P_NORM);
-        matvec(s_qkv, 3, hn, D, D, M, qkv, QKV, 0, wt, isa, P_QKV, 0, own ? &nx_o : NULL);
+        matvec(s_qkv, 3, hn, D, D, M, qkv, QKV, 0, wt, isa, P_QKV, amx, own ? &nx_o : NULL);
 #pragma omp single nowait
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = input_col(cols, j, n, L);
@@ -1654,7 +1823,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             }
             SYNC(P_MERGE);
         }
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa, P_O, 0, own ? &nx_gu : NULL);
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa, P_O, amx, own ? &nx_gu : NULL);
         rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, hn, D);
         PROF_MARK(P_NORM);
         if (own) {  /* each thread's gate and up rows i0 .. i1, then its SiLU over them */
@@ -1667,7 +1836,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                     silu_mul8(gu + (size_t)j * 2 * I + i, I, i1 - i < 8 ? i1 - i : 8);
             prefetch_next(&nx_d, wt);
         } else {
-            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, 0, NULL);
+            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, amx, NULL);
 #pragma omp for schedule(static) nowait
             for (int c = 0; c < M * I8; c++) {
                 int j = c / I8, i = c % I8 * 8;
@@ -1675,7 +1844,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             }
         }
         SYNC(P_SILU);
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa, P_DOWN, 0,
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa, P_DOWN, amx,
                own && !want_hidden ? &nx_l : NULL);
     }
     /* the final norm over the rows asked for (every thread its own copy), then the head, in
@@ -1684,7 +1853,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     if (!want_hidden) {
         rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, hn, D);
         PROF_MARK(P_FNORM);
-        matvec(s_h, n_h, hn, D, D, R, out, m->Vh + m->Vx, 0, wt, isa, P_HEAD, MV_NOSYNC,
+        matvec(s_h, n_h, hn, D, D, R, out, m->Vh + m->Vx, 0, wt, isa, P_HEAD, MV_NOSYNC | amx,
                NULL);
     }
     }

@@ -83,7 +83,7 @@ class _Model(ctypes.Structure):
                 ("embed", ctypes.c_void_p), ("norm", ctypes.c_void_p),
                 ("head", ctypes.c_void_p), ("Vh", ctypes.c_int), ("head_x", ctypes.c_void_p),
                 ("Vx", ctypes.c_int), ("wtype", ctypes.c_int), ("layer", ctypes.c_void_p),
-                ("att_chunk", ctypes.c_int), ("isa", ctypes.c_int)]
+                ("att_chunk", ctypes.c_int), ("isa", ctypes.c_int), ("amx", ctypes.c_int)]
 
 
 def _compiler() -> str | None:
@@ -156,6 +156,8 @@ def load():
             lib.lm_q8_isa.argtypes = [i]
             lib.lm_q8_matvec.restype = ctypes.c_int
             lib.lm_q8_matvec.argtypes = [p, i, i, p, i, p, i]
+            lib.lm_bf16_matvec.restype = ctypes.c_int
+            lib.lm_bf16_matvec.argtypes = [p, i, i, p, i, p, i]
             lib.lm_read.restype = ctypes.c_double
             lib.lm_read.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
             lib.lm_argmax.restype = ctypes.c_int64
@@ -263,6 +265,15 @@ WTYPE = {"fp32": 0, "bf16": 1, "int8": 2}  # native.c's W_F32, W_BF16, W_I8
 ISA = {"auto": 0, "generic": 1, "avx2": 2, "avx512": 3}  # native.c's int8 kernels (ISA_*)
 
 
+def amx_wanted() -> bool:
+    """Whether bf16 products of 5-16 inputs may run on AMX tiles where the CPU has them and
+    Linux grants them (``LMLAB_NATIVE_AMX=0``: never; the FMA kernels, inputs kept fp32)."""
+    want = os.environ.get("LMLAB_NATIVE_AMX", "1").strip()
+    if want not in ("0", "1"):
+        raise ValueError(f"LMLAB_NATIVE_AMX: 0 or 1, got {want!r}")
+    return want == "1"
+
+
 def isa_wanted() -> str:
     """The int8 kernel ``LMLAB_NATIVE_ISA`` asks for (default ``auto``: the best this CPU has)."""
     want = os.environ.get("LMLAB_NATIVE_ISA", "auto").strip().lower() or "auto"
@@ -293,6 +304,21 @@ def q8_matvec(block: torch.Tensor, rows: int, x: torch.Tensor, isa: str = "auto"
     y = torch.empty(M, rows)
     got = lib.lm_q8_matvec(block.data_ptr(), rows, K, x.data_ptr(), M, y.data_ptr(), ISA[isa])
     return y, next(k for k, v in ISA.items() if v == got)
+
+
+def bf16_matvec(w: torch.Tensor, x: torch.Tensor, amx: bool = True
+                ) -> tuple[torch.Tensor, bool]:
+    """The C bf16 product alone: ``x`` (M, K) fp32 times the bf16 rows ``w`` (R, K) ->
+    ((M, R), whether it ran on AMX tiles); one thread (kernel tests)."""
+    lib = load()
+    x = x.detach().float().contiguous()
+    w = w.detach().contiguous()
+    if w.dtype != torch.bfloat16 or w.shape[1] != x.shape[1]:
+        raise ValueError(f"bf16 rows of {x.shape[1]} wanted, got {w.dtype} {tuple(w.shape)}")
+    y = torch.empty(x.shape[0], w.shape[0])
+    tiles = lib.lm_bf16_matvec(w.data_ptr(), w.shape[0], x.shape[1], x.data_ptr(), x.shape[0],
+                               y.data_ptr(), int(amx))
+    return y, bool(tiles)
 
 
 def step_for(model, step, weights: str = "fp32") -> NativeStep | None:
@@ -428,7 +454,7 @@ class NativeStep:
                           self.keep[0].data_ptr(), m.embed_tokens.weight.data_ptr(),
                           norm.data_ptr(), head.data_ptr(), self.V, None, 0, WTYPE[weights],
                           ctypes.cast(self.layer_ptrs, ctypes.c_void_p), ATT_CHUNK,
-                          ISA[isa_wanted()])
+                          ISA[isa_wanted()], int(amx_wanted()))
         self.work = torch.empty(0)
         self._need = (None, 0)  # ((inputs, buffer length), workspace floats) of the last call
         self._cfg_ref = ctypes.byref(self.cfg)
