@@ -1201,13 +1201,10 @@ static int amx_ready(void)
 }
 
 /* this thread's tile shapes for N inputs: C 16 x N floats, A 16 x 32 bf16, B (hi, lo) 16 x N
- * pairs each */
-static _Thread_local int amx_n;
-
+ * pairs each. Loaded for every product and released after it: torch's oneDNN kernels use the
+ * tiles too, on the same threads, with shapes of their own. */
 static void amx_config(int N)
 {
-    if (amx_n == N)
-        return;
     struct {
         uint8_t palette, start_row, reserved[14];
         uint16_t colsb[16];
@@ -1222,7 +1219,6 @@ static void amx_config(int N)
     cfg.colsb[2] = cfg.colsb[3] = (uint16_t)(N * 4);
     cfg.rows[2] = cfg.rows[3] = 16;
     _tile_loadconfig(&cfg);
-    amx_n = N;
 }
 
 static _Thread_local uint32_t *amx_buf;
@@ -1363,6 +1359,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             amx_rows((const uint16_t *)seg[s].w + (size_t)rr * K, K, xb, M,
                      y + seg[s].off + rr, ldy, add);
         }
+        _tile_release();
         SYNC(ph);
         return;
     }
