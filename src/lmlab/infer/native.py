@@ -24,7 +24,10 @@ values (``infer.packed``). Dispatch: ``-march=native`` compiles the fp32 / bf16 
 CPU's vector width (AVX2, AVX-512; the cache name includes the CPU's flags); the int8 products
 pick their kernel at run time (``int8_kernel``: AVX-512 VNNI, AVX2 byte products, or plain C),
 and ``LMLAB_NATIVE_ISA=generic|avx2|avx512`` asks for a lower one (tests of the fallbacks on any
-CPU; a kernel the CPU lacks falls back to the best it has)."""
+CPU; a kernel the CPU lacks falls back to the best it has). bf16 products of 5-16 inputs run on
+AMX tiles where the build, the CPU and Linux allow (the inputs as hi + lo bf16 parts: the fp32
+inputs' products up to ~2^-16 of their size); ``LMLAB_NATIVE_AMX=0`` keeps them on the FMA
+kernels (docs/hardware.md, "A batch-8 decode step")."""
 
 from __future__ import annotations
 
