@@ -159,7 +159,7 @@ typedef struct {
     const void *const *layer;  /* n_layers x 9: ln1, q, k, v, o, ln2, gate, up, down */
     int att_chunk;  /* keys per attention chunk (see ATT_CHUNK_MIN) */
     int isa;  /* the int8 kernel asked for: ISA_AUTO (the best this CPU has), or a lower one */
-    int amx;  /* 1: bf16 products of 5-16 inputs on AMX tiles where the CPU and Linux allow */
+    int amx;  /* 1: bf16 products of 5+ inputs on AMX tiles where the CPU and Linux allow */
 } lm_model;
 
 enum { LN1, WQ, WK, WV, WO, LN2, WG, WU, WD, N_PER_LAYER };
@@ -1341,23 +1341,30 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
      * prefetcht0: slower; 2 inputs: 1.06x slower, so they keep the long rows' distance,
      * 2026-12-05). (Three inputs per pass, 5 = 3 + 2: slower than 4 + 1.) */
 #ifdef AMX_BF16
-    int tiles = (how & MV_AMX) && wt == W_BF16 && M >= BLOCK_MIN && M <= 16 && K % 32 == 0;
+    int tiles = (how & MV_AMX) && wt == W_BF16 && M >= BLOCK_MIN && K % 32 == 0;
     for (int s = 0; tiles && s < n_seg; s++)
         tiles = seg[s].rows % 16 == 0;
     if (tiles) {
         if (omp_get_thread_num() == 0)
             amx_runs++;
-        amx_config(M);
-        const uint32_t *xb = amx_inputs(x, ldx, K, M);
+        /* over 16 inputs: balanced groups of at most 16, one pass over the rows each (the
+         * groups write other inputs' outputs: no barrier between them) */
+        const int groups = (M + 15) / 16;
+        for (int g = 0, j = 0; g < groups; g++) {
+            const int m = (M - j) / (groups - g);
+            amx_config(m);
+            const uint32_t *xb = amx_inputs(x + (size_t)j * ldx, ldx, K, m);
 #pragma omp for schedule(static) nowait
-        for (int r = 0; r < total; r += 16) {
-            int s = 0, rr = r;
-            while (rr >= seg[s].rows) {
-                rr -= seg[s].rows;
-                s++;
+            for (int r = 0; r < total; r += 16) {
+                int s = 0, rr = r;
+                while (rr >= seg[s].rows) {
+                    rr -= seg[s].rows;
+                    s++;
+                }
+                amx_rows((const uint16_t *)seg[s].w + (size_t)rr * K, K, xb, m,
+                         y + (size_t)j * ldy + seg[s].off + rr, ldy, add);
             }
-            amx_rows((const uint16_t *)seg[s].w + (size_t)rr * K, K, xb, M,
-                     y + seg[s].off + rr, ldy, add);
+            j += m;
         }
         _tile_release();
         SYNC(ph);
@@ -1420,8 +1427,8 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
 }
 
 /* The bf16 product alone (kernel tests): y (M x R) = x (M x K) times the R bf16 rows of K at w;
- * amx: let 5-16 inputs run on AMX tiles where the CPU and Linux allow. One thread. Returns 1
- * where the product ran on tiles. */
+ * amx: let 5 or more inputs run on AMX tiles where the CPU and Linux allow. One thread.
+ * Returns 1 where the product ran on tiles. */
 int lm_bf16_matvec(const void *w, int R, int K, const float *x, int M, float *y, int amx)
 {
     segment s = seg_of(w, R, 0, R, K, W_BF16);

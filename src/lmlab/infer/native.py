@@ -24,7 +24,7 @@ values (``infer.packed``). Dispatch: ``-march=native`` compiles the fp32 / bf16 
 CPU's vector width (AVX2, AVX-512; the cache name includes the CPU's flags); the int8 products
 pick their kernel at run time (``int8_kernel``: AVX-512 VNNI, AVX2 byte products, or plain C),
 and ``LMLAB_NATIVE_ISA=generic|avx2|avx512`` asks for a lower one (tests of the fallbacks on any
-CPU; a kernel the CPU lacks falls back to the best it has). bf16 products of 5-16 inputs run on
+CPU; a kernel the CPU lacks falls back to the best it has). bf16 products of 5+ inputs run on
 AMX tiles where the build, the CPU and Linux allow (the inputs as hi + lo bf16 parts: the fp32
 inputs' products up to ~2^-16 of their size); ``LMLAB_NATIVE_AMX=0`` keeps them on the FMA
 kernels (docs/hardware.md, "A batch-8 decode step")."""
@@ -269,7 +269,7 @@ ISA = {"auto": 0, "generic": 1, "avx2": 2, "avx512": 3}  # native.c's int8 kerne
 
 
 def amx_wanted() -> bool:
-    """Whether bf16 products of 5-16 inputs may run on AMX tiles where the CPU has them and
+    """Whether bf16 products of 5+ inputs may run on AMX tiles where the CPU has them and
     Linux grants them (``LMLAB_NATIVE_AMX=0``: never; the FMA kernels, inputs kept fp32)."""
     want = os.environ.get("LMLAB_NATIVE_AMX", "1").strip()
     if want not in ("0", "1"):
