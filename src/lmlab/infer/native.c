@@ -587,6 +587,18 @@ static inline segment seg_of(const void *w, int rows, int off, int total, int K,
     return s;
 }
 
+/* Which of the segments (rows one after another) holds row r: its index, the row in it (*rr) */
+static inline int seg_row(const segment *seg, int r, int *rr)
+{
+    int s = 0;
+    while (r >= seg[s].rows) {
+        r -= seg[s].rows;
+        s++;
+    }
+    *rr = r;
+    return s;
+}
+
 /* ---- int8 weights: llama.cpp's q8_0 arithmetic (lmlab/infer/precision.py) ----
  *
  * A weight row is blocks of QB = 32 columns, each with an fp16 scale; each product's input
@@ -1356,11 +1368,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             const uint32_t *xb = amx_inputs(x + (size_t)j * ldx, ldx, K, m);
 #pragma omp for schedule(static) nowait
             for (int r = 0; r < total; r += 16) {
-                int s = 0, rr = r;
-                while (rr >= seg[s].rows) {
-                    rr -= seg[s].rows;
-                    s++;
-                }
+                int rr, s = seg_row(seg, r, &rr);
                 amx_rows((const uint16_t *)seg[s].w + (size_t)rr * K, K, xb, m,
                          y + (size_t)j * ldy + seg[s].off + rr, ldy, add);
             }
@@ -1383,11 +1391,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
          * widening repeated for every four inputs and the sums bound by it (2026-12-07). */
 #pragma omp for schedule(static) nowait
         for (int r = 0; r < total; r += rows) {
-            int s = 0, rr = r;
-            while (rr >= seg[s].rows) {
-                rr -= seg[s].rows;
-                s++;
-            }
+            int rr, s = seg_row(seg, r, &rr);
             float wide[BLOCK_NR * K];
             widen_rows(&seg[s], rr, rows, K, wide);
             block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);
@@ -1398,11 +1402,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
     if (by) {
 #pragma omp for schedule(static) nowait
         for (int r = 0; r < total; r += rows) {
-            int s = 0, rr = r;
-            while (rr >= seg[s].rows) {
-                rr -= seg[s].rows;
-                s++;
-            }
+            int rr, s = seg_row(seg, r, &rr);
             block_dot_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,
                         y + seg[s].off + rr, ldy, add, M, pf);
         }
@@ -1411,11 +1411,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
     }
 #pragma omp for schedule(static) nowait
     for (int r = 0; r < total; r++) {
-        int s = 0, rr = r;
-        while (rr >= seg[s].rows) {
-            rr -= seg[s].rows;
-            s++;
-        }
+        int rr, s = seg_row(seg, r, &rr);
         if (wt == W_BF16)
             row_dot_bf16((const uint16_t *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
                          y + seg[s].off + rr, ldy, add);
@@ -1432,19 +1428,15 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
 int lm_bf16_matvec(const void *w, int R, int K, const float *x, int M, float *y, int amx)
 {
     segment s = seg_of(w, R, 0, R, K, W_BF16);
-    int how = 0;
-    int64_t before = 0;
 #ifdef AMX_BF16
-    how = amx && amx_ready() ? MV_AMX : 0;
-    before = amx_runs;
-#else
-    (void)amx;
-#endif
-    matvec(&s, 1, x, K, K, M, y, R, 0, W_BF16, ISA_AUTO, P_HEAD, how, NULL);
-#ifdef AMX_BF16
+    const int64_t before = amx_runs;
+    matvec(&s, 1, x, K, K, M, y, R, 0, W_BF16, ISA_AUTO, P_HEAD,
+           amx && amx_ready() ? MV_AMX : 0, NULL);
     return amx_runs > before;
 #else
-    return (int)before;
+    (void)amx;
+    matvec(&s, 1, x, K, K, M, y, R, 0, W_BF16, ISA_AUTO, P_HEAD, 0, NULL);
+    return 0;
 #endif
 }
 
