@@ -14,7 +14,7 @@ from lmlab.infer.fastpath import LlamaStep
 from lmlab.infer.packed import can_pack, packed_linears
 from lmlab.infer.sampling import SamplingParams
 from lmlab.models.tiny import PRESETS
-from tests.tolerance import BF16_U, approx_fp32, forward_tol, sum_terms
+from tests.tolerance import BF16_U, approx_fp32, forward_tol, fp32_tol, sum_terms
 
 from ..tiny import odd_llama
 
@@ -463,7 +463,7 @@ def test_the_source_compiles_for_plain_x86_64(tmp_path):
 
 def _bf16_tol(K: int, mag: torch.Tensor) -> torch.Tensor:
     """fp32 sums of K products in some order, elementwise: fp32_tol over |w| |x|."""
-    return 4 * sum_terms(K) * 2.0 ** -23 * mag
+    return fp32_tol(sum_terms(K)) * mag
 
 
 @pytest.mark.parametrize("K,R", [(64, 48), (96, 32), (60, 40)])

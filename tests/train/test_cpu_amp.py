@@ -437,7 +437,7 @@ def test_lora_sums_in_matmul_keep_peft_gradients():
     4 BF16_U with the products' own roundings."""
     from lmlab.models.amp_adapters import lora_sums_in_matmul
 
-    net, layer = _lora_linear(1e-1)
+    net, _ = _lora_linear(1e-1)
     x = torch.randn(64, 256)
 
     def grads(fused):

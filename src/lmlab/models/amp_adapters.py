@@ -35,7 +35,8 @@ import torch
 BF16 = torch.bfloat16
 
 
-def _autocast_bf16() -> bool:
+def cpu_bf16_autocast() -> bool:
+    """Whether CPU autocast to bf16 is on here (also train.amp_inputs' test)."""
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == BF16
 
 
@@ -68,7 +69,7 @@ def _base_forward(base: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def _lora_forward(layer, peft_forward, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    adapter = None if args or kwargs or not _autocast_bf16() else _adapter(layer)
+    adapter = None if args or kwargs or not cpu_bf16_autocast() else _adapter(layer)
     if adapter is None:
         return peft_forward(x, *args, **kwargs)
     lora_a = layer.lora_A[adapter]

@@ -26,6 +26,8 @@ import contextlib
 
 import torch
 
+from lmlab.models.amp_adapters import cpu_bf16_autocast
+
 BF16 = torch.bfloat16
 
 
@@ -40,10 +42,6 @@ class _Shared(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad.to(torch.float32), None
-
-
-def _autocast_bf16() -> bool:
-    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == BF16
 
 
 def peft_casts_to_skip(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -85,7 +83,7 @@ class SharedInputCasts:
         return low
 
     def _hook(self, module, args):
-        if not args or not _autocast_bf16():
+        if not args or not cpu_bf16_autocast():
             return None
         x = args[0]
         if type(x) is not torch.Tensor or x.dtype != torch.float32 or x.device.type != "cpu":
