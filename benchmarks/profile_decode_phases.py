@@ -2,6 +2,8 @@
 (native.c built with -DLM_PROF: each thread's wall time per phase, the time it waits at
 barriers apart) and Python around the C call, in ms per token, with the barriers and parallel
 regions per token. Shares are the point on a shared machine; absolute times need it alone.
+``--batch N`` decodes N copies of the prompt together (ms per step of N tokens; those steps run
+one C call each, not the greedy burst).
 
 Each precision: ``decode`` (pack=<precision>, greedy, EOS ignored: the one-row tokens run in
 C, ``burst``) of ``--new-tokens`` and of 1 token, best of ``--repeats``; per token = the
@@ -91,6 +93,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--batch", type=int, default=1, help="prompts decoded together (copies)")
     p.add_argument("--out", default="benchmarks/results/decode_phases.json")
     args = p.parse_args()
     if args.threads:
@@ -106,12 +109,14 @@ def main() -> None:
         tok = load_tokenizer(args.model)
         model = load_model(args.model, dtype=torch.float32, device=torch.device("cpu")).eval()
         ids = torch.tensor([encode_prompts(tok, [[{"role": "user", "content": PROMPT}]])[0]])
+        ids = ids.repeat(args.batch, 1)
         rows = [per_token(model, ids, w, args.new_tokens, args.repeats) for w in args.weights]
     report = {"args": vars(args), "threads": torch.get_num_threads(),
               "int8_kernel": native.int8_kernel(), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"ms per token, {torch.get_num_threads()} threads (each phase: mean over threads; "
+    what = "token" if args.batch == 1 else f"step of {args.batch} tokens"
+    print(f"ms per {what}, {torch.get_num_threads()} threads (each phase: mean over threads; "
           f"mean over steps / least of any step; wait = at barriers)")
     print("| phase | " + " | ".join(r["weights"] for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
