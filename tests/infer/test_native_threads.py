@@ -1,9 +1,10 @@
 """The C decode step gives the same logits, bit for bit, at any thread count (1, 2, 3), at each
 weight precision, for one row (the greedy run in C) and for three rows: each weight row's
 product is the same arithmetic whoever computes it, so how native.c splits rows between
-threads (q/k/v as one run; gate and up each split, with every thread's SiLU over its own rows;
-every thread norming its own copy of the input) must not show in the results. Odd sizes (an
-MLP of 100, a vocabulary of 1001) leave uneven shares and a short last SiLU chunk."""
+threads (q/k/v as one run; gate and up each split, with the SiLU over each thread's rows or
+chunk; every thread norming its own copy of the input; rows handed out in chunks that a thread
+done early takes from the others) must not show in the results. Odd sizes (an MLP of 100, a
+vocabulary of 1001) leave uneven shares and a short last SiLU chunk."""
 
 import pytest
 import torch
@@ -52,3 +53,22 @@ def test_the_step_is_the_same_at_any_thread_count(odd_model, weights, monkeypatc
             got = _logits(odd_model, rows, weights, nt)
             assert torch.equal(got, ref), (weights, len(rows), nt,
                                            float((got - ref).abs().max()))
+
+
+@pytest.mark.parametrize("weights", ["fp32", "bf16", "int8"])
+def test_rows_taken_by_another_thread_give_the_same_logits(odd_model, weights, monkeypatch):
+    """Thread 0 held back 300 us at each chunked product: the other thread takes its rows
+    (counted), and the logits are still those of one thread, bit for bit (one row at every
+    precision, three rows where int8 chunks them too)."""
+    monkeypatch.setattr(native, "MAX_ROWS", 64)
+    g = torch.Generator().manual_seed(4)
+    rows = [torch.randint(0, 1001, (n,), generator=g).tolist() for n in (7, 4, 10)]
+    for batch in ([rows[0]], rows) if weights == "int8" else ([rows[0]],):
+        ref = _logits(odd_model, batch, weights, 1)
+        before = native.steal_test(300)
+        try:
+            got = _logits(odd_model, batch, weights, 2)
+        finally:
+            stolen = native.steal_test(0) - before
+        assert stolen > 0, "no rows changed threads: the test did not test stealing"
+        assert torch.equal(got, ref), (weights, len(batch), float((got - ref).abs().max()))

@@ -37,6 +37,7 @@
 #include <omp.h>
 #endif
 #include <stdlib.h>
+#include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define LM_X86 1
@@ -55,7 +56,6 @@ enum { P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATT, P_MERGE, P_O, P_GU, P_SILU, P_DOWN
        P_HEAD, P_ARGMAX, P_WAIT, P_N };
 enum { PROF_THREADS = 64 };
 #ifdef LM_PROF
-#include <time.h>
 static double prof_acc[PROF_THREADS][P_N], prof_tok[PROF_THREADS][P_N];
 static double prof_min[PROF_THREADS][P_N];  /* the least of any step that ran it (0: none) */
 static int64_t prof_count[3];  /* barriers, parallel regions (thread 0's), steps */
@@ -1009,7 +1009,10 @@ static inline void thread_rows(int total, int *lo, int *hi)
  * segment: gate and up, so that a thread's SiLU needs only its own rows), else its share of
  * the segments' rows one after another (total * t / nt ..: q, k and v as one run).
  * MV_NOSYNC: no barrier at the end (the caller has more to do on its own rows first). */
-enum { MV_EACH = 1, MV_NOSYNC = 2, MV_AMX = 4 };  /* MV_AMX: bf16 rows on AMX tiles */
+enum { MV_EACH = 1, MV_NOSYNC = 2, MV_AMX = 4, MV_STEAL = 8, MV_SILU = 16 };
+/* MV_AMX: bf16 rows on AMX tiles. MV_STEAL: the one-input fp32 / bf16 products hand their rows
+ * out in chunks, a thread done with its own share taking the others' last chunks (below).
+ * MV_SILU (with MV_EACH, over gate and up): each chunk's SiLU right after its rows. */
 
 /* This thread's rows [*a, *b) of segment s (its rows from base on) for a split `how` over
  * `total` rows in all */
@@ -1090,6 +1093,151 @@ static inline void end_product(const mv_next *nx, int wt, int how, int ph)
     (void)ph;
 }
 
+static inline void silu_mul8(float *g, int I, int n);
+
+/* bytes of weights a claim takes (MV_STEAL); -DSTEAL_ON=0 builds the static split */
+#ifndef STEAL_ON
+#define STEAL_ON 1
+#endif
+#ifndef STEAL_CHUNK
+#define STEAL_CHUNK 16384
+#endif
+
+/* Rows handed out in chunks (MV_STEAL). Each thread starts on its own share (thread_rows:
+ * the same contiguous run as without stealing) and claims it chunk by chunk from the front;
+ * once its share is done it claims the other threads' chunks from their back ends. One 64-bit
+ * word a thread, on its own cache line, holds (product, front, back); a claim is one
+ * compare-exchange on it, uncontended until a thread steals. The product number (counted by
+ * each thread as it enters a stealing product, from 1 at the step's start; the words are
+ * zeroed before the step's parallel region) tells a share of this product from a stale one:
+ * a word still holding an earlier product is first set to this product's share, by its owner
+ * or by a thief, whichever comes first (both write the same value). Every row is computed
+ * once, by the same code whichever thread takes it, so the outputs do not depend on who did:
+ * the step's logits are bit for bit those of the static split. A thread that lost time (the
+ * other process on its core, a slow page) no longer holds the other at the barrier. */
+enum { STEAL_MAX = 64, ST_BITS = 22 };
+#define ST_MASK ((UINT64_C(1) << ST_BITS) - 1)
+#define ST_PACK(e, f, b) (((uint64_t)(e) << (2 * ST_BITS)) | ((uint64_t)(f) << ST_BITS) \
+                          | (uint64_t)(b))
+typedef struct {
+    _Alignas(64) uint64_t v;
+} steal_word;
+static steal_word steal_at[STEAL_MAX];
+static _Thread_local uint32_t steal_product;  /* this thread's stealing products this step */
+static int steal_delay_us;  /* tests: thread 0 sleeps this long before each stealing product */
+static int64_t steal_count;  /* chunks taken from another thread's share, since the start */
+
+/* tests (tests/infer/test_native_threads.py): hold thread 0 back `delay_us` at the start of
+ * each stealing product, so that the others take its rows; returns the chunks stolen so far */
+int64_t lm_steal_test(int delay_us)
+{
+    steal_delay_us = delay_us;
+    return __atomic_load_n(&steal_count, __ATOMIC_RELAXED);
+}
+
+static void steal_sleep(int us)
+{
+    struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* before a step's parallel region (one thread): no share is current */
+static void steal_reset(int nt)
+{
+    for (int t = 0; t < nt && t < STEAL_MAX; t++)
+        __atomic_store_n(&steal_at[t].v, 0, __ATOMIC_RELAXED);
+}
+
+/* Claim up to `chunk` rows of thread v's share [lo, hi) of product e: from the front (its
+ * owner) or the back (a thief). 1 with the rows in [*a, *b), 0 when none is left. */
+static int steal_claim(int v, uint32_t e, int lo, int hi, int chunk, int back, int *a, int *b)
+{
+    uint64_t *w = &steal_at[v].v, cur = __atomic_load_n(w, __ATOMIC_RELAXED);
+    for (;;) {
+        uint64_t next;
+        if (cur >> (2 * ST_BITS) != e) {  /* an earlier product's: this one's share first */
+            next = ST_PACK(e, lo, hi);
+        } else {
+            int f = (int)(cur >> ST_BITS & ST_MASK), k = (int)(cur & ST_MASK);
+            if (f >= k)
+                return 0;
+            int n = k - f < chunk ? k - f : chunk;
+            *a = back ? k - n : f;
+            *b = back ? k : f + n;
+            next = back ? ST_PACK(e, f, k - n) : ST_PACK(e, f + n, k);
+            if (__atomic_compare_exchange_n(w, &cur, next, 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+                return 1;
+            continue;
+        }
+        if (__atomic_compare_exchange_n(w, &cur, next, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            cur = next;
+    }
+}
+
+/* The rows of a stealing product, chunk by chunk: this thread's own share first, then the
+ * others' (the nearest first). `work(a, b)` runs rows [a, b) of the `total`. */
+#define STEAL_ROWS(total, chunk, work)                                                         \
+    do {                                                                                       \
+        int nt_ = steal_threads(), me_ = steal_me(), a_, b_;                                   \
+        uint32_t e_ = ++steal_product;                                                         \
+        if (steal_delay_us && me_ == 0)                                                        \
+            steal_sleep(steal_delay_us);                                                       \
+        for (int i_ = 0; i_ < nt_; i_++) {                                                     \
+            int v_ = (me_ + i_) % nt_;                                                         \
+            int lo_ = (int)((int64_t)(total) * v_ / nt_);                                      \
+            int hi_ = (int)((int64_t)(total) * (v_ + 1) / nt_);                                \
+            while (steal_claim(v_, e_, lo_, hi_, (chunk), i_ > 0, &a_, &b_)) {                 \
+                if (i_ > 0)                                                                    \
+                    __atomic_fetch_add(&steal_count, 1, __ATOMIC_RELAXED);                     \
+                work(a_, b_);                                                                  \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+static inline int steal_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline int steal_me(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Whether a product may steal: one thread has no one to steal from, and the words hold
+ * STEAL_MAX threads' shares and rows below 2^ST_BITS. */
+static inline int steal_ok(int total)
+{
+    return steal_threads() > 1 && steal_threads() <= STEAL_MAX && total < (int)ST_MASK;
+}
+
+/* rows [a, b) of the segments' rows one after another (r counts over all of them): y's rows
+ * (+)= each row . x, fp32 or bf16 weights */
+static inline void dot1_rows(const segment *seg, int a, int b, const float *x, int K, float *y,
+                             int add, int wt)
+{
+    int rr, s = seg_row(seg, a, &rr);
+    for (int r = a; r < b; r++, rr++) {
+        while (rr >= seg[s].rows) {
+            rr -= seg[s].rows;
+            s++;
+        }
+        float v = wt == W_BF16 ? dot1_bf16((const uint16_t *)seg[s].w + (size_t)rr * K, x, K)
+                               : dot1((const float *)seg[s].w + (size_t)rr * K, x, K);
+        float *yr = y + seg[s].off + rr;
+        *yr = add ? *yr + v : v;
+    }
+}
+
 /* Each thread's own normed inputs (grown as needed, kept: M x D floats): every thread norms
  * the residual stream itself, so no barrier waits for one thread's norm. */
 static _Thread_local float *own_buf;
@@ -1109,10 +1257,42 @@ static float *own_floats(size_t n)
 static _Thread_local void *q8_buf;
 static _Thread_local size_t q8_cap;
 
+/* int8 rows [a, b) of segment sg against the M rounded inputs xq, in balanced groups of at
+ * most the kernel's inputs, each row against every input while it is in L1 */
+static void q8_span(const segment *sg, int a, int b, const qvec *xq, int K, int M, float *y,
+                    int ldy, int add, int isa)
+{
+    const int NB = (K + QB - 1) / QB, cap = q8_ni(isa), groups = (M + cap - 1) / cap;
+    float *ys = y + sg->off;
+    const uint8_t *W = (const uint8_t *)sg->w;
+    for (int r = a; r < b; r++) {
+        const uint8_t *wr = W + (size_t)r * K;
+        const uint16_t *sr = sg->scale + (size_t)r * NB;
+        for (int g = 0, j = 0; g < groups; g++) {  /* balanced groups of inputs */
+            int n = (M - j) / (groups - g);
+            float v[Q8_NI];
+            q8_rows(wr, sr, xq + j, K, n, isa, v);
+            for (int i = 0; i < n; i++) {
+                float *yj = ys + (size_t)(j + i) * ldy + r;
+                *yj = add ? *yj + v[i] : v[i];
+            }
+            j += n;
+        }
+    }
+}
+
+/* SiLU(gate) * up over units [a, b) of every input's gate/up rows (MV_SILU) */
+static inline void silu_span(float *gu, int ldy, int I, int M, int a, int b)
+{
+    for (int j = 0; j < M; j++)
+        for (int i = a; i < b; i += 8)
+            silu_mul8(gu + (size_t)j * ldy + i, I, b - i < 8 ? b - i : 8);
+}
+
 /* matvec over int8 segments: every thread rounds the M inputs itself (a few microseconds; no
- * barrier to share them), then takes its rows (`how`), each row against every input while it
- * is in L1; asks for its first rows of the next product (nx, or NULL); then one barrier
- * (none with MV_NOSYNC). */
+ * barrier to share them), then takes its rows (`how`: its own share, or chunks with
+ * MV_STEAL), each row against every input while it is in L1; asks for its first rows of the
+ * next product (nx, or NULL); then one barrier (none with MV_NOSYNC). */
 static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, int K, int M,
                       float *y, int ldy, int add, int isa, int ph, int how, const mv_next *nx)
 {
@@ -1130,26 +1310,40 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
         xq[j] = qvec_at((char *)q8_buf + per * j, K);
         quantize_x(x + (size_t)j * ldx, K, &xq[j]);
     }
-    const int NB = (K + QB - 1) / QB, cap = q8_ni(isa), groups = (M + cap - 1) / cap;
+    const int each = how & MV_EACH, units = each ? seg[0].rows : total;
+    if ((how & MV_STEAL) && steal_ok(units)) {
+        const int unit = (each ? n_seg : 1) * K;
+        const int chunk = STEAL_CHUNK / unit > 1 ? STEAL_CHUNK / unit : 1;
+#define Q8_ROWS(a, b)                                                                          \
+        do {                                                                                   \
+            if (each) {                                                                        \
+                for (int s_ = 0; s_ < n_seg; s_++)                                             \
+                    q8_span(&seg[s_], a, b, xq, K, M, y, ldy, add, isa);                       \
+                if (how & MV_SILU)                                                             \
+                    silu_span(y + seg[0].off, ldy, seg[0].rows, M, a, b);                      \
+                break;                                                                         \
+            }                                                                                  \
+            int rr_, s_ = seg_row(seg, a, &rr_);                                               \
+            for (int r_ = a; r_ < b; s_++, rr_ = 0) {                                          \
+                int n_ = seg[s_].rows - rr_ < b - r_ ? seg[s_].rows - rr_ : b - r_;            \
+                q8_span(&seg[s_], rr_, rr_ + n_, xq, K, M, y, ldy, add, isa);                  \
+                r_ += n_;                                                                      \
+            }                                                                                  \
+        } while (0)
+        STEAL_ROWS(units, chunk, Q8_ROWS);
+#undef Q8_ROWS
+        end_product(NULL, W_I8, how, ph);
+        return;
+    }
     for (int s = 0, base = 0; s < n_seg; base += seg[s].rows, s++) {
         int a, b;
         own_rows(seg, s, base, total, how, &a, &b);
-        float *ys = y + seg[s].off;
-        const uint8_t *W = (const uint8_t *)seg[s].w;
-        for (int r = a; r < b; r++) {
-            const uint8_t *wr = W + (size_t)r * K;
-            const uint16_t *sr = seg[s].scale + (size_t)r * NB;
-            for (int g = 0, j = 0; g < groups; g++) {  /* balanced groups of inputs */
-                int n = (M - j) / (groups - g);
-                float v[Q8_NI];
-                q8_rows(wr, sr, xq + j, K, n, isa, v);
-                for (int i = 0; i < n; i++) {
-                    float *yj = ys + (size_t)(j + i) * ldy + r;
-                    *yj = add ? *yj + v[i] : v[i];
-                }
-                j += n;
-            }
-        }
+        q8_span(&seg[s], a, b, xq, K, M, y, ldy, add, isa);
+    }
+    if (how & MV_SILU) {  /* (one thread: a stealing product without anyone to steal) */
+        int i0, i1;
+        thread_rows(seg[0].rows, &i0, &i1);
+        silu_span(y + seg[0].off, ldy, seg[0].rows, M, i0, i1);
     }
     end_product(nx, W_I8, how, ph);
 }
@@ -1310,6 +1504,29 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
     int total = 0;
     for (int s = 0; s < n_seg; s++)
         total += seg[s].rows;
+    if (M == 1 && (how & MV_STEAL) && steal_ok(total)) {
+        /* one input, the rows handed out in chunks of ~STEAL_CHUNK bytes of weights (a unit
+         * of MV_EACH is a row of each segment) */
+        const int eb = wt == W_BF16 ? 2 : 4, units = how & MV_EACH ? seg[0].rows : total;
+        const int per = (how & MV_EACH ? n_seg : 1) * K * eb;
+        const int chunk = STEAL_CHUNK / per > 1 ? STEAL_CHUNK / per : 1;
+        float *y0 = y + seg[0].off;
+#define MV_ROWS(a, b)                                                                          \
+        do {                                                                                   \
+            if (!(how & MV_EACH)) {                                                            \
+                dot1_rows(seg, a, b, x, K, y, add, wt);                                        \
+                break;                                                                         \
+            }                                                                                  \
+            for (int s_ = 0; s_ < n_seg; s_++)                                                 \
+                dot1_rows(seg + s_, a, b, x, K, y, add, wt);                                   \
+            for (int i_ = a; (how & MV_SILU) && i_ < b; i_ += 8)                               \
+                silu_mul8(y0 + i_, seg[0].rows, b - i_ < 8 ? b - i_ : 8);                      \
+        } while (0)
+        STEAL_ROWS(units, chunk, MV_ROWS);
+#undef MV_ROWS
+        end_product(NULL, wt, how, ph);
+        return;
+    }
     if (M == 1) {
         /* one input: each thread walks its own contiguous run of rows (total * t / nt ..
          * total * (t + 1) / nt) with the dot product inlined, then one barrier (the step
@@ -1332,6 +1549,12 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                     ys[r] = add ? ys[r] + v : v;
                 }
             }
+        }
+        if (how & MV_SILU) {  /* (one thread: a stealing product without anyone to steal) */
+            int i0, i1;
+            thread_rows(seg[0].rows, &i0, &i1);
+            for (int i = i0; i < i1; i += 8)
+                silu_mul8(y + seg[0].off + i, seg[0].rows, i1 - i < 8 ? i1 - i : 8);
         }
         end_product(nx, wt, how, ph);
         return;
@@ -1660,11 +1883,17 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
      * its first rows of the next product before the barrier ahead of it (prefetch_next).
      * Barriers a layer: 6 (7 with merged attention chunks); 9 (10) before 2026-12-07. */
     PROF_MARK(P_EMBED);
+    /* the products that split rows by thread (one input; int8 at any number): the rows
+     * handed out in chunks (MV_STEAL) */
+    const int steal = (M == 1 || m->wtype == W_I8) && STEAL_ON ? MV_STEAL : 0;
+    if (steal)
+        steal_reset(nt);
 #pragma omp parallel num_threads(nt)
     {
     PROF_BEGIN();
     PROF_REGION();
     const int wt = m->wtype, own = wt == W_I8 || M == 1;
+    steal_product = 0;
     float *hn = own_floats((size_t)M * D);
     for (int l = 0; l < m->n_layers; l++) {
         const void *const *w = m->layer + (size_t)l * N_PER_LAYER;
@@ -1687,7 +1916,8 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
         }
         rms_norm(x, D, (const float *)w[LN1], D, M, m->eps, hn, D);
         PROF_MARK(P_NORM);
-        matvec(s_qkv, 3, hn, D, D, M, qkv, QKV, 0, wt, isa, P_QKV, amx, own ? &nx_o : NULL);
+        matvec(s_qkv, 3, hn, D, D, M, qkv, QKV, 0, wt, isa, P_QKV, amx | steal,
+               own ? &nx_o : NULL);
 #pragma omp single nowait
         for (int j = 0; j < M; j++) {
             int b = j / L, slot = input_col(cols, j, n, L);
@@ -1819,10 +2049,14 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             }
             SYNC(P_MERGE);
         }
-        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa, P_O, amx, own ? &nx_gu : NULL);
+        matvec(&s_o, 1, att, HD, HD, M, x, D, 1, wt, isa, P_O, amx | steal,
+               own ? &nx_gu : NULL);
         rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, hn, D);
         PROF_MARK(P_NORM);
-        if (own) {  /* each thread's gate and up rows i0 .. i1, then its SiLU over them */
+        if (steal) {  /* each chunk of gate and up rows, then its SiLU */
+            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU,
+                   MV_EACH | MV_NOSYNC | MV_SILU | steal, NULL);
+        } else if (own) {  /* each thread's gate and up rows i0 .. i1, then its SiLU over them */
             int i0, i1;
             matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, MV_EACH | MV_NOSYNC,
                    NULL);
@@ -1840,7 +2074,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
             }
         }
         SYNC(P_SILU);
-        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa, P_DOWN, amx,
+        matvec(&s_d, 1, gu, 2 * I, I, M, x, D, 1, wt, isa, P_DOWN, amx | steal,
                own && !want_hidden ? &nx_l : NULL);
     }
     /* the final norm over the rows asked for (every thread its own copy), then the head, in
@@ -1849,8 +2083,8 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
     if (!want_hidden) {
         rms_norm(x + (size_t)first * D, step * D, m->norm, D, R, m->eps, hn, D);
         PROF_MARK(P_FNORM);
-        matvec(s_h, n_h, hn, D, D, R, out, m->Vh + m->Vx, 0, wt, isa, P_HEAD, MV_NOSYNC | amx,
-               NULL);
+        matvec(s_h, n_h, hn, D, D, R, out, m->Vh + m->Vx, 0, wt, isa, P_HEAD,
+               MV_NOSYNC | amx | steal, NULL);
     }
     }
     PROF_MARK(P_WAIT);  /* the region's end */

@@ -161,6 +161,8 @@ def load():
             lib.lm_q8_matvec.argtypes = [p, i, i, p, i, p, i]
             lib.lm_bf16_matvec.restype = ctypes.c_int
             lib.lm_bf16_matvec.argtypes = [p, i, i, p, i, p, i]
+            lib.lm_steal_test.restype = ctypes.c_int64
+            lib.lm_steal_test.argtypes = [i]
             lib.lm_read.restype = ctypes.c_double
             lib.lm_read.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
             lib.lm_argmax.restype = ctypes.c_int64
@@ -322,6 +324,13 @@ def bf16_matvec(w: torch.Tensor, x: torch.Tensor, amx: bool = True
     tiles = lib.lm_bf16_matvec(w.data_ptr(), w.shape[0], x.shape[1], x.data_ptr(), x.shape[0],
                                y.data_ptr(), int(amx))
     return y, bool(tiles)
+
+
+def steal_test(delay_us: int) -> int:
+    """Tests: hold the step's thread 0 back ``delay_us`` microseconds at the start of each
+    product whose rows are handed out in chunks (0: not at all), so that the other threads
+    take its rows; returns the chunks taken from another thread's share so far."""
+    return int(load().lm_steal_test(int(delay_us)))
 
 
 def step_for(model, step, weights: str = "fp32") -> NativeStep | None:
