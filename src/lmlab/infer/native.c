@@ -1114,7 +1114,12 @@ static inline void silu_mul8(float *g, int I, int n);
  * or by a thief, whichever comes first (both write the same value). Every row is computed
  * once, by the same code whichever thread takes it, so the outputs do not depend on who did:
  * the step's logits are bit for bit those of the static split. A thread that lost time (the
- * other process on its core, a slow page) no longer holds the other at the barrier. */
+ * other process on its core, a slow page) no longer holds the other at the barrier.
+ * Products need no barrier between them (the AMX groups of inputs have none): a thread
+ * leaves a product only once every share of it is claimed, and a share's word only moves on
+ * to later products, so a thread still on an earlier product finds nothing left to claim
+ * (were it to set that share up again, a product that adds into its output would add some
+ * rows twice). */
 enum { STEAL_MAX = 64, ST_BITS = 22 };
 #define ST_MASK ((UINT64_C(1) << ST_BITS) - 1)
 #define ST_PACK(e, f, b) (((uint64_t)(e) << (2 * ST_BITS)) | ((uint64_t)(f) << ST_BITS) \
@@ -1155,7 +1160,10 @@ static int steal_claim(int v, uint32_t e, int lo, int hi, int chunk, int back, i
     uint64_t *w = &steal_at[v].v, cur = __atomic_load_n(w, __ATOMIC_RELAXED);
     for (;;) {
         uint64_t next;
-        if (cur >> (2 * ST_BITS) != e) {  /* an earlier product's: this one's share first */
+        const uint32_t ce = (uint32_t)(cur >> (2 * ST_BITS));
+        if (ce > e)  /* a later product's: this one's share is all claimed */
+            return 0;
+        if (ce < e) {  /* an earlier product's: this one's share first */
             next = ST_PACK(e, lo, hi);
         } else {
             int f = (int)(cur >> ST_BITS & ST_MASK), k = (int)(cur & ST_MASK);
@@ -1218,6 +1226,25 @@ static inline int steal_me(void)
 static inline int steal_ok(int total)
 {
     return steal_threads() > 1 && steal_threads() <= STEAL_MAX && total < (int)ST_MASK;
+}
+
+/* Units [0, n) of a product over the threads, `work(a, b)` running units [a, b): handed out
+ * in chunks of `chunk` (MV_STEAL), else split evenly (omp for). */
+#define SHARE_UNITS(how, n, chunk, work)                                                       \
+    do {                                                                                       \
+        if (((how) & MV_STEAL) && steal_ok(n)) {                                               \
+            STEAL_ROWS(n, chunk, work);                                                        \
+        } else {                                                                               \
+            _Pragma("omp for schedule(static) nowait")                                         \
+            for (int u_ = 0; u_ < (n); u_++)                                                   \
+                work(u_, u_ + 1);                                                              \
+        }                                                                                      \
+    } while (0)
+
+/* claim size in units of `unit_bytes` of weights (MV_STEAL) */
+static inline int steal_chunk(size_t unit_bytes)
+{
+    return STEAL_CHUNK / unit_bytes > 1 ? (int)(STEAL_CHUNK / unit_bytes) : 1;
 }
 
 /* rows [a, b) of the segments' rows one after another (r counts over all of them): y's rows
@@ -1589,12 +1616,14 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             const int m = (M - j) / (groups - g);
             amx_config(m);
             const uint32_t *xb = amx_inputs(x + (size_t)j * ldx, ldx, K, m);
-#pragma omp for schedule(static) nowait
-            for (int r = 0; r < total; r += 16) {
-                int rr, s = seg_row(seg, r, &rr);
-                amx_rows((const uint16_t *)seg[s].w + (size_t)rr * K, K, xb, m,
-                         y + (size_t)j * ldy + seg[s].off + rr, ldy, add);
+#define AMX_UNITS(a, b)                                                                        \
+            for (int u = a; u < b; u++) {                                                      \
+                int rr, s = seg_row(seg, 16 * u, &rr);                                         \
+                amx_rows((const uint16_t *)seg[s].w + (size_t)rr * K, K, xb, m,                \
+                         y + (size_t)j * ldy + seg[s].off + rr, ldy, add);                     \
             }
+            SHARE_UNITS(how, total / 16, steal_chunk(16 * 2 * (size_t)K), AMX_UNITS);
+#undef AMX_UNITS
             j += m;
         }
         _tile_release();
@@ -1612,36 +1641,42 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
          * rows widened once into fp32 (exact), then block_dot over it from L1, as fp32 rows. One row against four inputs per pass had
          * cost a batch-8 SmolLM2 step 58 (bf16) / 52 (int8) ms of CPU against fp32's 44: the
          * widening repeated for every four inputs and the sums bound by it (2026-12-07). */
-#pragma omp for schedule(static) nowait
-        for (int r = 0; r < total; r += rows) {
-            int rr, s = seg_row(seg, r, &rr);
-            float wide[BLOCK_NR * K];
-            widen_rows(&seg[s], rr, rows, K, wide);
-            block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);
+#define WIDE_UNITS(a, b)                                                                       \
+        for (int u = a; u < b; u++) {                                                          \
+            int rr, s = seg_row(seg, rows * u, &rr);                                           \
+            float wide[BLOCK_NR * K];                                                          \
+            widen_rows(&seg[s], rr, rows, K, wide);                                            \
+            block_dot_m(wide, K, x, ldx, y + seg[s].off + rr, ldy, add, M, 0);                 \
         }
+        SHARE_UNITS(how, total / rows, steal_chunk((size_t)rows * K * 2), WIDE_UNITS);
+#undef WIDE_UNITS
         SYNC(ph);
         return;
     }
     if (by) {
-#pragma omp for schedule(static) nowait
-        for (int r = 0; r < total; r += rows) {
-            int rr, s = seg_row(seg, r, &rr);
-            block_dot_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,
-                        y + seg[s].off + rr, ldy, add, M, pf);
+#define BLOCK_UNITS(a, b)                                                                      \
+        for (int u = a; u < b; u++) {                                                          \
+            int rr, s = seg_row(seg, rows * u, &rr);                                           \
+            block_dot_m((const float *)seg[s].w + (size_t)rr * K, K, x, ldx,                   \
+                        y + seg[s].off + rr, ldy, add, M, pf);                                 \
         }
+        SHARE_UNITS(how, total / rows, steal_chunk((size_t)rows * K * 4), BLOCK_UNITS);
+#undef BLOCK_UNITS
         SYNC(ph);
         return;
     }
-#pragma omp for schedule(static) nowait
-    for (int r = 0; r < total; r++) {
-        int rr, s = seg_row(seg, r, &rr);
-        if (wt == W_BF16)
-            row_dot_bf16((const uint16_t *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
-                         y + seg[s].off + rr, ldy, add);
-        else
-            row_dot((const float *)seg[s].w + (size_t)rr * K, x, ldx, K, M,
-                    y + seg[s].off + rr, ldy, add, pf);
+#define ROW_UNITS(a, b)                                                                        \
+    for (int r = a; r < b; r++) {                                                              \
+        int rr, s = seg_row(seg, r, &rr);                                                      \
+        if (wt == W_BF16)                                                                      \
+            row_dot_bf16((const uint16_t *)seg[s].w + (size_t)rr * K, x, ldx, K, M,            \
+                         y + seg[s].off + rr, ldy, add);                                       \
+        else                                                                                   \
+            row_dot((const float *)seg[s].w + (size_t)rr * K, x, ldx, K, M,                    \
+                    y + seg[s].off + rr, ldy, add, pf);                                        \
     }
+    SHARE_UNITS(how, total, steal_chunk((size_t)K * (wt == W_BF16 ? 2 : 4)), ROW_UNITS);
+#undef ROW_UNITS
     SYNC(ph);
 }
 
@@ -1883,9 +1918,8 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
      * its first rows of the next product before the barrier ahead of it (prefetch_next).
      * Barriers a layer: 6 (7 with merged attention chunks); 9 (10) before 2026-12-07. */
     PROF_MARK(P_EMBED);
-    /* the products that split rows by thread (one input; int8 at any number): the rows
-     * handed out in chunks (MV_STEAL) */
-    const int steal = (M == 1 || m->wtype == W_I8) && STEAL_ON ? MV_STEAL : 0;
+    /* every product's rows handed out in chunks (MV_STEAL) */
+    const int steal = STEAL_ON ? MV_STEAL : 0;
     if (steal)
         steal_reset(nt);
 #pragma omp parallel num_threads(nt)
@@ -2053,7 +2087,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                own ? &nx_gu : NULL);
         rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, hn, D);
         PROF_MARK(P_NORM);
-        if (steal) {  /* each chunk of gate and up rows, then its SiLU */
+        if (own && steal) {  /* each chunk of gate and up rows, then its SiLU */
             matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU,
                    MV_EACH | MV_NOSYNC | MV_SILU | steal, NULL);
         } else if (own) {  /* each thread's gate and up rows i0 .. i1, then its SiLU over them */
@@ -2066,7 +2100,7 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                     silu_mul8(gu + (size_t)j * 2 * I + i, I, i1 - i < 8 ? i1 - i : 8);
             prefetch_next(&nx_d, wt);
         } else {
-            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, amx, NULL);
+            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, amx | steal, NULL);
 #pragma omp for schedule(static) nowait
             for (int c = 0; c < M * I8; c++) {
                 int j = c / I8, i = c % I8 * 8;
