@@ -6,7 +6,8 @@ fp32; ``lmlab env`` shows the table); under CPU autocast the loop attends in fp3
 fused AdamW, casts each weight once per optimizer step and frozen (LoRA base)
 weights once per run (docs/hardware.md). ``--dtypes``
 adds ``bf16`` (weights held in bf16, no master copy: a reference, not what auto picks);
-``--grad-accum`` > 1 shows the once-per-step cast. Reported per mode and dtype: useful
+``--grad-accum`` > 1 shows the once-per-step cast; ``auto+compile`` (or ``fp32+compile``) runs
+the stage with ``compile=true`` too (its first steps compile: keep them in ``--warmup``). Reported per mode and dtype: useful
 tokens/s (non-pad input tokens per second of optimizer steps after ``--warmup`` steps), mean
 MFU over the same steps (model FLOPs / the probe's matmul rate for the dtype in use), the
 first and final loss, and the loss gap (largest |loss_auto - loss_fp32| over all steps).
@@ -69,13 +70,20 @@ def write_data(folder: Path, n: int) -> dict[str, Path]:
 
 
 def overrides(mode: str, dtype: str, args, data: dict[str, Path], out: Path) -> list[str]:
+    """The stage's keys for one run; a dtype with ``+compile`` (``auto+compile``) adds
+    ``compile=true``."""
     stage, method = mode.split("-")
+    dtype, plus = dtype.split("+", 1) if "+" in dtype else (dtype, "")
     common = [f"model={args.model}", f"device={args.device}", f"dtype={dtype}",
               f"output_dir={out}", f"method={method}", f"max_steps={args.steps}",
               f"batch_size={args.batch}", f"max_len={args.max_len}", "progress=false",
               f"grad_accum={args.grad_accum}",
               "save_every=0", "schedule=constant", "warmup_steps=0", "seed=0", "overwrite=true",
               f"data={data[stage]}"]
+    if plus:
+        if plus != "compile":
+            raise SystemExit(f"--dtypes {dtype}+{plus}: only +compile is known")
+        common.append("compile=true")
     if method == "lora":
         common += ["merge_on_save=false", "lora_dropout=0.0"]
     if stage == "sft":
@@ -121,7 +129,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "auto"],
-                   choices=["fp32", "auto", "bf16"],
+                   choices=["fp32", "auto", "bf16", "fp32+compile", "auto+compile"],
                    help="dtypes to run (fp32 first: the others are compared with it)")
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--packing", action="store_true",
