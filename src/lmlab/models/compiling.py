@@ -25,7 +25,7 @@ import contextlib
 
 import torch
 
-SCOPES = ("model", "blocks")
+from lmlab.train.config import COMPILE_SCOPES as SCOPES
 
 
 def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -70,3 +70,25 @@ def eager(model: torch.nn.Module):
     finally:
         for m, impl in saved:
             m._compiled_call_impl = impl
+
+
+@contextlib.contextmanager
+def compiled_for_training(model: torch.nn.Module, options):
+    """``options.compile`` (a stage's ``CompileOptions``): compile ``model`` in place for the
+    block, which wraps the stage's ``train(...)`` call, and say so; after it every compiled
+    module is switched off for good, so the evals, samples and save that follow run eagerly
+    (the loop's own evals run under ``eager``). Nothing is traced until the first step, so the
+    loop's CPU-autocast wrappers set up inside ``train`` (LoRA's fused sum) are what is traced.
+    Without ``options.compile`` the block runs the model as it is."""
+    if not options.compile:
+        yield model
+        return
+    from lmlab.common import print0
+
+    print0(f"[lmlab] compile: {compile_model(model, options.compile_scope)}; the first step "
+           f"compiles")
+    try:
+        yield model
+    finally:
+        for m in compiled_modules(model):
+            m._compiled_call_impl = None
