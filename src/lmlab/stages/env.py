@@ -45,7 +45,8 @@ def run(cfg: Config) -> dict:
     print(f"\ndtype=auto for training: {choice.label} ({choice.reason})")
     if choice.autocast and device.type == "cpu":
         print(f"  (sft, reward, dpo, pretrain on models >= {AUTOCAST_MIN_WIDTH} wide, and "
-              f"pretrain compile=true at any width; fp32 otherwise: docs/hardware.md)")
+              f"compile=true (pretrain, sft, dpo, reward) at any width; fp32 otherwise: "
+              f"docs/hardware.md)")
     if cfg.output:
         Path(cfg.output).write_text(json.dumps({**table, "auto": choice.label,
                                                 "auto_reason": choice.reason}, indent=1))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from lmlab.config import opt
-from lmlab.train.config import TrainConfig
+from lmlab.train.config import CompileOptions, TrainConfig
 
 HELP = "pretrain a small model from scratch (clm, mlm, span, prefix, electra) or continue one"
 
@@ -21,7 +21,7 @@ POSITION_CHOICES = ("auto", "rope", "learned", "none", "alibi")
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(CompileOptions, TrainConfig):
     model: str = opt("scratch", "scratch (a new model from preset) or a model reference to "
                                 "continue pretraining (alias, folder, run folder)")
     data: str = opt("corpus:shakespeare", "corpus:<name>, a text file, a glob or a comma "
@@ -60,12 +60,6 @@ class Config(TrainConfig):
                               max=0.9)
     span_mean: float = opt(3.0, "span: mean span length", min=1.0)
     electra_weight: float = opt(50.0, "electra: discriminator loss weight (lambda)", min=0.0)
-    compile: bool = opt(False, "torch.compile for training (inductor; the first step compiles); "
-                               "under dtype=auto on a CPU with fast bf16 it trains in bf16 "
-                               "autocast at any width")
-    compile_scope: str = opt("model", "compile=true: model (the whole forward) or blocks "
-                                      "(each repeated layer, compiled once and reused: "
-                                      "less tracing, slower steps)", choices=("model", "blocks"))
     # pretraining defaults (nanoGPT's char recipe), not the fine-tuning ones of TrainConfig
     lr: float = opt(1e-3, "peak learning rate", min=0.0, min_exclusive=True)
     warmup_steps: int = opt(100, "linear warmup steps", min=0)
@@ -107,6 +101,7 @@ def run(cfg: Config) -> dict:
     from lmlab.common import is_main, print0, rank, world_size
     from lmlab.data.stream import TokenStream
     from lmlab.models.amp_attention import fp32_attention
+    from lmlab.models.compiling import compiled_for_training
     from lmlab.stages.setup import start_stage
     from lmlab.train.distributed import barrier
     from lmlab.train.logging import build_loggers
@@ -142,16 +137,12 @@ def run(cfg: Config) -> dict:
             else None
         if before:
             print0(f"[lmlab] before: {_fmt(before)}")
-        if cfg.compile:
-            from lmlab.models.compiling import compile_model
-
-            print0(f"[lmlab] compile: {compile_model(model, cfg.compile_scope)}; the first "
-                   f"step compiles")
         loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
-        result = train(model, paradigm.objective, stream, cfg, run_, dtype=ctx.dtype,
-                       loggers=loggers,
-                       eval_fn=lambda m: measure(m, stream.pos // cfg.grad_accum),
-                       make_optimizer=partial(build_optimizer, fused=True))
+        with compiled_for_training(model, cfg):
+            result = train(model, paradigm.objective, stream, cfg, run_, dtype=ctx.dtype,
+                           loggers=loggers,
+                           eval_fn=lambda m: measure(m, stream.pos // cfg.grad_accum),
+                           make_optimizer=partial(build_optimizer, fused=True))
         for lg in loggers:
             lg.close()
         final = measure(model, result.step) if is_main() else {}

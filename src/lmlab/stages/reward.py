@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import torch
 
 from lmlab.config import opt, row_fields
-from lmlab.train.config import TrainConfig
+from lmlab.train.config import CompileOptions, TrainConfig
 
 HELP = "reward model: base model + scalar head trained on preference pairs (Bradley-Terry)"
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(CompileOptions, TrainConfig):
     data: str = opt("task:all", "preference pairs: file (.jsonl/.json/.csv/.parquet) with "
                                 "{prompt, chosen, rejected}, HF dataset id, or task:<name>[,...] "
                                 "(correct answer preferred over a wrong one)")
@@ -177,6 +177,7 @@ def run(cfg: Config) -> dict:
     from lmlab.losses.logprobs import collate_pairs
     from lmlab.models import load_model, load_tokenizer
     from lmlab.models.adapters import add_lora, count_parameters
+    from lmlab.models.compiling import compiled_for_training
     from lmlab.models.heads import RewardModel
     from lmlab.stages.setup import start_stage
     from lmlab.train.data import BatchStream
@@ -213,8 +214,9 @@ def run(cfg: Config) -> dict:
         print0(f"[lmlab] held-out accuracy before: {before['eval/accuracy']:.1%}")
 
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
-    result = train(model, RewardObjective(cfg.margin, cfg.center_coef), stream, cfg, run_,
-                   dtype=dtype, loggers=loggers, eval_fn=evaluate if held else None)
+    with compiled_for_training(model, cfg):  # the eval and save after it run eagerly
+        result = train(model, RewardObjective(cfg.margin, cfg.center_coef), stream, cfg, run_,
+                       dtype=dtype, loggers=loggers, eval_fn=evaluate if held else None)
     for lg in loggers:
         lg.close()
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 from lmlab.config import opt, row_fields
 from lmlab.models.methods import METHODS
-from lmlab.train.config import TrainConfig
+from lmlab.train.config import CompileOptions, TrainConfig
 from lmlab.train.recipes import RecipeOptions
 
 HELP = "supervised fine-tuning (full, LoRA, DoRA, IA3, prompt/prefix, adapters) on chat / prompt-completion / task data"
 
 
 @dataclass
-class Config(RecipeOptions, TrainConfig):
+class Config(RecipeOptions, CompileOptions, TrainConfig):
     method: str = opt("lora", "what to train: full | lora | qlora (LoRA on a frozen 4/8-bit "
                       "base) | dora | ia3 | prefix | prompt | ptuning | adapter (bottleneck); "
                       "docs/methods.md", choices=METHODS)
@@ -96,6 +96,7 @@ def run(cfg: Config) -> dict:
     from lmlab.losses.objectives import LMObjective
     from lmlab.models import base_reference, load_model, load_tokenizer, write_meta
     from lmlab.models.adapters import count_parameters
+    from lmlab.models.compiling import compiled_for_training
     from lmlab.models.methods import apply_method, spec_from
     from lmlab.stages.setup import eval_cot, eval_task_names, start_stage
     from lmlab.train import recipes
@@ -160,8 +161,9 @@ def run(cfg: Config) -> dict:
 
     loggers = build_loggers(cfg.loggers, str(run_.path), vars(cfg)) if is_main() else []
     objective = recipes.objective(cfg, model, LMObjective())  # + an EWC / L2 pull if asked
-    result = train(model, objective, stream, cfg, run_, dtype=dtype, loggers=loggers,
-                   eval_fn=(lambda m: evaluate(m)[0]) if tasks and cfg.eval_n else None)
+    with compiled_for_training(model, cfg):  # the evals and save after it run eagerly
+        result = train(model, objective, stream, cfg, run_, dtype=dtype, loggers=loggers,
+                       eval_fn=(lambda m: evaluate(m)[0]) if tasks and cfg.eval_n else None)
     for lg in loggers:
         lg.close()
 

@@ -1,4 +1,5 @@
-"""Keys shared by every gradient stage (the loop's knobs)."""
+"""Keys shared by every gradient stage (the loop's knobs), and ``compile=true``'s keys for the
+stages that offer it (pretrain, sft, dpo, reward)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,19 @@ class TrainConfig(RunConfig):
                              "(less memory, one more all-gather in backward)")
     activation_checkpointing: bool = opt(False, "recompute each transformer block's "
                                          "activations in backward instead of storing them")
+
+
+COMPILE_SCOPES = ("model", "blocks")  # lmlab.models.compiling's scopes
+
+
+@dataclass
+class CompileOptions:
+    """``compile=true``: the stage compiles its trained model in place right before the loop
+    (``lmlab.models.compiling.compiled_for_training``); evals, samples and the save run eager."""
+
+    compile: bool = opt(False, "torch.compile for training (inductor; the first step compiles); "
+                               "under dtype=auto on a CPU with fast bf16 it trains in bf16 "
+                               "autocast at any width")
+    compile_scope: str = opt("model", "compile=true: model (the whole forward) or blocks "
+                                      "(each repeated layer, compiled once and reused: "
+                                      "less tracing, slower steps)", choices=COMPILE_SCOPES)

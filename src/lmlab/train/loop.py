@@ -128,7 +128,7 @@ class CpuAmpCasts:
 
 
 def cpu_amp_casts(model: torch.nn.Module) -> CpuAmpCasts:
-    """A compiled model (pretrain compile=true) gets no input-cast hooks: inductor fuses those
+    """A compiled model (compile=true) gets no input-cast hooks: inductor fuses those
     casts itself, and hooks added and removed at every step would make dynamo recompile."""
     from lmlab.models.compiling import compiled_modules
 
@@ -421,8 +421,12 @@ def _no_sync(model, sharded: bool):
 
 
 def _run_eval(eval_fn, model) -> dict:
+    """A stage's periodic eval, without gradients and uncompiled (compile=true compiles for
+    the training step's shapes; an eval's, and any generation's, differ)."""
+    from lmlab.models.compiling import eager
+
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), eager(model):
         out = eval_fn(model)
     model.train()
     return {k if k.startswith("eval/") else f"eval/{k}": v for k, v in out.items()}
