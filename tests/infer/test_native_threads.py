@@ -58,13 +58,13 @@ def test_the_step_is_the_same_at_any_thread_count(odd_model, weights, monkeypatc
 @pytest.mark.parametrize("weights", ["fp32", "bf16", "int8"])
 def test_rows_taken_by_another_thread_give_the_same_logits(odd_model, weights, monkeypatch):
     """Thread 0 held back 300 us at each product: the other thread takes its rows (counted),
-    and the logits are still those of one thread, bit for bit: one row, and three (a prefill
-    of 30 inputs through C: bf16 runs it on AMX tiles, where there are any, in two groups
-    of inputs, which must meet between them)."""
+    and the logits are still those of one thread, bit for bit: one row, three and five (the
+    prefills of 30 and 50 inputs through C: bf16 runs them on AMX tiles, where there are any,
+    in 2 and 4 groups of inputs, which must meet between them)."""
     monkeypatch.setattr(native, "MAX_ROWS", 64)
     g = torch.Generator().manual_seed(4)
-    rows = [torch.randint(0, 1001, (n,), generator=g).tolist() for n in (7, 4, 10)]
-    for batch in ([rows[0]], rows):
+    rows = [torch.randint(0, 1001, (n,), generator=g).tolist() for n in (7, 4, 10, 6, 9)]
+    for batch in ([rows[0]], rows[:3], rows):
         ref = _logits(odd_model, batch, weights, 1)
         before = native.steal_test(300)
         try:

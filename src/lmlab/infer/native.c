@@ -1115,11 +1115,11 @@ static inline void silu_mul8(float *g, int I, int n);
  * once, by the same code whichever thread takes it, so the outputs do not depend on who did:
  * the step's logits are bit for bit those of the static split. A thread that lost time (the
  * other process on its core, a slow page) no longer holds the other at the barrier.
- * Products need no barrier between them (the AMX groups of inputs have none): a thread
- * leaves a product only once every share of it is claimed, and a share's word only moves on
- * to later products, so a thread still on an earlier product finds nothing left to claim
- * (were it to set that share up again, a product that adds into its output would add some
- * rows twice). */
+ * Two stealing products have a barrier between them (the AMX groups of inputs too, which
+ * without stealing have none): so every share of a product is claimed before any thread
+ * starts the next. Without it, batch-3 to -5 bf16 steps (a 55-input prefill in 4 groups)
+ * gave other logits now and then (tests/infer/test_native_threads.py), with the guards
+ * below as well; why was not found. */
 enum { STEAL_MAX = 64, ST_BITS = 22 };
 #define ST_MASK ((UINT64_C(1) << ST_BITS) - 1)
 #define ST_PACK(e, f, b) (((uint64_t)(e) << (2 * ST_BITS)) | ((uint64_t)(f) << ST_BITS) \
@@ -1153,33 +1153,40 @@ static void steal_reset(int nt)
         __atomic_store_n(&steal_at[t].v, 0, __ATOMIC_RELAXED);
 }
 
-/* Claim up to `chunk` rows of thread v's share [lo, hi) of product e: from the front (its
- * owner) or the back (a thief). 1 with the rows in [*a, *b), 0 when none is left. */
+/* Claim rows of thread v's share [lo, hi) of product e: its owner `chunk` from the front, a
+ * thief half of what is left from the back, where at least two chunks are left (the last
+ * few stay with their owner, whose stream is running). A word still on an earlier product is
+ * first set to this product's share, by the owner or a thief, whichever comes first (both
+ * write the same value), by a thief only once the earlier share is all claimed (a guard:
+ * the products meet between them). 1 with the rows in [*a, *b), 0 when none is left. */
 static int steal_claim(int v, uint32_t e, int lo, int hi, int chunk, int back, int *a, int *b)
 {
     uint64_t *w = &steal_at[v].v, cur = __atomic_load_n(w, __ATOMIC_RELAXED);
     for (;;) {
-        uint64_t next;
         const uint32_t ce = (uint32_t)(cur >> (2 * ST_BITS));
-        if (ce > e)  /* a later product's: this one's share is all claimed */
+        const int f = (int)(cur >> ST_BITS & ST_MASK), k = (int)(cur & ST_MASK);
+        uint64_t next;
+        int n = 0;
+        if (ce > e)  /* a later product's: its owner has claimed all of this one's */
             return 0;
-        if (ce < e) {  /* an earlier product's: this one's share first */
+        if (ce < e) {
+            if (back && f < k)  /* its owner is still on the earlier product */
+                return 0;
             next = ST_PACK(e, lo, hi);
         } else {
-            int f = (int)(cur >> ST_BITS & ST_MASK), k = (int)(cur & ST_MASK);
-            if (f >= k)
+            if (f >= k || (back && k - f < 2 * chunk))
                 return 0;
-            int n = k - f < chunk ? k - f : chunk;
+            n = back ? (k - f) / 2 : k - f < chunk ? k - f : chunk;
+            next = back ? ST_PACK(e, f, k - n) : ST_PACK(e, f + n, k);
+        }
+        if (!__atomic_compare_exchange_n(w, &cur, next, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            continue;  /* (cur now holds what the word had) */
+        if (n) {
             *a = back ? k - n : f;
             *b = back ? k : f + n;
-            next = back ? ST_PACK(e, f, k - n) : ST_PACK(e, f + n, k);
-            if (__atomic_compare_exchange_n(w, &cur, next, 0, __ATOMIC_RELAXED,
-                                            __ATOMIC_RELAXED))
-                return 1;
-            continue;
+            return 1;
         }
-        if (__atomic_compare_exchange_n(w, &cur, next, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-            cur = next;
+        cur = next;
     }
 }
 
@@ -1610,7 +1617,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
         if (omp_get_thread_num() == 0)
             amx_runs++;
         /* over 16 inputs: balanced groups of at most 16, one pass over the rows each (the
-         * groups write other inputs' outputs: no barrier between them) */
+         * groups write other inputs' outputs: no barrier between them but for stealing) */
         const int groups = (M + 15) / 16;
         for (int g = 0, j = 0; g < groups; g++) {
             const int m = (M - j) / (groups - g);
@@ -1625,6 +1632,8 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             SHARE_UNITS(how, total / 16, steal_chunk(16 * 2 * (size_t)K), AMX_UNITS);
 #undef AMX_UNITS
             j += m;
+            if ((how & MV_STEAL) && g + 1 < groups)
+                SYNC(ph);  /* (stealing products meet between them: see steal_claim) */
         }
         _tile_release();
         SYNC(ph);
