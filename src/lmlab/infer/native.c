@@ -1117,9 +1117,13 @@ static inline void silu_mul8(float *g, int I, int n);
  * other process on its core, a slow page) no longer holds the other at the barrier.
  * Two stealing products have a barrier between them (the AMX groups of inputs too, which
  * without stealing have none): so every share of a product is claimed before any thread
- * starts the next. Without it, batch-3 to -5 bf16 steps (a 55-input prefill in 4 groups)
- * gave other logits now and then (tests/infer/test_native_threads.py), with the guards
- * below as well; why was not found. */
+ * starts the next. Without it, batch-4 and -5 bf16 steps (prefills of 44-55 inputs in 3-4
+ * groups) gave other logits in about one run of three when the thief's guard below was only
+ * "all claimed": a thief two products ahead could find a share all claimed for the product
+ * before the one it was on, move it on to its own and so skip its owner's share of the
+ * product between (its owner then found the word ahead and took nothing). The guard now asks
+ * for the product just before, but that was not seen to fail and pass again (the failure no
+ * longer showed in 12 runs of either build under other load), so the barrier stays. */
 enum { STEAL_MAX = 64, ST_BITS = 22 };
 #define ST_MASK ((UINT64_C(1) << ST_BITS) - 1)
 #define ST_PACK(e, f, b) (((uint64_t)(e) << (2 * ST_BITS)) | ((uint64_t)(f) << ST_BITS) \
@@ -1157,8 +1161,9 @@ static void steal_reset(int nt)
  * thief half of what is left from the back, where at least two chunks are left (the last
  * few stay with their owner, whose stream is running). A word still on an earlier product is
  * first set to this product's share, by the owner or a thief, whichever comes first (both
- * write the same value), by a thief only once the earlier share is all claimed (a guard:
- * the products meet between them). 1 with the rows in [*a, *b), 0 when none is left. */
+ * write the same value), by a thief only where the word holds the product just before this
+ * one and that share is all claimed (a guard: the products meet between them). 1 with the
+ * rows in [*a, *b), 0 when none is left. */
 static int steal_claim(int v, uint32_t e, int lo, int hi, int chunk, int back, int *a, int *b)
 {
     uint64_t *w = &steal_at[v].v, cur = __atomic_load_n(w, __ATOMIC_RELAXED);
@@ -1170,7 +1175,7 @@ static int steal_claim(int v, uint32_t e, int lo, int hi, int chunk, int back, i
         if (ce > e)  /* a later product's: its owner has claimed all of this one's */
             return 0;
         if (ce < e) {
-            if (back && f < k)  /* its owner is still on the earlier product */
+            if (back && (f < k || ce + 1 != e))  /* its owner is still on an earlier one */
                 return 0;
             next = ST_PACK(e, lo, hi);
         } else {
