@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmlab.infer import native  # noqa: E402
-from tests.infer.test_native_threads import _logits  # noqa: E402
-from tests.tiny import odd_llama  # noqa: E402
+from lmlab.infer import native
+from tests.infer.test_native_threads import _logits
+from tests.tiny import odd_llama
 
 
 def main() -> None:
