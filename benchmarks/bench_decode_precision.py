@@ -46,6 +46,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LMLAB_ADAPT_THREADS", "0")  # the thread count asked for, every run
 
 MODEL = "smollm2-135m-instruct"
 PROMPT = "Explain photosynthesis in one sentence."

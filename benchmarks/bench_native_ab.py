@@ -35,6 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LMLAB_ADAPT_THREADS", "0")  # the thread count asked for, every run
 
 import torch
 

@@ -32,6 +32,7 @@ from pathlib import Path
 os.environ["LMLAB_NATIVE_PROF"] = "1"  # before lmlab.infer.native loads its library
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LMLAB_ADAPT_THREADS", "0")  # the thread count asked for, every run
 
 import torch
 

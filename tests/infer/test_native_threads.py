@@ -22,6 +22,12 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _fixed_threads(monkeypatch):
+    """Each run at the count it asks for (no choice from timings: lmlab.infer.threads)."""
+    monkeypatch.setenv("LMLAB_ADAPT_THREADS", "0")
+
+
 @pytest.fixture(scope="module")
 def odd_model():
     return odd_llama(1001, 100, hidden=96, positions=64, seed=0)
@@ -73,3 +79,20 @@ def test_rows_taken_by_another_thread_give_the_same_logits(odd_model, weights, m
             stolen = native.steal_test(0) - before
         assert stolen > 0, "no rows changed threads: the test did not test stealing"
         assert torch.equal(got, ref), (weights, len(batch), float((got - ref).abs().max()))
+
+
+def test_greedy_runs_time_themselves_for_the_thread_choice(odd_model, monkeypatch):
+    """With LMLAB_ADAPT_THREADS unset, each greedy run records its count and seconds a
+    token, and runs at the count the choice picks (one thread here: the same logits)."""
+    from lmlab.infer import threads
+
+    monkeypatch.delenv("LMLAB_ADAPT_THREADS")
+    seen = []
+    monkeypatch.setattr(threads.ThreadChoice, "record", lambda self, nt, s: seen.append((nt, s)))
+    monkeypatch.setattr(threads.ThreadChoice, "pick", lambda self: 1)
+    g = torch.Generator().manual_seed(5)
+    row = [torch.randint(0, 1001, (6,), generator=g).tolist()]
+    got = _logits(odd_model, row, "fp32", 2)
+    monkeypatch.setenv("LMLAB_ADAPT_THREADS", "0")
+    assert torch.equal(got, _logits(odd_model, row, "fp32", 2))
+    assert seen and all(nt == 1 and s > 0 for nt, s in seen)

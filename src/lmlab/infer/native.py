@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import weakref
 from pathlib import Path
 
@@ -48,6 +49,7 @@ import torch
 from lmlab.common import cache_dir
 from lmlab.infer import arena
 from lmlab.infer.precision import blocks, quantize_blocks
+from lmlab.infer.threads import ThreadChoice, adapting
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
@@ -230,8 +232,6 @@ def read_gbs(nbytes: int, threads: int, repeats: int = 4) -> float | None:
     ``threads`` OpenMP threads, each streaming its share with the vector sums the decode
     step's row products use, from an ``arena`` buffer (huge pages, as the weights sit). The
     probe's read bandwidth (``lmlab.hardware``); None where the library does not load."""
-    import time
-
     lib = load()
     if lib is None:
         return None
@@ -558,6 +558,19 @@ class NativeStep:
                                f"{None if cols is None else cols.tolist()})")
         return out
 
+    _choice = None
+
+    def _threads(self) -> int:
+        """Threads for a greedy run: torch's count, or one fewer while that has proved
+        slower (``lmlab.infer.threads``: another process on a core)."""
+        want = torch.get_num_threads()
+        if not adapting():
+            self._choice = None
+            return want
+        if self._choice is None or self._choice.threads != want:
+            self._choice = ThreadChoice(want)
+        return self._choice.pick()
+
     def greedy(self, kb: list, vb: list, token: int, pos: int, n: int, steps: int,
                stop_ids=(), head_rows=None, ids: torch.Tensor | None = None
                ) -> tuple[list[int], torch.Tensor]:
@@ -582,11 +595,14 @@ class NativeStep:
         out = torch.empty(steps, dtype=torch.long)
         stop = torch.tensor(sorted(stop_ids), dtype=torch.long)
         kp, vp = self._kv_ptrs(kb, vb)
+        nt = self._threads()
+        t0 = time.perf_counter()
         k = self.lib.lm_greedy(self._cfg_ref, int(token), int(pos), n, steps,
                                stop.data_ptr() if len(stop) else None, len(stop),
                                ids.data_ptr() if extra else None, kp, vp, T,
-                               self.work.data_ptr(), logits.data_ptr(), out.data_ptr(),
-                               torch.get_num_threads())
+                               self.work.data_ptr(), logits.data_ptr(), out.data_ptr(), nt)
+        if k > 0 and self._choice is not None:
+            self._choice.record(nt, (time.perf_counter() - t0) / k)
         if k == -1:
             raise ValueError(f"token id {int(token)} outside the vocabulary (0 .. {self.V - 1})")
         if k < 0:
