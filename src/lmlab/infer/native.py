@@ -428,6 +428,9 @@ def narrow_copies(model, ts: list, weights: str) -> list:
 
 
 _data_ptr = torch.Tensor.data_ptr
+# tokens a greedy C call runs while its thread count is being chosen (lmlab.infer.threads):
+# each call's seconds a token are what the choice reads
+ADAPT_RUN = 16
 
 
 class NativeStep:
@@ -595,16 +598,26 @@ class NativeStep:
         out = torch.empty(steps, dtype=torch.long)
         stop = torch.tensor(sorted(stop_ids), dtype=torch.long)
         kp, vp = self._kv_ptrs(kb, vb)
-        nt = self._threads()
-        t0 = time.perf_counter()
-        k = self.lib.lm_greedy(self._cfg_ref, int(token), int(pos), n, steps,
-                               stop.data_ptr() if len(stop) else None, len(stop),
-                               ids.data_ptr() if extra else None, kp, vp, T,
-                               self.work.data_ptr(), logits.data_ptr(), out.data_ptr(), nt)
-        if k > 0 and self._choice is not None:
-            self._choice.record(nt, (time.perf_counter() - t0) / k)
-        if k == -1:
-            raise ValueError(f"token id {int(token)} outside the vocabulary (0 .. {self.V - 1})")
-        if k < 0:
-            raise RuntimeError(f"native greedy run failed (code {k}: n={n}, steps={steps}, T={T})")
-        return out[:k].tolist(), logits[:k]
+        done = 0
+        while done < steps:  # C calls of at most ADAPT_RUN tokens while the count is chosen
+            nt = self._threads()
+            part = steps - done if self._choice is None else min(ADAPT_RUN, steps - done)
+            t0 = time.perf_counter()
+            k = self.lib.lm_greedy(self._cfg_ref, int(token), int(pos) + done, n + done, part,
+                                   stop.data_ptr() if len(stop) else None, len(stop),
+                                   ids.data_ptr() if extra else None, kp, vp, T,
+                                   self.work.data_ptr(), logits[done:].data_ptr(),
+                                   out[done:].data_ptr(), nt)
+            if k == -1:
+                raise ValueError(f"token id {int(token)} outside the vocabulary "
+                                 f"(0 .. {self.V - 1})")
+            if k < 0:
+                raise RuntimeError(f"native greedy run failed (code {k}: n={n + done}, "
+                                   f"steps={part}, T={T})")
+            if self._choice is not None and k > 0:
+                self._choice.record(nt, (time.perf_counter() - t0) / k)
+            done += k
+            if k < part:  # a stop token
+                break
+            token = int(out[done - 1])
+        return out[:done].tolist(), logits[:done]
