@@ -431,6 +431,8 @@ _data_ptr = torch.Tensor.data_ptr
 # tokens a greedy C call runs while its thread count is being chosen (lmlab.infer.threads):
 # each call's seconds a token are what the choice reads
 ADAPT_RUN = 16
+# the thread choices (lmlab.infer.threads), per model: {(weights, threads): ThreadChoice}
+_CHOICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class NativeStep:
@@ -447,6 +449,7 @@ class NativeStep:
         only moves its acceptance rate. ``params``: ``arena.step_params(model)`` when the
         caller has it (native.c reads the layers' nine tensors in that order)."""
         self.lib = load()
+        self._model = weakref.ref(model)  # (its thread choice: _threads)
         cfg, m = model.config, model.model
         if weights not in WTYPE:
             raise ValueError(f"weights: one of {', '.join(WTYPE)}, got {weights!r}")
@@ -565,13 +568,15 @@ class NativeStep:
 
     def _threads(self) -> int:
         """Threads for a greedy run: torch's count, or one fewer while that has proved
-        slower (``lmlab.infer.threads``: another process on a core)."""
+        faster (``lmlab.infer.threads``: another process on a core). One choice per model,
+        precision and thread count for the process, so later generations start informed."""
         want = torch.get_num_threads()
-        if not adapting():
+        model = self._model()
+        if not adapting() or model is None:
             self._choice = None
             return want
-        if self._choice is None or self._choice.threads != want:
-            self._choice = ThreadChoice(want)
+        per = _CHOICES.setdefault(model, {})
+        self._choice = per.setdefault((self.weights, want), ThreadChoice(want))
         return self._choice.pick()
 
     def greedy(self, kb: list, vb: list, token: int, pos: int, n: int, steps: int,

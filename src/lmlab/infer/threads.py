@@ -8,18 +8,20 @@ fewer then leaves the busy core to the other process. The step's logits are the 
 thread count, bit for bit (tests/infer/test_native_threads.py), so the choice changes speed
 only.
 
-``ThreadChoice`` is the rule, a pure object over measured seconds per token:
+``ThreadChoice`` is the rule, a pure object over measured seconds per token of runs (a greedy
+C call of up to 16 tokens), one per model and weight precision for the process:
 
-- it starts at ``threads`` (torch's count) and remembers the least seconds per token seen at
-  each count;
-- a run slower than ``slow`` times the least seen at its count (a neighbour took a core, or
-  the machine is loaded) tries the other count (``threads - 1``) next;
-- then it keeps whichever count's latest run was faster, and, while on the fewer threads,
-  tries the full count again every ``recheck`` runs (the neighbour may have gone).
+- the first run uses ``threads`` (torch's count), the second ``threads - 1``; then the count
+  whose latest run was faster;
+- every ``recheck`` runs the other count is tried once; where it loses again the interval
+  doubles (up to ``most``), where it wins the choice changes and the interval starts over;
+- a run slower than ``slow`` times the least seen at its count (a neighbour took a core)
+  tries the other count at once.
 
-Idle, nothing is tried: a run is never ``slow`` times its own best unless something
-changed. ``LMLAB_ADAPT_THREADS=0`` keeps torch's count (the benchmarks set it, to time a
-fixed count).
+Idle on 2 cores that costs one run at one thread per model, then one after 16 runs, 32, 64,
+... and every 256 at most.
+``LMLAB_ADAPT_THREADS=0`` keeps torch's count (the decode benchmarks and the thread tests
+set it, to run a fixed count).
 """
 
 from __future__ import annotations
@@ -38,22 +40,24 @@ class ThreadChoice:
     threads: int
     slow: float = 2.0
     recheck: int = 16
+    most: int = 256
     best: dict[int, float] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)
-    current: int = 0
-    since: int = 0  # runs on the fewer threads since the full count was tried
+    chosen: int = 0  # the count kept between tries
+    trying: bool = False  # the next run tries the other count once
+    since: int = 0  # runs since the other count was last tried
+    every: int = 0  # the interval between tries now
 
     def __post_init__(self):
         self.threads = max(1, int(self.threads))
-        self.current = self.threads
+        self.chosen, self.every = self.threads, self.recheck
 
-    @property
-    def other(self) -> int:
-        return self.threads - 1 if self.current == self.threads else self.threads
+    def _other(self) -> int:
+        return self.threads - 1 if self.chosen == self.threads else self.threads
 
     def pick(self) -> int:
         """The thread count for the next run."""
-        return self.current
+        return self._other() if self.trying else self.chosen
 
     def record(self, threads: int, seconds_per_token: float) -> None:
         """A run at ``threads`` took ``seconds_per_token``; sets the next run's count."""
@@ -63,17 +67,15 @@ class ThreadChoice:
         best = self.best.get(threads)
         self.best[threads] = t if best is None else min(best, t)
         self.last[threads] = t
-        if threads != self.current:
+        other = self._other()
+        if threads == other:  # a try of the other count: keep the faster
+            self.trying, self.since = False, 0
+            if t < self.last.get(self.chosen, float("inf")):
+                self.chosen, self.every = other, self.recheck
+            else:
+                self.every = min(self.most, 2 * self.every)
             return
-        other = self.other
-        if other not in self.last:  # not tried yet: only when this count has slowed
-            if best is not None and t > self.slow * best:
-                self.current = other
-            return
-        if self.last[other] < t:  # the other count's latest run was faster
-            self.current, self.since = other, 0
-            return
-        if self.current != self.threads:
-            self.since += 1
-            if self.since >= self.recheck:  # the full count again: has the load gone?
-                self.current, self.since = self.threads, 0
+        self.since += 1
+        slowed = best is not None and t > self.slow * best
+        if other not in self.last or slowed or self.since >= self.every:
+            self.trying = True
