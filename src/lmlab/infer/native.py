@@ -582,7 +582,8 @@ class NativeStep:
     def greedy(self, kb: list, vb: list, token: int, pos: int, n: int, steps: int,
                stop_ids=(), head_rows=None, ids: torch.Tensor | None = None
                ) -> tuple[list[int], torch.Tensor]:
-        """Greedy decoding of one unpadded row in one C call: ``token`` at position ``pos``
+        """Greedy decoding of one unpadded row in C (one call, or calls of ``ADAPT_RUN``
+        tokens while the thread count is chosen, ``_threads``): ``token`` at position ``pos``
         fills buffer column n-1, then each step's argmax is the next input, for ``steps``
         tokens or until one in ``stop_ids``. ``head_rows`` as in ``step``, with ``ids`` the
         token ids of its extra rows (a draft over part of the vocabulary). -> (the tokens,
