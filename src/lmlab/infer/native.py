@@ -588,7 +588,7 @@ class NativeStep:
         tokens or until one in ``stop_ids``. ``head_rows`` as in ``step``, with ``ids`` the
         token ids of its extra rows (a draft over part of the vocabulary). -> (the tokens,
         their steps' logits (k, width)); the buffers then hold n + k - 1 tokens. Each step is
-        ``step``'s one-token step (its logits bit for bit), with no Python between tokens."""
+        ``step``'s one-token step (its logits bit for bit), no Python between a call's tokens."""
         T = kb[0].shape[2]
         if kb[0].shape[0] != 1 or not 1 <= n or n + steps - 1 > T:
             raise ValueError(f"greedy run: one row and n + steps - 1 <= {T} buffer columns "
