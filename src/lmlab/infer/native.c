@@ -1010,9 +1010,9 @@ static inline void thread_rows(int total, int *lo, int *hi)
  * the segments' rows one after another (total * t / nt ..: q, k and v as one run).
  * MV_NOSYNC: no barrier at the end (the caller has more to do on its own rows first). */
 enum { MV_EACH = 1, MV_NOSYNC = 2, MV_AMX = 4, MV_STEAL = 8, MV_SILU = 16 };
-/* MV_AMX: bf16 rows on AMX tiles. MV_STEAL: the one-input fp32 / bf16 products hand their rows
- * out in chunks, a thread done with its own share taking the others' last chunks (below).
- * MV_SILU (with MV_EACH, over gate and up): each chunk's SiLU right after its rows. */
+/* MV_AMX: bf16 rows on AMX tiles. MV_STEAL: the rows handed out in chunks, a thread done with
+ * its own share taking from the others' (below). MV_SILU (with MV_EACH, over gate and up): the
+ * SiLU over each chunk (or each thread's share) right after its rows. */
 
 /* This thread's rows [*a, *b) of segment s (its rows from base on) for a split `how` over
  * `total` rows in all */
@@ -1352,8 +1352,7 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
     }
     const int each = how & MV_EACH, units = each ? seg[0].rows : total;
     if ((how & MV_STEAL) && steal_ok(units)) {
-        const int unit = (each ? n_seg : 1) * K;
-        const int chunk = STEAL_CHUNK / unit > 1 ? STEAL_CHUNK / unit : 1;
+        const int chunk = steal_chunk((size_t)(each ? n_seg : 1) * K);
 #define Q8_ROWS(a, b)                                                                          \
         do {                                                                                   \
             if (each) {                                                                        \
@@ -1380,7 +1379,7 @@ static void matvec_q8(const segment *seg, int n_seg, const float *x, int ldx, in
         own_rows(seg, s, base, total, how, &a, &b);
         q8_span(&seg[s], a, b, xq, K, M, y, ldy, add, isa);
     }
-    if (how & MV_SILU) {  /* (one thread: a stealing product without anyone to steal) */
+    if (how & MV_SILU) {  /* (each thread over its own rows: MV_EACH) */
         int i0, i1;
         thread_rows(seg[0].rows, &i0, &i1);
         silu_span(y + seg[0].off, ldy, seg[0].rows, M, i0, i1);
@@ -1548,9 +1547,7 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
         /* one input, the rows handed out in chunks of ~STEAL_CHUNK bytes of weights (a unit
          * of MV_EACH is a row of each segment) */
         const int eb = wt == W_BF16 ? 2 : 4, units = how & MV_EACH ? seg[0].rows : total;
-        const int per = (how & MV_EACH ? n_seg : 1) * K * eb;
-        const int chunk = STEAL_CHUNK / per > 1 ? STEAL_CHUNK / per : 1;
-        float *y0 = y + seg[0].off;
+        const int chunk = steal_chunk((size_t)(how & MV_EACH ? n_seg : 1) * K * eb);
 #define MV_ROWS(a, b)                                                                          \
         do {                                                                                   \
             if (!(how & MV_EACH)) {                                                            \
@@ -1559,8 +1556,8 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
             }                                                                                  \
             for (int s_ = 0; s_ < n_seg; s_++)                                                 \
                 dot1_rows(seg + s_, a, b, x, K, y, add, wt);                                   \
-            for (int i_ = a; (how & MV_SILU) && i_ < b; i_ += 8)                               \
-                silu_mul8(y0 + i_, seg[0].rows, b - i_ < 8 ? b - i_ : 8);                      \
+            if (how & MV_SILU)                                                                 \
+                silu_span(y + seg[0].off, ldy, seg[0].rows, 1, a, b);                          \
         } while (0)
         STEAL_ROWS(units, chunk, MV_ROWS);
 #undef MV_ROWS
@@ -1590,11 +1587,10 @@ static void matvec(const segment *seg, int n_seg, const float *x, int ldx, int K
                 }
             }
         }
-        if (how & MV_SILU) {  /* (one thread: a stealing product without anyone to steal) */
+        if (how & MV_SILU) {  /* (each thread over its own rows: MV_EACH) */
             int i0, i1;
             thread_rows(seg[0].rows, &i0, &i1);
-            for (int i = i0; i < i1; i += 8)
-                silu_mul8(y + seg[0].off + i, seg[0].rows, i1 - i < 8 ? i1 - i : 8);
+            silu_span(y + seg[0].off, ldy, seg[0].rows, 1, i0, i1);
         }
         end_product(nx, wt, how, ph);
         return;
@@ -2102,18 +2098,9 @@ int lm_step(const lm_model *m, const int64_t *tok, const int64_t *pos, int B, in
                own ? &nx_gu : NULL);
         rms_norm(x, D, (const float *)w[LN2], D, M, m->eps, hn, D);
         PROF_MARK(P_NORM);
-        if (own && steal) {  /* each chunk of gate and up rows, then its SiLU */
+        if (own) {  /* gate and up rows by chunk (or each thread's share), then their SiLU */
             matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU,
-                   MV_EACH | MV_NOSYNC | MV_SILU | steal, NULL);
-        } else if (own) {  /* each thread's gate and up rows i0 .. i1, then its SiLU over them */
-            int i0, i1;
-            matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, MV_EACH | MV_NOSYNC,
-                   NULL);
-            thread_rows(I, &i0, &i1);
-            for (int j = 0; j < M; j++)
-                for (int i = i0; i < i1; i += 8)
-                    silu_mul8(gu + (size_t)j * 2 * I + i, I, i1 - i < 8 ? i1 - i : 8);
-            prefetch_next(&nx_d, wt);
+                   MV_EACH | MV_NOSYNC | MV_SILU | steal, &nx_d);
         } else {
             matvec(s_gu, 2, hn, D, D, M, gu, 2 * I, 0, wt, isa, P_GU, amx | steal, NULL);
 #pragma omp for schedule(static) nowait

@@ -449,7 +449,7 @@ class NativeStep:
         only moves its acceptance rate. ``params``: ``arena.step_params(model)`` when the
         caller has it (native.c reads the layers' nine tensors in that order)."""
         self.lib = load()
-        self._model = weakref.ref(model)  # (its thread choice: _threads)
+        self._model = weakref.ref(model)  # (its thread choice: _thread_choice)
         cfg, m = model.config, model.model
         if weights not in WTYPE:
             raise ValueError(f"weights: one of {', '.join(WTYPE)}, got {weights!r}")
@@ -564,26 +564,23 @@ class NativeStep:
                                f"{None if cols is None else cols.tolist()})")
         return out
 
-    _choice = None
-
-    def _threads(self) -> int:
-        """Threads for a greedy run: torch's count, or one fewer while that has proved
-        faster (``lmlab.infer.threads``: another process on a core). One choice per model,
-        precision and thread count for the process, so later generations start informed."""
-        want = torch.get_num_threads()
+    def _thread_choice(self) -> ThreadChoice | None:
+        """How greedy runs pick their thread count (``lmlab.infer.threads``: torch's count,
+        or one fewer while that has proved faster), None where they keep torch's. One choice
+        per model, precision and thread count for the process, so later generations start
+        informed."""
         model = self._model()
         if not adapting() or model is None:
-            self._choice = None
-            return want
+            return None
+        want = torch.get_num_threads()
         per = _CHOICES.setdefault(model, {})
-        self._choice = per.setdefault((self.weights, want), ThreadChoice(want))
-        return self._choice.pick()
+        return per.setdefault((self.weights, want), ThreadChoice(want))
 
     def greedy(self, kb: list, vb: list, token: int, pos: int, n: int, steps: int,
                stop_ids=(), head_rows=None, ids: torch.Tensor | None = None
                ) -> tuple[list[int], torch.Tensor]:
         """Greedy decoding of one unpadded row in C (one call, or calls of ``ADAPT_RUN``
-        tokens while the thread count is chosen, ``_threads``): ``token`` at position ``pos``
+        tokens while the thread count is chosen, ``_thread_choice``): ``token`` at ``pos``
         fills buffer column n-1, then each step's argmax is the next input, for ``steps``
         tokens or until one in ``stop_ids``. ``head_rows`` as in ``step``, with ``ids`` the
         token ids of its extra rows (a draft over part of the vocabulary). -> (the tokens,
@@ -604,10 +601,10 @@ class NativeStep:
         out = torch.empty(steps, dtype=torch.long)
         stop = torch.tensor(sorted(stop_ids), dtype=torch.long)
         kp, vp = self._kv_ptrs(kb, vb)
-        done = 0
+        choice, done = self._thread_choice(), 0
         while done < steps:  # C calls of at most ADAPT_RUN tokens while the count is chosen
-            nt = self._threads()
-            part = steps - done if self._choice is None else min(ADAPT_RUN, steps - done)
+            nt = torch.get_num_threads() if choice is None else choice.pick()
+            part = steps - done if choice is None else min(ADAPT_RUN, steps - done)
             t0 = time.perf_counter()
             k = self.lib.lm_greedy(self._cfg_ref, int(token), int(pos) + done, n + done, part,
                                    stop.data_ptr() if len(stop) else None, len(stop),
@@ -620,8 +617,8 @@ class NativeStep:
             if k < 0:
                 raise RuntimeError(f"native greedy run failed (code {k}: n={n + done}, "
                                    f"steps={part}, T={T})")
-            if self._choice is not None and k > 0:
-                self._choice.record(nt, (time.perf_counter() - t0) / k)
+            if choice is not None and k > 0:
+                choice.record(nt, (time.perf_counter() - t0) / k)
             done += k
             if k < part:  # a stop token
                 break
