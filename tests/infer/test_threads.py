@@ -4,7 +4,9 @@ once when a run is twice its count's best."""
 
 from itertools import pairwise
 
-from lmlab.infer.threads import ThreadChoice
+import pytest
+
+from lmlab.infer.threads import ThreadChoice, adapting
 
 
 def _run(c: ThreadChoice, seconds: dict[int, float], n: int) -> list[int]:
@@ -48,3 +50,13 @@ def test_load_that_comes_and_goes():
 def test_one_thread_has_nothing_to_choose():
     c = ThreadChoice(1)
     assert _run(c, {1: 0.5}, 3) == [1, 1, 1]
+
+
+def test_the_switch_takes_0_or_1_and_names_itself_otherwise(monkeypatch):
+    monkeypatch.setenv("LMLAB_ADAPT_THREADS", "0")
+    assert not adapting()
+    monkeypatch.setenv("LMLAB_ADAPT_THREADS", "1")
+    assert adapting()
+    monkeypatch.setenv("LMLAB_ADAPT_THREADS", "off")
+    with pytest.raises(ValueError, match="LMLAB_ADAPT_THREADS: 0 or 1, got 'off'"):
+        adapting()
