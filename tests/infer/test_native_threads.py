@@ -96,3 +96,21 @@ def test_greedy_runs_time_themselves_for_the_thread_choice(odd_model, monkeypatc
     monkeypatch.setenv("LMLAB_ADAPT_THREADS", "0")
     assert torch.equal(got, _logits(odd_model, row, "fp32", 2))
     assert seen and all(nt == 1 and s > 0 for nt, s in seen)
+
+
+def test_batched_steps_time_themselves_for_the_thread_choice(odd_model, monkeypatch):
+    """With LMLAB_ADAPT_THREADS unset, each batched C step records its count and seconds in
+    its shape class's pooled choice, and runs at the count picked (one thread: the same
+    logits as at 2 fixed threads)."""
+    from lmlab.infer import threads
+
+    monkeypatch.delenv("LMLAB_ADAPT_THREADS")
+    seen = []
+    monkeypatch.setattr(threads.Pooled, "record", lambda self, nt, s: seen.append((nt, s)))
+    monkeypatch.setattr(threads.Pooled, "pick", lambda self: 1)
+    g = torch.Generator().manual_seed(6)
+    rows = [torch.randint(0, 1001, (n,), generator=g).tolist() for n in (6, 4, 8)]
+    got = _logits(odd_model, rows, "bf16", 2)
+    monkeypatch.setenv("LMLAB_ADAPT_THREADS", "0")
+    assert torch.equal(got, _logits(odd_model, rows, "bf16", 2))
+    assert len(seen) >= 11 and all(nt == 1 and s > 0 for nt, s in seen)  # a step a token

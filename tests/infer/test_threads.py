@@ -1,12 +1,12 @@
-"""The greedy run's thread count (lmlab.infer.threads.ThreadChoice), from hand-made timings:
-both counts tried first, the faster kept; the other re-tried at doubling intervals, or at
-once when a run is twice its count's best."""
+"""The C step's thread count (lmlab.infer.threads), from hand-made timings: both counts tried
+first, the faster kept; the other re-tried at doubling intervals, or at once when a run is
+twice its count's best; batched steps pooled by shape class."""
 
 from itertools import pairwise
 
 import pytest
 
-from lmlab.infer.threads import ThreadChoice, adapting
+from lmlab.infer.threads import Pooled, ThreadChoice, adapting, shape_class
 
 
 def _run(c: ThreadChoice, seconds: dict[int, float], n: int) -> list[int]:
@@ -60,3 +60,25 @@ def test_the_switch_takes_0_or_1_and_names_itself_otherwise(monkeypatch):
     monkeypatch.setenv("LMLAB_ADAPT_THREADS", "off")
     with pytest.raises(ValueError, match="LMLAB_ADAPT_THREADS: 0 or 1, got 'off'"):
         adapting()
+
+
+def test_pooled_steps_feed_the_choice_their_mean_and_switch_only_between_pools():
+    c = Pooled(ThreadChoice(2, recheck=4, most=8), size=4)
+    seconds = {2: [0.010, 0.030, 0.020, 0.020], 1: [0.050] * 4}
+    used = []
+    for _ in range(2):
+        t = c.pick()
+        for s in seconds[t]:
+            used.append(c.pick())
+            c.record(t, s)
+    assert used == [2] * 4 + [1] * 4  # the second pool of steps tries one thread
+    assert c.choice.best == {2: 0.020, 1: 0.050}  # the means: (10 + 30 + 20 + 20) / 4 ms
+    assert c.pick() == 2 and c.n == 0
+
+
+def test_shape_classes_are_powers_of_two_of_inputs_and_rows():
+    assert shape_class(1, 1) == (1, 1)
+    assert shape_class(3, 3) == shape_class(2, 2) == (2, 2)
+    assert shape_class(7, 1) == shape_class(4, 1) != shape_class(8, 1)
+    assert shape_class(12, 3) == (4, 2)  # a prefill of 3 rows x 4, logits of its last tokens
+    assert shape_class(5000, 64) == shape_class(64, 100) == (7, 7)

@@ -49,7 +49,7 @@ import torch
 from lmlab.common import cache_dir
 from lmlab.infer import arena
 from lmlab.infer.precision import blocks, quantize_blocks
-from lmlab.infer.threads import ThreadChoice, adapting
+from lmlab.infer.threads import Pooled, ThreadChoice, adapting, shape_class
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
@@ -431,7 +431,10 @@ _data_ptr = torch.Tensor.data_ptr
 # tokens a greedy C call runs while its thread count is being chosen (lmlab.infer.threads):
 # each call's seconds a token are what the choice reads
 ADAPT_RUN = 16
-# the thread choices (lmlab.infer.threads), per model: {(weights, threads): ThreadChoice}
+# batched steps pooled into one timing of the thread choice (lmlab.infer.threads.Pooled)
+ADAPT_STEPS = 8
+# the thread choices (lmlab.infer.threads), per model: {(weights, threads): ThreadChoice}, and
+# for batched steps {(weights, threads, shape class): Pooled}
 _CHOICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -550,12 +553,16 @@ class NativeStep:
         width = self._set_head(None if hidden else head_rows)
         out = torch.empty(B, R // B, self.D if hidden else width)
         kp, vp = self._kv_ptrs(kb, vb)
+        choice = self._thread_choice(shape_class(B * L, R))
+        nt = torch.get_num_threads() if choice is None else choice.pick()
+        t0 = time.perf_counter()
         rc = self.lib.lm_step(
             self._cfg_ref, tokens.data_ptr(), pos.data_ptr(), B, L, n,
             mask.data_ptr() if mask is not None else None, mask_ld,
             cols.data_ptr() if cols is not None else None, kp, vp, T,
-            self.work.data_ptr(), out.data_ptr(), int(last_only), int(hidden),
-            torch.get_num_threads())
+            self.work.data_ptr(), out.data_ptr(), int(last_only), int(hidden), nt)
+        if choice is not None and rc == 0:
+            choice.record(nt, time.perf_counter() - t0)
         if rc == -1:
             bad = tokens[(tokens < 0) | (tokens >= self.V)][:1].tolist()
             raise ValueError(f"token id {bad} outside the vocabulary (0 .. {self.V - 1})")
@@ -564,17 +571,24 @@ class NativeStep:
                                f"{None if cols is None else cols.tolist()})")
         return out
 
-    def _thread_choice(self) -> ThreadChoice | None:
-        """How greedy runs pick their thread count (``lmlab.infer.threads``: torch's count,
-        or one fewer while that has proved faster), None where they keep torch's. One choice
-        per model, precision and thread count for the process, so later generations start
-        informed."""
+    def _thread_choice(self, shape: tuple | None = None) -> ThreadChoice | Pooled | None:
+        """How C calls pick their thread count (``lmlab.infer.threads``: torch's count, or one
+        fewer while that has proved faster), None where they keep torch's: greedy runs' choice
+        (``shape`` None), or the batched steps' of one ``shape_class`` (``ADAPT_STEPS`` steps
+        pooled a timing). One choice per model, precision, thread count (and shape) for the
+        process, so later generations start informed."""
         model = self._model()
         if not adapting() or model is None:
             return None
         want = torch.get_num_threads()
         per = _CHOICES.setdefault(model, {})
-        return per.setdefault((self.weights, want), ThreadChoice(want))
+        if shape is None:
+            return per.setdefault((self.weights, want), ThreadChoice(want))
+        key = (self.weights, want, shape)
+        got = per.get(key)
+        if got is None:
+            got = per[key] = Pooled(ThreadChoice(want), ADAPT_STEPS)
+        return got
 
     def greedy(self, kb: list, vb: list, token: int, pos: int, n: int, steps: int,
                stop_ids=(), head_rows=None, ids: torch.Tensor | None = None

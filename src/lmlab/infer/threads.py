@@ -1,4 +1,5 @@
-"""How many threads a greedy decode run of the C step uses, chosen from its own timings.
+"""How many threads the C step uses, chosen from its own timings: greedy decode runs, and
+batched steps (``serve``, sampling, speculative verification).
 
 Each product of the C step ends at a barrier, so when another process keeps a core busy, the
 thread the scheduler takes off that core holds the others at every barrier: on the 2-core
@@ -20,6 +21,11 @@ C call of up to 16 tokens), one per model and weight precision for the process:
 
 Idle on 2 cores that costs one run at one thread per model, then one after 16 runs, 32, 64,
 ... and every 256 at most.
+
+A batched step is one C call of a few ms whose time depends on its shape (inputs, rows of
+logits), so ``Pooled`` feeds a ``ThreadChoice`` per shape class (``shape_class``) the mean of
+``size`` steps at one count: one step is too short and too noisy to judge a count by.
+
 ``LMLAB_ADAPT_THREADS=0`` keeps torch's count (the decode benchmarks and the thread tests
 set it, to run a fixed count).
 """
@@ -83,3 +89,34 @@ class ThreadChoice:
         slowed = best is not None and t > self.slow * best
         if other not in self.last or slowed or self.since >= self.every:
             self.trying = True
+
+
+@dataclass
+class Pooled:
+    """A ``ThreadChoice`` fed the mean seconds of ``size`` calls at a time (batched steps).
+    ``pick`` only changes at a ``record`` of the choice, so the calls pooled all ran at one
+    count."""
+
+    choice: ThreadChoice
+    size: int = 8
+    n: int = 0
+    total: float = 0.0
+
+    def pick(self) -> int:
+        return self.choice.pick()
+
+    def record(self, threads: int, seconds: float) -> None:
+        """A call at ``threads`` took ``seconds``; every ``size`` calls their mean is recorded."""
+        self.n, self.total = self.n + 1, self.total + seconds
+        if self.n >= self.size:
+            self.choice.record(threads, self.total / self.n)
+            self.n, self.total = 0, 0.0
+
+
+def shape_class(inputs: int, rows: int) -> tuple[int, int]:
+    """Which steps share a thread choice: those whose inputs (tokens through the layers) and
+    rows of logits (or hidden states) fall in the same power-of-two class (a step's time grows
+    with both; within a class it changes by less than 2x, the slowdown ``ThreadChoice`` reads
+    as a busy core). The C step takes at most ``native.MAX_ROWS`` (24) inputs; 64 and more
+    would be one class."""
+    return min(inputs, 64).bit_length(), min(rows, 64).bit_length()
