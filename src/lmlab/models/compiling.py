@@ -36,7 +36,7 @@ import contextlib
 
 import torch
 
-from lmlab.train.config import COMPILE_SCOPES as SCOPES
+SCOPES = ("model", "blocks")  # compile_scope's choices (lmlab.train.config.CompileOptions)
 
 
 def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
