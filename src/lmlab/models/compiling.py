@@ -69,18 +69,26 @@ def compiled_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
 
 
+def _switch(modules: list[torch.nn.Module], impls: list) -> list:
+    """Give each module its compiled call (``Module.compile()`` keeps it in the private
+    ``_compiled_call_impl``; None runs the module eagerly); returns the ones it replaced, so
+    that a second call puts them back."""
+    old = [m._compiled_call_impl for m in modules]
+    for m, impl in zip(modules, impls, strict=True):
+        m._compiled_call_impl = impl
+    return old
+
+
 @contextlib.contextmanager
 def eager(model: torch.nn.Module):
     """Every compiled module of ``model`` runs uncompiled inside the block (evals and sampling
     vary the shapes; compiling each would take longer than running them eagerly)."""
-    saved = [(m, m._compiled_call_impl) for m in compiled_modules(model)]
-    for m, _ in saved:
-        m._compiled_call_impl = None
+    modules = compiled_modules(model)
+    saved = _switch(modules, [None] * len(modules))
     try:
         yield model
     finally:
-        for m, impl in saved:
-            m._compiled_call_impl = impl
+        _switch(modules, saved)
 
 
 @contextlib.contextmanager
@@ -101,5 +109,5 @@ def compiled_for_training(model: torch.nn.Module, options):
     try:
         yield model
     finally:
-        for m in compiled_modules(model):
-            m._compiled_call_impl = None
+        modules = compiled_modules(model)
+        _switch(modules, [None] * len(modules))
