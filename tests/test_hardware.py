@@ -136,19 +136,29 @@ def test_lmlab_env_prints_the_table_and_the_auto_choice(tmp_path, monkeypatch, c
 
 
 def test_the_report_table_lists_runs_that_logged_mfu(tmp_path):
+    """One row per run with MFU, saying whether it compiled and at which scope (from its
+    config.yaml; a config without the keys, as vision's, did not compile)."""
     from lmlab.report.collect import RunData
     from lmlab.report.hardware import hardware_tables
 
-    cfg = {"dtype": "auto", "resolved": {"dtype": "bf16 autocast", "dtype_reason": "fast"}}
+    cfg = {"dtype": "auto", "resolved": {"dtype": "bf16 autocast", "dtype_reason": "fast"},
+           "compile": False, "compile_scope": "model"}
+    step = [{"train/tokens_per_s": 100.0, "train/mfu": 0.2}]
     runs = [RunData(tmp_path, "sft", cfg, metrics=[
                 {"train/tokens_per_s": 100.0, "train/mfu": 0.2},
                 {"train/tokens_per_s": 300.0, "train/mfu": 0.4}], label="a"),
+            RunData(tmp_path, "pretrain", {**cfg, "compile": True, "compile_scope": "blocks"},
+                    metrics=step, label="c"),
+            RunData(tmp_path, "dpo", {"dtype": "fp32", "compile": True}, metrics=step,
+                    label="d"),
             RunData(tmp_path, "vision", {"dtype": "fp32"}, metrics=[{"train/loss": 1.0}],
                     label="b")]
     (table,) = hardware_tables(runs)
-    assert table.rows == [["a", "sft", "auto", "bf16 autocast", 200.0, pytest.approx(0.3),
-                           "fast"]]
-    assert hardware_tables(runs[1:]) == []
+    assert table.rows == [
+        ["a", "sft", "auto", "bf16 autocast", "no", 200.0, pytest.approx(0.3), "fast"],
+        ["c", "pretrain", "auto", "bf16 autocast", "blocks", 100.0, 0.2, "fast"],
+        ["d", "dpo", "fp32", "", "model", 100.0, 0.2, ""]]  # before compile_scope existed
+    assert hardware_tables(runs[3:]) == []
 
 
 def test_a_cache_from_an_older_probe_format_is_measured_again(tmp_path, monkeypatch):

@@ -56,6 +56,31 @@ def test_model_scope_and_a_model_without_blocks_compile_the_whole_forward():
         compile_model(lone, "layers")
 
 
+def test_peft_weight_reads_trace_for_a_plain_weight_and_stay_peft_s_otherwise():
+    """``traceable_peft``: dynamo traces peft's ``dequantize_module_weight`` on a plain
+    ``nn.Linear`` with no graph break (``fullgraph=True`` refuses any); a module it cannot
+    shortcut (HQQ's, marked by ``W_q``) still gets peft's answer, from peft's function run
+    eagerly."""
+    from peft.utils.integrations import dequantize_module_weight
+
+    from lmlab.models.compiling import traceable_peft
+
+    traceable_peft()
+    traceable_peft()  # registered once per process, whoever asks
+
+    class HQQLike(torch.nn.Linear):
+        W_q = None
+
+        def dequantize(self):
+            return self.weight * 2
+
+    x = torch.randn(3, 4)
+    for module, fullgraph in ((torch.nn.Linear(4, 5), True), (HQQLike(4, 5), False)):
+        fn = torch.compile(lambda x, m=module: x @ dequantize_module_weight(m).T,
+                           backend="eager", fullgraph=fullgraph)
+        assert torch.equal(fn(x), x @ dequantize_module_weight(module).T)  # HQQ: 2 W
+
+
 def _loss_and_grads(model, ids):
     model.zero_grad(set_to_none=True)
     logits = model(input_ids=ids[:, :-1], use_cache=False).logits  # (B, T, V)

@@ -1,11 +1,13 @@
 """compile=true for sft, dpo and reward (lmlab.models.compiling.compiled_for_training).
 
-The default tier (~12 s): the keys and their checks, dtype=auto, and the wiring with a
+The default tier (~30 s): the keys and their checks, dtype=auto, and the wiring with a
 stand-in for ``torch.compile`` that traces nothing (it records each call of the "compiled"
 forward): only the training step's forwards go through it, never an eval, a generation, a
-reference forward or the save; and one dynamo trace (no inductor) of an autocast LoRA step.
-The slow tier compiles for real (inductor; ~1 min from a cold cache): a 3-step sft LoRA run
-whose losses match the eager run's within a bound derived below, and a 3-step dpo LoRA run.
+reference forward or the save; and dynamo traces (no inductor) of an autocast LoRA step and
+of LoRA and DoRA steps, fp32 and autocast (one graph each).
+The slow tier compiles for real (inductor; ~1 min a run from a cold cache): 3-step sft LoRA
+and DoRA runs whose losses match the eager run's within a bound derived below, and a 3-step
+dpo LoRA run.
 """
 
 import json
@@ -198,6 +200,36 @@ def test_under_cpu_autocast_the_lora_fused_sum_is_traced_and_no_cast_hooks(
     assert len(addmms) == 7 * 2  # q, k, v, o, gate, up, down in both layers
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_dora_is_traced_in_one_graph_as_lora_is(tmp_path, monkeypatch, dtype):
+    """peft's DoRA layer reads its base weight through a function dynamo cannot trace, one
+    graph break per DoRA layer, which ``lmlab.models.compiling.traceable_peft`` swaps for a
+    traceable one. With every row in every batch (one shape) a step is then one graph for DoRA
+    as for LoRA, fp32 and under bf16 autocast, and DoRA's graph holds each DoRA layer's weight
+    norm: one per adapted projection, 7 a layer."""
+    from functools import partial
+
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()  # earlier tests' compiled code must not count against the cache
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend=record))
+    if dtype == "bf16":
+        monkeypatch.setenv("LMLAB_AUTO_DTYPE", "bf16")  # dtype=auto -> bf16 autocast
+    for method in ("lora", "dora"):
+        graphs.clear()
+        out = tmp_path / method
+        assert _run("sft", out, f"data={SFT_DATA}", "batch_size=8", "max_steps=2",
+                    "eval_n=0", "compile=true", f"method={method}",
+                    *(["dtype=fp32"] if dtype == "fp32" else [])) == 0
+        assert len(graphs) == 1, method
+    norms = [n for n in graphs[0].graph.nodes if n.target is torch.linalg.norm]
+    assert len(norms) == 7 * 2
+
+
 # --- compiled for real (inductor) -------------------------------------------------------------
 
 
@@ -210,16 +242,26 @@ def _logit_bound(model) -> float:
                  * model.lm_head.weight.detach().norm(dim=1).max())
 
 
-def _token_logp_tol(model, context: int) -> float:
-    """How far one token's log-probability may move between the compiled and the eager
-    forward: its logits differ by at most forward_tol x max |logit| (tests.tolerance), a log
-    softmax is 2-Lipschitz in them (the logit itself and the log-sum-exp), and the sum over
-    the vocabulary inside the log-sum-exp adds its own roundings (relative on the sum of
-    probabilities, so absolute on its log)."""
-    from tests.tolerance import forward_tol, fp32_tol, sum_terms
+def _dora_terms(config, r: int) -> int:
+    """The roundings DoRA adds to a llama forward's longest path (``forward_terms``): each of
+    a layer's 7 adapted products is scaled by magnitude / ||W + s B A|| per output row, a sum
+    of squares over the product's input width (6 over D, down's over the MLP width I) after
+    B A's sum over r."""
+    return config.num_hidden_layers * (6 * config.hidden_size + config.intermediate_size
+                                       + 7 * r)
 
-    return (2 * forward_tol(model.config, context) * _logit_bound(model)
-            + fp32_tol(sum_terms(model.config.vocab_size)))
+
+def _token_logp_tol(model, context: int, extra_terms: int = 0) -> float:
+    """How far one token's log-probability may move between the compiled and the eager
+    forward: its logits differ by at most forward_tol x max |logit| (tests.tolerance; with
+    ``extra_terms`` more roundings on the longest path, as DoRA's), a log softmax is
+    2-Lipschitz in them (the logit itself and the log-sum-exp), and the sum over the
+    vocabulary inside the log-sum-exp adds its own roundings (relative on the sum of
+    probabilities, so absolute on its log)."""
+    from tests.tolerance import forward_terms, fp32_tol, sum_terms
+
+    forward = fp32_tol(sum_terms(forward_terms(model.config, context) + extra_terms))
+    return 2 * forward * _logit_bound(model) + fp32_tol(sum_terms(model.config.vocab_size))
 
 
 def _adam_step_bound(t: int, beta1: float = 0.9, beta2: float = 0.999) -> float:
@@ -232,9 +274,11 @@ def _adam_step_bound(t: int, beta1: float = 0.9, beta2: float = 0.999) -> float:
 
 
 @pytest.mark.slow
-def test_compiled_sft_lora_matches_eager_and_saves_the_same_final(tmp_path, capsys):
-    """3 fp32 steps of sft LoRA on batches of varying lengths (compiled: static, then dynamic
-    graphs), with a task eval at step 2: the same seed gives the eager run's losses within
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_compiled_sft_matches_eager_and_saves_the_same_final(tmp_path, capsys, method):
+    """3 fp32 steps of sft LoRA or DoRA on batches of varying lengths (compiled: static, then
+    dynamic graphs), with a task eval at step 2: the same seed gives the eager run's losses
+    within
 
         2 x forward_tol(config, max_len) x max|logit| + fp32_tol(sum_terms(V))   per token
         + fp32_tol(sum_terms(N), loss)                  the mean over the step's N tokens
@@ -246,7 +290,8 @@ def test_compiled_sft_lora_matches_eager_and_saves_the_same_final(tmp_path, caps
     gradient, so a rounding-level gradient difference can move a weight twice that (a
     near-zero gradient changing sign), which changes the loss by at most ||grad||_1 <=
     sqrt(n) ||grad||_2 times it, to first order. lr is small so that this term stays near
-    the forward's (~1e-3, where a step's batch moves the loss by ~0.05)."""
+    the forward's (~1e-3, where a step's batch moves the loss by ~0.05). DoRA's forward_tol
+    counts its weight norms' roundings too (``_dora_terms``)."""
     from safetensors import safe_open
 
     from lmlab.models import load_model
@@ -254,7 +299,8 @@ def test_compiled_sft_lora_matches_eager_and_saves_the_same_final(tmp_path, caps
 
     common = ("data=task:add", "data_limit=24", "batch_size=4", "lr=1e-6", "weight_decay=0",
               "lora_dropout=0",  # inductor draws its own dropout masks
-              "eval_every=2", "eval_n=2", "eval_splits=[test]", "eval_max_new_tokens=2")
+              "eval_every=2", "eval_n=2", "eval_splits=[test]", "eval_max_new_tokens=2",
+              f"method={method}", "lora_r=16")
     assert _run("sft", tmp_path / "eager", *common) == 0
     capsys.readouterr()
     assert _run("sft", tmp_path / "compiled", *common, "compile=true") == 0
@@ -264,9 +310,10 @@ def test_compiled_sft_lora_matches_eager_and_saves_the_same_final(tmp_path, caps
     assert any(k.startswith("eval/") for k in compiled[1])  # the eager eval at step 2
     model = load_model("tiny:llama")
     n = json.loads((tmp_path / "eager" / "summary.json").read_text())["trainable_params"]
+    extra = _dora_terms(model.config, 16) if method == "dora" else 0
     moved = 0.0  # bound on |w_eager - w_compiled| per element before this step
     for step, (e, c) in enumerate(zip(eager, compiled), start=1):
-        tol = (_token_logp_tol(model, 256) + fp32_tol(sum_terms(e["train/tokens"]),
+        tol = (_token_logp_tol(model, 256, extra) + fp32_tol(sum_terms(e["train/tokens"]),
                                                       e["train/loss"])
                + n ** 0.5 * e["train/grad_norm"] * moved)
         assert abs(c["train/loss"] - e["train/loss"]) <= tol, (step, tol)

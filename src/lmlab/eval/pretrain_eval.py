@@ -17,6 +17,7 @@ import math
 import torch
 
 from lmlab.data.stream import eval_windows
+from lmlab.models.compiling import eager
 
 
 def scored_bytes(tokenizer, tokens: torch.Tensor) -> int:
@@ -59,15 +60,6 @@ def val_metrics(model, make_batch, objective, tokens: torch.Tensor, window: int,
     return out
 
 
-def eager(model):
-    """Run a model compiled with ``Module.compile()`` (whole or per block) uncompiled inside
-    the block (sampling varies the shapes every token; compiling each would take longer than
-    decoding)."""
-    from lmlab.models.compiling import eager as _eager
-
-    return _eager(model)
-
-
 @torch.no_grad()
 def samples(model, tokenizer, prompts: list[str], *, max_new_tokens: int, context: int,
             temperature: float = 0.8, top_k: int = 50, seed: int = 0) -> list[dict]:
@@ -77,6 +69,7 @@ def samples(model, tokenizer, prompts: list[str], *, max_new_tokens: int, contex
     out = []
     was_training = model.training
     model.eval()
+    # uncompiled: sampling varies the shapes every token (compiling each would take longer)
     with torch.random.fork_rng(devices=[]), eager(model):
         torch.manual_seed(seed)
         for p in prompts:

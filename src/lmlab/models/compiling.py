@@ -27,16 +27,19 @@ dynamic (dynamo's automatic dynamic shapes); no more after that: 3 graphs in 60 
 each batch to a multiple of 64 would save none of them (the trained positions vary anyway) at
 up to 63 pad tokens a row, so the collators are left alone. Forwards without gradients (DPO's
 LoRA reference, KTO's twins) run under ``eager``: compiled, they doubled the graphs (dynamo
-keys on grad mode).
+keys on grad mode). DoRA came apart into 35 graphs (41 under bf16 autocast) on tiny:llama,
+one break in each DoRA layer's forward, until ``traceable_peft``; now one graph, as LoRA.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 
 import torch
 
-from lmlab.train.config import COMPILE_SCOPES as SCOPES
+SCOPES = ("model", "blocks")  # compile_scope's choices (lmlab.train.config.CompileOptions)
 
 
 def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -55,6 +58,8 @@ def compile_model(model: torch.nn.Module, scope: str = "model") -> str:
     A model without repeated blocks is compiled whole."""
     if scope not in SCOPES:
         raise ValueError(f"compile scope {scope!r} is not one of {SCOPES}")
+    if "peft" in sys.modules:  # the model may hold peft's layers
+        traceable_peft()
     blocks = repeated_blocks(model) if scope == "blocks" else []
     if not blocks:
         model.compile()
@@ -64,23 +69,57 @@ def compile_model(model: torch.nn.Module, scope: str = "model") -> str:
     return f"{len(blocks)} {type(blocks[0]).__name__} blocks (compiled once, reused)"
 
 
+@functools.cache
+def traceable_peft() -> None:
+    """Let dynamo trace peft's DoRA layers (once per process). Their forward reads the base
+    weight through ``peft.utils.integrations.dequantize_module_weight``, which asks
+    ``type(module.weight).__module__.startswith("torchao.")``: dynamo models the class
+    ``nn.Parameter`` as a torch function, so its ``__module__`` is no constant string and
+    ``startswith`` breaks the graph, once in every DoRA layer's forward. While tracing, and
+    only then, dynamo now calls ``traced`` instead (``torch.compiler.substitute_in_graph``;
+    eager code still calls peft's): a plain ``nn.Parameter`` weight on a module that is not
+    HQQ's is returned as it is, which is what peft returns for it; any other weight
+    (quantized, a tensor subclass) goes to peft's own function, run eagerly, a graph break
+    as before. torch before 2.5 has no ``substitute_in_graph``: DoRA breaks there as it did."""
+    from peft.utils.integrations import dequantize_module_weight
+
+    if not hasattr(torch.compiler, "substitute_in_graph"):
+        return
+    peft_eager = torch.compiler.disable(dequantize_module_weight)
+
+    @torch.compiler.substitute_in_graph(dequantize_module_weight)
+    def traced(module):
+        weight = module.weight
+        if type(weight) is torch.nn.Parameter and not hasattr(module, "W_q"):
+            return weight
+        return peft_eager(module)
+
+
 def compiled_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The modules of ``model`` (itself included) that ``Module.compile()`` switched on."""
     return [m for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+
+
+def _switch(modules: list[torch.nn.Module], impls: list) -> list:
+    """Give each module its compiled call (``Module.compile()`` keeps it in the private
+    ``_compiled_call_impl``; None runs the module eagerly); returns the ones it replaced, so
+    that a second call puts them back."""
+    old = [m._compiled_call_impl for m in modules]
+    for m, impl in zip(modules, impls, strict=True):
+        m._compiled_call_impl = impl
+    return old
 
 
 @contextlib.contextmanager
 def eager(model: torch.nn.Module):
     """Every compiled module of ``model`` runs uncompiled inside the block (evals and sampling
     vary the shapes; compiling each would take longer than running them eagerly)."""
-    saved = [(m, m._compiled_call_impl) for m in compiled_modules(model)]
-    for m, _ in saved:
-        m._compiled_call_impl = None
+    modules = compiled_modules(model)
+    saved = _switch(modules, [None] * len(modules))
     try:
         yield model
     finally:
-        for m, impl in saved:
-            m._compiled_call_impl = impl
+        _switch(modules, saved)
 
 
 @contextlib.contextmanager
@@ -101,5 +140,5 @@ def compiled_for_training(model: torch.nn.Module, options):
     try:
         yield model
     finally:
-        for m in compiled_modules(model):
-            m._compiled_call_impl = None
+        modules = compiled_modules(model)
+        _switch(modules, [None] * len(modules))

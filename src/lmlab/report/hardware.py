@@ -10,12 +10,19 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _compiled(config: dict) -> str:
+    """What a run compiled for training (``compile`` / ``compile_scope`` in its config.yaml):
+    ``model`` or ``blocks``, else ``no`` (also for stages without the keys). The scope is
+    named because it changes the speed (docs/hardware.md)."""
+    return (config.get("compile_scope") or "model") if config.get("compile") else "no"
+
+
 def precision_table(runs: list[RunData]) -> Table | None:
     """One row per run that logged MFU: dtype asked, what it became (config.yaml resolved:),
-    mean tokens/s and MFU over its logged steps, and why."""
-    t = Table("Precision and MFU", ["run", "stage", "dtype", "computed in", "tokens/s", "MFU",
-                                    "why"],
-              ["text", "text", "text", "text", "num", "pct", "text"])
+    whether it compiled, mean tokens/s and MFU over its logged steps, and why."""
+    t = Table("Precision and MFU", ["run", "stage", "dtype", "computed in", "compiled",
+                                    "tokens/s", "MFU", "why"],
+              ["text", "text", "text", "text", "text", "num", "pct", "text"])
     for r in runs:
         mfu = [m["train/mfu"] for m in r.metrics if m.get("train/mfu") is not None]
         if not mfu:
@@ -23,7 +30,7 @@ def precision_table(runs: list[RunData]) -> Table | None:
         resolved = r.config.get("resolved") or {}
         tps = [m["train/tokens_per_s"] for m in r.metrics if "train/tokens_per_s" in m]
         t.rows.append([r.label, r.stage, r.config.get("dtype", ""),
-                       resolved.get("dtype", ""), _mean(tps), _mean(mfu),
+                       resolved.get("dtype", ""), _compiled(r.config), _mean(tps), _mean(mfu),
                        resolved.get("dtype_reason", "")])
     t.note = ("MFU = model FLOPs per token (6 N full, ~4 N LoRA, + attention 12 L d s) x "
               "tokens/s / the hardware probe's best matmul rate for the dtype in use "

@@ -316,7 +316,8 @@ class _Measure:
         self.batch = cfg.eval_batch or cfg.batch_size
 
     def metrics(self, model, split: str) -> dict:
-        from lmlab.eval.pretrain_eval import eager, val_metrics
+        from lmlab.eval.pretrain_eval import val_metrics
+        from lmlab.models.compiling import eager
 
         with eager(model):  # eval shapes differ from training's: no recompiling for them
             return val_metrics(model, self.scorer.make_batch, self.scorer.objective,

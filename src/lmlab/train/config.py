@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmlab.config import RunConfig, opt
+from lmlab.models.compiling import SCOPES as COMPILE_SCOPES
 
 
 @dataclass
@@ -43,9 +44,6 @@ class TrainConfig(RunConfig):
                              "(less memory, one more all-gather in backward)")
     activation_checkpointing: bool = opt(False, "recompute each transformer block's "
                                          "activations in backward instead of storing them")
-
-
-COMPILE_SCOPES = ("model", "blocks")  # lmlab.models.compiling's scopes
 
 
 @dataclass
