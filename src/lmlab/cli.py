@@ -7,6 +7,7 @@ import os
 import sys
 
 from lmlab.errors import UserError
+from lmlab.openmp import set_spin_default
 
 USAGE = "usage: lmlab STAGE [--config FILE] [key=value ...]\n       lmlab STAGE --help"
 
@@ -132,6 +133,7 @@ def _drop_noise() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    set_spin_default()  # before anything loads torch (lmlab.openmp)
     _drop_noise()
     from lmlab.stages import STAGES, load_stage
 

@@ -30,6 +30,7 @@ def run(cfg: Config) -> dict:
 
     from lmlab.common import AUTOCAST_MIN_WIDTH, decide_auto, probe_table
     from lmlab.hardware import format_table
+    from lmlab.openmp import describe as describe_waits
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -42,6 +43,7 @@ def run(cfg: Config) -> dict:
     choice = decide_auto(device, table)
     for line in format_table(table):
         print(line)
+    print(describe_waits())
     print(f"\ndtype=auto for training: {choice.label} ({choice.reason})")
     if choice.autocast and device.type == "cpu":
         print(f"  (sft, reward, dpo, pretrain on models >= {AUTOCAST_MIN_WIDTH} wide, and "
