@@ -133,7 +133,6 @@ def _drop_noise() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    set_spin_default()  # before anything loads torch (lmlab.openmp)
     _drop_noise()
     from lmlab.stages import STAGES, load_stage
 
@@ -149,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         name = argv[0]
         if name not in STAGES:
             raise _unknown_stage(name, STAGES)
+        set_spin_default()  # before the stage loads torch (lmlab.openmp)
         module = load_stage(name)
         args = argv[1:]
         positional = getattr(module, "POSITIONAL", None)  # e.g. `lmlab bench generate`
