@@ -38,6 +38,27 @@ def test_three_steps_change_weights_and_log(tmp_path):
     assert (run.checkpoints / "step-3" / "state.pt").exists()
 
 
+def test_steps_that_slow_down_get_the_hint_once(tmp_path, monkeypatch, capsys):
+    """The loop feeds each step's tokens/s to its SlowWatch and prints the hint when it says
+    so (here at step 2, by hand: the watch's rule is tests/train/test_slowdown.py)."""
+    from lmlab.train import slowdown
+
+    seen = []
+
+    def see(self, rate, seconds):
+        seen.append(rate)
+        self.best = 2 * rate
+        return len(seen) == 2
+
+    monkeypatch.setattr(slowdown.SlowWatch, "see", see)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    _run(tmp_path)
+    out = capsys.readouterr()
+    assert len(seen) == 3 and all(r > 0 for r in seen)
+    said = (out.out + out.err).count("[lmlab] the last steps ran 2x slower")
+    assert said == 1
+
+
 def test_an_eval_step_is_logged_off_the_log_cadence(tmp_path):
     cfg = config(tmp_path, max_steps=6, log_every=4, eval_every=3)
     run = prepare_run(cfg, "test")

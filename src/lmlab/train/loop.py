@@ -34,6 +34,7 @@ from lmlab.train.interrupt import StopRequest, TrainingInterrupted
 from lmlab.train.killpoints import killpoint
 from lmlab.train.logging import MetricLogger, format_duration, step_line
 from lmlab.train.schedules import lr_factor
+from lmlab.train.slowdown import SlowWatch, hint
 
 
 class Objective(Protocol):
@@ -282,6 +283,7 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
         bar = tqdm(total=cfg.max_steps, initial=result.step, desc=run.stage, unit="step",
                    dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
     t_start, steps_done = time.time(), 0
+    watch = SlowWatch()  # a hint once when steps slow several-fold (train/slowdown.py)
     last = cfg.max_steps if stop_after is None else min(cfg.max_steps, result.step + stop_after)
     with StopRequest(run.latest_checkpoint) as stop, cpu_amp_attention(model, cpu_amp), \
             lora_sums_in_matmul(model, cpu_amp):
@@ -347,6 +349,9 @@ def _train(model, objective, stream, cfg, run, *, dtype, eval_fn, loggers,
                    "train/tokens": all_reduce_sum(tokens, device),
                    "train/step_s": dt}
             row["train/tokens_per_s"] = row["train/tokens"] / max(dt, 1e-9)
+            if watch.see(row["train/tokens_per_s"], dt):
+                (bar.write if bar is not None else print0)(
+                    hint(watch.best / row["train/tokens_per_s"]))
             unit = getattr(objective, "unit", None)  # e.g. "img": what count() counts
             if unit:
                 row[f"train/{unit}_per_s"] = total_units / max(dt, 1e-9)
