@@ -84,10 +84,11 @@ def overrides(mode: str, dtype: str, args, data: dict[str, Path], out: Path) -> 
         if plus != "compile":
             raise SystemExit(f"--dtypes {dtype}+{plus}: only +compile is known")
         common.append("compile=true")
-    if method in ("lora", "dora"):
+    adapter = method in ("lora", "dora")  # (DoRA takes LoRA's keys)
+    if adapter:
         common += ["merge_on_save=false", "lora_dropout=0.0"]
     if stage == "sft":
-        return common + [f"lr={2e-4 if method in ('lora', 'dora') else 2e-5}", f"eval_n={args.eval_n}",
+        return common + [f"lr={2e-4 if adapter else 2e-5}", f"eval_n={args.eval_n}",
                          f"eval_tasks={','.join(TASKS)}", f"packing={str(args.packing).lower()}"]
     return common + ["loss=dpo", "beta=0.1", "lr=5e-5", "eval_n=0", "kl_n=0", "task_eval_n=0"]
 

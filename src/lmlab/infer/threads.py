@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 
 def adapting() -> bool:
-    """Whether greedy runs choose their thread count (``LMLAB_ADAPT_THREADS``: 1, the
-    default, or 0)."""
+    """Whether the C step's greedy runs and batched steps choose their thread count
+    (``LMLAB_ADAPT_THREADS``: 1, the default, or 0)."""
     want = os.environ.get("LMLAB_ADAPT_THREADS", "1").strip()
     if want not in ("0", "1"):
         raise ValueError(f"LMLAB_ADAPT_THREADS: 0 or 1, got {want!r}")
